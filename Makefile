@@ -1,0 +1,35 @@
+# kdlab front door. `make run` and `make test` install what is missing, build, then run.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+KDLAB := $(BUILD)/kdlab
+
+.PHONY: all build deps test run bench clean configure
+
+all: build
+
+deps:
+	@tools/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+configure: $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: deps
+	@$(MAKE) --no-print-directory build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+run: deps
+	@$(MAKE) --no-print-directory build
+	$(KDLAB) repro fmnist-study
+
+bench: deps
+	@tools/install-deps.sh --with-torch
+	@$(MAKE) --no-print-directory build
+	$(KDLAB) bench
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,133 @@
+// Training-step benchmark (see bench.h). One step = forward, cross-entropy, backward, SGD-Nesterov
+// update, on a fixed random batch; we report the median step time over `steps` timed steps.
+#include "apps/bench.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/report.h"
+#include "engine/allocator.h"
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/optim.h"
+#include "kernels/philox.h"
+#include "models/classifier.h"
+
+#ifndef KDLAB_SOURCE_DIR
+#define KDLAB_SOURCE_DIR "."
+#endif
+
+namespace kd {
+namespace apps {
+
+namespace {
+
+struct Measured {
+  double images_per_s = 0, ms_median = 0;
+};
+
+Measured time_ours(const std::string& arch, const BenchOptions& o) {
+  bool lenet = arch == "lenet5";
+  int classes = lenet ? 10 : 100, channels = lenet ? 1 : 3, size = lenet ? 28 : 32;
+  auto model = models::make_model(arch, classes, channels, 0);
+  model->train();
+  std::vector<float> pixels(size_t(o.batch) * channels * size * size);
+  for (size_t i = 0; i < pixels.size(); ++i)
+    pixels[i] = 2.0f * philox_uniform(1, kStreamTest, i) - 1.0f;
+  std::vector<int32_t> labels(o.batch);
+  for (int i = 0; i < o.batch; ++i) labels[i] = int32_t(philox_below(2, kStreamTest, i, classes));
+  Tensor x = Tensor::from_vector<float>({o.batch, channels, size, size}, pixels);
+  Tensor y = Tensor::from_vector<int32_t>({o.batch}, labels);
+  SgdParams h;
+  h.lr = 0.01, h.momentum = 0.9, h.nesterov = true, h.weight_decay = 1e-4;
+  Sgd sgd(model->parameters(), h);
+  std::vector<double> ms;
+  for (int step = 0; step < o.warmup + o.steps; ++step) {
+    auto t0 = std::chrono::steady_clock::now();
+    Tensor loss = ops::cross_entropy(model->forward(x), y);
+    sgd.zero_grad();
+    backward(loss);
+    sgd.step();
+    double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (step >= o.warmup) ms.push_back(dt);
+  }
+  std::sort(ms.begin(), ms.end());
+  Measured m;
+  m.ms_median = ms[ms.size() / 2];
+  m.images_per_s = o.batch / (m.ms_median / 1000.0);
+  return m;
+}
+
+std::string torch_python() {
+  for (const char* py : {"/usr/bin/python3", "python3"}) {
+    std::string cmd = std::string(py) + " -c 'import torch' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) == 0) return py;
+  }
+  return "";
+}
+
+bool time_torch(const std::string& python, const std::string& arch, const BenchOptions& o,
+                Measured* out, std::string* version) {
+  std::string cmd = python + " " KDLAB_SOURCE_DIR "/tools/torch_cpu_bench.py --model " + arch +
+                    " --batch " + std::to_string(o.batch) + " --threads " +
+                    std::to_string(o.threads) + " --steps " + std::to_string(o.steps) +
+                    " --warmup " + std::to_string(o.warmup) + " 2>/dev/null";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return false;
+  std::string text;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) text.append(buf, n);
+  if (pclose(pipe) != 0) return false;
+  auto nl = text.find_last_of('{');
+  if (nl == std::string::npos) return false;
+  auto j = nlohmann::json::parse(text.substr(nl), nullptr, false);
+  if (j.is_discarded() || !j.contains("images_per_s")) return false;
+  out->images_per_s = j["images_per_s"].get<double>();
+  out->ms_median = j.value("ms_per_step_median", 0.0);
+  *version = j.value("torch_version", "?");
+  return true;
+}
+
+}  // namespace
+
+int run_bench(const BenchOptions& o) {
+  KD_INPUT_CHECK(o.batch >= 1 && o.steps >= 1 && o.warmup >= 0 && o.threads >= 1,
+                 "bench: --batch, --steps and --threads must be positive");
+  set_num_threads(o.threads);
+  std::string python = o.skip_torch ? "" : torch_python();
+  if (!o.skip_torch && python.empty())
+    std::cout << "PyTorch (python3-torch) not found: printing kdlab's numbers alone\n";
+  Table table;
+  table.header = {"model (train step)", "batch", "kdlab img/s", "kdlab ms", "PyTorch img/s",
+                  "PyTorch ms", "kdlab / PyTorch"};
+  std::string torch_version;
+  for (const std::string& arch : o.models) {
+    std::cerr << "bench: " << arch << " ...\n";
+    Measured ours = time_ours(arch, o);
+    Measured theirs;
+    bool have = !python.empty() && time_torch(python, arch, o, &theirs, &torch_version);
+    table.rows.push_back({arch, std::to_string(o.batch), format_fixed(ours.images_per_s, 0),
+                          format_fixed(ours.ms_median, 2),
+                          have ? format_fixed(theirs.images_per_s, 0) : "n/a",
+                          have ? format_fixed(theirs.ms_median, 2) : "n/a",
+                          have ? format_fixed(ours.images_per_s / theirs.images_per_s, 2) + "x" : "n/a"});
+  }
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  std::cout << "\nCPU training-step throughput, " << o.threads << " threads, median of " << o.steps
+            << " steps after " << o.warmup << " warm-up"
+            << (torch_version.empty() ? "" : ", PyTorch " + torch_version) << "\n"
+            << table.to_text() << "kdlab peak resident memory in this process: "
+            << format_fixed(ru.ru_maxrss / 1024.0, 1) << " MiB\n";
+  return 0;
+}
+
+}  // namespace apps
+}  // namespace kd

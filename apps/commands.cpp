@@ -1,0 +1,197 @@
+// train / distill / eval subcommands: load data, build or load models, run the loops of
+// experiment.cpp, and write the run directory (config.json, metrics.csv, summary.json,
+// checkpoints, log.txt).
+#include "apps/commands.h"
+
+#include <ctime>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/model_io.h"
+#include "apps/report.h"
+#include "apps/run_dir.h"
+#include "data/idx.h"
+#include "data/sampling.h"
+
+namespace kd {
+namespace apps {
+
+namespace {
+
+std::string utc_stamp() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+nlohmann::json loop_json(const LoopConfig& c) {
+  return {{"epochs", c.epochs}, {"batch", c.batch}, {"optimizer", c.optim.name},
+          {"lr", c.optim.lr}, {"momentum", c.optim.momentum}, {"nesterov", c.optim.nesterov},
+          {"weight_decay", c.optim.weight_decay}, {"eta_min", c.optim.eta_min},
+          {"schedule", "cosine, stepped per epoch"}, {"crop_pad", c.augment.crop_pad},
+          {"hflip", c.augment.hflip}, {"vflip", c.augment.vflip}, {"seed", c.seed},
+          {"eval_every", c.eval_every}, {"device", c.device.str()}};
+}
+
+nlohmann::json stats_json(const ClassifierStats& s, bool with_teacher) {
+  nlohmann::json j = {{"count", s.count}, {"accuracy", s.accuracy()}, {"nll", s.nll()},
+                      {"ece", s.ece()}};
+  if (with_teacher) {
+    j["agreement"] = s.agreement();
+    j["kl_teacher_student"] = s.kl();
+  }
+  return j;
+}
+
+EpochHook metrics_writer(RunDir& run, bool with_teacher) {
+  return [&run, with_teacher](const EpochRecord& r) {
+    auto f = [](double v) { return format_fixed(v, 6); };
+    std::vector<std::pair<std::string, std::string>> row = {
+        {"epoch", std::to_string(r.epoch)}, {"lr", f(r.lr)}, {"train_loss", f(r.train_loss)},
+        {"test_acc", r.evaluated ? f(r.test.accuracy()) : ""},
+        {"test_nll", r.evaluated ? f(r.test.nll()) : ""},
+        {"test_ece", r.evaluated ? f(r.test.ece()) : ""}};
+    if (with_teacher) {
+      row.push_back({"test_agree", r.evaluated ? f(r.test.agreement()) : ""});
+      row.push_back({"test_kl", r.evaluated ? f(r.test.kl()) : ""});
+    }
+    row.push_back({"seconds", format_fixed(r.seconds, 2)});
+    run.append_metrics(row);
+    if (r.evaluated)
+      run.log("epoch " + std::to_string(r.epoch) + ": test acc " +
+              format_percent(r.test.accuracy(), 2) +
+              (with_teacher ? ", agreement " + format_percent(r.test.agreement(), 2) : ""));
+  };
+}
+
+data::Dataset training_subset(const data::Dataset& train, int per_class, int64_t size,
+                              uint64_t seed) {
+  KD_INPUT_CHECK(per_class == 0 || size == 0,
+                 "--subset-per-class and --subset-size: give at most one");
+  if (per_class > 0)
+    return train.subset(data::stratified_subset_indices(train.labels, per_class, seed,
+                                                        train.num_classes));
+  if (size > 0) {
+    KD_INPUT_CHECK(size <= train.n, "--subset-size " << size << ": the training set has only "
+                                                      << train.n << " images");
+    return train.subset(data::random_subset_indices(train.n, size, seed));
+  }
+  return train;
+}
+
+std::vector<std::shared_ptr<models::Classifier>> load_teachers(const std::vector<std::string>& paths,
+                                                                Device device) {
+  std::vector<std::shared_ptr<models::Classifier>> out;
+  for (const std::string& p : paths) {
+    LoadedModel m = load_model(p);
+    m.model->to(device);
+    out.push_back(m.model);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string resolve_out(const CommonOptions& common, const std::string& command) {
+  return common.out.empty() ? "runs/" + command + "-" + utc_stamp() : common.out;
+}
+
+Device apply_common(const CommonOptions& common) {
+  set_num_threads(common.threads);
+  return parse_device(common.device);
+}
+
+int run_train(const CommonOptions& common, const TrainOptions& options) {
+  Device device = apply_common(common);
+  data::Dataset train = data::load_fashion_mnist(common.data_dir, true);
+  data::Dataset test = data::load_fashion_mnist(common.data_dir, false);
+  auto model = models::make_model(options.model, train.num_classes, train.c, common.seed);
+  train = training_subset(train, options.subset_per_class, options.subset_size, common.seed);
+  RunDir run(resolve_out(common, "train"));
+  LoopConfig loop = options.loop;
+  loop.seed = common.seed;
+  loop.device = device;
+  run.write_config({{"command", "train"}, {"model", options.model}, {"train_images", train.n},
+                    {"subset_per_class", options.subset_per_class},
+                    {"subset_size", options.subset_size}, {"loop", loop_json(loop)},
+                    {"threads", num_threads()}});
+  model->to(device);
+  data::Normalization norm = data::Normalization::unitcube(train.c);
+  train_supervised(*model, train, &test, norm, loop, "train " + options.model,
+                   metrics_writer(run, false));
+  save_model(run.file("model.safetensors"), *model, norm.mean, norm.std,
+             {{"role", "teacher"}, {"train_images", std::to_string(train.n)}});
+  ClassifierStats stats = evaluate_model(*model, nullptr, test, norm, device);
+  run.write_summary({{"command", "train"}, {"test", stats_json(stats, false)},
+                     {"checkpoint", "model.safetensors"}});
+  std::cout << "test accuracy " << format_percent(stats.accuracy(), 2) << ", NLL "
+            << format_fixed(stats.nll(), 4) << ", ECE " << format_fixed(stats.ece(), 4) << "\n"
+            << "run directory: " << run.path() << "\n";
+  return 0;
+}
+
+int run_distill(const CommonOptions& common, DistillOptions options) {
+  Device device = apply_common(common);
+  KD_INPUT_CHECK(!options.teachers.empty(), "--teacher: give at least one teacher checkpoint");
+  options.distill.kind = parse_distill_kind(options.loss);
+  auto members = load_teachers(options.teachers, device);
+  models::Ensemble teacher(members);
+  std::string arch = options.student_model.empty() ? members.front()->arch : options.student_model;
+  data::Dataset train = data::load_fashion_mnist(common.data_dir, true);
+  data::Dataset test = data::load_fashion_mnist(common.data_dir, false);
+  KD_INPUT_CHECK(teacher.num_classes() == train.num_classes,
+                 "--teacher: the teachers have " << teacher.num_classes()
+                                                 << " classes, the dataset " << train.num_classes);
+  data::Dataset distill_data = training_subset(train, 0, options.distill_size, common.seed);
+  auto student = models::make_model(arch, train.num_classes, train.c, common.seed);
+  student->to(device);
+  RunDir run(resolve_out(common, "distill"));
+  LoopConfig loop = options.loop;
+  loop.seed = common.seed;
+  loop.device = device;
+  run.write_config({{"command", "distill"}, {"teachers", options.teachers}, {"student", arch},
+                    {"loss", options.loss}, {"tau", options.distill.tau},
+                    {"alpha", options.distill.alpha}, {"distill_images", distill_data.n},
+                    {"loop", loop_json(loop)}, {"threads", num_threads()}});
+  data::Normalization norm = data::Normalization::unitcube(train.c);
+  distill(*student, teacher, distill_data, &test, norm, loop, options.distill,
+          "distill " + arch, metrics_writer(run, true));
+  save_model(run.file("student.safetensors"), *student, norm.mean, norm.std,
+             {{"role", "student"}, {"tau", format_fixed(options.distill.tau, 3)}});
+  ClassifierStats on_test = evaluate_model(*student, &teacher, test, norm, device);
+  ClassifierStats on_train = evaluate_model(*student, &teacher, distill_data, norm, device);
+  run.write_summary({{"command", "distill"}, {"test", stats_json(on_test, true)},
+                     {"distill_data", stats_json(on_train, true)},
+                     {"checkpoint", "student.safetensors"}});
+  std::cout << "student test accuracy " << format_percent(on_test.accuracy(), 2)
+            << ", test agreement " << format_percent(on_test.agreement(), 2) << ", test KL "
+            << format_fixed(on_test.kl(), 4) << ", train agreement "
+            << format_percent(on_train.agreement(), 2) << "\nrun directory: " << run.path() << "\n";
+  return 0;
+}
+
+int run_eval(const CommonOptions& common, const EvalOptions& options) {
+  Device device = apply_common(common);
+  KD_INPUT_CHECK(options.split == "test" || options.split == "train",
+                 "--split: expected test or train, got '" << options.split << "'");
+  LoadedModel loaded = load_model(options.model);
+  loaded.model->to(device);
+  auto members = load_teachers(options.teachers, device);
+  data::Dataset ds = data::load_fashion_mnist(common.data_dir, options.split == "train");
+  data::Normalization norm{loaded.norm_mean, loaded.norm_std};
+  std::unique_ptr<models::Ensemble> teacher;
+  if (!members.empty()) teacher = std::make_unique<models::Ensemble>(members);
+  ClassifierStats stats = evaluate_model(*loaded.model, teacher.get(), ds, norm, device);
+  nlohmann::json j = stats_json(stats, teacher != nullptr);
+  j["split"] = options.split;
+  j["model"] = options.model;
+  std::cout << j.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace apps
+}  // namespace kd

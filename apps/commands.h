@@ -1,0 +1,50 @@
+// The kdlab subcommands behind the CLI (main.cpp parses flags into these option structs).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "apps/experiment.h"
+
+namespace kd {
+namespace apps {
+
+struct CommonOptions {
+  uint64_t seed = 0;
+  std::string device = "auto";
+  std::string out;  // run directory; empty = runs/<command>-<UTC timestamp>
+  int threads = 0;  // 0 = all cores
+  std::string data_dir;
+};
+
+struct TrainOptions {
+  std::string model = "lenet5";
+  LoopConfig loop;
+  int subset_per_class = 0;  // stratified subset (0 = whole training set)
+  int64_t subset_size = 0;   // random subset (0 = whole training set)
+};
+
+struct DistillOptions {
+  std::vector<std::string> teachers;  // checkpoint files; the ensemble's members
+  std::string student_model;          // default: the first teacher's architecture
+  LoopConfig loop;
+  DistillConfig distill;
+  std::string loss = "fwd-ce";
+  int64_t distill_size = 0;  // random subset of the training set (0 = all)
+};
+
+struct EvalOptions {
+  std::string model;                  // checkpoint
+  std::vector<std::string> teachers;  // optional: fidelity against this ensemble
+  std::string split = "test";         // test | train
+};
+
+// Resolves the common options (threads, device) and the run directory path.
+std::string resolve_out(const CommonOptions& common, const std::string& command);
+Device apply_common(const CommonOptions& common);
+
+int run_train(const CommonOptions& common, const TrainOptions& options);
+int run_distill(const CommonOptions& common, DistillOptions options);
+int run_eval(const CommonOptions& common, const EvalOptions& options);
+
+}  // namespace apps
+}  // namespace kd

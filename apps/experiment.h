@@ -1,0 +1,81 @@
+// The experiment layer's loops: supervised training, distillation from a (frozen) teacher
+// ensemble, and evaluation with the paper's fidelity metrics. Presets and the CLI compose these.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "data/augment.h"
+#include "data/dataset.h"
+#include "engine/device.h"
+#include "kernels/loss.h"
+#include "kernels/metrics.h"
+#include "models/classifier.h"
+#include "models/ensemble.h"
+
+namespace kd {
+namespace apps {
+
+struct OptimConfig {
+  std::string name = "sgd";  // sgd | adam
+  double lr = 0.05;
+  double momentum = 0.9;
+  bool nesterov = true;
+  double weight_decay = 1e-4;
+  double eta_min = 0.0;  // cosine annealing floor; the schedule steps once per epoch
+};
+
+struct LoopConfig {
+  int epochs = 10;
+  int batch = 128;
+  OptimConfig optim;
+  data::AugmentSpec augment;
+  uint64_t seed = 0;
+  int eval_every = 0;  // evaluate every N epochs (0: only after the last)
+  Device device = Device::cpu();
+};
+
+struct DistillConfig {
+  DistillKind kind = DistillKind::kForwardCE;
+  double tau = 4.0;
+  double alpha = 0.0;  // weight of the hard-label cross-entropy (paper: 0)
+};
+
+// One row of metrics.csv: the epoch's mean training loss, and evaluation when it ran.
+struct EpochRecord {
+  int epoch = 0;  // 1-based, after this many epochs
+  double lr = 0;
+  double train_loss = 0;
+  double seconds = 0;  // since the loop started
+  bool evaluated = false;
+  ClassifierStats test;
+};
+using EpochHook = std::function<void(const EpochRecord&)>;
+using LogitsFn = std::function<Tensor(const Tensor& images)>;
+
+// Accuracy, NLL, ECE of `model` on ds; with a teacher also agreement and KL(teacher || model),
+// all at T = 1, unaugmented, under NoGradGuard. The model's train/eval mode is the caller's.
+ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
+                         const data::Normalization& norm, Device device, int batch = 1000);
+ClassifierStats evaluate_model(models::Classifier& model, const models::Ensemble* teacher,
+                               const data::Dataset& ds, const data::Normalization& norm,
+                               Device device);
+
+// Supervised cross-entropy training. `test` (optional) is evaluated per cfg.eval_every.
+void train_supervised(models::Classifier& model, const data::Dataset& train,
+                      const data::Dataset* test, const data::Normalization& norm,
+                      const LoopConfig& cfg, const std::string& label, const EpochHook& hook);
+
+// Distillation: each batch is shown to the teacher (eval mode, no grad) and to the student;
+// loss = alpha * CE(student, y) + (1 - alpha) * distill(teacher, student; tau).
+// Epoch length = one pass over distill_data.
+void distill(models::Classifier& student, const models::Ensemble& teacher,
+             const data::Dataset& distill_data, const data::Dataset* test,
+             const data::Normalization& norm, const LoopConfig& cfg, const DistillConfig& dcfg,
+             const std::string& label, const EpochHook& hook);
+
+DistillKind parse_distill_kind(const std::string& name);  // InputError on unknown names
+const char* distill_kind_name(DistillKind kind);
+
+}  // namespace apps
+}  // namespace kd

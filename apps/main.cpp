@@ -1,0 +1,137 @@
+// kdlab command line: train, distill, eval, repro <preset>, bench. Parses flags (CLI11) into the
+// option structs of commands.h / presets.h / bench.h; every error becomes one line
+// "kdlab: error: ..." and a non-zero exit (2 for bad input, 1 otherwise).
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "apps/bench.h"
+#include "apps/commands.h"
+#include "apps/presets.h"
+#include "apps/run_dir.h"
+#include "kernels/check.h"
+
+namespace {
+
+using namespace kd::apps;
+
+void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
+  cmd->add_option("--seed", c.seed, "Seed for initialisation, shuffling, subsets (default 0)");
+  cmd->add_option("--device", c.device, "auto | cpu | cuda (auto: cuda when usable)")
+      ->capture_default_str();
+  if (with_out)
+    cmd->add_option("--out", c.out, "Run directory (default runs/<command>-<UTC time>)");
+  cmd->add_option("--threads", c.threads, "CPU threads for kernels and BLAS (0 = all cores)")
+      ->capture_default_str();
+  cmd->add_option("--data-dir", c.data_dir,
+                  "Folder with the Fashion-MNIST IDX files (default: $KDLAB_FMNIST_DIR or "
+                  "/usr/share/datasets/fashion-mnist)");
+}
+
+void add_loop(CLI::App* cmd, LoopConfig& l) {
+  cmd->add_option("--epochs", l.epochs, "Epochs (passes over the training data)")->capture_default_str();
+  cmd->add_option("--batch", l.batch, "Batch size")->capture_default_str();
+  cmd->add_option("--lr", l.optim.lr, "Initial learning rate (cosine-annealed per epoch)")->capture_default_str();
+  cmd->add_option("--eta-min", l.optim.eta_min, "Cosine schedule floor")->capture_default_str();
+  cmd->add_option("--optimizer", l.optim.name, "sgd | adam")->capture_default_str();
+  cmd->add_option("--momentum", l.optim.momentum, "SGD momentum")->capture_default_str();
+  cmd->add_flag("--nesterov,!--no-nesterov", l.optim.nesterov, "Nesterov momentum (default on)");
+  cmd->add_option("--weight-decay", l.optim.weight_decay, "L2 weight decay, as PyTorch")->capture_default_str();
+  cmd->add_option("--crop-pad", l.augment.crop_pad, "Random crop with this zero padding (0 = off)")->capture_default_str();
+  cmd->add_flag("--hflip", l.augment.hflip, "Random horizontal flips");
+  cmd->add_flag("--vflip", l.augment.vflip, "Random vertical flips");
+  cmd->add_option("--eval-every", l.eval_every, "Evaluate on the test set every N epochs (0 = at the end)")->capture_default_str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  RunDir::set_command_line(argc, argv);
+  CLI::App app{"kdlab: knowledge-distillation lab. Train teachers, distil students, and measure "
+               "fidelity (agreement, KL) and generalization (accuracy, NLL, ECE)."};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Help for every subcommand");
+
+  CommonOptions common;
+  TrainOptions train;
+  train.loop.optim.lr = 0.05;
+  auto* train_cmd = app.add_subcommand("train", "Train a classifier (a teacher) with cross-entropy");
+  add_common(train_cmd, common);
+  add_loop(train_cmd, train.loop);
+  train_cmd->add_option("--model", train.model, "lenet5 | preresnet<depth>[-ln]")->capture_default_str();
+  train_cmd->add_option("--subset-per-class", train.subset_per_class,
+                        "Train on a stratified subset with this many images per class");
+  train_cmd->add_option("--subset-size", train.subset_size, "Train on a random subset of this size");
+
+  DistillOptions dist;
+  dist.loop.optim.lr = 0.05;
+  auto* distill_cmd = app.add_subcommand("distill", "Distil a student from a teacher ensemble");
+  add_common(distill_cmd, common);
+  add_loop(distill_cmd, dist.loop);
+  distill_cmd->add_option("--teacher", dist.teachers,
+                          "Teacher checkpoint (repeat for an ensemble: log of mean probabilities)")
+      ->required();
+  distill_cmd->add_option("--student-model", dist.student_model,
+                          "Student architecture (default: the first teacher's)");
+  distill_cmd->add_option("--tau", dist.distill.tau, "Temperature, applied after ensembling")->capture_default_str();
+  distill_cmd->add_option("--alpha", dist.distill.alpha, "Weight of the hard-label loss")->capture_default_str();
+  distill_cmd->add_option("--loss", dist.loss, "fwd-ce | kl | rev-ce | sym-kl | brier | hard-ce")->capture_default_str();
+  distill_cmd->add_option("--distill-size", dist.distill_size,
+                          "Distil on a random subset of the training set of this size (0 = all)");
+
+  EvalOptions ev;
+  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint (and its fidelity to teachers)");
+  add_common(eval_cmd, common, /*with_out=*/false);
+  eval_cmd->add_option("--model", ev.model, "Checkpoint to evaluate")->required();
+  eval_cmd->add_option("--teacher", ev.teachers, "Teacher checkpoint(s) for agreement and KL");
+  eval_cmd->add_option("--split", ev.split, "test | train")->capture_default_str();
+
+  std::string preset;
+  StudyOptions study;
+  auto* repro_cmd = app.add_subcommand("repro", "Run an experiment preset of the paper");
+  add_common(repro_cmd, common);
+  repro_cmd->add_option("preset", preset, "Preset name: fmnist-study")->required();
+  repro_cmd->add_flag("--quick", study.quick, "A seconds-long version with tiny epochs (for tests)");
+
+  BenchOptions bench;
+  auto* bench_cmd = app.add_subcommand("bench", "Training-step throughput, side by side with PyTorch");
+  bench_cmd->add_option("--model", bench.models, "Models to time (default lenet5 preresnet20 preresnet56)");
+  bench_cmd->add_option("--batch", bench.batch, "Batch size")->capture_default_str();
+  bench_cmd->add_option("--steps", bench.steps, "Timed steps per model")->capture_default_str();
+  bench_cmd->add_option("--warmup", bench.warmup, "Untimed steps first")->capture_default_str();
+  bench_cmd->add_option("--threads", bench.threads, "CPU threads (ours and PyTorch's)")->capture_default_str();
+  bench_cmd->add_flag("--no-torch", bench.skip_torch, "Do not run the PyTorch baseline");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string where = app.get_subcommands().empty() ? "kdlab" : "kdlab " + app.get_subcommands().front()->get_name();
+    std::cerr << "kdlab: error: " << e.what() << " (see '" << where << " --help')\n";
+    return 2;
+  }
+
+  try {
+    if (train_cmd->parsed()) return run_train(common, train);
+    if (distill_cmd->parsed()) return run_distill(common, dist);
+    if (eval_cmd->parsed()) return run_eval(common, ev);
+    if (repro_cmd->parsed()) {
+      study.seed = common.seed;
+      study.data_dir = common.data_dir;
+      study.device = apply_common(common);
+      study.out = resolve_out(common, preset);
+      return run_preset(preset, study);
+    }
+    if (bench_cmd->parsed()) return run_bench(bench);
+  } catch (const kd::InputError& e) {
+    std::cerr << "kdlab: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "kdlab: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,195 @@
+// RunDir (see run_dir.h). All whole-file writes go through kd::write_file_atomic.
+#include "apps/run_dir.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/atomic_file.h"
+#include "kernels/check.h"
+
+#ifndef KDLAB_SOURCE_DIR
+#define KDLAB_SOURCE_DIR ""
+#endif
+#ifndef KDLAB_VERSION
+#define KDLAB_VERSION "0.1.0"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace kd {
+namespace apps {
+namespace {
+
+std::string& stored_command_line() {
+  static std::string line;
+  return line;
+}
+
+// Quotes a word for a POSIX shell only when needed, so the recorded command line can be pasted.
+std::string shell_quote(const std::string& word) {
+  if (!word.empty() && word.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                              "0123456789-_./=:,+@%") == std::string::npos)
+    return word;
+  std::string out = "'";
+  for (char c : word) out += (c == '\'') ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string run_and_capture(const std::string& command) {
+  std::string out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return out;
+  char buf[256];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
+  if (pclose(pipe) != 0) return std::string();
+  return out;
+}
+
+// Invalid UTF-8 (a byte-garbled argument or path) is replaced rather than failing the whole run.
+std::string pretty_json(const nlohmann::json& value) {
+  return value.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+std::string host_name() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+}  // namespace
+
+namespace {
+struct GitState {
+  std::string revision = "unknown";
+  bool dirty = false;
+};
+
+const GitState& git_state() {
+  static const GitState state = [] {
+    GitState out;
+    std::string dir = KDLAB_SOURCE_DIR;
+    if (dir.empty()) return out;
+    std::string base = "git -C " + shell_quote(dir) + " ";
+    std::string rev = run_and_capture(base + "rev-parse HEAD 2>/dev/null");
+    while (!rev.empty() && (rev.back() == '\n' || rev.back() == '\r')) rev.pop_back();
+    if (rev.size() != 40) return out;
+    out.revision = rev;
+    out.dirty =
+        !run_and_capture(base + "status --porcelain --untracked-files=no 2>/dev/null").empty();
+    return out;
+  }();
+  return state;
+}
+}  // namespace
+
+std::string git_revision() { return git_state().revision; }
+bool git_tree_dirty() { return git_state().dirty; }
+
+std::string utc_timestamp() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm_utc{};
+  gmtime_r(&now, &tm_utc);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm_utc);
+  return buf;
+}
+
+std::string csv_field(const std::string& value) {
+  if (value.find_first_of(",\"\r\n") == std::string::npos) return value;
+  std::string out = "\"";
+  for (char c : value) out += (c == '"') ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+RunDir::RunDir(const std::string& path, bool allow_existing)
+    : path_(path), started_(std::chrono::steady_clock::now()), started_at_(utc_timestamp()) {
+  KD_INPUT_CHECK(!path.empty(), "--out: empty directory name");
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    KD_INPUT_CHECK(fs::is_directory(path, ec),
+                   "--out " << path << ": exists and is not a directory");
+    KD_INPUT_CHECK(allow_existing || fs::is_empty(path, ec),
+                   "--out " << path << ": directory exists and is not empty");
+  } else {
+    fs::create_directories(path, ec);
+    KD_INPUT_CHECK(!ec, "--out " << path << ": cannot create directory: " << ec.message());
+  }
+}
+
+std::string RunDir::file(const std::string& name) const {
+  return (fs::path(path_) / name).string();
+}
+
+void RunDir::set_command_line(int argc, const char* const* argv) {
+  std::string line;
+  for (int i = 0; i < argc; ++i) line += (i ? " " : "") + shell_quote(argv[i] ? argv[i] : "");
+  stored_command_line() = line;
+}
+
+const std::string& RunDir::command_line() { return stored_command_line(); }
+
+void RunDir::write_config(nlohmann::json config) const {
+  KD_CHECK(config.is_object() || config.is_null(), "RunDir::write_config: config is not an object");
+  auto add = [&](const char* key, const nlohmann::json& value) {
+    if (!config.contains(key)) config[key] = value;
+  };
+  add("command_line", command_line());
+  add("git_revision", git_revision());
+  // A build from a modified tree is not reproducible from the revision alone: say so.
+  if (git_revision() != "unknown") add("git_dirty", git_tree_dirty());
+  add("started_at", started_at_);
+  add("host", host_name());
+  add("kdlab_version", KDLAB_VERSION);
+  write_file_atomic(file("config.json"), pretty_json(config));
+}
+
+void RunDir::append_metrics(const std::vector<std::pair<std::string, std::string>>& row) {
+  KD_CHECK(!row.empty(), "metrics row for " << file("metrics.csv") << " is empty");
+  std::string line;
+  if (metric_keys_.empty()) {
+    for (size_t i = 0; i < row.size(); ++i) line += (i ? "," : "") + csv_field(row[i].first);
+    std::vector<std::string> keys;
+    for (const auto& kv : row) keys.push_back(kv.first);
+    metric_keys_ = keys;
+    metrics_text_ = line + "\n";
+    line.clear();
+  } else {
+    bool same = row.size() == metric_keys_.size();
+    for (size_t i = 0; same && i < row.size(); ++i) same = row[i].first == metric_keys_[i];
+    if (!same) {
+      std::string got, want;
+      for (size_t i = 0; i < row.size(); ++i) got += (i ? "," : "") + row[i].first;
+      for (size_t i = 0; i < metric_keys_.size(); ++i) want += (i ? "," : "") + metric_keys_[i];
+      KD_CHECK(false, file("metrics.csv")
+                          << ": row has columns [" << got << "], the header is [" << want << "]");
+    }
+  }
+  for (size_t i = 0; i < row.size(); ++i) line += (i ? "," : "") + csv_field(row[i].second);
+  std::string text = metrics_text_ + line + "\n";
+  write_file_atomic(file("metrics.csv"), text);
+  metrics_text_ = std::move(text);  // only after the write succeeded
+}
+
+void RunDir::write_summary(const nlohmann::json& summary) const {
+  write_file_atomic(file("summary.json"), pretty_json(summary));
+}
+
+void RunDir::log(const std::string& line) const {
+  double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  char stamp[32];
+  std::snprintf(stamp, sizeof stamp, "[%.1f s] ", elapsed);
+  std::ofstream out(file("log.txt"), std::ios::app);
+  KD_INPUT_CHECK(out, file("log.txt") << ": cannot open for appending");
+  out << stamp << line << "\n";
+  out.flush();
+  KD_INPUT_CHECK(out, file("log.txt") << ": write failed");
+}
+
+}  // namespace apps
+}  // namespace kd

@@ -1,0 +1,62 @@
+// Tensor <-> safetensors record conversion for checkpoints (see checkpoint.h).
+#include "engine/checkpoint.h"
+
+#include <cstring>
+#include <set>
+
+#include "engine/safetensors.h"
+
+namespace kd {
+
+DType dtype_from_name(const std::string& name, const std::string& where) {
+  if (name == "F32") return DType::F32;
+  if (name == "F64") return DType::F64;
+  if (name == "I32") return DType::I32;
+  if (name == "I64") return DType::I64;
+  if (name == "U8") return DType::U8;
+  throw InputError(where + ": unsupported dtype '" + name +
+                   "' (expected F32, F64, I32, I64 or U8)");
+}
+
+void save_checkpoint(const std::string& path, const nn::NamedTensors& state,
+                     const std::map<std::string, std::string>& metadata) {
+  StFile file;
+  file.metadata = metadata;
+  file.entries.reserve(state.size());
+  std::set<std::string> seen;
+  for (const auto& named : state) {
+    KD_INPUT_CHECK(seen.insert(named.first).second,
+                   path << ": duplicate tensor name '" << named.first << "'");
+    KD_INPUT_CHECK(named.second.defined(), path << ": tensor '" << named.first << "' is undefined");
+    // One host copy per tensor keeps peak extra memory at the largest tensor, not the model.
+    Tensor host = named.second.is_cuda() ? named.second.to(Device::cpu()) : named.second;
+    StEntry entry;
+    entry.name = named.first;
+    entry.dtype = dtype_name(host.dtype());
+    entry.shape = host.shape();
+    const auto* bytes = static_cast<const uint8_t*>(host.raw());
+    entry.bytes.assign(bytes, bytes + host.nbytes());
+    file.entries.push_back(std::move(entry));
+  }
+  write_safetensors_atomic(path, file);
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  StFile file = read_safetensors(path);
+  Checkpoint out;
+  out.metadata = std::move(file.metadata);
+  for (auto& entry : file.entries) {
+    DType dtype = dtype_from_name(entry.dtype, path + ": tensor '" + entry.name + "'");
+    Tensor t = Tensor::empty(entry.shape, dtype, Device::cpu());
+    KD_INPUT_CHECK(t.nbytes() == entry.bytes.size(), path << ": tensor '" << entry.name << "' has "
+                                                          << entry.bytes.size()
+                                                          << " bytes, expected " << t.nbytes());
+    if (!entry.bytes.empty()) std::memcpy(t.raw(), entry.bytes.data(), entry.bytes.size());
+    KD_INPUT_CHECK(out.tensors.emplace(entry.name, t).second,
+                   path << ": duplicate tensor name '" << entry.name << "'");
+    entry.bytes = std::vector<uint8_t>();  // free as we go: checkpoints can be large
+  }
+  return out;
+}
+
+}  // namespace kd

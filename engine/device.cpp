@@ -1,0 +1,46 @@
+// Device parsing, runtime GPU detection and the CPU thread count.
+#include "engine/device.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "kernels/check.h"
+#include "kernels/cuda/runtime.h"
+
+namespace kd {
+
+std::string Device::str() const {
+  return is_cuda() ? "cuda:" + std::to_string(index) : std::string("cpu");
+}
+
+bool cuda_usable() { return cuda::has_op_kernels() && cuda::device_count() > 0; }
+
+Device parse_device(const std::string& spec) {
+  if (spec == "cpu") return Device::cpu();
+  if (spec == "auto") return cuda_usable() ? Device::cuda(0) : Device::cpu();
+  if (spec == "cuda" || spec == "cuda:0") {
+    KD_INPUT_CHECK(cuda::built_with_cuda(), "--device cuda: kdlab was built without CUDA");
+    KD_INPUT_CHECK(cuda::device_count() > 0,
+                   "--device cuda: no usable GPU (none found, or KDLAB_DISABLE_CUDA is set)");
+    KD_INPUT_CHECK(cuda::has_op_kernels(),
+                   "--device cuda: this build has no CUDA op kernels yet; use --device cpu");
+    return Device::cuda(0);
+  }
+  throw InputError("--device: expected auto, cpu or cuda, got '" + spec + "'");
+}
+
+namespace {
+int g_threads = 0;
+}
+
+void set_num_threads(int threads) {
+  KD_INPUT_CHECK(threads >= 0, "--threads: expected a count >= 0 (0 = all cores), got " << threads);
+  int n = threads > 0 ? threads : omp_get_num_procs();
+  g_threads = n;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+}  // namespace kd

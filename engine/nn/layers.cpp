@@ -1,0 +1,72 @@
+// Layer construction and forward passes (see layers.h).
+#include "engine/nn/layers.h"
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
+namespace kd {
+namespace nn {
+
+Conv2d::Conv2d(int in, int out, int kernel, int stride_, int pad_, bool with_bias,
+               Initializer& init)
+    : stride(stride_), pad(pad_) {
+  weight = Tensor::empty({out, in, kernel, kernel});
+  init.torch_default(weight, int64_t(in) * kernel * kernel);
+  register_parameter("weight", &weight);
+  if (with_bias) {
+    bias = Tensor::empty({out});
+    init.torch_default(bias, int64_t(in) * kernel * kernel);
+    register_parameter("bias", &bias);
+  }
+}
+
+Tensor Conv2d::forward(const Tensor& x) const { return ops::conv2d(x, weight, bias, stride, pad); }
+
+Linear::Linear(int in, int out, Initializer& init) {
+  weight = Tensor::empty({out, in});
+  init.torch_default(weight, in);
+  bias = Tensor::empty({out});
+  init.torch_default(bias, in);
+  register_parameter("weight", &weight);
+  register_parameter("bias", &bias);
+}
+
+Tensor Linear::forward(const Tensor& x) const { return ops::linear(x, weight, bias); }
+
+BatchNorm2d::BatchNorm2d(int channels, double eps_, double momentum_)
+    : eps(eps_), momentum(momentum_) {
+  weight = Tensor::full({channels}, 1.0);
+  bias = Tensor::zeros({channels});
+  running_mean = Tensor::zeros({channels});
+  running_var = Tensor::full({channels}, 1.0);
+  num_batches_tracked = Tensor::zeros({}, DType::I64);
+  register_parameter("weight", &weight);
+  register_parameter("bias", &bias);
+  register_buffer("running_mean", &running_mean);
+  register_buffer("running_var", &running_var);
+  register_buffer("num_batches_tracked", &num_batches_tracked);
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  if (is_training()) {
+    Tensor host = num_batches_tracked.is_cuda() ? num_batches_tracked.to(Device::cpu())
+                                                : num_batches_tracked;
+    *host.data<int64_t>() += 1;
+    if (!host.same(num_batches_tracked)) num_batches_tracked.copy_from(host);
+  }
+  return ops::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+}
+
+GroupNorm::GroupNorm(int groups_, int channels, double eps_) : groups(groups_), eps(eps_) {
+  weight = Tensor::full({channels}, 1.0);
+  bias = Tensor::zeros({channels});
+  register_parameter("weight", &weight);
+  register_parameter("bias", &bias);
+}
+
+Tensor GroupNorm::forward(const Tensor& x) {
+  return ops::group_norm(x, weight, bias, groups, eps);
+}
+
+}  // namespace nn
+}  // namespace kd

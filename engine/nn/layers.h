@@ -1,0 +1,52 @@
+// The layers the paper's models are made of, with PyTorch's parameter and buffer names.
+// Initialisation is the caller's choice (models know their paper's scheme); constructors take an
+// Initializer and apply PyTorch's default unless told otherwise.
+#pragma once
+#include "engine/nn/init.h"
+#include "engine/nn/module.h"
+
+namespace kd {
+namespace nn {
+
+class Conv2d : public Module {
+ public:
+  Conv2d(int in, int out, int kernel, int stride, int pad, bool bias, Initializer& init);
+  Tensor forward(const Tensor& x) const;
+  Tensor weight, bias;  // weight [out, in, k, k] (OIHW); bias [out] or undefined
+  int stride, pad;
+};
+
+class Linear : public Module {
+ public:
+  Linear(int in, int out, Initializer& init);
+  Tensor forward(const Tensor& x) const;
+  Tensor weight, bias;  // weight [out, in]
+};
+
+// Either normalisation, so a model can swap BatchNorm for GroupNorm without renaming anything.
+class NormLayer : public Module {
+ public:
+  virtual Tensor forward(const Tensor& x) = 0;
+};
+
+class BatchNorm2d : public NormLayer {
+ public:
+  explicit BatchNorm2d(int channels, double eps = 1e-5, double momentum = 0.1);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;  // last: i64, 0-d
+  double eps, momentum;
+};
+
+// GroupNorm(groups, channels): PyTorch names weight/bias. GroupNorm(1, C) is the per-sample
+// LayerNorm over (C, H, W) used for the paper's LayerNorm ResNet.
+class GroupNorm : public NormLayer {
+ public:
+  GroupNorm(int groups, int channels, double eps = 1e-5);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;
+  int groups;
+  double eps;
+};
+
+}  // namespace nn
+}  // namespace kd

@@ -1,0 +1,44 @@
+// The differentiable ops: the single front door for each (check shapes and dtypes, allocate
+// outputs, dispatch on the device, record the backward). Definitions in engine/ops/<group>.cpp;
+// kernels in kernels/{cpu,cuda}/. All ops take f32 or f64 tensors on one device.
+#pragma once
+#include <vector>
+
+#include "engine/tensor.h"
+#include "kernels/loss.h"
+
+namespace kd {
+namespace ops {
+
+// x [n,c,h,w], w [k,c,r,s], bias [k] or undefined -> [n,k,p,q]
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad);
+// x [b,in], w [out,in], bias [out] or undefined -> [b,out]
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+
+Tensor relu(const Tensor& x);
+Tensor add(const Tensor& a, const Tensor& b);  // same shapes
+Tensor scale(const Tensor& x, double alpha);
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor flatten(const Tensor& x);  // [n, ...] -> [n, rest]
+
+Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int pad = 0);
+Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad = 0);
+Tensor global_avg_pool(const Tensor& x);  // [n,c,h,w] -> [n,c]
+
+// Train mode: batch statistics, and running statistics updated in place (momentum as PyTorch).
+// Eval mode: running statistics. running_* may be undefined in train mode (no tracking).
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
+                  Tensor running_var, bool training, double momentum, double eps);
+Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, double eps);
+
+Tensor log_softmax(const Tensor& x);                          // over the last dim of [rows, cols]
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels);  // labels i32 [rows]; mean; 0-d
+// The distillation losses of paper-notes §1 (kernels/loss.h), temperature applied inside, to the
+// teacher's (already ensembled) logits and the student's. Gradients flow to the student only.
+Tensor distill_loss(DistillKind kind, const Tensor& teacher_logits, const Tensor& student_logits,
+                    double tau);
+// Teacher logits of an ensemble: log of the mean of member probabilities; members [b, c] each.
+Tensor ensemble_logits(const std::vector<Tensor>& members);
+
+}  // namespace ops
+}  // namespace kd

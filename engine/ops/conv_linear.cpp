@@ -1,0 +1,83 @@
+// Front doors for conv2d and linear: shape checks, dispatch to kernels/cpu, backward recording.
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/ops/dispatch.h"
+#include "kernels/conv2d.h"
+#include "kernels/linear.h"
+
+namespace kd {
+namespace ops {
+using namespace detail;
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad) {
+  check_operands("conv2d", {x, w, bias});
+  KD_CHECK(x.dim() == 4 && w.dim() == 4 && x.size(1) == w.size(1),
+           "conv2d: input " << describe(x) << " and weight " << describe(w)
+                            << " (expected [n,c,h,w] and [k,c,r,s])");
+  KD_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == w.size(0)),
+           "conv2d: bias " << describe(bias) << " for weight " << describe(w));
+  KD_CHECK(stride >= 1 && pad >= 0, "conv2d: stride " << stride << ", pad " << pad);
+  ConvGeom g;
+  g.n = int(x.size(0)), g.c = int(x.size(1)), g.h = int(x.size(2)), g.w = int(x.size(3));
+  g.k = int(w.size(0)), g.r = int(w.size(2)), g.s = int(w.size(3));
+  g.stride = stride, g.pad = pad;
+  KD_CHECK(g.h + 2 * pad >= g.r && g.w + 2 * pad >= g.s,
+           "conv2d: kernel " << g.r << "x" << g.s << " larger than padded input " << describe(x));
+  Tensor y = Tensor::empty({g.n, g.k, g.p(), g.q()}, x.dtype(), x.device());
+  dispatch_floating("conv2d", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias), y.data<T>());
+  });
+  if (should_record({x, w, bias})) {
+    record_node("conv2d", {y}, [x, w, bias, y, g]() {
+      dispatch_floating("conv2d", x, [&](auto tag) {
+        using T = decltype(tag);
+        const T* dy = y.grad().data<T>();
+        if (T* dx = grad_ptr<T>(x)) cpu::conv2d_backward_data<T>(g, dy, w.data<T>(), dx);
+        T* dbias = grad_ptr<T>(bias);
+        if (w.requires_grad() || dbias) {
+          std::vector<T> scratch;
+          T* dw = grad_or_scratch<T>(w, scratch);
+          cpu::conv2d_backward_weight<T>(g, x.data<T>(), dy, dw, dbias);
+        }
+      });
+    });
+  }
+  return y;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_operands("linear", {x, w, bias});
+  KD_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1),
+           "linear: input " << describe(x) << " and weight " << describe(w)
+                            << " (expected [b,in] and [out,in])");
+  KD_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == w.size(0)),
+           "linear: bias " << describe(bias) << " for weight " << describe(w));
+  LinearGeom g;
+  g.batch = int(x.size(0)), g.in = int(x.size(1)), g.out = int(w.size(0));
+  Tensor y = Tensor::empty({g.batch, g.out}, x.dtype(), x.device());
+  dispatch_floating("linear", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::linear_forward<T>(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias), y.data<T>());
+  });
+  if (should_record({x, w, bias})) {
+    record_node("linear", {y}, [x, w, bias, y, g]() {
+      dispatch_floating("linear", x, [&](auto tag) {
+        using T = decltype(tag);
+        const T* dy = y.grad().data<T>();
+        if (T* dx = grad_ptr<T>(x)) cpu::linear_backward_data<T>(g, dy, w.data<T>(), dx);
+        T* dbias = grad_ptr<T>(bias);
+        if (w.requires_grad() || dbias) {
+          std::vector<T> scratch;
+          T* dw = grad_or_scratch<T>(w, scratch);
+          cpu::linear_backward_weight<T>(g, x.data<T>(), dy, dw, dbias);
+        }
+      });
+    });
+  }
+  return y;
+}
+
+}  // namespace ops
+}  // namespace kd

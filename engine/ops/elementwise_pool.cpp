@@ -1,0 +1,167 @@
+// Front doors for relu, add, scale, reshape/flatten and the pooling ops.
+#include <memory>
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/ops/dispatch.h"
+#include "kernels/elementwise.h"
+#include "kernels/pool.h"
+
+namespace kd {
+namespace ops {
+using namespace detail;
+
+Tensor relu(const Tensor& x) {
+  check_operands("relu", {x});
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_floating("relu", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::relu_forward<T>(x.numel(), x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    record_node("relu", {y}, [x, y]() {
+      dispatch_floating("relu", x, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::relu_backward<T>(y.numel(), y.data<T>(), y.grad().data<T>(), grad_ptr<T>(x));
+      });
+    });
+  }
+  return y;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  check_operands("add", {a, b});
+  KD_CHECK(a.shape() == b.shape(), "add: shapes differ: " << describe(a) << " + " << describe(b));
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+  dispatch_floating("add", a, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::add_forward<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
+  });
+  if (should_record({a, b})) {
+    record_node("add", {y}, [a, b, y]() {
+      dispatch_floating("add", a, [&](auto tag) {
+        using T = decltype(tag);
+        const T* dy = y.grad().data<T>();
+        if (T* da = grad_ptr<T>(a)) cpu::accumulate<T>(y.numel(), T(1), dy, da);
+        if (T* db = grad_ptr<T>(b)) cpu::accumulate<T>(y.numel(), T(1), dy, db);
+      });
+    });
+  }
+  return y;
+}
+
+Tensor scale(const Tensor& x, double alpha) {
+  check_operands("scale", {x});
+  Tensor y = Tensor::zeros(x.shape(), x.dtype(), x.device());
+  dispatch_floating("scale", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::accumulate<T>(x.numel(), T(alpha), x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    record_node("scale", {y}, [x, y, alpha]() {
+      dispatch_floating("scale", x, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::accumulate<T>(y.numel(), T(alpha), y.grad().data<T>(), grad_ptr<T>(x));
+      });
+    });
+  }
+  return y;
+}
+
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  check_operands("reshape", {x});
+  KD_CHECK(shape_numel(shape) == x.numel(),
+           "reshape: " << describe(x) << " to " << shape_str(shape));
+  Tensor y = x.view(shape);
+  if (should_record({x})) {
+    record_node("reshape", {y}, [x, y]() {
+      dispatch_floating("reshape", x, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::accumulate<T>(y.numel(), T(1), y.grad().data<T>(), grad_ptr<T>(x));
+      });
+    });
+  }
+  return y;
+}
+
+Tensor flatten(const Tensor& x) {
+  KD_CHECK(x.dim() >= 1, "flatten: " << describe(x));
+  int64_t n = x.size(0);
+  return reshape(x, {n, n ? x.numel() / n : 0});
+}
+
+namespace {
+PoolGeom pool_geom(const char* op, const Tensor& x, int kernel, int stride, int pad) {
+  check_operands(op, {x});
+  KD_CHECK(x.dim() == 4, op << ": expected [n,c,h,w], got " << describe(x));
+  KD_CHECK(kernel >= 1 && stride >= 1 && pad >= 0 && 2 * pad <= kernel,
+           op << ": kernel " << kernel << ", stride " << stride << ", pad " << pad);
+  PoolGeom g;
+  g.n = int(x.size(0)), g.c = int(x.size(1)), g.h = int(x.size(2)), g.w = int(x.size(3));
+  g.kh = g.kw = kernel, g.stride = stride, g.pad = pad;
+  KD_CHECK(g.h + 2 * pad >= kernel && g.w + 2 * pad >= kernel,
+           op << ": window " << kernel << " larger than padded input " << describe(x));
+  return g;
+}
+}  // namespace
+
+Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int pad) {
+  PoolGeom g = pool_geom("avg_pool2d", x, kernel, stride, pad);
+  Tensor y = Tensor::empty({g.n, g.c, g.p(), g.q()}, x.dtype(), x.device());
+  dispatch_floating("avg_pool2d", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::avg_pool2d_forward<T>(g, x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    record_node("avg_pool2d", {y}, [x, y, g]() {
+      dispatch_floating("avg_pool2d", x, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::avg_pool2d_backward<T>(g, y.grad().data<T>(), grad_ptr<T>(x));
+      });
+    });
+  }
+  return y;
+}
+
+Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad) {
+  PoolGeom g = pool_geom("max_pool2d", x, kernel, stride, pad);
+  Tensor y = Tensor::empty({g.n, g.c, g.p(), g.q()}, x.dtype(), x.device());
+  Tensor argmax = Tensor::empty(y.shape(), DType::I32, x.device());
+  dispatch_floating("max_pool2d", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::max_pool2d_forward<T>(g, x.data<T>(), y.data<T>(), argmax.data<int32_t>());
+  });
+  if (should_record({x})) {
+    record_node("max_pool2d", {y}, [x, y, argmax, g]() {
+      dispatch_floating("max_pool2d", x, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::max_pool2d_backward<T>(g, y.grad().data<T>(), argmax.data<int32_t>(),
+                                    grad_ptr<T>(x));
+      });
+    });
+  }
+  return y;
+}
+
+Tensor global_avg_pool(const Tensor& x) {
+  check_operands("global_avg_pool", {x});
+  KD_CHECK(x.dim() == 4, "global_avg_pool: expected [n,c,h,w], got " << describe(x));
+  int n = int(x.size(0)), c = int(x.size(1)), hw = int(x.size(2) * x.size(3));
+  Tensor y = Tensor::empty({n, c}, x.dtype(), x.device());
+  dispatch_floating("global_avg_pool", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::global_avg_pool_forward<T>(n, c, hw, x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    record_node("global_avg_pool", {y}, [x, y, n, c, hw]() {
+      dispatch_floating("global_avg_pool", x, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::global_avg_pool_backward<T>(n, c, hw, y.grad().data<T>(), grad_ptr<T>(x));
+      });
+    });
+  }
+  return y;
+}
+
+}  // namespace ops
+}  // namespace kd

@@ -1,0 +1,132 @@
+// Front doors for log_softmax, cross_entropy, the distillation losses and the ensemble
+// reduction. Losses return 0-d tensors; their backward scales by the upstream gradient.
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/ops/dispatch.h"
+#include "kernels/loss.h"
+
+namespace kd {
+namespace ops {
+using namespace detail;
+
+namespace {
+void check_logits(const char* op, const Tensor& t) {
+  KD_CHECK(t.dim() == 2 && t.size(1) >= 1, op << ": expected logits [rows, classes], got "
+                                              << describe(t));
+}
+}  // namespace
+
+Tensor log_softmax(const Tensor& x) {
+  check_operands("log_softmax", {x});
+  check_logits("log_softmax", x);
+  int rows = int(x.size(0)), cols = int(x.size(1));
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_floating("log_softmax", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::log_softmax_forward<T>(rows, cols, x.data<T>(), y.data<T>());
+  });
+  if (should_record({x})) {
+    record_node("log_softmax", {y}, [x, y, rows, cols]() {
+      dispatch_floating("log_softmax", x, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::log_softmax_backward<T>(rows, cols, y.data<T>(), y.grad().data<T>(), grad_ptr<T>(x));
+      });
+    });
+  }
+  return y;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+  check_operands("cross_entropy", {logits});
+  check_logits("cross_entropy", logits);
+  KD_CHECK(labels.dtype() == DType::I32 && labels.dim() == 1 && labels.size(0) == logits.size(0),
+           "cross_entropy: labels " << describe(labels) << " for logits " << describe(logits)
+                                    << " (expected i32 [rows])");
+  int rows = int(logits.size(0)), cols = int(logits.size(1));
+  const int32_t* lab = labels.data<int32_t>();
+  for (int i = 0; i < rows; ++i)
+    KD_CHECK(lab[i] >= 0 && lab[i] < cols, "cross_entropy: label " << lab[i] << " at row " << i
+                                                                   << " outside [0, " << cols << ")");
+  Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
+  dispatch_floating("cross_entropy", logits, [&](auto tag) {
+    using T = decltype(tag);
+    *loss.data<T>() = cpu::cross_entropy_forward<T>(rows, cols, logits.data<T>(), lab);
+  });
+  if (should_record({logits})) {
+    record_node("cross_entropy", {loss}, [logits, labels, loss, rows, cols]() {
+      dispatch_floating("cross_entropy", logits, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::cross_entropy_backward<T>(rows, cols, logits.data<T>(), labels.data<int32_t>(),
+                                       *loss.grad().data<T>(), grad_ptr<T>(logits));
+      });
+    });
+  }
+  return loss;
+}
+
+Tensor distill_loss(DistillKind kind, const Tensor& teacher, const Tensor& student, double tau) {
+  check_operands("distill_loss", {teacher, student});
+  check_logits("distill_loss", student);
+  KD_CHECK(teacher.shape() == student.shape(),
+           "distill_loss: teacher " << describe(teacher) << " vs student " << describe(student));
+  KD_CHECK(tau > 0, "distill_loss: temperature must be positive, got " << tau);
+  int rows = int(student.size(0)), cols = int(student.size(1));
+  Tensor loss = Tensor::empty({}, student.dtype(), student.device());
+  dispatch_floating("distill_loss", student, [&](auto tag) {
+    using T = decltype(tag);
+    *loss.data<T>() =
+        cpu::distill_loss_forward<T>(kind, rows, cols, teacher.data<T>(), student.data<T>(), T(tau));
+  });
+  if (should_record({student})) {
+    record_node("distill_loss", {loss}, [kind, teacher, student, loss, rows, cols, tau]() {
+      dispatch_floating("distill_loss", student, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::distill_loss_backward<T>(kind, rows, cols, teacher.data<T>(), student.data<T>(),
+                                      T(tau), *loss.grad().data<T>(), grad_ptr<T>(student));
+      });
+    });
+  }
+  return loss;
+}
+
+Tensor ensemble_logits(const std::vector<Tensor>& members) {
+  KD_CHECK(!members.empty(), "ensemble_logits: no members");
+  const Tensor& first = members.front();
+  check_logits("ensemble_logits", first);
+  for (const Tensor& m : members) {
+    check_operands("ensemble_logits", {first, m});
+    KD_CHECK(m.shape() == first.shape(),
+             "ensemble_logits: member " << describe(m) << " vs " << describe(first));
+  }
+  int count = int(members.size()), rows = int(first.size(0)), cols = int(first.size(1));
+  int64_t block = int64_t(rows) * cols;
+  // Member-major staging buffer: the kernel's layout.
+  Tensor stacked = Tensor::empty({count, rows, cols}, first.dtype(), first.device());
+  Tensor y = Tensor::empty({rows, cols}, first.dtype(), first.device());
+  dispatch_floating("ensemble_logits", first, [&](auto tag) {
+    using T = decltype(tag);
+    for (int i = 0; i < count; ++i)
+      std::copy(members[i].data<T>(), members[i].data<T>() + block, stacked.data<T>() + i * block);
+    cpu::ensemble_reduce_forward<T>(count, rows, cols, stacked.data<T>(), y.data<T>());
+  });
+  bool any = false;
+  for (const Tensor& m : members) any = any || should_record({m});
+  if (any) {
+    record_node("ensemble_logits", {y}, [members, stacked, y, count, rows, cols, block]() {
+      dispatch_floating("ensemble_logits", y, [&](auto tag) {
+        using T = decltype(tag);
+        std::vector<T> dstacked(static_cast<size_t>(count * block), T(0));
+        cpu::ensemble_reduce_backward<T>(count, rows, cols, stacked.data<T>(), y.data<T>(),
+                                         y.grad().data<T>(), dstacked.data());
+        for (int i = 0; i < count; ++i)
+          if (T* dm = grad_ptr<T>(members[i]))
+            for (int64_t j = 0; j < block; ++j) dm[j] += dstacked[i * block + j];
+      });
+    });
+  }
+  return y;
+}
+
+}  // namespace ops
+}  // namespace kd

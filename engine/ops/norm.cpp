@@ -1,0 +1,110 @@
+// Front doors for batch_norm and group_norm. Saved statistics live in tensors captured by the
+// backward closure, so they are freed with the tape node.
+#include "engine/ops.h"
+#include "engine/ops/dispatch.h"
+#include "kernels/normalization.h"
+
+namespace kd {
+namespace ops {
+using namespace detail;
+
+namespace {
+NormGeom norm_geom(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta) {
+  KD_CHECK(x.dim() == 4 || x.dim() == 2, op << ": expected [n,c,h,w] or [n,c], got " << describe(x));
+  NormGeom g;
+  g.n = int(x.size(0)), g.c = int(x.size(1));
+  g.hw = x.dim() == 4 ? int(x.size(2) * x.size(3)) : 1;
+  for (const Tensor* p : {&gamma, &beta})
+    KD_CHECK(p->defined() && p->dim() == 1 && p->size(0) == g.c,
+             op << ": affine parameter " << describe(*p) << " for input " << describe(x));
+  return g;
+}
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
+                  Tensor running_var, bool training, double momentum, double eps) {
+  check_operands("batch_norm", {x, gamma, beta, running_mean, running_var});
+  NormGeom g = norm_geom("batch_norm", x, gamma, beta);
+  KD_CHECK(running_mean.defined() == running_var.defined(),
+           "batch_norm: give both running statistics or neither");
+  KD_CHECK(training || running_mean.defined(), "batch_norm: eval mode needs running statistics");
+  KD_CHECK(!training || int64_t(g.n) * g.hw > 1,
+           "batch_norm: training needs more than one value per channel, got " << describe(x));
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor save_mean, save_invstd;
+  if (training) {
+    save_mean = Tensor::empty({g.c}, x.dtype(), x.device());
+    save_invstd = Tensor::empty({g.c}, x.dtype(), x.device());
+  }
+  dispatch_floating("batch_norm", x, [&](auto tag) {
+    using T = decltype(tag);
+    if (training)
+      cpu::batchnorm_forward_train<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(), T(eps),
+                                      T(momentum), y.data<T>(), save_mean.data<T>(),
+                                      save_invstd.data<T>(), ptr_or_null<T>(running_mean),
+                                      ptr_or_null<T>(running_var));
+    else
+      cpu::batchnorm_forward_eval<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+                                     running_mean.data<T>(), running_var.data<T>(), T(eps),
+                                     y.data<T>());
+  });
+  if (should_record({x, gamma, beta})) {
+    // Eval mode reads the running statistics at backward time; snapshot them so a later
+    // update cannot change this node's gradient.
+    Tensor rm = training ? Tensor() : running_mean.clone();
+    Tensor rv = training ? Tensor() : running_var.clone();
+    record_node("batch_norm", {y}, [x, gamma, beta, y, g, training, save_mean, save_invstd, rm,
+                                   rv, eps]() {
+      dispatch_floating("batch_norm", x, [&](auto tag) {
+        using T = decltype(tag);
+        std::vector<T> dgamma_scratch, dbeta_scratch, dx_scratch;
+        T* dx = grad_or_scratch<T>(x, dx_scratch);
+        T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
+        T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
+        const T* dy = y.grad().data<T>();
+        if (training)
+          cpu::batchnorm_backward_train<T>(g, x.data<T>(), dy, gamma.data<T>(),
+                                           save_mean.data<T>(), save_invstd.data<T>(), dx, dgamma,
+                                           dbeta);
+        else
+          cpu::batchnorm_backward_eval<T>(g, x.data<T>(), dy, gamma.data<T>(), rm.data<T>(),
+                                          rv.data<T>(), T(eps), dx, dgamma, dbeta);
+      });
+    });
+  }
+  return y;
+}
+
+Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups,
+                  double eps) {
+  check_operands("group_norm", {x, gamma, beta});
+  NormGeom g = norm_geom("group_norm", x, gamma, beta);
+  KD_CHECK(groups >= 1 && g.c % groups == 0,
+           "group_norm: " << g.c << " channels do not split into " << groups << " groups");
+  g.groups = groups;
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor save_mean = Tensor::empty({int64_t(g.n) * groups}, x.dtype(), x.device());
+  Tensor save_invstd = Tensor::empty({int64_t(g.n) * groups}, x.dtype(), x.device());
+  dispatch_floating("group_norm", x, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::groupnorm_forward<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(), T(eps),
+                              y.data<T>(), save_mean.data<T>(), save_invstd.data<T>());
+  });
+  if (should_record({x, gamma, beta})) {
+    record_node("group_norm", {y}, [x, gamma, beta, y, g, save_mean, save_invstd]() {
+      dispatch_floating("group_norm", x, [&](auto tag) {
+        using T = decltype(tag);
+        std::vector<T> dgamma_scratch, dbeta_scratch, dx_scratch;
+        T* dx = grad_or_scratch<T>(x, dx_scratch);
+        T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
+        T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
+        cpu::groupnorm_backward<T>(g, x.data<T>(), y.grad().data<T>(), gamma.data<T>(),
+                                   save_mean.data<T>(), save_invstd.data<T>(), dx, dgamma, dbeta);
+      });
+    });
+  }
+  return y;
+}
+
+}  // namespace ops
+}  // namespace kd

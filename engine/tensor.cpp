@@ -1,0 +1,231 @@
+// Tensor storage, copies across devices and dtypes, and the autograd slot.
+#include "engine/tensor.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <sstream>
+
+#include "engine/allocator.h"
+#include "kernels/cuda/runtime.h"
+
+namespace kd {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::F64: return 8;
+    case DType::I32: return 4;
+    case DType::I64: return 8;
+    case DType::U8: return 1;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F64: return "F64";
+    case DType::I32: return "I32";
+    case DType::I64: return "I64";
+    case DType::U8: return "U8";
+  }
+  return "?";
+}
+
+template <> DType dtype_of<float>() { return DType::F32; }
+template <> DType dtype_of<double>() { return DType::F64; }
+template <> DType dtype_of<int32_t>() { return DType::I32; }
+template <> DType dtype_of<int64_t>() { return DType::I64; }
+template <> DType dtype_of<uint8_t>() { return DType::U8; }
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
+  data = CachingAllocator::for_device(device).allocate(bytes);
+}
+
+Storage::~Storage() { CachingAllocator::for_device(device).deallocate(data, bytes); }
+
+std::string describe(const Tensor& t) {
+  if (!t.defined()) return "undefined tensor";
+  std::string d = dtype_name(t.dtype());
+  for (auto& ch : d) ch = static_cast<char>(std::tolower(ch));
+  return d + shape_str(t.shape()) + " on " + t.device().str();
+}
+
+int64_t Tensor::size(int d) const {
+  int n = dim();
+  if (d < 0) d += n;
+  KD_CHECK(d >= 0 && d < n, "size(" << d << ") of " << describe(*this));
+  return impl().shape[d];
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape) KD_CHECK(d >= 0, "negative dimension in shape " << shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
+  impl->shape = shape;
+  impl->dtype = dtype;
+  return Tensor(impl);
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  t.zero_();
+  return t;
+}
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  t.fill_(value);
+  return t;
+}
+
+template <class T>
+Tensor Tensor::from_vector(const Shape& shape, const std::vector<T>& values) {
+  KD_CHECK(shape_numel(shape) == static_cast<int64_t>(values.size()),
+           "from_vector: shape " << shape_str(shape) << " needs " << shape_numel(shape)
+                                 << " values, got " << values.size());
+  Tensor t = empty(shape, dtype_of<T>());
+  if (!values.empty()) std::memcpy(t.raw(), values.data(), values.size() * sizeof(T));
+  return t;
+}
+
+template <class T>
+T* Tensor::data() const {
+  KD_CHECK(dtype() == dtype_of<T>(), "data<" << dtype_name(dtype_of<T>()) << ">() on "
+                                             << describe(*this));
+  return static_cast<T*>(raw());
+}
+
+template <class T>
+std::vector<T> Tensor::to_vector() const {
+  Tensor host = is_cuda() ? to(Device::cpu()) : *this;
+  const T* p = host.data<T>();
+  return std::vector<T>(p, p + numel());
+}
+
+double Tensor::item() const {
+  KD_CHECK(numel() == 1, "item() on " << describe(*this));
+  Tensor host = is_cuda() ? to(Device::cpu()) : *this;
+  switch (dtype()) {
+    case DType::F32: return *host.data<float>();
+    case DType::F64: return *host.data<double>();
+    case DType::I32: return *host.data<int32_t>();
+    case DType::I64: return static_cast<double>(*host.data<int64_t>());
+    case DType::U8: return *host.data<uint8_t>();
+  }
+  return 0;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  KD_CHECK(src.shape() == shape() && src.dtype() == dtype(),
+           "copy_from: " << describe(src) << " into " << describe(*this));
+  size_t n = nbytes();
+  if (n == 0) return;
+  if (device().is_cpu() && src.device().is_cpu()) std::memcpy(raw(), src.raw(), n);
+  else if (device().is_cuda() && src.device().is_cpu()) cuda::memcpy_host_to_device(raw(), src.raw(), n);
+  else if (device().is_cpu() && src.device().is_cuda()) cuda::memcpy_device_to_host(raw(), src.raw(), n);
+  else cuda::memcpy_device_to_device(raw(), src.raw(), n);
+}
+
+Tensor Tensor::to(Device dev) const {
+  Tensor out = empty(shape(), dtype(), dev);
+  out.copy_from(*this);
+  return out;
+}
+
+namespace {
+template <class Dst>
+void convert_from(const Tensor& src, Dst* dst) {
+  int64_t n = src.numel();
+  switch (src.dtype()) {
+    case DType::F32: for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.data<float>()[i]); break;
+    case DType::F64: for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.data<double>()[i]); break;
+    case DType::I32: for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.data<int32_t>()[i]); break;
+    case DType::I64: for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.data<int64_t>()[i]); break;
+    case DType::U8: for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.data<uint8_t>()[i]); break;
+  }
+}
+}  // namespace
+
+Tensor Tensor::to(DType target) const {
+  KD_CHECK(device().is_cpu(), "dtype conversion is CPU-only: " << describe(*this));
+  Tensor out = empty(shape(), target, device());
+  switch (target) {
+    case DType::F32: convert_from(*this, out.data<float>()); break;
+    case DType::F64: convert_from(*this, out.data<double>()); break;
+    case DType::I32: convert_from(*this, out.data<int32_t>()); break;
+    case DType::I64: convert_from(*this, out.data<int64_t>()); break;
+    case DType::U8: convert_from(*this, out.data<uint8_t>()); break;
+  }
+  return out;
+}
+
+Tensor Tensor::clone() const { return to(device()); }
+
+void Tensor::fill_(double value) {
+  int64_t n = numel();
+  if (n == 0) return;
+  if (is_cuda()) {
+    KD_CHECK(value == 0.0, "fill_ with a non-zero value on the GPU needs the CUDA backend");
+    cuda::memset_device(raw(), 0, nbytes());
+    return;
+  }
+  switch (dtype()) {
+    case DType::F32: std::fill_n(data<float>(), n, static_cast<float>(value)); break;
+    case DType::F64: std::fill_n(data<double>(), n, value); break;
+    case DType::I32: std::fill_n(data<int32_t>(), n, static_cast<int32_t>(value)); break;
+    case DType::I64: std::fill_n(data<int64_t>(), n, static_cast<int64_t>(value)); break;
+    case DType::U8: std::fill_n(data<uint8_t>(), n, static_cast<uint8_t>(value)); break;
+  }
+}
+
+Tensor& Tensor::set_requires_grad(bool on) {
+  KD_CHECK(!on || dtype() == DType::F32 || dtype() == DType::F64,
+           "only floating tensors can require gradients: " << describe(*this));
+  impl().requires_grad = on;
+  return *this;
+}
+
+Tensor Tensor::grad_or_zeros() {
+  TensorImpl& self = impl();
+  if (!self.grad) self.grad = zeros(self.shape, self.dtype, device()).impl_ptr();
+  return Tensor(self.grad);
+}
+
+Tensor Tensor::view(const Shape& new_shape) const {
+  KD_CHECK(shape_numel(new_shape) == numel(),
+           "view " << shape_str(new_shape) << " of " << describe(*this));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->shape = new_shape;
+  impl->dtype = dtype();
+  return Tensor(impl);
+}
+
+#define KD_INSTANTIATE(T)                                                        \
+  template Tensor Tensor::from_vector<T>(const Shape&, const std::vector<T>&); \
+  template T* Tensor::data<T>() const;                                           \
+  template std::vector<T> Tensor::to_vector<T>() const;
+KD_INSTANTIATE(float)
+KD_INSTANTIATE(double)
+KD_INSTANTIATE(int32_t)
+KD_INSTANTIATE(int64_t)
+KD_INSTANTIATE(uint8_t)
+#undef KD_INSTANTIATE
+
+}  // namespace kd

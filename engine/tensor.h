@@ -1,0 +1,104 @@
+// Tensor: a cheap handle (shared storage + shape + dtype + device + autograd slot). Always
+// contiguous and row-major (NCHW for images). f32 everywhere; f64 on the CPU so the gradient
+// checker can run in double; integer dtypes for labels, indices and num_batches_tracked.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "kernels/check.h"
+
+namespace kd {
+
+enum class DType { F32, F64, I32, I64, U8 };
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);  // safetensors spelling: F32, F64, I32, I64, U8
+template <class T>
+DType dtype_of();
+
+using Shape = std::vector<int64_t>;
+std::string shape_str(const Shape& s);
+int64_t shape_numel(const Shape& s);
+
+struct Storage {
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  void* data = nullptr;
+  size_t bytes = 0;
+  Device device;
+};
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  DType dtype = DType::F32;
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;  // same shape, dtype and device; allocated on first use
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32,
+                     Device device = Device::cpu());
+  template <class T>
+  static Tensor from_vector(const Shape& shape, const std::vector<T>& values);
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const { return impl().shape; }
+  int64_t size(int dim) const;
+  int dim() const { return static_cast<int>(impl().shape.size()); }
+  int64_t numel() const { return shape_numel(impl().shape); }
+  DType dtype() const { return impl().dtype; }
+  Device device() const { return impl().storage->device; }
+  bool is_cuda() const { return device().is_cuda(); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
+
+  void* raw() const { return impl().storage->data; }
+  template <class T>
+  T* data() const;
+
+  // Host copy of the values (copies from the device when needed).
+  template <class T>
+  std::vector<T> to_vector() const;
+  double item() const;  // a one-element tensor's value as double
+
+  Tensor to(Device device) const;  // a copy on `device` (shares nothing, no autograd)
+  Tensor to(DType dtype) const;    // a converted copy (no autograd)
+  Tensor clone() const;            // a deep copy (no autograd)
+  void copy_from(const Tensor& src);  // same shape; any devices, same dtype
+  void fill_(double value);
+  void zero_() { fill_(0.0); }
+
+  // Autograd slot.
+  bool requires_grad() const { return impl().requires_grad; }
+  Tensor& set_requires_grad(bool on);
+  Tensor grad() const { return Tensor(impl().grad); }
+  Tensor grad_or_zeros();  // the gradient, allocated as zeros on first use
+  void clear_grad() { impl().grad.reset(); }
+
+  // Same storage, new shape (numel must match). No autograd: use ops::reshape in graphs.
+  Tensor view(const Shape& shape) const;
+
+  TensorImpl& impl() const {
+    KD_CHECK(impl_, "use of an undefined tensor");
+    return *impl_;
+  }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  bool same(const Tensor& o) const { return impl_ == o.impl_; }
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+std::string describe(const Tensor& t);  // "f32[128, 3, 32, 32] on cpu"
+
+}  // namespace kd

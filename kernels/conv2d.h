@@ -1,0 +1,37 @@
+// Contract: 2-D convolution (cross-correlation, as PyTorch), NCHW activations, OIHW weights.
+//   x  [n, c, h, w]   w [k, c, r, s]   bias [k] or null   y [n, k, p, q]
+//   p = (h + 2*pad - r) / stride + 1,  q = (w + 2*pad - s) / stride + 1
+// Forward ASSIGNS y. Backward kernels ACCUMULATE (+=) into dx, dw and dbias (dbias may be null).
+// ref:: is the plain loop, kept as the specification; cpu:: is im2col + BLAS GEMM.
+#pragma once
+#include <cstdint>
+
+namespace kd {
+
+struct ConvGeom {
+  int n = 0, c = 0, h = 0, w = 0;  // input
+  int k = 0, r = 0, s = 0;         // k filters of r x s
+  int stride = 1, pad = 0;
+  int p() const { return (h + 2 * pad - r) / stride + 1; }
+  int q() const { return (w + 2 * pad - s) / stride + 1; }
+};
+
+namespace ref {
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+}  // namespace ref
+
+namespace cpu {
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+}  // namespace cpu
+
+}  // namespace kd

@@ -1,0 +1,363 @@
+// Fast CPU 2-D convolution: im2col + OpenBLAS GEMM. Layouts: x NCHW [n,c,h,w], w OIHW [k,c,r,s]
+// (= row-major [k, crs]), y [n,k,p,q]. Forward ASSIGNS y; backward ACCUMULATES into dx, dw, dbias
+// (dbias may be null).
+//
+// Work is cut into tasks of `nb` images (nb = ceil(256 / pq), so small planes still give wide
+// GEMMs). A task's column matrix col = im2col(x) is [crs, nb*pq] with channel-major rows:
+//   forward          Y'[k, nb*pq] = W[k, crs] col, Y' (k-major) scattered to y, + bias
+//   backward weight  P_g[k, crs] += dY'[k, nb*pq] col^T   (dY' = the task's dy made k-major)
+//   backward data    "same" stride-1 convolutions with c >= 16: dx is the forward convolution of
+//                    dy with the flipped, transposed filters (dx += W~[c, krs] im2col(dy)), a GEMM
+//                    with a long reduction and no col2im. Otherwise: dcol = W^T dY', col2im.
+// With nb == 1 the GEMMs read and write the NCHW tensors in place (no scatter or transpose), the
+// columns are built in blocks of output rows that fit in L2, and 1x1 stride-1 unpadded
+// convolutions skip im2col (x is the column matrix).
+//
+// Threads. With OpenBLAS single-threaded (what the engine should set) the tasks share one OpenMP
+// loop, each task running single-threaded: one pool, one parallel region per call. Otherwise the
+// tasks run in turn, OpenBLAS threading each GEMM and OpenMP the copies (slower on 2 cores: the
+// two pools fight). The sequence of GEMM calls is the same either way.
+// Determinism. Tasks depend on the geometry only. Weight gradients are summed per fixed group of
+// images (weight_groups(): from n and the filter size) into partials added to dw in group order;
+// col2im gives each (image, channel) plane to one thread; bias gradients are per-k double sums in
+// a fixed order. Results are bitwise independent of the OpenMP thread count, and of OpenBLAS's
+// thread count exactly when OpenBLAS is (0.3.21 on Zen: dgemm is, sgemm is not).
+//
+// Workspace: thread_local grow-only std::vector buffers per element type: col and the k-major
+// task buffer in every thread that runs tasks, plus weight-gradient partials (<= 64 MB) or the
+// flipped filters in the calling thread. Never shrunk; freed when their thread exits.
+#include "kernels/conv2d.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kernels/check.h"
+#include "kernels/cpu/blas.h"
+#include "kernels/cpu/im2col.h"
+
+namespace kd::cpu {
+
+namespace {
+
+using detail::Lowering;
+
+// Weight-gradient partial sums: at most 16 groups of images (a power of two, so 1, 2, 4, 8 and 16
+// threads get equal shares) and at most kPartialBytes of partials (VGG's 512x512x3x3 filters).
+constexpr int kWeightGroups = 16;
+constexpr int64_t kPartialBytes = 64 << 20;
+
+int weight_groups(const ConvGeom& g, int64_t partial_bytes) {
+  int groups = kWeightGroups;
+  while (groups > 1 && groups * partial_bytes > kPartialBytes) groups /= 2;
+  return std::min(g.n, groups);
+}
+
+void check_geom(const ConvGeom& g) {
+  KD_CHECK(g.n >= 0 && g.c > 0 && g.k > 0 && g.r > 0 && g.s > 0 && g.stride > 0 && g.pad >= 0,
+           "conv2d: bad geometry n=" << g.n << " c=" << g.c << " k=" << g.k << " r=" << g.r
+                                     << " s=" << g.s << " stride=" << g.stride << " pad=" << g.pad);
+  KD_CHECK(g.h + 2 * g.pad >= g.r && g.w + 2 * g.pad >= g.s,
+           "conv2d: filter " << g.r << "x" << g.s << " larger than padded input " << g.h << "x"
+                             << g.w << " (pad " << g.pad << ")");
+}
+
+enum Slot { kCol = 0, kChunk = 1, kCaller = 2 };
+
+template <class T>
+T* workspace(Slot slot, int64_t elems) {
+  thread_local std::vector<T> buffers[3];
+  std::vector<T>& buf = buffers[slot];
+  if (static_cast<int64_t>(buf.size()) < elems) {
+    buf = std::vector<T>();  // drop the old block first: no copy, lower peak memory
+    buf.resize(static_cast<size_t>(elems));
+  }
+  return buf.data();
+}
+
+Lowering forward_lowering(const ConvGeom& g) {
+  return Lowering{g.c, g.h, g.w, g.r, g.s, g.stride, g.pad, g.pad, g.p(), g.q()};
+}
+
+// dx = conv(dy, flipped W^T) for stride 1: input dy [k, p, q], output [c, h, w].
+Lowering transposed_lowering(const ConvGeom& g) {
+  return Lowering{g.k, g.p(), g.q(), g.r, g.s, 1, g.r - 1 - g.pad, g.s - 1 - g.pad, g.h, g.w};
+}
+
+// Images per GEMM. One image gives GEMMs wide enough for OpenBLAS and needs no scatter or
+// transpose; small planes are batched so a GEMM has >= kMinColumns columns (measured: 8x8
+// planes in chunks of 4 images ran ~1.7x faster than one image at a time).
+constexpr int64_t kMinColumns = 256;
+
+int images_per_chunk(const ConvGeom& g) {
+  const int64_t pq = int64_t(g.p()) * g.q();
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(g.n, (kMinColumns + pq - 1) / pq)));
+}
+
+// Backward data as a transposed convolution pays off for "same" stride-1 convolutions with enough
+// input channels (the GEMM's rows); otherwise (LeNet, stems, strides, valid padding) col2im wins.
+bool use_transposed_backward_data(const ConvGeom& g) {
+  return g.stride == 1 && g.p() == g.h && g.q() == g.w && g.c >= 16;
+}
+
+bool tasks_in_parallel() { return blas_threads() == 1; }
+
+// k-major chunk output Y'[k][i*pq + j] -> y[i][k][j] (+ bias[k]).
+template <class T>
+void scatter_output(int k_count, int64_t pq, int nb, const T* yk, const T* bias, T* y) {
+  const int64_t ncol = nb * pq, items = int64_t(nb) * k_count;
+#pragma omp parallel for schedule(static)
+  for (int64_t item = 0; item < items; ++item) {
+    const int i = static_cast<int>(item / k_count), k = static_cast<int>(item % k_count);
+    const T* src = yk + k * ncol + i * pq;
+    T* dst = y + item * pq;
+    const T b = bias ? bias[k] : T(0);
+    for (int64_t j = 0; j < pq; ++j) dst[j] = src[j] + b;
+  }
+}
+
+// Same scatter, accumulating (backward data through the transposed convolution).
+template <class T>
+void scatter_add(int c_count, int64_t hw, int nb, const T* xk, T* x) {
+  const int64_t ncol = nb * hw, items = int64_t(nb) * c_count;
+#pragma omp parallel for schedule(static)
+  for (int64_t item = 0; item < items; ++item) {
+    const int i = static_cast<int>(item / c_count), c = static_cast<int>(item % c_count);
+    const T* src = xk + c * ncol + i * hw;
+    T* dst = x + item * hw;
+    for (int64_t j = 0; j < hw; ++j) dst[j] += src[j];
+  }
+}
+
+// dy[i][k][j] -> dY'[k][i*pq + j] for the chunk's nb images.
+template <class T>
+void gather_k_major(int k_count, int64_t pq, int nb, const T* dy, T* dyk) {
+  const int64_t ncol = nb * pq, items = int64_t(nb) * k_count;
+#pragma omp parallel for schedule(static)
+  for (int64_t item = 0; item < items; ++item) {
+    const int k = static_cast<int>(item / nb), i = static_cast<int>(item % nb);
+    std::memcpy(dyk + k * ncol + i * pq, dy + (int64_t(i) * k_count + k) * pq, sizeof(T) * pq);
+  }
+}
+
+// Sum of one plane in double, in a fixed order (8 interleaved lanes, then lane by lane) so the
+// adds pipeline instead of waiting on one another.
+template <class T>
+double plane_sum(const T* v, int64_t len) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= len; j += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += v[j + l];
+  for (int l = 0; j < len; ++j, ++l) lane[l] += v[j];
+  double total = 0.0;
+  for (double x : lane) total += x;
+  return total;
+}
+
+// Columns of one image's row block stay in L2 between im2col and the GEMM (measured: a 576 KB
+// column matrix per image was 16% slower than two 288 KB blocks).
+constexpr int64_t kColumnBlockBytes = 320 << 10;
+
+// Calls fn(oh0, rows, col, ldcol) for the blocks of output rows of one image: col is the block's
+// column matrix [L.rows(), rows*q] with row pitch ldcol (the image itself when pointwise).
+template <class T, class Fn>
+void for_each_row_block(const Lowering& L, const T* image, Fn&& fn) {
+  if (L.pointwise()) {
+    fn(0, L.p, image, L.hw());
+    return;
+  }
+  const int64_t row_bytes = L.rows() * L.q * int64_t(sizeof(T));
+  const int most = static_cast<int>(std::max<int64_t>(1, kColumnBlockBytes / row_bytes));
+  const int blocks = (L.p + most - 1) / most, rows = (L.p + blocks - 1) / blocks;
+  T* col = workspace<T>(kCol, L.rows() * rows * L.q);
+  for (int oh0 = 0; oh0 < L.p; oh0 += rows) {
+    const Lowering b = detail::row_block(L, oh0, std::min(rows, L.p - oh0));
+    detail::im2col(b, 1, image, col);
+    fn(oh0, b.p, static_cast<const T*>(col), b.pq());
+  }
+}
+
+// Column matrix of nb > 1 whole images, in the calling thread's workspace.
+template <class T>
+const T* chunk_columns(const Lowering& L, int nb, const T* x) {
+  T* col = workspace<T>(kCol, L.rows() * nb * L.pq());
+  detail::im2col(L, nb, x, col);
+  return col;
+}
+
+template <class T>
+void forward_chunk(const ConvGeom& g, const Lowering& L, int nb, const T* x, const T* w,
+                   const T* bias, T* y) {
+  const int crs = static_cast<int>(L.rows());
+  const int64_t pq = L.pq();
+  if (nb == 1) {
+    for_each_row_block(L, x, [&](int oh0, int rows, const T* col, int64_t ldcol) {
+      gemm(false, false, g.k, rows * L.q, crs, T(1), w, crs, col, int(ldcol), T(0),
+           y + int64_t(oh0) * L.q, int(pq));
+    });
+    if (bias)
+      for (int k = 0; k < g.k; ++k)
+        for (int64_t j = 0; j < pq; ++j) y[k * pq + j] += bias[k];
+    return;
+  }
+  const int ncol = static_cast<int>(nb * pq);
+  T* yk = workspace<T>(kChunk, int64_t(g.k) * ncol);
+  gemm(false, false, g.k, ncol, crs, T(1), w, crs, chunk_columns(L, nb, x), ncol, T(0), yk, ncol);
+  scatter_output(g.k, pq, nb, yk, bias, y);
+}
+
+// Stride 1: dx += conv(dy, wt) with wt[c, k, r', s'] = w[k, c, r-1-r', s-1-s'].
+template <class T>
+void backward_data_transposed_chunk(const ConvGeom& g, const Lowering& L, int nb, const T* dy,
+                                    const T* wt, T* dx) {
+  const int krs = static_cast<int>(L.rows());
+  const int64_t hw = L.pq();
+  if (nb == 1) {
+    for_each_row_block(L, dy, [&](int ih0, int rows, const T* col, int64_t ldcol) {
+      gemm(false, false, g.c, rows * L.q, krs, T(1), wt, krs, col, int(ldcol), T(1),
+           dx + int64_t(ih0) * L.q, int(hw));
+    });
+    return;
+  }
+  const int ncol = static_cast<int>(nb * hw);
+  T* xk = workspace<T>(kChunk, int64_t(g.c) * ncol);
+  gemm(false, false, g.c, ncol, krs, T(1), wt, krs, chunk_columns(L, nb, dy), ncol, T(0), xk, ncol);
+  scatter_add(g.c, hw, nb, xk, dx);
+}
+
+// Any stride: dcol = W^T dY', then col2im accumulates into dx.
+template <class T>
+void backward_data_col2im_chunk(const ConvGeom& g, const Lowering& L, int nb, const T* dy,
+                                const T* w, T* dx) {
+  const int crs = static_cast<int>(L.rows()), ncol = static_cast<int>(nb * L.pq());
+  const T* dyk = dy;
+  if (nb > 1) {
+    T* buf = workspace<T>(kChunk, int64_t(g.k) * ncol);
+    gather_k_major(g.k, L.pq(), nb, dy, buf);
+    dyk = buf;
+  }
+  T* dcol = workspace<T>(kCol, L.rows() * ncol);
+  gemm(true, false, crs, ncol, g.k, T(1), w, crs, dyk, ncol, T(0), dcol, ncol);
+  detail::col2im_add(L, nb, dcol, dx);
+}
+
+// partial (+)= dY' col^T over images [begin, end); the first GEMM assigns.
+template <class T>
+void backward_weight_group(const ConvGeom& g, const Lowering& L, int nb, int begin, int end,
+                           const T* x, const T* dy, T* partial) {
+  const int crs = static_cast<int>(L.rows());
+  const int64_t pq = L.pq();
+  bool first = true;
+  for (int n0 = begin; n0 < end; n0 += nb) {
+    const int count = std::min(nb, end - n0);
+    const T* xc = x + int64_t(n0) * g.c * L.hw();
+    const T* dyc = dy + int64_t(n0) * g.k * pq;
+    if (count == 1) {
+      for_each_row_block(L, xc, [&](int oh0, int rows, const T* col, int64_t ldcol) {
+        gemm(false, true, g.k, crs, rows * L.q, T(1), dyc + int64_t(oh0) * L.q, int(pq), col,
+             int(ldcol), T(first ? 0 : 1), partial, crs);
+        first = false;
+      });
+      continue;
+    }
+    const int ncol = static_cast<int>(count * pq);
+    T* dyk = workspace<T>(kChunk, int64_t(g.k) * ncol);
+    gather_k_major(g.k, pq, count, dyc, dyk);
+    gemm(false, true, g.k, crs, ncol, T(1), dyk, ncol, chunk_columns(L, count, xc), ncol,
+         T(first ? 0 : 1), partial, crs);
+    first = false;
+  }
+}
+
+}  // namespace
+
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  check_geom(g);
+  const Lowering L = forward_lowering(g);
+  const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
+#pragma omp parallel for schedule(static) if (tasks_in_parallel())
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    const int n0 = chunk * nb, count = std::min(nb, g.n - n0);
+    forward_chunk(g, L, count, x + int64_t(n0) * g.c * L.hw(), w, bias,
+                  y + int64_t(n0) * g.k * L.pq());
+  }
+}
+
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  check_geom(g);
+  const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
+  const int64_t hw = int64_t(g.h) * g.w, pq = int64_t(g.p()) * g.q();
+  const bool transposed = use_transposed_backward_data(g);
+  const Lowering L = transposed ? transposed_lowering(g) : forward_lowering(g);
+  T* wt = nullptr;
+  if (transposed) {
+    const int rs = g.r * g.s;
+    wt = workspace<T>(kCaller, int64_t(g.c) * g.k * rs);
+    for (int k = 0; k < g.k; ++k)
+      for (int c = 0; c < g.c; ++c)
+        for (int i = 0; i < rs; ++i)
+          wt[(int64_t(c) * g.k + k) * rs + (rs - 1 - i)] = w[(int64_t(k) * g.c + c) * rs + i];
+  }
+#pragma omp parallel for schedule(static) if (tasks_in_parallel())
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    const int n0 = chunk * nb, count = std::min(nb, g.n - n0);
+    const T* dyc = dy + int64_t(n0) * g.k * pq;
+    T* dxc = dx + int64_t(n0) * g.c * hw;
+    if (transposed) {
+      backward_data_transposed_chunk(g, L, count, dyc, wt, dxc);
+    } else {
+      backward_data_col2im_chunk(g, L, count, dyc, w, dxc);
+    }
+  }
+}
+
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
+  check_geom(g);
+  const Lowering L = forward_lowering(g);
+  const int crs = static_cast<int>(L.rows());
+  const int64_t wsize = int64_t(g.k) * crs;
+  const int nb = images_per_chunk(g), groups = weight_groups(g, wsize * int64_t(sizeof(T)));
+  T* partials = workspace<T>(kCaller, groups * wsize);
+  if (groups == 0) return;  // empty batch: nothing to add
+    // One parallel region: with a single-threaded OpenBLAS the groups are shared out; otherwise the
+    // team is one thread and the GEMMs (OpenBLAS) and copies (nested OpenMP) carry the threads.
+#pragma omp parallel if (tasks_in_parallel())
+  {
+#pragma omp for schedule(static)
+    for (int group = 0; group < groups; ++group) {
+      const int begin = static_cast<int>(int64_t(g.n) * group / groups),
+                end = static_cast<int>(int64_t(g.n) * (group + 1) / groups);
+      backward_weight_group(g, L, nb, begin, end, x, dy, partials + group * wsize);
+    }
+#pragma omp for schedule(static)
+    for (int64_t e = 0; e < wsize; ++e) {
+      T acc = partials[e];
+      for (int group = 1; group < groups; ++group) acc += partials[group * wsize + e];
+      dw[e] += acc;
+    }
+    if (dbias) {
+#pragma omp for schedule(static)
+      for (int k = 0; k < g.k; ++k) {
+        double acc = 0.0;
+        for (int n = 0; n < g.n; ++n)
+          acc += plane_sum(dy + (int64_t(n) * g.k + k) * L.pq(), L.pq());
+        dbias[k] = static_cast<T>(dbias[k] + acc);
+      }
+    }
+  }
+}
+
+#define KD_INSTANTIATE(T)                                                             \
+  template void conv2d_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*); \
+  template void conv2d_backward_data<T>(const ConvGeom&, const T*, const T*, T*);     \
+  template void conv2d_backward_weight<T>(const ConvGeom&, const T*, const T*, T*, T*);
+KD_INSTANTIATE(float)
+KD_INSTANTIATE(double)
+#undef KD_INSTANTIATE
+
+}  // namespace kd::cpu

@@ -1,0 +1,107 @@
+// Reference 2-D convolution: the specification every faster convolution is tested against.
+// Layouts: x NCHW [n,c,h,w], w OIHW [k,c,r,s], y [n,k,p,q]. Forward ASSIGNS y; the backward kernels
+// ACCUMULATE into dx, dw, dbias. Plain loops, single-threaded; every output element is one sum
+// accumulated in double (so ref:: is also the most accurate version) and then added to its target.
+#include <cstdint>
+
+#include "kernels/check.h"
+#include "kernels/conv2d.h"
+
+namespace kd::ref {
+
+namespace {
+void check_geom(const ConvGeom& g) {
+  KD_CHECK(g.n >= 0 && g.c > 0 && g.k > 0 && g.r > 0 && g.s > 0 && g.stride > 0 && g.pad >= 0,
+           "conv2d: bad geometry n=" << g.n << " c=" << g.c << " k=" << g.k << " r=" << g.r
+                                     << " s=" << g.s << " stride=" << g.stride << " pad=" << g.pad);
+  KD_CHECK(g.h + 2 * g.pad >= g.r && g.w + 2 * g.pad >= g.s,
+           "conv2d: filter " << g.r << "x" << g.s << " larger than padded input " << g.h << "x"
+                             << g.w << " (pad " << g.pad << ")");
+}
+}  // namespace
+
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  check_geom(g);
+  const int p = g.p(), q = g.q();
+  for (int n = 0; n < g.n; ++n)
+    for (int k = 0; k < g.k; ++k)
+      for (int oh = 0; oh < p; ++oh)
+        for (int ow = 0; ow < q; ++ow) {
+          double acc = bias ? static_cast<double>(bias[k]) : 0.0;
+          for (int c = 0; c < g.c; ++c)
+            for (int r = 0; r < g.r; ++r)
+              for (int s = 0; s < g.s; ++s) {
+                const int ih = oh * g.stride - g.pad + r, iw = ow * g.stride - g.pad + s;
+                if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+                acc += static_cast<double>(x[((int64_t(n) * g.c + c) * g.h + ih) * g.w + iw]) *
+                       static_cast<double>(w[((int64_t(k) * g.c + c) * g.r + r) * g.s + s]);
+              }
+          y[((int64_t(n) * g.k + k) * p + oh) * q + ow] = static_cast<T>(acc);
+        }
+}
+
+// dx[n,c,ih,iw] += sum over (k, r, s) with oh = (ih + pad - r) / stride an exact, in-range
+// division.
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  check_geom(g);
+  const int p = g.p(), q = g.q();
+  for (int n = 0; n < g.n; ++n)
+    for (int c = 0; c < g.c; ++c)
+      for (int ih = 0; ih < g.h; ++ih)
+        for (int iw = 0; iw < g.w; ++iw) {
+          double acc = 0.0;
+          for (int k = 0; k < g.k; ++k)
+            for (int r = 0; r < g.r; ++r)
+              for (int s = 0; s < g.s; ++s) {
+                const int th = ih + g.pad - r, tw = iw + g.pad - s;
+                if (th < 0 || tw < 0 || th % g.stride != 0 || tw % g.stride != 0) continue;
+                const int oh = th / g.stride, ow = tw / g.stride;
+                if (oh >= p || ow >= q) continue;
+                acc += static_cast<double>(dy[((int64_t(n) * g.k + k) * p + oh) * q + ow]) *
+                       static_cast<double>(w[((int64_t(k) * g.c + c) * g.r + r) * g.s + s]);
+              }
+          T& out = dx[((int64_t(n) * g.c + c) * g.h + ih) * g.w + iw];
+          out = static_cast<T>(out + acc);
+        }
+}
+
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
+  check_geom(g);
+  const int p = g.p(), q = g.q();
+  for (int k = 0; k < g.k; ++k)
+    for (int c = 0; c < g.c; ++c)
+      for (int r = 0; r < g.r; ++r)
+        for (int s = 0; s < g.s; ++s) {
+          double acc = 0.0;
+          for (int n = 0; n < g.n; ++n)
+            for (int oh = 0; oh < p; ++oh)
+              for (int ow = 0; ow < q; ++ow) {
+                const int ih = oh * g.stride - g.pad + r, iw = ow * g.stride - g.pad + s;
+                if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+                acc += static_cast<double>(x[((int64_t(n) * g.c + c) * g.h + ih) * g.w + iw]) *
+                       static_cast<double>(dy[((int64_t(n) * g.k + k) * p + oh) * q + ow]);
+              }
+          T& out = dw[((int64_t(k) * g.c + c) * g.r + r) * g.s + s];
+          out = static_cast<T>(out + acc);
+        }
+  if (!dbias) return;
+  for (int k = 0; k < g.k; ++k) {
+    double acc = 0.0;
+    for (int n = 0; n < g.n; ++n)
+      for (int i = 0; i < p * q; ++i) acc += dy[(int64_t(n) * g.k + k) * p * q + i];
+    dbias[k] = static_cast<T>(dbias[k] + acc);
+  }
+}
+
+#define KD_INSTANTIATE(T)                                                             \
+  template void conv2d_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*); \
+  template void conv2d_backward_data<T>(const ConvGeom&, const T*, const T*, T*);     \
+  template void conv2d_backward_weight<T>(const ConvGeom&, const T*, const T*, T*, T*);
+KD_INSTANTIATE(float)
+KD_INSTANTIATE(double)
+#undef KD_INSTANTIATE
+
+}  // namespace kd::ref

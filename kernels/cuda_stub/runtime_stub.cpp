@@ -1,0 +1,29 @@
+// Linked instead of kernels/cuda/runtime.cu when nvcc was not found: the binary runs on the CPU
+// and every attempt to touch a GPU says so.
+#include "kernels/check.h"
+#include "kernels/cuda/runtime.h"
+
+namespace kd {
+namespace cuda {
+
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  throw CudaError(std::string(what) + ": kdlab was built without CUDA (nvcc was not found)");
+}
+}  // namespace
+
+bool built_with_cuda() { return false; }
+bool has_op_kernels() { return false; }
+int device_count() { return 0; }
+std::string device_name(int) { no_cuda("device_name"); }
+void* malloc_device(size_t) { no_cuda("malloc_device"); }
+void free_device(void*) { no_cuda("free_device"); }
+void memcpy_host_to_device(void*, const void*, size_t) { no_cuda("memcpy_host_to_device"); }
+void memcpy_device_to_host(void*, const void*, size_t) { no_cuda("memcpy_device_to_host"); }
+void memcpy_device_to_device(void*, const void*, size_t) { no_cuda("memcpy_device_to_device"); }
+void memset_device(void*, int, size_t) { no_cuda("memset_device"); }
+void synchronize() {}
+size_t free_device_bytes() { return 0; }
+
+}  // namespace cuda
+}  // namespace kd

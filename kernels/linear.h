@@ -1,0 +1,30 @@
+// Contract: fully connected layer, PyTorch layout.
+//   x [b, in]   w [out, in]   bias [out] or null   y [b, out] = x w^T + bias
+// Forward ASSIGNS y. Backward ACCUMULATES: dx += dy w ; dw += dy^T x ; dbias += sum_b dy.
+#pragma once
+
+namespace kd {
+
+struct LinearGeom {
+  int batch = 0, in = 0, out = 0;
+};
+
+namespace ref {
+template <class T>
+void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void linear_backward_data(const LinearGeom& g, const T* dy, const T* w, T* dx);
+template <class T>
+void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+}  // namespace ref
+
+namespace cpu {
+template <class T>
+void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void linear_backward_data(const LinearGeom& g, const T* dy, const T* w, T* dx);
+template <class T>
+void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+}  // namespace cpu
+
+}  // namespace kd

@@ -1,0 +1,55 @@
+// Contract: batch normalization and group normalization over NCHW (hw = h*w).
+// batchnorm_forward_train: per channel c, mean and biased variance over (n, hw);
+//   y = (x - mean) * invstd * gamma + beta, invstd = 1/sqrt(var + eps). Writes save_mean[c] and
+//   save_invstd[c] for the backward. If running_mean/running_var are non-null they are updated as
+//   PyTorch does: r = (1 - momentum) * r + momentum * stat, using the UNBIASED variance
+//   (var * m / (m - 1), m = n*hw) for running_var.
+// batchnorm_forward_eval: uses running statistics.
+// batchnorm_backward_train: the full batch-statistics gradient. batchnorm_backward_eval: the
+//   gradient through fixed running statistics.
+// group norm: channels split into `groups` groups; statistics per (sample, group) over
+//   (c/groups, hw); affine gamma/beta per channel. save_mean/save_invstd have n*groups entries.
+// Forward ASSIGNS y and the saved statistics; backward ACCUMULATES into dx, dgamma, dbeta.
+// Statistics are accumulated in double on the CPU, per channel in a fixed order.
+#pragma once
+
+namespace kd {
+
+struct NormGeom {
+  int n = 0, c = 0, hw = 0;
+  int groups = 1;  // group norm only
+};
+
+#define KD_NORM_DECLS                                                                          \
+  template <class T>                                                                           \
+  void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta,    \
+                               T eps, T momentum, T* y, T* save_mean, T* save_invstd,          \
+                               T* running_mean, T* running_var);                               \
+  template <class T>                                                                           \
+  void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,     \
+                              const T* running_mean, const T* running_var, T eps, T* y);       \
+  template <class T>                                                                           \
+  void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,    \
+                                const T* save_mean, const T* save_invstd, T* dx, T* dgamma,    \
+                                T* dbeta);                                                     \
+  template <class T>                                                                           \
+  void batchnorm_backward_eval(const NormGeom& g, const T* x, const T* dy, const T* gamma,     \
+                               const T* running_mean, const T* running_var, T eps, T* dx,      \
+                               T* dgamma, T* dbeta);                                           \
+  template <class T>                                                                           \
+  void groupnorm_forward(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,  \
+                         T* y, T* save_mean, T* save_invstd);                                  \
+  template <class T>                                                                           \
+  void groupnorm_backward(const NormGeom& g, const T* x, const T* dy, const T* gamma,          \
+                          const T* save_mean, const T* save_invstd, T* dx, T* dgamma,          \
+                          T* dbeta);
+
+namespace ref {
+KD_NORM_DECLS
+}
+namespace cpu {
+KD_NORM_DECLS
+}
+#undef KD_NORM_DECLS
+
+}  // namespace kd

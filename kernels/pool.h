@@ -1,0 +1,43 @@
+// Contract: pooling over NCHW.
+//   avg_pool2d / max_pool2d: window kh x kw, stride, zero padding `pad` (average counts the padded
+//   zeros, PyTorch's count_include_pad=True; max ignores padding). y [n, c, p, q] with
+//   p = (h + 2*pad - kh) / stride + 1.
+//   max_pool2d_forward also writes argmax[n*c*p*q]: the flat index (ih*w + iw) inside the input
+//   plane of the winning element (first maximum wins), used by the backward.
+//   global_avg_pool: x [n, c, h, w] -> y [n, c].
+// Forward ASSIGNS; backward ACCUMULATES into dx.
+#pragma once
+#include <cstdint>
+
+namespace kd {
+
+struct PoolGeom {
+  int n = 0, c = 0, h = 0, w = 0;
+  int kh = 2, kw = 2, stride = 2, pad = 0;
+  int p() const { return (h + 2 * pad - kh) / stride + 1; }
+  int q() const { return (w + 2 * pad - kw) / stride + 1; }
+};
+
+#define KD_POOL_DECLS                                                                        \
+  template <class T>                                                                         \
+  void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y);                              \
+  template <class T>                                                                         \
+  void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx);                           \
+  template <class T>                                                                         \
+  void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax);             \
+  template <class T>                                                                         \
+  void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, T* dx);     \
+  template <class T>                                                                         \
+  void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y);                      \
+  template <class T>                                                                         \
+  void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx);
+
+namespace ref {
+KD_POOL_DECLS
+}
+namespace cpu {
+KD_POOL_DECLS
+}
+#undef KD_POOL_DECLS
+
+}  // namespace kd

@@ -1,0 +1,34 @@
+// LeNet-5 (see lenet.h).
+#include "models/lenet.h"
+
+#include "engine/ops.h"
+
+namespace kd {
+namespace models {
+
+LeNet5::LeNet5(int classes, int channels, uint64_t seed) {
+  arch = "lenet5";
+  num_classes = classes;
+  in_channels = channels;
+  image_size = 28;
+  nn::Initializer init(seed);
+  conv1_ = register_module("0", std::make_shared<nn::Conv2d>(channels, 6, 5, 1, 2, true, init));
+  conv2_ = register_module("3", std::make_shared<nn::Conv2d>(6, 16, 5, 1, 0, true, init));
+  fc1_ = register_module("7", std::make_shared<nn::Linear>(400, 120, init));
+  fc2_ = register_module("9", std::make_shared<nn::Linear>(120, 84, init));
+  fc3_ = register_module("11", std::make_shared<nn::Linear>(84, classes, init));
+}
+
+Tensor LeNet5::forward(const Tensor& x) {
+  KD_CHECK(x.dim() == 4 && x.size(1) == in_channels && x.size(2) == 28 && x.size(3) == 28,
+           "lenet5: expected input [n, " << in_channels << ", 28, 28], got " << describe(x));
+  Tensor h = ops::avg_pool2d(ops::relu(conv1_->forward(x)), 2, 2);
+  h = ops::avg_pool2d(ops::relu(conv2_->forward(h)), 2, 2);
+  h = ops::flatten(h);
+  h = ops::relu(fc1_->forward(h));
+  h = ops::relu(fc2_->forward(h));
+  return fc3_->forward(h);
+}
+
+}  // namespace models
+}  // namespace kd

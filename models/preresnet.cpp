@@ -1,0 +1,113 @@
+// PreResNet (see preresnet.h).
+#include "models/preresnet.h"
+
+#include <cmath>
+#include <string>
+
+#include "engine/ops.h"
+
+namespace kd {
+namespace models {
+
+namespace {
+// A named holder of children: nn.Sequential / the layer{1,2,3} stages in the code.
+class Container : public nn::Module {
+ public:
+  void add(const std::string& name, std::shared_ptr<nn::Module> child) {
+    register_module(name, std::move(child));
+  }
+};
+
+std::shared_ptr<nn::NormLayer> make_norm(int channels, bool group) {
+  if (group) return std::make_shared<nn::GroupNorm>(1, channels);
+  return std::make_shared<nn::BatchNorm2d>(channels);
+}
+
+// The code's conv init, drawn over the default one: N(0, sqrt(2 / (k*k*out))).
+std::shared_ptr<nn::Conv2d> he_conv(int in, int out, int kernel, int stride, int pad,
+                                    nn::Initializer& init) {
+  auto conv = std::make_shared<nn::Conv2d>(in, out, kernel, stride, pad, false, init);
+  init.normal(conv->weight, 0.0, std::sqrt(2.0 / (double(kernel) * kernel * out)));
+  return conv;
+}
+}  // namespace
+
+PreActBlock::PreActBlock(int inplanes, int planes, int stride, bool bottleneck, bool group_norm,
+                         nn::Initializer& init) {
+  if (bottleneck) {
+    out_planes_ = planes * 4;
+    norms_ = {make_norm(inplanes, group_norm), make_norm(planes, group_norm),
+              make_norm(planes, group_norm)};
+    convs_ = {he_conv(inplanes, planes, 1, 1, 0, init), he_conv(planes, planes, 3, stride, 1, init),
+              he_conv(planes, out_planes_, 1, 1, 0, init)};
+  } else {
+    out_planes_ = planes;
+    norms_ = {make_norm(inplanes, group_norm), make_norm(planes, group_norm)};
+    convs_ = {he_conv(inplanes, planes, 3, stride, 1, init), he_conv(planes, planes, 3, 1, 1, init)};
+  }
+  // Registration order is PyTorch's attribute order: bn1, conv1, bn2, conv2, (bn3, conv3),
+  // downsample.
+  for (size_t i = 0; i < convs_.size(); ++i) {
+    register_module("bn" + std::to_string(i + 1), norms_[i]);
+    register_module("conv" + std::to_string(i + 1), convs_[i]);
+  }
+  if (stride != 1 || inplanes != out_planes_) {
+    downsample_ = he_conv(inplanes, out_planes_, 1, stride, 0, init);
+    // nn.Sequential(conv) in the code: the conv is child "0" of "downsample".
+    auto sequential = std::make_shared<Container>();
+    sequential->add("0", downsample_);
+    register_module("downsample", sequential);
+  }
+}
+
+Tensor PreActBlock::forward(const Tensor& x) {
+  Tensor out = x;
+  for (size_t i = 0; i < convs_.size(); ++i)
+    out = convs_[i]->forward(ops::relu(norms_[i]->forward(out)));
+  Tensor residual = downsample_ ? downsample_->forward(x) : x;
+  return ops::add(out, residual);
+}
+
+PreResNet::PreResNet(int depth, int classes, int channels, bool group_norm, uint64_t seed)
+    : depth_(depth) {
+  bool bottleneck = depth >= 44;
+  int per_stage = bottleneck ? (depth - 2) / 9 : (depth - 2) / 6;
+  KD_INPUT_CHECK(depth >= 8 && per_stage >= 1 && (depth - 2) % (bottleneck ? 9 : 6) == 0,
+                 "preresnet depth " << depth << ": expected 6n+2 below 44 (e.g. 20, 32) or 9n+2 "
+                                    << "from 44 (e.g. 56, 110)");
+  arch = "preresnet" + std::to_string(depth) + (group_norm ? "-ln" : "");
+  num_classes = classes;
+  in_channels = channels;
+  image_size = 32;
+  nn::Initializer init(seed);
+  stem_ = register_module("conv1", he_conv(channels, 16, 3, 1, 1, init));
+  int inplanes = 16;
+  const int planes[3] = {16, 32, 64};
+  for (int stage = 0; stage < 3; ++stage) {
+    auto layer = std::make_shared<Container>();
+    for (int i = 0; i < per_stage; ++i) {
+      int stride = (stage > 0 && i == 0) ? 2 : 1;
+      auto block = std::make_shared<PreActBlock>(inplanes, planes[stage], stride, bottleneck,
+                                                 group_norm, init);
+      inplanes = block->out_planes();
+      layer->add(std::to_string(i), block);
+      blocks_.push_back(block);
+    }
+    register_module("layer" + std::to_string(stage + 1), layer);
+  }
+  head_norm_ = register_module("bn", make_norm(inplanes, group_norm));
+  fc_ = register_module("fc", std::make_shared<nn::Linear>(inplanes, classes, init));
+}
+
+Tensor PreResNet::forward(const Tensor& x) {
+  KD_CHECK(x.dim() == 4 && x.size(1) == in_channels && x.size(2) == 32 && x.size(3) == 32,
+           arch << ": expected input [n, " << in_channels << ", 32, 32], got " << describe(x));
+  Tensor h = stem_->forward(x);
+  for (auto& block : blocks_) h = block->forward(h);
+  h = ops::relu(head_norm_->forward(h));
+  h = ops::flatten(ops::avg_pool2d(h, 8, 8));
+  return fc_->forward(h);
+}
+
+}  // namespace models
+}  // namespace kd

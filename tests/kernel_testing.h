@@ -1,0 +1,89 @@
+// Helpers shared by the kernel tests (tests/test_*_kernels.cpp), which work on raw arrays with no
+// engine types: seeded random inputs from the test stream, tolerance and bitwise comparisons,
+// central-difference gradient error in double, and running code under several OpenMP thread
+// counts.
+#pragma once
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/philox.h"
+
+namespace kd {
+namespace kernel_testing {
+
+// Uniform values in [lo, hi), drawn in double and rounded to T; `seed` separates arrays.
+template <class T>
+std::vector<T> uniform(size_t n, uint64_t seed, double lo, double hi) {
+  std::vector<T> v(n);
+  for (size_t i = 0; i < n; ++i)
+    v[i] = T(lo + (hi - lo) * philox_uniform_double(seed, kStreamTest, i));
+  return v;
+}
+
+inline std::vector<int32_t> random_labels(int rows, int cols, uint64_t seed) {
+  std::vector<int32_t> l(rows);
+  for (int r = 0; r < rows; ++r) l[r] = int32_t(philox_below(seed, kStreamTest, r, cols));
+  return l;
+}
+
+// |got - want| <= tol * max(1, |want|) everywhere; reports the first offending index.
+template <class T>
+void expect_close(const std::vector<T>& got, const std::vector<T>& want, double tol,
+                  const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double scale = std::max(1.0, std::fabs(double(want[i])));
+    ASSERT_LE(std::fabs(double(got[i]) - double(want[i])), tol * scale)
+        << what << " at " << i << ": got " << got[i] << " want " << want[i];
+  }
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
+
+inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// ||numeric - analytic|| / ||numeric||, numeric by central differences of f at x with h = 1e-6.
+inline double gradient_error(const std::function<double(const std::vector<double>&)>& f,
+                             const std::vector<double>& x, const std::vector<double>& analytic) {
+  const double h = 1e-6;
+  double err2 = 0, num2 = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    std::vector<double> xp = x, xm = x;
+    xp[i] += h;
+    xm[i] -= h;
+    const double numeric = (f(xp) - f(xm)) / (2 * h);
+    err2 += (numeric - analytic[i]) * (numeric - analytic[i]);
+    num2 += numeric * numeric;
+  }
+  return std::sqrt(err2 / num2);
+}
+
+// Runs f(threads) under 1, 2 and 3 OpenMP threads (3 > cores on small machines, an uneven split),
+// then restores the previous setting.
+inline void for_thread_counts(const std::function<void(int)>& f) {
+  const int saved = omp_get_max_threads();
+  for (int t : {1, 2, 3}) {
+    omp_set_num_threads(t);
+    f(t);
+  }
+  omp_set_num_threads(saved);
+}
+
+}  // namespace kernel_testing
+}  // namespace kd

@@ -1,0 +1,154 @@
+// The tape's contract (engine/autograd.h): gradients accumulate across backward calls, NoGradGuard
+// records nothing and nests, backward empties the tape, a tensor used twice gets the sum of both
+// paths, and backward refuses a non-scalar loss or one that needs no gradient. Values here are
+// small sums of exactly representable numbers, so most comparisons are exact.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "tests/gradcheck.h"
+
+namespace kd {
+namespace {
+
+// sum(x) as a [1,1] tensor on the tape (a linear layer with all-ones weights).
+Tensor sum_of(const Tensor& x) {
+  Tensor ones = Tensor::full({x.numel()}, 1.0, x.dtype());
+  return testing::weighted_sum(x, ones);
+}
+
+class Autograd : public ::testing::Test {
+ protected:
+  void SetUp() override { clear_tape(); }
+  void TearDown() override { clear_tape(); }
+};
+
+TEST_F(Autograd, GradientsAccumulateAcrossBackwardCalls) {
+  Tensor x = Tensor::from_vector<double>({4}, {1.0, -2.0, 3.0, 0.5});
+  x.set_requires_grad(true);
+  backward(sum_of(ops::scale(x, 3.0)));
+  std::vector<double> once = x.grad().to_vector<double>();
+  for (double g : once) EXPECT_EQ(g, 3.0);
+  backward(sum_of(ops::scale(x, 3.0)));
+  for (double g : x.grad().to_vector<double>()) EXPECT_EQ(g, 6.0);
+  x.clear_grad();
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST_F(Autograd, NoGradGuardRecordsNothing) {
+  Tensor x = testing::random_f64({2, 3}, 1);
+  x.set_requires_grad(true);
+  Tensor w = testing::random_f64({4, 3}, 2);
+  w.set_requires_grad(true);
+  EXPECT_TRUE(grad_enabled());
+  {
+    NoGradGuard no_grad;
+    EXPECT_FALSE(grad_enabled());
+    Tensor y = ops::relu(ops::linear(x, w, Tensor()));
+    Tensor loss = ops::log_softmax(y);
+    EXPECT_EQ(tape_size(), 0u);
+    EXPECT_FALSE(y.requires_grad());
+    EXPECT_FALSE(loss.requires_grad());
+    {
+      NoGradGuard nested;
+      EXPECT_FALSE(grad_enabled());
+    }
+    EXPECT_FALSE(grad_enabled()) << "an inner guard must restore the outer state";
+  }
+  EXPECT_TRUE(grad_enabled());
+  Tensor y = ops::linear(x, w, Tensor());
+  EXPECT_EQ(tape_size(), 1u);
+  EXPECT_TRUE(y.requires_grad());
+}
+
+TEST_F(Autograd, OpsOnTensorsWithoutGradRecordNothing) {
+  Tensor x = testing::random_f64({2, 3}, 3);
+  Tensor y = ops::scale(ops::relu(x), 2.0);
+  EXPECT_EQ(tape_size(), 0u);
+  EXPECT_FALSE(y.requires_grad());
+}
+
+TEST_F(Autograd, BackwardClearsTheTape) {
+  Tensor x = testing::random_f64({3, 4}, 4);
+  x.set_requires_grad(true);
+  Tensor loss = sum_of(ops::relu(ops::scale(x, 2.0)));
+  EXPECT_GE(tape_size(), 3u);  // scale, relu, reshape, linear
+  backward(loss);
+  EXPECT_EQ(tape_size(), 0u);
+}
+
+TEST_F(Autograd, TensorUsedTwiceGetsBothPaths) {
+  Tensor x = Tensor::from_vector<double>({3}, {0.25, -1.5, 4.0});
+  x.set_requires_grad(true);
+  backward(sum_of(ops::add(x, x)));
+  for (double g : x.grad().to_vector<double>()) EXPECT_EQ(g, 2.0);
+  // Three uses along different paths: x + 3x + relu-free reuse.
+  x.clear_grad();
+  backward(sum_of(ops::add(ops::add(x, ops::scale(x, 3.0)), x)));
+  for (double g : x.grad().to_vector<double>()) EXPECT_EQ(g, 5.0);
+}
+
+TEST_F(Autograd, ScalarLossSeedsOne) {
+  // d loss / d loss = 1 even when the loss is 0-d.
+  Tensor logits = testing::random_f64({2, 3}, 5);
+  logits.set_requires_grad(true);
+  Tensor labels = Tensor::from_vector<int32_t>({2}, {0, 2});
+  Tensor loss = ops::cross_entropy(logits, labels);
+  EXPECT_EQ(loss.dim(), 0);
+  backward(loss);
+  // softmax - onehot, divided by rows: each row of the gradient sums to zero.
+  std::vector<double> g = logits.grad().to_vector<double>();
+  EXPECT_NEAR(g[0] + g[1] + g[2], 0.0, 1e-15);
+  EXPECT_NEAR(g[3] + g[4] + g[5], 0.0, 1e-15);
+  EXPECT_LT(g[0], 0.0);
+  EXPECT_LT(g[5], 0.0);
+}
+
+TEST_F(Autograd, BackwardRefusesNonScalarLoss) {
+  Tensor x = testing::random_f64({2, 3}, 6);
+  x.set_requires_grad(true);
+  Tensor y = ops::scale(x, 2.0);
+  EXPECT_THROW(backward(y), Error);
+  clear_tape();
+}
+
+TEST_F(Autograd, BackwardRefusesLossWithoutGrad) {
+  Tensor x = testing::random_f64({2, 3}, 7);
+  x.set_requires_grad(true);
+  Tensor loss;
+  {
+    NoGradGuard no_grad;
+    loss = sum_of(x);
+  }
+  EXPECT_THROW(backward(loss), Error);
+  Tensor constant = sum_of(testing::random_f64({2, 3}, 8));
+  EXPECT_THROW(backward(constant), Error);
+}
+
+TEST_F(Autograd, OnlyReachedNodesRun) {
+  // A branch that does not feed the loss must not give its input a gradient.
+  Tensor a = testing::random_f64({3}, 9);
+  Tensor b = testing::random_f64({3}, 10);
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  Tensor unused = ops::scale(b, 5.0);
+  (void)unused;
+  backward(sum_of(ops::scale(a, 2.0)));
+  EXPECT_TRUE(a.grad().defined());
+  EXPECT_FALSE(b.grad().defined());
+  EXPECT_EQ(tape_size(), 0u);
+}
+
+TEST_F(Autograd, GradientOfAReshapedViewReachesTheBase) {
+  Tensor x = testing::random_f64({2, 3}, 11);
+  x.set_requires_grad(true);
+  Tensor w = Tensor::from_vector<double>({1, 6}, {1, 2, 3, 4, 5, 6});
+  backward(ops::linear(ops::reshape(x, {1, 6}), w, Tensor()));
+  std::vector<double> g = x.grad().to_vector<double>();
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(g[i], i + 1.0);
+}
+
+}  // namespace
+}  // namespace kd

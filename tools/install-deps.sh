@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kdlab needs, skipping what is present (idempotent). Uses sudo when
+# not root. python3-torch is optional (golden files and the speed baseline only): pass --with-torch.
+set -euo pipefail
+packages=(cmake g++ make libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev
+          libgtest-dev libbenchmark-dev gnuplot-nox dataset-fashion-mnist)
+if [[ "${1:-}" == "--with-torch" ]]; then packages+=(python3-torch python3-numpy); fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "deps: installing ${missing[*]}"
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -3,7 +3,7 @@
 // checkpoints, log.txt).
 #include "apps/commands.h"
 
-#include <ctime>
+#include <cmath>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -18,15 +18,6 @@ namespace kd {
 namespace apps {
 
 namespace {
-
-std::string utc_stamp() {
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return buf;
-}
 
 nlohmann::json loop_json(const LoopConfig& c) {
   return {{"epochs", c.epochs}, {"batch", c.batch}, {"optimizer", c.optim.name},
@@ -69,14 +60,14 @@ EpochHook metrics_writer(RunDir& run, bool with_teacher) {
 }
 
 data::Dataset training_subset(const data::Dataset& train, int per_class, int64_t size,
-                              uint64_t seed) {
+                              uint64_t seed, const char* size_flag = "--subset-size") {
   KD_INPUT_CHECK(per_class == 0 || size == 0,
                  "--subset-per-class and --subset-size: give at most one");
   if (per_class > 0)
     return train.subset(data::stratified_subset_indices(train.labels, per_class, seed,
                                                         train.num_classes));
   if (size > 0) {
-    KD_INPUT_CHECK(size <= train.n, "--subset-size " << size << ": the training set has only "
+    KD_INPUT_CHECK(size <= train.n, size_flag << " " << size << ": the training set has only "
                                                       << train.n << " images");
     return train.subset(data::random_subset_indices(train.n, size, seed));
   }
@@ -94,10 +85,38 @@ std::vector<std::shared_ptr<models::Classifier>> load_teachers(const std::vector
   return out;
 }
 
+// Everything a flag can get wrong is refused here, before any data is read or the run directory
+// exists, so a bad command line never leaves a half-made run behind.
+void validate_loop(const LoopConfig& c) {
+  KD_INPUT_CHECK(c.epochs >= 1, "--epochs: expected at least 1, got " << c.epochs);
+  KD_INPUT_CHECK(c.batch >= 1, "--batch: expected at least 1, got " << c.batch);
+  KD_INPUT_CHECK(c.optim.name == "sgd" || c.optim.name == "adam",
+                 "--optimizer: expected sgd or adam, got '" << c.optim.name << "'");
+  KD_INPUT_CHECK(c.optim.lr > 0 && std::isfinite(c.optim.lr),
+                 "--lr: expected a positive learning rate, got " << c.optim.lr);
+  KD_INPUT_CHECK(c.optim.eta_min >= 0, "--eta-min: expected >= 0, got " << c.optim.eta_min);
+  KD_INPUT_CHECK(c.optim.momentum >= 0 && c.optim.momentum < 1,
+                 "--momentum: expected 0 <= momentum < 1, got " << c.optim.momentum);
+  KD_INPUT_CHECK(c.optim.weight_decay >= 0 && std::isfinite(c.optim.weight_decay),
+                 "--weight-decay: expected >= 0, got " << c.optim.weight_decay);
+  KD_INPUT_CHECK(c.augment.crop_pad >= 0, "--crop-pad: expected >= 0, got " << c.augment.crop_pad);
+  KD_INPUT_CHECK(c.eval_every >= 0, "--eval-every: expected >= 0, got " << c.eval_every);
+}
+
+std::shared_ptr<models::Classifier> make_model_for_flag(const std::string& flag,
+                                                        const std::string& arch, int classes,
+                                                        int channels, uint64_t seed) {
+  try {
+    return models::make_model(arch, classes, channels, seed);
+  } catch (const InputError& e) {
+    throw InputError(flag + ": " + e.what());
+  }
+}
+
 }  // namespace
 
 std::string resolve_out(const CommonOptions& common, const std::string& command) {
-  return common.out.empty() ? "runs/" + command + "-" + utc_stamp() : common.out;
+  return common.out.empty() ? "runs/" + command + "-" + utc_timestamp("%Y%m%d-%H%M%S") : common.out;
 }
 
 Device apply_common(const CommonOptions& common) {
@@ -107,9 +126,13 @@ Device apply_common(const CommonOptions& common) {
 
 int run_train(const CommonOptions& common, const TrainOptions& options) {
   Device device = apply_common(common);
+  validate_loop(options.loop);
+  KD_INPUT_CHECK(options.subset_per_class >= 0,
+                 "--subset-per-class: expected >= 0, got " << options.subset_per_class);
+  KD_INPUT_CHECK(options.subset_size >= 0, "--subset-size: expected >= 0, got " << options.subset_size);
   data::Dataset train = data::load_fashion_mnist(common.data_dir, true);
   data::Dataset test = data::load_fashion_mnist(common.data_dir, false);
-  auto model = models::make_model(options.model, train.num_classes, train.c, common.seed);
+  auto model = make_model_for_flag("--model", options.model, train.num_classes, train.c, common.seed);
   train = training_subset(train, options.subset_per_class, options.subset_size, common.seed);
   RunDir run(resolve_out(common, "train"));
   LoopConfig loop = options.loop;
@@ -138,6 +161,13 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   Device device = apply_common(common);
   KD_INPUT_CHECK(!options.teachers.empty(), "--teacher: give at least one teacher checkpoint");
   options.distill.kind = parse_distill_kind(options.loss);
+  validate_loop(options.loop);
+  KD_INPUT_CHECK(options.distill.tau > 0 && std::isfinite(options.distill.tau),
+                 "--tau: expected a positive temperature, got " << options.distill.tau);
+  KD_INPUT_CHECK(options.distill.alpha >= 0 && options.distill.alpha <= 1,
+                 "--alpha: expected 0..1, got " << options.distill.alpha);
+  KD_INPUT_CHECK(options.distill_size >= 0,
+                 "--distill-size: expected >= 0 (0 = all), got " << options.distill_size);
   auto members = load_teachers(options.teachers, device);
   models::Ensemble teacher(members);
   std::string arch = options.student_model.empty() ? members.front()->arch : options.student_model;
@@ -146,8 +176,8 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   KD_INPUT_CHECK(teacher.num_classes() == train.num_classes,
                  "--teacher: the teachers have " << teacher.num_classes()
                                                  << " classes, the dataset " << train.num_classes);
-  data::Dataset distill_data = training_subset(train, 0, options.distill_size, common.seed);
-  auto student = models::make_model(arch, train.num_classes, train.c, common.seed);
+  data::Dataset distill_data = training_subset(train, 0, options.distill_size, common.seed, "--distill-size");
+  auto student = make_model_for_flag("--student-model", arch, train.num_classes, train.c, common.seed);
   student->to(device);
   RunDir run(resolve_out(common, "distill"));
   LoopConfig loop = options.loop;

@@ -102,6 +102,21 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--threads", bench.threads, "CPU threads (ours and PyTorch's)")->capture_default_str();
   bench_cmd->add_flag("--no-torch", bench.skip_torch, "Do not run the PyTorch baseline");
 
+  // CLI11 reports a mistyped subcommand only as "A subcommand is required"; name it instead.
+  if (argc >= 2 && argv[1][0] != '-') {
+    std::string known;
+    bool found = false;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      found = found || sub->get_name() == argv[1];
+      known += (known.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!found) {
+      std::cerr << "kdlab: error: unknown subcommand '" << argv[1] << "' (expected one of: " << known
+                << "; see 'kdlab --help')\n";
+      return 2;
+    }
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

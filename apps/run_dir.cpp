@@ -90,12 +90,12 @@ const GitState& git_state() {
 std::string git_revision() { return git_state().revision; }
 bool git_tree_dirty() { return git_state().dirty; }
 
-std::string utc_timestamp() {
+std::string utc_timestamp(const char* format) {
   std::time_t now = std::time(nullptr);
   std::tm tm_utc{};
   gmtime_r(&now, &tm_utc);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm_utc);
+  char buf[64];
+  std::strftime(buf, sizeof buf, format, &tm_utc);
   return buf;
 }
 

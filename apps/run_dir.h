@@ -52,7 +52,7 @@ class RunDir {
 // or git is missing) and the current UTC time as ISO 8601 ("2024-05-01T12:34:56Z").
 std::string git_revision();
 bool git_tree_dirty();  // tracked files differ from the revision
-std::string utc_timestamp();
+std::string utc_timestamp(const char* format = "%Y-%m-%dT%H:%M:%SZ");  // now, in UTC
 // One CSV field, quoted only when it holds a comma, quote or line break.
 std::string csv_field(const std::string& value);
 

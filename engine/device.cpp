@@ -38,7 +38,10 @@ void set_num_threads(int threads) {
   int n = threads > 0 ? threads : omp_get_num_procs();
   g_threads = n;
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  // The kernels parallelise around their GEMMs with OpenMP and call BLAS single-threaded inside:
+  // OpenBLAS's float GEMM is not bitwise reproducible across its own thread counts, and its
+  // pthread pool spinning beside OpenMP's on the same cores costs orders of magnitude.
+  openblas_set_num_threads(1);
 }
 
 int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }

@@ -2,7 +2,7 @@
 # Installs the Debian packages kdlab needs, skipping what is present (idempotent). Uses sudo when
 # not root. python3-torch is optional (golden files and the speed baseline only): pass --with-torch.
 set -euo pipefail
-packages=(cmake g++ make libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev
+packages=(cmake g++ make libopenblas-dev libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev
           libgtest-dev libbenchmark-dev gnuplot-nox dataset-fashion-mnist)
 if [[ "${1:-}" == "--with-torch" ]]; then packages+=(python3-torch python3-numpy); fi
 missing=()

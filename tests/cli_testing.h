@@ -1,0 +1,157 @@
+// Helpers for the tests that drive the real kdlab binary (test_cli.cpp, test_training.cpp): a
+// self-deleting temp directory, running KDLAB_BINARY as a child process with its stdout and
+// stderr captured, small file utilities, and a tiny Fashion-MNIST-format data folder cut from
+// the real files so CLI runs read real images without paying for 60k of them.
+#pragma once
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "data/dataset.h"
+
+#ifndef KDLAB_BINARY
+#error "KDLAB_BINARY (the path of the built kdlab) must be defined by the build"
+#endif
+
+namespace kd {
+namespace cli_testing {
+
+namespace fs = std::filesystem;
+
+inline const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+inline bool have_fashion_mnist() {
+  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+    if (!fs::exists(fs::path(kFashionMnistDir) / f)) return false;
+  return true;
+}
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    path = (fs::temp_directory_path() / "kdlab-cli-XXXXXX").string();
+    if (mkdtemp(path.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (fs::path(path) / name).string(); }
+};
+
+struct RunResult {
+  int code = -1;  // exit status; 128 + signal when killed by one
+  std::string out, err;
+  double seconds = 0;
+};
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+  ASSERT_TRUE(out.good()) << "cannot write " << path;
+}
+
+// Runs kdlab with `args` in working directory `cwd` (so a default runs/ folder lands there),
+// with KDLAB_PROGRESS=off plus `env`. stdout/stderr go to files beside cwd, not pipes, so a
+// chatty child can never block on a full pipe.
+inline RunResult run_kdlab(const std::vector<std::string>& args, const std::string& cwd,
+                           const std::map<std::string, std::string>& env = {}) {
+  RunResult r;
+  TempDir io;
+  const std::string out_path = io / "stdout", err_path = io / "stderr";
+  auto start = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid == 0) {
+    int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (out_fd < 0 || err_fd < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(126);
+    if (chdir(cwd.c_str()) != 0) _exit(126);
+    setenv("KDLAB_PROGRESS", "off", 1);
+    for (const auto& kv : env) setenv(kv.first.c_str(), kv.second.c_str(), 1);
+    std::vector<char*> argv;
+    std::string binary = KDLAB_BINARY;
+    argv.push_back(binary.data());
+    std::vector<std::string> copy = args;
+    for (std::string& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  EXPECT_GT(pid, 0) << "fork failed";
+  int status = 0;
+  if (pid > 0 && waitpid(pid, &status, 0) == pid)
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  return r;
+}
+
+// Writes a uint8 IDX file (gzip-compressed unless raw) with the given dims and payload.
+inline void write_idx(const std::string& path, uint32_t magic, const std::vector<uint32_t>& dims,
+                      const uint8_t* data, size_t size, bool raw = false) {
+  std::string bytes;
+  auto be32 = [&](uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) bytes.push_back(char((v >> s) & 0xFF));
+  };
+  be32(magic);
+  for (uint32_t d : dims) be32(d);
+  bytes.append(reinterpret_cast<const char*>(data), size);
+  if (raw) return write_file(path, bytes);
+  gzFile f = gzopen(path.c_str(), "wb1");
+  ASSERT_NE(f, nullptr) << path;
+  ASSERT_EQ(gzwrite(f, bytes.data(), unsigned(bytes.size())), int(bytes.size())) << path;
+  ASSERT_EQ(gzclose(f), Z_OK) << path;
+}
+
+// Writes ds as <prefix>-images-idx3-ubyte.gz / <prefix>-labels-idx1-ubyte.gz into dir.
+inline void write_fashion_mnist_split(const std::string& dir, const std::string& prefix,
+                                      const data::Dataset& ds) {
+  std::vector<uint8_t> labels(ds.labels.begin(), ds.labels.end());
+  write_idx(dir + "/" + prefix + "-images-idx3-ubyte.gz", 0x803,
+            {uint32_t(ds.n), uint32_t(ds.h), uint32_t(ds.w)}, ds.images.data(), ds.images.size());
+  write_idx(dir + "/" + prefix + "-labels-idx1-ubyte.gz", 0x801, {uint32_t(ds.n)}, labels.data(),
+            labels.size());
+}
+
+// The lines of a text (a last line without '\n' counts).
+inline std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    out.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+inline std::vector<std::string> entries_of(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace cli_testing
+}  // namespace kd

@@ -1,0 +1,275 @@
+// The kdlab binary as a user meets it: every bad flag, file or dataset ends the process with exit
+// code 2 and exactly one stderr line "kdlab: error: ..." naming the flag or file, and leaves
+// nothing behind in --out; a run that fails mid-way leaves no summary.json (a run directory
+// without one is not complete). Runs KDLAB_BINARY as a child process in a fresh temp directory.
+#include <gtest/gtest.h>
+
+#include <initializer_list>
+
+#include "apps/model_io.h"
+#include "engine/device.h"
+#include "kernels/philox.h"
+#include "models/classifier.h"
+#include "tests/cli_testing.h"
+
+namespace kd {
+namespace {
+
+using namespace cli_testing;
+
+// Exit code, the one-line format, the words the line must contain, and a silent stdout.
+void expect_error(const RunResult& r, std::initializer_list<std::string> needles, int code = 2) {
+  EXPECT_EQ(r.code, code) << "stderr: " << r.err;
+  const std::string prefix = "kdlab: error: ";
+  EXPECT_EQ(r.err.rfind(prefix, 0), 0u) << "stderr: " << r.err;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.back(), '\n') << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "not one line:\n" << r.err;
+  EXPECT_GT(r.err.size(), prefix.size() + 10) << "the message says nothing: " << r.err;
+  for (const std::string& n : needles)
+    EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
+  EXPECT_EQ(r.out, "") << "an error run should print nothing on stdout";
+}
+
+// A Fashion-MNIST-shaped folder of synthetic 28x28 images (no real data needed): 64 training
+// and 32 test images, labels i % 10. `bad_label` puts a 12 into the training labels.
+std::string write_synthetic_data(const TempDir& tmp, bool bad_label = false) {
+  const std::string dir = tmp / "synthetic";
+  fs::create_directories(dir);
+  for (auto [prefix, n] : {std::pair<const char*, int>{"train", 64}, {"t10k", 32}}) {
+    data::Dataset ds;
+    ds.n = n, ds.c = 1, ds.h = 28, ds.w = 28, ds.num_classes = 10;
+    ds.images.resize(size_t(n) * 28 * 28);
+    for (size_t i = 0; i < ds.images.size(); ++i)
+      ds.images[i] = uint8_t(255 * philox_uniform(7, kStreamTest, i));
+    for (int i = 0; i < n; ++i) ds.labels.push_back(i % 10);
+    if (bad_label && std::string(prefix) == "train") ds.labels[37] = 12;
+    write_fashion_mnist_split(dir, prefix, ds);
+  }
+  return dir;
+}
+
+// A valid (untrained) LeNet-5 checkpoint, as train would write it.
+std::string write_checkpoint(const TempDir& tmp, const std::string& name = "teacher.safetensors") {
+  auto model = models::make_model("lenet5", 10, 1, 0);
+  const std::string path = tmp / name;
+  apps::save_model(path, *model, {0.5f}, {0.5f}, {{"role", "teacher"}});
+  return path;
+}
+
+// A copy of the real Fashion-MNIST folder; the caller damages one file.
+std::string copy_real_data(const TempDir& tmp) {
+  const std::string dir = tmp / "fmnist";
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(kFashionMnistDir))
+    fs::copy_file(e.path(), fs::path(dir) / e.path().filename());
+  return dir;
+}
+
+TEST(Cli, HelpExitsZeroAndNamesSubcommandsAndFlags) {
+  TempDir tmp;
+  RunResult top = run_kdlab({"--help"}, tmp.path);
+  EXPECT_EQ(top.code, 0) << top.err;
+  for (const char* word : {"train", "distill", "eval", "repro", "bench"})
+    EXPECT_NE(top.out.find(word), std::string::npos) << word << " not in:\n" << top.out;
+  RunResult train = run_kdlab({"train", "--help"}, tmp.path);
+  EXPECT_EQ(train.code, 0) << train.err;
+  for (const char* flag : {"--epochs", "--batch", "--lr", "--model", "--device", "--out",
+                           "--threads", "--data-dir", "--seed", "--subset-size"})
+    EXPECT_NE(train.out.find(flag), std::string::npos) << flag << " not in:\n" << train.out;
+  RunResult distill = run_kdlab({"distill", "--help"}, tmp.path);
+  EXPECT_EQ(distill.code, 0) << distill.err;
+  for (const char* flag : {"--teacher", "--tau", "--alpha", "--loss", "--student-model"})
+    EXPECT_NE(distill.out.find(flag), std::string::npos) << flag << " not in:\n" << distill.out;
+  EXPECT_EQ(entries_of(tmp.path), std::vector<std::string>{});
+}
+
+TEST(Cli, UnknownFlagSubcommandAndPresetAreRefused) {
+  TempDir tmp;
+  expect_error(run_kdlab({"train", "--bogus"}, tmp.path), {"--bogus", "kdlab train --help"});
+  expect_error(run_kdlab({"nope"}, tmp.path), {"nope", "train", "distill"});
+  expect_error(run_kdlab({}, tmp.path), {"subcommand"});
+  expect_error(run_kdlab({"train", "--epochs", "abc"}, tmp.path), {"--epochs", "abc"});
+  expect_error(run_kdlab({"distill"}, tmp.path), {"--teacher"});
+  expect_error(run_kdlab({"repro", "nope", "--out", tmp / "run"}, tmp.path),
+               {"nope", "fmnist-study"});
+  EXPECT_FALSE(fs::exists(tmp / "run"));
+  EXPECT_EQ(entries_of(tmp.path), std::vector<std::string>{}) << "no runs/ folder either";
+}
+
+TEST(Cli, BadDeviceAndThreadsAreRefused) {
+  TempDir tmp;
+  expect_error(run_kdlab({"train", "--device", "gpu", "--out", tmp / "run"}, tmp.path),
+               {"--device", "'gpu'", "auto, cpu or cuda"});
+  expect_error(run_kdlab({"train", "--threads", "-2", "--out", tmp / "run"}, tmp.path),
+               {"--threads", "-2"});
+  // With CUDA switched off (or absent) asking for it is a clear input error, not a crash.
+  expect_error(run_kdlab({"train", "--device", "cuda", "--out", tmp / "run"}, tmp.path,
+                         {{"KDLAB_DISABLE_CUDA", "1"}}),
+               {"--device cuda"});
+  if (!cuda_usable())
+    expect_error(run_kdlab({"eval", "--device", "cuda", "--model", "m.safetensors"}, tmp.path),
+                 {"--device cuda"});
+  EXPECT_FALSE(fs::exists(tmp / "run"));
+}
+
+TEST(Cli, BadTrainingFlagsLeaveNoRunDirectory) {
+  TempDir tmp;
+  const std::string data = write_synthetic_data(tmp);
+  const std::string out = tmp / "run";
+  auto train = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"train", "--data-dir", data, "--out", out, "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_kdlab(args, tmp.path);
+  };
+  expect_error(train({"--epochs", "0"}), {"--epochs", "0"});
+  expect_error(train({"--batch", "0"}), {"--batch"});
+  expect_error(train({"--lr", "-1"}), {"--lr"});
+  expect_error(train({"--optimizer", "rmsprop"}), {"--optimizer", "rmsprop"});
+  expect_error(train({"--model", "resnet9000"}), {"--model", "resnet9000", "lenet5"});
+  expect_error(train({"--subset-size", "65"}), {"--subset-size", "65", "64"});
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(Cli, BadDistillFlagsAndTeachersLeaveNoRunDirectory) {
+  TempDir tmp;
+  const std::string data = write_synthetic_data(tmp);
+  const std::string teacher = write_checkpoint(tmp);
+  const std::string out = tmp / "run";
+  auto distill = [&](const std::string& t, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"distill", "--teacher", t, "--data-dir", data,
+                                     "--out", out, "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_kdlab(args, tmp.path);
+  };
+  expect_error(distill(teacher, {"--loss", "unknown"}), {"--loss", "'unknown'", "fwd-ce"});
+  expect_error(distill(teacher, {"--tau", "0"}), {"--tau", "0"});
+  expect_error(distill(teacher, {"--alpha", "1.5"}), {"--alpha", "1.5"});
+  expect_error(distill(teacher, {"--student-model", "vgg99"}), {"--student-model", "vgg99"});
+  // Not a safetensors file: a text file, and a gzip file.
+  write_file(tmp / "notes.txt", "this is not a checkpoint\n");
+  expect_error(distill(tmp / "notes.txt", {}), {"notes.txt"});
+  expect_error(distill(data + "/train-labels-idx1-ubyte.gz", {}), {"train-labels-idx1-ubyte.gz"});
+  expect_error(distill(tmp / "absent.safetensors", {}), {"absent.safetensors", "cannot open"});
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(Cli, EvalRefusesMissingAndCorruptCheckpoints) {
+  TempDir tmp;
+  const std::string data = write_synthetic_data(tmp);
+  auto eval = [&](const std::string& model) {
+    return run_kdlab({"eval", "--model", model, "--data-dir", data, "--threads", "1"}, tmp.path);
+  };
+  expect_error(eval(tmp / "missing.safetensors"), {"missing.safetensors", "cannot open"});
+
+  std::string garbage;
+  for (int i = 0; i < 4096; ++i) garbage.push_back(char(255 * philox_uniform(3, kStreamTest, i)));
+  write_file(tmp / "garbage.safetensors", garbage);
+  expect_error(eval(tmp / "garbage.safetensors"), {"garbage.safetensors"});
+
+  const std::string real = read_file(write_checkpoint(tmp, "real.safetensors"));
+  ASSERT_GT(real.size(), 100000u);
+  for (size_t keep : {size_t(5), size_t(100), real.size() / 2, real.size() - 1}) {
+    SCOPED_TRACE("truncated to " + std::to_string(keep) + " bytes");
+    write_file(tmp / "cut.safetensors", real.substr(0, keep));
+    expect_error(eval(tmp / "cut.safetensors"), {"cut.safetensors"});
+  }
+  // The intact file evaluates, so the refusals above are about the damage.
+  RunResult ok = eval(tmp / "real.safetensors");
+  EXPECT_EQ(ok.code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("\"accuracy\""), std::string::npos) << ok.out;
+}
+
+TEST(Cli, LabelOutOfRangeIsRefusedAndNamesTheFile) {
+  TempDir tmp;
+  const std::string data = write_synthetic_data(tmp, /*bad_label=*/true);
+  expect_error(run_kdlab({"train", "--data-dir", data, "--out", tmp / "run"}, tmp.path),
+               {"train-labels-idx1-ubyte.gz", "label 12", "index 37"});
+  expect_error(run_kdlab({"repro", "fmnist-study", "--quick", "--data-dir", data, "--out",
+                          tmp / "run"},
+                         tmp.path),
+               {"train-labels-idx1-ubyte.gz", "label 12"});
+  EXPECT_FALSE(fs::exists(tmp / "run"));
+}
+
+TEST(Cli, TruncatedOrMislabelledRealDataIsRefused) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << kFashionMnistDir << " is absent";
+  TempDir tmp;
+  const std::string dir = copy_real_data(tmp);
+  const std::string images = dir + "/train-images-idx3-ubyte.gz";
+  const std::string intact = read_file(images);
+  ASSERT_GT(intact.size(), 1000000u);
+  write_file(images, intact.substr(0, 1000000));  // head -c 1000000
+  expect_error(run_kdlab({"train", "--data-dir", dir, "--out", tmp / "run"}, tmp.path),
+               {"train-images-idx3-ubyte.gz", "truncated", "47040016"});
+  expect_error(run_kdlab({"repro", "fmnist-study", "--quick", "--data-dir", dir, "--out",
+                          tmp / "run"},
+                         tmp.path),
+               {"train-images-idx3-ubyte.gz", "truncated"});
+  EXPECT_FALSE(fs::exists(tmp / "run"));
+
+  // The labels file where the images should be: the magic number gives it away.
+  fs::copy_file(dir + "/train-labels-idx1-ubyte.gz", images, fs::copy_options::overwrite_existing);
+  expect_error(run_kdlab({"train", "--data-dir", dir, "--out", tmp / "run"}, tmp.path),
+               {"train-images-idx3-ubyte.gz", "bad magic", "0x00000801", "0x00000803"});
+  EXPECT_FALSE(fs::exists(tmp / "run"));
+
+  expect_error(run_kdlab({"train", "--data-dir", tmp / "nowhere", "--out", tmp / "run"}, tmp.path),
+               {"nowhere/train-images-idx3-ubyte.gz", "cannot open"});
+  EXPECT_FALSE(fs::exists(tmp / "run"));
+}
+
+TEST(Cli, ExistingNonEmptyOutIsRefusedAndLeftUntouched) {
+  TempDir tmp;
+  const std::string data = write_synthetic_data(tmp);
+  const std::string out = tmp / "previous-run";
+  fs::create_directories(out);
+  write_file(out + "/summary.json", "{\"keep\": true}\n");
+  expect_error(run_kdlab({"train", "--data-dir", data, "--out", out, "--epochs", "1"}, tmp.path),
+               {"--out", "previous-run", "not empty"});
+  expect_error(run_kdlab({"repro", "fmnist-study", "--quick", "--data-dir", data, "--out", out},
+                         tmp.path),
+               {"--out", "previous-run", "not empty"});
+  EXPECT_EQ(entries_of(out), std::vector<std::string>{"summary.json"});
+  EXPECT_EQ(read_file(out + "/summary.json"), "{\"keep\": true}\n");
+  // A file where the directory should be is refused too.
+  write_file(tmp / "a-file", "x");
+  expect_error(run_kdlab({"train", "--data-dir", data, "--out", tmp / "a-file", "--epochs", "1"},
+                         tmp.path),
+               {"--out", "a-file"});
+}
+
+// A run that breaks after it started keeps what it wrote (config.json, for the post-mortem) but
+// never a summary.json or a checkpoint, so it cannot be mistaken for a finished run.
+TEST(Cli, RunDivergingMidwayLeavesNoSummary) {
+  TempDir tmp;
+  const std::string data = write_synthetic_data(tmp);
+  const std::string out = tmp / "run";
+  RunResult r = run_kdlab({"train", "--data-dir", data, "--out", out, "--lr", "1e30", "--batch",
+                           "16", "--epochs", "1", "--threads", "1"},
+                          tmp.path);
+  expect_error(r, {"loss became", "learning rate"}, /*code=*/1);
+  ASSERT_TRUE(fs::is_directory(out));
+  EXPECT_TRUE(fs::exists(out + "/config.json"));
+  EXPECT_FALSE(fs::exists(out + "/summary.json"));
+  EXPECT_FALSE(fs::exists(out + "/model.safetensors"));
+  for (const std::string& name : entries_of(out))
+    EXPECT_EQ(name.find(".tmp"), std::string::npos) << "temporary file left behind: " << name;
+}
+
+// The control for the refusals above: the same synthetic folder trains fine.
+TEST(Cli, SyntheticDataTrainsToACompleteRunDirectory) {
+  TempDir tmp;
+  const std::string data = write_synthetic_data(tmp);
+  const std::string out = tmp / "run";
+  RunResult r = run_kdlab({"train", "--data-dir", data, "--out", out, "--epochs", "1", "--batch",
+                           "16", "--threads", "1"},
+                          tmp.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(entries_of(out), (std::vector<std::string>{"config.json", "log.txt", "metrics.csv",
+                                                       "model.safetensors", "summary.json"}));
+}
+
+}  // namespace
+}  // namespace kd

@@ -104,13 +104,18 @@ void validate_loop(const LoopConfig& c) {
 }
 
 std::shared_ptr<models::Classifier> make_model_for_flag(const std::string& flag,
-                                                        const std::string& arch, int classes,
-                                                        int channels, uint64_t seed) {
+                                                        const std::string& arch,
+                                                        const data::Dataset& ds, uint64_t seed) {
+  std::shared_ptr<models::Classifier> model;
   try {
-    return models::make_model(arch, classes, channels, seed);
+    model = models::make_model(arch, ds.num_classes, ds.c, seed);
   } catch (const InputError& e) {
     throw InputError(flag + ": " + e.what());
   }
+  KD_INPUT_CHECK(model->image_size == ds.h && model->image_size == ds.w,
+                 flag << " " << arch << ": expects " << model->image_size << "x"
+                      << model->image_size << " images, the dataset has " << ds.h << "x" << ds.w);
+  return model;
 }
 
 }  // namespace
@@ -132,7 +137,7 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   KD_INPUT_CHECK(options.subset_size >= 0, "--subset-size: expected >= 0, got " << options.subset_size);
   data::Dataset train = data::load_fashion_mnist(common.data_dir, true);
   data::Dataset test = data::load_fashion_mnist(common.data_dir, false);
-  auto model = make_model_for_flag("--model", options.model, train.num_classes, train.c, common.seed);
+  auto model = make_model_for_flag("--model", options.model, train, common.seed);
   train = training_subset(train, options.subset_per_class, options.subset_size, common.seed);
   RunDir run(resolve_out(common, "train"));
   LoopConfig loop = options.loop;
@@ -177,7 +182,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
                  "--teacher: the teachers have " << teacher.num_classes()
                                                  << " classes, the dataset " << train.num_classes);
   data::Dataset distill_data = training_subset(train, 0, options.distill_size, common.seed, "--distill-size");
-  auto student = make_model_for_flag("--student-model", arch, train.num_classes, train.c, common.seed);
+  auto student = make_model_for_flag("--student-model", arch, train, common.seed);
   student->to(device);
   RunDir run(resolve_out(common, "distill"));
   LoopConfig loop = options.loop;

@@ -127,6 +127,7 @@ TEST(Cli, BadTrainingFlagsLeaveNoRunDirectory) {
   expect_error(train({"--lr", "-1"}), {"--lr"});
   expect_error(train({"--optimizer", "rmsprop"}), {"--optimizer", "rmsprop"});
   expect_error(train({"--model", "resnet9000"}), {"--model", "resnet9000", "lenet5"});
+  expect_error(train({"--model", "preresnet20"}), {"--model", "preresnet20", "32x32", "28x28"});
   expect_error(train({"--subset-size", "65"}), {"--subset-size", "65", "64"});
   EXPECT_FALSE(fs::exists(out));
 }

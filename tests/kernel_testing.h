@@ -3,6 +3,7 @@
 // central-difference gradient error in double, and running code under several OpenMP thread
 // counts.
 #pragma once
+#include <cblas.h>
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -18,6 +19,17 @@
 
 namespace kd {
 namespace kernel_testing {
+
+// Runs a test as the engine runs the kernels (OpenBLAS single-threaded, OpenMP carrying the
+// threads) and restores both thread counts when the test ends.
+struct EngineThreading {
+  int omp = omp_get_max_threads(), blas = openblas_get_num_threads();
+  EngineThreading() { openblas_set_num_threads(1); }
+  ~EngineThreading() {
+    omp_set_num_threads(omp);
+    openblas_set_num_threads(blas);
+  }
+};
 
 // Uniform values in [lo, hi), drawn in double and rounded to T; `seed` separates arrays.
 template <class T>

@@ -16,21 +16,13 @@
 #include "kernels/check.h"
 #include "kernels/conv2d.h"
 #include "kernels/philox.h"
+#include "tests/kernel_testing.h"
 
 namespace {
 
 using kd::ConvGeom;
 
-// Runs a test as the engine runs the kernels (OpenBLAS single-threaded, OpenMP carrying the
-// threads) and restores both thread counts when the test ends.
-struct EngineThreading {
-  int omp = omp_get_max_threads(), blas = openblas_get_num_threads();
-  EngineThreading() { openblas_set_num_threads(1); }
-  ~EngineThreading() {
-    omp_set_num_threads(omp);
-    openblas_set_num_threads(blas);
-  }
-};
+using kd::kernel_testing::EngineThreading;
 
 ConvGeom geom(int n, int c, int h, int w, int k, int r, int s, int stride, int pad) {
   ConvGeom g;

@@ -12,6 +12,7 @@
 #include "data/sampling.h"
 #include "kernels/check.h"
 #include "kernels/philox.h"
+#include "tests/data_testing.h"
 
 using kd::data::Dataset;
 
@@ -31,21 +32,7 @@ bool strictly_increasing(const std::vector<int64_t>& v) {
   return true;
 }
 
-// n random images of shape (c, h, w), labels i % classes; pixels from philox on kStreamTest.
-Dataset random_dataset(int n, int c, int h, int w, int classes, uint64_t seed = 7) {
-  Dataset ds;
-  ds.n = n;
-  ds.c = c;
-  ds.h = h;
-  ds.w = w;
-  ds.num_classes = classes;
-  ds.name = "random";
-  ds.images.resize(static_cast<size_t>(n) * c * h * w);
-  for (size_t i = 0; i < ds.images.size(); ++i)
-    ds.images[i] = static_cast<uint8_t>(256.0f * kd::philox_uniform(seed, kd::kStreamTest, i));
-  for (int i = 0; i < n; ++i) ds.labels.push_back(i % classes);
-  return ds;
-}
+using kd::data_testing::random_dataset;
 
 }  // namespace
 

@@ -16,6 +16,7 @@
 #include "kernels/check.h"
 #include "kernels/linear.h"
 #include "kernels/philox.h"
+#include "tests/kernel_testing.h"
 #include "kernels/pool.h"
 
 namespace {
@@ -23,16 +24,7 @@ namespace {
 using kd::LinearGeom;
 using kd::PoolGeom;
 
-// Runs a test as the engine runs the kernels (OpenBLAS single-threaded, OpenMP carrying the
-// threads) and restores both thread counts when the test ends.
-struct EngineThreading {
-  int omp = omp_get_max_threads(), blas = openblas_get_num_threads();
-  EngineThreading() { openblas_set_num_threads(1); }
-  ~EngineThreading() {
-    omp_set_num_threads(omp);
-    openblas_set_num_threads(blas);
-  }
-};
+using kd::kernel_testing::EngineThreading;
 
 template <class T>
 std::vector<T> random_vector(size_t n, uint64_t seed) {

@@ -1,0 +1,28 @@
+// Helpers shared by the data-layer tests: a small seeded random dataset.
+#pragma once
+#include <cstdint>
+
+#include "data/dataset.h"
+#include "kernels/philox.h"
+
+namespace kd {
+namespace data_testing {
+
+// n random images of shape (c, h, w), labels i % classes; pixels from philox on kStreamTest.
+inline data::Dataset random_dataset(int n, int c, int h, int w, int classes, uint64_t seed = 7) {
+  data::Dataset ds;
+  ds.n = n;
+  ds.c = c;
+  ds.h = h;
+  ds.w = w;
+  ds.num_classes = classes;
+  ds.name = "random";
+  ds.images.resize(static_cast<size_t>(n) * c * h * w);
+  for (size_t i = 0; i < ds.images.size(); ++i)
+    ds.images[i] = static_cast<uint8_t>(256.0f * kd::philox_uniform(seed, kd::kStreamTest, i));
+  for (int i = 0; i < n; ++i) ds.labels.push_back(i % classes);
+  return ds;
+}
+
+}  // namespace data_testing
+}  // namespace kd

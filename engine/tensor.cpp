@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "engine/allocator.h"
+#include "kernels/elementwise.h"
 #include "kernels/cuda/runtime.h"
 
 namespace kd {
@@ -186,8 +187,9 @@ void Tensor::fill_(double value) {
     return;
   }
   switch (dtype()) {
-    case DType::F32: std::fill_n(data<float>(), n, static_cast<float>(value)); break;
-    case DType::F64: std::fill_n(data<double>(), n, value); break;
+    // Gradient buffers are zeroed every step: the threaded kernel, not a single-core fill.
+    case DType::F32: cpu::fill<float>(n, static_cast<float>(value), data<float>()); break;
+    case DType::F64: cpu::fill<double>(n, value, data<double>()); break;
     case DType::I32: std::fill_n(data<int32_t>(), n, static_cast<int32_t>(value)); break;
     case DType::I64: std::fill_n(data<int64_t>(), n, static_cast<int64_t>(value)); break;
     case DType::U8: std::fill_n(data<uint8_t>(), n, static_cast<uint8_t>(value)); break;

@@ -124,8 +124,9 @@ int run_bench(const BenchOptions& o) {
   std::cout << "\nCPU training-step throughput, " << o.threads << " threads, median of " << o.steps
             << " steps after " << o.warmup << " warm-up"
             << (torch_version.empty() ? "" : ", PyTorch " + torch_version) << "\n"
-            << table.to_text() << "kdlab peak resident memory in this process: "
-            << format_fixed(ru.ru_maxrss / 1024.0, 1) << " MiB\n";
+            << table.to_text() << "peak resident memory of this benchmark process: "
+            << format_fixed(ru.ru_maxrss / 1024.0, 1)
+            << " MiB (the main job, `make run`, prints its own when it ends)\n";
   return 0;
 }
 

@@ -3,7 +3,6 @@
 // checkpoints, log.txt).
 #include "apps/commands.h"
 
-#include <cmath>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -85,24 +84,6 @@ std::vector<std::shared_ptr<models::Classifier>> load_teachers(const std::vector
   return out;
 }
 
-// Everything a flag can get wrong is refused here, before any data is read or the run directory
-// exists, so a bad command line never leaves a half-made run behind.
-void validate_loop(const LoopConfig& c) {
-  KD_INPUT_CHECK(c.epochs >= 1, "--epochs: expected at least 1, got " << c.epochs);
-  KD_INPUT_CHECK(c.batch >= 1, "--batch: expected at least 1, got " << c.batch);
-  KD_INPUT_CHECK(c.optim.name == "sgd" || c.optim.name == "adam",
-                 "--optimizer: expected sgd or adam, got '" << c.optim.name << "'");
-  KD_INPUT_CHECK(c.optim.lr > 0 && std::isfinite(c.optim.lr),
-                 "--lr: expected a positive learning rate, got " << c.optim.lr);
-  KD_INPUT_CHECK(c.optim.eta_min >= 0, "--eta-min: expected >= 0, got " << c.optim.eta_min);
-  KD_INPUT_CHECK(c.optim.momentum >= 0 && c.optim.momentum < 1,
-                 "--momentum: expected 0 <= momentum < 1, got " << c.optim.momentum);
-  KD_INPUT_CHECK(c.optim.weight_decay >= 0 && std::isfinite(c.optim.weight_decay),
-                 "--weight-decay: expected >= 0, got " << c.optim.weight_decay);
-  KD_INPUT_CHECK(c.augment.crop_pad >= 0, "--crop-pad: expected >= 0, got " << c.augment.crop_pad);
-  KD_INPUT_CHECK(c.eval_every >= 0, "--eval-every: expected >= 0, got " << c.eval_every);
-}
-
 std::shared_ptr<models::Classifier> make_model_for_flag(const std::string& flag,
                                                         const std::string& arch,
                                                         const data::Dataset& ds, uint64_t seed) {
@@ -131,7 +112,9 @@ Device apply_common(const CommonOptions& common) {
 
 int run_train(const CommonOptions& common, const TrainOptions& options) {
   Device device = apply_common(common);
-  validate_loop(options.loop);
+  // Flags are refused before any data is read or the run directory exists, so a bad command
+  // line never leaves a half-made run behind.
+  validate(options.loop);
   KD_INPUT_CHECK(options.subset_per_class >= 0,
                  "--subset-per-class: expected >= 0, got " << options.subset_per_class);
   KD_INPUT_CHECK(options.subset_size >= 0, "--subset-size: expected >= 0, got " << options.subset_size);
@@ -166,11 +149,8 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   Device device = apply_common(common);
   KD_INPUT_CHECK(!options.teachers.empty(), "--teacher: give at least one teacher checkpoint");
   options.distill.kind = parse_distill_kind(options.loss);
-  validate_loop(options.loop);
-  KD_INPUT_CHECK(options.distill.tau > 0 && std::isfinite(options.distill.tau),
-                 "--tau: expected a positive temperature, got " << options.distill.tau);
-  KD_INPUT_CHECK(options.distill.alpha >= 0 && options.distill.alpha <= 1,
-                 "--alpha: expected 0..1, got " << options.distill.alpha);
+  validate(options.loop);
+  validate(options.distill);
   KD_INPUT_CHECK(options.distill_size >= 0,
                  "--distill-size: expected >= 0 (0 = all), got " << options.distill_size);
   auto members = load_teachers(options.teachers, device);

@@ -49,7 +49,7 @@ std::unique_ptr<Optimizer> make_optimizer(const models::Classifier& model, const
     h.lr = o.lr, h.weight_decay = o.weight_decay;
     return std::make_unique<Adam>(model.parameters(), h);
   }
-  throw InputError("--optimizer: expected sgd or adam, got '" + o.name + "'");
+  throw Error("make_optimizer: unknown optimizer '" + o.name + "' (validate() refuses it)");
 }
 
 using StepLoss = std::function<Tensor(const HostBatch&)>;
@@ -58,8 +58,7 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
               const data::Normalization& norm, const LoopConfig& cfg, const std::string& label,
               const EpochHook& hook, const StepLoss& step_loss,
               const models::Ensemble* teacher_for_eval) {
-  KD_INPUT_CHECK(cfg.epochs >= 1, "--epochs: expected at least 1, got " << cfg.epochs);
-  KD_INPUT_CHECK(cfg.batch >= 1, "--batch: expected at least 1, got " << cfg.batch);
+  validate(cfg);
   KD_INPUT_CHECK(train.n >= 1, label << ": the training set is empty");
   auto optimizer = make_optimizer(model, cfg.optim);
   data::BatchLoader loader(train.n, cfg.batch, /*shuffle=*/true, cfg.seed);
@@ -112,6 +111,28 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
 
 }  // namespace
 
+void validate(const LoopConfig& c) {
+  KD_INPUT_CHECK(c.epochs >= 1, "--epochs: expected at least 1, got " << c.epochs);
+  KD_INPUT_CHECK(c.batch >= 1, "--batch: expected at least 1, got " << c.batch);
+  KD_INPUT_CHECK(c.optim.name == "sgd" || c.optim.name == "adam",
+                 "--optimizer: expected sgd or adam, got '" << c.optim.name << "'");
+  KD_INPUT_CHECK(c.optim.lr > 0 && std::isfinite(c.optim.lr),
+                 "--lr: expected a positive learning rate, got " << c.optim.lr);
+  KD_INPUT_CHECK(c.optim.eta_min >= 0, "--eta-min: expected >= 0, got " << c.optim.eta_min);
+  KD_INPUT_CHECK(c.optim.momentum >= 0 && c.optim.momentum < 1,
+                 "--momentum: expected 0 <= momentum < 1, got " << c.optim.momentum);
+  KD_INPUT_CHECK(c.optim.weight_decay >= 0 && std::isfinite(c.optim.weight_decay),
+                 "--weight-decay: expected >= 0, got " << c.optim.weight_decay);
+  KD_INPUT_CHECK(c.augment.crop_pad >= 0, "--crop-pad: expected >= 0, got " << c.augment.crop_pad);
+  KD_INPUT_CHECK(c.eval_every >= 0, "--eval-every: expected >= 0, got " << c.eval_every);
+}
+
+void validate(const DistillConfig& c) {
+  KD_INPUT_CHECK(c.tau > 0 && std::isfinite(c.tau),
+                 "--tau: expected a positive temperature, got " << c.tau);
+  KD_INPUT_CHECK(c.alpha >= 0 && c.alpha <= 1, "--alpha: expected 0..1, got " << c.alpha);
+}
+
 ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
                          const data::Normalization& norm, Device device, int batch) {
   NoGradGuard no_grad;
@@ -153,8 +174,7 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
              const data::Dataset& distill_data, const data::Dataset* test,
              const data::Normalization& norm, const LoopConfig& cfg, const DistillConfig& dcfg,
              const std::string& label, const EpochHook& hook) {
-  KD_INPUT_CHECK(dcfg.tau > 0, "--tau: expected a positive temperature, got " << dcfg.tau);
-  KD_INPUT_CHECK(dcfg.alpha >= 0 && dcfg.alpha <= 1, "--alpha: expected 0..1, got " << dcfg.alpha);
+  validate(dcfg);
   KD_INPUT_CHECK(teacher.num_classes() == student.num_classes,
                  "teacher has " << teacher.num_classes() << " classes, student "
                                 << student.num_classes);

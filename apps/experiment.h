@@ -41,6 +41,11 @@ struct DistillConfig {
   double alpha = 0.0;  // weight of the hard-label cross-entropy (paper: 0)
 };
 
+// Refuse settings no loop can run (InputError naming the flag). The loops call these; the CLI
+// calls them too, before it reads data or creates a run directory.
+void validate(const LoopConfig& config);
+void validate(const DistillConfig& config);
+
 // One row of metrics.csv: the epoch's mean training loss, and evaluation when it ran.
 struct EpochRecord {
   int epoch = 0;  // 1-based, after this many epochs

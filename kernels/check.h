@@ -17,6 +17,12 @@ struct InputError : Error {
 struct CudaError : Error {
   using Error::Error;
 };
+struct CublasError : CudaError {
+  using CudaError::CudaError;
+};
+struct CudnnError : CudaError {
+  using CudaError::CudaError;
+};
 
 namespace detail {
 [[noreturn]] inline void throw_check(const char* cond, const std::string& msg, const char* file,
@@ -24,6 +30,14 @@ namespace detail {
   std::ostringstream os;
   os << msg << " [check " << cond << " failed at " << file << ":" << line << "]";
   throw Error(os.str());
+}
+template <class E>
+[[noreturn]] inline void throw_library(const char* call, const char* message, int code,
+                                       const char* file, int line) {
+  std::ostringstream os;
+  os << call << " failed: " << (message ? message : "unknown error") << " (code " << code
+     << ") at " << file << ":" << line;
+  throw E(os.str());
 }
 }  // namespace detail
 }  // namespace kd
@@ -46,4 +60,28 @@ namespace detail {
       kd_check_os_ << msg;                 \
       throw ::kd::InputError(kd_check_os_.str()); \
     }                                      \
+  } while (0)
+
+// GPU library calls. The macros expand where the library's header is included (these headers stay
+// free of CUDA includes so host-only code can include check.h); every status type has success 0.
+#define CUDA_CHECK(call)                                                                       \
+  do {                                                                                         \
+    const auto kd_status_ = (call);                                                            \
+    if (kd_status_ != 0)                                                                       \
+      ::kd::detail::throw_library<::kd::CudaError>(#call, cudaGetErrorString(kd_status_),     \
+                                                   int(kd_status_), __FILE__, __LINE__);      \
+  } while (0)
+#define CUBLAS_CHECK(call)                                                                      \
+  do {                                                                                          \
+    const auto kd_status_ = (call);                                                             \
+    if (kd_status_ != 0)                                                                        \
+      ::kd::detail::throw_library<::kd::CublasError>(#call, cublasGetStatusString(kd_status_), \
+                                                     int(kd_status_), __FILE__, __LINE__);     \
+  } while (0)
+#define CUDNN_CHECK(call)                                                                     \
+  do {                                                                                        \
+    const auto kd_status_ = (call);                                                           \
+    if (kd_status_ != 0)                                                                      \
+      ::kd::detail::throw_library<::kd::CudnnError>(#call, cudnnGetErrorString(kd_status_),  \
+                                                    int(kd_status_), __FILE__, __LINE__);    \
   } while (0)

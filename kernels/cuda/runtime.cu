@@ -1,28 +1,36 @@
-// CUDA runtime seam (see runtime.h): device discovery, raw memory and copies on one stream.
+// CUDA runtime seam (see runtime.h): device discovery, raw and pinned memory, copies ordered on
+// the one compute stream, the math mode, the launch counter, NVTX ranges and the profiler window.
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
 
+#include <atomic>
 #include <cstdlib>
-#include <sstream>
+#include <mutex>
+#include <string>
 
 #include "kernels/check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/runtime.h"
-
-#define KD_CUDA_CHECK(call)                                                              \
-  do {                                                                                   \
-    cudaError_t kd_err_ = (call);                                                        \
-    if (kd_err_ != cudaSuccess) {                                                        \
-      std::ostringstream kd_os_;                                                         \
-      kd_os_ << #call << " failed: " << cudaGetErrorString(kd_err_) << " at " << __FILE__ \
-             << ":" << __LINE__;                                                         \
-      throw ::kd::CudaError(kd_os_.str());                                               \
-    }                                                                                    \
-  } while (0)
 
 namespace kd {
 namespace cuda {
 
+namespace {
+std::atomic<uint64_t> g_launches{0};
+MathMode g_math_mode;
+std::mutex g_math_mutex;
+}  // namespace
+
 bool built_with_cuda() { return true; }
-bool has_op_kernels() { return false; }  // the op kernels arrive with the CUDA backend
+bool has_op_kernels() { return true; }
+bool built_with_cudnn() {
+#if KDLAB_HAVE_CUDNN
+  return true;
+#else
+  return false;
+#endif
+}
 
 int device_count() {
   static const int count = [] {
@@ -40,8 +48,19 @@ int device_count() {
 
 std::string device_name(int index) {
   cudaDeviceProp prop{};
-  KD_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
   return prop.name;
+}
+
+cudaStream_t stream() {
+  // Non-blocking so the legacy default stream never serializes against our work; created once
+  // and kept for the process lifetime (destroying it at exit races the driver's own teardown).
+  static cudaStream_t s = [] {
+    cudaStream_t created = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking));
+    return created;
+  }();
+  return s;
 }
 
 void* malloc_device(size_t bytes) {
@@ -51,30 +70,99 @@ void* malloc_device(size_t bytes) {
     cudaGetLastError();
     return nullptr;
   }
-  KD_CUDA_CHECK(err);
+  CUDA_CHECK(err);
   return ptr;
 }
 
-void free_device(void* ptr) { KD_CUDA_CHECK(cudaFree(ptr)); }
+void free_device(void* ptr) {
+  // Blocks go back to the cache while kernels that use them may still be queued; the cache only
+  // hands them to later work on the same stream, and cudaFree itself waits for the device.
+  CUDA_CHECK(cudaFree(ptr));
+}
+
+void* malloc_pinned(size_t bytes) {
+  void* ptr = nullptr;
+  CUDA_CHECK(cudaMallocHost(&ptr, bytes));
+  return ptr;
+}
+void free_pinned(void* ptr) { CUDA_CHECK(cudaFreeHost(ptr)); }
 
 void memcpy_host_to_device(void* dst, const void* src, size_t bytes) {
-  KD_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  // Pageable sources are staged by the driver before the call returns, so the caller may reuse
+  // `src` at once; the copy is ordered after earlier kernels on the stream.
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
+  count_launch();
 }
 void memcpy_device_to_host(void* dst, const void* src, size_t bytes) {
-  KD_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 void memcpy_device_to_device(void* dst, const void* src, size_t bytes) {
-  KD_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
+  count_launch();
 }
 void memset_device(void* dst, int value, size_t bytes) {
-  KD_CUDA_CHECK(cudaMemset(dst, value, bytes));
+  CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, stream()));
+  count_launch();
 }
-void synchronize() { KD_CUDA_CHECK(cudaDeviceSynchronize()); }
+void synchronize() {
+  if (device_count() > 0) CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
 
 size_t free_device_bytes() {
   size_t free_bytes = 0, total = 0;
-  KD_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
   return free_bytes;
+}
+
+void* workspace(size_t bytes) {
+  static void* buffer = nullptr;
+  static size_t capacity = 0;
+  if (bytes <= capacity) return buffer;
+  if (buffer) CUDA_CHECK(cudaFree(buffer));  // waits for queued users of the old buffer
+  buffer = nullptr;
+  capacity = 0;
+  size_t grown = bytes + bytes / 2;
+  CUDA_CHECK(cudaMalloc(&buffer, grown));
+  capacity = grown;
+  return buffer;
+}
+
+void set_math_mode(const MathMode& mode) {
+  std::lock_guard<std::mutex> lock(g_math_mutex);
+  g_math_mode = mode;
+}
+MathMode math_mode() {
+  std::lock_guard<std::mutex> lock(g_math_mutex);
+  return g_math_mode;
+}
+
+uint64_t launch_count() { return g_launches.load(std::memory_order_relaxed); }
+void count_launch() { g_launches.fetch_add(1, std::memory_order_relaxed); }
+
+namespace {
+nvtxDomainHandle_t domain() {
+  static nvtxDomainHandle_t d = nvtxDomainCreateA("kdlab");
+  return d;
+}
+}  // namespace
+
+void range_push(const char* name) {
+  nvtxEventAttributes_t attr{};
+  attr.version = NVTX_VERSION;
+  attr.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
+  attr.messageType = NVTX_MESSAGE_TYPE_ASCII;
+  attr.message.ascii = name;
+  nvtxDomainRangePushEx(domain(), &attr);
+}
+void range_pop() { nvtxDomainRangePop(domain()); }
+
+// No device (a CPU run of a CUDA build): there is nothing to capture.
+void profiler_start() {
+  if (device_count() > 0) CUDA_CHECK(cudaProfilerStart());
+}
+void profiler_stop() {
+  if (device_count() > 0) CUDA_CHECK(cudaProfilerStop());
 }
 
 }  // namespace cuda

@@ -1,8 +1,10 @@
 // The CUDA runtime seam. Everything the engine needs from the GPU driver goes through here, so a
 // build without nvcc links kernels/cuda_stub/runtime_stub.cpp instead and still runs on the CPU.
-// Raw memory only: caching lives in engine/allocator.
+// Raw memory only: caching lives in engine/allocator. All GPU work runs on one compute stream
+// (kernels/cuda/launch.cuh hands it to kernels); copies are ordered on that stream too.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace kd {
@@ -10,17 +12,47 @@ namespace cuda {
 
 bool built_with_cuda();    // true when this binary was compiled by nvcc
 bool has_op_kernels();     // true when the op kernels (kernels/cuda/*.cu) are part of the build
+bool built_with_cudnn();   // true when the cuDNN paths (--conv/--bn cudnn) are compiled in
 int device_count();        // 0 without a device, without CUDA, or with KDLAB_DISABLE_CUDA set
 std::string device_name(int index);
 
 void* malloc_device(size_t bytes);  // nullptr on out-of-memory; throws CudaError otherwise
 void free_device(void* ptr);
+void* malloc_pinned(size_t bytes);  // page-locked host memory for transfers
+void free_pinned(void* ptr);
 void memcpy_host_to_device(void* dst, const void* src, size_t bytes);
-void memcpy_device_to_host(void* dst, const void* src, size_t bytes);
+void memcpy_device_to_host(void* dst, const void* src, size_t bytes);  // waits for the stream
 void memcpy_device_to_device(void* dst, const void* src, size_t bytes);
 void memset_device(void* dst, int value, size_t bytes);
-void synchronize();
+void synchronize();  // waits for the compute stream
 size_t free_device_bytes();
+
+// One grow-only device workspace (split-K partial sums, cuDNN workspaces). The pointer is valid
+// until the next call; every user runs on the one stream, so consecutive users never overlap.
+// A kernel wrapper asks once per call and must not hold the pointer past its own launches.
+void* workspace(size_t bytes);
+
+// How cuBLAS, cuDNN and our reductions may trade reproducibility for speed. deterministic:
+// deterministic cuDNN algorithms, no float atomics in our kernels, TF32 off. tf32: TF32 tensor
+// cores for cuBLAS/cuDNN float maths (ignored when deterministic).
+struct MathMode {
+  bool deterministic = false;
+  bool tf32 = false;
+};
+void set_math_mode(const MathMode& mode);
+MathMode math_mode();
+
+// Kernel launches issued by kdlab on the compute stream since the process started (a cuBLAS or
+// cuDNN call counts as one): `kdlab bench` reports launches per training step.
+uint64_t launch_count();
+void count_launch();
+
+// Profiling: NVTX ranges in the "kdlab" domain (no-ops without CUDA) and the profiler window
+// that `--profile-steps A:B` opens and closes for Nsight.
+void range_push(const char* name);
+void range_pop();
+void profiler_start();
+void profiler_stop();
 
 }  // namespace cuda
 }  // namespace kd

@@ -34,4 +34,25 @@ template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
 }  // namespace cpu
 
+// Device pointers, run on the compute stream. cuda:: is our implicit GEMM (no im2col buffer);
+// cudnn:: is cuDNN 9 with the algorithm cached per shape (only when built with cuDNN). Same
+// assign/accumulate rules as above. cuda:: uses no float atomics, so its results are run-to-run
+// identical; cudnn:: is when --deterministic restricts it to deterministic algorithms.
+namespace cuda {
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+}  // namespace cuda
+namespace cudnn {
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+}  // namespace cudnn
+
 }  // namespace kd

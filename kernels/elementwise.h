@@ -29,6 +29,18 @@ KD_ELEMENTWISE_DECLS
 namespace cpu {
 KD_ELEMENTWISE_DECLS
 }
+namespace cuda {  // device pointers, compute stream
+KD_ELEMENTWISE_DECLS
+}
 #undef KD_ELEMENTWISE_DECLS
+
+// *counter += delta on one int64 (BatchNorm's num_batches_tracked): a device-side increment, so
+// a training step on the GPU does not copy the counter to the host and back.
+namespace cpu {
+void counter_add(int64_t* counter, int64_t delta);
+}
+namespace cuda {
+void counter_add(int64_t* counter, int64_t delta);
+}
 
 }  // namespace kd

@@ -27,4 +27,14 @@ template <class T>
 void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias);
 }  // namespace cpu
 
+// Device pointers on the compute stream; cuBLAS GEMMs (TF32 per cuda::math_mode()).
+namespace cuda {
+template <class T>
+void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, T* y);
+template <class T>
+void linear_backward_data(const LinearGeom& g, const T* dy, const T* w, T* dx);
+template <class T>
+void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+}  // namespace cuda
+
 }  // namespace kd

@@ -57,4 +57,31 @@ KD_LOSS_DECLS
 }
 #undef KD_LOSS_DECLS
 
+// Device pointers on the compute stream. The loss value stays on the device (`loss`, a one-element
+// array, ASSIGNED) and the backward reads the upstream scalar from the device (`dloss`), so a
+// training step never waits for the host. Means over rows are reduced in one block in a fixed
+// order: bitwise reproducible, no atomics.
+namespace cuda {
+template <class T>
+void log_softmax_forward(int rows, int cols, const T* x, T* y);
+template <class T>
+void log_softmax_backward(int rows, int cols, const T* y, const T* dy, T* dx);
+template <class T>
+void cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels, T* loss);
+template <class T>
+void cross_entropy_backward(int rows, int cols, const T* x, const int32_t* labels,
+                            const T* dloss, T* dx);
+template <class T>
+void distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher,
+                          const T* student, T tau, T* loss);
+template <class T>
+void distill_loss_backward(DistillKind kind, int rows, int cols, const T* teacher,
+                           const T* student, T tau, const T* dloss, T* dstudent);
+template <class T>
+void ensemble_reduce_forward(int members, int rows, int cols, const T* x, T* y);
+template <class T>
+void ensemble_reduce_backward(int members, int rows, int cols, const T* x, const T* y,
+                              const T* dy, T* dx);
+}  // namespace cuda
+
 }  // namespace kd

@@ -50,6 +50,24 @@ KD_NORM_DECLS
 namespace cpu {
 KD_NORM_DECLS
 }
+// Device pointers on the compute stream. cuda:: reduces each channel (or sample-group) in one
+// block in a fixed order: no atomics. cudnn:: provides the batchnorm four only (built with cuDNN).
+namespace cuda {
+KD_NORM_DECLS
+}
+namespace cudnn {
+template <class T>
+void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
+                             T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
+                             T* running_var);
+template <class T>
+void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,
+                            const T* running_mean, const T* running_var, T eps, T* y);
+template <class T>
+void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
+                              const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
+                              T* dbeta);
+}  // namespace cudnn
 #undef KD_NORM_DECLS
 
 }  // namespace kd

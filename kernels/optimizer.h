@@ -36,6 +36,22 @@ KD_OPTIM_DECLS
 namespace cpu {
 KD_OPTIM_DECLS
 }
+namespace cuda {  // device pointers, compute stream
+KD_OPTIM_DECLS
+}
 #undef KD_OPTIM_DECLS
+
+namespace cuda {
+// Fused multi-tensor updates: every tensor of the list in a few launches (tensors are packed
+// into launches of up to kMultiTensorChunk). Host arrays of `count` device pointers and sizes;
+// same formulas as above, element for element.
+constexpr int kMultiTensorChunk = 32;
+template <class T>
+void sgd_update_multi(int count, const int64_t* sizes, T* const* params, const T* const* grads,
+                      T* const* momentum_bufs, const SgdParams& h, bool first_step);
+template <class T>
+void adam_update_multi(int count, const int64_t* sizes, T* const* params, const T* const* grads,
+                       T* const* m, T* const* v, const AdamParams& h, int64_t step);
+}  // namespace cuda
 
 }  // namespace kd

@@ -38,6 +38,9 @@ KD_POOL_DECLS
 namespace cpu {
 KD_POOL_DECLS
 }
+namespace cuda {  // device pointers, compute stream
+KD_POOL_DECLS
+}
 #undef KD_POOL_DECLS
 
 }  // namespace kd

@@ -85,6 +85,8 @@ void scale(int64_t n, T alpha, T* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] *= alpha;
 }
 
+void counter_add(int64_t* counter, int64_t delta) { *counter += delta; }
+
 }  // namespace cpu
 
 #define KD_INSTANTIATE_ELEMENTWISE(NS, T)                                   \

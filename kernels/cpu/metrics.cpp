@@ -42,14 +42,6 @@ struct RowContribution {
   double nll = 0, confidence = 0, kl = 0;
 };
 
-// Bin k covers (k/10, (k+1)/10] with the boundaries taken as the doubles k/10.0, so a confidence
-// of exactly 0.5 lands in bin 4; confidence 0 goes to bin 0.
-int ece_bin(double confidence) {
-  int k = 0;
-  while (k < kEceBins - 1 && confidence > double(k + 1) / kEceBins) ++k;
-  return k;
-}
-
 template <class T>
 int first_argmax(const T* z, int cols) {
   int best = 0;

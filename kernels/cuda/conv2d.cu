@@ -1,0 +1,134 @@
+// kd::cuda:: 2-D convolution as our own implicit GEMM: no im2col buffer, the tile loads gather
+// straight from the NCHW/OIHW tensors through the index maps of kernels/cuda/conv2d_gather.h
+// (which also holds the per-thread block program, tested on the host). Forward ASSIGNS y (+bias);
+// backward data ACCUMULATES into dx; backward weight ACCUMULATES into dw and dbias.
+// Determinism: no atomics. The weight pass splits K into a number of slices fixed by the shape,
+// writes each slice's partial product to the workspace and sums the slices in slice order; dbias
+// is one block per channel with a fixed-order tree.
+#include <cstdint>
+
+#include "kernels/conv2d.h"
+#include "kernels/cuda/conv2d_gather.h"
+#include "kernels/cuda/launch.cuh"
+
+namespace kd {
+namespace cuda {
+namespace {
+
+using conv_gemm::Pass;
+
+// One 64x64 tile of C = A * B over the K range of slice blockIdx.z. Registers prefetch the next
+// K tile from global memory while the current one is multiplied out of the other shared buffer,
+// so one __syncthreads per K tile suffices: buffer cur ^ 1 was last read in the previous
+// iteration, before that iteration's barrier.
+template <class T, Pass P>
+__global__ void __launch_bounds__(conv_gemm::kThreads)
+    conv_gemm_kernel(const conv_gemm::GemmParams<T, P> prm) {
+  using namespace conv_gemm;
+  __shared__ T a_tile[2][kTileK * kStrideM];
+  __shared__ T b_tile[2][kTileK * kStrideN];
+  const int tid = threadIdx.x;
+  const int m0 = blockIdx.y * kTileM, n0 = blockIdx.x * kTileN, slice = blockIdx.z;
+  const KRange kr = k_range(prm.g, prm.k_chunk, slice);  // the same for the whole block
+  const BCols<P> cols = make_b_cols(prm, tid, n0);
+  T a_reg[kLoads], b_reg[kLoads];
+  T acc[kMicro][kMicro];
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+    for (int j = 0; j < kMicro; ++j) acc[i][j] = T(0);
+
+  if (kr.tiles > 0) {
+    load_stage(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg);
+    store_stage<T, P>(tid, a_reg, b_reg, a_tile[0], b_tile[0]);
+  }
+  __syncthreads();
+  for (int t = 0; t < kr.tiles; ++t) {
+    const int cur = t & 1;
+    const bool more = t + 1 < kr.tiles;
+    if (more) load_stage(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_reg, b_reg);
+    mma_tile(a_tile[cur], b_tile[cur], tid, acc);
+    if (more) store_stage<T, P>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);
+    __syncthreads();
+  }
+  epilogue(prm, tid, m0, n0, slice, acc);
+}
+
+// dw[e] += sum of the slices' partials, slice 0 first.
+template <class T>
+__global__ void splitk_accumulate_kernel(const T* __restrict__ ws, int slices, int64_t mn,
+                                         T* __restrict__ dw) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < mn; e += step)
+    dw[e] += conv_gemm::splitk_sum(ws, slices, mn, e);
+}
+
+// dbias[k] += sum over (img, pq) of dy[img, k, pq]: block k, fixed per-thread order, fixed tree.
+template <class T>
+__global__ void __launch_bounds__(conv_gemm::kBiasThreads)
+    bias_grad_kernel(const conv_gemm::ConvDims d, const T* __restrict__ dy, T* dbias) {
+  __shared__ T part[conv_gemm::kBiasThreads];
+  const int tid = threadIdx.x, k = blockIdx.x;
+  part[tid] = conv_gemm::bias_thread_sum(d, dy, k, tid, conv_gemm::kBiasThreads);
+  __syncthreads();
+  for (int half = conv_gemm::kBiasThreads / 2; half > 0; half /= 2) {
+    if (tid < half) part[tid] += part[tid + half];
+    __syncthreads();
+  }
+  if (tid == 0) dbias[k] += part[0];
+}
+
+template <class T, Pass P>
+void launch_gemm(const conv_gemm::GemmParams<T, P>& prm, int slices) {
+  const conv_gemm::Grid3 grid = conv_gemm::gemm_grid(prm.g, slices);
+  if (grid.x == 0 || grid.y == 0) return;
+  const dim3 blocks(unsigned(grid.x), unsigned(grid.y), unsigned(grid.z));
+  conv_gemm_kernel<T, P><<<blocks, conv_gemm::kThreads, 0, stream()>>>(prm);
+  KD_CHECK_LAUNCH("conv_gemm_kernel");
+}
+
+}  // namespace
+
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0) return;
+  const conv_gemm::GemmDims gemm = conv_gemm::forward_gemm(d);
+  const conv_gemm::GemmParams<T, Pass::Forward> prm{d, gemm, w, x, bias, y, gemm.k};
+  launch_gemm(prm, 1);
+}
+
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0) return;
+  const conv_gemm::GemmDims gemm = conv_gemm::backward_data_gemm(d);
+  const conv_gemm::GemmParams<T, Pass::BackwardData> prm{d, gemm, w, dy, nullptr, dx, gemm.k};
+  launch_gemm(prm, 1);
+}
+
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0) return;  // empty batch: nothing to add
+  const conv_gemm::GemmDims gemm = conv_gemm::backward_weight_gemm(d);
+  const conv_gemm::SplitK plan = conv_gemm::split_k_plan(gemm);
+  const int64_t mn = int64_t(gemm.m) * gemm.n;
+  T* ws = static_cast<T*>(workspace(size_t(plan.slices) * size_t(mn) * sizeof(T)));
+  const conv_gemm::GemmParams<T, Pass::BackwardWeight> prm{d, gemm, dy, x, nullptr, ws, plan.chunk};
+  launch_gemm(prm, plan.slices);
+  KD_LAUNCH(splitk_accumulate_kernel<T>, grid_for(mn, 256), 256, 0, ws, plan.slices, mn, dw);
+  if (dbias)
+    KD_LAUNCH(bias_grad_kernel<T>, unsigned(g.k), conv_gemm::kBiasThreads, 0, d, dy, dbias);
+}
+
+#define KD_INSTANTIATE(T)                                                             \
+  template void conv2d_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*); \
+  template void conv2d_backward_data<T>(const ConvGeom&, const T*, const T*, T*);     \
+  template void conv2d_backward_weight<T>(const ConvGeom&, const T*, const T*, T*, T*);
+KD_INSTANTIATE(float)
+KD_INSTANTIATE(double)
+#undef KD_INSTANTIATE
+
+}  // namespace cuda
+}  // namespace kd

@@ -1,0 +1,397 @@
+// Index maps and block program of the CUDA implicit-GEMM convolution (kernels/cuda/conv2d.cu).
+// Host-compilable on purpose (no CUDA includes): tests/test_conv_gather.cpp runs these very
+// functions on the CPU against ref::, since the GPU kernel can only be compiled here.
+// Layouts: x NCHW [n,c,h,w], w OIHW [k,c,r,s], y/dy [n,k,p,q]. The three passes as C = A * B:
+//   forward          M = k  N = n*p*q  K = c*r*s  A = w [k, c*r*s]  B = x gathered, 0 in padding
+//   backward data    M = c  N = n*h*w  K = k*r*s  A = w[k,c,r,s]    B = dy at (ih+pad-r)/stride
+//   backward weight  M = k  N = c*r*s  K = n*p*q  A = dy            B = x gathered; split-K
+// Forward ASSIGNS y (+bias); backward data ACCUMULATES into dx; backward weight ASSIGNS slice
+// partials into the workspace, which splitk_sum() folds in slice order before += into dw.
+// Offsets into tensors are int64; GEMM indices are int (the wrappers check they fit).
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/check.h"
+#include "kernels/conv2d.h"
+#include "kernels/philox.h"  // KD_HOST_DEVICE
+
+namespace kd {
+namespace conv_gemm {
+
+// 64x64 output tile, K step 16, 256 threads: each thread owns a 4x4 micro-tile strided by 16 rows
+// and 16 columns (conflict-free shared reads, coalesced stores) and loads 4 A and 4 B elements.
+constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreads = 256, kMicro = 4, kLoads = 4;
+constexpr int kStrideM = kTileM + 1, kStrideN = kTileN + 1;  // +1 spreads stores over banks
+static_assert(kTileK * kTileM == kThreads * kLoads && kTileK * kTileN == kThreads * kLoads, "");
+static_assert(kThreads == (kTileM / kMicro) * (kTileN / kMicro), "");
+constexpr int kBiasThreads = 256;        // dbias: one block per output channel
+constexpr int kSplitTargetBlocks = 512;  // split-K aims at this many blocks (shape-only choice)
+constexpr int kSplitMinK = 256;          // ...but never slices thinner than this
+
+// Every size the index maps need, precomputed on the host (ConvGeom::p() is host-only).
+struct ConvDims {
+  int n, c, h, w, k, r, s, stride, pad, p, q;
+  int hw, pq, rs, crs;
+};
+inline ConvDims make_dims(const ConvGeom& g) {
+  ConvDims d{g.n, g.c, g.h, g.w, g.k, g.r, g.s, g.stride, g.pad, 0, 0, 0, 0, 0, 0};
+  d.p = g.p(), d.q = g.q();
+  d.hw = g.h * g.w, d.pq = d.p * d.q, d.rs = g.r * g.s, d.crs = g.c * d.rs;
+  return d;
+}
+
+struct GemmDims {
+  int m, n, k;
+};
+inline GemmDims forward_gemm(const ConvDims& d) { return {d.k, d.n * d.pq, d.crs}; }
+inline GemmDims backward_data_gemm(const ConvDims& d) { return {d.c, d.n * d.hw, d.k * d.rs}; }
+inline GemmDims backward_weight_gemm(const ConvDims& d) { return {d.k, d.crs, d.n * d.pq}; }
+
+// Same refusals as ref::, plus the int ranges the kernels rely on; returns the dims.
+inline ConvDims checked_dims(const ConvGeom& g) {
+  KD_CHECK(g.n >= 0 && g.c > 0 && g.k > 0 && g.r > 0 && g.s > 0 && g.stride > 0 && g.pad >= 0,
+           "conv2d: bad geometry n=" << g.n << " c=" << g.c << " k=" << g.k << " r=" << g.r
+                                     << " s=" << g.s << " stride=" << g.stride << " pad=" << g.pad);
+  KD_CHECK(g.h + 2 * g.pad >= g.r && g.w + 2 * g.pad >= g.s,
+           "conv2d: filter " << g.r << "x" << g.s << " larger than padded input " << g.h << "x"
+                             << g.w << " (pad " << g.pad << ")");
+  const int64_t lim = int64_t(1) << 30;  // GEMM indices plus a tile stay far below INT_MAX
+  const int64_t p = g.p(), q = g.q(), hw = int64_t(g.h) * g.w, rs = int64_t(g.r) * g.s;
+  KD_CHECK(g.n * p * q < lim && g.n * hw < lim && g.c * rs < lim && g.k * rs < lim &&
+               g.k < 65535LL * kTileM && g.c < 65535LL * kTileM,
+           "conv2d (cuda): shape too large for the implicit GEMM: n=" << g.n << " c=" << g.c
+                                                                      << " k=" << g.k);
+  return make_dims(g);
+}
+
+// A K (or, for backward weight, N) index over (outer, r, s): outer is c (forward, weight
+// columns) or k (backward data).
+struct Tap {
+  int outer, r, s;
+};
+KD_HOST_DEVICE inline Tap split_tap(const ConvDims& d, int kk) {
+  const int outer = kk / d.rs, rem = kk - outer * d.rs;
+  const int r = rem / d.s;
+  return {outer, r, rem - r * d.s};
+}
+
+// ---- forward: columns are output pixels (img, oh, ow) -------------------------------------
+struct FwdCol {
+  int64_t x_base, y_base;  // x image start; y offset of (img, channel 0, oh, ow)
+  int ih0, iw0;            // top-left input pixel of the receptive field (may be negative)
+};
+KD_HOST_DEVICE inline FwdCol forward_col(const ConvDims& d, int col) {
+  const int img = col / d.pq, pq = col - img * d.pq;
+  const int oh = pq / d.q, ow = pq - oh * d.q;
+  return {int64_t(img) * d.c * d.hw, int64_t(img) * d.k * d.pq + pq, oh * d.stride - d.pad,
+          ow * d.stride - d.pad};
+}
+KD_HOST_DEVICE inline int64_t forward_w_offset(const ConvDims& d, int m, int kk) {
+  return int64_t(m) * d.crs + kk;
+}
+// -1 where the tap falls into the zero padding.
+KD_HOST_DEVICE inline int64_t forward_x_offset(const ConvDims& d, const FwdCol& col, Tap t) {
+  const int ih = col.ih0 + t.r, iw = col.iw0 + t.s;
+  if (ih < 0 || ih >= d.h || iw < 0 || iw >= d.w) return -1;
+  return col.x_base + int64_t(t.outer) * d.hw + ih * d.w + iw;
+}
+KD_HOST_DEVICE inline int64_t forward_y_offset(const ConvDims& d, const FwdCol& col, int m) {
+  return col.y_base + int64_t(m) * d.pq;
+}
+
+// ---- backward data: columns are input pixels (img, ih, iw), K runs over (k, r, s) ---------
+struct DataCol {
+  int64_t dy_base, dx_base;  // dy image start; dx offset of (img, channel 0, ih, iw)
+  int th, tw;                // ih + pad, iw + pad
+};
+KD_HOST_DEVICE inline DataCol data_col(const ConvDims& d, int col) {
+  const int img = col / d.hw, hw = col - img * d.hw;
+  const int ih = hw / d.w, iw = hw - ih * d.w;
+  return {int64_t(img) * d.k * d.pq, int64_t(img) * d.c * d.hw + hw, ih + d.pad, iw + d.pad};
+}
+KD_HOST_DEVICE inline int64_t data_w_offset(const ConvDims& d, int m, Tap t) {
+  return (int64_t(t.outer) * d.c + m) * d.rs + t.r * d.s + t.s;
+}
+// dy[img, k, oh, ow] with oh*stride = ih + pad - r exactly and in range; -1 otherwise.
+KD_HOST_DEVICE inline int64_t data_dy_offset(const ConvDims& d, const DataCol& col, Tap t) {
+  int oh = col.th - t.r, ow = col.tw - t.s;
+  if (oh < 0 || ow < 0) return -1;
+  if (d.stride != 1) {
+    const int ohs = oh / d.stride, ows = ow / d.stride;
+    if (ohs * d.stride != oh || ows * d.stride != ow) return -1;
+    oh = ohs, ow = ows;
+  }
+  if (oh >= d.p || ow >= d.q) return -1;
+  return col.dy_base + int64_t(t.outer) * d.pq + oh * d.q + ow;
+}
+KD_HOST_DEVICE inline int64_t data_dx_offset(const ConvDims& d, const DataCol& col, int m) {
+  return col.dx_base + int64_t(m) * d.hw;
+}
+
+// ---- backward weight: K runs over output pixels (img, oh, ow), columns over (c, r, s) -----
+struct WgtRow {
+  int64_t dy_base, x_base;  // dy offset of (img, channel 0, oh, ow); x image start
+  int ih0, iw0;
+};
+KD_HOST_DEVICE inline WgtRow weight_row(const ConvDims& d, int kk) {
+  const int img = kk / d.pq, pq = kk - img * d.pq;
+  const int oh = pq / d.q, ow = pq - oh * d.q;
+  return {int64_t(img) * d.k * d.pq + pq, int64_t(img) * d.c * d.hw, oh * d.stride - d.pad,
+          ow * d.stride - d.pad};
+}
+struct WgtCol {
+  int64_t c_off;  // channel plane start within an image
+  int r, s;
+};
+KD_HOST_DEVICE inline WgtCol weight_col(const ConvDims& d, int col) {
+  const Tap t = split_tap(d, col);
+  return {int64_t(t.outer) * d.hw, t.r, t.s};
+}
+KD_HOST_DEVICE inline int64_t weight_dy_offset(const ConvDims& d, const WgtRow& row, int m) {
+  return row.dy_base + int64_t(m) * d.pq;
+}
+KD_HOST_DEVICE inline int64_t weight_x_offset(const ConvDims& d, const WgtRow& row,
+                                              const WgtCol& col) {
+  const int ih = row.ih0 + col.r, iw = row.iw0 + col.s;
+  if (ih < 0 || ih >= d.h || iw < 0 || iw >= d.w) return -1;
+  return row.x_base + col.c_off + ih * d.w + iw;
+}
+// dw[k, c, r, s] is row-major [M, N]; so is each workspace slice.
+KD_HOST_DEVICE inline int64_t weight_out_offset(const GemmDims& g, int slice, int m, int col) {
+  return (int64_t(slice) * g.m + m) * g.n + col;
+}
+
+// Split-K of the weight pass, from the shape alone (never the device or timing), so the
+// summation order and hence the bits are the same on every run and every GPU.
+struct SplitK {
+  int slices, chunk;  // chunk: K per slice, a multiple of kTileK; the last slice may be short
+};
+inline SplitK split_k_plan(const GemmDims& g) {
+  const int64_t tiles = int64_t((g.m + kTileM - 1) / kTileM) * ((g.n + kTileN - 1) / kTileN);
+  int64_t slices = (kSplitTargetBlocks + tiles - 1) / tiles;
+  const int64_t by_k = (int64_t(g.k) + kSplitMinK - 1) / kSplitMinK;
+  if (slices > by_k) slices = by_k;
+  if (slices < 1) slices = 1;
+  int64_t chunk = (g.k + slices - 1) / slices;
+  chunk = (chunk + kTileK - 1) / kTileK * kTileK;
+  if (chunk < kTileK) chunk = kTileK;
+  return {int((g.k + chunk - 1) / chunk), int(chunk)};
+}
+template <class T>
+KD_HOST_DEVICE inline T splitk_sum(const T* ws, int slices, int64_t mn, int64_t e) {
+  T sum = ws[e];
+  for (int z = 1; z < slices; ++z) sum += ws[z * mn + e];
+  return sum;
+}
+
+// dbias: thread tid of a block sums dy[img, k, pq] over the flat (img, pq) indices congruent to
+// tid modulo nthreads, in increasing order (no division in the loop); the block then folds the
+// partials as a tree.
+template <class T>
+KD_HOST_DEVICE inline T bias_thread_sum(const ConvDims& d, const T* dy, int k, int tid,
+                                        int nthreads) {
+  const int step_img = nthreads / d.pq, step_pq = nthreads - step_img * d.pq;
+  int img = tid / d.pq, pq = tid - img * d.pq;
+  T sum = T(0);
+  while (img < d.n) {
+    sum += dy[(int64_t(img) * d.k + k) * d.pq + pq];
+    img += step_img, pq += step_pq;
+    if (pq >= d.pq) pq -= d.pq, ++img;
+  }
+  return sum;
+}
+
+// ---- the block program: what each of the kThreads threads of one block loads, multiplies and
+// writes. The kernel adds only shared memory, double buffering and __syncthreads around these.
+#if defined(__CUDA_ARCH__)
+#define KD_UNROLL _Pragma("unroll")
+#else
+#define KD_UNROLL
+#endif
+
+enum class Pass { Forward, BackwardData, BackwardWeight };
+
+template <class T, Pass P>
+struct GemmParams {
+  ConvDims d;
+  GemmDims g;
+  const T* a;     // forward, backward data: w; backward weight: dy
+  const T* b;     // forward, backward weight: x; backward data: dy
+  const T* bias;  // forward only; may be null
+  T* out;         // y, dx, or the split-K workspace [slices, M, N]
+  int k_chunk;    // K per blockIdx.z slice (a multiple of kTileK when several)
+};
+
+struct Grid3 {
+  int x, y, z;  // x over N tiles (no 65535 limit), y over M tiles, z over K slices
+};
+inline Grid3 gemm_grid(const GemmDims& g, int slices) {
+  return {(g.n + kTileN - 1) / kTileN, (g.m + kTileM - 1) / kTileM, slices};
+}
+
+struct KRange {
+  int begin, end, tiles;
+};
+KD_HOST_DEVICE inline KRange k_range(const GemmDims& g, int k_chunk, int slice) {
+  const int begin = slice * k_chunk;
+  const int end = g.k - begin < k_chunk ? g.k : begin + k_chunk;
+  return {begin, end, end > begin ? (end - begin + kTileK - 1) / kTileK : 0};
+}
+
+// Where load i of thread tid goes in the [kTileK][tile] shared arrays. A always runs along K
+// (weights are contiguous in K; dy in the weight pass is contiguous in pq). B runs along N for
+// forward and backward data (consecutive threads read consecutive pixels) and along K for the
+// weight pass (K is the pixel dimension there). In both layouts a thread's kk does not depend
+// on i when running along K, and its column does not when running along N.
+struct TilePos {
+  int kk, mn;
+};
+KD_HOST_DEVICE inline TilePos a_load_pos(int tid, int i) {
+  return {tid % kTileK, tid / kTileK + (kThreads / kTileK) * i};
+}
+KD_HOST_DEVICE inline TilePos b_load_pos(bool along_k, int tid, int i) {
+  return along_k ? TilePos{tid % kTileK, tid / kTileK + (kThreads / kTileK) * i}
+                 : TilePos{tid / kTileN + (kThreads / kTileN) * i, tid % kTileN};
+}
+template <Pass P>
+constexpr bool kBAlongK = P == Pass::BackwardWeight;
+// Micro-tile element (i, j) of thread tid: rows and columns strided by 16.
+KD_HOST_DEVICE inline int micro_row(int tid, int i) {
+  return tid / (kTileN / kMicro) + (kTileM / kMicro) * i;
+}
+KD_HOST_DEVICE inline int micro_col(int tid, int j) {
+  return tid % (kTileN / kMicro) + (kTileN / kMicro) * j;
+}
+
+// The B columns a thread loads, decomposed once per block: one column along N, kLoads along K.
+template <Pass P>
+struct BCols {
+  using Col = typename std::conditional<
+      P == Pass::Forward, FwdCol,
+      typename std::conditional<P == Pass::BackwardData, DataCol, WgtCol>::type>::type;
+  static constexpr int kCount = kBAlongK<P> ? kLoads : 1;
+  Col col[kCount];
+  bool ok[kCount];
+};
+template <class T, Pass P>
+KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P>& prm, int tid, int n0) {
+  BCols<P> c;
+  for (int i = 0; i < BCols<P>::kCount; ++i) {
+    const int col = n0 + b_load_pos(kBAlongK<P>, tid, i).mn;
+    c.ok[i] = col < prm.g.n;
+    c.col[i] = typename BCols<P>::Col{};
+    if (!c.ok[i]) continue;
+    if constexpr (P == Pass::Forward) c.col[i] = forward_col(prm.d, col);
+    if constexpr (P == Pass::BackwardData) c.col[i] = data_col(prm.d, col);
+    if constexpr (P == Pass::BackwardWeight) c.col[i] = weight_col(prm.d, col);
+  }
+  return c;
+}
+
+// Global -> registers for the K tile starting at k0; zeros outside M, N, [.., k_end) and padding.
+template <class T, Pass P>
+KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P>& prm, const BCols<P>& cols, int tid,
+                                      int m0, int k0, int k_end, T (&a_reg)[kLoads],
+                                      T (&b_reg)[kLoads]) {
+  const ConvDims& d = prm.d;
+  const int kk_a = k0 + a_load_pos(tid, 0).kk;
+  const bool ka_ok = kk_a < k_end;
+  if constexpr (P == Pass::Forward) {
+    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+      const int m = m0 + a_load_pos(tid, i).mn;
+      a_reg[i] = ka_ok && m < prm.g.m ? prm.a[forward_w_offset(d, m, kk_a)] : T(0);
+    }
+    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+      const int kk = k0 + b_load_pos(false, tid, i).kk;
+      const int64_t off =
+          cols.ok[0] && kk < k_end ? forward_x_offset(d, cols.col[0], split_tap(d, kk)) : -1;
+      b_reg[i] = off >= 0 ? prm.b[off] : T(0);
+    }
+  }
+  if constexpr (P == Pass::BackwardData) {
+    const Tap ta = ka_ok ? split_tap(d, kk_a) : Tap{0, 0, 0};
+    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+      const int m = m0 + a_load_pos(tid, i).mn;
+      a_reg[i] = ka_ok && m < prm.g.m ? prm.a[data_w_offset(d, m, ta)] : T(0);
+    }
+    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+      const int kk = k0 + b_load_pos(false, tid, i).kk;
+      const int64_t off =
+          cols.ok[0] && kk < k_end ? data_dy_offset(d, cols.col[0], split_tap(d, kk)) : -1;
+      b_reg[i] = off >= 0 ? prm.b[off] : T(0);
+    }
+  }
+  if constexpr (P == Pass::BackwardWeight) {
+    // A's kk is also B's kk here (both along K): one decomposition per thread per K tile.
+    const WgtRow row = ka_ok ? weight_row(d, kk_a) : WgtRow{0, 0, 0, 0};
+    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+      const int m = m0 + a_load_pos(tid, i).mn;
+      a_reg[i] = ka_ok && m < prm.g.m ? prm.a[weight_dy_offset(d, row, m)] : T(0);
+    }
+    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+      const int64_t off = ka_ok && cols.ok[i] ? weight_x_offset(d, row, cols.col[i]) : -1;
+      b_reg[i] = off >= 0 ? prm.b[off] : T(0);
+    }
+  }
+}
+
+// Registers -> shared tiles a_tile[kTileK][kStrideM], b_tile[kTileK][kStrideN].
+template <class T, Pass P>
+KD_HOST_DEVICE inline void store_stage(int tid, const T (&a_reg)[kLoads], const T (&b_reg)[kLoads],
+                                       T* a_tile, T* b_tile) {
+  KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+    const TilePos pa = a_load_pos(tid, i), pb = b_load_pos(kBAlongK<P>, tid, i);
+    a_tile[pa.kk * kStrideM + pa.mn] = a_reg[i];
+    b_tile[pb.kk * kStrideN + pb.mn] = b_reg[i];
+  }
+}
+
+// acc += A_tile * B_tile for this thread's micro-tile.
+template <class T>
+KD_HOST_DEVICE inline void mma_tile(const T* a_tile, const T* b_tile, int tid,
+                                    T (&acc)[kMicro][kMicro]) {
+  KD_UNROLL for (int kk = 0; kk < kTileK; ++kk) {
+    T a[kMicro], b[kMicro];
+    KD_UNROLL for (int i = 0; i < kMicro; ++i) a[i] = a_tile[kk * kStrideM + micro_row(tid, i)];
+    KD_UNROLL for (int j = 0; j < kMicro; ++j) b[j] = b_tile[kk * kStrideN + micro_col(tid, j)];
+    KD_UNROLL for (int i = 0; i < kMicro; ++i) {
+      KD_UNROLL for (int j = 0; j < kMicro; ++j) acc[i][j] += a[i] * b[j];
+    }
+  }
+}
+
+// Forward: y = acc + bias (assign). Backward data: dx += acc. Weight: workspace slice = acc.
+template <class T, Pass P>
+KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0, int n0, int slice,
+                                    const T (&acc)[kMicro][kMicro]) {
+  const ConvDims& d = prm.d;
+  KD_UNROLL for (int j = 0; j < kMicro; ++j) {
+    const int col = n0 + micro_col(tid, j);
+    if (col >= prm.g.n) continue;
+    if constexpr (P == Pass::Forward) {
+      const FwdCol c = forward_col(d, col);
+      KD_UNROLL for (int i = 0; i < kMicro; ++i) {
+        const int m = m0 + micro_row(tid, i);
+        if (m < prm.g.m)
+          prm.out[forward_y_offset(d, c, m)] = acc[i][j] + (prm.bias ? prm.bias[m] : T(0));
+      }
+    }
+    if constexpr (P == Pass::BackwardData) {
+      const DataCol c = data_col(d, col);
+      KD_UNROLL for (int i = 0; i < kMicro; ++i) {
+        const int m = m0 + micro_row(tid, i);
+        if (m < prm.g.m) prm.out[data_dx_offset(d, c, m)] += acc[i][j];
+      }
+    }
+    if constexpr (P == Pass::BackwardWeight) {
+      KD_UNROLL for (int i = 0; i < kMicro; ++i) {
+        const int m = m0 + micro_row(tid, i);
+        if (m < prm.g.m) prm.out[weight_out_offset(prm.g, slice, m, col)] = acc[i][j];
+      }
+    }
+  }
+}
+
+}  // namespace conv_gemm
+}  // namespace kd

@@ -1,0 +1,168 @@
+// CUDA in-place SGD and Adam (contract: kernels/optimizer.h): param and the state buffers are
+// updated in place, grad is read only. Per-tensor and fused multi-tensor updates share one kernel
+// per optimizer: a by-value MultiTensorArgs (pointers, sizes, block prefix offsets of up to
+// kMultiTensorChunk tensors) per launch, each block updating kBlockElems consecutive elements of
+// one tensor (coalesced, no reductions). Element maths: kernels/cuda/optimizer_math.h, the CPU's
+// formulas in T with every operation separately rounded (no FMA contraction).
+#include <cstdint>
+#include <vector>
+
+#include "kernels/check.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/optimizer_math.h"
+#include "kernels/optimizer.h"
+
+namespace kd {
+namespace cuda {
+
+namespace {
+
+using optim_math::kBlockElems;
+using optim_math::kPackMax;
+constexpr int kThreads = 256;
+
+// Kernel argument (by value, ~1.6 KB, under the 4 KB parameter limit). state1 is the momentum
+// buffer or Adam's m, state2 Adam's v.
+template <class T>
+struct MultiTensorArgs {
+  int count;
+  int64_t size[kPackMax];
+  int64_t first_block[kPackMax + 1];
+  T* param[kPackMax];
+  const T* grad[kPackMax];
+  T* state1[kPackMax];
+  T* state2[kPackMax];
+};
+static_assert(sizeof(MultiTensorArgs<double>) < 4000, "kernel argument too large");
+
+// The element range [begin, end) of this block's tensor slot.
+template <class T>
+__device__ int block_range(const MultiTensorArgs<T>& a, int64_t* begin, int64_t* end) {
+  const int64_t block = blockIdx.x;
+  const int t = optim_math::pack_slot_of_block(a.first_block, a.count, block);
+  *begin = (block - a.first_block[t]) * kBlockElems;
+  *end = min(a.size[t], *begin + kBlockElems);
+  return t;
+}
+
+template <class T>
+__global__ void sgd_kernel(MultiTensorArgs<T> a, optim_math::SgdCoefficients<T> c) {
+  int64_t begin, end;
+  const int t = block_range(a, &begin, &end);
+  T* param = a.param[t];
+  const T* grad = a.grad[t];
+  T* buf = a.state1[t];
+  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+    T p = param[i];
+    T b = c.use_momentum && !c.first_step ? buf[i] : T(0);
+    optim_math::sgd_element(c, p, grad[i], b);
+    param[i] = p;
+    if (c.use_momentum) buf[i] = b;
+  }
+}
+
+template <class T>
+__global__ void adam_kernel(MultiTensorArgs<T> a, optim_math::AdamCoefficients<T> c) {
+  int64_t begin, end;
+  const int t = block_range(a, &begin, &end);
+  T* param = a.param[t];
+  const T* grad = a.grad[t];
+  T* m = a.state1[t];
+  T* v = a.state2[t];
+  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+    T p = param[i], mi = m[i], vi = v[i];
+    optim_math::adam_element(c, p, grad[i], mi, vi);
+    param[i] = p;
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+// One launch per pack. state2 may be null (SGD); state1 may be null when momentum is off.
+template <class T, class Launch>
+void for_each_pack(int count, const int64_t* sizes, T* const* params, const T* const* grads,
+                   T* const* state1, T* const* state2, Launch launch) {
+  KD_CHECK(count >= 0, "multi-tensor update: negative tensor count " << count);
+  if (count == 0) return;
+  KD_CHECK(sizes && params && grads, "multi-tensor update: null size or pointer list");
+  for (const optim_math::PackPlan& plan : optim_math::plan_packs(count, sizes)) {
+    MultiTensorArgs<T> a{};
+    a.count = plan.count;
+    for (int s = 0; s < plan.count; ++s) {
+      const int i = plan.tensor[s];
+      KD_CHECK(params[i] && grads[i], "multi-tensor update: tensor " << i << " has a null pointer");
+      a.size[s] = plan.size[s];
+      a.param[s] = params[i];
+      a.grad[s] = grads[i];
+      a.state1[s] = state1 ? state1[i] : nullptr;
+      a.state2[s] = state2 ? state2[i] : nullptr;
+    }
+    for (int s = 0; s <= plan.count; ++s) a.first_block[s] = plan.first_block[s];
+    launch(a, static_cast<unsigned>(plan.blocks()));
+  }
+}
+
+// Every non-empty tensor needs its state buffer (`what`) when `needed`.
+template <class T>
+void check_state(int count, const int64_t* sizes, T* const* bufs, bool needed, const char* what) {
+  if (!needed || count <= 0) return;
+  KD_CHECK(bufs != nullptr, "optimizer update: no " << what << " buffers");
+  for (int i = 0; i < count; ++i)
+    KD_CHECK(sizes[i] == 0 || bufs[i] != nullptr,
+             "optimizer update: tensor " << i << " has no " << what << " buffer");
+}
+
+}  // namespace
+
+template <class T>
+void sgd_update_multi(int count, const int64_t* sizes, T* const* params, const T* const* grads,
+                      T* const* momentum_bufs, const SgdParams& h, bool first_step) {
+  check_state(count, sizes, momentum_bufs, h.momentum != 0, "momentum");
+  const optim_math::SgdCoefficients<T> c = optim_math::sgd_coefficients<T>(h, first_step);
+  for_each_pack(count, sizes, params, grads, momentum_bufs, static_cast<T* const*>(nullptr),
+                [&](const MultiTensorArgs<T>& a, unsigned blocks) {
+                  sgd_kernel<T><<<blocks, kThreads, 0, stream()>>>(a, c);
+                  KD_CHECK_LAUNCH("sgd_kernel");
+                });
+}
+
+template <class T>
+void adam_update_multi(int count, const int64_t* sizes, T* const* params, const T* const* grads,
+                       T* const* m, T* const* v, const AdamParams& h, int64_t step) {
+  check_state(count, sizes, m, true, "first-moment");
+  check_state(count, sizes, v, true, "second-moment");
+  const optim_math::AdamCoefficients<T> c = optim_math::adam_coefficients<T>(h, step);
+  for_each_pack(count, sizes, params, grads, m, v,
+                [&](const MultiTensorArgs<T>& a, unsigned blocks) {
+                  adam_kernel<T><<<blocks, kThreads, 0, stream()>>>(a, c);
+                  KD_CHECK_LAUNCH("adam_kernel");
+                });
+}
+
+template <class T>
+void sgd_update(int64_t n, const SgdParams& h, bool first_step, T* param, const T* grad,
+                T* momentum_buf) {
+  T* const bufs[1] = {momentum_buf};
+  sgd_update_multi<T>(1, &n, &param, &grad, bufs, h, first_step);
+}
+
+template <class T>
+void adam_update(int64_t n, const AdamParams& h, int64_t step, T* param, const T* grad, T* m,
+                 T* v) {
+  adam_update_multi<T>(1, &n, &param, &grad, &m, &v, h, step);
+}
+
+#define KD_INSTANTIATE_CUDA_OPTIM(T)                                                             \
+  template void sgd_update<T>(int64_t, const SgdParams&, bool, T*, const T*, T*);                \
+  template void adam_update<T>(int64_t, const AdamParams&, int64_t, T*, const T*, T*, T*);       \
+  template void sgd_update_multi<T>(int, const int64_t*, T* const*, const T* const*, T* const*,  \
+                                    const SgdParams&, bool);                                     \
+  template void adam_update_multi<T>(int, const int64_t*, T* const*, const T* const*, T* const*, \
+                                     T* const*, const AdamParams&, int64_t);
+
+KD_INSTANTIATE_CUDA_OPTIM(float)
+KD_INSTANTIATE_CUDA_OPTIM(double)
+#undef KD_INSTANTIATE_CUDA_OPTIM
+
+}  // namespace cuda
+}  // namespace kd

@@ -1,0 +1,112 @@
+// Batch normalization through cuDNN 9 (contract: kernels/normalization.h), CUDNN_BATCHNORM_SPATIAL
+// over NCHW with the plane flattened (x is described as [n, c, 1, hw]). Forward ASSIGNS y, the
+// saved mean and inverse std; backward ACCUMULATES into dx, dgamma, dbeta (cuDNN's beta blend
+// factors set to 1). Parameters and statistics are float for float x, double for double x.
+// Conventions checked against the contract (and by tests/test_cuda_cudnn.cpp on a device):
+//  - resultSaveInvVariance is 1/sqrt(var + eps) with the biased batch variance: our save_invstd.
+//  - exponentialAverageFactor = momentum gives r = (1 - momentum) r + momentum stat, and cuDNN
+//    blends the UNBIASED variance (m/(m-1)) into the running variance, as PyTorch does.
+//  - the backward is given the saved statistics, so cuDNN does not recompute them and its epsilon
+//    argument has no effect (our contract's backward carries none).
+// The legacy BN API is deprecated in cuDNN 9 but still shipped; its deprecation attribute is only
+// active when CUDNN_WARN_DEPRECATED is defined, which kdlab does not do, so -Werror is unaffected.
+#include <cudnn.h>
+
+#include <cstdint>
+
+#include "kernels/check.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cudnn/handle.h"
+#include "kernels/normalization.h"
+
+namespace kd {
+namespace cudnn {
+
+namespace {
+
+// Passed where cuDNN wants an epsilon it will not use (backward with saved statistics); any value
+// >= CUDNN_BN_MIN_EPSILON is valid, and 1e-5 is that minimum in older cuDNN releases too.
+constexpr double kUnusedBackwardEpsilon = 1e-5;
+
+void check_geom(const NormGeom& g, const char* what) {
+  KD_CHECK(g.n > 0 && g.c > 0 && g.hw > 0,
+           what << ": bad geometry n=" << g.n << " c=" << g.c << " hw=" << g.hw);
+}
+
+void check_eps(double eps, const char* what) {
+  KD_CHECK(eps >= CUDNN_BN_MIN_EPSILON,
+           what << ": epsilon " << eps << " below cuDNN's minimum " << CUDNN_BN_MIN_EPSILON);
+}
+
+}  // namespace
+
+template <class T>
+void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
+                             T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
+                             T* running_var) {
+  const char* what = "cudnn batchnorm (train)";
+  check_geom(g, what);
+  KD_CHECK(int64_t(g.n) * g.hw > 1, what << ": need more than one value per channel, got n="
+                                         << g.n << " hw=" << g.hw);
+  check_eps(double(eps), what);
+  const TensorDesc x_desc(DataType<T>::value, g.n, g.c, 1, g.hw);
+  const BatchNormParamDesc param_desc(x_desc);
+  // cuDNN takes both running pointers or neither; a lone one gets a scratch partner.
+  if ((running_mean == nullptr) != (running_var == nullptr)) {
+    T* scratch = static_cast<T*>(cuda::workspace(size_t(g.c) * sizeof(T)));
+    if (!running_mean) running_mean = scratch;
+    if (!running_var) running_var = scratch;
+  }
+  const T one = T(1), zero = T(0);
+  CUDNN_CHECK(cudnnBatchNormalizationForwardTraining(
+      handle(), CUDNN_BATCHNORM_SPATIAL, &one, &zero, x_desc.get(), x, x_desc.get(), y,
+      param_desc.get(), gamma, beta, double(momentum), running_mean, running_var, double(eps),
+      save_mean, save_invstd));
+  cuda::count_launch();
+}
+
+template <class T>
+void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,
+                            const T* running_mean, const T* running_var, T eps, T* y) {
+  const char* what = "cudnn batchnorm (eval)";
+  check_geom(g, what);
+  check_eps(double(eps), what);
+  const TensorDesc x_desc(DataType<T>::value, g.n, g.c, 1, g.hw);
+  const BatchNormParamDesc param_desc(x_desc);
+  const T one = T(1), zero = T(0);
+  CUDNN_CHECK(cudnnBatchNormalizationForwardInference(
+      handle(), CUDNN_BATCHNORM_SPATIAL, &one, &zero, x_desc.get(), x, x_desc.get(), y,
+      param_desc.get(), gamma, beta, running_mean, running_var, double(eps)));
+  cuda::count_launch();
+}
+
+template <class T>
+void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
+                              const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
+                              T* dbeta) {
+  const char* what = "cudnn batchnorm (backward)";
+  check_geom(g, what);
+  KD_CHECK(save_mean && save_invstd, what << ": needs the saved statistics of the forward");
+  const TensorDesc x_desc(DataType<T>::value, g.n, g.c, 1, g.hw);
+  const BatchNormParamDesc param_desc(x_desc);
+  const T one = T(1);
+  CUDNN_CHECK(cudnnBatchNormalizationBackward(
+      handle(), CUDNN_BATCHNORM_SPATIAL, &one, /*betaDataDiff=*/&one, &one,
+      /*betaParamDiff=*/&one, x_desc.get(), x, x_desc.get(), dy, x_desc.get(), dx,
+      param_desc.get(), gamma, dgamma, dbeta, kUnusedBackwardEpsilon, save_mean, save_invstd));
+  cuda::count_launch();
+}
+
+#define KD_INSTANTIATE_CUDNN_BN(T)                                                            \
+  template void batchnorm_forward_train<T>(const NormGeom&, const T*, const T*, const T*, T, T, \
+                                           T*, T*, T*, T*, T*);                               \
+  template void batchnorm_forward_eval<T>(const NormGeom&, const T*, const T*, const T*,      \
+                                          const T*, const T*, T, T*);                         \
+  template void batchnorm_backward_train<T>(const NormGeom&, const T*, const T*, const T*,    \
+                                            const T*, const T*, T*, T*, T*);
+KD_INSTANTIATE_CUDNN_BN(float)
+KD_INSTANTIATE_CUDNN_BN(double)
+#undef KD_INSTANTIATE_CUDNN_BN
+
+}  // namespace cudnn
+}  // namespace kd

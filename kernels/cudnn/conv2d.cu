@@ -1,0 +1,281 @@
+// 2-D convolution through cuDNN 9 (contract: kernels/conv2d.h). NCHW activations, KCRS weights,
+// square pad/stride, no dilation. Forward ASSIGNS y (alpha 1, beta 0, then the bias through
+// cudnnAddTensor); backward ACCUMULATES into dx and dw (beta = 1) and into dbias (our kernel).
+// Algorithm: cuDNN's heuristics (cudnnGet*Algorithm_v7, no benchmarking: choices stay the same
+// from run to run and cost no GPU time), filtered by kernels/cudnn/algo_policy.h, cached per
+// (geometry, dtype, pass, deterministic, math type) with the workspace size the choice needs;
+// the workspace is cuda::workspace(). The bias gradient is one block per channel reducing
+// (sample, position) in a fixed order, in double: deterministic without atomics.
+#include <cudnn.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <vector>
+
+#include "kernels/check.h"
+#include "kernels/conv2d.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cudnn/algo_policy.h"
+#include "kernels/cudnn/handle.h"
+
+namespace kd {
+namespace cudnn {
+
+namespace {
+
+namespace policy = algo_policy;
+
+enum class Pass { forward = 0, backward_data = 1, backward_weight = 2 };
+
+cudnnMathType_t to_cudnn(policy::Math m) {
+  switch (m) {
+    case policy::Math::tensor_op: return CUDNN_TENSOR_OP_MATH;
+    case policy::Math::tensor_op_allow_conversion: return CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+    case policy::Math::fma: return CUDNN_FMA_MATH;
+    default: return CUDNN_DEFAULT_MATH;
+  }
+}
+policy::Math from_cudnn(cudnnMathType_t m) {
+  switch (m) {
+    case CUDNN_TENSOR_OP_MATH: return policy::Math::tensor_op;
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return policy::Math::tensor_op_allow_conversion;
+    case CUDNN_FMA_MATH: return policy::Math::fma;
+    default: return policy::Math::default_math;
+  }
+}
+
+// The descriptors of one convolution call.
+struct ConvDescs {
+  TensorDesc x, y;
+  FilterDesc w;
+  ConvDesc conv;
+  ConvDescs(const ConvGeom& g, cudnnDataType_t type)
+      : x(type, g.n, g.c, g.h, g.w),
+        y(type, g.n, g.k, g.p(), g.q()),
+        w(type, g.k, g.c, g.r, g.s),
+        conv(type, g.pad, g.stride) {}
+};
+
+struct AlgoChoice {
+  int algo = 0;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  size_t workspace_bytes = 0;
+};
+
+using AlgoKey = std::array<int, 13>;
+
+template <class Perf>
+policy::Candidate candidate_of(const Perf& p) {
+  policy::Candidate c;
+  c.algo = int(p.algo);
+  c.supported = p.status == CUDNN_STATUS_SUCCESS;
+  c.deterministic = p.determinism == CUDNN_DETERMINISTIC;
+  c.math = from_cudnn(p.mathType);
+  return c;
+}
+
+// cuDNN's heuristic list for one pass, best expected first, as policy candidates.
+std::vector<policy::Candidate> heuristics(Pass pass, const ConvDescs& d) {
+  std::vector<policy::Candidate> out;
+  int max_count = 0, returned = 0;
+  if (pass == Pass::forward) {
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle(), &max_count));
+    std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(size_t(max_count > 0 ? max_count : 1));
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle(), d.x.get(), d.w.get(),
+                                                       d.conv.get(), d.y.get(), max_count,
+                                                       &returned, perf.data()));
+    for (int i = 0; i < returned; ++i) out.push_back(candidate_of(perf[i]));
+  } else if (pass == Pass::backward_data) {
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle(), &max_count));
+    std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(size_t(max_count > 0 ? max_count : 1));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), d.w.get(), d.y.get(),
+                                                            d.conv.get(), d.x.get(), max_count,
+                                                            &returned, perf.data()));
+    for (int i = 0; i < returned; ++i) out.push_back(candidate_of(perf[i]));
+  } else {
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle(), &max_count));
+    std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(size_t(max_count > 0 ? max_count : 1));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle(), d.x.get(), d.y.get(),
+                                                              d.conv.get(), d.w.get(), max_count,
+                                                              &returned, perf.data()));
+    for (int i = 0; i < returned; ++i) out.push_back(candidate_of(perf[i]));
+  }
+  return out;
+}
+
+// Not CUDNN_CHECKed: a failing query means "this algorithm does not run here", and the caller
+// moves on to the next candidate.
+cudnnStatus_t workspace_size(Pass pass, const ConvDescs& d, int algo, size_t* bytes) {
+  switch (pass) {
+    case Pass::forward:
+      return cudnnGetConvolutionForwardWorkspaceSize(handle(), d.x.get(), d.w.get(), d.conv.get(),
+                                                     d.y.get(), cudnnConvolutionFwdAlgo_t(algo),
+                                                     bytes);
+    case Pass::backward_data:
+      return cudnnGetConvolutionBackwardDataWorkspaceSize(
+          handle(), d.w.get(), d.y.get(), d.conv.get(), d.x.get(),
+          cudnnConvolutionBwdDataAlgo_t(algo), bytes);
+    default:
+      return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+          handle(), d.x.get(), d.y.get(), d.conv.get(), d.w.get(),
+          cudnnConvolutionBwdFilterAlgo_t(algo), bytes);
+  }
+}
+
+const char* pass_name(Pass pass) {
+  return pass == Pass::forward         ? "forward"
+         : pass == Pass::backward_data ? "backward data"
+                                       : "backward weight";
+}
+
+// The cached choice for this call; leaves d.conv set to the math type the choice runs with.
+AlgoChoice choose(Pass pass, const ConvGeom& g, cudnnDataType_t type, ConvDescs& d) {
+  const cuda::MathMode mode = cuda::math_mode();
+  policy::Request request;
+  request.deterministic = mode.deterministic;
+  request.descriptor_math =
+      policy::descriptor_math(type == CUDNN_DATA_DOUBLE, mode.tf32, mode.deterministic);
+  const AlgoKey key{g.n,       g.c,      g.h,      g.w,   g.k,
+                    g.r,       g.s,      g.stride, g.pad, int(type),
+                    int(pass), int(request.deterministic), int(request.descriptor_math)};
+
+  static std::mutex mutex;
+  static std::map<AlgoKey, AlgoChoice> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = cache.find(key);
+  if (found != cache.end()) {
+    d.conv.set_math(found->second.math);
+    return found->second;
+  }
+
+  d.conv.set_math(to_cudnn(request.descriptor_math));
+  const std::vector<policy::Candidate> list = heuristics(pass, d);
+  for (int index : policy::ordered_choices(list, request)) {
+    AlgoChoice choice;
+    choice.algo = list[index].algo;
+    choice.math = to_cudnn(policy::execution_math(list[index], request));
+    d.conv.set_math(choice.math);
+    if (workspace_size(pass, d, choice.algo, &choice.workspace_bytes) != CUDNN_STATUS_SUCCESS)
+      continue;
+    cache.emplace(key, choice);
+    return choice;
+  }
+  std::ostringstream listed;
+  for (const policy::Candidate& c : list)
+    listed << " [algo " << c.algo << (c.supported ? "" : " unsupported")
+           << (c.deterministic ? " deterministic" : "") << " math " << int(c.math) << "]";
+  KD_CHECK(false, "cudnn conv2d " << pass_name(pass) << ": no usable algorithm for n=" << g.n
+                                  << " c=" << g.c << " h=" << g.h << " w=" << g.w
+                                  << " k=" << g.k << " r=" << g.r << " s=" << g.s
+                                  << " stride=" << g.stride << " pad=" << g.pad
+                                  << (request.deterministic ? " (deterministic)" : "")
+                                  << "; heuristics offered:" << listed.str());
+  return {};
+}
+
+void* workspace_for(const AlgoChoice& choice) {
+  return choice.workspace_bytes ? cuda::workspace(choice.workspace_bytes) : nullptr;
+}
+
+void check_geom(const ConvGeom& g) {
+  KD_CHECK(g.n >= 0 && g.c > 0 && g.k > 0 && g.r > 0 && g.s > 0 && g.stride > 0 && g.pad >= 0 &&
+               g.h + 2 * g.pad >= g.r && g.w + 2 * g.pad >= g.s,
+           "cudnn conv2d: bad geometry n=" << g.n << " c=" << g.c << " h=" << g.h << " w=" << g.w
+                                           << " k=" << g.k << " r=" << g.r << " s=" << g.s
+                                           << " stride=" << g.stride << " pad=" << g.pad);
+}
+
+constexpr int kBiasThreads = 256;
+
+// dbias[ch] += sum over samples and positions of dy[s, ch, :]: one block per channel, each
+// thread a fixed strided slice, then a fixed-shape tree in shared memory.
+template <class T>
+__global__ void accumulate_bias_grad(int n, int k, int64_t plane, const T* __restrict__ dy,
+                                     T* __restrict__ dbias) {
+  __shared__ double partial[kBiasThreads];
+  const int ch = blockIdx.x;
+  const int64_t count = int64_t(n) * plane;
+  double acc = 0.0;
+  for (int64_t j = threadIdx.x; j < count; j += kBiasThreads) {
+    const int64_t sample = j / plane, pos = j - sample * plane;
+    acc += static_cast<double>(dy[(sample * k + ch) * plane + pos]);
+  }
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  for (int half = kBiasThreads / 2; half > 0; half /= 2) {
+    if (int(threadIdx.x) < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) dbias[ch] = static_cast<T>(static_cast<double>(dbias[ch]) + partial[0]);
+}
+
+}  // namespace
+
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  check_geom(g);
+  if (g.n == 0) return;
+  const cudnnDataType_t type = DataType<T>::value;
+  ConvDescs d(g, type);
+  const AlgoChoice choice = choose(Pass::forward, g, type, d);
+  const T one = T(1), zero = T(0);
+  CUDNN_CHECK(cudnnConvolutionForward(handle(), &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
+                                      cudnnConvolutionFwdAlgo_t(choice.algo),
+                                      workspace_for(choice), choice.workspace_bytes, &zero,
+                                      d.y.get(), y));
+  cuda::count_launch();
+  if (bias) {
+    const TensorDesc bias_desc(type, 1, g.k, 1, 1);
+    CUDNN_CHECK(cudnnAddTensor(handle(), &one, bias_desc.get(), bias, &one, d.y.get(), y));
+    cuda::count_launch();
+  }
+}
+
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  check_geom(g);
+  if (g.n == 0) return;
+  const cudnnDataType_t type = DataType<T>::value;
+  ConvDescs d(g, type);
+  const AlgoChoice choice = choose(Pass::backward_data, g, type, d);
+  const T one = T(1);
+  CUDNN_CHECK(cudnnConvolutionBackwardData(handle(), &one, d.w.get(), w, d.y.get(), dy,
+                                           d.conv.get(), cudnnConvolutionBwdDataAlgo_t(choice.algo),
+                                           workspace_for(choice), choice.workspace_bytes, &one,
+                                           d.x.get(), dx));
+  cuda::count_launch();
+}
+
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
+  check_geom(g);
+  if (g.n == 0) return;
+  const cudnnDataType_t type = DataType<T>::value;
+  ConvDescs d(g, type);
+  const AlgoChoice choice = choose(Pass::backward_weight, g, type, d);
+  const T one = T(1);
+  CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+      handle(), &one, d.x.get(), x, d.y.get(), dy, d.conv.get(),
+      cudnnConvolutionBwdFilterAlgo_t(choice.algo), workspace_for(choice),
+      choice.workspace_bytes, &one, d.w.get(), dw));
+  cuda::count_launch();
+  if (dbias) {
+    const int64_t plane = int64_t(g.p()) * g.q();
+    KD_LAUNCH(accumulate_bias_grad<T>, unsigned(g.k), kBiasThreads, 0, g.n, g.k, plane, dy,
+              dbias);
+  }
+}
+
+#define KD_INSTANTIATE_CUDNN_CONV(T)                                                          \
+  template void conv2d_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*);         \
+  template void conv2d_backward_data<T>(const ConvGeom&, const T*, const T*, T*);             \
+  template void conv2d_backward_weight<T>(const ConvGeom&, const T*, const T*, T*, T*);
+KD_INSTANTIATE_CUDNN_CONV(float)
+KD_INSTANTIATE_CUDNN_CONV(double)
+#undef KD_INSTANTIATE_CUDNN_CONV
+
+}  // namespace cudnn
+}  // namespace kd

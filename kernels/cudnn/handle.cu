@@ -1,0 +1,22 @@
+// The process-wide cuDNN handle (see handle.h). Created on first use, bound to the compute stream
+// and never destroyed: tearing it down at exit would race the driver's own teardown, as for the
+// stream itself.
+#include "kernels/cudnn/handle.h"
+
+#include "kernels/cuda/launch.cuh"
+
+namespace kd {
+namespace cudnn {
+
+cudnnHandle_t handle() {
+  static cudnnHandle_t h = [] {
+    cudnnHandle_t created = nullptr;
+    CUDNN_CHECK(cudnnCreate(&created));
+    CUDNN_CHECK(cudnnSetStream(created, cuda::stream()));
+    return created;
+  }();
+  return h;
+}
+
+}  // namespace cudnn
+}  // namespace kd

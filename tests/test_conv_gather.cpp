@@ -1,0 +1,411 @@
+// Host proof of the CUDA implicit-GEMM convolution (kernels/cuda/conv2d.cu) without a GPU: the
+// index maps and the per-thread block program of kernels/cuda/conv2d_gather.h are the very
+// functions the kernel calls. Checked here: (1) each pass as a naive triple-loop GEMM over the
+// gather/output maps equals ref:: (double, 1e-12 relative to max(1, |want|)), every output
+// written exactly once and every gathered offset inside its tensor; (2) the block program run
+// block by block, thread by thread, with the kernel's double-buffered K loop and NaN-poisoned
+// shared tiles, equals ref:: (double 1e-12; float 1e-4, float accumulation over <= ~1e3 terms);
+// (3) the tile placements are bijections and the split-K plan partitions K. Not named *Cuda*:
+// runs everywhere. Unproven here: __syncthreads placement, launch limits, the real hardware.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/conv2d.h"
+#include "kernels/cuda/conv2d_gather.h"
+#include "tests/kernel_testing.h"
+
+namespace {
+
+using kd::ConvGeom;
+using kd::kernel_testing::expect_close;
+using kd::kernel_testing::uniform;
+using namespace kd::conv_gemm;
+
+ConvGeom geom(int n, int c, int h, int w, int k, int r, int s, int stride, int pad) {
+  ConvGeom g;
+  g.n = n, g.c = c, g.h = h, g.w = w, g.k = k, g.r = r, g.s = s, g.stride = stride, g.pad = pad;
+  return g;
+}
+std::string describe(const ConvGeom& g) {
+  return "n" + std::to_string(g.n) + " c" + std::to_string(g.c) + " " + std::to_string(g.h) + "x" +
+         std::to_string(g.w) + " k" + std::to_string(g.k) + " " + std::to_string(g.r) + "x" +
+         std::to_string(g.s) + " stride" + std::to_string(g.stride) + " pad" +
+         std::to_string(g.pad);
+}
+
+// Every stride 1/2/3 x pad 0/1/2 x filter 1x1, 3x3, 5x5, 2x3, 3x1, 1x4 on rotating awkward
+// images (batch 1, odd channels, non-square), plus shapes with several M and N tiles, uneven
+// split-K slices, a 1x1 output, more than 256 output pixels, a filter as large as the input.
+std::vector<ConvGeom> geometries() {
+  const int shapes[5][5] = {
+      {1, 3, 7, 5, 5}, {2, 5, 6, 9, 7}, {3, 1, 9, 8, 2}, {1, 7, 5, 5, 3}, {2, 2, 8, 11, 1}};
+  const int filters[6][2] = {{1, 1}, {3, 3}, {5, 5}, {2, 3}, {3, 1}, {1, 4}};
+  std::vector<ConvGeom> out;
+  int next = 0;
+  for (int stride : {1, 2, 3})
+    for (int pad : {0, 1, 2})
+      for (const auto& f : filters) {
+        const int* sh = shapes[next++ % 5];
+        const ConvGeom g = geom(sh[0], sh[1], sh[2], sh[3], sh[4], f[0], f[1], stride, pad);
+        if (g.h + 2 * pad >= g.r && g.w + 2 * pad >= g.s) out.push_back(g);
+      }
+  for (const ConvGeom& g : {geom(2, 67, 9, 7, 70, 3, 3, 1, 1), geom(3, 5, 13, 11, 67, 3, 3, 1, 1),
+                            geom(2, 16, 16, 16, 16, 3, 3, 1, 1), geom(2, 8, 17, 17, 9, 3, 3, 2, 1),
+                            geom(1, 3, 3, 3, 2, 3, 3, 1, 0), geom(1, 2, 20, 19, 3, 1, 1, 1, 0),
+                            geom(2, 3, 6, 5, 2, 6, 5, 1, 0), geom(1, 1, 1, 1, 1, 1, 1, 1, 0),
+                            geom(1, 4, 2, 3, 5, 3, 3, 2, 2), geom(3, 9, 8, 8, 33, 1, 1, 2, 0)})
+    out.push_back(g);
+  return out;
+}
+
+size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
+size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
+size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
+
+// Random tensors of one geometry, and ref:: results on them (dx, dw, dbias start pre-filled).
+template <class T>
+struct Case {
+  ConvGeom g;
+  std::vector<T> x, w, bias, dy, dx0, dw0, db0, y_ref, dx_ref, dw_ref, db_ref;
+  explicit Case(const ConvGeom& geo) : g(geo) {
+    x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1);
+    bias = uniform<T>(g.k, 3, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1);
+    dx0 = uniform<T>(x_size(g), 5, -1, 1), dw0 = uniform<T>(w_size(g), 6, -1, 1);
+    db0 = uniform<T>(g.k, 7, -1, 1);
+    y_ref.assign(y_size(g), T(0)), dx_ref = dx0, dw_ref = dw0, db_ref = db0;
+    kd::ref::conv2d_forward(g, x.data(), w.data(), bias.data(), y_ref.data());
+    kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_ref.data());
+    kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), dw_ref.data(), db_ref.data());
+  }
+};
+
+// Reads through an offset the maps produced; counts offsets outside the tensor.
+struct Checked {
+  int bad = 0;
+  double at(const std::vector<double>& v, int64_t off) {
+    if (off < 0 || off >= int64_t(v.size())) return ++bad, 0.0;
+    return v[size_t(off)];
+  }
+};
+
+TEST(ConvGather, NaiveGemmOverTheMapsMatchesRef) {
+  for (const ConvGeom& g : geometries()) {
+    const Case<double> cs(g);
+    const ConvDims d = checked_dims(g);
+    const std::string what = describe(g);
+    Checked chk;
+
+    // Forward: y[out(m, col)] = sum_kk A(m, kk) B(kk, col) + bias[m].
+    const GemmDims fg = forward_gemm(d);
+    std::vector<double> y(y_size(g), std::numeric_limits<double>::quiet_NaN());
+    std::vector<int> writes(y.size(), 0);
+    for (int col = 0; col < fg.n; ++col) {
+      const FwdCol c = forward_col(d, col);
+      for (int m = 0; m < fg.m; ++m) {
+        double sum = 0;
+        for (int kk = 0; kk < fg.k; ++kk) {
+          const int64_t xo = forward_x_offset(d, c, split_tap(d, kk));
+          if (xo >= 0) sum += chk.at(cs.w, forward_w_offset(d, m, kk)) * chk.at(cs.x, xo);
+        }
+        const int64_t yo = forward_y_offset(d, c, m);
+        ASSERT_TRUE(yo >= 0 && yo < int64_t(y.size())) << what;
+        y[size_t(yo)] = sum + cs.bias[m], ++writes[size_t(yo)];
+      }
+    }
+    EXPECT_EQ(std::set<int>(writes.begin(), writes.end()), std::set<int>{1}) << "y " << what;
+    expect_close(y, cs.y_ref, 1e-12, "forward " + what);
+
+    // Backward data: dx[out(m, col)] += sum_kk A(m, kk) B(kk, col), A = w, B = dy gathered.
+    const GemmDims dg = backward_data_gemm(d);
+    std::vector<double> dx = cs.dx0;
+    writes.assign(dx.size(), 0);
+    for (int col = 0; col < dg.n; ++col) {
+      const DataCol c = data_col(d, col);
+      for (int m = 0; m < dg.m; ++m) {
+        double sum = 0;
+        for (int kk = 0; kk < dg.k; ++kk) {
+          const Tap t = split_tap(d, kk);
+          const int64_t dyo = data_dy_offset(d, c, t);
+          if (dyo >= 0) sum += chk.at(cs.w, data_w_offset(d, m, t)) * chk.at(cs.dy, dyo);
+        }
+        const int64_t xo = data_dx_offset(d, c, m);
+        ASSERT_TRUE(xo >= 0 && xo < int64_t(dx.size())) << what;
+        dx[size_t(xo)] += sum, ++writes[size_t(xo)];
+      }
+    }
+    EXPECT_EQ(std::set<int>(writes.begin(), writes.end()), std::set<int>{1}) << "dx " << what;
+    expect_close(dx, cs.dx_ref, 1e-12, "backward data " + what);
+
+    // Backward weight: slice partials into a workspace, folded in slice order, += into dw.
+    const GemmDims wg = backward_weight_gemm(d);
+    const SplitK plan = split_k_plan(wg);
+    const int64_t mn = int64_t(wg.m) * wg.n;
+    std::vector<double> ws(size_t(plan.slices * mn), std::numeric_limits<double>::quiet_NaN());
+    for (int z = 0; z < plan.slices; ++z) {
+      const KRange kr = k_range(wg, plan.chunk, z);
+      for (int m = 0; m < wg.m; ++m)
+        for (int col = 0; col < wg.n; ++col) {
+          const WgtCol c = weight_col(d, col);
+          double sum = 0;
+          for (int kk = kr.begin; kk < kr.end; ++kk) {
+            const WgtRow row = weight_row(d, kk);
+            const int64_t xo = weight_x_offset(d, row, c);
+            if (xo >= 0) sum += chk.at(cs.dy, weight_dy_offset(d, row, m)) * chk.at(cs.x, xo);
+          }
+          ws[size_t(weight_out_offset(wg, z, m, col))] = sum;
+        }
+    }
+    std::vector<double> dw = cs.dw0;
+    for (int64_t e = 0; e < mn; ++e) dw[size_t(e)] += splitk_sum(ws.data(), plan.slices, mn, e);
+    expect_close(dw, cs.dw_ref, 1e-12, "backward weight " + what);
+
+    // dbias: per-thread strided sums, then the kernel's tree.
+    std::vector<double> db = cs.db0;
+    for (int k = 0; k < g.k; ++k) {
+      std::vector<double> part(kBiasThreads);
+      for (int t = 0; t < kBiasThreads; ++t)
+        part[t] = bias_thread_sum(d, cs.dy.data(), k, t, kBiasThreads);
+      for (int half = kBiasThreads / 2; half > 0; half /= 2)
+        for (int t = 0; t < half; ++t) part[t] += part[t + half];
+      db[k] += part[0];
+    }
+    expect_close(db, cs.db_ref, 1e-12, "dbias " + what);
+    EXPECT_EQ(chk.bad, 0) << "offsets outside their tensor, " << what;
+  }
+}
+
+// Runs the kernel's block program on the host: every block of the grid, every thread, the
+// double-buffered K loop in the kernel's order, shared tiles poisoned with NaN per block.
+template <class T, Pass P>
+void emulate(const GemmParams<T, P>& prm, int slices) {
+  const Grid3 grid = gemm_grid(prm.g, slices);
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  std::vector<T> a_tile[2], b_tile[2];
+  std::vector<BCols<P>> cols(kThreads);
+  struct ThreadRegs {
+    T a[kLoads], b[kLoads], acc[kMicro][kMicro];
+  };
+  std::vector<ThreadRegs> regs(kThreads);
+  for (int bz = 0; bz < grid.z; ++bz)
+    for (int by = 0; by < grid.y; ++by)
+      for (int bx = 0; bx < grid.x; ++bx) {
+        const int m0 = by * kTileM, n0 = bx * kTileN;
+        const KRange kr = k_range(prm.g, prm.k_chunk, bz);
+        for (int b = 0; b < 2; ++b)
+          a_tile[b].assign(kTileK * kStrideM, nan), b_tile[b].assign(kTileK * kStrideN, nan);
+        for (int t = 0; t < kThreads; ++t) {
+          cols[t] = make_b_cols(prm, t, n0);
+          for (auto& row : regs[t].acc)
+            for (T& v : row) v = T(0);
+        }
+        auto load = [&](int k0) {
+          for (int t = 0; t < kThreads; ++t)
+            load_stage(prm, cols[t], t, m0, k0, kr.end, regs[t].a, regs[t].b);
+        };
+        auto store = [&](int buf) {
+          for (int t = 0; t < kThreads; ++t)
+            store_stage<T, P>(t, regs[t].a, regs[t].b, a_tile[buf].data(), b_tile[buf].data());
+        };
+        if (kr.tiles > 0) load(kr.begin), store(0);
+        for (int kt = 0; kt < kr.tiles; ++kt) {
+          const int cur = kt & 1;
+          const bool more = kt + 1 < kr.tiles;
+          if (more) load(kr.begin + (kt + 1) * kTileK);
+          for (int t = 0; t < kThreads; ++t)
+            mma_tile(a_tile[cur].data(), b_tile[cur].data(), t, regs[t].acc);
+          if (more) store(cur ^ 1);
+        }
+        for (int t = 0; t < kThreads; ++t) epilogue(prm, t, m0, n0, bz, regs[t].acc);
+      }
+}
+
+// An output inside guard zones as long as itself plus a tile row, filled with a sentinel that
+// must survive: the block program writes nowhere else.
+template <class T>
+struct Guarded {
+  std::vector<T> buf;
+  size_t guard, n;
+  Guarded(const std::vector<T>& v, T fill)
+      : buf(2 * (v.size() + 4096) + v.size(), fill), guard(v.size() + 4096), n(v.size()) {
+    std::copy(v.begin(), v.end(), buf.begin() + long(guard));
+  }
+  T* ptr() { return buf.data() + guard; }
+  std::vector<T> inside() const {
+    return std::vector<T>(buf.begin() + long(guard), buf.begin() + long(guard + n));
+  }
+  bool guards_intact(T fill) const {
+    for (size_t i = 0; i < buf.size(); ++i)
+      if ((i < guard || i >= guard + n) && !(buf[i] == fill)) return false;
+    return true;
+  }
+};
+
+// An input copy that starts or ends flush against 64 KiB of inaccessible pages: a read past
+// either end, even one whose value the kernel would discard (a padded row or column of the
+// tile), crashes the test instead of going unnoticed as it might on the GPU.
+template <class T>
+class Fenced {
+ public:
+  Fenced(const std::vector<T>& v, bool flush_end) {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE)), fence = 16 * page;
+    const size_t bytes = v.size() * sizeof(T), data = (bytes + page - 1) / page * page + page;
+    total_ = fence + data + fence;
+    void* m = mmap(nullptr, total_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::runtime_error("mmap failed");
+    base_ = static_cast<char*>(m);
+    mprotect(base_, fence, PROT_NONE);
+    mprotect(base_ + fence + data, fence, PROT_NONE);
+    char* start = base_ + fence + (flush_end ? data - bytes : 0);
+    if (bytes) std::memcpy(start, v.data(), bytes);
+    ptr_ = reinterpret_cast<const T*>(start);
+  }
+  ~Fenced() { munmap(base_, total_); }
+  Fenced(const Fenced&) = delete;
+  Fenced& operator=(const Fenced&) = delete;
+  const T* ptr() const { return ptr_; }
+
+ private:
+  char* base_ = nullptr;
+  size_t total_ = 0;
+  const T* ptr_ = nullptr;
+};
+
+template <class T>
+void check_block_program(const ConvGeom& g, double tol, bool flush_end) {
+  const Case<T> cs(g);
+  const ConvDims d = checked_dims(g);
+  const std::string what = describe(g) + (sizeof(T) == 4 ? " float" : " double") +
+                           (flush_end ? " inputs flush at end" : " inputs flush at start");
+  const T nan = std::numeric_limits<T>::quiet_NaN(), sentinel = T(12345);
+  const Fenced<T> x(cs.x, flush_end), w(cs.w, flush_end), bias(cs.bias, flush_end),
+      dy(cs.dy, flush_end);
+
+  Guarded<T> y(std::vector<T>(y_size(g), nan), sentinel);
+  const GemmDims fg = forward_gemm(d);
+  emulate(GemmParams<T, Pass::Forward>{d, fg, w.ptr(), x.ptr(), bias.ptr(), y.ptr(), fg.k}, 1);
+  expect_close(y.inside(), cs.y_ref, tol, "forward " + what);
+  EXPECT_TRUE(y.guards_intact(sentinel)) << "forward wrote outside y, " << what;
+
+  Guarded<T> dx(cs.dx0, sentinel);
+  const GemmDims dg = backward_data_gemm(d);
+  emulate(GemmParams<T, Pass::BackwardData>{d, dg, w.ptr(), dy.ptr(), nullptr, dx.ptr(), dg.k}, 1);
+  expect_close(dx.inside(), cs.dx_ref, tol, "backward data " + what);
+  EXPECT_TRUE(dx.guards_intact(sentinel)) << "backward data wrote outside dx, " << what;
+
+  const GemmDims wg = backward_weight_gemm(d);
+  const SplitK plan = split_k_plan(wg);
+  const int64_t mn = int64_t(wg.m) * wg.n;
+  Guarded<T> ws(std::vector<T>(size_t(plan.slices * mn), nan), sentinel);
+  emulate(
+      GemmParams<T, Pass::BackwardWeight>{d, wg, dy.ptr(), x.ptr(), nullptr, ws.ptr(), plan.chunk},
+      plan.slices);
+  EXPECT_TRUE(ws.guards_intact(sentinel)) << "backward weight wrote outside workspace, " << what;
+  std::vector<T> dw = cs.dw0;
+  for (int64_t e = 0; e < mn; ++e) dw[size_t(e)] += splitk_sum(ws.ptr(), plan.slices, mn, e);
+  expect_close(dw, cs.dw_ref, tol, "backward weight " + what);
+}
+
+TEST(ConvGather, BlockProgramMatchesRefDouble) {
+  for (const ConvGeom& g : geometries())
+    for (bool flush_end : {false, true}) check_block_program<double>(g, 1e-12, flush_end);
+}
+
+TEST(ConvGather, BlockProgramMatchesRefFloat) {
+  for (const ConvGeom& g : geometries())
+    for (bool flush_end : {false, true}) check_block_program<float>(g, 1e-4, flush_end);
+}
+
+// The two shapes above that must take several split-K slices (one uneven) really do.
+TEST(ConvGather, SplitKShapesUnderTestAreSplit) {
+  const SplitK a =
+      split_k_plan(backward_weight_gemm(make_dims(geom(3, 5, 13, 11, 67, 3, 3, 1, 1))));
+  EXPECT_EQ(a.slices, 2);
+  EXPECT_NE(429 % a.chunk, 0);
+  EXPECT_GE(
+      split_k_plan(backward_weight_gemm(make_dims(geom(2, 16, 16, 16, 16, 3, 3, 1, 1)))).slices, 2);
+}
+
+// Each thread's loads and micro-tile cover the tiles exactly once, and the properties the
+// block program leans on hold: along K a thread's kk is the same for all its loads (one tap or
+// row decomposition per K tile); along N its column is (one column decomposition per block).
+TEST(ConvGather, TilePlacementsAreBijections) {
+  for (int mode = 0; mode < 3; ++mode) {
+    std::vector<int> hits(kTileK * 64, 0);
+    for (int t = 0; t < kThreads; ++t)
+      for (int i = 0; i < kLoads; ++i) {
+        const TilePos p = mode == 0 ? a_load_pos(t, i) : b_load_pos(mode == 2, t, i);
+        ASSERT_TRUE(p.kk >= 0 && p.kk < kTileK && p.mn >= 0 && p.mn < 64) << mode;
+        ++hits[p.kk * 64 + p.mn];
+        const TilePos first = mode == 0 ? a_load_pos(t, 0) : b_load_pos(mode == 2, t, 0);
+        if (mode != 1) {
+          EXPECT_EQ(p.kk, first.kk) << "kk varies with i, mode " << mode;
+        } else {
+          EXPECT_EQ(p.mn, first.mn) << "column varies with i";
+        }
+        if (mode == 2) {
+          EXPECT_EQ(p.kk, a_load_pos(t, i).kk) << "A and B kk differ";
+        }
+      }
+    EXPECT_EQ(std::set<int>(hits.begin(), hits.end()), std::set<int>{1}) << "mode " << mode;
+  }
+  std::vector<int> hits(kTileM * kTileN, 0);
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kMicro; ++i)
+      for (int j = 0; j < kMicro; ++j) ++hits[micro_row(t, i) * kTileN + micro_col(t, j)];
+  EXPECT_EQ(std::set<int>(hits.begin(), hits.end()), std::set<int>{1});
+}
+
+// The split-K plan depends on the shape only, partitions [0, K) into non-empty slices of whole
+// K tiles, and stays within gridDim.z; checked on the PreResNet/CIFAR shapes and odd ones.
+TEST(ConvGather, SplitKPlanPartitionsK) {
+  std::vector<GemmDims> shapes;
+  for (int batch : {1, 2, 128})
+    for (int ch : {3, 16, 32, 64, 128, 256})
+      for (int hw : {32, 16, 8, 1})
+        for (int rs : {1, 9}) shapes.push_back({ch, ch * rs, batch * hw * hw});
+  for (GemmDims g : {GemmDims{1, 1, 1}, GemmDims{70, 603, 429}, GemmDims{5, 7, 255},
+                     GemmDims{5, 7, 257}, GemmDims{300, 2304, 1 << 20}})
+    shapes.push_back(g);
+  for (const GemmDims& g : shapes) {
+    const SplitK p = split_k_plan(g);
+    const std::string what =
+        std::to_string(g.m) + "x" + std::to_string(g.n) + " K " + std::to_string(g.k);
+    ASSERT_GE(p.slices, 1) << what;
+    EXPECT_LE(p.slices, 65535) << what;
+    EXPECT_EQ(p.chunk % kTileK, 0) << what;
+    int covered = 0;
+    for (int z = 0; z < p.slices; ++z) {
+      const KRange kr = k_range(g, p.chunk, z);
+      EXPECT_EQ(kr.begin, covered) << what;
+      EXPECT_GT(kr.end, kr.begin) << what << " empty slice " << z;
+      EXPECT_EQ(kr.tiles, (kr.end - kr.begin + kTileK - 1) / kTileK) << what;
+      covered = kr.end;
+    }
+    EXPECT_EQ(covered, g.k) << what;
+    const SplitK again = split_k_plan(g);
+    EXPECT_TRUE(again.slices == p.slices && again.chunk == p.chunk) << what;
+  }
+}
+
+TEST(ConvGather, CheckedDimsRefusesWhatRefRefuses) {
+  EXPECT_THROW(checked_dims(geom(1, 3, 4, 4, 2, 7, 3, 1, 1)), kd::Error);  // filter > padded
+  EXPECT_THROW(checked_dims(geom(1, 3, 4, 4, 2, 3, 3, 0, 1)), kd::Error);  // stride 0
+  EXPECT_THROW(checked_dims(geom(1, 0, 4, 4, 2, 3, 3, 1, 1)), kd::Error);  // no channels
+  EXPECT_THROW(checked_dims(geom(1 << 20, 3, 64, 64, 2, 3, 3, 1, 1)), kd::Error);  // > int GEMM
+  const ConvDims d = checked_dims(geom(2, 3, 7, 5, 4, 3, 2, 2, 1));
+  EXPECT_EQ(d.p, 4);
+  EXPECT_EQ(d.q, 3);
+  EXPECT_EQ(d.crs, 18);
+}
+
+}  // namespace

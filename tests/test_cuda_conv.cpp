@@ -1,0 +1,206 @@
+// Tests of the CUDA implicit-GEMM convolution (kernels/cuda/conv2d.cu) against ref:: and, for
+// forward, a naive oracle written here. Every pass in float and double on awkward and
+// PreResNet/CIFAR-like shapes: forward must overwrite a pre-filled y; backward data and weight
+// must add to pre-filled dx, dw, dbias (and leave dbias alone when it is null). Tolerances per
+// element, relative to max(1, |want|): float 1e-4 (float accumulation of up to ~5e3 products of
+// values in [-1, 1], split-K partials summed in float), double 1e-10. The weight pass (split-K
+// into a workspace) must be bitwise identical run to run. The index maps themselves are proven on
+// the host by tests/test_conv_gather.cpp.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/cuda_testing.h"
+#include "tests/kernel_testing.h"
+
+#if KDLAB_HAVE_CUDA
+#include "kernels/conv2d.h"
+
+namespace {
+
+using kd::ConvGeom;
+using kd::cuda_testing::DeviceArray;
+using kd::kernel_testing::expect_close;
+using kd::kernel_testing::same_bits;
+using kd::kernel_testing::uniform;
+
+ConvGeom geom(int n, int c, int h, int w, int k, int r, int s, int stride, int pad) {
+  ConvGeom g;
+  g.n = n, g.c = c, g.h = h, g.w = w, g.k = k, g.r = r, g.s = s, g.stride = stride, g.pad = pad;
+  return g;
+}
+std::string describe(const ConvGeom& g) {
+  return "n" + std::to_string(g.n) + " c" + std::to_string(g.c) + " " + std::to_string(g.h) + "x" +
+         std::to_string(g.w) + " k" + std::to_string(g.k) + " " + std::to_string(g.r) + "x" +
+         std::to_string(g.s) + " stride" + std::to_string(g.stride) + " pad" +
+         std::to_string(g.pad);
+}
+
+// Batch 1, odd channels, non-square images and filters, stride 1/2/3, pad 0/1/2, 1x1/3x3/5x5,
+// a 1x1 output, padding wider than the filter, several M and N tiles, uneven split-K slices,
+// then the PreResNet/CIFAR layer shapes (3x3 and 1x1, 32x32/16x16/8x8, stride 2 transitions).
+const std::vector<ConvGeom> kShapes = {
+    geom(1, 3, 7, 5, 5, 3, 3, 1, 1),      geom(2, 5, 6, 9, 7, 2, 3, 2, 0),
+    geom(3, 7, 9, 8, 4, 5, 5, 1, 2),      geom(2, 3, 8, 6, 5, 1, 1, 1, 0),
+    geom(3, 4, 9, 7, 6, 1, 1, 2, 0),      geom(1, 2, 4, 5, 3, 2, 3, 1, 2),
+    geom(2, 3, 6, 5, 2, 6, 5, 1, 0),      geom(2, 2, 10, 11, 3, 3, 1, 3, 1),
+    geom(2, 3, 5, 6, 4, 1, 1, 1, 2),      geom(1, 3, 3, 3, 2, 3, 3, 1, 0),
+    geom(2, 67, 9, 7, 70, 3, 3, 1, 1),    geom(3, 5, 13, 11, 67, 3, 3, 1, 1),
+    geom(1, 1, 1, 1, 1, 1, 1, 1, 0),      geom(5, 3, 32, 32, 16, 3, 3, 1, 1),
+    geom(4, 16, 32, 32, 16, 3, 3, 1, 1),  geom(4, 16, 32, 32, 32, 3, 3, 2, 1),
+    geom(4, 16, 32, 32, 32, 1, 1, 2, 0),  geom(3, 64, 16, 16, 64, 3, 3, 1, 1),
+    geom(3, 64, 16, 16, 128, 1, 1, 2, 0), geom(2, 256, 8, 8, 64, 1, 1, 1, 0),
+};
+
+size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
+size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
+size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
+
+template <class T>
+double tolerance() {
+  return sizeof(T) == sizeof(float) ? 1e-4 : 1e-10;
+}
+template <class T>
+const char* type_name() {
+  return sizeof(T) == sizeof(float) ? " float" : " double";
+}
+
+// y[n,k,oh,ow] = bias[k] + sum_{c,r,s} x[n,c,oh*stride-pad+r,ow*stride-pad+s] w[k,c,r,s], in
+// double, independent of ref:: and of the GEMM view.
+template <class T>
+std::vector<T> oracle_forward(const ConvGeom& g, const std::vector<T>& x, const std::vector<T>& w,
+                              const T* bias) {
+  const int p = g.p(), q = g.q();
+  std::vector<T> y(y_size(g));
+  for (int n = 0; n < g.n; ++n)
+    for (int k = 0; k < g.k; ++k)
+      for (int oh = 0; oh < p; ++oh)
+        for (int ow = 0; ow < q; ++ow) {
+          double acc = bias ? double(bias[k]) : 0.0;
+          for (int c = 0; c < g.c; ++c)
+            for (int r = 0; r < g.r; ++r)
+              for (int s = 0; s < g.s; ++s) {
+                const int ih = oh * g.stride - g.pad + r, iw = ow * g.stride - g.pad + s;
+                if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w)
+                  acc += double(x[((size_t(n) * g.c + c) * g.h + ih) * g.w + iw]) *
+                         double(w[((size_t(k) * g.c + c) * g.r + r) * g.s + s]);
+              }
+          y[((size_t(n) * g.k + k) * p + oh) * q + ow] = T(acc);
+        }
+  return y;
+}
+
+template <class T>
+void check_forward(const ConvGeom& g) {
+  const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
+             b = uniform<T>(g.k, 3, -1, 1);
+  DeviceArray<T> dx_(x), dw_(w), db_(b);
+  for (bool with_bias : {false, true}) {
+    const std::string what = describe(g) + type_name<T>() + (with_bias ? " bias" : "");
+    const T* bias = with_bias ? b.data() : nullptr;
+    std::vector<T> want(y_size(g));
+    kd::ref::conv2d_forward(g, x.data(), w.data(), bias, want.data());
+    DeviceArray<T> y(std::vector<T>(y_size(g), T(777)));  // forward must overwrite
+    kd::cuda::conv2d_forward(g, dx_.get(), dw_.get(), with_bias ? db_.get() : nullptr, y.get());
+    const auto got = y.host();
+    expect_close(got, want, tolerance<T>(), "forward vs ref " + what);
+    expect_close(got, oracle_forward(g, x, w, bias), tolerance<T>(), "forward vs oracle " + what);
+  }
+}
+
+template <class T>
+void check_backward_data(const ConvGeom& g) {
+  const auto w = uniform<T>(w_size(g), 2, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1),
+             dx0 = uniform<T>(x_size(g), 5, -1, 1);
+  std::vector<T> want = dx0;
+  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), want.data());
+  DeviceArray<T> d_w(w), d_dy(dy), d_dx(dx0);
+  kd::cuda::conv2d_backward_data(g, d_dy.get(), d_w.get(), d_dx.get());
+  expect_close(d_dx.host(), want, tolerance<T>(), "backward data " + describe(g) + type_name<T>());
+}
+
+template <class T>
+void check_backward_weight(const ConvGeom& g) {
+  const auto x = uniform<T>(x_size(g), 1, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1),
+             dw0 = uniform<T>(w_size(g), 6, -1, 1), db0 = uniform<T>(g.k, 7, -1, 1);
+  std::vector<T> want_dw = dw0, want_db = db0;
+  kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), want_dw.data(), want_db.data());
+  const std::string what = describe(g) + type_name<T>();
+  DeviceArray<T> d_x(x), d_dy(dy), d_dw(dw0), d_db(db0);
+  kd::cuda::conv2d_backward_weight(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
+  expect_close(d_dw.host(), want_dw, tolerance<T>(), "backward weight dw " + what);
+  expect_close(d_db.host(), want_db, tolerance<T>(), "backward weight dbias " + what);
+
+  // Without dbias: dw the same, the (untouched) bias gradient not needed.
+  DeviceArray<T> d_dw2(dw0);
+  kd::cuda::conv2d_backward_weight(g, d_x.get(), d_dy.get(), d_dw2.get(), static_cast<T*>(nullptr));
+  expect_close(d_dw2.host(), want_dw, tolerance<T>(), "backward weight, null dbias, " + what);
+}
+
+TEST(CudaConvKernels, ForwardMatchesRefAndOracle) {
+  KD_REQUIRE_CUDA();
+  for (const ConvGeom& g : kShapes) {
+    check_forward<float>(g);
+    check_forward<double>(g);
+  }
+}
+
+TEST(CudaConvKernels, BackwardDataAccumulatesLikeRef) {
+  KD_REQUIRE_CUDA();
+  for (const ConvGeom& g : kShapes) {
+    check_backward_data<float>(g);
+    check_backward_data<double>(g);
+  }
+}
+
+TEST(CudaConvKernels, BackwardWeightAccumulatesLikeRef) {
+  KD_REQUIRE_CUDA();
+  for (const ConvGeom& g : kShapes) {
+    check_backward_weight<float>(g);
+    check_backward_weight<double>(g);
+  }
+}
+
+// Twice the accumulation from the same start gives the same bits; a many-slice split-K shape
+// (K = 8 * 32 * 32) and an uneven two-slice one.
+template <class T>
+void check_weight_determinism(const ConvGeom& g) {
+  const auto x = uniform<T>(x_size(g), 1, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1),
+             dw0 = uniform<T>(w_size(g), 6, -1, 1), db0 = uniform<T>(g.k, 7, -1, 1);
+  DeviceArray<T> d_x(x), d_dy(dy);
+  std::vector<T> dw[2], db[2];
+  for (int run = 0; run < 2; ++run) {
+    DeviceArray<T> d_dw(dw0), d_db(db0);
+    kd::cuda::conv2d_backward_weight(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
+    dw[run] = d_dw.host(), db[run] = d_db.host();
+  }
+  const std::string what = describe(g) + type_name<T>();
+  EXPECT_TRUE(same_bits(dw[0], dw[1])) << "dw differs between runs, " << what;
+  EXPECT_TRUE(same_bits(db[0], db[1])) << "dbias differs between runs, " << what;
+}
+
+TEST(CudaConvKernels, BackwardWeightIsBitwiseDeterministic) {
+  KD_REQUIRE_CUDA();
+  for (const ConvGeom& g :
+       {geom(8, 16, 32, 32, 16, 3, 3, 1, 1), geom(3, 5, 13, 11, 67, 3, 3, 1, 1)}) {
+    check_weight_determinism<float>(g);
+    check_weight_determinism<double>(g);
+  }
+}
+
+// An empty batch launches nothing and touches nothing.
+TEST(CudaConvKernels, EmptyBatchIsANoOp) {
+  KD_REQUIRE_CUDA();
+  const ConvGeom g = geom(0, 3, 5, 5, 4, 3, 3, 1, 1);
+  DeviceArray<float> x(size_t(0)), dy(size_t(0)), w(std::vector<float>(w_size(g), 1.f)),
+      dw(std::vector<float>(w_size(g), 2.f)), db(std::vector<float>(4, 3.f));
+  kd::cuda::conv2d_forward(g, x.get(), w.get(), db.get(), dy.get());
+  kd::cuda::conv2d_backward_data(g, dy.get(), w.get(), x.get());
+  kd::cuda::conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get());
+  EXPECT_EQ(dw.host(), std::vector<float>(w_size(g), 2.f));
+  EXPECT_EQ(db.host(), std::vector<float>(4, 3.f));
+}
+
+}  // namespace
+#endif  // KDLAB_HAVE_CUDA

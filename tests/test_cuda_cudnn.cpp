@@ -1,0 +1,310 @@
+// Tests for the cuDNN paths: kernels/cudnn/conv2d.cu and kernels/cudnn/batchnorm.cu.
+// Host, every build (CudnnAlgoPolicy): the algorithm-selection rule of kernels/cudnn/algo_policy.h
+// on made-up heuristic lists (order kept, determinism, no TF32 when it is off, no down-conversion).
+// Device (CudaCudnn*): conv forward / backward data / backward weight against ref:: and against
+// the native cuda:: convolution on awkward shapes (batch 1, odd channels, stride 2, pad 0/1,
+// non-square), forward assignment over garbage, backward accumulation into prefilled gradients;
+// deterministic mode giving bitwise-equal repeated backward passes; the TF32 path; batch norm
+// against ref:: (outputs, saved statistics, PyTorch running statistics with the unbiased
+// variance, one or both running buffers absent, eval, accumulating backward, and a backward
+// that must use the saved statistics it is given).
+// Tolerances: double 1e-10; float 1e-4 relative with TF32 off (CUDNN_FMA_MATH): sums of at most a
+// few hundred FP32 products of values in [-1, 1], where even Winograd/FFT algorithms stay near
+// 1e-5; TF32 would round inputs to 10 bits and is tested apart at 2e-2.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/conv2d.h"
+#include "kernels/cudnn/algo_policy.h"
+#include "kernels/normalization.h"
+#include "tests/kernel_testing.h"
+#if KDLAB_HAVE_CUDA
+#include "kernels/check.h"  // before cuda_testing.h, which uses CudaError without it
+#include "kernels/cuda/runtime.h"
+#include "tests/cuda_testing.h"
+#endif
+
+namespace kd {
+namespace {
+
+using namespace kernel_testing;
+namespace policy = cudnn::algo_policy;
+
+policy::Candidate cand(int algo, bool supported, bool deterministic, policy::Math math) {
+  policy::Candidate c;
+  c.algo = algo;
+  c.supported = supported;
+  c.deterministic = deterministic;
+  c.math = math;
+  return c;
+}
+
+TEST(CudnnAlgoPolicy, DescriptorMathFollowsMathMode) {
+  using M = policy::Math;
+  EXPECT_EQ(policy::descriptor_math(false, false, false), M::fma);
+  EXPECT_EQ(policy::descriptor_math(false, true, false), M::default_math);  // TF32 allowed
+  EXPECT_EQ(policy::descriptor_math(false, true, true), M::fma);  // deterministic: no TF32
+  EXPECT_EQ(policy::descriptor_math(true, false, false), M::default_math);
+  EXPECT_EQ(policy::descriptor_math(true, true, true), M::default_math);
+}
+
+TEST(CudnnAlgoPolicy, KeepsCudnnOrderAndFiltersByRequest) {
+  using M = policy::Math;
+  const std::vector<policy::Candidate> list = {
+      cand(5, false, true, M::fma),                        // unsupported
+      cand(0, true, false, M::fma),                        // non-deterministic
+      cand(6, true, true, M::tensor_op),                   // TF32 tensor cores
+      cand(7, true, true, M::tensor_op_allow_conversion),  // may down-convert
+      cand(1, true, true, M::default_math),
+      cand(3, true, true, M::fma)};
+  policy::Request fp32;  // tf32 off, not deterministic
+  fp32.descriptor_math = M::fma;
+  EXPECT_EQ(policy::ordered_choices(list, fp32), (std::vector<int>{1, 4, 5}));
+  policy::Request det = fp32;
+  det.deterministic = true;
+  EXPECT_EQ(policy::ordered_choices(list, det), (std::vector<int>{4, 5}));
+  policy::Request tf32;
+  tf32.descriptor_math = M::default_math;
+  EXPECT_EQ(policy::ordered_choices(list, tf32), (std::vector<int>{1, 2, 4, 5}));
+  // Without TF32 every choice runs as FMA; with it a tensor-op entry keeps its tensor cores.
+  EXPECT_EQ(policy::execution_math(list[4], fp32), M::fma);
+  EXPECT_EQ(policy::execution_math(list[2], tf32), M::tensor_op);
+  EXPECT_EQ(policy::execution_math(list[5], tf32), M::default_math);
+  EXPECT_TRUE(policy::ordered_choices({cand(0, true, false, M::fma)}, det).empty());
+}
+
+#if KDLAB_HAVE_CUDA
+using cuda_testing::DeviceArray;
+
+struct ScopedMathMode {
+  cuda::MathMode saved = cuda::math_mode();
+  ScopedMathMode(bool deterministic, bool tf32) {
+    cuda::MathMode m;
+    m.deterministic = deterministic;
+    m.tf32 = tf32;
+    cuda::set_math_mode(m);
+  }
+  ~ScopedMathMode() { cuda::set_math_mode(saved); }
+};
+#endif
+
+#if KDLAB_HAVE_CUDA && KDLAB_HAVE_CUDNN
+// {n, c, h, w, k, r, s, stride, pad}
+const ConvGeom kConvGeoms[] = {
+    {1, 3, 7, 5, 4, 3, 3, 1, 1},     // batch 1, odd channels, non-square
+    {2, 5, 9, 9, 3, 3, 3, 2, 0},     // stride 2, pad 0
+    {3, 1, 8, 6, 7, 5, 5, 2, 1},     // one input channel, 5x5, stride 2, pad 1
+    {2, 16, 12, 12, 8, 1, 1, 1, 0},  // 1x1
+    {4, 6, 14, 14, 16, 5, 5, 1, 0},  // LeNet's second layer
+    {2, 3, 3, 3, 2, 3, 3, 1, 0}};    // 1x1 output
+
+std::string label(const ConvGeom& g) {
+  return "n=" + std::to_string(g.n) + " c=" + std::to_string(g.c) + " h=" + std::to_string(g.h) +
+         " w=" + std::to_string(g.w) + " k=" + std::to_string(g.k) + " r=" +
+         std::to_string(g.r) + " s=" + std::to_string(g.s) + " stride=" +
+         std::to_string(g.stride) + " pad=" + std::to_string(g.pad);
+}
+
+struct ConvSizes {
+  size_t x, w, y;
+  explicit ConvSizes(const ConvGeom& g)
+      : x(size_t(g.n) * g.c * g.h * g.w),
+        w(size_t(g.k) * g.c * g.r * g.s),
+        y(size_t(g.n) * g.k * g.p() * g.q()) {}
+};
+
+// Runs the three passes of one implementation (cudnn:: or cuda::) from the same prefilled buffers.
+template <class T, class Forward, class BackData, class BackWeight>
+void run_conv(const ConvGeom& g, uint64_t seed, Forward fwd, BackData bwd_data,
+              BackWeight bwd_weight, std::vector<T>* y, std::vector<T>* dx, std::vector<T>* dw,
+              std::vector<T>* db) {
+  const ConvSizes n(g);
+  DeviceArray<T> x(uniform<T>(n.x, seed, -1, 1)), w(uniform<T>(n.w, seed + 1, -1, 1));
+  DeviceArray<T> bias(uniform<T>(g.k, seed + 2, -1, 1)), dy(uniform<T>(n.y, seed + 3, -1, 1));
+  DeviceArray<T> d_y(uniform<T>(n.y, seed + 4, 50, 60));  // forward must overwrite it
+  DeviceArray<T> d_dx(uniform<T>(n.x, seed + 5, -1, 1)), d_dw(uniform<T>(n.w, seed + 6, -1, 1));
+  DeviceArray<T> d_db(uniform<T>(g.k, seed + 7, -1, 1));
+  fwd(g, x.get(), w.get(), bias.get(), d_y.get());
+  bwd_data(g, dy.get(), w.get(), d_dx.get());
+  bwd_weight(g, x.get(), dy.get(), d_dw.get(), d_db.get());
+  *y = d_y.host();
+  *dx = d_dx.host();
+  *dw = d_dw.host();
+  *db = d_db.host();
+}
+
+template <class T>
+void check_conv(double tol) {
+  uint64_t seed = 8000;
+  for (const ConvGeom& g : kConvGeoms) {
+    SCOPED_TRACE(label(g));
+    seed += 10;
+    const ConvSizes n(g);
+    auto x = uniform<T>(n.x, seed, -1, 1), w = uniform<T>(n.w, seed + 1, -1, 1);
+    auto bias = uniform<T>(g.k, seed + 2, -1, 1), dy = uniform<T>(n.y, seed + 3, -1, 1);
+    std::vector<T> y_ref(n.y), dx_ref = uniform<T>(n.x, seed + 5, -1, 1);
+    std::vector<T> dw_ref = uniform<T>(n.w, seed + 6, -1, 1);
+    std::vector<T> db_ref = uniform<T>(g.k, seed + 7, -1, 1);
+    ref::conv2d_forward<T>(g, x.data(), w.data(), bias.data(), y_ref.data());
+    ref::conv2d_backward_data<T>(g, dy.data(), w.data(), dx_ref.data());
+    ref::conv2d_backward_weight<T>(g, x.data(), dy.data(), dw_ref.data(), db_ref.data());
+
+    std::vector<T> y, dx, dw, db, y_nat, dx_nat, dw_nat, db_nat;
+    run_conv<T>(g, seed, cudnn::conv2d_forward<T>, cudnn::conv2d_backward_data<T>,
+                cudnn::conv2d_backward_weight<T>, &y, &dx, &dw, &db);
+    run_conv<T>(g, seed, cuda::conv2d_forward<T>, cuda::conv2d_backward_data<T>,
+                cuda::conv2d_backward_weight<T>, &y_nat, &dx_nat, &dw_nat, &db_nat);
+    expect_close(y, y_ref, tol, "cudnn forward vs ref");
+    expect_close(dx, dx_ref, tol, "cudnn dx (accumulated) vs ref");
+    expect_close(dw, dw_ref, tol, "cudnn dw (accumulated) vs ref");
+    expect_close(db, db_ref, tol, "cudnn dbias (accumulated) vs ref");
+    expect_close(y, y_nat, tol, "cudnn forward vs native");
+    expect_close(dx, dx_nat, tol, "cudnn dx vs native");
+    expect_close(dw, dw_nat, tol, "cudnn dw vs native");
+    expect_close(db, db_nat, tol, "cudnn dbias vs native");
+  }
+}
+
+TEST(CudaCudnnConv, FloatMatchesRefAndNative) {
+  KD_REQUIRE_CUDA();
+  ScopedMathMode fp32(false, false);
+  check_conv<float>(1e-4);
+}
+
+TEST(CudaCudnnConv, DoubleMatchesRefAndNative) {
+  KD_REQUIRE_CUDA();
+  check_conv<double>(1e-10);
+}
+
+// A shape big enough that the fastest backward algorithms would be the atomics-based ones.
+TEST(CudaCudnnConv, DeterministicBackwardIsBitwiseRepeatable) {
+  KD_REQUIRE_CUDA();
+  ScopedMathMode det(true, true);  // tf32 requested, deterministic wins
+  const ConvGeom g{16, 32, 16, 16, 32, 3, 3, 1, 1};
+  const ConvSizes n(g);
+  DeviceArray<float> x(uniform<float>(n.x, 8100, -1, 1)), w(uniform<float>(n.w, 8101, -1, 1));
+  DeviceArray<float> dy(uniform<float>(n.y, 8102, -1, 1));
+  std::vector<float> dw_first, dx_first, db_first;
+  for (int run = 0; run < 3; ++run) {
+    DeviceArray<float> dw(n.w), dx(n.x), db(g.k);
+    cudnn::conv2d_backward_weight<float>(g, x.get(), dy.get(), dw.get(), db.get());
+    cudnn::conv2d_backward_data<float>(g, dy.get(), w.get(), dx.get());
+    if (run == 0) {
+      dw_first = dw.host();
+      dx_first = dx.host();
+      db_first = db.host();
+      continue;
+    }
+    EXPECT_TRUE(same_bits(dw.host(), dw_first)) << "dw differs in run " << run;
+    EXPECT_TRUE(same_bits(dx.host(), dx_first)) << "dx differs in run " << run;
+    EXPECT_TRUE(same_bits(db.host(), db_first)) << "dbias differs in run " << run;
+  }
+  std::vector<float> dw_ref(n.w), db_ref(g.k);
+  ref::conv2d_backward_weight<float>(g, uniform<float>(n.x, 8100, -1, 1).data(),
+                                     uniform<float>(n.y, 8102, -1, 1).data(), dw_ref.data(),
+                                     db_ref.data());
+  expect_close(dw_first, dw_ref, 1e-4, "deterministic dw vs ref");
+}
+
+// Only that the TF32 path runs and stays within TF32 rounding.
+TEST(CudaCudnnConv, Tf32ModeStaysWithinTf32Rounding) {
+  KD_REQUIRE_CUDA();
+  ScopedMathMode tf32(false, true);
+  const ConvGeom g{4, 6, 14, 14, 16, 5, 5, 1, 0};
+  const ConvSizes n(g);
+  auto x = uniform<float>(n.x, 8200, -1, 1), w = uniform<float>(n.w, 8201, -1, 1);
+  std::vector<float> y_ref(n.y);
+  ref::conv2d_forward<float>(g, x.data(), w.data(), nullptr, y_ref.data());
+  DeviceArray<float> d_x(x), d_w(w), d_y(n.y);
+  cudnn::conv2d_forward<float>(g, d_x.get(), d_w.get(), nullptr, d_y.get());
+  expect_close(d_y.host(), y_ref, 2e-2, "tf32 forward");
+}
+
+// {n, c, hw}: batch 1, hw 1, odd channels, offset means.
+const NormGeom kBnGeoms[] = {{1, 3, 5}, {2, 7, 1}, {5, 16, 33}, {6, 19, 7}, {3, 5, 64}};
+
+template <class T>
+void check_batchnorm(double tol) {
+  uint64_t seed = 9000;
+  for (const NormGeom& g : kBnGeoms) {
+    SCOPED_TRACE("n=" + std::to_string(g.n) + " c=" + std::to_string(g.c) +
+                 " hw=" + std::to_string(g.hw));
+    seed += 20;
+    const size_t len = size_t(g.n) * g.c * g.hw;
+    auto x = uniform<T>(len, seed, 1, 5), dy = uniform<T>(len, seed + 1, -1, 1);
+    auto gamma = uniform<T>(g.c, seed + 2, 0.5, 1.5), beta = uniform<T>(g.c, seed + 3, -1, 1);
+    auto rm0 = uniform<T>(g.c, seed + 4, -1, 1), rv0 = uniform<T>(g.c, seed + 5, 0.5, 2);
+    const T eps = T(1e-3), momentum = T(0.1);  // eps large enough to matter
+
+    std::vector<T> y(len), mean(g.c), invstd(g.c), rm = rm0, rv = rv0;
+    ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
+                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data());
+    DeviceArray<T> d_x(x), d_dy(dy), d_gamma(gamma), d_beta(beta), d_rm(rm0), d_rv(rv0);
+    DeviceArray<T> d_y(uniform<T>(len, seed + 6, 50, 60)), d_mean(g.c), d_invstd(g.c);
+    cudnn::batchnorm_forward_train<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
+                                      d_y.get(), d_mean.get(), d_invstd.get(), d_rm.get(),
+                                      d_rv.get());
+    expect_close(d_y.host(), y, tol, "train y");
+    expect_close(d_mean.host(), mean, tol, "save_mean");
+    expect_close(d_invstd.host(), invstd, tol, "save_invstd = 1/sqrt(var + eps)");
+    expect_close(d_rm.host(), rm, tol, "running_mean");
+    expect_close(d_rv.host(), rv, tol, "running_var (unbiased)");
+
+    // Running buffers absent: both, or only the variance (cuDNN needs a partner for the mean).
+    std::vector<T> rm_only = rm0, unused_mean(g.c), unused_invstd(g.c), y2(len);
+    ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
+                                    y2.data(), unused_mean.data(), unused_invstd.data(),
+                                    rm_only.data(), nullptr);
+    DeviceArray<T> d_rm_only(rm0), d_y2(len);
+    cudnn::batchnorm_forward_train<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
+                                      d_y2.get(), d_mean.get(), d_invstd.get(), d_rm_only.get(),
+                                      nullptr);
+    expect_close(d_rm_only.host(), rm_only, tol, "running_mean alone");
+    cudnn::batchnorm_forward_train<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
+                                      d_y2.get(), d_mean.get(), d_invstd.get(), nullptr, nullptr);
+    expect_close(d_y2.host(), y, tol, "train y without running buffers");
+
+    std::vector<T> y_eval(len);
+    ref::batchnorm_forward_eval<T>(g, x.data(), gamma.data(), beta.data(), rm0.data(),
+                                   rv0.data(), eps, y_eval.data());
+    DeviceArray<T> d_rm0(rm0), d_rv0(rv0), d_y_eval(uniform<T>(len, seed + 7, 50, 60));
+    cudnn::batchnorm_forward_eval<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), d_rm0.get(),
+                                     d_rv0.get(), eps, d_y_eval.get());
+    expect_close(d_y_eval.host(), y_eval, tol, "eval y");
+
+    // Backward accumulates, from the ref's saved statistics, and from deliberately wrong ones:
+    // both must agree with ref::, which proves cuDNN uses what it is given.
+    for (double scale : {1.0, 1.5}) {
+      std::vector<T> istd = invstd;
+      for (T& v : istd) v = T(v * scale);
+      auto dx = uniform<T>(len, seed + 8, -1, 1), dg = uniform<T>(g.c, seed + 9, -1, 1);
+      auto db = uniform<T>(g.c, seed + 10, -1, 1);
+      DeviceArray<T> d_dx(dx), d_dg(dg), d_db(db), d_m(mean), d_istd(istd);
+      ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
+                                       istd.data(), dx.data(), dg.data(), db.data());
+      cudnn::batchnorm_backward_train<T>(g, d_x.get(), d_dy.get(), d_gamma.get(), d_m.get(),
+                                         d_istd.get(), d_dx.get(), d_dg.get(), d_db.get());
+      const std::string what = scale == 1.0 ? " (saved stats)" : " (scaled invstd)";
+      expect_close(d_dx.host(), dx, tol, "dx accumulated" + what);
+      expect_close(d_dg.host(), dg, tol * 10, "dgamma accumulated" + what);
+      expect_close(d_db.host(), db, tol * 10, "dbeta accumulated" + what);
+    }
+  }
+}
+
+TEST(CudaCudnnBatchNorm, FloatMatchesRef) {
+  KD_REQUIRE_CUDA();
+  check_batchnorm<float>(1e-4);
+}
+
+TEST(CudaCudnnBatchNorm, DoubleMatchesRef) {
+  KD_REQUIRE_CUDA();
+  check_batchnorm<double>(1e-10);
+}
+#endif  // KDLAB_HAVE_CUDA && KDLAB_HAVE_CUDNN
+
+}  // namespace
+}  // namespace kd

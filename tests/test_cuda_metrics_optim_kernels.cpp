@@ -1,0 +1,365 @@
+// Tests for the CUDA evaluation rows (kernels/cuda/metrics.cu) and optimizers
+// (kernels/cuda/optimizer.cu). Host part (runs everywhere): the element updates of
+// kernels/cuda/optimizer_math.h against ref:: over several steps, and the multi-tensor packing
+// (every element of every tensor covered exactly once, empty tensors skipped, <= 32 per pack).
+// Device part (suites named Cuda): per-row stats, folded, against cpu::classifier_stats with and
+// without a teacher; SGD (plain, weight decay, momentum, Nesterov, first step) and Adam over
+// several steps; fused multi-tensor updates over more than kMultiTensorChunk tensors of odd sizes
+// (0 and 1 included) against the per-tensor kernels.
+// Tolerances: metrics rows are computed in double on both sides; counts must match exactly, sums
+// to 1e-12 relative (exp/log may differ by an ulp between the GPU and glibc). Optimizers: the GPU
+// rounds every operation separately, so it equals the host run of the same element code
+// bitwise; against ref:: (which the host compiler may contract into FMA) 1e-6 relative in float,
+// 1e-14 in double.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/check.h"
+#include "kernels/cuda/optimizer_math.h"
+#include "kernels/metrics.h"
+#include "kernels/optimizer.h"
+#include "tests/cuda_testing.h"
+#include "tests/kernel_testing.h"
+
+namespace kd {
+namespace {
+
+using namespace kernel_testing;
+
+template <class T>
+double optim_tol() {
+  return sizeof(T) == 4 ? 1e-6 : 1e-14;
+}
+
+const SgdParams kSgdCases[] = {
+    {0.1, 0.0, 0.0, false},    // plain
+    {0.05, 0.0, 1e-2, false},  // weight decay, no momentum
+    {0.1, 0.9, 5e-4, false},   // momentum
+    {0.1, 0.9, 5e-4, true},    // Nesterov
+};
+const AdamParams kAdam = {1e-3, 0.9, 0.999, 1e-8, 1e-4};
+constexpr int kSteps = 4;
+
+// State of one tensor through the steps: param, grad per step, momentum / m, v.
+template <class T>
+struct OptimState {
+  std::vector<T> param, s1, s2;
+  explicit OptimState(int64_t n, uint64_t seed)
+      : param(uniform<T>(n, seed, -1, 1)), s1(n, T(0)), s2(n, T(0)) {}
+};
+
+template <class T>
+std::vector<T> step_grad(int64_t n, uint64_t seed, int step) {
+  return uniform<T>(n, seed * 100 + step, -2, 2);
+}
+
+// The element code run on the host: what the GPU must reproduce bit for bit.
+template <class T>
+void host_sgd(const SgdParams& h, bool first, const std::vector<T>& g, OptimState<T>* st) {
+  const auto c = optim_math::sgd_coefficients<T>(h, first);
+  for (size_t i = 0; i < g.size(); ++i) {
+    T b = c.use_momentum && !first ? st->s1[i] : T(0);
+    optim_math::sgd_element(c, st->param[i], g[i], b);
+    if (c.use_momentum) st->s1[i] = b;
+  }
+}
+
+template <class T>
+void host_adam(const AdamParams& h, int64_t step, const std::vector<T>& g, OptimState<T>* st) {
+  const auto c = optim_math::adam_coefficients<T>(h, step);
+  for (size_t i = 0; i < g.size(); ++i)
+    optim_math::adam_element(c, st->param[i], g[i], st->s1[i], st->s2[i]);
+}
+
+template <class T>
+void check_element_math_against_ref() {
+  const int64_t n = 257;
+  for (const SgdParams& h : kSgdCases) {
+    OptimState<T> mine(n, 1), ref_st(n, 1);
+    for (int step = 0; step < kSteps; ++step) {
+      const auto g = step_grad<T>(n, 1, step);
+      host_sgd(h, step == 0, g, &mine);
+      ref::sgd_update<T>(n, h, step == 0, ref_st.param.data(), g.data(), ref_st.s1.data());
+    }
+    expect_close(mine.param, ref_st.param, optim_tol<T>(), "sgd param");
+    expect_close(mine.s1, ref_st.s1, optim_tol<T>(), "sgd momentum");
+  }
+  OptimState<T> mine(n, 2), ref_st(n, 2);
+  for (int step = 1; step <= kSteps; ++step) {
+    const auto g = step_grad<T>(n, 2, step);
+    host_adam(kAdam, step, g, &mine);
+    ref::adam_update<T>(n, kAdam, step, ref_st.param.data(), g.data(), ref_st.s1.data(),
+                        ref_st.s2.data());
+  }
+  expect_close(mine.param, ref_st.param, optim_tol<T>(), "adam param");
+  expect_close(mine.s2, ref_st.s2, optim_tol<T>(), "adam v");
+}
+
+TEST(OptimizerElementMath, MatchesRefOverSteps) {
+  check_element_math_against_ref<float>();
+  check_element_math_against_ref<double>();
+}
+
+// 70 tensors: empties, singletons, odd sizes, one spanning several blocks.
+std::vector<int64_t> awkward_sizes() {
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < 70; ++i) {
+    const int64_t pick[] = {0, 1, 3, 2047, 2048, 2049, 7, 0, 1, 5001, 64, 129};
+    sizes.push_back(pick[i % 12] + (i % 5 == 4 ? 11 : 0));
+  }
+  return sizes;
+}
+
+TEST(MultiTensorPlan, CoversEveryElementOnce) {
+  const std::vector<int64_t> sizes = awkward_sizes();
+  const auto packs = optim_math::plan_packs(int(sizes.size()), sizes.data());
+  std::vector<std::vector<int>> seen(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) seen[i].assign(sizes[i], 0);
+  int packed = 0;
+  for (const auto& p : packs) {
+    ASSERT_GE(p.count, 1);
+    ASSERT_LE(p.count, cuda::kMultiTensorChunk);
+    packed += p.count;
+    for (int64_t b = 0; b < p.blocks(); ++b) {
+      const int slot = optim_math::pack_slot_of_block(p.first_block, p.count, b);
+      const int64_t begin = (b - p.first_block[slot]) * optim_math::kBlockElems;
+      ASSERT_LT(begin, p.size[slot]);
+      for (int64_t e = begin; e < std::min(p.size[slot], begin + optim_math::kBlockElems); ++e)
+        seen[p.tensor[slot]][e] += 1;
+    }
+  }
+  int nonempty = 0;
+  for (int64_t s : sizes) nonempty += s > 0;
+  EXPECT_EQ(packed, nonempty);
+  EXPECT_EQ(int(packs.size()), (nonempty + cuda::kMultiTensorChunk - 1) / cuda::kMultiTensorChunk);
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (int64_t e = 0; e < sizes[i]; ++e)
+      ASSERT_EQ(seen[i][e], 1) << "tensor " << i << " elem " << e;
+  EXPECT_TRUE(optim_math::plan_packs(3, std::vector<int64_t>{0, 0, 0}.data()).empty());
+}
+
+// --- device ----------------------------------------------------------------------------------
+#if KDLAB_HAVE_CUDA
+using cuda_testing::DeviceArray;
+
+// The CPU's per-row values: a one-row batch adds exactly its row to zeroed sums (0 + x == x).
+template <class T>
+std::vector<double> cpu_rows(int rows, int cols, const std::vector<T>& logits,
+                             const std::vector<int32_t>& labels, const T* teacher) {
+  std::vector<double> out(size_t(rows) * kRowStatFields);
+  for (int r = 0; r < rows; ++r) {
+    ClassifierStats one;
+    const int64_t o = int64_t(r) * cols;
+    cpu::classifier_stats<T>(1, cols, logits.data() + o, labels.data() + r,
+                             teacher ? teacher + o : nullptr, &one);
+    double* f = out.data() + size_t(r) * kRowStatFields;
+    for (int b = 0; b < kEceBins; ++b)
+      if (one.bin_count[b] == 1) f[2] = one.bin_conf_sum[b];
+    f[0] = double(one.correct);
+    f[1] = one.nll_sum;
+    f[3] = double(one.agree);
+    f[4] = one.kl_sum;
+  }
+  return out;
+}
+
+template <class T>
+void check_row_stats(int rows, int cols, uint64_t seed, bool with_teacher, bool coarse) {
+  SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) +
+               (with_teacher ? " teacher" : "") + (coarse ? " ties" : ""));
+  auto logits = uniform<T>(size_t(rows) * cols, seed, -5, 5);
+  auto teacher = uniform<T>(size_t(rows) * cols, seed + 1, -5, 5);
+  if (coarse) {  // integers: tied maxima, first maximum must win on both sides
+    for (T& v : logits) v = T(std::floor(double(v)));
+    for (T& v : teacher) v = T(std::floor(double(v)));
+  }
+  const auto labels = random_labels(rows, cols, seed + 2);
+  const T* t = with_teacher ? teacher.data() : nullptr;
+  DeviceArray<T> l_d(logits), t_d(teacher);
+  DeviceArray<int32_t> lab_d(labels);
+  DeviceArray<double> rows_d(std::vector<double>(size_t(rows) * kRowStatFields, 1e300));
+  cuda::classifier_row_stats<T>(rows, cols, l_d.get(), lab_d.get(),
+                                with_teacher ? t_d.get() : nullptr, rows_d.get());
+  const std::vector<double> got_rows = rows_d.host(),
+                            want_rows = cpu_rows<T>(rows, cols, logits, labels, t);
+  for (size_t i = 0; i < got_rows.size(); ++i) {
+    const int field = int(i % kRowStatFields);
+    if (field == 0 || field == 3) {
+      ASSERT_EQ(got_rows[i], want_rows[i]) << "row " << i / kRowStatFields << " field " << field;
+    } else {
+      ASSERT_NEAR(got_rows[i], want_rows[i], 1e-12 * std::max(1.0, std::fabs(want_rows[i])))
+          << "row " << i / kRowStatFields << " field " << field;
+    }
+  }
+  ClassifierStats got, want;
+  fold_row_stats(rows, got_rows.data(), with_teacher, &got);
+  cpu::classifier_stats<T>(rows, cols, logits.data(), labels.data(), t, &want);
+  EXPECT_EQ(got.count, want.count);
+  EXPECT_EQ(got.correct, want.correct);
+  EXPECT_EQ(got.agree, want.agree);
+  EXPECT_NEAR(got.nll_sum, want.nll_sum, 1e-12 * std::max(1.0, want.nll_sum));
+  EXPECT_NEAR(got.kl_sum, want.kl_sum, 1e-12 * std::max(1.0, want.kl_sum));
+  for (int b = 0; b < kEceBins; ++b) {
+    EXPECT_EQ(got.bin_count[b], want.bin_count[b]) << "bin " << b;
+    EXPECT_EQ(got.bin_correct_sum[b], want.bin_correct_sum[b]) << "bin " << b;
+    EXPECT_NEAR(got.bin_conf_sum[b], want.bin_conf_sum[b],
+                1e-12 * std::max(1.0, want.bin_conf_sum[b]));
+  }
+}
+
+TEST(CudaMetricsKernels, RowStatsFoldToCpuStats) {
+  KD_REQUIRE_CUDA();
+  const int shapes[][2] = {{1, 1}, {1, 2}, {7, 33}, {37, 10}, {19, 1000}, {3000, 10}};
+  uint64_t seed = 500;
+  for (auto& s : shapes) {
+    for (bool teacher : {false, true}) {
+      for (bool coarse : {false, true}) {
+        check_row_stats<float>(s[0], s[1], seed += 3, teacher, coarse);
+        check_row_stats<double>(s[0], s[1], seed += 3, teacher, coarse);
+      }
+    }
+  }
+}
+
+template <class T>
+void check_single_tensor_updates() {
+  const int64_t n = 5001;  // several blocks, ragged last block
+  for (const SgdParams& h : kSgdCases) {
+    SCOPED_TRACE("sgd momentum " + std::to_string(h.momentum) + " nesterov " +
+                 std::to_string(h.nesterov));
+    OptimState<T> host(n, 3), ref_st(n, 3);
+    // NaN in the buffer: the first step must overwrite it without reading it.
+    DeviceArray<T> p_d(host.param), b_d(std::vector<T>(n, T(NAN)));
+    for (int step = 0; step < kSteps; ++step) {
+      const auto g = step_grad<T>(n, 3, step);
+      DeviceArray<T> g_d(g);
+      cuda::sgd_update<T>(n, h, step == 0, p_d.get(), g_d.get(),
+                          h.momentum != 0 ? b_d.get() : nullptr);
+      host_sgd(h, step == 0, g, &host);
+      ref::sgd_update<T>(n, h, step == 0, ref_st.param.data(), g.data(), ref_st.s1.data());
+    }
+    EXPECT_TRUE(same_bits(p_d.host(), host.param)) << "param vs host element code";
+    if (h.momentum != 0) {
+      EXPECT_TRUE(same_bits(b_d.host(), host.s1)) << "momentum vs host";
+    }
+    expect_close(p_d.host(), ref_st.param, optim_tol<T>(), "sgd param vs ref");
+  }
+  OptimState<T> host(n, 4), ref_st(n, 4);
+  DeviceArray<T> p_d(host.param), m_d(n), v_d(n);
+  for (int step = 1; step <= kSteps; ++step) {
+    const auto g = step_grad<T>(n, 4, step);
+    DeviceArray<T> g_d(g);
+    cuda::adam_update<T>(n, kAdam, step, p_d.get(), g_d.get(), m_d.get(), v_d.get());
+    host_adam(kAdam, step, g, &host);
+    ref::adam_update<T>(n, kAdam, step, ref_st.param.data(), g.data(), ref_st.s1.data(),
+                        ref_st.s2.data());
+  }
+  EXPECT_TRUE(same_bits(p_d.host(), host.param)) << "adam param vs host element code";
+  EXPECT_TRUE(same_bits(m_d.host(), host.s1) && same_bits(v_d.host(), host.s2)) << "adam moments";
+  expect_close(p_d.host(), ref_st.param, optim_tol<T>(), "adam param vs ref");
+  expect_close(v_d.host(), ref_st.s2, optim_tol<T>(), "adam v vs ref");
+}
+
+TEST(CudaOptimizerKernels, SgdAndAdamMatchRef) {
+  KD_REQUIRE_CUDA();
+  check_single_tensor_updates<float>();
+  check_single_tensor_updates<double>();
+}
+
+// DeviceArray(vector) would copy one element from an empty vector's null data.
+template <class T>
+std::unique_ptr<DeviceArray<T>> upload(const std::vector<T>& v) {
+  return v.empty() ? std::make_unique<DeviceArray<T>>(size_t(0))
+                   : std::make_unique<DeviceArray<T>>(v);
+}
+
+// Device copies of one state per tensor; empty tensors get null pointers (never touched).
+template <class T>
+struct DeviceStates {
+  std::vector<std::unique_ptr<DeviceArray<T>>> p, s1, s2;
+  std::vector<T*> pp, ps1, ps2;
+  explicit DeviceStates(const std::vector<OptimState<T>>& st) {
+    for (const auto& s : st) {
+      p.push_back(upload(s.param));
+      s1.push_back(upload(s.s1));
+      s2.push_back(upload(s.s2));
+      const bool empty = s.param.empty();
+      pp.push_back(empty ? nullptr : p.back()->get());
+      ps1.push_back(empty ? nullptr : s1.back()->get());
+      ps2.push_back(empty ? nullptr : s2.back()->get());
+    }
+  }
+};
+
+template <class T>
+void check_multi_tensor(bool adam) {
+  SCOPED_TRACE(adam ? "adam" : "sgd nesterov");
+  const std::vector<int64_t> sizes = awkward_sizes();
+  const int count = int(sizes.size());
+  const SgdParams& h = kSgdCases[3];
+  std::vector<OptimState<T>> host, ref_st;
+  for (int i = 0; i < count; ++i) {
+    host.emplace_back(sizes[i], 600 + i);
+    ref_st.emplace_back(sizes[i], 600 + i);
+  }
+  DeviceStates<T> multi(host), single(host);
+  for (int step = 1; step <= kSteps; ++step) {
+    std::vector<std::vector<T>> g(count);
+    std::vector<std::unique_ptr<DeviceArray<T>>> g_d;
+    std::vector<const T*> pg;
+    for (int i = 0; i < count; ++i) {
+      g[i] = step_grad<T>(sizes[i], 700 + i, step);
+      g_d.push_back(upload(g[i]));
+      pg.push_back(sizes[i] ? g_d.back()->get() : nullptr);
+    }
+    if (adam) {
+      cuda::adam_update_multi<T>(count, sizes.data(), multi.pp.data(), pg.data(), multi.ps1.data(),
+                                 multi.ps2.data(), kAdam, step);
+    } else {
+      cuda::sgd_update_multi<T>(count, sizes.data(), multi.pp.data(), pg.data(), multi.ps1.data(),
+                                h, step == 1);
+    }
+    for (int i = 0; i < count; ++i) {
+      if (adam) {
+        cuda::adam_update<T>(sizes[i], kAdam, step, single.pp[i], pg[i], single.ps1[i],
+                             single.ps2[i]);
+        host_adam(kAdam, step, g[i], &host[i]);
+        ref::adam_update<T>(sizes[i], kAdam, step, ref_st[i].param.data(), g[i].data(),
+                            ref_st[i].s1.data(), ref_st[i].s2.data());
+      } else {
+        cuda::sgd_update<T>(sizes[i], h, step == 1, single.pp[i], pg[i], single.ps1[i]);
+        host_sgd(h, step == 1, g[i], &host[i]);
+        ref::sgd_update<T>(sizes[i], h, step == 1, ref_st[i].param.data(), g[i].data(),
+                           ref_st[i].s1.data());
+      }
+    }
+  }
+  for (int i = 0; i < count; ++i) {
+    SCOPED_TRACE("tensor " + std::to_string(i) + " of size " + std::to_string(sizes[i]));
+    const auto got = multi.p[i]->host();
+    EXPECT_TRUE(same_bits(got, single.p[i]->host())) << "multi vs per-tensor";
+    EXPECT_TRUE(same_bits(got, host[i].param)) << "multi vs host element code";
+    EXPECT_TRUE(same_bits(multi.s1[i]->host(), host[i].s1)) << "state";
+    if (adam) {
+      EXPECT_TRUE(same_bits(multi.s2[i]->host(), host[i].s2)) << "v";
+    }
+    expect_close(got, ref_st[i].param, optim_tol<T>(), "param vs ref");
+  }
+}
+
+TEST(CudaOptimizerKernels, MultiTensorEqualsPerTensor) {
+  KD_REQUIRE_CUDA();
+  check_multi_tensor<float>(false);
+  check_multi_tensor<float>(true);
+  check_multi_tensor<double>(false);
+  check_multi_tensor<double>(true);
+}
+#endif  // KDLAB_HAVE_CUDA
+
+}  // namespace
+}  // namespace kd

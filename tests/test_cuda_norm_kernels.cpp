@@ -1,0 +1,206 @@
+// Tests for the CUDA batch norm and group norm (kernels/cuda/normalization.cu) against ref:: on
+// awkward shapes, float and double: forward values, saved and running statistics (also with null
+// running statistics), backward ACCUMULATION into prefilled gradients, bitwise run-to-run
+// equality, and the training-mode refusal of one value per channel. Tolerances: float 1e-4
+// relative (statistics are in double on both sides; the per-element passes run in float on
+// coefficients rounded to float, a few ulps), double 1e-10 (one-pass shifted moments vs ref::'s
+// two-pass variance). Needs a device: every test skips without one.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "kernels/check.h"
+#include "kernels/normalization.h"
+#include "tests/cuda_testing.h"
+#include "tests/kernel_testing.h"
+
+#if KDLAB_HAVE_CUDA
+
+namespace kd {
+namespace {
+
+using namespace kernel_testing;
+using cuda_testing::DeviceArray;
+
+size_t numel(const NormGeom& g) { return size_t(g.n) * g.c * g.hw; }
+
+std::string describe(const NormGeom& g) {
+  return "n=" + std::to_string(g.n) + " c=" + std::to_string(g.c) +
+         " hw=" + std::to_string(g.hw) + " groups=" + std::to_string(g.groups);
+}
+
+// batch 1, hw = 1, odd channels, hw above the block size (one thread walks several samples per
+// step), m = 2 (the smallest the unbiased variance allows).
+const NormGeom kBnGeoms[] = {{1, 3, 5},  {2, 7, 1},   {5, 16, 33}, {6, 19, 7},
+                             {3, 5, 64}, {4, 2, 1030}, {1, 1, 2},   {33, 3, 1}};
+
+template <class T>
+void check_batchnorm(double tol) {
+  uint64_t seed = 300;
+  for (const NormGeom& g : kBnGeoms) {
+    SCOPED_TRACE(describe(g));
+    const size_t len = numel(g);
+    // Offset mean (3 +- 2): the one-pass statistics must not cancel.
+    auto x = uniform<T>(len, seed++, 1, 5), dy = uniform<T>(len, seed++, -1, 1);
+    auto gamma = uniform<T>(g.c, seed++, 0.5, 1.5), beta = uniform<T>(g.c, seed++, -1, 1);
+    auto rm0 = uniform<T>(g.c, seed++, -1, 1), rv0 = uniform<T>(g.c, seed++, 0.5, 2);
+    auto dx0 = uniform<T>(len, seed++, -1, 1), dg0 = uniform<T>(g.c, seed++, -1, 1);
+    auto db0 = uniform<T>(g.c, seed++, -1, 1);
+    const T eps = T(1e-5), momentum = T(0.1);
+
+    // Training forward, with running statistics.
+    std::vector<T> y(len), mean(g.c), invstd(g.c), rm = rm0, rv = rv0;
+    ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
+                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data());
+    DeviceArray<T> dx_(x), dgamma_(gamma), dbeta_(beta), dy_(dy), d_y(len), d_mean(g.c),
+        d_invstd(g.c), d_rm(rm0), d_rv(rv0);
+    cuda::batchnorm_forward_train<T>(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
+                                     d_y.get(), d_mean.get(), d_invstd.get(), d_rm.get(),
+                                     d_rv.get());
+    expect_close(d_y.host(), y, tol, "train y");
+    expect_close(d_mean.host(), mean, tol, "save_mean");
+    expect_close(d_invstd.host(), invstd, tol, "save_invstd");
+    expect_close(d_rm.host(), rm, tol, "running_mean");
+    expect_close(d_rv.host(), rv, tol, "running_var");
+
+    // Null running statistics: same outputs, nothing else touched.
+    DeviceArray<T> d_y2(len), d_mean2(g.c), d_invstd2(g.c);
+    cuda::batchnorm_forward_train<T>(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
+                                     d_y2.get(), d_mean2.get(), d_invstd2.get(), nullptr, nullptr);
+    EXPECT_TRUE(same_bits(d_y2.host(), d_y.host())) << "y without running statistics";
+    EXPECT_TRUE(same_bits(d_invstd2.host(), d_invstd.host()));
+
+    // Training backward accumulates into prefilled gradients.
+    std::vector<T> dx = dx0, dg = dg0, db = db0;
+    ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
+                                     invstd.data(), dx.data(), dg.data(), db.data());
+    DeviceArray<T> d_mean_ref(mean), d_invstd_ref(invstd), d_dx(dx0), d_dg(dg0), d_db(db0);
+    cuda::batchnorm_backward_train<T>(g, dx_.get(), dy_.get(), dgamma_.get(), d_mean_ref.get(),
+                                      d_invstd_ref.get(), d_dx.get(), d_dg.get(), d_db.get());
+    expect_close(d_dx.host(), dx, tol, "train dx");
+    expect_close(d_dg.host(), dg, tol, "train dgamma");
+    expect_close(d_db.host(), db, tol, "train dbeta");
+
+    // Eval forward and backward through the running statistics.
+    DeviceArray<T> d_rm0(rm0), d_rv0(rv0), d_ye(len), d_dxe(dx0), d_dge(dg0), d_dbe(db0);
+    std::vector<T> ye(len), dxe = dx0, dge = dg0, dbe = db0;
+    ref::batchnorm_forward_eval<T>(g, x.data(), gamma.data(), beta.data(), rm0.data(),
+                                   rv0.data(), eps, ye.data());
+    cuda::batchnorm_forward_eval<T>(g, dx_.get(), dgamma_.get(), dbeta_.get(), d_rm0.get(),
+                                    d_rv0.get(), eps, d_ye.get());
+    expect_close(d_ye.host(), ye, tol, "eval y");
+    ref::batchnorm_backward_eval<T>(g, x.data(), dy.data(), gamma.data(), rm0.data(), rv0.data(),
+                                    eps, dxe.data(), dge.data(), dbe.data());
+    cuda::batchnorm_backward_eval<T>(g, dx_.get(), dy_.get(), dgamma_.get(), d_rm0.get(),
+                                     d_rv0.get(), eps, d_dxe.get(), d_dge.get(), d_dbe.get());
+    expect_close(d_dxe.host(), dxe, tol, "eval dx");
+    expect_close(d_dge.host(), dge, tol, "eval dgamma");
+    expect_close(d_dbe.host(), dbe, tol, "eval dbeta");
+  }
+}
+
+TEST(CudaNormKernels, BatchNormMatchesRefFloat) {
+  KD_REQUIRE_CUDA();
+  check_batchnorm<float>(1e-4);
+}
+
+TEST(CudaNormKernels, BatchNormMatchesRefDouble) {
+  KD_REQUIRE_CUDA();
+  check_batchnorm<double>(1e-10);
+}
+
+// per-group 1 (instance norm), groups 1 (layer norm), hw = 1 with batch 1, more channels per
+// group than warps in a block (the channel loop wraps), a group larger than the block.
+const NormGeom kGnGeoms[] = {{2, 6, 5, 3},  {1, 4, 1, 2},  {3, 8, 33, 1},   {2, 6, 7, 6},
+                             {2, 64, 9, 2}, {1, 4, 1500, 2}, {3, 5, 4, 5}};
+
+template <class T>
+void check_groupnorm(double tol) {
+  uint64_t seed = 600;
+  for (const NormGeom& g : kGnGeoms) {
+    SCOPED_TRACE(describe(g));
+    const size_t len = numel(g), stats = size_t(g.n) * g.groups;
+    auto x = uniform<T>(len, seed++, 1, 5), dy = uniform<T>(len, seed++, -1, 1);
+    auto gamma = uniform<T>(g.c, seed++, 0.5, 1.5), beta = uniform<T>(g.c, seed++, -1, 1);
+    auto dx0 = uniform<T>(len, seed++, -1, 1), dg0 = uniform<T>(g.c, seed++, -1, 1);
+    auto db0 = uniform<T>(g.c, seed++, -1, 1);
+    const T eps = T(1e-5);
+
+    std::vector<T> y(len), mean(stats), invstd(stats);
+    ref::groupnorm_forward<T>(g, x.data(), gamma.data(), beta.data(), eps, y.data(), mean.data(),
+                              invstd.data());
+    DeviceArray<T> d_x(x), d_dy(dy), d_gamma(gamma), d_beta(beta), d_y(len), d_mean(stats),
+        d_invstd(stats);
+    cuda::groupnorm_forward<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, d_y.get(),
+                               d_mean.get(), d_invstd.get());
+    expect_close(d_y.host(), y, tol, "gn y");
+    expect_close(d_mean.host(), mean, tol, "gn save_mean");
+    expect_close(d_invstd.host(), invstd, tol, "gn save_invstd");
+
+    std::vector<T> dx = dx0, dg = dg0, db = db0;
+    ref::groupnorm_backward<T>(g, x.data(), dy.data(), gamma.data(), mean.data(), invstd.data(),
+                               dx.data(), dg.data(), db.data());
+    DeviceArray<T> d_mean_ref(mean), d_invstd_ref(invstd), d_dx(dx0), d_dg(dg0), d_db(db0);
+    cuda::groupnorm_backward<T>(g, d_x.get(), d_dy.get(), d_gamma.get(), d_mean_ref.get(),
+                                d_invstd_ref.get(), d_dx.get(), d_dg.get(), d_db.get());
+    expect_close(d_dx.host(), dx, tol, "gn dx");
+    expect_close(d_dg.host(), dg, tol, "gn dgamma");
+    expect_close(d_db.host(), db, tol, "gn dbeta");
+  }
+}
+
+TEST(CudaNormKernels, GroupNormMatchesRefFloat) {
+  KD_REQUIRE_CUDA();
+  check_groupnorm<float>(1e-4);
+}
+
+TEST(CudaNormKernels, GroupNormMatchesRefDouble) {
+  KD_REQUIRE_CUDA();
+  check_groupnorm<double>(1e-10);
+}
+
+// Two runs of the training forward and backward on the same inputs give the same bits: the
+// reductions have a fixed order and no atomics.
+TEST(CudaNormKernels, BatchNormAndGroupNormAreBitwiseReproducible) {
+  KD_REQUIRE_CUDA();
+  const NormGeom g{8, 6, 999, 3};  // m = 7992 elements per channel: many per thread
+  const size_t len = numel(g);
+  auto x = uniform<float>(len, 900, -3, 7), dy = uniform<float>(len, 901, -1, 1);
+  auto gamma = uniform<float>(g.c, 902, 0.5, 1.5), beta = uniform<float>(g.c, 903, -1, 1);
+  DeviceArray<float> d_x(x), d_dy(dy), d_gamma(gamma), d_beta(beta);
+  auto run = [&] {
+    DeviceArray<float> y(len), mean(g.c), invstd(g.c), rm(g.c), rv(g.c), dx(len), dg(g.c),
+        db(g.c), gy(len), gmean(size_t(g.n) * g.groups), ginv(size_t(g.n) * g.groups),
+        gdx(len), gdg(g.c), gdb(g.c);
+    cuda::batchnorm_forward_train<float>(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f,
+                                         y.get(), mean.get(), invstd.get(), rm.get(), rv.get());
+    cuda::batchnorm_backward_train<float>(g, d_x.get(), d_dy.get(), d_gamma.get(), mean.get(),
+                                          invstd.get(), dx.get(), dg.get(), db.get());
+    cuda::groupnorm_forward<float>(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, gy.get(),
+                                   gmean.get(), ginv.get());
+    cuda::groupnorm_backward<float>(g, d_x.get(), d_dy.get(), d_gamma.get(), gmean.get(),
+                                    ginv.get(), gdx.get(), gdg.get(), gdb.get());
+    std::vector<std::vector<float>> out = {y.host(),  mean.host(), invstd.host(), rm.host(),
+                                           rv.host(), dx.host(),   dg.host(),     db.host(),
+                                           gy.host(), gdx.host(),  gdg.host(),    gdb.host()};
+    return out;
+  };
+  const auto first = run(), second = run();
+  ASSERT_EQ(first.size(), second.size());
+  for (size_t i = 0; i < first.size(); ++i) EXPECT_TRUE(same_bits(first[i], second[i])) << i;
+}
+
+TEST(CudaNormKernels, BatchNormRejectsOneValuePerChannelInTraining) {
+  KD_REQUIRE_CUDA();
+  const NormGeom g{1, 2, 1};
+  DeviceArray<double> x(2), gm(2), bt(2), y(2), m(2), s(2);
+  EXPECT_THROW(cuda::batchnorm_forward_train<double>(g, x.get(), gm.get(), bt.get(), 1e-5, 0.1,
+                                                     y.get(), m.get(), s.get(), nullptr, nullptr),
+               Error);
+}
+
+}  // namespace
+}  // namespace kd
+
+#endif  // KDLAB_HAVE_CUDA

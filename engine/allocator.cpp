@@ -43,6 +43,7 @@ void* CachingAllocator::allocate(size_t bytes) {
     return ptr;
   }
   void* ptr = raw_allocate(size);
+  const size_t cached_before_retry = cached_;
   if (!ptr) {
     for (auto& kv : free_blocks_)
       for (void* p : kv.second) raw_free_(p);
@@ -53,8 +54,9 @@ void* CachingAllocator::allocate(size_t bytes) {
   if (!ptr) {
     std::ostringstream os;
     os << name_ << " out of memory: requested " << bytes << " bytes (" << size << " rounded), "
-       << in_use_ << " in use, " << (free_bytes_ ? free_bytes_() : 0) << " free, " << cached_
-       << " cached";
+       << in_use_ << " in use, " << (free_bytes_ ? free_bytes_() : 0) << " free on the device, "
+       << cached_before_retry << " were cached (released before one retry)";
+    if (limit_) os << ", limit " << limit_;
     throw Error(os.str());
   }
   in_use_ += size;
@@ -86,6 +88,10 @@ size_t CachingAllocator::cached_bytes() const {
 size_t CachingAllocator::in_use_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return in_use_;
+}
+void CachingAllocator::reset_peak() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  peak_ = in_use_;
 }
 size_t CachingAllocator::peak_in_use_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);

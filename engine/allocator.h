@@ -28,6 +28,7 @@ class CachingAllocator {
   size_t cached_bytes() const;
   size_t in_use_bytes() const;
   size_t peak_in_use_bytes() const;
+  void reset_peak();  // peak := current use, so a benchmark can measure one phase
   static size_t round_size(size_t bytes);
 
   static CachingAllocator& for_device(Device device);

@@ -1,6 +1,8 @@
 // Tape implementation (see autograd.h).
 #include "engine/autograd.h"
 
+#include "engine/profile.h"
+
 namespace kd {
 
 namespace {
@@ -44,7 +46,10 @@ void backward(const Tensor& loss) {
     bool reached = false;
     for (const Tensor& out : node.outputs)
       if (out.impl().grad) reached = true;
-    if (reached) node.backward();
+    if (reached) {
+      profile::Range range(node.name);
+      node.backward();
+    }
   }
 }
 

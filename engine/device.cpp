@@ -23,7 +23,7 @@ Device parse_device(const std::string& spec) {
     KD_INPUT_CHECK(cuda::device_count() > 0,
                    "--device cuda: no usable GPU (none found, or KDLAB_DISABLE_CUDA is set)");
     KD_INPUT_CHECK(cuda::has_op_kernels(),
-                   "--device cuda: this build has no CUDA op kernels yet; use --device cpu");
+                   "--device cuda: this build has no CUDA op kernels; use --device cpu");
     return Device::cuda(0);
   }
   throw InputError("--device: expected auto, cpu or cuda, got '" + spec + "'");
@@ -31,7 +31,26 @@ Device parse_device(const std::string& spec) {
 
 namespace {
 int g_threads = 0;
+GpuKernels g_gpu_kernels;
+}  // namespace
+
+GpuImpl parse_gpu_impl(const std::string& flag, const std::string& value) {
+  if (value == "native") return GpuImpl::Native;
+  if (value == "cudnn") return GpuImpl::Cudnn;
+  throw InputError(flag + ": expected native or cudnn, got '" + value + "'");
 }
+
+const char* gpu_impl_name(GpuImpl impl) { return impl == GpuImpl::Cudnn ? "cudnn" : "native"; }
+
+void set_gpu_kernels(const GpuKernels& kernels) {
+  KD_INPUT_CHECK(kernels.conv == GpuImpl::Native || cuda::built_with_cudnn(),
+                 "--conv cudnn: kdlab was built without cuDNN");
+  KD_INPUT_CHECK(kernels.bn == GpuImpl::Native || cuda::built_with_cudnn(),
+                 "--bn cudnn: kdlab was built without cuDNN");
+  g_gpu_kernels = kernels;
+}
+
+GpuKernels gpu_kernels() { return g_gpu_kernels; }
 
 void set_num_threads(int threads) {
   KD_INPUT_CHECK(threads >= 0, "--threads: expected a count >= 0 (0 = all cores), got " << threads);

@@ -25,6 +25,18 @@ struct Device {
 Device parse_device(const std::string& spec);
 bool cuda_usable();
 
+// Which implementation the GPU convolution and batchnorm ops call (--conv, --bn): our own kernels
+// or cuDNN. Process-wide, set once by the CLI before any model runs.
+enum class GpuImpl { Native, Cudnn };
+struct GpuKernels {
+  GpuImpl conv = GpuImpl::Native;
+  GpuImpl bn = GpuImpl::Native;
+};
+GpuImpl parse_gpu_impl(const std::string& flag, const std::string& value);  // native|cudnn
+const char* gpu_impl_name(GpuImpl impl);
+void set_gpu_kernels(const GpuKernels& kernels);  // InputError for cudnn in a build without it
+GpuKernels gpu_kernels();
+
 // Thread count for the CPU kernels (OpenMP) and OpenBLAS. 0 = all cores.
 void set_num_threads(int threads);
 int num_threads();

@@ -143,6 +143,19 @@ void Tensor::copy_from(const Tensor& src) {
   else cuda::memcpy_device_to_device(raw(), src.raw(), n);
 }
 
+void Tensor::copy_range_from(int64_t offset, const Tensor& src) {
+  KD_CHECK(src.dtype() == dtype() && offset >= 0 && offset + src.numel() <= numel(),
+           "copy_range_from: " << describe(src) << " into " << describe(*this) << " at "
+                               << offset);
+  size_t n = src.nbytes();
+  if (n == 0) return;
+  char* dst = static_cast<char*>(raw()) + offset * int64_t(dtype_size(dtype()));
+  if (device().is_cpu() && src.device().is_cpu()) std::memcpy(dst, src.raw(), n);
+  else if (device().is_cuda() && src.device().is_cpu()) cuda::memcpy_host_to_device(dst, src.raw(), n);
+  else if (device().is_cpu() && src.device().is_cuda()) cuda::memcpy_device_to_host(dst, src.raw(), n);
+  else cuda::memcpy_device_to_device(dst, src.raw(), n);
+}
+
 Tensor Tensor::to(Device dev) const {
   Tensor out = empty(shape(), dtype(), dev);
   out.copy_from(*this);
@@ -164,7 +177,7 @@ void convert_from(const Tensor& src, Dst* dst) {
 }  // namespace
 
 Tensor Tensor::to(DType target) const {
-  KD_CHECK(device().is_cpu(), "dtype conversion is CPU-only: " << describe(*this));
+  if (is_cuda()) return to(Device::cpu()).to(target).to(device());  // off the hot path
   Tensor out = empty(shape(), target, device());
   switch (target) {
     case DType::F32: convert_from(*this, out.data<float>()); break;
@@ -182,8 +195,16 @@ void Tensor::fill_(double value) {
   int64_t n = numel();
   if (n == 0) return;
   if (is_cuda()) {
-    KD_CHECK(value == 0.0, "fill_ with a non-zero value on the GPU needs the CUDA backend");
-    cuda::memset_device(raw(), 0, nbytes());
+    if (value == 0.0) {
+      cuda::memset_device(raw(), 0, nbytes());
+      return;
+    }
+#if KDLAB_HAVE_CUDA
+    if (dtype() == DType::F32) return cuda::fill<float>(n, static_cast<float>(value), data<float>());
+    if (dtype() == DType::F64) return cuda::fill<double>(n, value, data<double>());
+#endif
+    Tensor host = full(shape(), value, dtype(), Device::cpu());  // integer fills are rare
+    copy_from(host);
     return;
   }
   switch (dtype()) {

@@ -75,6 +75,8 @@ class Tensor {
   Tensor to(DType dtype) const;    // a converted copy (no autograd)
   Tensor clone() const;            // a deep copy (no autograd)
   void copy_from(const Tensor& src);  // same shape; any devices, same dtype
+  // All of src's elements into this tensor's flat elements [offset, offset + src.numel()).
+  void copy_range_from(int64_t offset, const Tensor& src);
   void fill_(double value);
   void zero_() { fill_(0.0); }
 

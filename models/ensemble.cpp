@@ -3,6 +3,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "engine/profile.h"
 
 namespace kd {
 namespace models {
@@ -18,6 +19,7 @@ Ensemble::Ensemble(std::vector<std::shared_ptr<Classifier>> members) : members_(
 
 Tensor Ensemble::forward(const Tensor& x) const {
   NoGradGuard no_grad;
+  profile::Range range("teacher forward");
   std::vector<Tensor> logits;
   logits.reserve(members_.size());
   for (auto& m : members_) {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "engine/ops.h"
+#include "engine/profile.h"
 
 namespace kd {
 namespace models {
@@ -92,6 +93,7 @@ PreResNet::PreResNet(int depth, int classes, int channels, bool group_norm, uint
       inplanes = block->out_planes();
       layer->add(std::to_string(i), block);
       blocks_.push_back(block);
+      block_names_.push_back("layer" + std::to_string(stage + 1) + "." + std::to_string(i));
     }
     register_module("layer" + std::to_string(stage + 1), layer);
   }
@@ -102,8 +104,16 @@ PreResNet::PreResNet(int depth, int classes, int channels, bool group_norm, uint
 Tensor PreResNet::forward(const Tensor& x) {
   KD_CHECK(x.dim() == 4 && x.size(1) == in_channels && x.size(2) == 32 && x.size(3) == 32,
            arch << ": expected input [n, " << in_channels << ", 32, 32], got " << describe(x));
-  Tensor h = stem_->forward(x);
-  for (auto& block : blocks_) h = block->forward(h);
+  Tensor h;
+  {
+    profile::Range range("conv1");
+    h = stem_->forward(x);
+  }
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    profile::Range range(block_names_[i]);
+    h = blocks_[i]->forward(h);
+  }
+  profile::Range range("head");
   h = ops::relu(head_norm_->forward(h));
   h = ops::flatten(ops::avg_pool2d(h, 8, 8));
   return fc_->forward(h);

@@ -39,6 +39,7 @@ class PreResNet : public Classifier {
   int depth_;
   std::shared_ptr<nn::Conv2d> stem_;
   std::vector<std::shared_ptr<PreActBlock>> blocks_;
+  std::vector<std::string> block_names_;  // "layer1.0", ...: NVTX range names
   std::shared_ptr<nn::NormLayer> head_norm_;
   std::shared_ptr<nn::Linear> fc_;
 };

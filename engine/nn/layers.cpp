@@ -3,6 +3,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "kernels/elementwise.h"
 
 namespace kd {
 namespace nn {
@@ -49,10 +50,14 @@ BatchNorm2d::BatchNorm2d(int channels, double eps_, double momentum_)
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
   if (is_training()) {
-    Tensor host = num_batches_tracked.is_cuda() ? num_batches_tracked.to(Device::cpu())
-                                                : num_batches_tracked;
-    *host.data<int64_t>() += 1;
-    if (!host.same(num_batches_tracked)) num_batches_tracked.copy_from(host);
+    int64_t* tracked = num_batches_tracked.data<int64_t>();
+    if (num_batches_tracked.is_cuda()) {
+#if KDLAB_HAVE_CUDA
+      cuda::counter_add(tracked, 1);
+#endif
+    } else {
+      cpu::counter_add(tracked, 1);
+    }
   }
   return ops::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }

@@ -1,4 +1,5 @@
-// Front doors for conv2d and linear: shape checks, dispatch to kernels/cpu, backward recording.
+// Front doors for conv2d and linear: shape checks, dispatch to the CPU kernels, our CUDA kernels
+// or cuDNN (--conv; the forward's choice is kept for the backward), backward recording.
 #include <vector>
 
 #include "engine/ops.h"
@@ -25,21 +26,36 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   KD_CHECK(g.h + 2 * pad >= g.r && g.w + 2 * pad >= g.s,
            "conv2d: kernel " << g.r << "x" << g.s << " larger than padded input " << describe(x));
   Tensor y = Tensor::empty({g.n, g.k, g.p(), g.q()}, x.dtype(), x.device());
+  const bool on_gpu = x.is_cuda();
+  const bool use_cudnn = on_gpu && gpu_kernels().conv == GpuImpl::Cudnn;
   dispatch_floating("conv2d", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::conv2d_forward<T>(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias), y.data<T>());
+    if (use_cudnn)
+      KD_CUDNN_BRANCH(cudnn::conv2d_forward<T>(g, x.data<T>(), w.data<T>(),
+                                               ptr_or_null<T>(bias), y.data<T>()));
+    else
+      KD_RUN(on_gpu, conv2d_forward<T>(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias),
+                                       y.data<T>()));
   });
   if (should_record({x, w, bias})) {
-    record_node("conv2d", {y}, [x, w, bias, y, g]() {
+    record_node("conv2d", {y}, [x, w, bias, y, g, on_gpu, use_cudnn]() {
       dispatch_floating("conv2d", x, [&](auto tag) {
         using T = decltype(tag);
         const T* dy = y.grad().data<T>();
-        if (T* dx = grad_ptr<T>(x)) cpu::conv2d_backward_data<T>(g, dy, w.data<T>(), dx);
+        if (T* dx = grad_ptr<T>(x)) {
+          if (use_cudnn)
+            KD_CUDNN_BRANCH(cudnn::conv2d_backward_data<T>(g, dy, w.data<T>(), dx));
+          else
+            KD_RUN(on_gpu, conv2d_backward_data<T>(g, dy, w.data<T>(), dx));
+        }
         T* dbias = grad_ptr<T>(bias);
         if (w.requires_grad() || dbias) {
-          std::vector<T> scratch;
+          Tensor scratch;
           T* dw = grad_or_scratch<T>(w, scratch);
-          cpu::conv2d_backward_weight<T>(g, x.data<T>(), dy, dw, dbias);
+          if (use_cudnn)
+            KD_CUDNN_BRANCH(cudnn::conv2d_backward_weight<T>(g, x.data<T>(), dy, dw, dbias));
+          else
+            KD_RUN(on_gpu, conv2d_backward_weight<T>(g, x.data<T>(), dy, dw, dbias));
         }
       });
     });
@@ -57,21 +73,23 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   LinearGeom g;
   g.batch = int(x.size(0)), g.in = int(x.size(1)), g.out = int(w.size(0));
   Tensor y = Tensor::empty({g.batch, g.out}, x.dtype(), x.device());
+  const bool on_gpu = x.is_cuda();
   dispatch_floating("linear", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::linear_forward<T>(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias), y.data<T>());
+    KD_RUN(on_gpu, linear_forward<T>(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias),
+                                     y.data<T>()));
   });
   if (should_record({x, w, bias})) {
-    record_node("linear", {y}, [x, w, bias, y, g]() {
+    record_node("linear", {y}, [x, w, bias, y, g, on_gpu]() {
       dispatch_floating("linear", x, [&](auto tag) {
         using T = decltype(tag);
         const T* dy = y.grad().data<T>();
-        if (T* dx = grad_ptr<T>(x)) cpu::linear_backward_data<T>(g, dy, w.data<T>(), dx);
+        if (T* dx = grad_ptr<T>(x)) KD_RUN(on_gpu, linear_backward_data<T>(g, dy, w.data<T>(), dx));
         T* dbias = grad_ptr<T>(bias);
         if (w.requires_grad() || dbias) {
-          std::vector<T> scratch;
+          Tensor scratch;
           T* dw = grad_or_scratch<T>(w, scratch);
-          cpu::linear_backward_weight<T>(g, x.data<T>(), dy, dw, dbias);
+          KD_RUN(on_gpu, linear_backward_weight<T>(g, x.data<T>(), dy, dw, dbias));
         }
       });
     });

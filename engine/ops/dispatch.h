@@ -1,4 +1,5 @@
-// Shared checks and the dtype/device dispatch used by every op front door.
+// Shared checks and the dtype/device dispatch used by every op front door. KD_RUN is the one
+// place where an op picks its CPU or CUDA kernel (same name and arguments in both namespaces).
 #pragma once
 #include <string>
 #include <vector>
@@ -18,7 +19,12 @@ void dispatch_floating(const char* op, const Tensor& t, F&& f) {
   else throw Error(std::string(op) + ": expected an f32 or f64 tensor, got " + describe(t));
 }
 
-// Every operand defined, same dtype and device as the first; CUDA has no op kernels yet.
+[[noreturn]] inline void no_cuda_kernels() {
+  throw Error("a CUDA tensor reached an op in a build without CUDA kernels");
+}
+[[noreturn]] inline void no_cudnn() { throw Error("cuDNN was asked for in a build without it"); }
+
+// Every operand defined, same dtype and device as the first.
 inline void check_operands(const char* op, std::initializer_list<Tensor> ts) {
   const Tensor* first = nullptr;
   for (const Tensor& t : ts) {
@@ -32,7 +38,6 @@ inline void check_operands(const char* op, std::initializer_list<Tensor> ts) {
                 << describe(t));
   }
   KD_CHECK(first, op << ": no operands");
-  KD_CHECK(!first->is_cuda(), op << ": no CUDA kernel in this build yet; run with --device cpu");
 }
 
 template <class T>
@@ -47,14 +52,36 @@ T* grad_ptr(const Tensor& t) {
   return Tensor(t).grad_or_zeros().data<T>();
 }
 
-// Kernels that always write every gradient get a throw-away buffer for inputs that need none.
+// Kernels that always write every gradient get a zeroed throw-away buffer, on the tensor's
+// device, for inputs that need none.
 template <class T>
-T* grad_or_scratch(const Tensor& t, std::vector<T>& scratch) {
+T* grad_or_scratch(const Tensor& t, Tensor& scratch) {
   if (T* p = grad_ptr<T>(t)) return p;
-  scratch.assign(static_cast<size_t>(t.numel()), T(0));
-  return scratch.data();
+  scratch = Tensor::zeros(t.shape(), t.dtype(), t.device());
+  return scratch.data<T>();
 }
 
 }  // namespace detail
 }  // namespace ops
 }  // namespace kd
+
+// KD_RUN(tensor.is_cuda(), relu_forward<T>(n, x, y)) calls kd::cuda::relu_forward<T> or
+// kd::cpu::relu_forward<T>. A build without CUDA never names the cuda:: symbol.
+#if KDLAB_HAVE_CUDA
+#define KD_CUDA_BRANCH(...) __VA_ARGS__
+#else
+#define KD_CUDA_BRANCH(...) ::kd::ops::detail::no_cuda_kernels()
+#endif
+#if KDLAB_HAVE_CUDNN
+#define KD_CUDNN_BRANCH(...) __VA_ARGS__
+#else
+#define KD_CUDNN_BRANCH(...) ::kd::ops::detail::no_cudnn()
+#endif
+#define KD_RUN(on_cuda, ...)                  \
+  do {                                        \
+    if (on_cuda) {                            \
+      KD_CUDA_BRANCH(::kd::cuda::__VA_ARGS__); \
+    } else {                                  \
+      ::kd::cpu::__VA_ARGS__;                 \
+    }                                         \
+  } while (0)

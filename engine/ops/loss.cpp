@@ -1,9 +1,11 @@
 // Front doors for log_softmax, cross_entropy, the distillation losses and the ensemble
-// reduction. Losses return 0-d tensors; their backward scales by the upstream gradient.
+// reduction. Losses return 0-d tensors; their backward scales by the upstream gradient. On the GPU
+// the loss and its upstream gradient stay in device memory: no step waits for the host.
 #include <vector>
 
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
+#include "kernels/elementwise.h"
 #include "kernels/loss.h"
 
 namespace kd {
@@ -24,13 +26,14 @@ Tensor log_softmax(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_floating("log_softmax", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::log_softmax_forward<T>(rows, cols, x.data<T>(), y.data<T>());
+    KD_RUN(x.is_cuda(), log_softmax_forward<T>(rows, cols, x.data<T>(), y.data<T>()));
   });
   if (should_record({x})) {
     record_node("log_softmax", {y}, [x, y, rows, cols]() {
       dispatch_floating("log_softmax", x, [&](auto tag) {
         using T = decltype(tag);
-        cpu::log_softmax_backward<T>(rows, cols, y.data<T>(), y.grad().data<T>(), grad_ptr<T>(x));
+        KD_RUN(x.is_cuda(), log_softmax_backward<T>(rows, cols, y.data<T>(), y.grad().data<T>(),
+                                                    grad_ptr<T>(x)));
       });
     });
   }
@@ -44,21 +47,37 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
            "cross_entropy: labels " << describe(labels) << " for logits " << describe(logits)
                                     << " (expected i32 [rows])");
   int rows = int(logits.size(0)), cols = int(logits.size(1));
+  KD_CHECK(labels.device() == logits.device(),
+           "cross_entropy: labels " << describe(labels) << " for logits " << describe(logits));
   const int32_t* lab = labels.data<int32_t>();
-  for (int i = 0; i < rows; ++i)
-    KD_CHECK(lab[i] >= 0 && lab[i] < cols, "cross_entropy: label " << lab[i] << " at row " << i
-                                                                   << " outside [0, " << cols << ")");
+  // Device labels were range-checked when the dataset was read; reading them back here would
+  // cost a synchronization every step.
+  if (!logits.is_cuda())
+    for (int i = 0; i < rows; ++i)
+      KD_CHECK(lab[i] >= 0 && lab[i] < cols, "cross_entropy: label " << lab[i] << " at row " << i
+                                                                     << " outside [0, " << cols
+                                                                     << ")");
   Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
   dispatch_floating("cross_entropy", logits, [&](auto tag) {
     using T = decltype(tag);
-    *loss.data<T>() = cpu::cross_entropy_forward<T>(rows, cols, logits.data<T>(), lab);
+    if (logits.is_cuda())
+      KD_CUDA_BRANCH(cuda::cross_entropy_forward<T>(rows, cols, logits.data<T>(), lab,
+                                                    loss.data<T>()));
+    else
+      *loss.data<T>() = cpu::cross_entropy_forward<T>(rows, cols, logits.data<T>(), lab);
   });
   if (should_record({logits})) {
     record_node("cross_entropy", {loss}, [logits, labels, loss, rows, cols]() {
       dispatch_floating("cross_entropy", logits, [&](auto tag) {
         using T = decltype(tag);
-        cpu::cross_entropy_backward<T>(rows, cols, logits.data<T>(), labels.data<int32_t>(),
-                                       *loss.grad().data<T>(), grad_ptr<T>(logits));
+        if (logits.is_cuda())
+          KD_CUDA_BRANCH(cuda::cross_entropy_backward<T>(rows, cols, logits.data<T>(),
+                                                         labels.data<int32_t>(),
+                                                         loss.grad().data<T>(),
+                                                         grad_ptr<T>(logits)));
+        else
+          cpu::cross_entropy_backward<T>(rows, cols, logits.data<T>(), labels.data<int32_t>(),
+                                         *loss.grad().data<T>(), grad_ptr<T>(logits));
       });
     });
   }
@@ -75,15 +94,25 @@ Tensor distill_loss(DistillKind kind, const Tensor& teacher, const Tensor& stude
   Tensor loss = Tensor::empty({}, student.dtype(), student.device());
   dispatch_floating("distill_loss", student, [&](auto tag) {
     using T = decltype(tag);
-    *loss.data<T>() =
-        cpu::distill_loss_forward<T>(kind, rows, cols, teacher.data<T>(), student.data<T>(), T(tau));
+    if (student.is_cuda())
+      KD_CUDA_BRANCH(cuda::distill_loss_forward<T>(kind, rows, cols, teacher.data<T>(),
+                                                   student.data<T>(), T(tau), loss.data<T>()));
+    else
+      *loss.data<T>() = cpu::distill_loss_forward<T>(kind, rows, cols, teacher.data<T>(),
+                                                     student.data<T>(), T(tau));
   });
   if (should_record({student})) {
     record_node("distill_loss", {loss}, [kind, teacher, student, loss, rows, cols, tau]() {
       dispatch_floating("distill_loss", student, [&](auto tag) {
         using T = decltype(tag);
-        cpu::distill_loss_backward<T>(kind, rows, cols, teacher.data<T>(), student.data<T>(),
-                                      T(tau), *loss.grad().data<T>(), grad_ptr<T>(student));
+        if (student.is_cuda())
+          KD_CUDA_BRANCH(cuda::distill_loss_backward<T>(kind, rows, cols, teacher.data<T>(),
+                                                        student.data<T>(), T(tau),
+                                                        loss.grad().data<T>(),
+                                                        grad_ptr<T>(student)));
+        else
+          cpu::distill_loss_backward<T>(kind, rows, cols, teacher.data<T>(), student.data<T>(),
+                                        T(tau), *loss.grad().data<T>(), grad_ptr<T>(student));
       });
     });
   }
@@ -104,24 +133,27 @@ Tensor ensemble_logits(const std::vector<Tensor>& members) {
   // Member-major staging buffer: the kernel's layout.
   Tensor stacked = Tensor::empty({count, rows, cols}, first.dtype(), first.device());
   Tensor y = Tensor::empty({rows, cols}, first.dtype(), first.device());
+  for (int i = 0; i < count; ++i)
+    stacked.copy_range_from(int64_t(i) * block, members[i]);
+  const bool on_gpu = first.is_cuda();
   dispatch_floating("ensemble_logits", first, [&](auto tag) {
     using T = decltype(tag);
-    for (int i = 0; i < count; ++i)
-      std::copy(members[i].data<T>(), members[i].data<T>() + block, stacked.data<T>() + i * block);
-    cpu::ensemble_reduce_forward<T>(count, rows, cols, stacked.data<T>(), y.data<T>());
+    KD_RUN(on_gpu, ensemble_reduce_forward<T>(count, rows, cols, stacked.data<T>(), y.data<T>()));
   });
   bool any = false;
   for (const Tensor& m : members) any = any || should_record({m});
   if (any) {
-    record_node("ensemble_logits", {y}, [members, stacked, y, count, rows, cols, block]() {
+    record_node("ensemble_logits", {y}, [members, stacked, y, count, rows, cols, block,
+                                        on_gpu]() {
       dispatch_floating("ensemble_logits", y, [&](auto tag) {
         using T = decltype(tag);
-        std::vector<T> dstacked(static_cast<size_t>(count * block), T(0));
-        cpu::ensemble_reduce_backward<T>(count, rows, cols, stacked.data<T>(), y.data<T>(),
-                                         y.grad().data<T>(), dstacked.data());
+        Tensor dstacked = Tensor::zeros(stacked.shape(), stacked.dtype(), stacked.device());
+        KD_RUN(on_gpu, ensemble_reduce_backward<T>(count, rows, cols, stacked.data<T>(),
+                                                   y.data<T>(), y.grad().data<T>(),
+                                                   dstacked.data<T>()));
         for (int i = 0; i < count; ++i)
           if (T* dm = grad_ptr<T>(members[i]))
-            for (int64_t j = 0; j < block; ++j) dm[j] += dstacked[i * block + j];
+            KD_RUN(on_gpu, accumulate<T>(block, T(1), dstacked.data<T>() + i * block, dm));
       });
     });
   }

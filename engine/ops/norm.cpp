@@ -1,5 +1,6 @@
 // Front doors for batch_norm and group_norm. Saved statistics live in tensors captured by the
-// backward closure, so they are freed with the tape node.
+// backward closure, so they are freed with the tape node. On the GPU, batchnorm runs our kernels
+// or cuDNN's (--bn); the choice made at forward time is the one the backward uses.
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
 #include "kernels/normalization.h"
@@ -36,17 +37,29 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     save_mean = Tensor::empty({g.c}, x.dtype(), x.device());
     save_invstd = Tensor::empty({g.c}, x.dtype(), x.device());
   }
+  const bool on_gpu = x.is_cuda();
+  const bool use_cudnn = on_gpu && gpu_kernels().bn == GpuImpl::Cudnn;
   dispatch_floating("batch_norm", x, [&](auto tag) {
     using T = decltype(tag);
-    if (training)
-      cpu::batchnorm_forward_train<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(), T(eps),
-                                      T(momentum), y.data<T>(), save_mean.data<T>(),
-                                      save_invstd.data<T>(), ptr_or_null<T>(running_mean),
-                                      ptr_or_null<T>(running_var));
+    if (training && use_cudnn)
+      KD_CUDNN_BRANCH(cudnn::batchnorm_forward_train<T>(
+          g, x.data<T>(), gamma.data<T>(), beta.data<T>(), T(eps), T(momentum), y.data<T>(),
+          save_mean.data<T>(), save_invstd.data<T>(), ptr_or_null<T>(running_mean),
+          ptr_or_null<T>(running_var)));
+    else if (training)
+      KD_RUN(on_gpu, batchnorm_forward_train<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+                                                T(eps), T(momentum), y.data<T>(),
+                                                save_mean.data<T>(), save_invstd.data<T>(),
+                                                ptr_or_null<T>(running_mean),
+                                                ptr_or_null<T>(running_var)));
+    else if (use_cudnn)
+      KD_CUDNN_BRANCH(cudnn::batchnorm_forward_eval<T>(
+          g, x.data<T>(), gamma.data<T>(), beta.data<T>(), running_mean.data<T>(),
+          running_var.data<T>(), T(eps), y.data<T>()));
     else
-      cpu::batchnorm_forward_eval<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
-                                     running_mean.data<T>(), running_var.data<T>(), T(eps),
-                                     y.data<T>());
+      KD_RUN(on_gpu, batchnorm_forward_eval<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+                                               running_mean.data<T>(), running_var.data<T>(),
+                                               T(eps), y.data<T>()));
   });
   if (should_record({x, gamma, beta})) {
     // Eval mode reads the running statistics at backward time; snapshot them so a later
@@ -54,21 +67,26 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     Tensor rm = training ? Tensor() : running_mean.clone();
     Tensor rv = training ? Tensor() : running_var.clone();
     record_node("batch_norm", {y}, [x, gamma, beta, y, g, training, save_mean, save_invstd, rm,
-                                   rv, eps]() {
+                                   rv, eps, on_gpu, use_cudnn]() {
       dispatch_floating("batch_norm", x, [&](auto tag) {
         using T = decltype(tag);
-        std::vector<T> dgamma_scratch, dbeta_scratch, dx_scratch;
+        Tensor dgamma_scratch, dbeta_scratch, dx_scratch;
         T* dx = grad_or_scratch<T>(x, dx_scratch);
         T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
         T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
         const T* dy = y.grad().data<T>();
-        if (training)
-          cpu::batchnorm_backward_train<T>(g, x.data<T>(), dy, gamma.data<T>(),
-                                           save_mean.data<T>(), save_invstd.data<T>(), dx, dgamma,
-                                           dbeta);
-        else
-          cpu::batchnorm_backward_eval<T>(g, x.data<T>(), dy, gamma.data<T>(), rm.data<T>(),
-                                          rv.data<T>(), T(eps), dx, dgamma, dbeta);
+        if (training && use_cudnn)
+          KD_CUDNN_BRANCH(cudnn::batchnorm_backward_train<T>(
+              g, x.data<T>(), dy, gamma.data<T>(), save_mean.data<T>(), save_invstd.data<T>(), dx,
+              dgamma, dbeta));
+        else if (training)
+          KD_RUN(on_gpu, batchnorm_backward_train<T>(g, x.data<T>(), dy, gamma.data<T>(),
+                                                     save_mean.data<T>(), save_invstd.data<T>(),
+                                                     dx, dgamma, dbeta));
+        else  // cuDNN has no eval-mode backward: ours serves both paths
+          KD_RUN(on_gpu, batchnorm_backward_eval<T>(g, x.data<T>(), dy, gamma.data<T>(),
+                                                    rm.data<T>(), rv.data<T>(), T(eps), dx,
+                                                    dgamma, dbeta));
       });
     });
   }
@@ -87,19 +105,21 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int 
   Tensor save_invstd = Tensor::empty({int64_t(g.n) * groups}, x.dtype(), x.device());
   dispatch_floating("group_norm", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::groupnorm_forward<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(), T(eps),
-                              y.data<T>(), save_mean.data<T>(), save_invstd.data<T>());
+    KD_RUN(x.is_cuda(), groupnorm_forward<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+                                             T(eps), y.data<T>(), save_mean.data<T>(),
+                                             save_invstd.data<T>()));
   });
   if (should_record({x, gamma, beta})) {
     record_node("group_norm", {y}, [x, gamma, beta, y, g, save_mean, save_invstd]() {
       dispatch_floating("group_norm", x, [&](auto tag) {
         using T = decltype(tag);
-        std::vector<T> dgamma_scratch, dbeta_scratch, dx_scratch;
+        Tensor dgamma_scratch, dbeta_scratch, dx_scratch;
         T* dx = grad_or_scratch<T>(x, dx_scratch);
         T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
         T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
-        cpu::groupnorm_backward<T>(g, x.data<T>(), y.grad().data<T>(), gamma.data<T>(),
-                                   save_mean.data<T>(), save_invstd.data<T>(), dx, dgamma, dbeta);
+        KD_RUN(x.is_cuda(), groupnorm_backward<T>(g, x.data<T>(), y.grad().data<T>(),
+                                                  gamma.data<T>(), save_mean.data<T>(),
+                                                  save_invstd.data<T>(), dx, dgamma, dbeta));
       });
     });
   }

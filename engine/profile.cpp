@@ -1,0 +1,61 @@
+// Profiling hooks (see profile.h): thin wrappers over the runtime seam's NVTX and profiler calls.
+#include "engine/profile.h"
+
+#include <cstdlib>
+
+#include "kernels/check.h"
+#include "kernels/cuda/runtime.h"
+
+namespace kd {
+namespace profile {
+
+namespace {
+StepWindow g_window;
+int64_t g_steps = 0;
+bool g_open = false;
+}  // namespace
+
+Range::Range(const char* name) { cuda::range_push(name); }
+Range::~Range() { cuda::range_pop(); }
+
+StepWindow parse_step_window(const std::string& spec) {
+  StepWindow w;
+  const size_t colon = spec.find(':');
+  char* end = nullptr;
+  bool ok = colon != std::string::npos && colon > 0 && colon + 1 < spec.size();
+  if (ok) {
+    w.first = std::strtoll(spec.c_str(), &end, 10);
+    ok = end == spec.c_str() + colon;
+  }
+  if (ok) {
+    w.last = std::strtoll(spec.c_str() + colon + 1, &end, 10);
+    ok = *end == '\0';
+  }
+  KD_INPUT_CHECK(ok && w.first >= 1 && w.last >= w.first,
+                 "--profile-steps: expected A:B with 1 <= A <= B (training steps), got '" << spec
+                                                                                       << "'");
+  return w;
+}
+
+void set_step_window(const StepWindow& window) { g_window = window; }
+
+void step_begin() {
+  if (g_window.active() && !g_open && g_steps + 1 == g_window.first) {
+    cuda::profiler_start();
+    g_open = true;
+  }
+}
+
+void step_end() {
+  ++g_steps;
+  if (g_open && g_steps == g_window.last) {
+    cuda::synchronize();  // the window's kernels finish inside it
+    cuda::profiler_stop();
+    g_open = false;
+  }
+}
+
+int64_t steps_done() { return g_steps; }
+
+}  // namespace profile
+}  // namespace kd

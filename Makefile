@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 KDLAB := $(BUILD)/kdlab
 
-.PHONY: all build deps test run bench clean configure
+.PHONY: all build deps test run bench clean configure gpu-check
 
 all: build
 
@@ -31,6 +31,10 @@ bench: deps
 	@tools/install-deps.sh --with-torch
 	@$(MAKE) --no-print-directory build
 	$(KDLAB) bench
+
+# On a GPU machine: build in build-gpu/, *Cuda* tests, memcheck, GPU bench (tools/gpu-check.sh).
+gpu-check:
+	bash tools/gpu-check.sh $(or $(LOG),gpu-check-logs)
 
 clean:
 	rm -rf $(BUILD)

@@ -1,5 +1,6 @@
 // Training-step benchmark (see bench.h). One step = forward, cross-entropy, backward, SGD-Nesterov
 // update, on a fixed random batch; we report the median step time over `steps` timed steps.
+// This file is the CPU side; --device cuda (or auto on a GPU machine) goes to bench_gpu.cpp.
 #include "apps/bench.h"
 
 #include <sys/resource.h>
@@ -97,10 +98,15 @@ bool time_torch(const std::string& python, const std::string& arch, const BenchO
 
 }  // namespace
 
-int run_bench(const BenchOptions& o) {
-  KD_INPUT_CHECK(o.batch >= 1 && o.steps >= 1 && o.warmup >= 0 && o.threads >= 1,
+int run_bench(const BenchOptions& options) {
+  BenchOptions o = options;
+  KD_INPUT_CHECK(o.batch >= 1 && (o.steps == -1 || o.steps >= 1) && o.warmup >= -1 &&
+                     o.threads >= 1,
                  "bench: --batch, --steps and --threads must be positive");
   set_num_threads(o.threads);
+  if (parse_device(o.device).is_cuda()) return run_bench_gpu(o);
+  if (o.steps < 0) o.steps = 30;
+  if (o.warmup < 0) o.warmup = 5;
   std::string python = o.skip_torch ? "" : torch_python();
   if (!o.skip_torch && python.empty())
     std::cout << "PyTorch (python3-torch) not found: printing kdlab's numbers alone\n";

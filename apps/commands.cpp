@@ -12,6 +12,8 @@
 #include "apps/run_dir.h"
 #include "data/idx.h"
 #include "data/sampling.h"
+#include "engine/profile.h"
+#include "kernels/cuda/runtime.h"
 
 namespace kd {
 namespace apps {
@@ -19,12 +21,25 @@ namespace apps {
 namespace {
 
 nlohmann::json loop_json(const LoopConfig& c) {
-  return {{"epochs", c.epochs}, {"batch", c.batch}, {"optimizer", c.optim.name},
-          {"lr", c.optim.lr}, {"momentum", c.optim.momentum}, {"nesterov", c.optim.nesterov},
-          {"weight_decay", c.optim.weight_decay}, {"eta_min", c.optim.eta_min},
-          {"schedule", "cosine, stepped per epoch"}, {"crop_pad", c.augment.crop_pad},
-          {"hflip", c.augment.hflip}, {"vflip", c.augment.vflip}, {"seed", c.seed},
-          {"eval_every", c.eval_every}, {"device", c.device.str()}};
+  nlohmann::json j = {{"epochs", c.epochs}, {"batch", c.batch}, {"optimizer", c.optim.name},
+                      {"lr", c.optim.lr}, {"momentum", c.optim.momentum},
+                      {"nesterov", c.optim.nesterov}, {"weight_decay", c.optim.weight_decay},
+                      {"eta_min", c.optim.eta_min}, {"schedule", "cosine, stepped per epoch"},
+                      {"crop_pad", c.augment.crop_pad}, {"hflip", c.augment.hflip},
+                      {"vflip", c.augment.vflip}, {"rotation", c.augment.rotation_degrees},
+                      {"brightness", c.augment.brightness}, {"contrast", c.augment.contrast},
+                      {"saturation", c.augment.saturation}, {"hue", c.augment.hue},
+                      {"noise_p", c.augment.noise_p}, {"mixup_alpha", c.mixup_alpha},
+                      {"seed", c.seed},
+                      {"eval_every", c.eval_every}, {"device", c.device.str()}};
+  if (c.device.is_cuda()) {
+    const GpuKernels k = gpu_kernels();
+    const cuda::MathMode m = cuda::math_mode();
+    j["gpu"] = {{"name", cuda::device_name(c.device.index)}, {"conv", gpu_impl_name(k.conv)},
+                {"bn", gpu_impl_name(k.bn)}, {"deterministic", m.deterministic},
+                {"tf32", m.tf32 && !m.deterministic}};
+  }
+  return j;
 }
 
 nlohmann::json stats_json(const ClassifierStats& s, bool with_teacher) {
@@ -107,7 +122,21 @@ std::string resolve_out(const CommonOptions& common, const std::string& command)
 
 Device apply_common(const CommonOptions& common) {
   set_num_threads(common.threads);
-  return parse_device(common.device);
+  GpuKernels kernels;
+  kernels.conv = parse_gpu_impl("--conv", common.conv);
+  kernels.bn = parse_gpu_impl("--bn", common.bn);
+  KD_INPUT_CHECK(!(common.deterministic && common.tf32),
+                 "--tf32 and --deterministic exclude each other (TF32 is off in deterministic "
+                 "mode)");
+  Device device = parse_device(common.device);
+  if (device.is_cuda()) set_gpu_kernels(kernels);
+  cuda::MathMode mode;
+  mode.deterministic = common.deterministic;
+  mode.tf32 = common.tf32;
+  cuda::set_math_mode(mode);
+  if (!common.profile_steps.empty())
+    profile::set_step_window(profile::parse_step_window(common.profile_steps));
+  return device;
 }
 
 int run_train(const CommonOptions& common, const TrainOptions& options) {

@@ -14,6 +14,12 @@ struct CommonOptions {
   std::string out;  // run directory; empty = runs/<command>-<UTC timestamp>
   int threads = 0;  // 0 = all cores
   std::string data_dir;
+  // GPU kernel controls (ignored on the CPU)
+  std::string conv = "native";  // native | cudnn
+  std::string bn = "native";    // native | cudnn
+  bool deterministic = false;   // deterministic algorithms, no float atomics, TF32 off
+  bool tf32 = false;            // TF32 tensor cores for cuBLAS/cuDNN float maths
+  std::string profile_steps;    // "A:B": cudaProfilerStart/Stop around training steps A..B
 };
 
 struct TrainOptions {

@@ -1,6 +1,8 @@
 // Training, distillation and evaluation loops (see experiment.h). Both loops share one driver:
 // per epoch set the cosine learning rate, walk shuffled batches, build each batch (augmented,
-// normalized), run the step's loss, backward, optimizer step.
+// normalized), run the step's loss, backward, optimizer step. On the GPU the dataset is uploaded
+// once, each epoch's order once, and batches are built on the device; the step's loss stays there
+// too and is read back only every kLossReadInterval steps and at the end of the epoch.
 #include "apps/experiment.h"
 
 #include <chrono>
@@ -9,10 +11,13 @@
 #include <sstream>
 
 #include "apps/progress.h"
+#include "data/device_batch.h"
 #include "data/sampling.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
+#include "engine/profile.h"
+#include "kernels/cuda/runtime.h"
 
 namespace kd {
 namespace apps {
@@ -23,20 +28,126 @@ struct HostBatch {
   Tensor images, labels;
 };
 
-HostBatch build_batch(const data::Dataset& ds, const int64_t* idx, int count,
-                      const data::Normalization& norm, const data::AugmentSpec& aug,
-                      uint64_t seed, uint64_t step, Device device) {
-  HostBatch b;
-  b.images = Tensor::empty({count, ds.c, ds.h, ds.w});
-  b.labels = Tensor::empty({count}, DType::I32);
-  data::make_batch(ds, idx, count, norm, aug, seed, step, b.images.data<float>(),
-                   b.labels.data<int32_t>());
-  if (device.is_cuda()) {
-    b.images = b.images.to(device);
-    b.labels = b.labels.to(device);
+constexpr int kLossReadInterval = 50;
+
+// Builds the batches of one dataset on the loop's device. CPU: data::make_batch. GPU: the
+// dataset's uint8 images and labels are uploaded at construction, each epoch's order by
+// start_epoch, and data::make_batch_device draws the same augmentation from the same counters.
+class BatchBuilder {
+ public:
+  BatchBuilder(const data::Dataset& ds, const data::Normalization& norm,
+               const data::AugmentSpec& aug, double mixup_alpha, uint64_t seed, Device device)
+      : ds_(ds), norm_(norm), aug_(aug), mixup_alpha_(mixup_alpha), seed_(seed), device_(device) {
+    if (!device.is_cuda()) return;
+    profile::Range range("upload dataset");
+    images_ = Tensor::empty({ds.n, ds.c, ds.h, ds.w}, DType::U8, device);
+    labels_ = Tensor::empty({ds.n}, DType::I32, device);
+    if (ds.n > 0) {
+      images_.copy_range_from(0, Tensor::from_vector<uint8_t>({int64_t(ds.images.size())},
+                                                              ds.images));
+      labels_.copy_range_from(0, Tensor::from_vector<int32_t>({ds.n}, ds.labels));
+    }
   }
-  return b;
-}
+
+  // GPU: the order's indices go to the device once per epoch; batches index into them.
+  void start_epoch(const std::vector<int64_t>& order) {
+    order_host_ = order.data();
+    if (!device_.is_cuda() || order.empty()) return;
+    order_ = Tensor::from_vector<int64_t>({int64_t(order.size())}, order).to(device_);
+  }
+
+  HostBatch make(const int64_t* idx, int count, uint64_t step) const {
+    profile::Range range("data");
+    HostBatch b;
+    b.images = Tensor::empty({count, ds_.c, ds_.h, ds_.w}, DType::F32, device_);
+    b.labels = Tensor::empty({count}, DType::I32, device_);
+    const int64_t sample = int64_t(ds_.c) * ds_.h * ds_.w;
+    data::MixupDraw mix;
+    if (mixup_alpha_ > 0) mix = data::draw_mixup(mixup_alpha_, count, seed_, step);
+    if (!device_.is_cuda()) {
+      data::make_batch(ds_, idx, count, norm_, aug_, seed_, step, b.images.data<float>(),
+                       b.labels.data<int32_t>());
+      if (mixup_alpha_ > 0) data::mixup_batch(b.images.data<float>(), count, sample, mix);
+      return b;
+    }
+    KD_CHECK(order_.defined() && idx >= order_host_ && idx + count <= order_host_ + order_.numel(),
+             "BatchBuilder: batch indices outside the epoch order given to start_epoch");
+    data::DeviceDatasetView view;
+    view.images = images_.data<uint8_t>();
+    view.labels = labels_.data<int32_t>();
+    view.n = ds_.n, view.c = ds_.c, view.h = ds_.h, view.w = ds_.w;
+    data::make_batch_device(view, order_.data<int64_t>() + (idx - order_host_), count, norm_,
+                            aug_, seed_, step, b.images.data<float>(), b.labels.data<int32_t>());
+    if (mixup_alpha_ > 0) data::mixup_device(b.images.data<float>(), count, sample, mix);
+    return b;
+  }
+
+ private:
+  const data::Dataset& ds_;
+  data::Normalization norm_;
+  data::AugmentSpec aug_;
+  double mixup_alpha_;
+  uint64_t seed_;
+  Device device_;
+  Tensor images_, labels_, order_;
+  const int64_t* order_host_ = nullptr;
+};
+
+// The step losses of one epoch. CPU: read at once. GPU: each step's device scalar is copied
+// into a device array (no synchronization); read() brings the unread ones back in one copy into
+// a pinned host buffer.
+class LossLog {
+ public:
+  LossLog(Device device, int64_t capacity)
+      : device_(device), capacity_(std::max<int64_t>(capacity, 1)) {
+    if (device.is_cuda()) pinned_ = cuda::malloc_pinned(size_t(capacity_) * sizeof(double));
+  }
+  ~LossLog() {
+    if (pinned_) cuda::free_pinned(pinned_);
+  }
+  LossLog(const LossLog&) = delete;
+  LossLog& operator=(const LossLog&) = delete;
+  void add(const Tensor& loss, int count) {
+    counts_.push_back(count);
+    if (!device_.is_cuda()) {
+      values_.push_back(loss.item());
+      return;
+    }
+    if (!slots_.defined()) slots_ = Tensor::empty({capacity_}, loss.dtype(), device_);
+    KD_CHECK(int64_t(counts_.size()) <= capacity_ && loss.dtype() == slots_.dtype(),
+             "LossLog: more steps than the epoch has, or a loss of another dtype");
+    slots_.copy_range_from(int64_t(counts_.size()) - 1, loss.view({1}));
+  }
+  // Values of every step so far; the GPU reads the new ones back in one copy.
+  const std::vector<double>& read() {
+    if (device_.is_cuda() && values_.size() < counts_.size()) {
+      const int64_t first = int64_t(values_.size()), n = int64_t(counts_.size()) - first;
+      const size_t elem = dtype_size(slots_.dtype());
+      cuda::memcpy_device_to_host(pinned_, static_cast<char*>(slots_.raw()) + first * elem,
+                                  size_t(n) * elem);
+      for (int64_t i = 0; i < n; ++i)
+        values_.push_back(slots_.dtype() == DType::F32 ? double(static_cast<float*>(pinned_)[i])
+                                                       : static_cast<double*>(pinned_)[i]);
+    }
+    return values_;
+  }
+  double weighted_mean() {
+    const std::vector<double>& v = read();
+    double sum = 0;
+    int64_t seen = 0;
+    for (size_t i = 0; i < v.size(); ++i) sum += v[i] * counts_[i], seen += counts_[i];
+    return seen ? sum / double(seen) : 0.0;
+  }
+  size_t steps() const { return counts_.size(); }
+
+ private:
+  Device device_;
+  int64_t capacity_;
+  Tensor slots_;
+  void* pinned_ = nullptr;
+  std::vector<int> counts_;
+  std::vector<double> values_;
+};
 
 std::unique_ptr<Optimizer> make_optimizer(const models::Classifier& model, const OptimConfig& o) {
   if (o.name == "sgd") {
@@ -54,6 +165,14 @@ std::unique_ptr<Optimizer> make_optimizer(const models::Classifier& model, const
 
 using StepLoss = std::function<Tensor(const HostBatch&)>;
 
+// Throws when a step's loss is not finite (the run diverged).
+void check_finite(const std::vector<double>& losses, size_t from, const std::string& label,
+                  int epoch) {
+  for (size_t i = from; i < losses.size(); ++i)
+    KD_CHECK(std::isfinite(losses[i]), label << ": loss became " << losses[i] << " at epoch "
+                                            << epoch + 1 << " (lower the learning rate?)");
+}
+
 void run_loop(models::Classifier& model, const data::Dataset& train, const data::Dataset* test,
               const data::Normalization& norm, const LoopConfig& cfg, const std::string& label,
               const EpochHook& hook, const StepLoss& step_loss,
@@ -62,6 +181,7 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
   KD_INPUT_CHECK(train.n >= 1, label << ": the training set is empty");
   auto optimizer = make_optimizer(model, cfg.optim);
   data::BatchLoader loader(train.n, cfg.batch, /*shuffle=*/true, cfg.seed);
+  BatchBuilder builder(train, norm, cfg.augment, cfg.mixup_alpha, cfg.seed, cfg.device);
   Progress progress(label, int64_t(cfg.epochs) * loader.batches_per_epoch());
   auto start = std::chrono::steady_clock::now();
   int64_t done = 0;
@@ -70,30 +190,45 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
     optimizer->set_lr(lr);
     model.train();
     loader.start_epoch(epoch);
+    builder.start_epoch(loader.epoch_order());
+    LossLog losses(cfg.device, loader.batches_per_epoch());
+    size_t checked = 0;
     data::Batch batch;
-    double loss_sum = 0;
-    int64_t seen = 0;
     while (loader.next(&batch)) {
-      HostBatch b = build_batch(train, batch.indices, batch.count, norm, cfg.augment, cfg.seed,
-                                batch.step, cfg.device);
-      Tensor loss = step_loss(b);
-      double value = loss.item();
-      KD_CHECK(std::isfinite(value), label << ": loss became " << value << " at epoch "
-                                          << epoch + 1 << " (lower the learning rate?)");
-      optimizer->zero_grad();
-      backward(loss);
-      optimizer->step();
-      loss_sum += value * batch.count;
-      seen += batch.count;
+      profile::step_begin();
+      HostBatch b = builder.make(batch.indices, batch.count, batch.step);
+      Tensor loss;
+      {
+        profile::Range range("forward");
+        loss = step_loss(b);
+      }
+      losses.add(loss, batch.count);
+      {
+        profile::Range range("backward");
+        optimizer->zero_grad();
+        backward(loss);
+      }
+      {
+        profile::Range range("optimizer");
+        optimizer->step();
+      }
+      profile::step_end();
       ++done;
-      std::ostringstream status;
-      status << "epoch " << epoch + 1 << "/" << cfg.epochs << " loss " << value;
-      progress.update(done, status.str());
+      // The CPU has every loss at once; the GPU reads them back every kLossReadInterval steps.
+      if (!cfg.device.is_cuda() || losses.steps() % kLossReadInterval == 0) {
+        const std::vector<double>& values = losses.read();
+        check_finite(values, checked, label, epoch);
+        checked = values.size();
+        std::ostringstream status;
+        status << "epoch " << epoch + 1 << "/" << cfg.epochs << " loss " << values.back();
+        progress.update(done, status.str());
+      }
     }
+    check_finite(losses.read(), checked, label, epoch);
     EpochRecord rec;
     rec.epoch = epoch + 1;
     rec.lr = lr;
-    rec.train_loss = loss_sum / double(seen);
+    rec.train_loss = losses.weighted_mean();
     bool last = epoch + 1 == cfg.epochs;
     if (test && (last || (cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0))) {
       rec.evaluated = true;
@@ -124,6 +259,10 @@ void validate(const LoopConfig& c) {
   KD_INPUT_CHECK(c.optim.weight_decay >= 0 && std::isfinite(c.optim.weight_decay),
                  "--weight-decay: expected >= 0, got " << c.optim.weight_decay);
   KD_INPUT_CHECK(c.augment.crop_pad >= 0, "--crop-pad: expected >= 0, got " << c.augment.crop_pad);
+  data::make_augment_plan(c.augment);  // refuses out-of-range augmentation settings
+  KD_INPUT_CHECK(c.mixup_alpha >= 0 && std::isfinite(c.mixup_alpha),
+                 "--mixup: expected a Beta(alpha, alpha) parameter >= 0 (0 = off), got "
+                     << c.mixup_alpha);
   KD_INPUT_CHECK(c.eval_every >= 0, "--eval-every: expected >= 0, got " << c.eval_every);
 }
 
@@ -136,18 +275,34 @@ void validate(const DistillConfig& c) {
 ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
                          const data::Normalization& norm, Device device, int batch) {
   NoGradGuard no_grad;
+  profile::Range range("evaluate");
   ClassifierStats stats;
   data::BatchLoader loader(ds.n, batch, /*shuffle=*/false, 0);
   loader.start_epoch(0);
+  BatchBuilder builder(ds, norm, data::AugmentSpec{}, /*mixup_alpha=*/0, 0, device);
+  builder.start_epoch(loader.epoch_order());
   data::Batch b;
   while (loader.next(&b)) {
-    HostBatch hb = build_batch(ds, b.indices, b.count, norm, data::AugmentSpec{}, 0, 0, device);
-    Tensor logits = model(hb.images).to(Device::cpu());
-    Tensor teacher_logits = teacher ? (*teacher)(hb.images).to(Device::cpu()) : Tensor();
-    Tensor labels = hb.labels.to(Device::cpu());
-    cpu::classifier_stats<float>(b.count, int(logits.size(1)), logits.data<float>(),
-                                 labels.data<int32_t>(),
-                                 teacher ? teacher_logits.data<float>() : nullptr, &stats);
+    HostBatch hb = builder.make(b.indices, b.count, 0);
+    Tensor logits = model(hb.images);
+    Tensor teacher_logits = teacher ? (*teacher)(hb.images) : Tensor();
+    const int cols = int(logits.size(1));
+    if (device.is_cuda()) {
+#if KDLAB_HAVE_CUDA
+      // Per-example values on the device, folded on the host in row order: one copy per batch.
+      Tensor per_row = Tensor::empty({b.count, kRowStatFields}, DType::F64, device);
+      cuda::classifier_row_stats<float>(b.count, cols, logits.data<float>(),
+                                        hb.labels.data<int32_t>(),
+                                        teacher ? teacher_logits.data<float>() : nullptr,
+                                        per_row.data<double>());
+      const std::vector<double> rows = per_row.to_vector<double>();
+      fold_row_stats(b.count, rows.data(), teacher != nullptr, &stats);
+#endif
+    } else {
+      cpu::classifier_stats<float>(b.count, cols, logits.data<float>(),
+                                   hb.labels.data<int32_t>(),
+                                   teacher ? teacher_logits.data<float>() : nullptr, &stats);
+    }
   }
   return stats;
 }
@@ -164,6 +319,8 @@ ClassifierStats evaluate_model(models::Classifier& model, const models::Ensemble
 void train_supervised(models::Classifier& model, const data::Dataset& train,
                       const data::Dataset* test, const data::Normalization& norm,
                       const LoopConfig& cfg, const std::string& label, const EpochHook& hook) {
+  KD_INPUT_CHECK(cfg.mixup_alpha == 0,
+                 "--mixup: MixUp is for distillation, where the teacher labels the mixed images");
   StepLoss step = [&](const HostBatch& b) {
     return ops::cross_entropy(model.forward(b.images), b.labels);
   };

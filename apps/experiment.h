@@ -30,6 +30,7 @@ struct LoopConfig {
   int batch = 128;
   OptimConfig optim;
   data::AugmentSpec augment;
+  double mixup_alpha = 0;  // MixUp on distillation batches: lambda ~ Beta(a, a) per batch; 0 = off
   uint64_t seed = 0;
   int eval_every = 0;  // evaluate every N epochs (0: only after the last)
   Device device = Device::cpu();

@@ -10,10 +10,21 @@
 #include "apps/presets.h"
 #include "apps/run_dir.h"
 #include "kernels/check.h"
+#include "kernels/cuda/runtime.h"
 
 namespace {
 
 using namespace kd::apps;
+
+void add_gpu_controls(CLI::App* cmd, std::string& conv, std::string& bn, bool& deterministic,
+                      bool& tf32) {
+  cmd->add_option("--conv", conv, "GPU convolution: native (our kernels) | cudnn")
+      ->capture_default_str();
+  cmd->add_option("--bn", bn, "GPU batchnorm: native (our kernels) | cudnn")->capture_default_str();
+  cmd->add_flag("--deterministic", deterministic,
+                "GPU: deterministic algorithms only, TF32 off (bitwise-repeatable runs)");
+  cmd->add_flag("--tf32", tf32, "GPU: allow TF32 tensor cores in cuBLAS/cuDNN float maths");
+}
 
 void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
   cmd->add_option("--seed", c.seed, "Seed for initialisation, shuffling, subsets (default 0)");
@@ -26,6 +37,10 @@ void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
   cmd->add_option("--data-dir", c.data_dir,
                   "Folder with the Fashion-MNIST IDX files (default: $KDLAB_FMNIST_DIR or "
                   "/usr/share/datasets/fashion-mnist)");
+  add_gpu_controls(cmd, c.conv, c.bn, c.deterministic, c.tf32);
+  cmd->add_option("--profile-steps", c.profile_steps,
+                  "A:B: open the CUDA profiler for training steps A..B only (for Nsight: nsys "
+                  "profile --capture-range=cudaProfilerApi)");
 }
 
 void add_loop(CLI::App* cmd, LoopConfig& l) {
@@ -40,6 +55,14 @@ void add_loop(CLI::App* cmd, LoopConfig& l) {
   cmd->add_option("--crop-pad", l.augment.crop_pad, "Random crop with this zero padding (0 = off)")->capture_default_str();
   cmd->add_flag("--hflip", l.augment.hflip, "Random horizontal flips");
   cmd->add_flag("--vflip", l.augment.vflip, "Random vertical flips");
+  cmd->add_option("--rotation", l.augment.rotation_degrees,
+                  "RandomRotation: angle uniform in [-deg, deg] (paper: 20; 0 = off)");
+  cmd->add_option("--brightness", l.augment.brightness, "ColorJitter brightness (paper: 0.2)");
+  cmd->add_option("--contrast", l.augment.contrast, "ColorJitter contrast (paper: 0.2)");
+  cmd->add_option("--saturation", l.augment.saturation, "ColorJitter saturation (paper: 0.2)");
+  cmd->add_option("--hue", l.augment.hue, "ColorJitter hue (paper: 0.2)");
+  cmd->add_option("--noise", l.augment.noise_p,
+                  "Replace each image by uniform noise with this probability (paper: 0.2)");
   cmd->add_option("--eval-every", l.eval_every, "Evaluate on the test set every N epochs (0 = at the end)")->capture_default_str();
 }
 
@@ -76,6 +99,8 @@ int main(int argc, char** argv) {
   distill_cmd->add_option("--tau", dist.distill.tau, "Temperature, applied after ensembling")->capture_default_str();
   distill_cmd->add_option("--alpha", dist.distill.alpha, "Weight of the hard-label loss")->capture_default_str();
   distill_cmd->add_option("--loss", dist.loss, "fwd-ce | kl | rev-ce | sym-kl | brier | hard-ce")->capture_default_str();
+  distill_cmd->add_option("--mixup", dist.loop.mixup_alpha,
+                          "MixUp the distillation batches: lambda ~ Beta(a, a) per batch (paper: 1)");
   distill_cmd->add_option("--distill-size", dist.distill_size,
                           "Distil on a random subset of the training set of this size (0 = all)");
 
@@ -97,10 +122,15 @@ int main(int argc, char** argv) {
   auto* bench_cmd = app.add_subcommand("bench", "Training-step throughput, side by side with PyTorch");
   bench_cmd->add_option("--model", bench.models, "Models to time (default lenet5 preresnet20 preresnet56)");
   bench_cmd->add_option("--batch", bench.batch, "Batch size")->capture_default_str();
-  bench_cmd->add_option("--steps", bench.steps, "Timed steps per model")->capture_default_str();
-  bench_cmd->add_option("--warmup", bench.warmup, "Untimed steps first")->capture_default_str();
+  bench_cmd->add_option("--steps", bench.steps, "Timed steps per model (default 30 CPU, 200 GPU)");
+  bench_cmd->add_option("--warmup", bench.warmup, "Untimed steps first (default 5 CPU, 20 GPU)");
   bench_cmd->add_option("--threads", bench.threads, "CPU threads (ours and PyTorch's)")->capture_default_str();
   bench_cmd->add_flag("--no-torch", bench.skip_torch, "Do not run the PyTorch baseline");
+  bench_cmd->add_option("--device", bench.device, "auto | cpu | cuda (auto: cuda when usable)")
+      ->capture_default_str();
+  bool bench_tf32 = false, bench_deterministic = false;
+  bench_cmd->add_flag("--tf32", bench_tf32, "GPU: allow TF32 in cuBLAS/cuDNN float maths");
+  bench_cmd->add_flag("--deterministic", bench_deterministic, "GPU: deterministic algorithms");
 
   // CLI11 reports a mistyped subcommand only as "A subcommand is required"; name it instead.
   if (argc >= 2 && argv[1][0] != '-') {
@@ -140,7 +170,13 @@ int main(int argc, char** argv) {
       study.out = resolve_out(common, preset);
       return run_preset(preset, study);
     }
-    if (bench_cmd->parsed()) return run_bench(bench);
+    if (bench_cmd->parsed()) {
+      bench.models_given = bench_cmd->count("--model") > 0;
+      KD_INPUT_CHECK(!(bench_tf32 && bench_deterministic),
+                     "--tf32 and --deterministic exclude each other");
+      kd::cuda::set_math_mode({bench_deterministic, bench_tf32});
+      return run_bench(bench);
+    }
   } catch (const kd::InputError& e) {
     std::cerr << "kdlab: error: " << e.what() << "\n";
     return 2;

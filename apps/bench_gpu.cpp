@@ -1,0 +1,252 @@
+// `kdlab bench --device cuda`: the GPU training-step benchmark. For each model, our step on both
+// GPU paths (our kernels, cuDNN) with launches per step and peak device memory, beside PyTorch on
+// the same GPU (tools/torch_gpu_bench.py: eager NCHW, eager channels_last, torch.compile), then a
+// distillation step with three teachers relative to a plain student step. Our steps are timed on
+// the host with a stream synchronization after each step, so the median includes that sync's
+// latency (a few microseconds); PyTorch's are timed with CUDA events between steps.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/bench.h"
+#include "apps/report.h"
+#include "engine/allocator.h"
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/optim.h"
+#include "kernels/cuda/runtime.h"
+#include "kernels/philox.h"
+#include "models/classifier.h"
+#include "models/ensemble.h"
+
+#ifndef KDLAB_SOURCE_DIR
+#define KDLAB_SOURCE_DIR "."
+#endif
+
+namespace kd {
+namespace apps {
+
+namespace {
+
+struct GpuMeasured {
+  double ms_median = 0, images_per_s = 0, launches_per_step = 0, peak_mib = 0;
+};
+
+int classes_for(const std::string& arch) { return arch == "preresnet56" ? 100 : 10; }
+
+GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
+                          const BenchOptions& o) {
+  GpuKernels kernels;
+  kernels.conv = kernels.bn = impl;
+  set_gpu_kernels(kernels);
+  const Device gpu = Device::cuda();
+  const bool lenet = arch == "lenet5";
+  const int classes = classes_for(arch), channels = lenet ? 1 : 3, size = lenet ? 28 : 32;
+  auto model = models::make_model(arch, classes, channels, 0);
+  model->to(gpu);
+  model->train();
+  std::vector<std::shared_ptr<models::Classifier>> members;
+  for (int i = 0; i < teachers; ++i) {
+    members.push_back(models::make_model(arch, classes, channels, 100 + i));
+    members.back()->to(gpu);
+  }
+  std::unique_ptr<models::Ensemble> ensemble;
+  if (teachers > 0) ensemble = std::make_unique<models::Ensemble>(members);
+
+  std::vector<float> pixels(size_t(o.batch) * channels * size * size);
+  for (size_t i = 0; i < pixels.size(); ++i)
+    pixels[i] = 2.0f * philox_uniform(1, kStreamTest, i) - 1.0f;
+  std::vector<int32_t> labels(o.batch);
+  for (int i = 0; i < o.batch; ++i) labels[i] = int32_t(philox_below(2, kStreamTest, i, classes));
+  Tensor x = Tensor::from_vector<float>({o.batch, channels, size, size}, pixels).to(gpu);
+  Tensor y = Tensor::from_vector<int32_t>({o.batch}, labels).to(gpu);
+  SgdParams h;
+  h.lr = 0.01, h.momentum = 0.9, h.nesterov = true, h.weight_decay = 5e-4;
+  Sgd sgd(model->parameters(), h);
+  auto step = [&] {
+    Tensor loss = ensemble ? ops::distill_loss(DistillKind::kForwardCE, ensemble->forward(x),
+                                               model->forward(x), 4.0)
+                           : ops::cross_entropy(model->forward(x), y);
+    sgd.zero_grad();
+    backward(loss);
+    sgd.step();
+  };
+  const int steps = o.steps > 0 ? o.steps : 200, warmup = o.warmup >= 0 ? o.warmup : 20;
+  for (int i = 0; i < warmup; ++i) step();
+  cuda::synchronize();
+  CachingAllocator& alloc = CachingAllocator::for_device(gpu);
+  alloc.reset_peak();
+  const uint64_t launches_before = cuda::launch_count();
+  std::vector<double> ms;
+  for (int i = 0; i < steps; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    step();
+    cuda::synchronize();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                     .count());
+  }
+  GpuMeasured m;
+  m.launches_per_step = double(cuda::launch_count() - launches_before) / steps;
+  m.peak_mib = alloc.peak_in_use_bytes() / double(1 << 20);
+  std::sort(ms.begin(), ms.end());
+  m.ms_median = ms[ms.size() / 2];
+  m.images_per_s = o.batch / (m.ms_median / 1000.0);
+  return m;
+}
+
+// PyTorch's rows for one model, keyed by variant ("eager", "channels_last", "compile",
+// "distill"); a variant that failed or is unavailable carries its status only.
+std::map<std::string, nlohmann::json> time_torch_gpu(const std::string& python,
+                                                     const std::string& arch,
+                                                     const BenchOptions& o, bool distill) {
+  std::ostringstream cmd;
+  cmd << python << " " KDLAB_SOURCE_DIR "/tools/torch_gpu_bench.py --model " << arch
+      << " --classes " << classes_for(arch) << " --batch " << o.batch << " --steps "
+      << (o.steps > 0 ? o.steps : 200) << " --warmup " << (o.warmup >= 0 ? o.warmup : 20)
+      << " --variant eager --variant channels_last --variant compile"
+      << (distill ? " --variant distill --teachers 3 --tau 4" : "") << " 2>/dev/null";
+  std::map<std::string, nlohmann::json> rows;
+  FILE* pipe = popen(cmd.str().c_str(), "r");
+  if (!pipe) return rows;
+  std::string text;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) text.append(buf, n);
+  pclose(pipe);  // a failed variant is reported in its row; the others still count
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("variant") && j["variant"].is_string())
+      rows[j["variant"].get<std::string>()] = j;
+  }
+  return rows;
+}
+
+bool torch_ok(const std::map<std::string, nlohmann::json>& rows, const std::string& variant) {
+  auto it = rows.find(variant);
+  return it != rows.end() && it->second.value("status", "") == "ok" &&
+         it->second.contains("ms_per_step_median");
+}
+double torch_ms(const std::map<std::string, nlohmann::json>& rows, const std::string& variant,
+                const char* key = "ms_per_step_median") {
+  return rows.at(variant).value(key, 0.0);
+}
+std::string torch_status(const std::map<std::string, nlohmann::json>& rows,
+                         const std::string& variant) {
+  auto it = rows.find(variant);
+  return it == rows.end() ? "not run" : it->second.value("status", "?");
+}
+
+std::string torch_cuda_python() {
+  for (const char* py : {"python3", "/usr/bin/python3"}) {
+    std::string cmd = std::string(py) +
+                      " -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'"
+                      " >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) == 0) return py;
+  }
+  return "";
+}
+
+}  // namespace
+
+int run_bench_gpu(const BenchOptions& o) {
+  const Device gpu = Device::cuda();
+  const GpuKernels saved = gpu_kernels();
+  std::vector<GpuImpl> impls = {GpuImpl::Native};
+  if (cuda::built_with_cudnn()) impls.push_back(GpuImpl::Cudnn);
+  std::string python = o.skip_torch ? "" : torch_cuda_python();
+  if (!o.skip_torch && python.empty())
+    std::cout << "PyTorch with CUDA not found: printing kdlab's numbers alone\n";
+  std::vector<std::string> models = o.models_given ? o.models
+                                                   : std::vector<std::string>{"preresnet20",
+                                                                              "preresnet56"};
+  Table ours, theirs, summary;
+  ours.header = {"model", "path", "ms/step", "img/s", "launches/step", "peak MiB"};
+  theirs.header = {"model", "PyTorch variant", "ms/step", "img/s", "peak MiB", "status"};
+  summary.header = {"model", "kdlab best", "vs eager best", "vs torch.compile",
+                    "memory vs PyTorch"};
+  std::string torch_version;
+  for (const std::string& arch : models) {
+    std::cerr << "bench: " << arch << " on " << cuda::device_name(gpu.index) << " ...\n";
+    double best_ms = 0, best_peak = 0;
+    std::string best_path;
+    for (GpuImpl impl : impls) {
+      GpuMeasured m = time_gpu_step(arch, impl, 0, o);
+      ours.rows.push_back({arch, gpu_impl_name(impl), format_fixed(m.ms_median, 3),
+                           format_fixed(m.images_per_s, 0), format_fixed(m.launches_per_step, 0),
+                           format_fixed(m.peak_mib, 1)});
+      if (best_path.empty() || m.ms_median < best_ms) {
+        best_ms = m.ms_median, best_peak = m.peak_mib, best_path = gpu_impl_name(impl);
+      }
+    }
+    const bool distill = arch == "preresnet56";
+    double student_ms = best_ms;
+    GpuMeasured dm;
+    if (distill) {
+      GpuImpl impl = best_path == "cudnn" ? GpuImpl::Cudnn : GpuImpl::Native;
+      dm = time_gpu_step(arch, impl, 3, o);
+      ours.rows.push_back({arch + " distill (3 teachers)", best_path, format_fixed(dm.ms_median, 3),
+                           format_fixed(dm.images_per_s, 0),
+                           format_fixed(dm.launches_per_step, 0), format_fixed(dm.peak_mib, 1)});
+    }
+    if (python.empty()) continue;
+    auto rows = time_torch_gpu(python, arch, o, distill);
+    for (const char* v : {"eager", "channels_last", "compile", "distill"}) {
+      if (!rows.count(v)) continue;
+      const nlohmann::json& r = rows[v];
+      if (torch_version.empty()) torch_version = r.value("torch_version", "");
+      bool ok = torch_ok(rows, v);
+      theirs.rows.push_back({arch, v, ok ? format_fixed(torch_ms(rows, v), 3) : "n/a",
+                             ok ? format_fixed(r.value("images_per_s", 0.0), 0) : "n/a",
+                             ok && r.contains("peak_mem_mib")
+                                 ? format_fixed(r.value("peak_mem_mib", 0.0), 1)
+                                 : "n/a",
+                             r.value("status", "?")});
+    }
+    std::string vs_eager = "n/a", vs_compile = "n/a", vs_mem = "n/a";
+    double eager_best = 0, eager_peak = 0;
+    for (const char* v : {"eager", "channels_last"})
+      if (torch_ok(rows, v) && (eager_best == 0 || torch_ms(rows, v) < eager_best)) {
+        eager_best = torch_ms(rows, v);
+        eager_peak = rows[v].value("peak_mem_mib", 0.0);
+      }
+    if (eager_best > 0) vs_eager = format_fixed(eager_best / best_ms, 2) + "x faster";
+    if (torch_ok(rows, "compile"))
+      vs_compile = format_fixed(torch_ms(rows, "compile") / best_ms, 2) + "x faster";
+    else
+      vs_compile = torch_status(rows, "compile");
+    if (eager_peak > 0) vs_mem = format_fixed(best_peak / eager_peak, 2) + "x of eager's peak";
+    summary.rows.push_back({arch, best_path, vs_eager, vs_compile, vs_mem});
+    if (distill) {
+      std::string torch_ratio = "n/a";
+      if (torch_ok(rows, "distill") && rows["distill"].contains("distill_over_student"))
+        torch_ratio = format_fixed(rows["distill"].value("distill_over_student", 0.0), 2) + "x";
+      summary.rows.push_back({arch + " distill step / student step",
+                              format_fixed(dm.ms_median / student_ms, 2) + "x", "PyTorch: " + torch_ratio,
+                              "", ""});
+    }
+  }
+  set_gpu_kernels(saved);
+  std::cout << "\nGPU training-step time on " << cuda::device_name(gpu.index) << ", batch "
+            << o.batch << ", fp32 (TF32 "
+            << (cuda::math_mode().tf32 && !cuda::math_mode().deterministic ? "on" : "off")
+            << "), median of " << (o.steps > 0 ? o.steps : 200) << " steps\n"
+            << "kdlab (launches: kernels, copies and cuBLAS/cuDNN calls issued per step; peak: "
+               "our caching allocator's bytes in use)\n"
+            << ours.to_text();
+  if (!theirs.rows.empty())
+    std::cout << "\nPyTorch " << torch_version
+              << " (cudnn.benchmark on, TF32 off; peak: max_memory_allocated)\n"
+              << theirs.to_text() << "\nkdlab against PyTorch (time ratios >1 mean kdlab is "
+              << "faster)\n"
+              << summary.to_text();
+  return 0;
+}
+
+}  // namespace apps
+}  // namespace kd

@@ -94,7 +94,12 @@ int run_fmnist_study(const StudyOptions& opt) {
   run.log("loaded " + std::to_string(train.n) + " train and " + std::to_string(test.n) +
           " test images from " + config["data_dir"].get<std::string>());
 
-  auto lenet = [&](uint64_t seed) { return models::make_model("lenet5", 10, 1, seed); };
+  // Initialised on the host (the same weights for every device), then moved to the run's device.
+  auto lenet = [&](uint64_t seed) {
+    auto model = models::make_model("lenet5", 10, 1, seed);
+    model->to(opt.device);
+    return model;
+  };
   LoopConfig teacher_cfg;
   teacher_cfg.batch = s.batch;
   teacher_cfg.optim.lr = s.teacher_lr;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "data/device_batch.h"
@@ -121,17 +122,27 @@ void augment_image(const uint8_t* image, int c, int h, int w, const SampleAugmen
 void make_batch(const Dataset& ds, const int64_t* idx, int count, const Normalization& norm,
                 const AugmentSpec& aug, uint64_t seed, uint64_t step, float* out_images,
                 int32_t* out_labels) {
-  const int C = ds.c;
+  make_batch_arrays(ds.images.data(), ds.labels.data(), ds.n, ds.c, ds.h, ds.w, idx, count, norm,
+                    aug, seed, step, out_images, out_labels);
+}
+
+void make_batch_arrays(const uint8_t* images, const int32_t* labels, int64_t n, int c, int h,
+                       int w, const int64_t* idx, int count, const Normalization& norm,
+                       const AugmentSpec& aug, uint64_t seed, uint64_t step, float* out_images,
+                       int32_t* out_labels, BadIndex bad_index) {
+  const int C = c;
   KD_CHECK(count >= 0 && count < (1 << 28), "make_batch: count=" << count);
   KD_CHECK(static_cast<int>(norm.mean.size()) == C && static_cast<int>(norm.std.size()) == C,
            "make_batch: normalization has " << norm.mean.size() << " means and " << norm.std.size()
                                             << " stds for " << C << " channels");
   KD_CHECK(aug.crop_pad >= 0, "make_batch: crop_pad=" << aug.crop_pad);
   const AugmentPlan plan = make_augment_plan(aug);
-  for (int k = 0; k < count; ++k) {
-    KD_CHECK(idx[k] >= 0 && idx[k] < ds.n, "make_batch: index " << idx[k] << " at position " << k
-                                                                << " out of range [0, " << ds.n
-                                                                << ")");
+  if (bad_index == BadIndex::kThrow) {
+    for (int k = 0; k < count; ++k) {
+      KD_CHECK(idx[k] >= 0 && idx[k] < n, "make_batch: index " << idx[k] << " at position " << k
+                                                               << " out of range [0, " << n
+                                                               << ")");
+    }
   }
   std::vector<float> table(static_cast<size_t>(C) * 256);
   for (int ch = 0; ch < C; ++ch) {
@@ -139,8 +150,8 @@ void make_batch(const Dataset& ds, const int64_t* idx, int count, const Normaliz
     for (int p = 0; p < 256; ++p)
       table[ch * 256 + p] = normalize_pixel(p, norm.mean[ch], norm.std[ch]);
   }
-  const int64_t image_size = ds.image_size();
-  const int64_t plane = static_cast<int64_t>(ds.h) * ds.w;
+  const int64_t image_size = static_cast<int64_t>(C) * h * w;
+  const int64_t plane = static_cast<int64_t>(h) * w;
   const float* lut_all = table.data();
 
 #pragma omp parallel
@@ -148,16 +159,21 @@ void make_batch(const Dataset& ds, const int64_t* idx, int count, const Normaliz
     std::vector<uint8_t> pixels(static_cast<size_t>(image_size));
 #pragma omp for schedule(static)
     for (int k = 0; k < count; ++k) {
-      const SampleAugment a = draw_sample_augment(plan, seed, step, k);
-      augment_image(ds.image(idx[k]), C, ds.h, ds.w, a, seed, step, k, pixels.data());
       float* dst = out_images + k * image_size;
+      if (idx[k] < 0 || idx[k] >= n) {  // only reached with BadIndex::kNanSample
+        std::fill(dst, dst + image_size, std::numeric_limits<float>::quiet_NaN());
+        if (out_labels != nullptr) out_labels[k] = -1;
+        continue;
+      }
+      const SampleAugment a = draw_sample_augment(plan, seed, step, k);
+      augment_image(images + idx[k] * image_size, C, h, w, a, seed, step, k, pixels.data());
       for (int ch = 0; ch < C; ++ch) {
         const float* lut = lut_all + ch * 256;
         const uint8_t* src = pixels.data() + ch * plane;
         float* out = dst + ch * plane;
         for (int64_t i = 0; i < plane; ++i) out[i] = lut[src[i]];
       }
-      if (out_labels != nullptr) out_labels[k] = ds.labels[idx[k]];
+      if (out_labels != nullptr) out_labels[k] = labels[idx[k]];
     }
   }
 }

@@ -67,6 +67,16 @@ void make_batch(const Dataset& ds, const int64_t* idx, int count, const Normaliz
                 const AugmentSpec& aug, uint64_t seed, uint64_t step, float* out_images,
                 int32_t* out_labels);
 
+// make_batch on bare arrays: images n*c*h*w uint8 (NCHW) and labels n (may be null when
+// out_labels is). make_batch is this on a Dataset; the emulated make_batch_device
+// (data/cuda_emu/), whose device arrays are host memory, is this with kNanSample, the device
+// contract for an index outside [0, n): NaN pixels and label -1 instead of an error.
+enum class BadIndex { kThrow, kNanSample };
+void make_batch_arrays(const uint8_t* images, const int32_t* labels, int64_t n, int c, int h,
+                       int w, const int64_t* idx, int count, const Normalization& norm,
+                       const AugmentSpec& aug, uint64_t seed, uint64_t step, float* out_images,
+                       int32_t* out_labels, BadIndex bad_index = BadIndex::kThrow);
+
 // MixUp (Zhang et al.): one lambda ~ Beta(alpha, alpha) per batch and a permutation of the batch,
 // then x[k] <- lambda x[k] + (1 - lambda) x[perm[k]] on the normalized images (labels untouched:
 // the teacher labels the mixed images).

@@ -56,6 +56,7 @@ void step_end() {
 }
 
 int64_t steps_done() { return g_steps; }
+bool window_open() { return g_open; }
 
 }  // namespace profile
 }  // namespace kd

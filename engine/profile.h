@@ -32,6 +32,7 @@ void set_step_window(const StepWindow& window);
 void step_begin();
 void step_end();
 int64_t steps_done();
+bool window_open();  // between cudaProfilerStart and Stop
 
 }  // namespace profile
 }  // namespace kd

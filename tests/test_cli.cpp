@@ -129,6 +129,14 @@ TEST(Cli, BadTrainingFlagsLeaveNoRunDirectory) {
   expect_error(train({"--model", "resnet9000"}), {"--model", "resnet9000", "lenet5"});
   expect_error(train({"--model", "preresnet20"}), {"--model", "preresnet20", "32x32", "28x28"});
   expect_error(train({"--subset-size", "65"}), {"--subset-size", "65", "64"});
+  expect_error(train({"--rotation", "200"}), {"--rotation", "200", "[0, 180]"});
+  expect_error(train({"--hue", "0.7"}), {"--hue", "0.7"});
+  expect_error(train({"--noise", "1.5"}), {"--noise", "1.5"});
+  expect_error(train({"--conv", "winograd"}), {"--conv", "winograd", "native or cudnn"});
+  expect_error(train({"--bn", "fast"}), {"--bn", "fast"});
+  expect_error(train({"--tf32", "--deterministic"}), {"--tf32", "--deterministic"});
+  expect_error(train({"--profile-steps", "9:3"}), {"--profile-steps", "9:3", "A:B"});
+  expect_error(train({"--profile-steps", "x"}), {"--profile-steps", "'x'"});
   EXPECT_FALSE(fs::exists(out));
 }
 
@@ -147,6 +155,7 @@ TEST(Cli, BadDistillFlagsAndTeachersLeaveNoRunDirectory) {
   expect_error(distill(teacher, {"--tau", "0"}), {"--tau", "0"});
   expect_error(distill(teacher, {"--alpha", "1.5"}), {"--alpha", "1.5"});
   expect_error(distill(teacher, {"--student-model", "vgg99"}), {"--student-model", "vgg99"});
+  expect_error(distill(teacher, {"--mixup", "-1"}), {"--mixup", "-1"});
   // Not a safetensors file: a text file, and a gzip file.
   write_file(tmp / "notes.txt", "this is not a checkpoint\n");
   expect_error(distill(tmp / "notes.txt", {}), {"notes.txt"});

@@ -163,7 +163,7 @@ TEST(CudaConvKernels, BackwardWeightAccumulatesLikeRef) {
 }
 
 // Twice the accumulation from the same start gives the same bits; a many-slice split-K shape
-// (K = 8 * 32 * 32) and an uneven two-slice one.
+// (K = 8 * 32 * 32) and an uneven one (K = 429 in 64-wide slices).
 template <class T>
 void check_weight_determinism(const ConvGeom& g) {
   const auto x = uniform<T>(x_size(g), 1, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1),

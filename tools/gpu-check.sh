@@ -93,7 +93,7 @@ body_build() {
   configure() {
     # shellcheck disable=SC2086  # GPU_CHECK_CMAKE_ARGS is a list of words on purpose
     cmake -S "$repo" -B "$GC_BUILD_DIR" ${gen[@]+"${gen[@]}"} -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_CUDA_ARCHITECTURES="$1" ${GPU_CHECK_CMAKE_ARGS:-}
+      -DCMAKE_CUDA_ARCHITECTURES="$1" -DKDLAB_EMULATED_GPU_TESTS=OFF ${GPU_CHECK_CMAKE_ARGS:-}
   }
   if ! configure "$arch"; then
     [[ "$arch" == native ]] || return 1

@@ -25,9 +25,13 @@ constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreads = 256, kMicro = 4,
 constexpr int kStrideM = kTileM + 1, kStrideN = kTileN + 1;  // +1 spreads stores over banks
 static_assert(kTileK * kTileM == kThreads * kLoads && kTileK * kTileN == kThreads * kLoads, "");
 static_assert(kThreads == (kTileM / kMicro) * (kTileN / kMicro), "");
-constexpr int kBiasThreads = 256;        // dbias: one block per output channel
-constexpr int kSplitTargetBlocks = 512;  // split-K aims at this many blocks (shape-only choice)
-constexpr int kSplitMinK = 256;          // ...but never slices thinner than this
+// dbias: one block per output channel, so few blocks; many threads per block to hide latency.
+constexpr int kBiasThreads = 1024;
+// Split-K aims at this many blocks (a shape-only choice), but never slices thinner than
+// kSplitMinK (4 K tiles): at 256, the weight pass of a 1x1 stride-2 shortcut (batch 128,
+// 32->64 channels, 8x8 out) ran only 32 blocks.
+constexpr int kSplitTargetBlocks = 512;
+constexpr int kSplitMinK = 64;
 
 // Every size the index maps need, precomputed on the host (ConvGeom::p() is host-only).
 struct ConvDims {

@@ -24,10 +24,16 @@ cublasHandle_t cublas_handle() {
   static cublasHandle_t handle = [] {
     cublasHandle_t created = nullptr;
     CUBLAS_CHECK(cublasCreate(&created));
-    CUBLAS_CHECK(cublasSetStream(created, stream()));
-    CUBLAS_CHECK(cublasSetPointerMode(created, CUBLAS_POINTER_MODE_HOST));
-    CUBLAS_CHECK(cublasSetAtomicsMode(created, CUBLAS_ATOMICS_NOT_ALLOWED));
-    CUBLAS_CHECK(cublasSetMathMode(created, CUBLAS_DEFAULT_MATH));
+    // A failed setting must not leak the handle: the static stays unset and the next call
+    // tries again from scratch.
+    cublasStatus_t status = cublasSetStream(created, stream());
+    if (status == CUBLAS_STATUS_SUCCESS)
+      status = cublasSetPointerMode(created, CUBLAS_POINTER_MODE_HOST);
+    if (status == CUBLAS_STATUS_SUCCESS)
+      status = cublasSetAtomicsMode(created, CUBLAS_ATOMICS_NOT_ALLOWED);
+    if (status == CUBLAS_STATUS_SUCCESS) status = cublasSetMathMode(created, CUBLAS_DEFAULT_MATH);
+    if (status != CUBLAS_STATUS_SUCCESS) cublasDestroy(created);
+    CUBLAS_CHECK(status);
     return created;
   }();
   // The math mode can change between calls (set_math_mode); setting it is a host-side field

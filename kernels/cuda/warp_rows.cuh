@@ -1,8 +1,9 @@
 // Warp-per-row building blocks for the row-wise CUDA kernels (loss.cu, metrics.cu): a block of
 // kRowThreads threads handles kRowsPerBlock rows, one warp each; lane l visits columns l, l+32, ...
 // (coalesced). Row reductions are xor-butterfly shuffles in double: fixed order, no atomics, and
-// every lane ends with the same value (each pairwise step is a commutative a+b or max). A warp's
-// row index is warp-uniform, so whole warps return together and the full-mask shuffles are safe.
+// every lane ends with the same value (each pairwise step is a commutative a+b or max; the argmax
+// broadcasts lane 0's result, see warp_first_argmax). A warp's row index is warp-uniform, so
+// whole warps return together and the full-mask shuffles are safe.
 // CUDA-only; the per-element maths lives in kernels/cuda/row_math.h (host-testable).
 #pragma once
 #include <cuda_runtime.h>
@@ -58,7 +59,9 @@ __device__ double warp_row_logsumexp(const T* z, int cols, double scale, int lan
   return mx + log(sum);
 }
 
-// Index of the row's first maximum (ref:: first_argmax), on every lane.
+// Index of the row's first maximum (ref:: first_argmax), on every lane. With a NaN in the row
+// the (value, index) order is no longer total and butterfly lanes could end on different indices
+// (callers then index z[top] and compare j == top per lane), so lane 0's answer is broadcast.
 template <class T>
 __device__ int warp_first_argmax(const T* z, int cols, int lane) {
   row_math::ArgMax best = row_math::lane_argmax(z, cols, lane, kWarp);
@@ -68,7 +71,7 @@ __device__ int warp_first_argmax(const T* z, int cols, int lane) {
     other.index = __shfl_xor_sync(kFullMask, best.index, offset);
     best = row_math::argmax_combine(best, other);
   }
-  return best.index;
+  return __shfl_sync(kFullMask, best.index, 0);
 }
 
 }  // namespace warp_rows

@@ -3,8 +3,9 @@
 // cudnnAddTensor); backward ACCUMULATES into dx and dw (beta = 1) and into dbias (our kernel).
 // Algorithm: cuDNN's heuristics (cudnnGet*Algorithm_v7, no benchmarking: choices stay the same
 // from run to run and cost no GPU time), filtered by kernels/cudnn/algo_policy.h, cached per
-// (geometry, dtype, pass, deterministic, math type) with the workspace size the choice needs;
-// the workspace is cuda::workspace(). The bias gradient is one block per channel reducing
+// (geometry, dtype, pass, deterministic, math type) as the ordered list of usable choices with
+// their workspace sizes; a choice the execution call refuses (NOT_SUPPORTED) is dropped and the
+// next one runs. The workspace is cuda::workspace(). The bias gradient is one block per channel reducing
 // (sample, position) in a fixed order, in double: deterministic without atomics.
 #include <cudnn.h>
 
@@ -13,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "kernels/check.h"
@@ -65,14 +67,32 @@ struct AlgoChoice {
   size_t workspace_bytes = 0;
 };
 
+// Every usable choice for one key, in cuDNN's order; `offered` describes cuDNN's whole list for
+// the error message when none is left.
+struct AlgoChoices {
+  std::vector<AlgoChoice> usable;
+  std::string offered;
+};
+
 using AlgoKey = std::array<int, 13>;
 
+// The algorithms cuDNN's developer guide ("Reproducibility (Determinism)") names as
+// non-reproducible (atomics). Refused in deterministic mode whatever the perf entry's determinism
+// field says, so a mislabelled entry cannot break bitwise repeatability.
+bool uses_atomics(Pass pass, int algo) {
+  if (pass == Pass::backward_data) return algo == int(CUDNN_CONVOLUTION_BWD_DATA_ALGO_0);
+  if (pass == Pass::backward_weight)
+    return algo == int(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0) ||
+           algo == int(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3);
+  return false;
+}
+
 template <class Perf>
-policy::Candidate candidate_of(const Perf& p) {
+policy::Candidate candidate_of(Pass pass, const Perf& p) {
   policy::Candidate c;
   c.algo = int(p.algo);
   c.supported = p.status == CUDNN_STATUS_SUCCESS;
-  c.deterministic = p.determinism == CUDNN_DETERMINISTIC;
+  c.deterministic = p.determinism == CUDNN_DETERMINISTIC && !uses_atomics(pass, c.algo);
   c.math = from_cudnn(p.mathType);
   return c;
 }
@@ -87,21 +107,21 @@ std::vector<policy::Candidate> heuristics(Pass pass, const ConvDescs& d) {
     CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle(), d.x.get(), d.w.get(),
                                                        d.conv.get(), d.y.get(), max_count,
                                                        &returned, perf.data()));
-    for (int i = 0; i < returned; ++i) out.push_back(candidate_of(perf[i]));
+    for (int i = 0; i < returned; ++i) out.push_back(candidate_of(pass, perf[i]));
   } else if (pass == Pass::backward_data) {
     CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle(), &max_count));
     std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(size_t(max_count > 0 ? max_count : 1));
     CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), d.w.get(), d.y.get(),
                                                             d.conv.get(), d.x.get(), max_count,
                                                             &returned, perf.data()));
-    for (int i = 0; i < returned; ++i) out.push_back(candidate_of(perf[i]));
+    for (int i = 0; i < returned; ++i) out.push_back(candidate_of(pass, perf[i]));
   } else {
     CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle(), &max_count));
     std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(size_t(max_count > 0 ? max_count : 1));
     CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle(), d.x.get(), d.y.get(),
                                                               d.conv.get(), d.w.get(), max_count,
                                                               &returned, perf.data()));
-    for (int i = 0; i < returned; ++i) out.push_back(candidate_of(perf[i]));
+    for (int i = 0; i < returned; ++i) out.push_back(candidate_of(pass, perf[i]));
   }
   return out;
 }
@@ -131,26 +151,11 @@ const char* pass_name(Pass pass) {
                                        : "backward weight";
 }
 
-// The cached choice for this call; leaves d.conv set to the math type the choice runs with.
-AlgoChoice choose(Pass pass, const ConvGeom& g, cudnnDataType_t type, ConvDescs& d) {
-  const cuda::MathMode mode = cuda::math_mode();
-  policy::Request request;
-  request.deterministic = mode.deterministic;
-  request.descriptor_math =
-      policy::descriptor_math(type == CUDNN_DATA_DOUBLE, mode.tf32, mode.deterministic);
-  const AlgoKey key{g.n,       g.c,      g.h,      g.w,   g.k,
-                    g.r,       g.s,      g.stride, g.pad, int(type),
-                    int(pass), int(request.deterministic), int(request.descriptor_math)};
-
-  static std::mutex mutex;
-  static std::map<AlgoKey, AlgoChoice> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = cache.find(key);
-  if (found != cache.end()) {
-    d.conv.set_math(found->second.math);
-    return found->second;
-  }
-
+// Filters cuDNN's list by the policy and keeps each acceptable entry whose workspace query
+// succeeds with the math type it will run with.
+AlgoChoices make_choices(Pass pass, const ConvGeom& g, const policy::Request& request,
+                         ConvDescs& d) {
+  AlgoChoices out;
   d.conv.set_math(to_cudnn(request.descriptor_math));
   const std::vector<policy::Candidate> list = heuristics(pass, d);
   for (int index : policy::ordered_choices(list, request)) {
@@ -158,26 +163,99 @@ AlgoChoice choose(Pass pass, const ConvGeom& g, cudnnDataType_t type, ConvDescs&
     choice.algo = list[index].algo;
     choice.math = to_cudnn(policy::execution_math(list[index], request));
     d.conv.set_math(choice.math);
-    if (workspace_size(pass, d, choice.algo, &choice.workspace_bytes) != CUDNN_STATUS_SUCCESS)
-      continue;
-    cache.emplace(key, choice);
-    return choice;
+    if (workspace_size(pass, d, choice.algo, &choice.workspace_bytes) == CUDNN_STATUS_SUCCESS)
+      out.usable.push_back(choice);
   }
   std::ostringstream listed;
+  listed << "cudnn conv2d " << pass_name(pass) << ": no usable algorithm for n=" << g.n
+         << " c=" << g.c << " h=" << g.h << " w=" << g.w << " k=" << g.k << " r=" << g.r
+         << " s=" << g.s << " stride=" << g.stride << " pad=" << g.pad
+         << (request.deterministic ? " (deterministic)" : "") << "; heuristics offered:";
   for (const policy::Candidate& c : list)
     listed << " [algo " << c.algo << (c.supported ? "" : " unsupported")
            << (c.deterministic ? " deterministic" : "") << " math " << int(c.math) << "]";
-  KD_CHECK(false, "cudnn conv2d " << pass_name(pass) << ": no usable algorithm for n=" << g.n
-                                  << " c=" << g.c << " h=" << g.h << " w=" << g.w
-                                  << " k=" << g.k << " r=" << g.r << " s=" << g.s
-                                  << " stride=" << g.stride << " pad=" << g.pad
-                                  << (request.deterministic ? " (deterministic)" : "")
-                                  << "; heuristics offered:" << listed.str());
-  return {};
+  out.offered = listed.str();
+  return out;
+}
+
+std::mutex g_cache_mutex;
+std::map<AlgoKey, AlgoChoices> g_cache;
+
+AlgoKey key_of(Pass pass, const ConvGeom& g, cudnnDataType_t type,
+               const policy::Request& request) {
+  return {g.n,       g.c,   g.h,       g.w,       g.k,
+          g.r,       g.s,   g.stride,  g.pad,     int(type),
+          int(pass), int(request.deterministic), int(request.descriptor_math)};
+}
+
+// The best remaining choice for this key (computed once, then cached).
+AlgoChoice first_choice(Pass pass, const ConvGeom& g, const policy::Request& request,
+                        const AlgoKey& key, ConvDescs& d) {
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  auto found = g_cache.find(key);
+  if (found == g_cache.end())
+    found = g_cache.emplace(key, make_choices(pass, g, request, d)).first;
+  KD_CHECK(!found->second.usable.empty(), found->second.offered);
+  return found->second.usable.front();
+}
+
+// Forgets a choice cuDNN refused to execute, so this and later calls take the next one.
+void drop_choice(const AlgoKey& key, const AlgoChoice& choice) {
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  auto found = g_cache.find(key);
+  if (found == g_cache.end()) return;
+  std::vector<AlgoChoice>& usable = found->second.usable;
+  for (auto it = usable.begin(); it != usable.end(); ++it)
+    if (it->algo == choice.algo && it->math == choice.math) {
+      usable.erase(it);
+      break;
+    }
+  if (usable.empty()) found->second.offered += " (each usable one was refused at execution)";
+}
+
+// Refusals returned while the call is still being configured, before any kernel is enqueued,
+// so retrying cannot add twice into an accumulating output. BAD_LAUNCH_PARAM is left out: it
+// names a launch attempt, after which part of the work may already be queued.
+bool refused_before_launch(cudnnStatus_t status) {
+  return int(CUDNN_STATUS_CATEGORY(status)) == int(CUDNN_STATUS_NOT_SUPPORTED) &&
+         status != CUDNN_STATUS_NOT_SUPPORTED_BAD_LAUNCH_PARAM;
 }
 
 void* workspace_for(const AlgoChoice& choice) {
   return choice.workspace_bytes ? cuda::workspace(choice.workspace_bytes) : nullptr;
+}
+
+// Runs `execute(choice, workspace)` (one cuDNN convolution call, returning its status) with the
+// cached choice. A heuristic entry can report SUCCESS and the execution call still refuse the
+// configuration; then the next choice is tried, as PyTorch's AlgoIterator does. Other failures
+// throw.
+template <class Execute>
+void run_convolution(Pass pass, const ConvGeom& g, cudnnDataType_t type, ConvDescs& d,
+                     Execute execute) {
+  const cuda::MathMode mode = cuda::math_mode();
+  policy::Request request;
+  request.deterministic = mode.deterministic;
+  request.descriptor_math =
+      policy::descriptor_math(type == CUDNN_DATA_DOUBLE, mode.tf32, mode.deterministic);
+  const AlgoKey key = key_of(pass, g, type, request);
+  for (;;) {
+    const AlgoChoice choice = first_choice(pass, g, request, key, d);
+    d.conv.set_math(choice.math);
+    const cudnnStatus_t status = execute(choice, workspace_for(choice));
+    if (status == CUDNN_STATUS_SUCCESS) {
+      cuda::count_launch();
+      return;
+    }
+    if (refused_before_launch(status)) {
+      drop_choice(key, choice);
+      continue;
+    }
+    std::ostringstream call;
+    call << "cudnn conv2d " << pass_name(pass) << " (algo " << choice.algo << ", math "
+         << int(choice.math) << ")";
+    ::kd::detail::throw_library<::kd::CudnnError>(call.str().c_str(), cudnnGetErrorString(status),
+                                                  int(status), __FILE__, __LINE__);
+  }
 }
 
 void check_geom(const ConvGeom& g) {
@@ -220,14 +298,14 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   if (g.n == 0) return;
   const cudnnDataType_t type = DataType<T>::value;
   ConvDescs d(g, type);
-  const AlgoChoice choice = choose(Pass::forward, g, type, d);
   const T one = T(1), zero = T(0);
-  CUDNN_CHECK(cudnnConvolutionForward(handle(), &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
-                                      cudnnConvolutionFwdAlgo_t(choice.algo),
-                                      workspace_for(choice), choice.workspace_bytes, &zero,
-                                      d.y.get(), y));
-  cuda::count_launch();
+  run_convolution(Pass::forward, g, type, d, [&](const AlgoChoice& choice, void* workspace) {
+    return cudnnConvolutionForward(handle(), &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
+                                   cudnnConvolutionFwdAlgo_t(choice.algo), workspace,
+                                   choice.workspace_bytes, &zero, d.y.get(), y);
+  });
   if (bias) {
+    // cudnnAddTensor broadcasts each size-1 dimension of A over C: [1, k, 1, 1] onto y.
     const TensorDesc bias_desc(type, 1, g.k, 1, 1);
     CUDNN_CHECK(cudnnAddTensor(handle(), &one, bias_desc.get(), bias, &one, d.y.get(), y));
     cuda::count_launch();
@@ -240,13 +318,14 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   if (g.n == 0) return;
   const cudnnDataType_t type = DataType<T>::value;
   ConvDescs d(g, type);
-  const AlgoChoice choice = choose(Pass::backward_data, g, type, d);
   const T one = T(1);
-  CUDNN_CHECK(cudnnConvolutionBackwardData(handle(), &one, d.w.get(), w, d.y.get(), dy,
-                                           d.conv.get(), cudnnConvolutionBwdDataAlgo_t(choice.algo),
-                                           workspace_for(choice), choice.workspace_bytes, &one,
-                                           d.x.get(), dx));
-  cuda::count_launch();
+  run_convolution(Pass::backward_data, g, type, d,
+                  [&](const AlgoChoice& choice, void* workspace) {
+                    return cudnnConvolutionBackwardData(
+                        handle(), &one, d.w.get(), w, d.y.get(), dy, d.conv.get(),
+                        cudnnConvolutionBwdDataAlgo_t(choice.algo), workspace,
+                        choice.workspace_bytes, &one, d.x.get(), dx);
+                  });
 }
 
 template <class T>
@@ -255,13 +334,14 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   if (g.n == 0) return;
   const cudnnDataType_t type = DataType<T>::value;
   ConvDescs d(g, type);
-  const AlgoChoice choice = choose(Pass::backward_weight, g, type, d);
   const T one = T(1);
-  CUDNN_CHECK(cudnnConvolutionBackwardFilter(
-      handle(), &one, d.x.get(), x, d.y.get(), dy, d.conv.get(),
-      cudnnConvolutionBwdFilterAlgo_t(choice.algo), workspace_for(choice),
-      choice.workspace_bytes, &one, d.w.get(), dw));
-  cuda::count_launch();
+  run_convolution(Pass::backward_weight, g, type, d,
+                  [&](const AlgoChoice& choice, void* workspace) {
+                    return cudnnConvolutionBackwardFilter(
+                        handle(), &one, d.x.get(), x, d.y.get(), dy, d.conv.get(),
+                        cudnnConvolutionBwdFilterAlgo_t(choice.algo), workspace,
+                        choice.workspace_bytes, &one, d.w.get(), dw);
+                  });
   if (dbias) {
     const int64_t plane = int64_t(g.p()) * g.q();
     KD_LAUNCH(accumulate_bias_grad<T>, unsigned(g.k), kBiasThreads, 0, g.n, g.k, plane, dy,

@@ -12,7 +12,11 @@ cudnnHandle_t handle() {
   static cudnnHandle_t h = [] {
     cudnnHandle_t created = nullptr;
     CUDNN_CHECK(cudnnCreate(&created));
-    CUDNN_CHECK(cudnnSetStream(created, cuda::stream()));
+    // A failed binding must not leak the handle: the static stays unset and the next call
+    // tries again from scratch.
+    const cudnnStatus_t bound = cudnnSetStream(created, cuda::stream());
+    if (bound != CUDNN_STATUS_SUCCESS) cudnnDestroy(created);
+    CUDNN_CHECK(bound);
     return created;
   }();
   return h;

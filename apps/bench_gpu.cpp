@@ -1,11 +1,10 @@
 // `kdlab bench --device cuda`: the GPU training-step benchmark. For each model, our step on both
 // GPU paths (our kernels, cuDNN) with launches per step and peak device memory, beside PyTorch on
 // the same GPU (tools/torch_gpu_bench.py: eager NCHW, eager channels_last, torch.compile), then a
-// distillation step with three teachers relative to a plain student step. Our steps are timed on
-// the host with a stream synchronization after each step, so the median includes that sync's
-// latency (a few microseconds); PyTorch's are timed with CUDA events between steps.
+// distillation step with three teachers relative to a plain student step. Both sides are timed
+// the same way: CUDA events recorded between consecutive steps, one synchronization at the end,
+// the median interval.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -83,14 +82,17 @@ GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
   CachingAllocator& alloc = CachingAllocator::for_device(gpu);
   alloc.reset_peak();
   const uint64_t launches_before = cuda::launch_count();
-  std::vector<double> ms;
+  // Marks on the stream between steps and one synchronize at the end: the host keeps enqueuing
+  // the next step while the GPU runs this one, as in training, and each interval is one step.
+  std::vector<cuda::StreamMark> marks = {cuda::mark_stream()};
   for (int i = 0; i < steps; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
     step();
-    cuda::synchronize();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                     .count());
+    marks.push_back(cuda::mark_stream());
   }
+  cuda::synchronize();
+  std::vector<double> ms;
+  for (int i = 0; i < steps; ++i) ms.push_back(cuda::elapsed_ms(marks[i], marks[i + 1]));
+  for (cuda::StreamMark mark : marks) cuda::destroy_mark(mark);
   GpuMeasured m;
   m.launches_per_step = double(cuda::launch_count() - launches_before) / steps;
   m.peak_mib = alloc.peak_in_use_bytes() / double(1 << 20);

@@ -137,6 +137,19 @@ MathMode math_mode() {
   return g_math_mode;
 }
 
+StreamMark mark_stream() {
+  cudaEvent_t event = nullptr;
+  CUDA_CHECK(cudaEventCreate(&event));
+  CUDA_CHECK(cudaEventRecord(event, stream()));
+  return event;
+}
+double elapsed_ms(StreamMark from, StreamMark to) {
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(from), static_cast<cudaEvent_t>(to)));
+  return ms;
+}
+void destroy_mark(StreamMark mark) { CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(mark))); }
+
 uint64_t launch_count() { return g_launches.load(std::memory_order_relaxed); }
 void count_launch() { g_launches.fetch_add(1, std::memory_order_relaxed); }
 

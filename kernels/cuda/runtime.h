@@ -47,6 +47,13 @@ MathMode math_mode();
 uint64_t launch_count();
 void count_launch();
 
+// Timing on the compute stream without synchronizing: record a mark between steps, read the
+// intervals after one synchronize(). Marks are CUDA events; destroy them when done.
+using StreamMark = void*;
+StreamMark mark_stream();
+double elapsed_ms(StreamMark from, StreamMark to);  // call after synchronize()
+void destroy_mark(StreamMark mark);
+
 // Profiling: NVTX ranges in the "kdlab" domain (no-ops without CUDA) and the profiler window
 // that `--profile-steps A:B` opens and closes for Nsight.
 void range_push(const char* name);

@@ -7,6 +7,7 @@
 // addresses never reused, freed pages returned with MADV_DONTNEED); DeviceAccess opens a block
 // (mprotect) while a kernel or copy handed a pointer into it runs, and a SIGSEGV inside the
 // arena is reported with a backtrace.
+#include <chrono>
 #include <execinfo.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -339,6 +340,20 @@ void set_math_mode(const MathMode& mode) {
 MathMode math_mode() {
   std::lock_guard<std::mutex> lock(g_math_mutex);
   return g_math_mode;
+}
+
+// Emulated work runs when it is issued, so a mark is just the host clock at that point.
+StreamMark mark_stream() {
+  return new std::chrono::steady_clock::time_point(std::chrono::steady_clock::now());
+}
+double elapsed_ms(StreamMark from, StreamMark to) {
+  using Point = std::chrono::steady_clock::time_point;
+  return std::chrono::duration<double, std::milli>(*static_cast<Point*>(to) -
+                                                   *static_cast<Point*>(from))
+      .count();
+}
+void destroy_mark(StreamMark mark) {
+  delete static_cast<std::chrono::steady_clock::time_point*>(mark);
 }
 
 uint64_t launch_count() { return g_launches.load(std::memory_order_relaxed); }

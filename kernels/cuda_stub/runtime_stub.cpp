@@ -31,6 +31,9 @@ size_t free_device_bytes() { return 0; }
 void* workspace(size_t) { no_cuda("workspace"); }
 void set_math_mode(const MathMode& mode) { g_math_mode = mode; }
 MathMode math_mode() { return g_math_mode; }
+StreamMark mark_stream() { no_cuda("mark_stream"); }
+double elapsed_ms(StreamMark, StreamMark) { no_cuda("elapsed_ms"); }
+void destroy_mark(StreamMark) {}
 uint64_t launch_count() { return 0; }
 void count_launch() {}
 void range_push(const char*) {}

@@ -213,7 +213,7 @@ stage_limit() {  # default seconds per stage; GPU_CHECK_<STAGE>_TIMEOUT override
   local var def
   var="GPU_CHECK_$(echo "${1//-/_}" | tr '[:lower:]' '[:upper:]')_TIMEOUT"
   case "$1" in
-    env) def=30 ;; build) def=240 ;; cuda-tests) def=75 ;; bench) def=180 ;;
+    env) def=30 ;; build) def=240 ;; cuda-tests) def=150 ;; bench) def=180 ;;
     quick-study) def=60 ;; sanitizer) def=150 ;; quick-study-cpu) def=60 ;; *) def=60 ;;
   esac
   echo "${!var:-$def}"

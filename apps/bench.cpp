@@ -39,13 +39,8 @@ Measured time_ours(const std::string& arch, const BenchOptions& o) {
   int classes = lenet ? 10 : 100, channels = lenet ? 1 : 3, size = lenet ? 28 : 32;
   auto model = models::make_model(arch, classes, channels, 0);
   model->train();
-  std::vector<float> pixels(size_t(o.batch) * channels * size * size);
-  for (size_t i = 0; i < pixels.size(); ++i)
-    pixels[i] = 2.0f * philox_uniform(1, kStreamTest, i) - 1.0f;
-  std::vector<int32_t> labels(o.batch);
-  for (int i = 0; i < o.batch; ++i) labels[i] = int32_t(philox_below(2, kStreamTest, i, classes));
-  Tensor x = Tensor::from_vector<float>({o.batch, channels, size, size}, pixels);
-  Tensor y = Tensor::from_vector<int32_t>({o.batch}, labels);
+  BenchBatch b = bench_batch(o.batch, channels, size, classes, Device::cpu());
+  Tensor x = b.images, y = b.labels;
   SgdParams h;
   h.lr = 0.01, h.momentum = 0.9, h.nesterov = true, h.weight_decay = 1e-4;
   Sgd sgd(model->parameters(), h);
@@ -64,14 +59,6 @@ Measured time_ours(const std::string& arch, const BenchOptions& o) {
   m.ms_median = ms[ms.size() / 2];
   m.images_per_s = o.batch / (m.ms_median / 1000.0);
   return m;
-}
-
-std::string torch_python() {
-  for (const char* py : {"/usr/bin/python3", "python3"}) {
-    std::string cmd = std::string(py) + " -c 'import torch' >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) == 0) return py;
-  }
-  return "";
 }
 
 bool time_torch(const std::string& python, const std::string& arch, const BenchOptions& o,
@@ -98,6 +85,30 @@ bool time_torch(const std::string& python, const std::string& arch, const BenchO
 
 }  // namespace
 
+BenchBatch bench_batch(int batch, int channels, int size, int classes, Device device) {
+  std::vector<float> pixels(size_t(batch) * channels * size * size);
+  for (size_t i = 0; i < pixels.size(); ++i)
+    pixels[i] = 2.0f * philox_uniform(1, kStreamTest, i) - 1.0f;
+  std::vector<int32_t> labels(batch);
+  for (int i = 0; i < batch; ++i) labels[i] = int32_t(philox_below(2, kStreamTest, i, classes));
+  return {Tensor::from_vector<float>({batch, channels, size, size}, pixels).to(device),
+          Tensor::from_vector<int32_t>({batch}, labels).to(device)};
+}
+
+std::string torch_python(bool need_cuda) {
+  // The GPU machine's python3 is the one with CUDA PyTorch; Debian's is the CPU baseline here.
+  const char* order[2] = {"/usr/bin/python3", "python3"};
+  if (need_cuda) std::swap(order[0], order[1]);
+  const std::string probe =
+      need_cuda ? "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+                : "import torch";
+  for (const char* py : order) {
+    std::string cmd = std::string(py) + " -c '" + probe + "' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) == 0) return py;
+  }
+  return "";
+}
+
 int run_bench(const BenchOptions& options) {
   BenchOptions o = options;
   KD_INPUT_CHECK(o.batch >= 1 && (o.steps == -1 || o.steps >= 1) && o.warmup >= -1 &&
@@ -107,7 +118,7 @@ int run_bench(const BenchOptions& options) {
   if (parse_device(o.device).is_cuda()) return run_bench_gpu(o);
   if (o.steps < 0) o.steps = 30;
   if (o.warmup < 0) o.warmup = 5;
-  std::string python = o.skip_torch ? "" : torch_python();
+  std::string python = o.skip_torch ? "" : torch_python(/*need_cuda=*/false);
   if (!o.skip_torch && python.empty())
     std::cout << "PyTorch (python3-torch) not found: printing kdlab's numbers alone\n";
   Table table;

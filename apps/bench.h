@@ -2,6 +2,8 @@
 // machine (tools/torch_cpu_bench.py, run with the python3 that has torch), and the ratio.
 #pragma once
 #include <string>
+
+#include "engine/tensor.h"
 #include <vector>
 
 namespace kd {
@@ -19,6 +21,15 @@ struct BenchOptions {
 };
 
 int run_bench(const BenchOptions& options);
+
+// What both benchmarks share: the fixed random batch (pixels uniform in [-1, 1], labels uniform
+// over the classes, from the test stream) on `device`, and the python3 that has PyTorch (with
+// CUDA when need_cuda), or "" when none has.
+struct BenchBatch {
+  Tensor images, labels;
+};
+BenchBatch bench_batch(int batch, int channels, int size, int classes, Device device);
+std::string torch_python(bool need_cuda);
 int run_bench_gpu(const BenchOptions& options);  // bench_gpu.cpp
 
 }  // namespace apps

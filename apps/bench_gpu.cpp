@@ -20,7 +20,6 @@
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "kernels/cuda/runtime.h"
-#include "kernels/philox.h"
 #include "models/classifier.h"
 #include "models/ensemble.h"
 
@@ -58,13 +57,8 @@ GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
   std::unique_ptr<models::Ensemble> ensemble;
   if (teachers > 0) ensemble = std::make_unique<models::Ensemble>(members);
 
-  std::vector<float> pixels(size_t(o.batch) * channels * size * size);
-  for (size_t i = 0; i < pixels.size(); ++i)
-    pixels[i] = 2.0f * philox_uniform(1, kStreamTest, i) - 1.0f;
-  std::vector<int32_t> labels(o.batch);
-  for (int i = 0; i < o.batch; ++i) labels[i] = int32_t(philox_below(2, kStreamTest, i, classes));
-  Tensor x = Tensor::from_vector<float>({o.batch, channels, size, size}, pixels).to(gpu);
-  Tensor y = Tensor::from_vector<int32_t>({o.batch}, labels).to(gpu);
+  BenchBatch b = bench_batch(o.batch, channels, size, classes, gpu);
+  Tensor x = b.images, y = b.labels;
   SgdParams h;
   h.lr = 0.01, h.momentum = 0.9, h.nesterov = true, h.weight_decay = 5e-4;
   Sgd sgd(model->parameters(), h);
@@ -144,15 +138,6 @@ std::string torch_status(const std::map<std::string, nlohmann::json>& rows,
   return it == rows.end() ? "not run" : it->second.value("status", "?");
 }
 
-std::string torch_cuda_python() {
-  for (const char* py : {"python3", "/usr/bin/python3"}) {
-    std::string cmd = std::string(py) +
-                      " -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'"
-                      " >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) == 0) return py;
-  }
-  return "";
-}
 
 }  // namespace
 
@@ -161,7 +146,7 @@ int run_bench_gpu(const BenchOptions& o) {
   const GpuKernels saved = gpu_kernels();
   std::vector<GpuImpl> impls = {GpuImpl::Native};
   if (cuda::built_with_cudnn()) impls.push_back(GpuImpl::Cudnn);
-  std::string python = o.skip_torch ? "" : torch_cuda_python();
+  std::string python = o.skip_torch ? "" : torch_python(/*need_cuda=*/true);
   if (!o.skip_torch && python.empty())
     std::cout << "PyTorch with CUDA not found: printing kdlab's numbers alone\n";
   std::vector<std::string> models = o.models_given ? o.models

@@ -34,5 +34,21 @@ void make_batch_device(const DeviceDatasetView& ds, const int64_t* idx_device, i
 // the permutation are staged in kd::cuda::workspace.
 void mixup_device(float* images_device, int count, int64_t sample_size, const MixupDraw& draw);
 
+// The host side every implementation of the two functions above shares (data/device_batch.cpp).
+// check_make_batch_device: the argument checks, before anything is enqueued; returns the plan.
+AugmentPlan check_make_batch_device(const DeviceDatasetView& ds, const int64_t* idx_device,
+                                    int count, const Normalization& norm, const AugmentSpec& aug,
+                                    const float* out_images_device,
+                                    const int32_t* out_labels_device);
+// stage_mixup_device: checks the draw, then puts the permutation and a copy of the batch in
+// cuda::workspace (x[perm[k]] must be read before it is overwritten). total == 0: nothing staged.
+struct MixupStaging {
+  int64_t total = 0;  // count * sample_size
+  int64_t* perm = nullptr;
+  float* original = nullptr;
+};
+MixupStaging stage_mixup_device(float* images_device, int count, int64_t sample_size,
+                                const MixupDraw& draw);
+
 }  // namespace data
 }  // namespace kd

@@ -4,6 +4,7 @@
 #include "engine/optim.h"
 
 #include <cmath>
+#include <type_traits>
 
 namespace kd {
 
@@ -27,6 +28,7 @@ void check_params(const std::vector<Tensor>& params) {
 // one multi-tensor launch per dtype.
 template <class T>
 struct DeviceGroup {
+  using Scalar = T;
   std::vector<int64_t> sizes;
   std::vector<T*> params, state_a, state_b;
   std::vector<const T*> grads;
@@ -39,6 +41,24 @@ struct DeviceGroup {
   }
   int count() const { return int(sizes.size()); }
 };
+
+// Calls fn(group) for the f32 and then the f64 parameters that have a gradient, with their
+// state buffers (state_b may be null: SGD has one buffer, Adam two).
+template <class F>
+void for_each_device_group(const std::vector<Tensor>& params, const std::vector<Tensor>& state_a,
+                           const std::vector<Tensor>* state_b, F fn) {
+  DeviceGroup<float> f32;
+  DeviceGroup<double> f64;
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor g = params[i].grad();
+    if (!g.defined()) continue;
+    const Tensor* b = state_b ? &(*state_b)[i] : nullptr;
+    if (params[i].dtype() == DType::F32) f32.add(params[i], g, &state_a[i], b);
+    else f64.add(params[i], g, &state_a[i], b);
+  }
+  if (f32.count()) fn(f32);
+  if (f64.count()) fn(f64);
+}
 template <class F>
 void for_float(const Tensor& p, F f) {
   if (p.dtype() == DType::F32) f(float{});
@@ -55,20 +75,11 @@ Sgd::Sgd(std::vector<Tensor> params, const SgdParams& hyper)
 void Sgd::step() {
   if (!params_.empty() && params_.front().is_cuda()) {
 #if KDLAB_HAVE_CUDA
-    DeviceGroup<float> f32;
-    DeviceGroup<double> f64;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      Tensor g = params_[i].grad();
-      if (!g.defined()) continue;
-      if (params_[i].dtype() == DType::F32) f32.add(params_[i], g, &momentum_[i], nullptr);
-      else f64.add(params_[i], g, &momentum_[i], nullptr);
-    }
-    if (f32.count())
-      cuda::sgd_update_multi<float>(f32.count(), f32.sizes.data(), f32.params.data(),
-                                    f32.grads.data(), f32.state_a.data(), hyper_, first_step_);
-    if (f64.count())
-      cuda::sgd_update_multi<double>(f64.count(), f64.sizes.data(), f64.params.data(),
-                                     f64.grads.data(), f64.state_a.data(), hyper_, first_step_);
+    for_each_device_group(params_, momentum_, nullptr, [&](auto& g) {
+      using T = typename std::decay_t<decltype(g)>::Scalar;
+      cuda::sgd_update_multi<T>(g.count(), g.sizes.data(), g.params.data(), g.grads.data(),
+                                g.state_a.data(), hyper_, first_step_);
+    });
     first_step_ = false;
     return;
 #endif
@@ -98,22 +109,11 @@ void Adam::step() {
   ++step_;
   if (!params_.empty() && params_.front().is_cuda()) {
 #if KDLAB_HAVE_CUDA
-    DeviceGroup<float> f32;
-    DeviceGroup<double> f64;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      Tensor g = params_[i].grad();
-      if (!g.defined()) continue;
-      if (params_[i].dtype() == DType::F32) f32.add(params_[i], g, &m_[i], &v_[i]);
-      else f64.add(params_[i], g, &m_[i], &v_[i]);
-    }
-    if (f32.count())
-      cuda::adam_update_multi<float>(f32.count(), f32.sizes.data(), f32.params.data(),
-                                     f32.grads.data(), f32.state_a.data(), f32.state_b.data(),
-                                     hyper_, step_);
-    if (f64.count())
-      cuda::adam_update_multi<double>(f64.count(), f64.sizes.data(), f64.params.data(),
-                                      f64.grads.data(), f64.state_a.data(), f64.state_b.data(),
-                                      hyper_, step_);
+    for_each_device_group(params_, m_, &v_, [&](auto& g) {
+      using T = typename std::decay_t<decltype(g)>::Scalar;
+      cuda::adam_update_multi<T>(g.count(), g.sizes.data(), g.params.data(), g.grads.data(),
+                                 g.state_a.data(), g.state_b.data(), hyper_, step_);
+    });
     return;
 #endif
   }

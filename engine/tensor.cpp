@@ -135,12 +135,7 @@ double Tensor::item() const {
 void Tensor::copy_from(const Tensor& src) {
   KD_CHECK(src.shape() == shape() && src.dtype() == dtype(),
            "copy_from: " << describe(src) << " into " << describe(*this));
-  size_t n = nbytes();
-  if (n == 0) return;
-  if (device().is_cpu() && src.device().is_cpu()) std::memcpy(raw(), src.raw(), n);
-  else if (device().is_cuda() && src.device().is_cpu()) cuda::memcpy_host_to_device(raw(), src.raw(), n);
-  else if (device().is_cpu() && src.device().is_cuda()) cuda::memcpy_device_to_host(raw(), src.raw(), n);
-  else cuda::memcpy_device_to_device(raw(), src.raw(), n);
+  copy_range_from(0, src);
 }
 
 void Tensor::copy_range_from(int64_t offset, const Tensor& src) {

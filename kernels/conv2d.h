@@ -16,22 +16,20 @@ struct ConvGeom {
   int q() const { return (w + 2 * pad - s) / stride + 1; }
 };
 
+#define KD_CONV2D_DECLS                                                                      \
+  template <class T>                                                                         \
+  void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);       \
+  template <class T>                                                                         \
+  void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);              \
+  template <class T>                                                                         \
+  void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+
 namespace ref {
-template <class T>
-void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);
-template <class T>
-void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);
-template <class T>
-void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+KD_CONV2D_DECLS
 }  // namespace ref
 
 namespace cpu {
-template <class T>
-void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);
-template <class T>
-void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);
-template <class T>
-void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+KD_CONV2D_DECLS
 }  // namespace cpu
 
 // Device pointers, run on the compute stream. cuda:: is our implicit GEMM (no im2col buffer);
@@ -39,20 +37,11 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
 // assign/accumulate rules as above. cuda:: uses no float atomics, so its results are run-to-run
 // identical; cudnn:: is when --deterministic restricts it to deterministic algorithms.
 namespace cuda {
-template <class T>
-void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);
-template <class T>
-void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);
-template <class T>
-void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+KD_CONV2D_DECLS
 }  // namespace cuda
 namespace cudnn {
-template <class T>
-void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);
-template <class T>
-void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);
-template <class T>
-void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+KD_CONV2D_DECLS
 }  // namespace cudnn
+#undef KD_CONV2D_DECLS
 
 }  // namespace kd

@@ -9,32 +9,26 @@ struct LinearGeom {
   int batch = 0, in = 0, out = 0;
 };
 
+#define KD_LINEAR_DECLS                                                                      \
+  template <class T>                                                                         \
+  void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, T* y);     \
+  template <class T>                                                                         \
+  void linear_backward_data(const LinearGeom& g, const T* dy, const T* w, T* dx);            \
+  template <class T>                                                                         \
+  void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+
 namespace ref {
-template <class T>
-void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, T* y);
-template <class T>
-void linear_backward_data(const LinearGeom& g, const T* dy, const T* w, T* dx);
-template <class T>
-void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+KD_LINEAR_DECLS
 }  // namespace ref
 
 namespace cpu {
-template <class T>
-void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, T* y);
-template <class T>
-void linear_backward_data(const LinearGeom& g, const T* dy, const T* w, T* dx);
-template <class T>
-void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+KD_LINEAR_DECLS
 }  // namespace cpu
 
 // Device pointers on the compute stream; cuBLAS GEMMs (TF32 per cuda::math_mode()).
 namespace cuda {
-template <class T>
-void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, T* y);
-template <class T>
-void linear_backward_data(const LinearGeom& g, const T* dy, const T* w, T* dx);
-template <class T>
-void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+KD_LINEAR_DECLS
 }  // namespace cuda
+#undef KD_LINEAR_DECLS
 
 }  // namespace kd

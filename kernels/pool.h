@@ -9,6 +9,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/check.h"
+
 namespace kd {
 
 struct PoolGeom {
@@ -17,6 +19,25 @@ struct PoolGeom {
   int p() const { return (h + 2 * pad - kh) / stride + 1; }
   int q() const { return (w + 2 * pad - kw) / stride + 1; }
 };
+
+namespace detail {
+// The geometry every pool kernel (CPU and CUDA) accepts: windows always overlap the input.
+inline void check_pool_geom(const PoolGeom& g, const char* op) {
+  KD_CHECK(g.n >= 0 && g.c >= 0 && g.h > 0 && g.w > 0 && g.kh > 0 && g.kw > 0 && g.stride > 0,
+           op << ": bad geometry n=" << g.n << " c=" << g.c << " " << g.h << "x" << g.w
+              << " window " << g.kh << "x" << g.kw << " stride " << g.stride);
+  KD_CHECK(
+      g.pad >= 0 && 2 * g.pad <= g.kh && 2 * g.pad <= g.kw,
+      op << ": padding " << g.pad << " must be at most half the window " << g.kh << "x" << g.kw);
+  KD_CHECK(g.h + 2 * g.pad >= g.kh && g.w + 2 * g.pad >= g.kw,
+           op << ": window " << g.kh << "x" << g.kw << " larger than padded input " << g.h << "x"
+              << g.w << " (pad " << g.pad << ")");
+}
+inline void check_global_pool(int n, int c, int hw) {
+  KD_CHECK(n >= 0 && c >= 0 && hw > 0,
+           "global_avg_pool: bad shape n=" << n << " c=" << c << " hw=" << hw);
+}
+}  // namespace detail
 
 #define KD_POOL_DECLS                                                                        \
   template <class T>                                                                         \

@@ -15,10 +15,26 @@
 #include <string>
 #include <vector>
 
+#include "kernels/conv2d.h"
+#include "kernels/metrics.h"
 #include "kernels/philox.h"
 
 namespace kd {
 namespace kernel_testing {
+
+// Convolution geometries for the conv tests (CPU, CUDA and the CUDA index maths), and their
+// one-line description for failure messages.
+inline ConvGeom geom(int n, int c, int h, int w, int k, int r, int s, int stride, int pad) {
+  ConvGeom g;
+  g.n = n, g.c = c, g.h = h, g.w = w, g.k = k, g.r = r, g.s = s, g.stride = stride, g.pad = pad;
+  return g;
+}
+inline std::string describe(const ConvGeom& g) {
+  return "n" + std::to_string(g.n) + " c" + std::to_string(g.c) + " " + std::to_string(g.h) + "x" +
+         std::to_string(g.w) + " k" + std::to_string(g.k) + " " + std::to_string(g.r) + "x" +
+         std::to_string(g.s) + " stride" + std::to_string(g.stride) + " pad" +
+         std::to_string(g.pad);
+}
 
 // Runs a test as the engine runs the kernels (OpenBLAS single-threaded, OpenMP carrying the
 // threads) and restores both thread counts when the test ends.
@@ -95,6 +111,37 @@ inline void for_thread_counts(const std::function<void(int)>& f) {
     f(t);
   }
   omp_set_num_threads(saved);
+}
+
+// ClassifierStats holds only 8-byte fields, so there is no padding to compare.
+inline bool same_bits(const ClassifierStats& a, const ClassifierStats& b) {
+  static_assert(sizeof(ClassifierStats) == 8 * (5 + 3 * kEceBins), "unexpected padding");
+  return std::memcmp(&a, &b, sizeof(ClassifierStats)) == 0;
+}
+
+// The per-row values as the CPU computes them: a one-row batch adds exactly that row's values to
+// zero-initialised sums (0 + x == x), so they can be read back from its stats.
+template <class T>
+inline std::vector<double> cpu_row_stats(int rows, int cols, const std::vector<T>& logits,
+                                         const std::vector<int32_t>& labels, const T* teacher) {
+  std::vector<double> out(size_t(rows) * kRowStatFields);
+  for (int r = 0; r < rows; ++r) {
+    ClassifierStats one;
+    const int64_t o = int64_t(r) * cols;
+    cpu::classifier_stats<T>(1, cols, logits.data() + o, labels.data() + r,
+                             teacher ? teacher + o : nullptr, &one);
+    int bin = -1;
+    for (int b = 0; b < kEceBins; ++b)
+      if (one.bin_count[b] == 1) bin = b;
+    EXPECT_GE(bin, 0);
+    double* f = out.data() + size_t(r) * kRowStatFields;
+    f[0] = double(one.correct);
+    f[1] = one.nll_sum;
+    f[2] = one.bin_conf_sum[bin];
+    f[3] = double(one.agree);
+    f[4] = one.kl_sum;
+  }
+  return out;
 }
 
 }  // namespace kernel_testing

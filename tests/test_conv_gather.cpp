@@ -32,17 +32,8 @@ using kd::kernel_testing::expect_close;
 using kd::kernel_testing::uniform;
 using namespace kd::conv_gemm;
 
-ConvGeom geom(int n, int c, int h, int w, int k, int r, int s, int stride, int pad) {
-  ConvGeom g;
-  g.n = n, g.c = c, g.h = h, g.w = w, g.k = k, g.r = r, g.s = s, g.stride = stride, g.pad = pad;
-  return g;
-}
-std::string describe(const ConvGeom& g) {
-  return "n" + std::to_string(g.n) + " c" + std::to_string(g.c) + " " + std::to_string(g.h) + "x" +
-         std::to_string(g.w) + " k" + std::to_string(g.k) + " " + std::to_string(g.r) + "x" +
-         std::to_string(g.s) + " stride" + std::to_string(g.stride) + " pad" +
-         std::to_string(g.pad);
-}
+using kd::kernel_testing::describe;
+using kd::kernel_testing::geom;
 
 // Every stride 1/2/3 x pad 0/1/2 x filter 1x1, 3x3, 5x5, 2x3, 3x1, 1x4 on rotating awkward
 // images (batch 1, odd channels, non-square), plus shapes with several M and N tiles, uneven

@@ -24,18 +24,8 @@ using kd::ConvGeom;
 
 using kd::kernel_testing::EngineThreading;
 
-ConvGeom geom(int n, int c, int h, int w, int k, int r, int s, int stride, int pad) {
-  ConvGeom g;
-  g.n = n, g.c = c, g.h = h, g.w = w, g.k = k, g.r = r, g.s = s, g.stride = stride, g.pad = pad;
-  return g;
-}
-
-std::string describe(const ConvGeom& g) {
-  return "n" + std::to_string(g.n) + " c" + std::to_string(g.c) + " " + std::to_string(g.h) + "x" +
-         std::to_string(g.w) + " k" + std::to_string(g.k) + " " + std::to_string(g.r) + "x" +
-         std::to_string(g.s) + " stride" + std::to_string(g.stride) + " pad" +
-         std::to_string(g.pad);
-}
+using kd::kernel_testing::describe;
+using kd::kernel_testing::geom;
 
 // Awkward geometries: batch 1, odd channels, h != w, r != s, stride 2 and 3, pad 0/1/2, 1x1, a
 // filter as large as the padded input, and padding wider than the filter.

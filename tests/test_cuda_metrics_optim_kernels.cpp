@@ -147,26 +147,6 @@ TEST(MultiTensorPlan, CoversEveryElementOnce) {
 #if KDLAB_HAVE_CUDA
 using cuda_testing::DeviceArray;
 
-// The CPU's per-row values: a one-row batch adds exactly its row to zeroed sums (0 + x == x).
-template <class T>
-std::vector<double> cpu_rows(int rows, int cols, const std::vector<T>& logits,
-                             const std::vector<int32_t>& labels, const T* teacher) {
-  std::vector<double> out(size_t(rows) * kRowStatFields);
-  for (int r = 0; r < rows; ++r) {
-    ClassifierStats one;
-    const int64_t o = int64_t(r) * cols;
-    cpu::classifier_stats<T>(1, cols, logits.data() + o, labels.data() + r,
-                             teacher ? teacher + o : nullptr, &one);
-    double* f = out.data() + size_t(r) * kRowStatFields;
-    for (int b = 0; b < kEceBins; ++b)
-      if (one.bin_count[b] == 1) f[2] = one.bin_conf_sum[b];
-    f[0] = double(one.correct);
-    f[1] = one.nll_sum;
-    f[3] = double(one.agree);
-    f[4] = one.kl_sum;
-  }
-  return out;
-}
 
 template <class T>
 void check_row_stats(int rows, int cols, uint64_t seed, bool with_teacher, bool coarse) {
@@ -186,7 +166,7 @@ void check_row_stats(int rows, int cols, uint64_t seed, bool with_teacher, bool 
   cuda::classifier_row_stats<T>(rows, cols, l_d.get(), lab_d.get(),
                                 with_teacher ? t_d.get() : nullptr, rows_d.get());
   const std::vector<double> got_rows = rows_d.host(),
-                            want_rows = cpu_rows<T>(rows, cols, logits, labels, t);
+                            want_rows = cpu_row_stats<T>(rows, cols, logits, labels, t);
   for (size_t i = 0; i < got_rows.size(); ++i) {
     const int field = int(i % kRowStatFields);
     if (field == 0 || field == 3) {

@@ -18,35 +18,7 @@ namespace {
 
 using namespace kernel_testing;
 
-bool same_bits(const ClassifierStats& a, const ClassifierStats& b) {
-  static_assert(sizeof(ClassifierStats) == 8 * (5 + 3 * kEceBins), "unexpected padding");
-  return std::memcmp(&a, &b, sizeof(ClassifierStats)) == 0;
-}
 
-// The per-row values as the CPU computes them: a one-row batch adds exactly that row's values to
-// zero-initialised sums (0 + x == x), so they can be read back from its stats.
-template <class T>
-std::vector<double> cpu_rows(int rows, int cols, const std::vector<T>& logits,
-                             const std::vector<int32_t>& labels, const T* teacher) {
-  std::vector<double> out(size_t(rows) * kRowStatFields);
-  for (int r = 0; r < rows; ++r) {
-    ClassifierStats one;
-    const int64_t o = int64_t(r) * cols;
-    cpu::classifier_stats<T>(1, cols, logits.data() + o, labels.data() + r,
-                             teacher ? teacher + o : nullptr, &one);
-    int bin = -1;
-    for (int b = 0; b < kEceBins; ++b)
-      if (one.bin_count[b] == 1) bin = b;
-    EXPECT_GE(bin, 0);
-    double* f = out.data() + size_t(r) * kRowStatFields;
-    f[0] = double(one.correct);
-    f[1] = one.nll_sum;
-    f[2] = one.bin_conf_sum[bin];
-    f[3] = double(one.agree);
-    f[4] = one.kl_sum;
-  }
-  return out;
-}
 
 template <class T>
 void check_fold_equals_cpu(int rows, int cols, uint64_t seed, bool with_teacher) {
@@ -63,7 +35,7 @@ void check_fold_equals_cpu(int rows, int cols, uint64_t seed, bool with_teacher)
 
   ClassifierStats want, got;
   cpu::classifier_stats<T>(rows, cols, logits.data(), labels.data(), t, &want);
-  const std::vector<double> per_row = cpu_rows<T>(rows, cols, logits, labels, t);
+  const std::vector<double> per_row = cpu_row_stats<T>(rows, cols, logits, labels, t);
   fold_row_stats(rows, per_row.data(), with_teacher, &got);
   EXPECT_TRUE(same_bits(got, want));
   EXPECT_EQ(got.count, rows);
@@ -101,7 +73,7 @@ TEST(MetricsFold, BinBoundariesAndTeacherFields) {
     ClassifierStats want, got;
     const double* t = with_teacher ? teacher.data() : nullptr;
     cpu::classifier_stats<double>(4, cols, logits.data(), labels.data(), t, &want);
-    const std::vector<double> rows = cpu_rows<double>(4, cols, logits, labels, t);
+    const std::vector<double> rows = cpu_row_stats<double>(4, cols, logits, labels, t);
     fold_row_stats(4, rows.data(), with_teacher, &got);
     EXPECT_TRUE(same_bits(got, want)) << "with_teacher " << with_teacher;
     EXPECT_EQ(got.bin_count[4], 1);              // confidence exactly 0.5

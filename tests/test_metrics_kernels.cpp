@@ -16,11 +16,6 @@ namespace {
 
 using namespace kernel_testing;
 
-// ClassifierStats holds only 8-byte fields, so there is no padding to compare.
-bool same_bits(const ClassifierStats& a, const ClassifierStats& b) {
-  static_assert(sizeof(ClassifierStats) == 8 * (5 + 3 * kEceBins), "unexpected padding");
-  return std::memcmp(&a, &b, sizeof(ClassifierStats)) == 0;
-}
 
 TEST(ClassifierStatsKernel, HandMadeBatch) {
   const double big = -1000;  // probability exp(-1000) is exactly 0 next to 1 in double

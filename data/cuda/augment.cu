@@ -90,48 +90,25 @@ __global__ void mixup_kernel(const float* original, const int64_t* perm, float* 
 void make_batch_device(const DeviceDatasetView& ds, const int64_t* idx_device, int count,
                        const Normalization& norm, const AugmentSpec& aug, uint64_t seed,
                        uint64_t step, float* out_images_device, int32_t* out_labels_device) {
-  KD_CHECK(count >= 0 && count < (1 << 28), "make_batch_device: count=" << count);
-  KD_CHECK(ds.c >= 1 && ds.c <= kMaxDeviceBatchChannels && ds.h >= 1 && ds.w >= 1 && ds.n >= 0,
-           "make_batch_device: dataset shape n=" << ds.n << " c=" << ds.c << " h=" << ds.h
-                                                 << " w=" << ds.w << " (c <= "
-                                                 << kMaxDeviceBatchChannels << ")");
-  KD_CHECK(static_cast<int>(norm.mean.size()) == ds.c && static_cast<int>(norm.std.size()) == ds.c,
-           "make_batch_device: normalization has " << norm.mean.size() << " means and "
-                                                   << norm.std.size() << " stds for " << ds.c
-                                                   << " channels");
-  const AugmentPlan plan = make_augment_plan(aug);
+  const AugmentPlan plan = check_make_batch_device(ds, idx_device, count, norm, aug,
+                                                   out_images_device, out_labels_device);
+  if (count == 0) return;
   ChannelNorm channels{};
   for (int ch = 0; ch < ds.c; ++ch) {
-    KD_CHECK(norm.std[ch] != 0.0f, "make_batch_device: std[" << ch << "] is 0");
     channels.mean[ch] = norm.mean[ch];
     channels.std[ch] = norm.std[ch];
   }
-  if (count == 0) return;
-  KD_CHECK(ds.images != nullptr && idx_device != nullptr && out_images_device != nullptr,
-           "make_batch_device: null device pointer");
-  KD_CHECK(out_labels_device == nullptr || ds.labels != nullptr,
-           "make_batch_device: labels requested from a view without labels");
   KD_LAUNCH(make_batch_kernel, static_cast<unsigned>(count), kBatchThreads, 0, ds.images,
             ds.labels, ds.n, ds.c, ds.h, ds.w, idx_device, channels, plan, seed, step,
             out_images_device, out_labels_device);
 }
 
 void mixup_device(float* images_device, int count, int64_t sample_size, const MixupDraw& draw) {
-  check_mixup_draw(count, sample_size, draw);
-  const int64_t total = static_cast<int64_t>(count) * sample_size;
-  if (total == 0) return;
-  KD_CHECK(images_device != nullptr, "mixup_device: null device pointer");
-  // Workspace layout: the permutation, then (256-byte aligned) a copy of the batch, since
-  // x[perm[k]] must be read before it is overwritten.
-  const size_t perm_bytes = (static_cast<size_t>(count) * sizeof(int64_t) + 255) / 256 * 256;
-  const size_t batch_bytes = static_cast<size_t>(total) * sizeof(float);
-  char* ws = static_cast<char*>(cuda::workspace(perm_bytes + batch_bytes));
-  int64_t* perm = reinterpret_cast<int64_t*>(ws);
-  float* original = reinterpret_cast<float*>(ws + perm_bytes);
-  cuda::memcpy_host_to_device(perm, draw.perm.data(), static_cast<size_t>(count) * sizeof(int64_t));
-  cuda::memcpy_device_to_device(original, images_device, batch_bytes);
-  KD_LAUNCH(mixup_kernel, cuda::grid_for(total, kMixupThreads), kMixupThreads, 0, original, perm,
-            images_device, sample_size, total, draw.lambda, 1.0f - draw.lambda);
+  const MixupStaging staged = stage_mixup_device(images_device, count, sample_size, draw);
+  if (staged.total == 0) return;
+  KD_LAUNCH(mixup_kernel, cuda::grid_for(staged.total, kMixupThreads), kMixupThreads, 0,
+            staged.original, staged.perm, images_device, sample_size, staged.total, draw.lambda,
+            1.0f - draw.lambda);
 }
 
 }  // namespace data

@@ -16,22 +16,6 @@ namespace kd {
 
 namespace {
 
-void check_geom(const PoolGeom& g, const char* op) {
-  KD_CHECK(g.n >= 0 && g.c >= 0 && g.h > 0 && g.w > 0 && g.kh > 0 && g.kw > 0 && g.stride > 0,
-           op << ": bad geometry n=" << g.n << " c=" << g.c << " " << g.h << "x" << g.w
-              << " window " << g.kh << "x" << g.kw << " stride " << g.stride);
-  KD_CHECK(
-      g.pad >= 0 && 2 * g.pad <= g.kh && 2 * g.pad <= g.kw,
-      op << ": padding " << g.pad << " must be at most half the window " << g.kh << "x" << g.kw);
-  KD_CHECK(g.h + 2 * g.pad >= g.kh && g.w + 2 * g.pad >= g.kw,
-           op << ": window " << g.kh << "x" << g.kw << " larger than padded input " << g.h << "x"
-              << g.w << " (pad " << g.pad << ")");
-}
-
-void check_global(int n, int c, int hw) {
-  KD_CHECK(n >= 0 && c >= 0 && hw > 0,
-           "global_avg_pool: bad shape n=" << n << " c=" << c << " hw=" << hw);
-}
 
 // True when v should replace the current best: larger, or the first NaN.
 template <class T>
@@ -45,7 +29,7 @@ namespace ref {
 
 template <class T>
 void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
-  check_geom(g, "avg_pool2d");
+  detail::check_pool_geom(g, "avg_pool2d");
   const int p = g.p(), q = g.q();
   for (int64_t plane = 0; plane < int64_t(g.n) * g.c; ++plane)
     for (int oh = 0; oh < p; ++oh)
@@ -62,7 +46,7 @@ void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
 
 template <class T>
 void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
-  check_geom(g, "avg_pool2d");
+  detail::check_pool_geom(g, "avg_pool2d");
   const int p = g.p(), q = g.q();
   for (int64_t plane = 0; plane < int64_t(g.n) * g.c; ++plane)
     for (int oh = 0; oh < p; ++oh)
@@ -79,7 +63,7 @@ void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
 
 template <class T>
 void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
-  check_geom(g, "max_pool2d");
+  detail::check_pool_geom(g, "max_pool2d");
   const int p = g.p(), q = g.q();
   for (int64_t plane = 0; plane < int64_t(g.n) * g.c; ++plane)
     for (int oh = 0; oh < p; ++oh)
@@ -100,7 +84,7 @@ void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
 
 template <class T>
 void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, T* dx) {
-  check_geom(g, "max_pool2d");
+  detail::check_pool_geom(g, "max_pool2d");
   const int64_t pq = int64_t(g.p()) * g.q();
   for (int64_t plane = 0; plane < int64_t(g.n) * g.c; ++plane)
     for (int64_t j = 0; j < pq; ++j)
@@ -109,7 +93,7 @@ void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, 
 
 template <class T>
 void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
-  check_global(n, c, hw);
+  detail::check_global_pool(n, c, hw);
   for (int64_t plane = 0; plane < int64_t(n) * c; ++plane) {
     double acc = 0.0;
     for (int j = 0; j < hw; ++j) acc += x[plane * hw + j];
@@ -119,7 +103,7 @@ void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
 
 template <class T>
 void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx) {
-  check_global(n, c, hw);
+  detail::check_global_pool(n, c, hw);
   for (int64_t plane = 0; plane < int64_t(n) * c; ++plane)
     for (int j = 0; j < hw; ++j) dx[plane * hw + j] += dy[plane] / T(hw);
 }
@@ -140,7 +124,7 @@ inline void clip(int o, int stride, int pad, int k, int extent, int& lo, int& hi
 
 template <class T>
 void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
-  check_geom(g, "avg_pool2d");
+  detail::check_pool_geom(g, "avg_pool2d");
   const int p = g.p(), q = g.q();
   const T inv = T(1) / T(g.kh * g.kw);
   const int64_t planes = int64_t(g.n) * g.c;
@@ -165,7 +149,7 @@ void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
 
 template <class T>
 void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
-  check_geom(g, "avg_pool2d");
+  detail::check_pool_geom(g, "avg_pool2d");
   const int p = g.p(), q = g.q();
   const T inv = T(1) / T(g.kh * g.kw);
   const int64_t planes = int64_t(g.n) * g.c;
@@ -189,7 +173,7 @@ void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
 
 template <class T>
 void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
-  check_geom(g, "max_pool2d");
+  detail::check_pool_geom(g, "max_pool2d");
   const int p = g.p(), q = g.q();
   const int64_t planes = int64_t(g.n) * g.c;
 #pragma omp parallel for schedule(static)
@@ -219,7 +203,7 @@ void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
 
 template <class T>
 void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, T* dx) {
-  check_geom(g, "max_pool2d");
+  detail::check_pool_geom(g, "max_pool2d");
   const int64_t pq = int64_t(g.p()) * g.q(), hw = int64_t(g.h) * g.w, planes = int64_t(g.n) * g.c;
 #pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < planes; ++plane) {
@@ -230,7 +214,7 @@ void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, 
 
 template <class T>
 void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
-  check_global(n, c, hw);
+  detail::check_global_pool(n, c, hw);
   const int64_t planes = int64_t(n) * c;
 #pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < planes; ++plane) {
@@ -246,7 +230,7 @@ void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
 
 template <class T>
 void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx) {
-  check_global(n, c, hw);
+  detail::check_global_pool(n, c, hw);
   const int64_t planes = int64_t(n) * c;
 #pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < planes; ++plane) {

@@ -21,23 +21,6 @@ using fixed_order::warp_sum;
 
 constexpr int kThreads = 256;
 
-// The same rules as the CPU kernels (kernels/cpu/pool.cpp): windows always overlap the input.
-void check_geom(const PoolGeom& g, const char* op) {
-  KD_CHECK(g.n >= 0 && g.c >= 0 && g.h > 0 && g.w > 0 && g.kh > 0 && g.kw > 0 && g.stride > 0,
-           op << ": bad geometry n=" << g.n << " c=" << g.c << " " << g.h << "x" << g.w
-              << " window " << g.kh << "x" << g.kw << " stride " << g.stride);
-  KD_CHECK(
-      g.pad >= 0 && 2 * g.pad <= g.kh && 2 * g.pad <= g.kw,
-      op << ": padding " << g.pad << " must be at most half the window " << g.kh << "x" << g.kw);
-  KD_CHECK(g.h + 2 * g.pad >= g.kh && g.w + 2 * g.pad >= g.kw,
-           op << ": window " << g.kh << "x" << g.kw << " larger than padded input " << g.h << "x"
-              << g.w << " (pad " << g.pad << ")");
-}
-
-void check_global(int n, int c, int hw) {
-  KD_CHECK(n >= 0 && c >= 0 && hw > 0,
-           "global_avg_pool: bad shape n=" << n << " c=" << c << " hw=" << hw);
-}
 
 __device__ __forceinline__ int64_t first_index() {
   return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -114,7 +97,7 @@ __global__ void global_avg_pool_backward_kernel(int64_t total, int hw, const T* 
 
 template <class T>
 void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
-  check_geom(g, "avg_pool2d");
+  detail::check_pool_geom(g, "avg_pool2d");
   const int64_t outputs = int64_t(g.n) * g.c * g.p() * g.q();
   if (outputs == 0) return;
   KD_LAUNCH(avg_pool_forward_kernel<T>, grid_for(outputs, kThreads), kThreads, 0, outputs,
@@ -123,7 +106,7 @@ void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
 
 template <class T>
 void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
-  check_geom(g, "avg_pool2d");
+  detail::check_pool_geom(g, "avg_pool2d");
   const int64_t inputs = int64_t(g.n) * g.c * g.h * g.w;
   if (inputs == 0) return;
   KD_LAUNCH(avg_pool_backward_kernel<T>, grid_for(inputs, kThreads), kThreads, 0, inputs,
@@ -132,7 +115,7 @@ void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
 
 template <class T>
 void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
-  check_geom(g, "max_pool2d");
+  detail::check_pool_geom(g, "max_pool2d");
   const int64_t outputs = int64_t(g.n) * g.c * g.p() * g.q();
   if (outputs == 0) return;
   KD_LAUNCH(max_pool_forward_kernel<T>, grid_for(outputs, kThreads), kThreads, 0, outputs,
@@ -141,7 +124,7 @@ void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
 
 template <class T>
 void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, T* dx) {
-  check_geom(g, "max_pool2d");
+  detail::check_pool_geom(g, "max_pool2d");
   const int64_t inputs = int64_t(g.n) * g.c * g.h * g.w;
   if (inputs == 0) return;
   KD_LAUNCH(max_pool_backward_kernel<T>, grid_for(inputs, kThreads), kThreads, 0, inputs,
@@ -150,7 +133,7 @@ void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, 
 
 template <class T>
 void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
-  check_global(n, c, hw);
+  detail::check_global_pool(n, c, hw);
   const int64_t planes = int64_t(n) * c;
   if (planes == 0) return;
   KD_LAUNCH(global_avg_pool_forward_kernel<T>, grid_for(planes * 32, kThreads), kThreads, 0,
@@ -159,7 +142,7 @@ void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
 
 template <class T>
 void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx) {
-  check_global(n, c, hw);
+  detail::check_global_pool(n, c, hw);
   const int64_t total = int64_t(n) * c * hw;
   if (total == 0) return;
   KD_LAUNCH(global_avg_pool_backward_kernel<T>, grid_for(total, kThreads), kThreads, 0, total,

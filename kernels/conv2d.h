@@ -6,6 +6,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/check.h"
+
 namespace kd {
 
 struct ConvGeom {
@@ -15,6 +17,18 @@ struct ConvGeom {
   int p() const { return (h + 2 * pad - r) / stride + 1; }
   int q() const { return (w + 2 * pad - s) / stride + 1; }
 };
+
+namespace detail {
+// The geometry every convolution kernel accepts (ref, cpu, cuda, cudnn).
+inline void check_conv_geom(const ConvGeom& g) {
+  KD_CHECK(g.n >= 0 && g.c > 0 && g.k > 0 && g.r > 0 && g.s > 0 && g.stride > 0 && g.pad >= 0,
+           "conv2d: bad geometry n=" << g.n << " c=" << g.c << " k=" << g.k << " r=" << g.r
+                                     << " s=" << g.s << " stride=" << g.stride << " pad=" << g.pad);
+  KD_CHECK(g.h + 2 * g.pad >= g.r && g.w + 2 * g.pad >= g.s,
+           "conv2d: filter " << g.r << "x" << g.s << " larger than padded input " << g.h << "x"
+                             << g.w << " (pad " << g.pad << ")");
+}
+}  // namespace detail
 
 #define KD_CONV2D_DECLS                                                                      \
   template <class T>                                                                         \

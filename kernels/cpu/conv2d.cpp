@@ -54,14 +54,7 @@ int weight_groups(const ConvGeom& g, int64_t partial_bytes) {
   return std::min(g.n, groups);
 }
 
-void check_geom(const ConvGeom& g) {
-  KD_CHECK(g.n >= 0 && g.c > 0 && g.k > 0 && g.r > 0 && g.s > 0 && g.stride > 0 && g.pad >= 0,
-           "conv2d: bad geometry n=" << g.n << " c=" << g.c << " k=" << g.k << " r=" << g.r
-                                     << " s=" << g.s << " stride=" << g.stride << " pad=" << g.pad);
-  KD_CHECK(g.h + 2 * g.pad >= g.r && g.w + 2 * g.pad >= g.s,
-           "conv2d: filter " << g.r << "x" << g.s << " larger than padded input " << g.h << "x"
-                             << g.w << " (pad " << g.pad << ")");
-}
+void check_geom(const ConvGeom& g) { kd::detail::check_conv_geom(g); }
 
 enum Slot { kCol = 0, kChunk = 1, kCaller = 2 };
 

@@ -29,7 +29,7 @@ namespace ref {
 
 template <class T>
 void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
-  detail::check_pool_geom(g, "avg_pool2d");
+  kd::detail::check_pool_geom(g, "avg_pool2d");
   const int p = g.p(), q = g.q();
   for (int64_t plane = 0; plane < int64_t(g.n) * g.c; ++plane)
     for (int oh = 0; oh < p; ++oh)
@@ -46,7 +46,7 @@ void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
 
 template <class T>
 void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
-  detail::check_pool_geom(g, "avg_pool2d");
+  kd::detail::check_pool_geom(g, "avg_pool2d");
   const int p = g.p(), q = g.q();
   for (int64_t plane = 0; plane < int64_t(g.n) * g.c; ++plane)
     for (int oh = 0; oh < p; ++oh)
@@ -63,7 +63,7 @@ void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
 
 template <class T>
 void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
-  detail::check_pool_geom(g, "max_pool2d");
+  kd::detail::check_pool_geom(g, "max_pool2d");
   const int p = g.p(), q = g.q();
   for (int64_t plane = 0; plane < int64_t(g.n) * g.c; ++plane)
     for (int oh = 0; oh < p; ++oh)
@@ -84,7 +84,7 @@ void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
 
 template <class T>
 void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, T* dx) {
-  detail::check_pool_geom(g, "max_pool2d");
+  kd::detail::check_pool_geom(g, "max_pool2d");
   const int64_t pq = int64_t(g.p()) * g.q();
   for (int64_t plane = 0; plane < int64_t(g.n) * g.c; ++plane)
     for (int64_t j = 0; j < pq; ++j)
@@ -93,7 +93,7 @@ void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, 
 
 template <class T>
 void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
-  detail::check_global_pool(n, c, hw);
+  kd::detail::check_global_pool(n, c, hw);
   for (int64_t plane = 0; plane < int64_t(n) * c; ++plane) {
     double acc = 0.0;
     for (int j = 0; j < hw; ++j) acc += x[plane * hw + j];
@@ -103,7 +103,7 @@ void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
 
 template <class T>
 void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx) {
-  detail::check_global_pool(n, c, hw);
+  kd::detail::check_global_pool(n, c, hw);
   for (int64_t plane = 0; plane < int64_t(n) * c; ++plane)
     for (int j = 0; j < hw; ++j) dx[plane * hw + j] += dy[plane] / T(hw);
 }
@@ -124,7 +124,7 @@ inline void clip(int o, int stride, int pad, int k, int extent, int& lo, int& hi
 
 template <class T>
 void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
-  detail::check_pool_geom(g, "avg_pool2d");
+  kd::detail::check_pool_geom(g, "avg_pool2d");
   const int p = g.p(), q = g.q();
   const T inv = T(1) / T(g.kh * g.kw);
   const int64_t planes = int64_t(g.n) * g.c;
@@ -149,7 +149,7 @@ void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
 
 template <class T>
 void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
-  detail::check_pool_geom(g, "avg_pool2d");
+  kd::detail::check_pool_geom(g, "avg_pool2d");
   const int p = g.p(), q = g.q();
   const T inv = T(1) / T(g.kh * g.kw);
   const int64_t planes = int64_t(g.n) * g.c;
@@ -173,7 +173,7 @@ void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
 
 template <class T>
 void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
-  detail::check_pool_geom(g, "max_pool2d");
+  kd::detail::check_pool_geom(g, "max_pool2d");
   const int p = g.p(), q = g.q();
   const int64_t planes = int64_t(g.n) * g.c;
 #pragma omp parallel for schedule(static)
@@ -203,7 +203,7 @@ void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
 
 template <class T>
 void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, T* dx) {
-  detail::check_pool_geom(g, "max_pool2d");
+  kd::detail::check_pool_geom(g, "max_pool2d");
   const int64_t pq = int64_t(g.p()) * g.q(), hw = int64_t(g.h) * g.w, planes = int64_t(g.n) * g.c;
 #pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < planes; ++plane) {
@@ -214,7 +214,7 @@ void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, 
 
 template <class T>
 void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
-  detail::check_global_pool(n, c, hw);
+  kd::detail::check_global_pool(n, c, hw);
   const int64_t planes = int64_t(n) * c;
 #pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < planes; ++plane) {
@@ -230,7 +230,7 @@ void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
 
 template <class T>
 void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx) {
-  detail::check_global_pool(n, c, hw);
+  kd::detail::check_global_pool(n, c, hw);
   const int64_t planes = int64_t(n) * c;
 #pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < planes; ++plane) {

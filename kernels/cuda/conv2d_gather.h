@@ -54,12 +54,7 @@ inline GemmDims backward_weight_gemm(const ConvDims& d) { return {d.k, d.crs, d.
 
 // Same refusals as ref::, plus the int ranges the kernels rely on; returns the dims.
 inline ConvDims checked_dims(const ConvGeom& g) {
-  KD_CHECK(g.n >= 0 && g.c > 0 && g.k > 0 && g.r > 0 && g.s > 0 && g.stride > 0 && g.pad >= 0,
-           "conv2d: bad geometry n=" << g.n << " c=" << g.c << " k=" << g.k << " r=" << g.r
-                                     << " s=" << g.s << " stride=" << g.stride << " pad=" << g.pad);
-  KD_CHECK(g.h + 2 * g.pad >= g.r && g.w + 2 * g.pad >= g.s,
-           "conv2d: filter " << g.r << "x" << g.s << " larger than padded input " << g.h << "x"
-                             << g.w << " (pad " << g.pad << ")");
+  kd::detail::check_conv_geom(g);
   const int64_t lim = int64_t(1) << 30;  // GEMM indices plus a tile stay far below INT_MAX
   const int64_t p = g.p(), q = g.q(), hw = int64_t(g.h) * g.w, rs = int64_t(g.r) * g.s;
   KD_CHECK(g.n * p * q < lim && g.n * hw < lim && g.c * rs < lim && g.k * rs < lim &&

@@ -97,7 +97,7 @@ __global__ void global_avg_pool_backward_kernel(int64_t total, int hw, const T* 
 
 template <class T>
 void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
-  detail::check_pool_geom(g, "avg_pool2d");
+  kd::detail::check_pool_geom(g, "avg_pool2d");
   const int64_t outputs = int64_t(g.n) * g.c * g.p() * g.q();
   if (outputs == 0) return;
   KD_LAUNCH(avg_pool_forward_kernel<T>, grid_for(outputs, kThreads), kThreads, 0, outputs,
@@ -106,7 +106,7 @@ void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
 
 template <class T>
 void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
-  detail::check_pool_geom(g, "avg_pool2d");
+  kd::detail::check_pool_geom(g, "avg_pool2d");
   const int64_t inputs = int64_t(g.n) * g.c * g.h * g.w;
   if (inputs == 0) return;
   KD_LAUNCH(avg_pool_backward_kernel<T>, grid_for(inputs, kThreads), kThreads, 0, inputs,
@@ -115,7 +115,7 @@ void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
 
 template <class T>
 void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
-  detail::check_pool_geom(g, "max_pool2d");
+  kd::detail::check_pool_geom(g, "max_pool2d");
   const int64_t outputs = int64_t(g.n) * g.c * g.p() * g.q();
   if (outputs == 0) return;
   KD_LAUNCH(max_pool_forward_kernel<T>, grid_for(outputs, kThreads), kThreads, 0, outputs,
@@ -124,7 +124,7 @@ void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax) {
 
 template <class T>
 void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, T* dx) {
-  detail::check_pool_geom(g, "max_pool2d");
+  kd::detail::check_pool_geom(g, "max_pool2d");
   const int64_t inputs = int64_t(g.n) * g.c * g.h * g.w;
   if (inputs == 0) return;
   KD_LAUNCH(max_pool_backward_kernel<T>, grid_for(inputs, kThreads), kThreads, 0, inputs,
@@ -133,7 +133,7 @@ void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, 
 
 template <class T>
 void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
-  detail::check_global_pool(n, c, hw);
+  kd::detail::check_global_pool(n, c, hw);
   const int64_t planes = int64_t(n) * c;
   if (planes == 0) return;
   KD_LAUNCH(global_avg_pool_forward_kernel<T>, grid_for(planes * 32, kThreads), kThreads, 0,
@@ -142,7 +142,7 @@ void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y) {
 
 template <class T>
 void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx) {
-  detail::check_global_pool(n, c, hw);
+  kd::detail::check_global_pool(n, c, hw);
   const int64_t total = int64_t(n) * c * hw;
   if (total == 0) return;
   KD_LAUNCH(global_avg_pool_backward_kernel<T>, grid_for(total, kThreads), kThreads, 0, total,

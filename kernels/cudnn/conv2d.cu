@@ -258,13 +258,7 @@ void run_convolution(Pass pass, const ConvGeom& g, cudnnDataType_t type, ConvDes
   }
 }
 
-void check_geom(const ConvGeom& g) {
-  KD_CHECK(g.n >= 0 && g.c > 0 && g.k > 0 && g.r > 0 && g.s > 0 && g.stride > 0 && g.pad >= 0 &&
-               g.h + 2 * g.pad >= g.r && g.w + 2 * g.pad >= g.s,
-           "cudnn conv2d: bad geometry n=" << g.n << " c=" << g.c << " h=" << g.h << " w=" << g.w
-                                           << " k=" << g.k << " r=" << g.r << " s=" << g.s
-                                           << " stride=" << g.stride << " pad=" << g.pad);
-}
+void check_geom(const ConvGeom& g) { kd::detail::check_conv_geom(g); }
 
 constexpr int kBiasThreads = 256;
 

@@ -42,10 +42,13 @@ class BatchBuilder {
     profile::Range range("upload dataset");
     images_ = Tensor::empty({ds.n, ds.c, ds.h, ds.w}, DType::U8, device);
     labels_ = Tensor::empty({ds.n}, DType::I32, device);
+    // Straight from the dataset's vectors: no host tensor copy of the whole set first.
+    KD_CHECK(int64_t(ds.images.size()) == images_.numel() && int64_t(ds.labels.size()) == ds.n,
+             "BatchBuilder: dataset arrays do not match n=" << ds.n << " c=" << ds.c
+                                                            << " h=" << ds.h << " w=" << ds.w);
     if (ds.n > 0) {
-      images_.copy_range_from(0, Tensor::from_vector<uint8_t>({int64_t(ds.images.size())},
-                                                              ds.images));
-      labels_.copy_range_from(0, Tensor::from_vector<int32_t>({ds.n}, ds.labels));
+      cuda::memcpy_host_to_device(images_.raw(), ds.images.data(), images_.nbytes());
+      cuda::memcpy_host_to_device(labels_.raw(), ds.labels.data(), labels_.nbytes());
     }
   }
 

@@ -172,7 +172,12 @@ if compgen -G "$carried/debs/*.deb" >/dev/null; then
   multiarch=$prefix/usr/lib/x86_64-linux-gnu
   ln -sf openblas-pthread/libopenblas.so.0 "$multiarch/libopenblas.so.0"
   ln -sf openblas-pthread/libopenblas.so "$multiarch/libopenblas.so"
-  ln -sf openblas-pthread/cblas.h "$prefix/usr/include/x86_64-linux-gnu/cblas.h"
+  # The alternatives link cblas.h AND what it includes (openblas_config.h, f77blas.h, ...) from
+  # the flavour's folder: a lone cblas.h link cannot find "openblas_config.h" beside it.
+  for h in "$prefix"/usr/include/x86_64-linux-gnu/openblas-pthread/*.h; do
+    ln -sf "openblas-pthread/${h##*/}" "$prefix/usr/include/x86_64-linux-gnu/${h##*/}"
+  done
+  ln -sf openblas-pthread/cblas.h "$prefix/usr/include/x86_64-linux-gnu/cblas-openblas.h"
   # zlib1g-dev's libz.so points at Debian's exact libz.so.1.x: use the machine's own libz.so.1.
   for libz in /lib/x86_64-linux-gnu/libz.so.1 /usr/lib/x86_64-linux-gnu/libz.so.1; do
     [[ -e "$libz" ]] && { ln -sf "$libz" "$multiarch/libz.so"; break; }

@@ -2,6 +2,7 @@
 // the main job of `make run`: the paper's positive control (Fig. 2) and ensemble distillation
 // on Fashion-MNIST with LeNet-5.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 

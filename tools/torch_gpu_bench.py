@@ -6,10 +6,13 @@ PreResNet: 3x32x32 (CIFAR-shaped). TF32 is OFF (kdlab's GPU comparison is strict
 cudnn.benchmark is ON for every variant. Variants (--variant, repeatable; default eager):
   eager          NCHW eager
   channels_last  eager with the model and input in channels_last
-  compile        torch.compile(model), default mode, in a child process so a hang or a crash of the
-                 compiler is bounded by --compile-timeout and reported as "unavailable: <reason>"
-                 (cold compiles take tens of seconds per model: callers without the flag, like
-                 kdlab bench, can be bounded by $TORCH_GPU_BENCH_COMPILE_TIMEOUT)
+  compile        torch.compile(model), default mode, in a child process that leads its own process
+                 group; the whole child (start-up, compile, warm-up, timed steps) gets
+                 --compile-timeout seconds of wall time, then the group (the compiler's workers
+                 too) is killed and the row says "unavailable: <reason>" (cold compiles take tens
+                 of seconds per model: callers without the flag, like kdlab bench, can set
+                 $TORCH_GPU_BENCH_COMPILE_TIMEOUT). The group is also killed when this script is
+                 terminated, and the child dies with this script (PR_SET_PDEATHSIG).
   distill        student + --teachers eval-mode teachers of the same architecture under no_grad;
                  teacher = log of the mean softmax; loss = tau^2 * soft cross-entropy at --tau;
                  also times a plain student step and reports distill_over_student
@@ -40,8 +43,25 @@ import subprocess
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+
+def die_with_parent():
+    """Linux: SIGKILL this process when the process that started it dies (even by SIGKILL)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if str(os.getppid()) != os.environ.get("TORCH_GPU_BENCH_PARENT", str(os.getppid())):
+            os._exit(1)  # the parent died before the line above
+    except Exception:  # noqa: BLE001 - best effort; the parent's killpg still bounds us
+        pass
+
+
+if "--child-compile" in sys.argv[1:]:
+    die_with_parent()  # before importing torch, which takes seconds
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from models_torch import PreResNet, lenet5  # noqa: E402
@@ -211,6 +231,10 @@ class CompileTimeout(Exception):
     pass
 
 
+# Seconds of the child's wall-time limit kept for the timed steps after compile + warm-up.
+TIMED_RESERVE_S = 5.0
+
+
 def run_compile_here(args, device):
     """The child's side: compile, warm up under an alarm, then time like eager."""
     if not hasattr(torch, "compile"):
@@ -218,13 +242,18 @@ def run_compile_here(args, device):
     s = Setup(args, device)
 
     fired = []
+    # The parent kills us at its deadline; stop compiling early enough to report why.
+    deadline = float(os.environ.get("TORCH_GPU_BENCH_CHILD_DEADLINE", 0)) or (
+        time.time() + args.compile_timeout)
+    alarm_s = max(1, int(deadline - time.time() - TIMED_RESERVE_S))
 
     def on_alarm(signum, frame):
         fired.append(True)  # in case the compiler swallows the exception and falls back to eager
-        raise CompileTimeout(f"compile + warm-up exceeded {args.compile_timeout:g} s")
+        raise CompileTimeout(f"compile + warm-up exceeded {alarm_s} s "
+                             f"(of a {args.compile_timeout:g} s limit)")
 
     signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(max(1, int(args.compile_timeout)))
+    signal.alarm(alarm_s)
     t0 = time.perf_counter()
     try:
         # Compiling is lazy (first forward, then first backward), so the first step is timed.
@@ -238,10 +267,18 @@ def run_compile_here(args, device):
     finally:
         signal.alarm(0)
     if fired:
-        raise CompileTimeout(f"compile + warm-up exceeded {args.compile_timeout:g} s")
+        raise CompileTimeout(f"compile + warm-up exceeded {alarm_s} s "
+                             f"(of a {args.compile_timeout:g} s limit)")
     out = summarize(args.batch, *time_steps(step, args.steps, 0, device, args.timing))
     out.update({"compile_s": round(compile_s, 2), "warmup": args.compile_warmup})
     return out
+
+
+def kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def run_compile_child(args):
@@ -250,19 +287,38 @@ def run_compile_child(args):
         return {"status": f"unavailable: torch.compile needs PyTorch 2.x (this is {torch.__version__})"}
     # The child gets the same flags; with --child-compile it ignores --variant and only compiles.
     cmd = [sys.executable, os.path.abspath(__file__), "--child-compile"] + args.argv
-    limit = args.compile_timeout + 45 + args.steps * 0.05  # + start-up and the timed steps
+    limit = args.compile_timeout  # the child's whole wall time, start-up and timed steps included
+    env = dict(os.environ, TORCH_GPU_BENCH_CHILD_DEADLINE=f"{time.time() + limit:.3f}",
+               TORCH_GPU_BENCH_PARENT=str(os.getpid()))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
+    # The child is not in our process group, so a `timeout` or Ctrl-C that ends us would not end
+    # it: kill its group on the way out too.
+    previous = {}
+
+    def on_term(signum, frame):
+        kill_group(proc.pid)
+        signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+        os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, on_term)
     killed = False
     try:
-        out, err = proc.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        killed = True
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = proc.communicate()  # what it printed before the kill is kept
+            out, err = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            killed = True
+            kill_group(proc.pid)
+            try:  # what it printed before the kill is kept; a stray holder of the pipes is not waited for
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = "", ""
+    finally:
+        kill_group(proc.pid)  # the compiler's workers, also after a normal exit
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     for line in reversed(out.splitlines()):
         if line.startswith("{"):
             try:
@@ -291,8 +347,9 @@ def parse_args(argv=None):
                     help="untimed steps after the first (compiling) step")
     ap.add_argument("--compile-timeout", type=float,
                     default=float(os.environ.get("TORCH_GPU_BENCH_COMPILE_TIMEOUT", 120)),
-                    help="seconds allowed for compile + warm-up before compile is 'unavailable' "
-                         "(default $TORCH_GPU_BENCH_COMPILE_TIMEOUT or 120)")
+                    help="wall seconds for the whole compile child (start-up, compile, warm-up, "
+                         "timed steps) before its process group is killed and compile is "
+                         "'unavailable' (default $TORCH_GPU_BENCH_COMPILE_TIMEOUT or 120)")
     ap.add_argument("--teachers", type=int, default=3, help="distill: ensemble size")
     ap.add_argument("--tau", type=float, default=4.0, help="distill: temperature")
     ap.add_argument("--lr", type=float, default=0.05)

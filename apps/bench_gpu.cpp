@@ -3,9 +3,13 @@
 // the same GPU (tools/torch_gpu_bench.py: eager NCHW, eager channels_last, torch.compile), then a
 // distillation step with three teachers relative to a plain student step. Both sides are timed
 // the same way: CUDA events recorded between consecutive steps, one synchronization at the end,
-// the median interval.
+// the median interval. Each measurement is printed (and flushed) as a "[model] ..." line the
+// moment it exists, so a run cut short by a time limit still shows every row it finished; the
+// tables follow at the end.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -96,8 +100,27 @@ GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
   return m;
 }
 
+// One measured row, printed and flushed at once: "[preresnet20] kdlab native: ...".
+void print_row_now(const std::string& arch, const std::string& what, const std::string& text) {
+  std::cout << "[" << arch << "] " << what << ": " << text << std::endl;
+}
+
+std::string describe_torch_row(const nlohmann::json& r) {
+  const std::string status = r.value("status", "?");
+  if (status != "ok" || !r.contains("ms_per_step_median")) return status;
+  std::string text = format_fixed(r.value("ms_per_step_median", 0.0), 3) + " ms/step, " +
+                     format_fixed(r.value("images_per_s", 0.0), 0) + " img/s";
+  if (r.contains("peak_mem_mib")) text += ", peak " + format_fixed(r.value("peak_mem_mib", 0.0), 1) + " MiB";
+  if (r.contains("compile_s")) text += ", compiled in " + format_fixed(r.value("compile_s", 0.0), 1) + " s";
+  if (r.contains("distill_over_student"))
+    text += ", " + format_fixed(r.value("distill_over_student", 0.0), 2) + "x a student step";
+  return text;
+}
+
 // PyTorch's rows for one model, keyed by variant ("eager", "channels_last", "compile",
-// "distill"); a variant that failed or is unavailable carries its status only.
+// "distill"); a variant that failed or is unavailable carries its status only. Each row is
+// printed as it arrives (tools/torch_gpu_bench.py flushes one JSON line per variant); the
+// script's progress notes go to our stderr.
 std::map<std::string, nlohmann::json> time_torch_gpu(const std::string& python,
                                                      const std::string& arch,
                                                      const BenchOptions& o, bool distill) {
@@ -106,20 +129,23 @@ std::map<std::string, nlohmann::json> time_torch_gpu(const std::string& python,
       << " --classes " << classes_for(arch) << " --batch " << o.batch << " --steps "
       << (o.steps > 0 ? o.steps : 200) << " --warmup " << (o.warmup >= 0 ? o.warmup : 20)
       << " --variant eager --variant channels_last --variant compile"
-      << (distill ? " --variant distill --teachers 3 --tau 4" : "") << " 2>/dev/null";
+      << (distill ? " --variant distill --teachers 3 --tau 4" : "");
   std::map<std::string, nlohmann::json> rows;
+  std::fflush(nullptr);  // the child shares our stdout and stderr
   FILE* pipe = popen(cmd.str().c_str(), "r");
   if (!pipe) return rows;
-  std::string text;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) text.append(buf, n);
-  pclose(pipe);  // a failed variant is reported in its row; the others still count
-  std::istringstream lines(text);
-  for (std::string line; std::getline(lines, line);) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.contains("variant") && j["variant"].is_string())
-      rows[j["variant"].get<std::string>()] = j;
+  char* buf = nullptr;
+  size_t cap = 0;
+  while (getline(&buf, &cap, pipe) != -1) {
+    auto j = nlohmann::json::parse(buf, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("variant") || !j["variant"].is_string())
+      continue;
+    const std::string variant = j["variant"].get<std::string>();
+    print_row_now(arch, "PyTorch " + variant, describe_torch_row(j));
+    rows[variant] = std::move(j);
   }
+  std::free(buf);
+  pclose(pipe);  // a failed variant is reported in its row; the others still count
   return rows;
 }
 
@@ -158,12 +184,21 @@ int run_bench_gpu(const BenchOptions& o) {
   summary.header = {"model", "kdlab best", "vs eager best", "vs torch.compile",
                     "memory vs PyTorch"};
   std::string torch_version;
+  auto describe_ours = [](const GpuMeasured& m) {
+    return format_fixed(m.ms_median, 3) + " ms/step, " + format_fixed(m.images_per_s, 0) +
+           " img/s, " + format_fixed(m.launches_per_step, 0) + " launches/step, peak " +
+           format_fixed(m.peak_mib, 1) + " MiB";
+  };
+  std::cout << "GPU training steps on " << cuda::device_name(gpu.index) << ", batch " << o.batch
+            << "; each row as it is measured, the tables at the end" << std::endl;
   for (const std::string& arch : models) {
     std::cerr << "bench: " << arch << " on " << cuda::device_name(gpu.index) << " ...\n";
+    const auto t0 = std::chrono::steady_clock::now();
     double best_ms = 0, best_peak = 0;
     std::string best_path;
     for (GpuImpl impl : impls) {
       GpuMeasured m = time_gpu_step(arch, impl, 0, o);
+      print_row_now(arch, std::string("kdlab ") + gpu_impl_name(impl), describe_ours(m));
       ours.rows.push_back({arch, gpu_impl_name(impl), format_fixed(m.ms_median, 3),
                            format_fixed(m.images_per_s, 0), format_fixed(m.launches_per_step, 0),
                            format_fixed(m.peak_mib, 1)});
@@ -177,11 +212,19 @@ int run_bench_gpu(const BenchOptions& o) {
     if (distill) {
       GpuImpl impl = best_path == "cudnn" ? GpuImpl::Cudnn : GpuImpl::Native;
       dm = time_gpu_step(arch, impl, 3, o);
+      print_row_now(arch, "kdlab distill (3 teachers) " + best_path, describe_ours(dm));
       ours.rows.push_back({arch + " distill (3 teachers)", best_path, format_fixed(dm.ms_median, 3),
                            format_fixed(dm.images_per_s, 0),
                            format_fixed(dm.launches_per_step, 0), format_fixed(dm.peak_mib, 1)});
     }
-    if (python.empty()) continue;
+    auto seconds = [&] {
+      return format_fixed(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1);
+    };
+    if (python.empty()) {
+      print_row_now(arch, "done", seconds() + " s");
+      continue;
+    }
     auto rows = time_torch_gpu(python, arch, o, distill);
     for (const char* v : {"eager", "channels_last", "compile", "distill"}) {
       if (!rows.count(v)) continue;
@@ -209,6 +252,8 @@ int run_bench_gpu(const BenchOptions& o) {
       vs_compile = torch_status(rows, "compile");
     if (eager_peak > 0) vs_mem = format_fixed(best_peak / eager_peak, 2) + "x of eager's peak";
     summary.rows.push_back({arch, best_path, vs_eager, vs_compile, vs_mem});
+    print_row_now(arch, "kdlab " + best_path + " vs PyTorch",
+                  "eager best " + vs_eager + ", torch.compile " + vs_compile + ", memory " + vs_mem);
     if (distill) {
       std::string torch_ratio = "n/a";
       if (torch_ok(rows, "distill") && rows["distill"].contains("distill_over_student"))
@@ -217,6 +262,7 @@ int run_bench_gpu(const BenchOptions& o) {
                               format_fixed(dm.ms_median / student_ms, 2) + "x", "PyTorch: " + torch_ratio,
                               "", ""});
     }
+    print_row_now(arch, "done", seconds() + " s");
   }
   set_gpu_kernels(saved);
   std::cout << "\nGPU training-step time on " << cuda::device_name(gpu.index) << ", batch "

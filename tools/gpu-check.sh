@@ -15,7 +15,8 @@
 #                                           (the *Cuda* tests it would run, per suite; every
 #                                           filter must match a test; the tests must start and
 #                                           skip cleanly); the GPU stages are listed, not run;
-#                                           exit 1 if one of the three failed
+#                                           exit 1 if one of the three failed (their limits
+#                                           suit a 2-core machine: budget 1200 s)
 # Environment (all optional):
 #   GPU_CHECK_BUILD_DIR          build folder (default build-gpu, relative to the repository); an
 #                                existing CMake build folder (e.g. `build` after `make test`) is
@@ -38,7 +39,7 @@
 #   GPU_CHECK_<STAGE>_TIMEOUT    per-stage limit, e.g. GPU_CHECK_BUILD_TIMEOUT=240 (upper case,
 #                                '-' as '_'); the defaults are in `stage_limit` below
 # Carried dependencies: on a machine without kdlab's Debian build libraries, first run
-# tools/gpu-deps.sh where apt works and carry `.gpu-deps` with the call; the script then unpacks
+# tools/gpu-deps.sh where apt works and copy `.gpu-deps` with the repository; the script unpacks
 # the packages into /tmp/kdlab-deps and uses the carried Fashion-MNIST. cuDNN comes from the CUDA
 # toolkit when it has it, else from PyTorch's nvidia-cudnn wheel. tools/gpu-replica.sh builds a
 # replica of the lent machine's layout to run the dry run in.
@@ -49,11 +50,11 @@ self="$repo/tools/gpu-check.sh"
 
 # ---- helpers shared by the stages and the driver ----
 
-find_tool() {  # PATH first, then the CUDA toolkit's folders
+find_tool() {  # PATH first, then the CUDA toolkit's folders and NVIDIA's tool folders
   command -v "$1" 2>/dev/null && return 0
   local d
-  for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do
-    [[ -x "$d/$1" ]] && { echo "$d/$1"; return 0; }
+  for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer /opt/nvidia/*/ /opt/nvidia/*/compute-sanitizer; do
+    [[ -x "$d/$1" && -f "$d/$1" ]] && { echo "${d%/}/$1"; return 0; }
   done
   return 0
 }
@@ -582,12 +583,10 @@ key_sanitizer() {  # LOG RC XML FILTER
   if grep -q -i 'device not supported\|unable to find injection library\|Target application terminated before first instrumented API call' "$1"; then
     echo "STATUS=unsupported;compute-sanitizer cannot instrument here (see ${1##*/})"; return
   fi
-  errors=$(grep -o -E 'ERROR SUMMARY: [0-9]+ error|RACECHECK SUMMARY: [0-9]+ hazard' "$1" | tail -1 | awk '{print $3}' || true)
+  errors=$(grep -o -E 'ERROR SUMMARY: [0-9]+ error|RACECHECK SUMMARY: [0-9]+ hazard' "$1" | tail -1 | awk '{print $3 " " $4 "s"}' || true)
   ran=$(gtest_counts "$1" "$3")
   if [[ -z "$errors" ]]; then  # cut short: count the reports printed so far
     errors="$(grep -c -E '^========= +(Invalid|Program hit|Uninitialized|Leaked|Error|Race|Warning)' "$1" || true) reports so far"
-  else
-    errors="$errors reports"
   fi
   if [[ "$2" == 99 ]]; then
     echo "STATUS=errors found;$errors; tests: $ran"

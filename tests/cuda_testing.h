@@ -8,20 +8,46 @@
 #include <cstddef>
 #include <vector>
 
-#include "engine/device.h"
 #include "kernels/check.h"
 #include "kernels/cuda/runtime.h"
+#if defined(KDLAB_EMULATED_CUDA)
+#include "kernels/cuda_grid/schedule.h"
+#endif
 
 // First statement of every *Cuda* test.
 #define KD_REQUIRE_CUDA()                                                         \
   do {                                                                            \
-    if (!::kd::cuda_usable())                                                     \
+    if (!::kd::cuda::has_op_kernels() || ::kd::cuda::device_count() == 0)        \
       GTEST_SKIP() << "no usable CUDA device (none found, no CUDA build, or "     \
                       "KDLAB_DISABLE_CUDA set)";                                  \
   } while (0)
 
 namespace kd {
 namespace cuda_testing {
+
+// True in the emulated-device build, where our kernels run on the CPU grid emulator.
+#if defined(KDLAB_EMULATED_CUDA)
+constexpr bool kEmulatedDevice = true;
+#else
+constexpr bool kEmulatedDevice = false;
+#endif
+
+// Whole-model tests issue thousands of launches. On the grid emulator each then runs once, in a
+// seeded random thread order, instead of under the three-schedule check that every kernel test
+// gets (forward, reverse, random, equal bytes); the kernels themselves are proven by those. On a
+// GPU this does nothing.
+class WholeModelSchedule {
+ public:
+  WholeModelSchedule() {}   // user-provided: a scope object, never "unused"
+  ~WholeModelSchedule() {}
+  WholeModelSchedule(const WholeModelSchedule&) = delete;
+  WholeModelSchedule& operator=(const WholeModelSchedule&) = delete;
+
+ private:
+#if defined(KDLAB_EMULATED_CUDA)
+  grid::ScheduleScope scope_{grid::Schedule::Random};
+#endif
+};
 
 // An owning device array of n T, optionally filled from a host vector.
 template <class T>

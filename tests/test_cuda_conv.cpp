@@ -31,7 +31,7 @@ using kd::kernel_testing::geom;
 // Batch 1, odd channels, non-square images and filters, stride 1/2/3, pad 0/1/2, 1x1/3x3/5x5,
 // a 1x1 output, padding wider than the filter, several M and N tiles, uneven split-K slices,
 // then the PreResNet/CIFAR layer shapes (3x3 and 1x1, 32x32/16x16/8x8, stride 2 transitions).
-const std::vector<ConvGeom> kShapes = {
+const std::vector<ConvGeom> kAllShapes = {
     geom(1, 3, 7, 5, 5, 3, 3, 1, 1),      geom(2, 5, 6, 9, 7, 2, 3, 2, 0),
     geom(3, 7, 9, 8, 4, 5, 5, 1, 2),      geom(2, 3, 8, 6, 5, 1, 1, 1, 0),
     geom(3, 4, 9, 7, 6, 1, 1, 2, 0),      geom(1, 2, 4, 5, 3, 2, 3, 1, 2),
@@ -43,6 +43,7 @@ const std::vector<ConvGeom> kShapes = {
     geom(4, 16, 32, 32, 32, 1, 1, 2, 0),  geom(3, 64, 16, 16, 64, 3, 3, 1, 1),
     geom(3, 64, 16, 16, 128, 1, 1, 2, 0), geom(2, 256, 8, 8, 64, 1, 1, 1, 0),
 };
+const std::vector<ConvGeom> kShapes = kd::kernel_testing::shapes_for_build(kAllShapes, 13);
 
 size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
 size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
@@ -153,8 +154,8 @@ TEST(CudaConvKernels, BackwardWeightAccumulatesLikeRef) {
   }
 }
 
-// Twice the accumulation from the same start gives the same bits; a many-slice split-K shape
-// (K = 8 * 32 * 32) and an uneven one (K = 429 in 64-wide slices).
+// Twice the accumulation from the same start gives the same bits; an uneven split-K shape
+// (K = 429 in 64-wide slices) and a many-slice one (K = 8 * 32 * 32).
 template <class T>
 void check_weight_determinism(const ConvGeom& g) {
   const auto x = uniform<T>(x_size(g), 1, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1),
@@ -173,8 +174,10 @@ void check_weight_determinism(const ConvGeom& g) {
 
 TEST(CudaConvKernels, BackwardWeightIsBitwiseDeterministic) {
   KD_REQUIRE_CUDA();
-  for (const ConvGeom& g :
-       {geom(8, 16, 32, 32, 16, 3, 3, 1, 1), geom(3, 5, 13, 11, 67, 3, 3, 1, 1)}) {
+  const std::vector<ConvGeom> shapes = kd::kernel_testing::shapes_for_build(
+      std::vector<ConvGeom>{geom(3, 5, 13, 11, 67, 3, 3, 1, 1), geom(8, 16, 32, 32, 16, 3, 3, 1, 1)},
+      1);
+  for (const ConvGeom& g : shapes) {
     check_weight_determinism<float>(g);
     check_weight_determinism<double>(g);
   }

@@ -88,11 +88,11 @@ TEST(CudaElementwiseKernels, ReluKeepsNaNAndZeroLengthIsANoOp) {
   EXPECT_EQ(y.host()[2], 2.0f);
 }
 
-// More elements than grid_for's capped grid has threads (65535 * 8 blocks * 256): the tail is
-// reached only by the grid-stride loop.
+// More elements than grid_for's capped grid has threads (kGridStrideBlockCap blocks * 256): the
+// tail is reached only by the grid-stride loop.
 TEST(CudaElementwiseKernels, GridStrideLoopCoversArraysBeyondTheGrid) {
   KD_REQUIRE_CUDA();
-  const int64_t n = int64_t(65535) * 8 * 256 + 4097;
+  const int64_t n = cuda::kGridStrideBlockCap * 256 + 4097;
   DeviceArray<float> d(n);
   cuda::fill<float>(n, 1.5f, d.get());
   cuda::scale<float>(n, 2.0f, d.get());

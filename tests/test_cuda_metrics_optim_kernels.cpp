@@ -194,7 +194,9 @@ void check_row_stats(int rows, int cols, uint64_t seed, bool with_teacher, bool 
 
 TEST(CudaMetricsKernels, RowStatsFoldToCpuStats) {
   KD_REQUIRE_CUDA();
-  const int shapes[][2] = {{1, 1}, {1, 2}, {7, 33}, {37, 10}, {19, 1000}, {3000, 10}};
+  using RowsCols = std::vector<int>;
+  const std::vector<RowsCols> shapes = kernel_testing::shapes_for_build(
+      std::vector<RowsCols>{{1, 1}, {1, 2}, {7, 33}, {37, 10}, {19, 1000}, {3000, 10}}, 4);
   uint64_t seed = 500;
   for (auto& s : shapes) {
     for (bool teacher : {false, true}) {
@@ -204,6 +206,27 @@ TEST(CudaMetricsKernels, RowStatsFoldToCpuStats) {
       }
     }
   }
+}
+
+// The device contract for a label outside [0, cols): that row's nll is NaN and it is not
+// correct; no error (checking would cost a copy) and no read out of bounds.
+TEST(CudaMetricsKernels, OutOfRangeLabelGivesNaNNll) {
+  KD_REQUIRE_CUDA();
+  const int rows = 37, cols = 7;
+  const auto logits = uniform<float>(size_t(rows) * cols, 900, -3, 3);
+  auto labels = random_labels(rows, cols, 901);
+  labels[4] = cols;
+  labels[9] = -1;
+  DeviceArray<float> l_d(logits);
+  DeviceArray<int32_t> lab_d(labels);
+  DeviceArray<double> rows_d(size_t(rows) * kRowStatFields);
+  cuda::classifier_row_stats<float>(rows, cols, l_d.get(), lab_d.get(), nullptr, rows_d.get());
+  const std::vector<double> got = rows_d.host();
+  for (int r : {4, 9}) {
+    EXPECT_TRUE(std::isnan(got[size_t(r) * kRowStatFields + 1])) << "row " << r;
+    EXPECT_EQ(got[size_t(r) * kRowStatFields + 0], 0.0) << "row " << r;
+  }
+  EXPECT_FALSE(std::isnan(got[size_t(5) * kRowStatFields + 1]));
 }
 
 template <class T>

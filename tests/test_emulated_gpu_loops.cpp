@@ -1,11 +1,13 @@
-// The GPU code paths of the engine and the loops, run on the emulated CUDA device
-// (kernels/cuda_emu/emu.h; this file only builds into kdlab_emu_tests). Every emulated kernel is
-// its CPU twin, so anything that differs between Device::cuda() and Device::cpu() here is the
-// plumbing's fault: the device batches (augmentation, MixUp), the losses kept on the device and
-// read back every 50 steps, the multi-tensor optimizer, the BatchNorm counter, the ensemble
-// staging, evaluation from per-row stats. Hence the comparisons are BITWISE. Guard mode is on
-// for the whole binary: device memory is unreadable outside emulated kernels and copies, so a
-// host dereference of a device pointer (a crash on a real GPU) kills the test with a backtrace.
+// The GPU code paths of the engine and the loops, run on the emulated CUDA device: our CUDA
+// kernels from their own source on the grid emulator (kernels/cuda_grid/), cuDNN forwarded to the
+// CPU twins (kernels/cuda_emu/); this file only builds into kdlab_emu_tests. What is exact on a
+// GPU is compared exactly: the device batches (augmentation and MixUp share integer maths with
+// the CPU), example counts, BatchNorm's num_batches_tracked. Losses, statistics and weights come
+// from kernels that sum in another order than the CPU's, so they are compared within float
+// rounding (relative 1e-3 after two epochs; a plumbing fault such as a stale loss read back, a
+// missed optimizer pack or a wrong batch moves them by far more). Guard mode is on for the whole
+// binary: device memory is unreadable outside emulated kernels and copies, so a host dereference
+// of a device pointer (a crash on a real GPU) kills the test with a backtrace.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -29,6 +31,7 @@
 #include "kernels/philox.h"
 #include "models/classifier.h"
 #include "models/ensemble.h"
+#include "tests/cuda_testing.h"
 
 namespace kd {
 namespace {
@@ -69,31 +72,51 @@ apps::LoopConfig loop_config(Device device, int epochs, int batch) {
   return cfg;
 }
 
-bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof(double)) == 0; }
-
-void expect_same_stats(const ClassifierStats& gpu, const ClassifierStats& cpu, const std::string& what) {
-  EXPECT_EQ(gpu.count, cpu.count) << what;
-  EXPECT_EQ(gpu.correct, cpu.correct) << what;
-  EXPECT_TRUE(same_bits(gpu.nll_sum, cpu.nll_sum)) << what << ": nll " << gpu.nll_sum << " vs " << cpu.nll_sum;
-  for (int b = 0; b < kEceBins; ++b) {
-    EXPECT_EQ(gpu.bin_count[b], cpu.bin_count[b]) << what << " bin " << b;
-    EXPECT_TRUE(same_bits(gpu.bin_conf_sum[b], cpu.bin_conf_sum[b])) << what << " bin " << b;
-    EXPECT_TRUE(same_bits(gpu.bin_correct_sum[b], cpu.bin_correct_sum[b])) << what << " bin " << b;
-  }
-  EXPECT_EQ(gpu.agree, cpu.agree) << what;
-  EXPECT_TRUE(same_bits(gpu.kl_sum, cpu.kl_sum)) << what << ": kl " << gpu.kl_sum << " vs " << cpu.kl_sum;
+bool near(double got, double want, double rel) {
+  return std::fabs(got - want) <= rel * std::max(1.0, std::fabs(want));
 }
 
-// Every state tensor (parameters and buffers) equal in bytes; `device` is copied to the host.
-void expect_same_state(const nn::Module& device, const nn::Module& cpu, const std::string& what) {
+// Two evaluations of nearly the same logits: a near-tie may flip one example's argmax.
+void expect_close_stats(const ClassifierStats& gpu, const ClassifierStats& cpu,
+                        const std::string& what) {
+  EXPECT_EQ(gpu.count, cpu.count) << what;
+  EXPECT_LE(std::abs(gpu.correct - cpu.correct), 1) << what;
+  EXPECT_LE(std::abs(gpu.agree - cpu.agree), 1) << what;
+  EXPECT_TRUE(near(gpu.nll_sum, cpu.nll_sum, 1e-3))
+      << what << ": nll " << gpu.nll_sum << " vs " << cpu.nll_sum;
+  EXPECT_TRUE(near(gpu.kl_sum, cpu.kl_sum, 1e-3))
+      << what << ": kl " << gpu.kl_sum << " vs " << cpu.kl_sum;
+  double conf_gpu = 0, conf_cpu = 0;
+  int64_t binned_gpu = 0, binned_cpu = 0;
+  for (int b = 0; b < kEceBins; ++b) {
+    conf_gpu += gpu.bin_conf_sum[b], conf_cpu += cpu.bin_conf_sum[b];
+    binned_gpu += gpu.bin_count[b], binned_cpu += cpu.bin_count[b];
+  }
+  EXPECT_EQ(binned_gpu, binned_cpu) << what;
+  EXPECT_TRUE(near(conf_gpu, conf_cpu, 1e-3)) << what << ": confidence " << conf_gpu << " vs "
+                                              << conf_cpu;
+}
+
+// Every state tensor (parameters and buffers) within `rel` of the CPU's (integer tensors equal);
+// `device` is copied to the host. rel = 0 asks for equal bytes.
+void expect_close_state(const nn::Module& device, const nn::Module& cpu, const std::string& what,
+                        double rel) {
   nn::NamedTensors a = device.state_dict(), b = cpu.state_dict();
   ASSERT_EQ(a.size(), b.size()) << what;
   for (size_t i = 0; i < a.size(); ++i) {
     ASSERT_EQ(a[i].first, b[i].first) << what;
     Tensor host = a[i].second.to(Device::cpu());
     ASSERT_EQ(host.nbytes(), b[i].second.nbytes()) << what << " " << a[i].first;
-    EXPECT_EQ(std::memcmp(host.raw(), b[i].second.raw(), host.nbytes()), 0)
-        << what << ": " << a[i].first << " differs";
+    if (rel == 0 || host.dtype() != DType::F32) {
+      EXPECT_EQ(std::memcmp(host.raw(), b[i].second.raw(), host.nbytes()), 0)
+          << what << ": " << a[i].first << " differs";
+      continue;
+    }
+    const std::vector<float> got = host.to_vector<float>(), want = b[i].second.to_vector<float>();
+    int64_t off = 0;
+    for (size_t k = 0; k < got.size(); ++k) off += !near(got[k], want[k], rel);
+    EXPECT_EQ(off, 0) << what << ": " << off << " of " << got.size() << " values of "
+                      << a[i].first << " differ by more than " << rel;
   }
 }
 
@@ -106,11 +129,11 @@ void expect_same_loops(const LoopResult& gpu, const LoopResult& cpu, bool with_t
   ASSERT_EQ(gpu.epochs.size(), cpu.epochs.size());
   for (size_t e = 0; e < cpu.epochs.size(); ++e) {
     const std::string what = "epoch " + std::to_string(e + 1);
-    EXPECT_TRUE(same_bits(gpu.epochs[e].train_loss, cpu.epochs[e].train_loss))
+    EXPECT_TRUE(near(gpu.epochs[e].train_loss, cpu.epochs[e].train_loss, 1e-3))
         << what << ": train loss on the device " << gpu.epochs[e].train_loss << ", CPU "
         << cpu.epochs[e].train_loss;
     EXPECT_TRUE(gpu.epochs[e].evaluated && cpu.epochs[e].evaluated) << what;
-    expect_same_stats(gpu.epochs[e].test, cpu.epochs[e].test, what);
+    expect_close_stats(gpu.epochs[e].test, cpu.epochs[e].test, what);
     EXPECT_EQ(cpu.epochs[e].test.count, 100) << what;
     if (with_teacher) {
       EXPECT_GT(cpu.epochs[e].test.kl_sum, 0.0) << what;
@@ -118,7 +141,7 @@ void expect_same_loops(const LoopResult& gpu, const LoopResult& cpu, bool with_t
   }
   // A loop that learned nothing would match trivially.
   EXPECT_NE(cpu.epochs.front().train_loss, cpu.epochs.back().train_loss);
-  expect_same_state(*gpu.model, *cpu.model, "trained weights");
+  expect_close_state(*gpu.model, *cpu.model, "trained weights", 1e-3);
 }
 
 LoopResult supervised(Device device) {
@@ -134,8 +157,9 @@ LoopResult supervised(Device device) {
   return r;
 }
 
-TEST(EmulatedGpuLoops, TrainSupervisedMatchesCpuBitwise) {
+TEST(EmulatedGpuLoops, TrainSupervisedMatchesCpu) {
   ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  cuda_testing::WholeModelSchedule schedule;
   expect_same_loops(supervised(Device::cuda()), supervised(Device::cpu()), false);
 }
 
@@ -164,14 +188,16 @@ LoopResult distilled(Device device) {
   return r;
 }
 
-TEST(EmulatedGpuLoops, DistillWithMixupFromEnsembleMatchesCpuBitwise) {
+TEST(EmulatedGpuLoops, DistillWithMixupFromEnsembleMatchesCpu) {
   ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  cuda_testing::WholeModelSchedule schedule;
   expect_same_loops(distilled(Device::cuda()), distilled(Device::cpu()), true);
 }
 
 // 1100 examples: a full batch of 1000 and a partial one, with and without a teacher.
-TEST(EmulatedGpuLoops, EvaluateModelMatchesCpuBitwise) {
+TEST(EmulatedGpuLoops, EvaluateModelMatchesCpu) {
   ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  cuda_testing::WholeModelSchedule schedule;
   const data::Dataset ds = synthetic(1100, 1, 28, 6);
   const data::Normalization norm = data::Normalization::unitcube(1);
   ClassifierStats got[2], want[2];
@@ -184,7 +210,7 @@ TEST(EmulatedGpuLoops, EvaluateModelMatchesCpuBitwise) {
           apps::evaluate_model(*model, with_teacher ? &teacher : nullptr, ds, norm, device);
       (device.is_cuda() ? got : want)[with_teacher] = s;
     }
-    expect_same_stats(got[with_teacher], want[with_teacher],
+    expect_close_stats(got[with_teacher], want[with_teacher],
                       with_teacher ? "with teacher" : "without teacher");
     EXPECT_EQ(want[with_teacher].count, 1100);
   }
@@ -195,6 +221,7 @@ TEST(EmulatedGpuLoops, EvaluateModelMatchesCpuBitwise) {
 // in the epoch where it diverged.
 TEST(EmulatedGpuLoops, DivergenceIsCaughtOnTheDevicePath) {
   ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  cuda_testing::WholeModelSchedule schedule;
   const data::Dataset train = synthetic(120, 1, 28, 9);
   for (Device device : {Device::cuda(), Device::cpu()}) {
     auto model = models::make_model("lenet5", 10, 1, 3);
@@ -218,6 +245,7 @@ TEST(EmulatedGpuLoops, DivergenceIsCaughtOnTheDevicePath) {
 // the device model loads back with the same bytes.
 TEST(EmulatedGpuLoops, BatchNormCounterAndCheckpointOfDeviceModel) {
   ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  cuda_testing::WholeModelSchedule schedule;
   const data::Dataset train = synthetic(48, 3, 32, 10), test = synthetic(100, 3, 32, 11);
   LoopResult r[2];
   for (int i = 0; i < 2; ++i) {
@@ -245,12 +273,13 @@ TEST(EmulatedGpuLoops, BatchNormCounterAndCheckpointOfDeviceModel) {
   apps::save_model(path, *r[0].model, {0.5f, 0.5f, 0.5f}, {0.5f, 0.5f, 0.5f});
   apps::LoadedModel loaded = apps::load_model(path);
   fs::remove_all(dir);
-  expect_same_state(*r[0].model, *loaded.model, "checkpoint of the device model");
+  expect_close_state(*r[0].model, *loaded.model, "checkpoint of the device model", 0);
 }
 
 // Adam's multi-tensor update and GroupNorm (preresnet8-ln) on the device, one epoch.
-TEST(EmulatedGpuLoops, AdamWithGroupNormMatchesCpuBitwise) {
+TEST(EmulatedGpuLoops, AdamWithGroupNormMatchesCpu) {
   ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  cuda_testing::WholeModelSchedule schedule;
   const data::Dataset train = synthetic(40, 3, 32, 13), test = synthetic(100, 3, 32, 14);
   LoopResult r[2];
   for (int i = 0; i < 2; ++i) {
@@ -265,47 +294,11 @@ TEST(EmulatedGpuLoops, AdamWithGroupNormMatchesCpuBitwise) {
   expect_same_loops(r[0], r[1], false);
 }
 
-// Kernel-level: the per-row stats folded on the host equal the CPU's stats bitwise, and an
-// out-of-range label gives NaN nll (the device contract) instead of an error.
-TEST(EmulatedKernels, RowStatsFoldToTheCpuStats) {
-  ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
-  const int rows = 37, cols = 7;
-  std::vector<float> logits(rows * cols), teacher(rows * cols);
-  for (size_t i = 0; i < logits.size(); ++i) {
-    logits[i] = float(6 * philox_uniform(1, kStreamTest, i) - 3);
-    teacher[i] = float(6 * philox_uniform(2, kStreamTest, i) - 3);
-  }
-  std::vector<int32_t> labels(rows);
-  for (int r = 0; r < rows; ++r) labels[r] = int32_t(philox_below(3, kStreamTest, r, cols));
-  Tensor d_logits = Tensor::from_vector<float>({rows, cols}, logits).to(Device::cuda());
-  Tensor d_teacher = Tensor::from_vector<float>({rows, cols}, teacher).to(Device::cuda());
-  Tensor d_labels = Tensor::from_vector<int32_t>({rows}, labels).to(Device::cuda());
-  Tensor d_rows = Tensor::empty({rows, kRowStatFields}, DType::F64, Device::cuda());
-  for (bool with_teacher : {false, true}) {
-    cuda::classifier_row_stats<float>(rows, cols, d_logits.data<float>(),
-                                      d_labels.data<int32_t>(),
-                                      with_teacher ? d_teacher.data<float>() : nullptr,
-                                      d_rows.data<double>());
-    const std::vector<double> per_row = d_rows.to_vector<double>();
-    ClassifierStats got, want;
-    fold_row_stats(rows, per_row.data(), with_teacher, &got);
-    cpu::classifier_stats<float>(rows, cols, logits.data(), labels.data(),
-                                 with_teacher ? teacher.data() : nullptr, &want);
-    expect_same_stats(got, want, with_teacher ? "with teacher" : "without teacher");
-  }
-  labels[4] = cols;  // out of range
-  d_labels = Tensor::from_vector<int32_t>({rows}, labels).to(Device::cuda());
-  cuda::classifier_row_stats<float>(rows, cols, d_logits.data<float>(), d_labels.data<int32_t>(),
-                                    nullptr, d_rows.data<double>());
-  const std::vector<double> per_row = d_rows.to_vector<double>();
-  EXPECT_TRUE(std::isnan(per_row[4 * kRowStatFields + 1]));
-  EXPECT_EQ(per_row[4 * kRowStatFields + 0], 0.0);
-}
-
 // The guard itself: reading device memory on the host outside an emulated kernel dies, naming
 // the cause; inside one (a copy) it works.
 TEST(EmulatedGuardDeathTest, HostReadOfDeviceMemoryDies) {
   ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  cuda_testing::WholeModelSchedule schedule;
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   Tensor t = Tensor::full({16}, 2.0).to(Device::cuda());
   if (!cuda::emu::is_guarded_device_pointer(t.raw()))

@@ -83,8 +83,7 @@ void launch_gemm(const conv_gemm::GemmParams<T, P>& prm, int slices) {
   const conv_gemm::Grid3 grid = conv_gemm::gemm_grid(prm.g, slices);
   if (grid.x == 0 || grid.y == 0) return;
   const dim3 blocks(unsigned(grid.x), unsigned(grid.y), unsigned(grid.z));
-  conv_gemm_kernel<T, P><<<blocks, conv_gemm::kThreads, 0, stream()>>>(prm);
-  KD_CHECK_LAUNCH("conv_gemm_kernel");
+  KD_LAUNCH((conv_gemm_kernel<T, P>), blocks, conv_gemm::kThreads, 0, prm);
 }
 
 }  // namespace

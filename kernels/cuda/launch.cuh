@@ -1,17 +1,32 @@
-// What every .cu file needs: the compute stream, the launch check that follows every kernel
-// launch, and grid sizing. CUDA-only (included by kernels/cuda/*.cu and data/cuda/*.cu).
+// What every .cu file needs: the compute stream, the one way a kernel is launched, and grid
+// sizing. Included by kernels/cuda/*.cu and data/cuda/*.cu, in both builds of them:
+//  - nvcc: `kernel<<<grid, block, shmem, stream()>>>(args...)`, checked and counted;
+//  - the grid emulator (KDLAB_GRID_EMULATOR, g++; kernels/cuda_grid/grid.h): the same kernel
+//    source runs on the CPU with every thread a fiber, under the schedule check, with the
+//    emulated device memory (kernels/cuda_emu/) opened for the kernel and its redzones checked
+//    after it.
+// Every launch goes through KD_LAUNCH, so grep finds every caller of a kernel.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "kernels/check.h"
 #include "kernels/cuda/runtime.h"
+#if KDLAB_GRID_EMULATOR
+#include "kernels/cuda_emu/emu.h"
+#endif
 
 namespace kd {
 namespace cuda {
 
+#if KDLAB_GRID_EMULATOR
+inline cudaStream_t stream() { return nullptr; }  // the emulator runs each launch at once
+#else
 cudaStream_t stream();  // the one compute stream (created on first use)
+#endif
 
 // Throws CudaError for a bad launch configuration and counts the launch. Asynchronous faults
 // surface at the next synchronizing call.
@@ -24,21 +39,49 @@ inline void check_launch(const char* kernel, const char* file, int line) {
 }
 
 // Blocks of `threads` covering n items, capped so grid-stride loops take over on huge arrays.
-inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 8) {
+inline unsigned grid_for(int64_t n, int threads, int64_t cap = kGridStrideBlockCap) {
   int64_t blocks = (n + threads - 1) / threads;
   if (blocks < 1) blocks = 1;
   if (blocks > cap) blocks = cap;
   return static_cast<unsigned>(blocks);
 }
 
+struct LaunchSite {
+  const char* kernel;
+  const char* file;
+  int line;
+};
+
+#if KDLAB_GRID_EMULATOR
+inline std::vector<::kd::grid::Region> grid_device_regions() {
+  std::vector<::kd::grid::Region> out;
+  for (const emu::DeviceSpan& s : emu::device_blocks()) out.push_back({s.base, s.bytes});
+  return out;
+}
+#endif
+
+// kernel<<<grid, block, shmem>>>(args...) on the compute stream; use it through KD_LAUNCH.
+template <class... Params, class... Args>
+void launch(const LaunchSite& site, void (*kernel)(Params...), dim3 grid, dim3 block,
+            size_t shmem, Args&&... args) {
+#if KDLAB_GRID_EMULATOR
+  {
+    const emu::AllDeviceMemory open(site.kernel);  // kernels see all device memory
+    ::kd::grid::launch(site.kernel, &grid_device_regions, kernel, grid, block, shmem,
+                       std::forward<Args>(args)...);
+    emu::check_redzones(site.kernel);
+  }
+#else
+  kernel<<<grid, block, shmem, stream()>>>(std::forward<Args>(args)...);
+#endif
+  check_launch(site.kernel, site.file, site.line);
+}
+
 }  // namespace cuda
 }  // namespace kd
 
-// Launch `kernel<<<grid, block, shmem, stream()>>>(args...)` and check it.
-#define KD_LAUNCH(kernel, grid, block, shmem, ...)                                     \
-  do {                                                                                \
-    kernel<<<(grid), (block), (shmem), ::kd::cuda::stream()>>>(__VA_ARGS__);          \
-    ::kd::cuda::check_launch(#kernel, __FILE__, __LINE__);                            \
-  } while (0)
-// For launches the macro above cannot take (template arguments with commas).
-#define KD_CHECK_LAUNCH(name) ::kd::cuda::check_launch(name, __FILE__, __LINE__)
+// KD_LAUNCH(kernel, grid, block, shmem, args...). A template kernel whose arguments hold a comma
+// goes in parentheses: KD_LAUNCH((conv_gemm_kernel<T, P>), ...).
+#define KD_LAUNCH(kernel, grid, block, shmem, ...)                                        \
+  ::kd::cuda::launch(::kd::cuda::LaunchSite{#kernel, __FILE__, __LINE__}, kernel, grid, block, \
+                     shmem, __VA_ARGS__)

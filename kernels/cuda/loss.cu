@@ -41,8 +41,7 @@ __global__ void mean_of_rows_kernel(const double* per_row, int rows, T* out) {
 
 template <class T>
 void launch_mean_of_rows(const double* per_row, int rows, T* out) {
-  mean_of_rows_kernel<T><<<1, kMeanThreads, 0, stream()>>>(per_row, rows, out);
-  KD_CHECK_LAUNCH("mean_of_rows_kernel");
+  KD_LAUNCH(mean_of_rows_kernel<T>, 1, kMeanThreads, 0, per_row, rows, out);
 }
 
 double* row_workspace(int64_t n) {
@@ -224,26 +223,20 @@ void check_distill(int rows, int cols, double tau) {
 template <class T>
 void log_softmax_forward(int rows, int cols, const T* x, T* y) {
   if (rows <= 0 || cols <= 0) return;
-  log_softmax_forward_kernel<T>
-      <<<blocks_for_rows(rows), kRowThreads, 0, stream()>>>(rows, cols, x, y);
-  KD_CHECK_LAUNCH("log_softmax_forward_kernel");
+  KD_LAUNCH(log_softmax_forward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, rows, cols, x, y);
 }
 
 template <class T>
 void log_softmax_backward(int rows, int cols, const T* y, const T* dy, T* dx) {
   if (rows <= 0 || cols <= 0) return;
-  log_softmax_backward_kernel<T>
-      <<<blocks_for_rows(rows), kRowThreads, 0, stream()>>>(rows, cols, y, dy, dx);
-  KD_CHECK_LAUNCH("log_softmax_backward_kernel");
+  KD_LAUNCH(log_softmax_backward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, rows, cols, y, dy, dx);
 }
 
 template <class T>
 void cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels, T* loss) {
   KD_CHECK(rows > 0 && cols > 0, "cross_entropy: empty logits " << rows << "x" << cols);
   double* per_row = row_workspace(rows);
-  cross_entropy_rows_kernel<T>
-      <<<blocks_for_rows(rows), kRowThreads, 0, stream()>>>(rows, cols, x, labels, per_row);
-  KD_CHECK_LAUNCH("cross_entropy_rows_kernel");
+  KD_LAUNCH(cross_entropy_rows_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, rows, cols, x, labels, per_row);
   launch_mean_of_rows(per_row, rows, loss);
 }
 
@@ -251,9 +244,7 @@ template <class T>
 void cross_entropy_backward(int rows, int cols, const T* x, const int32_t* labels, const T* dloss,
                             T* dx) {
   KD_CHECK(rows > 0 && cols > 0, "cross_entropy: empty logits " << rows << "x" << cols);
-  cross_entropy_backward_kernel<T>
-      <<<blocks_for_rows(rows), kRowThreads, 0, stream()>>>(rows, cols, x, labels, dloss, dx);
-  KD_CHECK_LAUNCH("cross_entropy_backward_kernel");
+  KD_LAUNCH(cross_entropy_backward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, rows, cols, x, labels, dloss, dx);
 }
 
 template <class T>
@@ -262,9 +253,7 @@ void distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher
   check_distill(rows, cols, tau);
   const double inv_tau = 1.0 / double(tau), t2 = double(tau) * double(tau);
   double* per_row = row_workspace(rows);
-  distill_rows_kernel<T><<<blocks_for_rows(rows), kRowThreads, 0, stream()>>>(
-      kind, rows, cols, teacher, student, inv_tau, t2, per_row);
-  KD_CHECK_LAUNCH("distill_rows_kernel");
+  KD_LAUNCH(distill_rows_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, kind, rows, cols, teacher, student, inv_tau, t2, per_row);
   launch_mean_of_rows(per_row, rows, loss);
 }
 
@@ -273,9 +262,7 @@ void distill_loss_backward(DistillKind kind, int rows, int cols, const T* teache
                            T tau, const T* dloss, T* dstudent) {
   check_distill(rows, cols, tau);
   const double inv_tau = 1.0 / double(tau), t2 = double(tau) * double(tau);
-  distill_backward_kernel<T><<<blocks_for_rows(rows), kRowThreads, 0, stream()>>>(
-      kind, rows, cols, teacher, student, inv_tau, t2, dloss, dstudent);
-  KD_CHECK_LAUNCH("distill_backward_kernel");
+  KD_LAUNCH(distill_backward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, kind, rows, cols, teacher, student, inv_tau, t2, dloss, dstudent);
 }
 
 template <class T>
@@ -284,13 +271,9 @@ void ensemble_reduce_forward(int members, int rows, int cols, const T* x, T* y) 
   if (rows <= 0 || cols <= 0) return;
   const int64_t units = int64_t(members) * rows;
   double* lse = row_workspace(units);
-  row_logsumexp_kernel<T>
-      <<<blocks_for_rows(units), kRowThreads, 0, stream()>>>(units, cols, x, lse);
-  KD_CHECK_LAUNCH("row_logsumexp_kernel");
+  KD_LAUNCH(row_logsumexp_kernel<T>, blocks_for_rows(units), kRowThreads, 0, units, cols, x, lse);
   constexpr int kThreads = 256;
-  ensemble_forward_kernel<T><<<grid_for(int64_t(rows) * cols, kThreads), kThreads, 0, stream()>>>(
-      members, rows, cols, x, lse, std::log(double(members)), y);
-  KD_CHECK_LAUNCH("ensemble_forward_kernel");
+  KD_LAUNCH(ensemble_forward_kernel<T>, grid_for(int64_t(rows) * cols, kThreads), kThreads, 0, members, rows, cols, x, lse, std::log(double(members)), y);
 }
 
 template <class T>
@@ -299,9 +282,7 @@ void ensemble_reduce_backward(int members, int rows, int cols, const T* x, const
   KD_CHECK(members > 0, "ensemble_reduce: need at least one member, got " << members);
   if (rows <= 0 || cols <= 0) return;
   const int64_t units = int64_t(members) * rows;
-  ensemble_backward_kernel<T><<<blocks_for_rows(units), kRowThreads, 0, stream()>>>(
-      members, rows, cols, x, y, dy, std::log(double(members)), dx);
-  KD_CHECK_LAUNCH("ensemble_backward_kernel");
+  KD_LAUNCH(ensemble_backward_kernel<T>, blocks_for_rows(units), kRowThreads, 0, members, rows, cols, x, y, dy, std::log(double(members)), dx);
 }
 
 #define KD_INSTANTIATE_CUDA_LOSS(T)                                                              \

@@ -121,8 +121,7 @@ void sgd_update_multi(int count, const int64_t* sizes, T* const* params, const T
   const optim_math::SgdCoefficients<T> c = optim_math::sgd_coefficients<T>(h, first_step);
   for_each_pack(count, sizes, params, grads, momentum_bufs, static_cast<T* const*>(nullptr),
                 [&](const MultiTensorArgs<T>& a, unsigned blocks) {
-                  sgd_kernel<T><<<blocks, kThreads, 0, stream()>>>(a, c);
-                  KD_CHECK_LAUNCH("sgd_kernel");
+                  KD_LAUNCH(sgd_kernel<T>, blocks, kThreads, 0, a, c);
                 });
 }
 
@@ -134,8 +133,7 @@ void adam_update_multi(int count, const int64_t* sizes, T* const* params, const 
   const optim_math::AdamCoefficients<T> c = optim_math::adam_coefficients<T>(h, step);
   for_each_pack(count, sizes, params, grads, m, v,
                 [&](const MultiTensorArgs<T>& a, unsigned blocks) {
-                  adam_kernel<T><<<blocks, kThreads, 0, stream()>>>(a, c);
-                  KD_CHECK_LAUNCH("adam_kernel");
+                  KD_LAUNCH(adam_kernel<T>, blocks, kThreads, 0, a, c);
                 });
 }
 

@@ -10,6 +10,15 @@
 namespace kd {
 namespace cuda {
 
+// grid_for (kernels/cuda/launch.cuh) caps the blocks of a grid-stride loop here. On the emulated
+// device the cap is small, so the loops wrap after a few thousand elements: every test exercises
+// them, and each emulated thread does a real share of the work.
+#if KDLAB_EMULATED_CUDA
+constexpr int64_t kGridStrideBlockCap = 64;
+#else
+constexpr int64_t kGridStrideBlockCap = 65535LL * 8;
+#endif
+
 bool built_with_cuda();    // true when this binary was compiled by nvcc
 bool has_op_kernels();     // true when the op kernels (kernels/cuda/*.cu) are part of the build
 bool built_with_cudnn();   // true when the cuDNN paths (--conv/--bn cudnn) are compiled in

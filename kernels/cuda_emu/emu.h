@@ -42,6 +42,22 @@ class DeviceAccess {
   const char* previous_ = nullptr;   // the enclosing scope's name, restored at the end
 };
 
+// Opens every guarded page of the device arena for this scope's lifetime, with one mprotect
+// rather than one per block: the grid emulator runs our kernels inside one (their arguments hold
+// device pointers in structs, too deep to list). Freed blocks are opened as well, so in guard mode
+// a kernel's use of freed memory reads zeros rather than faulting; out-of-bounds writes are
+// still caught by the redzones.
+class AllDeviceMemory {
+ public:
+  explicit AllDeviceMemory(const char* what);
+  ~AllDeviceMemory();
+  AllDeviceMemory(const AllDeviceMemory&) = delete;
+  AllDeviceMemory& operator=(const AllDeviceMemory&) = delete;
+
+ private:
+  const char* previous_ = nullptr;
+};
+
 // One emulated kernel launch: counts it (cuda::launch_count, as KD_LAUNCH does) and opens the
 // blocks of its pointer arguments; the other arguments (sizes, geometry, scalars) are ignored.
 // Every pointer argument must be a device pointer.
@@ -61,6 +77,18 @@ class Launch {
   }
   DeviceAccess access_;
 };
+
+// Every live device block, redzone included (the grid emulator's schedule check snapshots them).
+struct DeviceSpan {
+  void* base;
+  size_t bytes;
+};
+std::vector<DeviceSpan> device_blocks();
+
+// Throws CudaError naming `what` if anything wrote into the redzone of a device block: each block
+// is followed by at least 64 bytes of 0xFF (reads past the end give NaN or -1). The grid
+// emulator checks after every kernel.
+void check_redzones(const char* what);
 
 // True when ptr lies in a guarded device block (for tests of the guard itself).
 bool is_guarded_device_pointer(const void* ptr);

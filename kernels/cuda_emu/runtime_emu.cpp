@@ -31,6 +31,10 @@ namespace cuda {
 namespace {
 
 constexpr size_t kAlign = 256;                    // cudaMalloc's guarantee
+// Every block ends in at least this many 0xFF bytes past what was asked for: a kernel that reads
+// past the end reads NaN (or -1), and one that writes there is caught by check_redzones.
+constexpr size_t kRedzone = 64;
+constexpr unsigned char kRedzoneByte = 0xFF;
 constexpr size_t kArenaBytes = size_t(64) << 30;  // reserved address space, not memory
 
 size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
@@ -41,7 +45,8 @@ bool env_on(const char* name) {
 }
 
 struct Block {
-  size_t size = 0;
+  size_t size = 0;       // bytes reserved, redzone included
+  size_t requested = 0;  // bytes asked for
   bool guarded = false;
   int open = 0;  // DeviceAccess scopes holding it open (guarded blocks only)
 };
@@ -54,6 +59,7 @@ struct Arena {
   size_t top = 0;        // bytes handed out so far (page-aligned)
   size_t page = size_t(sysconf(_SC_PAGESIZE));
   std::map<const char*, Block> blocks;  // every live device block, by base address
+  int all_open = 0;  // AllDeviceMemory scopes alive: every guarded page is open
   std::atomic<const char*> running{nullptr};  // the innermost open scope, for the fault report
   struct sigaction previous_segv {};
 };
@@ -69,14 +75,19 @@ bool in_arena(const Arena& a, const void* p) {
   return a.base != nullptr && c >= a.base && c < a.base + a.reserved;
 }
 
-// The live block holding [p, p + bytes), or blocks.end(). Caller holds the mutex.
-std::map<const char*, Block>::iterator find_block(Arena& a, const void* p, size_t bytes) {
+// The live block holding [p, p + bytes), or blocks.end(). Caller holds the mutex. `strict`
+// bounds the range by the bytes asked for; otherwise by the reserved size (a pointer argument
+// may point anywhere inside, even at the end of an empty array).
+std::map<const char*, Block>::iterator find_block(Arena& a, const void* p, size_t bytes,
+                                                  bool strict = false) {
   const char* c = static_cast<const char*>(p);
   auto it = a.blocks.upper_bound(c);
   if (it == a.blocks.begin()) return a.blocks.end();
   --it;
   const size_t offset = size_t(c - it->first);
-  if (offset >= it->second.size || bytes > it->second.size - offset) return a.blocks.end();
+  const size_t limit = strict ? it->second.requested : it->second.size;
+  if (offset >= it->second.size || offset > limit || bytes > limit - offset)
+    return a.blocks.end();
   return it;
 }
 
@@ -147,16 +158,21 @@ void* allocate(size_t bytes) {
   Block b;
   char* p = nullptr;
   if (a.guard && !a.base && !reserve_arena(a)) a.guard = false;
+  b.requested = bytes;
   if (a.guard) {
-    b.size = round_up(bytes, a.page);
+    b.size = round_up(bytes + kRedzone, a.page);
     b.guarded = true;
     if (b.size > a.reserved - a.top) return nullptr;  // "out of memory"
     p = a.base + a.top;
     a.top += b.size;
+    protect(p, b, true);
+    std::memset(p + bytes, kRedzoneByte, b.size - bytes);
+    protect(p, b, false);
   } else {
-    b.size = round_up(bytes, kAlign);
+    b.size = round_up(bytes + kRedzone, kAlign);
     p = static_cast<char*>(std::aligned_alloc(kAlign, b.size));
     if (!p) return nullptr;
+    std::memset(p + bytes, kRedzoneByte, b.size - bytes);
   }
   a.blocks[p] = b;
   return p;
@@ -210,9 +226,61 @@ DeviceAccess::~DeviceAccess() {
   for (const void* base : opened_) {
     auto it = a.blocks.find(static_cast<const char*>(base));
     if (it == a.blocks.end()) continue;  // freed meanwhile
-    if (it->second.guarded && --it->second.open == 0) protect(it->first, it->second, false);
+    if (it->second.guarded && --it->second.open == 0 && a.all_open == 0)
+      protect(it->first, it->second, false);
   }
   a.running.store(previous_);
+}
+
+AllDeviceMemory::AllDeviceMemory(const char* what) {
+  Arena& a = arena();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  if (a.all_open++ == 0 && a.base && a.top > 0 &&
+      mprotect(a.base, a.top, PROT_READ | PROT_WRITE) != 0)
+    std::abort();
+  previous_ = a.running.exchange(what);
+}
+
+AllDeviceMemory::~AllDeviceMemory() {
+  Arena& a = arena();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  if (--a.all_open == 0 && a.base && a.top > 0) {
+    if (mprotect(a.base, a.top, PROT_NONE) != 0) std::abort();
+    for (const auto& [base, b] : a.blocks)  // blocks an enclosing scope holds open
+      if (b.guarded && b.open > 0) protect(base, b, true);
+  }
+  a.running.store(previous_);
+}
+
+std::vector<DeviceSpan> device_blocks() {
+  Arena& a = arena();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  std::vector<DeviceSpan> out;
+  out.reserve(a.blocks.size());
+  for (const auto& [base, b] : a.blocks) out.push_back({const_cast<char*>(base), b.size});
+  return out;
+}
+
+void check_redzones(const char* what) {
+  Arena& a = arena();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  for (const auto& [base, b] : a.blocks) {
+    const bool closed = b.guarded && b.open == 0 && a.all_open == 0;
+    if (closed) protect(base, b, true);
+    size_t bad = b.size;
+    for (size_t i = b.requested; i < b.size; ++i)
+      if (static_cast<unsigned char>(base[i]) != kRedzoneByte) {
+        bad = i;
+        break;
+      }
+    if (closed) protect(base, b, false);
+    if (bad == b.size) continue;
+    std::ostringstream os;
+    os << what << " wrote past the end of a device block of " << b.requested << " bytes at "
+       << static_cast<const void*>(base) << " (byte " << bad << ", " << bad - b.requested
+       << " past the end)";
+    throw CudaError(os.str());
+  }
 }
 
 bool is_guarded_device_pointer(const void* ptr) {
@@ -230,7 +298,7 @@ namespace {
 void check_range(const char* what, const void* p, size_t bytes) {
   Arena& a = arena();
   std::lock_guard<std::mutex> lock(a.mutex);
-  if (find_block(a, p, bytes) != a.blocks.end()) return;
+  if (find_block(a, p, bytes, /*strict=*/true) != a.blocks.end()) return;
   std::ostringstream os;
   os << what << ": device range [" << p << ", +" << bytes
      << ") is not inside one live emulated device block";

@@ -1,0 +1,201 @@
+// The CUDA grid emulator: runs the kernels of kernels/cuda/*.cu and data/cuda/*.cu, compiled by
+// g++ from the same source, on the CPU. Header-only. A launch checks its configuration as a GPU
+// would (at most 1024 threads per block, block x/y <= 1024, z <= 64, grid y/z <= 65535, dynamic
+// shared memory <= 48 KiB; static __shared__ above 48 KiB is already a ptxas error), then runs
+// every block (block.h) with its threads as fibers (fiber.h); blocks spread over the OpenMP
+// threads (one OS thread under ThreadSanitizer, in a fixed order).
+// Schedules. Each launch runs its blocks' threads in the order set by set_schedule():
+//   Schedule::All (the default): the launch runs three times, forward, reverse and seeded random,
+//     from the same device memory, and every byte of device memory the three leave behind must
+//     be equal; otherwise the launch throws CudaError naming the kernel, the schedules and the
+//     first differing byte: a race or a missing barrier. Needs a memory hook (the device blocks
+//     to snapshot); without one it runs forward only.
+//   Schedule::Forward / Reverse / Random: one run in that order (random also shuffles blocks).
+// KDLAB_GRID_SCHEDULE=all|forward|reverse|random and KDLAB_GRID_SEED=N set the defaults.
+// The device language itself (qualifiers, __syncthreads, shuffles, atomics) is builtins.h.
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "kernels/check.h"
+#include "kernels/cuda_grid/block.h"
+#include "kernels/cuda_grid/builtins.h"
+#include "kernels/cuda_grid/schedule.h"
+
+namespace kd {
+namespace grid {
+
+// A span of device memory a kernel may write: the schedule check snapshots and compares these.
+struct Region {
+  void* base;
+  size_t bytes;
+};
+using RegionsHook = std::vector<Region> (*)();
+
+namespace detail {
+
+template <class... Params>
+struct KernelCall {
+  void (*kernel)(Params...);
+  std::tuple<std::decay_t<Params>...> args;
+  static void invoke(const void* self) {
+    const KernelCall& c = *static_cast<const KernelCall*>(self);
+    std::apply(c.kernel, c.args);
+  }
+};
+
+[[noreturn]] inline void launch_error(const char* kernel, const std::string& what) {
+  throw CudaError(std::string("grid emulator: kernel ") + kernel + ": " + what);
+}
+
+inline void check_configuration(const BlockJob& job) {
+  const dim3 g = job.grid, b = job.block;
+  std::ostringstream os;
+  if (b.x == 0 || b.y == 0 || b.z == 0 || g.x == 0 || g.y == 0 || g.z == 0)
+    os << "empty launch grid (" << g.x << "," << g.y << "," << g.z << ") x block (" << b.x << ","
+       << b.y << "," << b.z << ")";
+  else if (uint64_t(b.x) * b.y * b.z > 1024)
+    os << uint64_t(b.x) * b.y * b.z << " threads per block exceed the limit of 1024";
+  else if (b.x > 1024 || b.y > 1024 || b.z > 64)
+    os << "block (" << b.x << "," << b.y << "," << b.z << ") exceeds the limits (1024,1024,64)";
+  else if (g.x > 2147483647u || g.y > 65535 || g.z > 65535)
+    os << "grid (" << g.x << "," << g.y << "," << g.z
+       << ") exceeds the limits (2147483647,65535,65535)";
+  else if (job.dynamic_shared > 48 * 1024)
+    os << job.dynamic_shared << " bytes of dynamic shared memory exceed the 48 KiB limit";
+  const std::string what = os.str();
+  if (!what.empty()) launch_error(job.kernel, what + " (invalid configuration argument)");
+}
+
+// Runs every block of the job once, in the job's order; the first failing block (lowest linear
+// index) is reported after all blocks ran or stopped.
+inline void run_grid(const BlockJob& job) {
+  const uint64_t gx = job.grid.x, gy = job.grid.y;
+  const int64_t blocks = int64_t(gx * gy * job.grid.z);
+  std::vector<int64_t> sequence(static_cast<size_t>(blocks));
+  for (int64_t i = 0; i < blocks; ++i)
+    sequence[size_t(i)] = job.order == Order::Reverse ? blocks - 1 - i : i;
+  if (job.order == Order::Random) {
+    uint64_t rng = job.seed * 0x9E3779B97F4A7C15ull + 7;
+    for (int64_t i = blocks - 1; i > 0; --i)
+      std::swap(sequence[size_t(i)], sequence[splitmix(rng) % uint64_t(i + 1)]);
+  }
+  std::mutex mutex;
+  int64_t failed_block = -1;
+  std::exception_ptr failure;
+  auto run_one = [&](int64_t i) {
+    const int64_t linear = sequence[size_t(i)];
+    const uint3 b{unsigned(linear % int64_t(gx)), unsigned((linear / int64_t(gx)) % int64_t(gy)),
+                  unsigned(linear / int64_t(gx * gy))};
+    try {
+      runner().run(job, b, uint64_t(linear));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (failed_block < 0 || linear < failed_block) {
+        failed_block = linear;
+        failure = std::current_exception();
+      }
+    }
+  };
+#if KD_GRID_TSAN
+  __tsan_release(&g_tsan_launch);
+  for (int64_t i = 0; i < blocks; ++i) run_one(i);
+  __tsan_acquire(&g_tsan_done);
+#else
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
+  for (int64_t i = 0; i < blocks; ++i) run_one(i);
+#endif
+  if (failure) std::rethrow_exception(failure);
+}
+
+inline std::vector<std::vector<unsigned char>> snapshot(const std::vector<Region>& regions) {
+  std::vector<std::vector<unsigned char>> out;
+  out.reserve(regions.size());
+  for (const Region& r : regions) {
+    const unsigned char* p = static_cast<const unsigned char*>(r.base);
+    out.emplace_back(p, p + r.bytes);
+  }
+  return out;
+}
+inline void restore(const std::vector<Region>& regions,
+                    const std::vector<std::vector<unsigned char>>& saved) {
+  for (size_t i = 0; i < regions.size(); ++i)
+    std::memcpy(regions[i].base, saved[i].data(), regions[i].bytes);
+}
+inline void expect_same(const char* kernel, const std::vector<Region>& regions,
+                        const std::vector<std::vector<unsigned char>>& want, Order want_order,
+                        Order got_order) {
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const unsigned char* got = static_cast<const unsigned char*>(regions[i].base);
+    if (std::memcmp(got, want[i].data(), regions[i].bytes) == 0) continue;
+    size_t at = 0;
+    while (got[at] == want[i][at]) ++at;
+    std::ostringstream os;
+    os << "the " << order_name(got_order) << " and " << order_name(want_order)
+       << " schedules wrote different bytes (a race or a missing barrier): device block "
+       << regions[i].base << " of " << regions[i].bytes << " bytes differs first at byte " << at
+       << " (0x" << std::hex << int(got[at]) << " against 0x" << int(want[i][at]) << ")";
+    if (at % 4 == 0 && at + 4 <= regions[i].bytes) {
+      float f_got, f_want;
+      std::memcpy(&f_got, got + at, 4);
+      std::memcpy(&f_want, want[i].data() + at, 4);
+      os << std::dec << "; as float " << f_got << " against " << f_want;
+    }
+    if (at % 8 == 0 && at + 8 <= regions[i].bytes) {
+      double d_got, d_want;
+      std::memcpy(&d_got, got + at, 8);
+      std::memcpy(&d_want, want[i].data() + at, 8);
+      os << "; as double " << d_got << " against " << d_want;
+    }
+    launch_error(kernel, os.str());
+  }
+}
+
+}  // namespace detail
+
+// Runs kernel<<<grid, block, dynamic_shared>>>(args...) on the emulator. `regions` lists the
+// device memory for the schedule check (null: no check, forward order under Schedule::All).
+template <class... Params, class... Args>
+void launch(const char* name, RegionsHook regions, void (*kernel)(Params...), dim3 grid,
+            dim3 block, size_t dynamic_shared, Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "kernel launched with the wrong arguments");
+  const detail::KernelCall<Params...> call{kernel, {std::forward<Args>(args)...}};
+  BlockJob job;
+  job.kernel = name;
+  job.grid = grid, job.block = block, job.dynamic_shared = dynamic_shared;
+  job.body = {&detail::KernelCall<Params...>::invoke, &call};
+  const Settings s = settings();
+  job.seed = s.seed;
+  detail::check_configuration(job);
+  __atomic_fetch_add(&counters().launches, 1, __ATOMIC_RELAXED);
+  if (s.schedule != Schedule::All || regions == nullptr) {
+    job.order = s.schedule == Schedule::Reverse  ? Order::Reverse
+                : s.schedule == Schedule::Random ? Order::Random
+                                                 : Order::Forward;
+    detail::run_grid(job);
+    return;
+  }
+  const std::vector<Region> spans = regions();
+  const auto before = detail::snapshot(spans);
+  job.order = Order::Forward;
+  detail::run_grid(job);
+  const auto forward = detail::snapshot(spans);
+  for (Order o : {Order::Reverse, Order::Random}) {
+    detail::restore(spans, before);
+    job.order = o;
+    detail::run_grid(job);
+    detail::expect_same(name, spans, forward, Order::Forward, o);
+  }
+}
+
+}  // namespace grid
+}  // namespace kd

@@ -1,0 +1,88 @@
+// What `#include <cublas_v2.h>` finds in the grid-emulated build: the cuBLAS calls of
+// kernels/cuda/linear.cu and cublas_handle.cu, with GEMM forwarded to OpenBLAS's column-major
+// cblas_?gemm on the emulated device's (host) memory, so linear.cu's argument mapping and its own
+// kernels run unchanged. Handle settings are recorded and otherwise ignored (one stream, no
+// atomics, no TF32 on a CPU).
+#pragma once
+#include <cblas.h>
+
+#include "kernels/cuda_emu/emu.h"
+#include "kernels/cuda_grid/shim/cuda_runtime.h"
+
+struct cublasContext {
+  cudaStream_t stream = nullptr;
+  int math = 0;
+};
+using cublasHandle_t = cublasContext*;
+enum cublasStatus_t { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7 };
+enum cublasOperation_t { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
+enum cublasPointerMode_t { CUBLAS_POINTER_MODE_HOST = 0, CUBLAS_POINTER_MODE_DEVICE = 1 };
+enum cublasAtomicsMode_t { CUBLAS_ATOMICS_NOT_ALLOWED = 0, CUBLAS_ATOMICS_ALLOWED = 1 };
+enum cublasMath_t { CUBLAS_DEFAULT_MATH = 0, CUBLAS_TF32_TENSOR_OP_MATH = 3 };
+
+inline const char* cublasGetStatusString(cublasStatus_t s) {
+  return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : "CUBLAS_STATUS_INVALID_VALUE";
+}
+inline cublasStatus_t cublasCreate(cublasHandle_t* handle) {
+  *handle = new cublasContext;
+  return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasDestroy(cublasHandle_t handle) {
+  delete handle;
+  return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
+  h->stream = s;
+  return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetPointerMode(cublasHandle_t, cublasPointerMode_t mode) {
+  return mode == CUBLAS_POINTER_MODE_HOST ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+inline cublasStatus_t cublasSetAtomicsMode(cublasHandle_t, cublasAtomicsMode_t) {
+  return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
+  h->math = int(m);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+namespace kd {
+namespace grid {
+namespace detail {
+// cuBLAS's argument rules (the ones cuBLAS reports as CUBLAS_STATUS_INVALID_VALUE).
+inline bool valid_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda,
+                       int ldb, int ldc) {
+  if (m < 0 || n < 0 || k < 0) return false;
+  if (lda < (ta == CUBLAS_OP_N ? (m > 1 ? m : 1) : (k > 1 ? k : 1))) return false;
+  if (ldb < (tb == CUBLAS_OP_N ? (k > 1 ? k : 1) : (n > 1 ? n : 1))) return false;
+  return ldc >= (m > 1 ? m : 1);
+}
+inline CBLAS_TRANSPOSE cblas_op(cublasOperation_t op) {
+  return op == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+}
+}  // namespace detail
+}  // namespace grid
+}  // namespace kd
+
+inline cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb,
+                                  int m, int n, int k, const float* alpha, const float* a,
+                                  int lda, const float* b, int ldb, const float* beta, float* c,
+                                  int ldc) {
+  if (!kd::grid::detail::valid_gemm(ta, tb, m, n, k, lda, ldb, ldc))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  kd::cuda::emu::DeviceAccess open("cublasSgemm", {a, b, c});
+  cblas_sgemm(CblasColMajor, kd::grid::detail::cblas_op(ta), kd::grid::detail::cblas_op(tb), m, n,
+              k, *alpha, a, lda, b, ldb, *beta, c, ldc);
+  return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasDgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb,
+                                  int m, int n, int k, const double* alpha, const double* a,
+                                  int lda, const double* b, int ldb, const double* beta,
+                                  double* c, int ldc) {
+  if (!kd::grid::detail::valid_gemm(ta, tb, m, n, k, lda, ldb, ldc))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  kd::cuda::emu::DeviceAccess open("cublasDgemm", {a, b, c});
+  cblas_dgemm(CblasColMajor, kd::grid::detail::cblas_op(ta), kd::grid::detail::cblas_op(tb), m, n,
+              k, *alpha, a, lda, b, ldb, *beta, c, ldc);
+  return CUBLAS_STATUS_SUCCESS;
+}

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Mutation proof for the CUDA kernels on the grid emulator.
+
+Breaks one kernel at a time on purpose (a missing barrier, an off-by-one tail guard, a wrong
+shuffle mask or offset, a dropped split-K slice, a schedule-dependent reduction order), rebuilds
+kdlab_emu_tests, runs the grid tests that cover that kernel, and requires them to FAIL; then puts
+the source back. Prints one row per mutation with the test that caught it and the first line of
+its complaint. Exit status 1 if any mutation survived (or no longer applies to the source).
+
+  tools/grid_mutations.py [BUILD_DIR]      (default build/; configure it first: make build)
+
+Not part of `make test` (each mutation rebuilds a kernel file: minutes in all).
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+BN_ATOMIC_SUM = """{
+    __shared__ double acc[2];
+    if (threadIdx.x == 0) acc[0] = acc[1] = 0.0;
+    __syncthreads();
+    atomicAdd(&acc[0], s1);
+    atomicAdd(&acc[1], s2);
+    __syncthreads();
+    s1 = acc[0];
+    s2 = acc[1];
+  }"""
+
+# (name, file, exact text, replacement, gtest filter of the tests that must catch it)
+MUTATIONS = [
+    ("conv: __syncthreads removed from the K-tile loop", "kernels/cuda/conv2d.cu",
+     "    if (more) store_stage<T, P>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);\n"
+     "    __syncthreads();\n",
+     "    if (more) store_stage<T, P>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);\n",
+     "CudaConvKernels.*"),
+    ("block_sum2: first __syncthreads removed", "kernels/cuda/reduce.cuh",
+     "    part_b[warp] = b;\n  }\n  __syncthreads();\n",
+     "    part_b[warp] = b;\n  }\n",
+     "CudaNormKernels.*"),
+    ("block_sum2: second __syncthreads removed", "kernels/cuda/reduce.cuh",
+     "      total[1] = tb;\n    }\n  }\n  __syncthreads();\n",
+     "      total[1] = tb;\n    }\n  }\n",
+     "CudaNormKernels.*"),
+    ("conv: off-by-one in the epilogue's column tail guard", "kernels/cuda/conv2d_gather.h",
+     "    if (col >= prm.g.n) continue;\n",
+     "    if (col > prm.g.n) continue;\n",
+     "CudaConvKernels.*"),
+    ("pool: off-by-one in the grid-stride tail guard", "kernels/cuda/pool.cu",
+     "  for (int64_t o = first_index(); o < outputs; o += grid_stride()) {",
+     "  for (int64_t o = first_index(); o <= outputs; o += grid_stride()) {",
+     "CudaPoolKernels.*"),
+    ("warp_rows: shuffle mask without lane 31", "kernels/cuda/warp_rows.cuh",
+     "constexpr unsigned kFullMask = 0xffffffffu;",
+     "constexpr unsigned kFullMask = 0x7fffffffu;",
+     "CudaLossKernels.LogSoftmaxAndCrossEntropyMatchRef"),
+    ("warp_rows: butterfly starts at offset 8, not 16", "kernels/cuda/warp_rows.cuh",
+     "  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);",
+     "  for (int offset = kWarp / 4; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);",
+     "CudaLossKernels.LogSoftmaxAndCrossEntropyMatchRef"),
+    ("reduce: warp_sum shuffles down by 15, not 16", "kernels/cuda/reduce.cuh",
+     "  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);",
+     "  for (int offset = 15; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);",
+     "CudaNormKernels.*"),
+    ("conv: split-K drops the last slice", "kernels/cuda/conv2d_gather.h",
+     "  for (int z = 1; z < slices; ++z) sum += ws[z * mn + e];",
+     "  for (int z = 1; z < slices - 1; ++z) sum += ws[z * mn + e];",
+     "CudaConvKernels.BackwardWeight*"),
+    ("batchnorm: statistics summed in thread-arrival order (atomicAdd)",
+     "kernels/cuda/normalization.cu",
+     "  block_sum2<kStatThreads>(s1, s2);\n  if (threadIdx.x != 0) return;",
+     "  " + BN_ATOMIC_SUM + "\n  if (threadIdx.x != 0) return;",
+     "CudaNormKernels.BatchNorm*"),
+]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, cwd=REPO, text=True, capture_output=True, **kw)
+
+
+def first_complaint(output):
+    failed = re.findall(r"^\[  FAILED  \] (\S+)", output, re.M)
+    lines = [l.strip() for l in output.splitlines()
+             if "grid emulator" in l or "Failure" in l or "Expected" in l or "error" in l.lower()]
+    detail = next((l for l in lines if "grid emulator" in l), lines[0] if lines else "")
+    return (failed[0] if failed else "(crashed)"), detail[:160]
+
+
+def main():
+    build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "build"))
+    binary = os.path.join(build, "kdlab_emu_tests")
+    rows, survived = [], 0
+    for name, path, old, new, test_filter in MUTATIONS:
+        full = os.path.join(REPO, path)
+        source = open(full).read()
+        if source.count(old) != 1:
+            rows.append((name, "NO LONGER APPLIES", f"the text to break was not found once in {path}"))
+            survived += 1
+            continue
+        backup = full + ".mutation-backup"
+        shutil.copy2(full, backup)
+        try:
+            with open(full, "w") as f:
+                f.write(source.replace(old, new))
+            built = run(["cmake", "--build", build, "--target", "kdlab_emu_tests", "-j",
+                         str(os.cpu_count() or 2)])
+            if built.returncode != 0:
+                rows.append((name, "caught at build", built.stdout.splitlines()[-1:]))
+                continue
+            env = dict(os.environ, KDLAB_PROGRESS="off")
+            tested = run([binary, f"--gtest_filter={test_filter}", "--gtest_brief=1"], env=env,
+                         timeout=1800)
+            if tested.returncode == 0:
+                rows.append((name, "SURVIVED", f"{test_filter} passed"))
+                survived += 1
+            else:
+                rows.append((name,) + first_complaint(tested.stdout + tested.stderr))
+        finally:
+            shutil.move(backup, full)
+            os.utime(full, None)  # make sure the next build recompiles the restored file
+    run(["cmake", "--build", build, "--target", "kdlab_emu_tests", "-j", str(os.cpu_count() or 2)])
+    print("| mutation | caught by | first complaint |")
+    print("|---|---|---|")
+    for name, test, detail in rows:
+        print(f"| {name} | {test} | {detail} |")
+    print(f"\n{len(MUTATIONS) - survived} of {len(MUTATIONS)} mutations caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

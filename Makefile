@@ -31,6 +31,7 @@ bench: deps
 	@tools/install-deps.sh --with-torch
 	@$(MAKE) --no-print-directory build
 	$(KDLAB) bench
+	@if [ -x $(BUILD)/kdlab_grid_bench ]; then $(BUILD)/kdlab_grid_bench; fi
 
 # On a GPU machine: build in build-gpu/, *Cuda* tests, memcheck, GPU bench (tools/gpu-check.sh).
 gpu-check:

@@ -326,7 +326,10 @@ TEST(GridEmulator, SchedulesRunThreadsInTheirOrder) {
     KD_LAUNCH(arrival_order_kernel, 1, 64, 0, ticket.get(), order.get());
     const std::vector<int> got = order.host();
     int forward = 0, reverse = 0;
-    for (int t = 0; t < 64; ++t) forward += got[size_t(t)] == t, reverse += got[size_t(t)] == 63 - t;
+    for (int t = 0; t < 64; ++t) {
+      forward += got[size_t(t)] == t;
+      reverse += got[size_t(t)] == 63 - t;
+    }
     const bool right = s == Schedule::Forward   ? forward == 64
                        : s == Schedule::Reverse ? reverse == 64
                                                 : forward < 64 && reverse < 64;

@@ -49,9 +49,9 @@ MUTATIONS = [
      "    if (col >= prm.g.n) continue;\n",
      "    if (col > prm.g.n) continue;\n",
      "CudaConvKernels.*"),
-    ("pool: off-by-one in the grid-stride tail guard", "kernels/cuda/pool.cu",
-     "  for (int64_t o = first_index(); o < outputs; o += grid_stride()) {",
-     "  for (int64_t o = first_index(); o <= outputs; o += grid_stride()) {",
+    ("pool: off-by-one in a grid-stride tail guard", "kernels/cuda/pool.cu",
+     "  for (int64_t k = first_index(); k < total; k += grid_stride()) dx[k] += dy[k / hw] / T(hw);",
+     "  for (int64_t k = first_index(); k <= total; k += grid_stride()) dx[k] += dy[k / hw] / T(hw);",
      "CudaPoolKernels.*"),
     ("warp_rows: shuffle mask without lane 31", "kernels/cuda/warp_rows.cuh",
      "constexpr unsigned kFullMask = 0xffffffffu;",
@@ -82,11 +82,15 @@ def run(cmd, **kw):
 
 
 def first_complaint(output):
+    """The first failed test and the most telling line of its output."""
     failed = re.findall(r"^\[  FAILED  \] (\S+)", output, re.M)
-    lines = [l.strip() for l in output.splitlines()
-             if "grid emulator" in l or "Failure" in l or "Expected" in l or "error" in l.lower()]
-    detail = next((l for l in lines if "grid emulator" in l), lines[0] if lines else "")
-    return (failed[0] if failed else "(crashed)"), detail[:160]
+    lines = [l.strip() for l in output.splitlines() if l.strip()]
+    telling = [l for l in lines if "grid emulator" in l or "wrote past" in l or "exception" in l]
+    if not telling:  # an assertion: the line after gtest's "file:line: Failure"
+        telling = [lines[i + 1] for i, l in enumerate(lines[:-1]) if l.endswith("Failure")]
+    detail = telling[0] if telling else (lines[-1] if lines else "")
+    detail = detail.replace('C++ exception with description "', "").replace("|", "/")
+    return (failed[0] if failed else "(crashed)"), detail[:200]
 
 
 def main():

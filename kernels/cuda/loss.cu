@@ -229,14 +229,16 @@ void log_softmax_forward(int rows, int cols, const T* x, T* y) {
 template <class T>
 void log_softmax_backward(int rows, int cols, const T* y, const T* dy, T* dx) {
   if (rows <= 0 || cols <= 0) return;
-  KD_LAUNCH(log_softmax_backward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, rows, cols, y, dy, dx);
+  KD_LAUNCH(log_softmax_backward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0,
+            rows, cols, y, dy, dx);
 }
 
 template <class T>
 void cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels, T* loss) {
   KD_CHECK(rows > 0 && cols > 0, "cross_entropy: empty logits " << rows << "x" << cols);
   double* per_row = row_workspace(rows);
-  KD_LAUNCH(cross_entropy_rows_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, rows, cols, x, labels, per_row);
+  KD_LAUNCH(cross_entropy_rows_kernel<T>, blocks_for_rows(rows), kRowThreads, 0,
+            rows, cols, x, labels, per_row);
   launch_mean_of_rows(per_row, rows, loss);
 }
 
@@ -244,7 +246,8 @@ template <class T>
 void cross_entropy_backward(int rows, int cols, const T* x, const int32_t* labels, const T* dloss,
                             T* dx) {
   KD_CHECK(rows > 0 && cols > 0, "cross_entropy: empty logits " << rows << "x" << cols);
-  KD_LAUNCH(cross_entropy_backward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, rows, cols, x, labels, dloss, dx);
+  KD_LAUNCH(cross_entropy_backward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0,
+            rows, cols, x, labels, dloss, dx);
 }
 
 template <class T>
@@ -253,7 +256,8 @@ void distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher
   check_distill(rows, cols, tau);
   const double inv_tau = 1.0 / double(tau), t2 = double(tau) * double(tau);
   double* per_row = row_workspace(rows);
-  KD_LAUNCH(distill_rows_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, kind, rows, cols, teacher, student, inv_tau, t2, per_row);
+  KD_LAUNCH(distill_rows_kernel<T>, blocks_for_rows(rows), kRowThreads, 0,
+            kind, rows, cols, teacher, student, inv_tau, t2, per_row);
   launch_mean_of_rows(per_row, rows, loss);
 }
 
@@ -262,7 +266,8 @@ void distill_loss_backward(DistillKind kind, int rows, int cols, const T* teache
                            T tau, const T* dloss, T* dstudent) {
   check_distill(rows, cols, tau);
   const double inv_tau = 1.0 / double(tau), t2 = double(tau) * double(tau);
-  KD_LAUNCH(distill_backward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, kind, rows, cols, teacher, student, inv_tau, t2, dloss, dstudent);
+  KD_LAUNCH(distill_backward_kernel<T>, blocks_for_rows(rows), kRowThreads, 0,
+            kind, rows, cols, teacher, student, inv_tau, t2, dloss, dstudent);
 }
 
 template <class T>
@@ -273,7 +278,8 @@ void ensemble_reduce_forward(int members, int rows, int cols, const T* x, T* y) 
   double* lse = row_workspace(units);
   KD_LAUNCH(row_logsumexp_kernel<T>, blocks_for_rows(units), kRowThreads, 0, units, cols, x, lse);
   constexpr int kThreads = 256;
-  KD_LAUNCH(ensemble_forward_kernel<T>, grid_for(int64_t(rows) * cols, kThreads), kThreads, 0, members, rows, cols, x, lse, std::log(double(members)), y);
+  KD_LAUNCH(ensemble_forward_kernel<T>, grid_for(int64_t(rows) * cols, kThreads), kThreads, 0,
+            members, rows, cols, x, lse, std::log(double(members)), y);
 }
 
 template <class T>
@@ -282,7 +288,8 @@ void ensemble_reduce_backward(int members, int rows, int cols, const T* x, const
   KD_CHECK(members > 0, "ensemble_reduce: need at least one member, got " << members);
   if (rows <= 0 || cols <= 0) return;
   const int64_t units = int64_t(members) * rows;
-  KD_LAUNCH(ensemble_backward_kernel<T>, blocks_for_rows(units), kRowThreads, 0, members, rows, cols, x, y, dy, std::log(double(members)), dx);
+  KD_LAUNCH(ensemble_backward_kernel<T>, blocks_for_rows(units), kRowThreads, 0,
+            members, rows, cols, x, y, dy, std::log(double(members)), dx);
 }
 
 #define KD_INSTANTIATE_CUDA_LOSS(T)                                                              \

@@ -71,7 +71,8 @@ void classifier_row_stats(int rows, int cols, const T* logits, const int32_t* la
   KD_CHECK(rows >= 0, "classifier_row_stats: negative row count " << rows);
   if (rows == 0) return;
   KD_CHECK(cols > 0, "classifier_row_stats: " << rows << " rows of 0 classes");
-  KD_LAUNCH(classifier_row_stats_kernel<T>, blocks_for_rows(rows), kRowThreads, 0, rows, cols, logits, labels, teacher, per_row);
+  KD_LAUNCH(classifier_row_stats_kernel<T>, blocks_for_rows(rows), kRowThreads, 0,
+            rows, cols, logits, labels, teacher, per_row);
 }
 
 template void classifier_row_stats<float>(int, int, const float*, const int32_t*, const float*,

@@ -149,16 +149,16 @@ T atomicCAS(T* address, T compare, T val) {
 template <class T, class = std::enable_if_t<std::is_integral_v<T>>>
 T atomicMax(T* address, T val) {
   T old = __atomic_load_n(address, __ATOMIC_RELAXED);
-  while (old < val &&
-         !__atomic_compare_exchange_n(address, &old, val, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  while (old < val && !__atomic_compare_exchange_n(address, &old, val, true, __ATOMIC_RELAXED,
+                                                    __ATOMIC_RELAXED)) {
   }
   return old;
 }
 template <class T, class = std::enable_if_t<std::is_integral_v<T>>>
 T atomicMin(T* address, T val) {
   T old = __atomic_load_n(address, __ATOMIC_RELAXED);
-  while (val < old &&
-         !__atomic_compare_exchange_n(address, &old, val, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  while (val < old && !__atomic_compare_exchange_n(address, &old, val, true, __ATOMIC_RELAXED,
+                                                    __ATOMIC_RELAXED)) {
   }
   return old;
 }

@@ -4,14 +4,11 @@
 // shared memory <= 48 KiB; static __shared__ above 48 KiB is already a ptxas error), then runs
 // every block (block.h) with its threads as fibers (fiber.h); blocks spread over the OpenMP
 // threads (one OS thread under ThreadSanitizer, in a fixed order).
-// Schedules. Each launch runs its blocks' threads in the order set by set_schedule():
-//   Schedule::All (the default): the launch runs three times, forward, reverse and seeded random,
-//     from the same device memory, and every byte of device memory the three leave behind must
-//     be equal; otherwise the launch throws CudaError naming the kernel, the schedules and the
-//     first differing byte: a race or a missing barrier. Needs a memory hook (the device blocks
-//     to snapshot); without one it runs forward only.
-//   Schedule::Forward / Reverse / Random: one run in that order (random also shuffles blocks).
-// KDLAB_GRID_SCHEDULE=all|forward|reverse|random and KDLAB_GRID_SEED=N set the defaults.
+// Schedules (schedule.h): under Schedule::All, the default, a launch runs three times, forward,
+// reverse and seeded random, from the same device memory (the regions hook lists it), and every
+// byte the three leave behind must be equal, or the launch throws CudaError naming the kernel,
+// the schedules and the first differing byte: a race or a missing barrier. Without a hook it
+// runs forward only. The other schedules run once in their order (random also shuffles blocks).
 // The device language itself (qualifiers, __syncthreads, shuffles, atomics) is builtins.h.
 #pragma once
 #include <cstdint>

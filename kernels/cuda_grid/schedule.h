@@ -29,9 +29,17 @@ inline Settings settings_from_environment() {
     else if (m == "reverse") s.schedule = Schedule::Reverse;
     else if (m == "random") s.schedule = Schedule::Random;
     else if (m == "all" || m.empty()) s.schedule = Schedule::All;
-    else throw InputError("KDLAB_GRID_SCHEDULE: expected all, forward, reverse or random, got '" + m + "'");
+    else
+      throw InputError("KDLAB_GRID_SCHEDULE: expected all, forward, reverse or random, got '" +
+                       m + "'");
   }
-  if (const char* v = std::getenv("KDLAB_GRID_SEED")) s.seed = std::strtoull(v, nullptr, 10);
+  if (const char* v = std::getenv("KDLAB_GRID_SEED")) {
+    char* end = nullptr;
+    s.seed = std::strtoull(v, &end, 10);
+    if (*v == '\0' || *end != '\0')
+      throw InputError(std::string("KDLAB_GRID_SEED: expected a non-negative integer, got '") + v +
+                       "'");
+  }
   return s;
 }
 inline Settings& settings() {

@@ -5,7 +5,9 @@
 // some threads skip or meet at another line, a mask naming a lane that exited or does not exist,
 // a shuffle reading outside its mask, a deadlock, a write past the end of a device array, and a
 // result that depends on the thread schedule (a missing __syncthreads).
+#include <cblas.h>
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdint>
@@ -17,6 +19,16 @@
 #include "tests/cuda_testing.h"
 
 namespace {
+
+#if defined(KDLAB_GRID_TSAN_BUILD)
+// The ThreadSanitizer binary: the CPU twins' OpenMP and OpenBLAS threads synchronise in ways TSan
+// cannot see (futexes in uninstrumented libraries), so they run single-threaded there.
+const bool g_single_threaded_twins = [] {
+  omp_set_num_threads(1);
+  openblas_set_num_threads(1);
+  return true;
+}();
+#endif
 
 using kd::cuda_testing::DeviceArray;
 using kd::grid::Schedule;

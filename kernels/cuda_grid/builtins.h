@@ -115,26 +115,17 @@ inline unsigned __activemask() { return ::kd::grid::detail::active_lanes(); }
 
 // ---- atomics (relaxed, device scope) ----
 
-template <class T, class = std::enable_if_t<std::is_integral_v<T>>>
-T atomicAdd(T* address, T val) {
-  return __atomic_fetch_add(address, val, __ATOMIC_RELAXED);
-}
-template <class T, class = std::enable_if_t<std::is_integral_v<T>>>
-T atomicSub(T* address, T val) {
-  return __atomic_fetch_sub(address, val, __ATOMIC_RELAXED);
-}
-template <class T, class = std::enable_if_t<std::is_integral_v<T>>>
-T atomicAnd(T* address, T val) {
-  return __atomic_fetch_and(address, val, __ATOMIC_RELAXED);
-}
-template <class T, class = std::enable_if_t<std::is_integral_v<T>>>
-T atomicOr(T* address, T val) {
-  return __atomic_fetch_or(address, val, __ATOMIC_RELAXED);
-}
-template <class T, class = std::enable_if_t<std::is_integral_v<T>>>
-T atomicXor(T* address, T val) {
-  return __atomic_fetch_xor(address, val, __ATOMIC_RELAXED);
-}
+#define KD_GRID_INTEGER_ATOMIC(name, builtin)                      \
+  template <class T, class = std::enable_if_t<std::is_integral_v<T>>> \
+  T name(T* address, T val) {                                        \
+    return builtin(address, val, __ATOMIC_RELAXED);                  \
+  }
+KD_GRID_INTEGER_ATOMIC(atomicAdd, __atomic_fetch_add)
+KD_GRID_INTEGER_ATOMIC(atomicSub, __atomic_fetch_sub)
+KD_GRID_INTEGER_ATOMIC(atomicAnd, __atomic_fetch_and)
+KD_GRID_INTEGER_ATOMIC(atomicOr, __atomic_fetch_or)
+KD_GRID_INTEGER_ATOMIC(atomicXor, __atomic_fetch_xor)
+#undef KD_GRID_INTEGER_ATOMIC
 template <class T>
 T atomicExch(T* address, T val) {
   T old;

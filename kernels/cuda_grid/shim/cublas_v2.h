@@ -6,6 +6,8 @@
 #pragma once
 #include <cblas.h>
 
+#include <type_traits>
+
 #include "kernels/cuda_emu/emu.h"
 #include "kernels/cuda_grid/shim/cuda_runtime.h"
 
@@ -64,25 +66,38 @@ inline CBLAS_TRANSPOSE cblas_op(cublasOperation_t op) {
 }  // namespace grid
 }  // namespace kd
 
+namespace kd {
+namespace grid {
+namespace detail {
+template <class T>
+cublasStatus_t host_gemm(const char* name, cublasOperation_t ta, cublasOperation_t tb, int m,
+                         int n, int k, const T* alpha, const T* a, int lda, const T* b, int ldb,
+                         const T* beta, T* c, int ldc) {
+  if (!valid_gemm(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+  kd::cuda::emu::DeviceAccess open(name, {a, b, c});
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, a, lda, b, ldb, *beta,
+                c, ldc);
+  else
+    cblas_dgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, a, lda, b, ldb, *beta,
+                c, ldc);
+  return CUBLAS_STATUS_SUCCESS;
+}
+}  // namespace detail
+}  // namespace grid
+}  // namespace kd
+
 inline cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb,
                                   int m, int n, int k, const float* alpha, const float* a,
                                   int lda, const float* b, int ldb, const float* beta, float* c,
                                   int ldc) {
-  if (!kd::grid::detail::valid_gemm(ta, tb, m, n, k, lda, ldb, ldc))
-    return CUBLAS_STATUS_INVALID_VALUE;
-  kd::cuda::emu::DeviceAccess open("cublasSgemm", {a, b, c});
-  cblas_sgemm(CblasColMajor, kd::grid::detail::cblas_op(ta), kd::grid::detail::cblas_op(tb), m, n,
-              k, *alpha, a, lda, b, ldb, *beta, c, ldc);
-  return CUBLAS_STATUS_SUCCESS;
+  return kd::grid::detail::host_gemm("cublasSgemm", ta, tb, m, n, k, alpha, a, lda, b, ldb, beta,
+                                     c, ldc);
 }
 inline cublasStatus_t cublasDgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb,
                                   int m, int n, int k, const double* alpha, const double* a,
                                   int lda, const double* b, int ldb, const double* beta,
                                   double* c, int ldc) {
-  if (!kd::grid::detail::valid_gemm(ta, tb, m, n, k, lda, ldb, ldc))
-    return CUBLAS_STATUS_INVALID_VALUE;
-  kd::cuda::emu::DeviceAccess open("cublasDgemm", {a, b, c});
-  cblas_dgemm(CblasColMajor, kd::grid::detail::cblas_op(ta), kd::grid::detail::cblas_op(tb), m, n,
-              k, *alpha, a, lda, b, ldb, *beta, c, ldc);
-  return CUBLAS_STATUS_SUCCESS;
+  return kd::grid::detail::host_gemm("cublasDgemm", ta, tb, m, n, k, alpha, a, lda, b, ldb, beta,
+                                     c, ldc);
 }

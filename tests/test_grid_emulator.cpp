@@ -308,10 +308,22 @@ TEST(GridEmulator, AWritePastTheEndOfADeviceArrayIsCaught) {
 
 __global__ void read_past_end_kernel(const float* in, float* out) { out[0] = in[4]; }
 
-TEST(GridEmulator, AReadPastTheEndGivesNaN) {
+TEST(GridEmulator, AReadPastTheEndGivesAHugeValue) {
   DeviceArray<float> in(std::vector<float>{1, 2, 3, 4}), out(1);
   KD_LAUNCH(read_past_end_kernel, 1, 1, 0, in.get(), out.get());
-  EXPECT_TRUE(std::isnan(out.host()[0]));
+  EXPECT_GT(out.host()[0], 3e38f);
+}
+
+// The redzone must also see a write past the end that adds to what it read there.
+__global__ void accumulate_past_end_kernel(int n, const float* in, float* out) {
+  const int i = int(threadIdx.x);
+  if (i <= n) out[i] += in[i] / 7.0f;  // should be i < n
+}
+
+TEST(GridEmulator, AnAccumulatingWritePastTheEndIsCaught) {
+  DeviceArray<float> in(std::vector<float>(5, 1.0f)), out(5);
+  expect_grid_error([&] { KD_LAUNCH(accumulate_past_end_kernel, 1, 32, 0, 5, in.get(), out.get()); },
+                    {"accumulate_past_end_kernel", "wrote past the end"});
 }
 
 __global__ void throwing_kernel(int* out) {

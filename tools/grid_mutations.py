@@ -7,7 +7,9 @@ kdlab_emu_tests, runs the grid tests that cover that kernel, and requires them t
 the source back. Prints one row per mutation with the test that caught it and the first line of
 its complaint. Exit status 1 if any mutation survived (or no longer applies to the source).
 
-  tools/grid_mutations.py [BUILD_DIR]      (default build/; configure it first: make build)
+  tools/grid_mutations.py [BUILD_DIR] [--only TEXT]
+      BUILD_DIR defaults to build/ (configure it first: make build); --only keeps the mutations
+      whose name holds TEXT.
 
 Not part of `make test` (each mutation rebuilds a kernel file: minutes in all).
 """
@@ -94,10 +96,21 @@ def first_complaint(output):
 
 
 def main():
-    build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "build"))
+    args = sys.argv[1:]
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        if i + 1 >= len(args):
+            sys.exit("grid_mutations.py: --only needs a text to match mutation names against")
+        only = args[i + 1]
+        del args[i:i + 2]
+    build = os.path.abspath(args[0] if args else os.path.join(REPO, "build"))
+    if not os.path.isfile(os.path.join(build, "CMakeCache.txt")):
+        sys.exit(f"grid_mutations.py: {build} is not a configured build folder (run make build)")
+    mutations = [m for m in MUTATIONS if only is None or only in m[0]]
     binary = os.path.join(build, "kdlab_emu_tests")
     rows, survived = [], 0
-    for name, path, old, new, test_filter in MUTATIONS:
+    for name, path, old, new, test_filter in mutations:
         full = os.path.join(REPO, path)
         source = open(full).read()
         if source.count(old) != 1:
@@ -130,7 +143,7 @@ def main():
     print("|---|---|---|")
     for name, test, detail in rows:
         print(f"| {name} | {test} | {detail} |")
-    print(f"\n{len(MUTATIONS) - survived} of {len(MUTATIONS)} mutations caught")
+    print(f"\n{len(mutations) - survived} of {len(mutations)} mutations caught")
     return 1 if survived else 0
 
 

@@ -31,10 +31,11 @@ namespace cuda {
 namespace {
 
 constexpr size_t kAlign = 256;                    // cudaMalloc's guarantee
-// Every block ends in at least this many 0xFF bytes past what was asked for: a kernel that reads
-// past the end reads NaN (or -1), and one that writes there is caught by check_redzones.
+// Every block ends in at least this many 0x7F bytes past what was asked for: a kernel that reads
+// past the end reads a huge finite value (3.4e38 as a float), and one that writes there is caught
+// by check_redzones. Not NaN: `x += y` on a NaN keeps its bits, so such a write would go unseen.
 constexpr size_t kRedzone = 64;
-constexpr unsigned char kRedzoneByte = 0xFF;
+constexpr unsigned char kRedzoneByte = 0x7F;
 constexpr size_t kArenaBytes = size_t(64) << 30;  // reserved address space, not memory
 
 size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }

@@ -23,7 +23,6 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
-#include "kernels/cuda/runtime.h"
 #include "models/classifier.h"
 #include "models/ensemble.h"
 
@@ -76,23 +75,24 @@ GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
   };
   const int steps = o.steps > 0 ? o.steps : 200, warmup = o.warmup >= 0 ? o.warmup : 20;
   for (int i = 0; i < warmup; ++i) step();
-  cuda::synchronize();
+  const Backend& backend = backend_of(gpu);
+  backend.synchronize();
   CachingAllocator& alloc = CachingAllocator::for_device(gpu);
   alloc.reset_peak();
-  const uint64_t launches_before = cuda::launch_count();
+  const uint64_t launches_before = backend.launch_count();
   // Marks on the stream between steps and one synchronize at the end: the host keeps enqueuing
   // the next step while the GPU runs this one, as in training, and each interval is one step.
-  std::vector<cuda::StreamMark> marks = {cuda::mark_stream()};
+  std::vector<StreamMark> marks = {backend.mark_stream()};
   for (int i = 0; i < steps; ++i) {
     step();
-    marks.push_back(cuda::mark_stream());
+    marks.push_back(backend.mark_stream());
   }
-  cuda::synchronize();
+  backend.synchronize();
   std::vector<double> ms;
-  for (int i = 0; i < steps; ++i) ms.push_back(cuda::elapsed_ms(marks[i], marks[i + 1]));
-  for (cuda::StreamMark mark : marks) cuda::destroy_mark(mark);
+  for (int i = 0; i < steps; ++i) ms.push_back(backend.elapsed_ms(marks[i], marks[i + 1]));
+  for (StreamMark mark : marks) backend.destroy_mark(mark);
   GpuMeasured m;
-  m.launches_per_step = double(cuda::launch_count() - launches_before) / steps;
+  m.launches_per_step = double(backend.launch_count() - launches_before) / steps;
   m.peak_mib = alloc.peak_in_use_bytes() / double(1 << 20);
   std::sort(ms.begin(), ms.end());
   m.ms_median = ms[ms.size() / 2];
@@ -171,7 +171,7 @@ int run_bench_gpu(const BenchOptions& o) {
   const Device gpu = Device::cuda();
   const GpuKernels saved = gpu_kernels();
   std::vector<GpuImpl> impls = {GpuImpl::Native};
-  if (cuda::built_with_cudnn()) impls.push_back(GpuImpl::Cudnn);
+  if (backend_of(gpu).has_cudnn) impls.push_back(GpuImpl::Cudnn);
   std::string python = o.skip_torch ? "" : torch_python(/*need_cuda=*/true);
   if (!o.skip_torch && python.empty())
     std::cout << "PyTorch with CUDA not found: printing kdlab's numbers alone\n";
@@ -189,10 +189,10 @@ int run_bench_gpu(const BenchOptions& o) {
            " img/s, " + format_fixed(m.launches_per_step, 0) + " launches/step, peak " +
            format_fixed(m.peak_mib, 1) + " MiB";
   };
-  std::cout << "GPU training steps on " << cuda::device_name(gpu.index) << ", batch " << o.batch
+  std::cout << "GPU training steps on " << device_name(gpu) << ", batch " << o.batch
             << "; each row as it is measured, the tables at the end" << std::endl;
   for (const std::string& arch : models) {
-    std::cerr << "bench: " << arch << " on " << cuda::device_name(gpu.index) << " ...\n";
+    std::cerr << "bench: " << arch << " on " << device_name(gpu) << " ...\n";
     const auto t0 = std::chrono::steady_clock::now();
     double best_ms = 0, best_peak = 0;
     std::string best_path;
@@ -265,9 +265,9 @@ int run_bench_gpu(const BenchOptions& o) {
     print_row_now(arch, "done", seconds() + " s");
   }
   set_gpu_kernels(saved);
-  std::cout << "\nGPU training-step time on " << cuda::device_name(gpu.index) << ", batch "
+  std::cout << "\nGPU training-step time on " << device_name(gpu) << ", batch "
             << o.batch << ", fp32 (TF32 "
-            << (cuda::math_mode().tf32 && !cuda::math_mode().deterministic ? "on" : "off")
+            << (math_mode().tf32 && !math_mode().deterministic ? "on" : "off")
             << "), median of " << (o.steps > 0 ? o.steps : 200) << " steps\n"
             << "kdlab (launches: kernels, copies and cuBLAS/cuDNN calls issued per step; peak: "
                "our caching allocator's bytes in use)\n"

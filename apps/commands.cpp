@@ -13,7 +13,6 @@
 #include "data/idx.h"
 #include "data/sampling.h"
 #include "engine/profile.h"
-#include "kernels/cuda/runtime.h"
 
 namespace kd {
 namespace apps {
@@ -34,8 +33,8 @@ nlohmann::json loop_json(const LoopConfig& c) {
                       {"eval_every", c.eval_every}, {"device", c.device.str()}};
   if (c.device.is_cuda()) {
     const GpuKernels k = gpu_kernels();
-    const cuda::MathMode m = cuda::math_mode();
-    j["gpu"] = {{"name", cuda::device_name(c.device.index)}, {"conv", gpu_impl_name(k.conv)},
+    const MathMode m = math_mode();
+    j["gpu"] = {{"name", device_name(c.device)}, {"conv", gpu_impl_name(k.conv)},
                 {"bn", gpu_impl_name(k.bn)}, {"deterministic", m.deterministic},
                 {"tf32", m.tf32 && !m.deterministic}};
   }
@@ -130,10 +129,10 @@ Device apply_common(const CommonOptions& common) {
                  "mode)");
   Device device = parse_device(common.device);
   if (device.is_cuda()) set_gpu_kernels(kernels);
-  cuda::MathMode mode;
+  MathMode mode;
   mode.deterministic = common.deterministic;
   mode.tf32 = common.tf32;
-  cuda::set_math_mode(mode);
+  set_math_mode(mode);
   if (!common.profile_steps.empty())
     profile::set_step_window(profile::parse_step_window(common.profile_steps));
   return device;

@@ -17,7 +17,6 @@
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/profile.h"
-#include "kernels/cuda/runtime.h"
 
 namespace kd {
 namespace apps {
@@ -46,10 +45,8 @@ class BatchBuilder {
     KD_CHECK(int64_t(ds.images.size()) == images_.numel() && int64_t(ds.labels.size()) == ds.n,
              "BatchBuilder: dataset arrays do not match n=" << ds.n << " c=" << ds.c
                                                             << " h=" << ds.h << " w=" << ds.w);
-    if (ds.n > 0) {
-      cuda::memcpy_host_to_device(images_.raw(), ds.images.data(), images_.nbytes());
-      cuda::memcpy_host_to_device(labels_.raw(), ds.labels.data(), labels_.nbytes());
-    }
+    images_.write_from_host(ds.images.data());
+    labels_.write_from_host(ds.labels.data());
   }
 
   // GPU: the order's indices go to the device once per epoch; batches index into them.
@@ -103,10 +100,8 @@ class LossLog {
  public:
   LossLog(Device device, int64_t capacity)
       : device_(device), capacity_(std::max<int64_t>(capacity, 1)) {
-    if (device.is_cuda()) pinned_ = cuda::malloc_pinned(size_t(capacity_) * sizeof(double));
-  }
-  ~LossLog() {
-    if (pinned_) cuda::free_pinned(pinned_);
+    if (device.is_cuda())
+      pinned_ = std::make_unique<PinnedBuffer>(device, size_t(capacity_) * sizeof(double));
   }
   LossLog(const LossLog&) = delete;
   LossLog& operator=(const LossLog&) = delete;
@@ -125,12 +120,11 @@ class LossLog {
   const std::vector<double>& read() {
     if (device_.is_cuda() && values_.size() < counts_.size()) {
       const int64_t first = int64_t(values_.size()), n = int64_t(counts_.size()) - first;
-      const size_t elem = dtype_size(slots_.dtype());
-      cuda::memcpy_device_to_host(pinned_, static_cast<char*>(slots_.raw()) + first * elem,
-                                  size_t(n) * elem);
+      void* host = pinned_->data();
+      slots_.read_to_host(first, n, host);
       for (int64_t i = 0; i < n; ++i)
-        values_.push_back(slots_.dtype() == DType::F32 ? double(static_cast<float*>(pinned_)[i])
-                                                       : static_cast<double*>(pinned_)[i]);
+        values_.push_back(slots_.dtype() == DType::F32 ? double(static_cast<float*>(host)[i])
+                                                       : static_cast<double*>(host)[i]);
     }
     return values_;
   }
@@ -147,7 +141,7 @@ class LossLog {
   Device device_;
   int64_t capacity_;
   Tensor slots_;
-  void* pinned_ = nullptr;
+  std::unique_ptr<PinnedBuffer> pinned_;
   std::vector<int> counts_;
   std::vector<double> values_;
 };
@@ -289,23 +283,7 @@ ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const d
     HostBatch hb = builder.make(b.indices, b.count, 0);
     Tensor logits = model(hb.images);
     Tensor teacher_logits = teacher ? (*teacher)(hb.images) : Tensor();
-    const int cols = int(logits.size(1));
-    if (device.is_cuda()) {
-#if KDLAB_HAVE_CUDA
-      // Per-example values on the device, folded on the host in row order: one copy per batch.
-      Tensor per_row = Tensor::empty({b.count, kRowStatFields}, DType::F64, device);
-      cuda::classifier_row_stats<float>(b.count, cols, logits.data<float>(),
-                                        hb.labels.data<int32_t>(),
-                                        teacher ? teacher_logits.data<float>() : nullptr,
-                                        per_row.data<double>());
-      const std::vector<double> rows = per_row.to_vector<double>();
-      fold_row_stats(b.count, rows.data(), teacher != nullptr, &stats);
-#endif
-    } else {
-      cpu::classifier_stats<float>(b.count, cols, logits.data<float>(),
-                                   hb.labels.data<int32_t>(),
-                                   teacher ? teacher_logits.data<float>() : nullptr, &stats);
-    }
+    ops::accumulate_classifier_stats(logits, hb.labels, teacher_logits, &stats);
   }
   return stats;
 }

@@ -10,7 +10,6 @@
 #include "apps/presets.h"
 #include "apps/run_dir.h"
 #include "kernels/check.h"
-#include "kernels/cuda/runtime.h"
 
 namespace {
 
@@ -174,7 +173,7 @@ int main(int argc, char** argv) {
       bench.models_given = bench_cmd->count("--model") > 0;
       KD_INPUT_CHECK(!(bench_tf32 && bench_deterministic),
                      "--tf32 and --deterministic exclude each other");
-      kd::cuda::set_math_mode({bench_deterministic, bench_tf32});
+      kd::set_math_mode({bench_deterministic, bench_tf32});
       return run_bench(bench);
     }
   } catch (const kd::InputError& e) {

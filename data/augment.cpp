@@ -260,16 +260,6 @@ void mixup_batch(float* images, int count, int64_t sample_size, const MixupDraw&
   }
 }
 
-#if !defined(KDLAB_HAVE_CUDA) || !KDLAB_HAVE_CUDA
-// Builds without CUDA keep the symbols so callers need no #if; reaching one is a bug upstream.
-void make_batch_device(const DeviceDatasetView&, const int64_t*, int, const Normalization&,
-                       const AugmentSpec&, uint64_t, uint64_t, float*, int32_t*) {
-  KD_CHECK(false, "make_batch_device: this build has no CUDA");
-}
-void mixup_device(float*, int, int64_t, const MixupDraw&) {
-  KD_CHECK(false, "mixup_device: this build has no CUDA");
-}
-#endif
 
 }  // namespace data
 }  // namespace kd

@@ -2,12 +2,14 @@
 // batch indices too, and make_batch_device writes the augmented, normalized float batch there
 // with the very draws and pixel maths of make_batch (data/augment_math.h), so the two agree bit
 // for bit. mixup_device is mixup_batch on a device batch. Host-only header (no CUDA includes);
-// the definitions are in data/cuda/augment.cu in CUDA builds, and throw kd::Error otherwise.
-// Everything is enqueued on kd::cuda::stream(); nothing synchronizes.
+// make_batch_device and mixup_device check their arguments here on the host (device_batch.cpp),
+// then launch the kernels of data/cuda/augment.cu, which the GPU backend library exports as a
+// DeviceBatchKernels table. Everything is enqueued on the compute stream; nothing synchronizes.
 #pragma once
 #include <cstdint>
 
 #include "data/augment.h"
+#include "data/augment_math.h"
 
 namespace kd {
 namespace data {
@@ -31,24 +33,25 @@ void make_batch_device(const DeviceDatasetView& ds, const int64_t* idx_device, i
                        uint64_t step, float* out_images_device, int32_t* out_labels_device);
 
 // Device twin of mixup_batch: mixes count images of sample_size floats in place. The batch and
-// the permutation are staged in kd::cuda::workspace.
+// the permutation are staged in the GPU backend's workspace.
 void mixup_device(float* images_device, int count, int64_t sample_size, const MixupDraw& draw);
 
-// The host side every implementation of the two functions above shares (data/device_batch.cpp).
-// check_make_batch_device: the argument checks, before anything is enqueued; returns the plan.
-AugmentPlan check_make_batch_device(const DeviceDatasetView& ds, const int64_t* idx_device,
-                                    int count, const Normalization& norm, const AugmentSpec& aug,
-                                    const float* out_images_device,
-                                    const int32_t* out_labels_device);
-// stage_mixup_device: checks the draw, then puts the permutation and a copy of the batch in
-// cuda::workspace (x[perm[k]] must be read before it is overwritten). total == 0: nothing staged.
-struct MixupStaging {
-  int64_t total = 0;  // count * sample_size
-  int64_t* perm = nullptr;
-  float* original = nullptr;
+// The device side, exported by the GPU backend library as kDeviceBatchKernelsSymbol: launches
+// on arguments the functions above have checked. mixup reads the batch from a staged copy
+// (x[perm[k]] must be read before it is overwritten).
+struct ChannelNorm {
+  float mean[kMaxDeviceBatchChannels];
+  float std[kMaxDeviceBatchChannels];
 };
-MixupStaging stage_mixup_device(float* images_device, int count, int64_t sample_size,
-                                const MixupDraw& draw);
+struct DeviceBatchKernels {
+  void (*make_batch)(const DeviceDatasetView& ds, const int64_t* idx_device, int count,
+                     const ChannelNorm& norm, const AugmentPlan& plan, uint64_t seed,
+                     uint64_t step, float* out_images_device, int32_t* out_labels_device);
+  void (*mixup)(const float* original, const int64_t* perm, float* images_device,
+                int64_t sample_size, int64_t total, float lambda);
+};
+using DeviceBatchKernelsEntry = const DeviceBatchKernels* (*)();
+constexpr const char* kDeviceBatchKernelsSymbol = "kdlab_device_batch_kernels";
 
 }  // namespace data
 }  // namespace kd

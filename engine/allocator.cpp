@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "kernels/check.h"
-#include "kernels/cuda/runtime.h"
+#include "engine/device.h"
 
 namespace kd {
 
@@ -107,7 +107,10 @@ CachingAllocator& CachingAllocator::for_device(Device device) {
   // Leaked on purpose: tensors held by statics may be freed after main returns.
   static CachingAllocator* host = new CachingAllocator("cpu", host_alloc, host_free, nullptr);
   static CachingAllocator* gpu =
-      new CachingAllocator("cuda", cuda::malloc_device, cuda::free_device, cuda::free_device_bytes);
+      new CachingAllocator(
+          "cuda", [](size_t bytes) { return backend_of(Device::cuda()).malloc_device(bytes); },
+          [](void* p) { backend_of(Device::cuda()).free_device(p); },
+          [] { return backend_of(Device::cuda()).free_device_bytes(); });
   return device.is_cuda() ? *gpu : *host;
 }
 

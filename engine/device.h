@@ -1,8 +1,11 @@
-// Devices and the one dispatch question every op asks: CPU or CUDA. Whether CUDA is usable is
-// decided once at run time (a device is present and KDLAB_DISABLE_CUDA is unset) and whether
-// this build carries CUDA kernels at all (kernels/cuda/runtime.h).
+// Devices and the one dispatch question every op asks: which backend (kernels/backend.h) runs a
+// tensor's kernels. The GPU backend is a shared library opened at run time, only when a GPU is
+// asked for (--device cuda) or detected (--device auto on a machine with an NVIDIA driver), so a
+// CPU run never maps the CUDA libraries.
 #pragma once
 #include <string>
+
+#include "kernels/backend.h"
 
 namespace kd {
 
@@ -24,6 +27,33 @@ struct Device {
 // build carries the CUDA kernels, otherwise cpu. Asking for cuda without one is an InputError.
 Device parse_device(const std::string& spec);
 bool cuda_usable();
+
+// The backend whose kernels run on `device`: the CPU's, or the GPU backend (an Error saying
+// which library could not be opened, and why, when there is none).
+const Backend& backend_of(Device device);
+
+// Page-locked host memory for read-backs from a GPU device (its backend's malloc_pinned), plain
+// host memory for the CPU.
+class PinnedBuffer {
+ public:
+  PinnedBuffer(Device device, size_t bytes);
+  ~PinnedBuffer();
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  const Backend* backend_;
+  void* data_;
+  size_t bytes_;
+};
+
+// How the GPU libraries and our reductions may trade reproducibility for speed (MathMode,
+// kernels/backend.h). Set once by the CLI, before or after the GPU backend is opened.
+void set_math_mode(const MathMode& mode);
+MathMode math_mode();
+std::string device_name(Device device);  // "cpu", or the GPU's name
 
 // Which implementation the GPU convolution and batchnorm ops call (--conv, --bn): our own kernels
 // or cuDNN. Process-wide, set once by the CLI before any model runs.

@@ -6,6 +6,7 @@
 
 #include "engine/tensor.h"
 #include "kernels/loss.h"
+#include "kernels/metrics.h"
 
 namespace kd {
 namespace ops {
@@ -39,6 +40,13 @@ Tensor distill_loss(DistillKind kind, const Tensor& teacher_logits, const Tensor
                     double tau);
 // Teacher logits of an ensemble: log of the mean of member probabilities; members [b, c] each.
 Tensor ensemble_logits(const std::vector<Tensor>& members);
+
+// Evaluation statistics of a batch, on any device and dtype, no autograd: logits [rows, cols],
+// labels i32 [rows], teacher logits like logits or undefined. The per-example values
+// (correct, nll, confidence, agree, kl) are computed on the logits' device, read back in one
+// copy and folded into *stats in row order (kernels/metrics.h).
+void accumulate_classifier_stats(const Tensor& logits, const Tensor& labels,
+                                 const Tensor& teacher, ClassifierStats* stats);
 
 }  // namespace ops
 }  // namespace kd

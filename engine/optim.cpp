@@ -1,6 +1,6 @@
 // Optimizer state and steps (see optim.h). A parameter without a gradient is skipped, as in
-// PyTorch. On the GPU all parameters of one dtype are updated by the fused multi-tensor kernels:
-// a handful of launches per step instead of one per tensor.
+// PyTorch. All parameters of one dtype go to the backend's multi-tensor update in one call: on
+// the GPU a handful of launches per step instead of one per tensor; on the CPU each in turn.
 #include "engine/optim.h"
 
 #include <cmath>
@@ -24,7 +24,7 @@ void check_params(const std::vector<Tensor>& params) {
   }
 }
 
-// Device pointers of the parameters that have a gradient, with their state buffers, grouped for
+// Pointers of the parameters that have a gradient, with their state buffers, grouped for
 // one multi-tensor launch per dtype.
 template <class T>
 struct DeviceGroup {
@@ -59,11 +59,6 @@ void for_each_device_group(const std::vector<Tensor>& params, const std::vector<
   if (f32.count()) fn(f32);
   if (f64.count()) fn(f64);
 }
-template <class F>
-void for_float(const Tensor& p, F f) {
-  if (p.dtype() == DType::F32) f(float{});
-  else f(double{});
-}
 }  // namespace
 
 Sgd::Sgd(std::vector<Tensor> params, const SgdParams& hyper)
@@ -73,26 +68,14 @@ Sgd::Sgd(std::vector<Tensor> params, const SgdParams& hyper)
 }
 
 void Sgd::step() {
-  if (!params_.empty() && params_.front().is_cuda()) {
-#if KDLAB_HAVE_CUDA
-    for_each_device_group(params_, momentum_, nullptr, [&](auto& g) {
-      using T = typename std::decay_t<decltype(g)>::Scalar;
-      cuda::sgd_update_multi<T>(g.count(), g.sizes.data(), g.params.data(), g.grads.data(),
-                                g.state_a.data(), hyper_, first_step_);
-    });
-    first_step_ = false;
-    return;
-#endif
-  }
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor g = params_[i].grad();
-    if (!g.defined()) continue;
-    for_float(params_[i], [&](auto tag) {
-      using T = decltype(tag);
-      cpu::sgd_update<T>(params_[i].numel(), hyper_, first_step_, params_[i].data<T>(),
-                         g.data<T>(), momentum_[i].data<T>());
-    });
-  }
+  if (params_.empty()) return;
+  const Backend& backend = backend_of(params_.front().device());
+  for_each_device_group(params_, momentum_, nullptr, [&](auto& g) {
+    using T = typename std::decay_t<decltype(g)>::Scalar;
+    KD_KERNEL(backend, T, sgd_update_multi)(g.count(), g.sizes.data(), g.params.data(),
+                                            g.grads.data(), g.state_a.data(), hyper_,
+                                            first_step_);
+  });
   first_step_ = false;
 }
 
@@ -107,25 +90,14 @@ Adam::Adam(std::vector<Tensor> params, const AdamParams& hyper)
 
 void Adam::step() {
   ++step_;
-  if (!params_.empty() && params_.front().is_cuda()) {
-#if KDLAB_HAVE_CUDA
-    for_each_device_group(params_, m_, &v_, [&](auto& g) {
-      using T = typename std::decay_t<decltype(g)>::Scalar;
-      cuda::adam_update_multi<T>(g.count(), g.sizes.data(), g.params.data(), g.grads.data(),
-                                 g.state_a.data(), g.state_b.data(), hyper_, step_);
-    });
-    return;
-#endif
-  }
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor g = params_[i].grad();
-    if (!g.defined()) continue;
-    for_float(params_[i], [&](auto tag) {
-      using T = decltype(tag);
-      cpu::adam_update<T>(params_[i].numel(), hyper_, step_, params_[i].data<T>(), g.data<T>(),
-                          m_[i].data<T>(), v_[i].data<T>());
-    });
-  }
+  if (params_.empty()) return;
+  const Backend& backend = backend_of(params_.front().device());
+  for_each_device_group(params_, m_, &v_, [&](auto& g) {
+    using T = typename std::decay_t<decltype(g)>::Scalar;
+    KD_KERNEL(backend, T, adam_update_multi)(g.count(), g.sizes.data(), g.params.data(),
+                                             g.grads.data(), g.state_a.data(), g.state_b.data(),
+                                             hyper_, step_);
+  });
 }
 
 double cosine_lr(double base_lr, double eta_min, int64_t epoch, int64_t t_max) {

@@ -1,10 +1,11 @@
-// Profiling hooks (see profile.h): thin wrappers over the runtime seam's NVTX and profiler calls.
+// Profiling hooks (see profile.h): thin wrappers over the GPU backend's NVTX and profiler calls.
+// They never open the GPU backend: without one there is nothing to mark.
 #include "engine/profile.h"
 
 #include <cstdlib>
 
 #include "kernels/check.h"
-#include "kernels/cuda/runtime.h"
+#include "kernels/backend.h"
 
 namespace kd {
 namespace profile {
@@ -15,8 +16,12 @@ int64_t g_steps = 0;
 bool g_open = false;
 }  // namespace
 
-Range::Range(const char* name) { cuda::range_push(name); }
-Range::~Range() { cuda::range_pop(); }
+Range::Range(const char* name) {
+  if (const Backend* gpu = gpu_backend_if_loaded()) gpu->range_push(name);
+}
+Range::~Range() {
+  if (const Backend* gpu = gpu_backend_if_loaded()) gpu->range_pop();
+}
 
 StepWindow parse_step_window(const std::string& spec) {
   StepWindow w;
@@ -41,7 +46,7 @@ void set_step_window(const StepWindow& window) { g_window = window; }
 
 void step_begin() {
   if (g_window.active() && !g_open && g_steps + 1 == g_window.first) {
-    cuda::profiler_start();
+    if (const Backend* gpu = gpu_backend_if_loaded()) gpu->profiler_start();
     g_open = true;
   }
 }
@@ -49,8 +54,10 @@ void step_begin() {
 void step_end() {
   ++g_steps;
   if (g_open && g_steps == g_window.last) {
-    cuda::synchronize();  // the window's kernels finish inside it
-    cuda::profiler_stop();
+    if (const Backend* gpu = gpu_backend_if_loaded()) {
+      gpu->synchronize();  // the window's kernels finish inside it
+      gpu->profiler_stop();
+    }
     g_open = false;
   }
 }

@@ -7,8 +7,8 @@
 #include <sstream>
 
 #include "engine/allocator.h"
+#include "engine/device.h"
 #include "kernels/elementwise.h"
-#include "kernels/cuda/runtime.h"
 
 namespace kd {
 
@@ -146,9 +146,27 @@ void Tensor::copy_range_from(int64_t offset, const Tensor& src) {
   if (n == 0) return;
   char* dst = static_cast<char*>(raw()) + offset * int64_t(dtype_size(dtype()));
   if (device().is_cpu() && src.device().is_cpu()) std::memcpy(dst, src.raw(), n);
-  else if (device().is_cuda() && src.device().is_cpu()) cuda::memcpy_host_to_device(dst, src.raw(), n);
-  else if (device().is_cpu() && src.device().is_cuda()) cuda::memcpy_device_to_host(dst, src.raw(), n);
-  else cuda::memcpy_device_to_device(dst, src.raw(), n);
+  else if (device().is_cuda() && src.device().is_cpu())
+    backend_of(device()).copy_host_to_device(dst, src.raw(), n);
+  else if (device().is_cpu() && src.device().is_cuda())
+    backend_of(src.device()).copy_device_to_host(dst, src.raw(), n);
+  else backend_of(device()).copy_device_to_device(dst, src.raw(), n);
+}
+
+void Tensor::write_from_host(const void* src) {
+  if (nbytes() == 0) return;
+  if (is_cuda()) backend_of(device()).copy_host_to_device(raw(), src, nbytes());
+  else std::memcpy(raw(), src, nbytes());
+}
+
+void Tensor::read_to_host(int64_t offset, int64_t count, void* dst) const {
+  KD_CHECK(offset >= 0 && count >= 0 && offset + count <= numel(),
+           "read_to_host: elements [" << offset << ", +" << count << ") of " << describe(*this));
+  const size_t elem = dtype_size(dtype());
+  const char* src = static_cast<const char*>(raw()) + offset * int64_t(elem);
+  if (count == 0) return;
+  if (is_cuda()) backend_of(device()).copy_device_to_host(dst, src, size_t(count) * elem);
+  else std::memcpy(dst, src, size_t(count) * elem);
 }
 
 Tensor Tensor::to(Device dev) const {
@@ -191,13 +209,12 @@ void Tensor::fill_(double value) {
   if (n == 0) return;
   if (is_cuda()) {
     if (value == 0.0) {
-      cuda::memset_device(raw(), 0, nbytes());
+      backend_of(device()).memset_device(raw(), 0, nbytes());
       return;
     }
-#if KDLAB_HAVE_CUDA
-    if (dtype() == DType::F32) return cuda::fill<float>(n, static_cast<float>(value), data<float>());
-    if (dtype() == DType::F64) return cuda::fill<double>(n, value, data<double>());
-#endif
+    const Backend& b = backend_of(device());
+    if (dtype() == DType::F32) return KD_KERNEL(b, float, fill)(n, static_cast<float>(value), data<float>());
+    if (dtype() == DType::F64) return KD_KERNEL(b, double, fill)(n, value, data<double>());
     Tensor host = full(shape(), value, dtype(), Device::cpu());  // integer fills are rare
     copy_from(host);
     return;

@@ -77,6 +77,11 @@ class Tensor {
   void copy_from(const Tensor& src);  // same shape; any devices, same dtype
   // All of src's elements into this tensor's flat elements [offset, offset + src.numel()).
   void copy_range_from(int64_t offset, const Tensor& src);
+  // Host memory in and out without a host tensor: write_from_host fills the whole tensor from
+  // nbytes() at src; read_to_host copies elements [offset, offset + count) to dst and returns
+  // when they are there (for a GPU tensor: one copy on the compute stream).
+  void write_from_host(const void* src);
+  void read_to_host(int64_t offset, int64_t count, void* dst) const;
   void fill_(double value);
   void zero_() { fill_(0.0); }
 

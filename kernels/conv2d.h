@@ -4,6 +4,7 @@
 // Forward ASSIGNS y. Backward kernels ACCUMULATE (+=) into dx, dw and dbias (dbias may be null).
 // ref:: is the plain loop, kept as the specification; cpu:: is im2col + BLAS GEMM.
 #pragma once
+#include "kernels/kernel_list.h"
 #include <cstdint>
 
 #include "kernels/check.h"
@@ -30,32 +31,22 @@ inline void check_conv_geom(const ConvGeom& g) {
 }
 }  // namespace detail
 
-#define KD_CONV2D_DECLS                                                                      \
-  template <class T>                                                                         \
-  void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y);       \
-  template <class T>                                                                         \
-  void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);              \
-  template <class T>                                                                         \
-  void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+#define KD_CONV2D_KERNELS(X)                                                     \
+  X(conv2d_forward, (const ConvGeom& g, const T* x, const T* w, const T* bias, T* y)) \
+  X(conv2d_backward_data, (const ConvGeom& g, const T* dy, const T* w, T* dx))       \
+  X(conv2d_backward_weight, (const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias))
 
 namespace ref {
-KD_CONV2D_DECLS
-}  // namespace ref
-
+KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
+}
 namespace cpu {
-KD_CONV2D_DECLS
-}  // namespace cpu
-
-// Device pointers, run on the compute stream. cuda:: is our implicit GEMM (no im2col buffer);
-// cudnn:: is cuDNN 9 with the algorithm cached per shape (only when built with cuDNN). Same
-// assign/accumulate rules as above. cuda:: uses no float atomics, so its results are run-to-run
-// identical; cudnn:: is when --deterministic restricts it to deterministic algorithms.
+KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
+}
 namespace cuda {
-KD_CONV2D_DECLS
-}  // namespace cuda
+KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
+}
 namespace cudnn {
-KD_CONV2D_DECLS
-}  // namespace cudnn
-#undef KD_CONV2D_DECLS
+KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
+}
 
 }  // namespace kd

@@ -7,32 +7,27 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/kernel_list.h"
+
 namespace kd {
 
-#define KD_ELEMENTWISE_DECLS                                                  \
-  template <class T>                                                          \
-  void relu_forward(int64_t n, const T* x, T* y);                             \
-  template <class T>                                                          \
-  void relu_backward(int64_t n, const T* y, const T* dy, T* dx);              \
-  template <class T>                                                          \
-  void add_forward(int64_t n, const T* a, const T* b, T* y);                  \
-  template <class T>                                                          \
-  void accumulate(int64_t n, T alpha, const T* src, T* dst);                  \
-  template <class T>                                                          \
-  void fill(int64_t n, T value, T* dst);                                      \
-  template <class T>                                                          \
-  void scale(int64_t n, T alpha, T* dst);
+#define KD_ELEMENTWISE_KERNELS(X)                         \
+  X(relu_forward, (int64_t n, const T* x, T* y))          \
+  X(relu_backward, (int64_t n, const T* y, const T* dy, T* dx)) \
+  X(add_forward, (int64_t n, const T* a, const T* b, T* y)) \
+  X(accumulate, (int64_t n, T alpha, const T* src, T* dst)) \
+  X(fill, (int64_t n, T value, T* dst))                   \
+  X(scale, (int64_t n, T alpha, T* dst))
 
 namespace ref {
-KD_ELEMENTWISE_DECLS
+KD_DECLARE_KERNELS(KD_ELEMENTWISE_KERNELS)
 }
 namespace cpu {
-KD_ELEMENTWISE_DECLS
+KD_DECLARE_KERNELS(KD_ELEMENTWISE_KERNELS)
 }
 namespace cuda {  // device pointers, compute stream
-KD_ELEMENTWISE_DECLS
+KD_DECLARE_KERNELS(KD_ELEMENTWISE_KERNELS)
 }
-#undef KD_ELEMENTWISE_DECLS
 
 // *counter += delta on one int64 (BatchNorm's num_batches_tracked): a device-side increment, so
 // a training step on the GPU does not copy the counter to the host and back.

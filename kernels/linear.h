@@ -2,6 +2,7 @@
 //   x [b, in]   w [out, in]   bias [out] or null   y [b, out] = x w^T + bias
 // Forward ASSIGNS y. Backward ACCUMULATES: dx += dy w ; dw += dy^T x ; dbias += sum_b dy.
 #pragma once
+#include "kernels/kernel_list.h"
 
 namespace kd {
 
@@ -9,26 +10,19 @@ struct LinearGeom {
   int batch = 0, in = 0, out = 0;
 };
 
-#define KD_LINEAR_DECLS                                                                      \
-  template <class T>                                                                         \
-  void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, T* y);     \
-  template <class T>                                                                         \
-  void linear_backward_data(const LinearGeom& g, const T* dy, const T* w, T* dx);            \
-  template <class T>                                                                         \
-  void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias);
+#define KD_LINEAR_KERNELS(X)                                                      \
+  X(linear_forward, (const LinearGeom& g, const T* x, const T* w, const T* bias, T* y)) \
+  X(linear_backward_data, (const LinearGeom& g, const T* dy, const T* w, T* dx))       \
+  X(linear_backward_weight, (const LinearGeom& g, const T* x, const T* dy, T* dw, T* dbias))
 
 namespace ref {
-KD_LINEAR_DECLS
-}  // namespace ref
-
+KD_DECLARE_KERNELS(KD_LINEAR_KERNELS)
+}
 namespace cpu {
-KD_LINEAR_DECLS
-}  // namespace cpu
-
-// Device pointers on the compute stream; cuBLAS GEMMs (TF32 per cuda::math_mode()).
+KD_DECLARE_KERNELS(KD_LINEAR_KERNELS)
+}
 namespace cuda {
-KD_LINEAR_DECLS
-}  // namespace cuda
-#undef KD_LINEAR_DECLS
+KD_DECLARE_KERNELS(KD_LINEAR_KERNELS)
+}
 
 }  // namespace kd

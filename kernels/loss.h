@@ -21,67 +21,39 @@
 //   y = log( (1/m) sum_i softmax(members_i) ), the log of the mean of member probabilities.
 //   backward: dmembers += d y / d members applied to dy.
 #pragma once
+#include "kernels/kernel_list.h"
 #include <cstdint>
 
 namespace kd {
 
 enum class DistillKind { kForwardCE, kKL, kReverseCE, kSymmetricKL, kBrier, kHardCE };
 
-#define KD_LOSS_DECLS                                                                          \
-  template <class T>                                                                           \
-  void log_softmax_forward(int rows, int cols, const T* x, T* y);                              \
-  template <class T>                                                                           \
-  void log_softmax_backward(int rows, int cols, const T* y, const T* dy, T* dx);               \
-  template <class T>                                                                           \
-  T cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels);              \
-  template <class T>                                                                           \
-  void cross_entropy_backward(int rows, int cols, const T* x, const int32_t* labels, T dloss,  \
-                              T* dx);                                                          \
-  template <class T>                                                                           \
-  T distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher,               \
-                         const T* student, T tau);                                             \
-  template <class T>                                                                           \
-  void distill_loss_backward(DistillKind kind, int rows, int cols, const T* teacher,           \
-                             const T* student, T tau, T dloss, T* dstudent);                   \
-  template <class T>                                                                           \
-  void ensemble_reduce_forward(int members, int rows, int cols, const T* x, T* y);             \
-  template <class T>                                                                           \
-  void ensemble_reduce_backward(int members, int rows, int cols, const T* x, const T* y,       \
-                                const T* dy, T* dx);
+// The loss value is ASSIGNED to `loss` (one element) and the backward reads the upstream scalar
+// from `dloss` (one element), on every device alike: on the GPU both stay in device memory, so a
+// training step never waits for the host. Means over rows are reduced in a fixed order (on the
+// GPU in one block): bitwise reproducible, no atomics.
+#define KD_LOSS_KERNELS(X)                                                                    \
+  X(log_softmax_forward, (int rows, int cols, const T* x, T* y))                              \
+  X(log_softmax_backward, (int rows, int cols, const T* y, const T* dy, T* dx))               \
+  X(cross_entropy_forward, (int rows, int cols, const T* x, const int32_t* labels, T* loss))  \
+  X(cross_entropy_backward, (int rows, int cols, const T* x, const int32_t* labels,           \
+                             const T* dloss, T* dx))                                          \
+  X(distill_loss_forward, (DistillKind kind, int rows, int cols, const T* teacher,            \
+                           const T* student, T tau, T* loss))                                 \
+  X(distill_loss_backward, (DistillKind kind, int rows, int cols, const T* teacher,           \
+                            const T* student, T tau, const T* dloss, T* dstudent))            \
+  X(ensemble_reduce_forward, (int members, int rows, int cols, const T* x, T* y))             \
+  X(ensemble_reduce_backward, (int members, int rows, int cols, const T* x, const T* y,       \
+                               const T* dy, T* dx))
 
 namespace ref {
-KD_LOSS_DECLS
+KD_DECLARE_KERNELS(KD_LOSS_KERNELS)
 }
 namespace cpu {
-KD_LOSS_DECLS
+KD_DECLARE_KERNELS(KD_LOSS_KERNELS)
 }
-#undef KD_LOSS_DECLS
-
-// Device pointers on the compute stream. The loss value stays on the device (`loss`, a one-element
-// array, ASSIGNED) and the backward reads the upstream scalar from the device (`dloss`), so a
-// training step never waits for the host. Means over rows are reduced in one block in a fixed
-// order: bitwise reproducible, no atomics.
-namespace cuda {
-template <class T>
-void log_softmax_forward(int rows, int cols, const T* x, T* y);
-template <class T>
-void log_softmax_backward(int rows, int cols, const T* y, const T* dy, T* dx);
-template <class T>
-void cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels, T* loss);
-template <class T>
-void cross_entropy_backward(int rows, int cols, const T* x, const int32_t* labels,
-                            const T* dloss, T* dx);
-template <class T>
-void distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher,
-                          const T* student, T tau, T* loss);
-template <class T>
-void distill_loss_backward(DistillKind kind, int rows, int cols, const T* teacher,
-                           const T* student, T tau, const T* dloss, T* dstudent);
-template <class T>
-void ensemble_reduce_forward(int members, int rows, int cols, const T* x, T* y);
-template <class T>
-void ensemble_reduce_backward(int members, int rows, int cols, const T* x, const T* y,
-                              const T* dy, T* dx);
-}  // namespace cuda
+namespace cuda {  // device pointers, compute stream
+KD_DECLARE_KERNELS(KD_LOSS_KERNELS)
+}
 
 }  // namespace kd

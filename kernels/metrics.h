@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/kernel_list.h"
 #include "kernels/philox.h"  // KD_HOST_DEVICE
 
 namespace kd {
@@ -45,27 +46,23 @@ struct ClassifierStats {
   void merge(const ClassifierStats& other);
 };
 
+// Per-example values, on every device alike: per_row holds rows * kRowStatFields doubles
+// (ASSIGNED): correct (0/1), nll, confidence, agree (0/1), kl; agree and kl are 0 without a
+// teacher. fold_row_stats sums them into ClassifierStats in row order (ACCUMULATING), on the host.
+// A label outside [0, cols) is refused on the CPU; on the GPU (labels on the device) its nll is NaN.
+constexpr int kRowStatFields = 5;
+#define KD_METRICS_KERNELS(X)                                                             \
+  X(classifier_row_stats, (int rows, int cols, const T* logits, const int32_t* labels,    \
+                           const T* teacher, double* per_row))
 namespace ref {
-template <class T>
-void classifier_stats(int rows, int cols, const T* logits, const int32_t* labels,
-                      const T* teacher, ClassifierStats* stats);
+KD_DECLARE_KERNELS(KD_METRICS_KERNELS)
 }
 namespace cpu {
-template <class T>
-void classifier_stats(int rows, int cols, const T* logits, const int32_t* labels,
-                      const T* teacher, ClassifierStats* stats);
+KD_DECLARE_KERNELS(KD_METRICS_KERNELS)
 }
-
-// The GPU computes the per-example quantities; the host folds them in row order, so the sums
-// are the CPU's to the last bit whenever the per-example values are. Row r of per_row holds
-// kRowStatFields doubles: correct, nll, confidence, agree, kl (the last two 0 without a teacher).
-constexpr int kRowStatFields = 5;
-void fold_row_stats(int rows, const double* per_row, bool with_teacher, ClassifierStats* stats);
 namespace cuda {
-// logits, labels, teacher (or null) and per_row [rows * kRowStatFields] are device pointers.
-template <class T>
-void classifier_row_stats(int rows, int cols, const T* logits, const int32_t* labels,
-                          const T* teacher, double* per_row);
-}  // namespace cuda
+KD_DECLARE_KERNELS(KD_METRICS_KERNELS)
+}
+void fold_row_stats(int rows, const double* per_row, bool with_teacher, ClassifierStats* stats);
 
 }  // namespace kd

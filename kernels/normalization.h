@@ -12,6 +12,7 @@
 // Forward ASSIGNS y and the saved statistics; backward ACCUMULATES into dx, dgamma, dbeta.
 // Statistics are accumulated in double on the CPU, per channel in a fixed order.
 #pragma once
+#include "kernels/kernel_list.h"
 
 namespace kd {
 
@@ -20,54 +21,37 @@ struct NormGeom {
   int groups = 1;  // group norm only
 };
 
-#define KD_NORM_DECLS                                                                          \
-  template <class T>                                                                           \
-  void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta,    \
-                               T eps, T momentum, T* y, T* save_mean, T* save_invstd,          \
-                               T* running_mean, T* running_var);                               \
-  template <class T>                                                                           \
-  void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,     \
-                              const T* running_mean, const T* running_var, T eps, T* y);       \
-  template <class T>                                                                           \
-  void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,    \
-                                const T* save_mean, const T* save_invstd, T* dx, T* dgamma,    \
-                                T* dbeta);                                                     \
-  template <class T>                                                                           \
-  void batchnorm_backward_eval(const NormGeom& g, const T* x, const T* dy, const T* gamma,     \
-                               const T* running_mean, const T* running_var, T eps, T* dx,      \
-                               T* dgamma, T* dbeta);                                           \
-  template <class T>                                                                           \
-  void groupnorm_forward(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,  \
-                         T* y, T* save_mean, T* save_invstd);                                  \
-  template <class T>                                                                           \
-  void groupnorm_backward(const NormGeom& g, const T* x, const T* dy, const T* gamma,          \
-                          const T* save_mean, const T* save_invstd, T* dx, T* dgamma,          \
-                          T* dbeta);
+// The three batchnorm kernels cuDNN also provides (kernels/cudnn/batchnorm.cu).
+#define KD_BATCHNORM_KERNELS(X)                                                                 \
+  X(batchnorm_forward_train, (const NormGeom& g, const T* x, const T* gamma, const T* beta,      \
+                              T eps, T momentum, T* y, T* save_mean, T* save_invstd,             \
+                              T* running_mean, T* running_var))                                  \
+  X(batchnorm_forward_eval, (const NormGeom& g, const T* x, const T* gamma, const T* beta,       \
+                             const T* running_mean, const T* running_var, T eps, T* y))          \
+  X(batchnorm_backward_train, (const NormGeom& g, const T* x, const T* dy, const T* gamma,      \
+                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,       \
+                               T* dbeta))
+#define KD_NORM_KERNELS(X)                                                                      \
+  KD_BATCHNORM_KERNELS(X)                                                                       \
+  X(batchnorm_backward_eval, (const NormGeom& g, const T* x, const T* dy, const T* gamma,       \
+                              const T* running_mean, const T* running_var, T eps, T* dx,         \
+                              T* dgamma, T* dbeta))                                              \
+  X(groupnorm_forward, (const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,    \
+                        T* y, T* save_mean, T* save_invstd))                                     \
+  X(groupnorm_backward, (const NormGeom& g, const T* x, const T* dy, const T* gamma,            \
+                         const T* save_mean, const T* save_invstd, T* dx, T* dgamma, T* dbeta))
 
 namespace ref {
-KD_NORM_DECLS
+KD_DECLARE_KERNELS(KD_NORM_KERNELS)
 }
 namespace cpu {
-KD_NORM_DECLS
+KD_DECLARE_KERNELS(KD_NORM_KERNELS)
 }
-// Device pointers on the compute stream. cuda:: reduces each channel (or sample-group) in one
-// block in a fixed order: no atomics. cudnn:: provides the batchnorm four only (built with cuDNN).
 namespace cuda {
-KD_NORM_DECLS
+KD_DECLARE_KERNELS(KD_NORM_KERNELS)
 }
 namespace cudnn {
-template <class T>
-void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
-                             T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var);
-template <class T>
-void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,
-                            const T* running_mean, const T* running_var, T eps, T* y);
-template <class T>
-void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
-                              const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta);
-}  // namespace cudnn
-#undef KD_NORM_DECLS
+KD_DECLARE_KERNELS(KD_BATCHNORM_KERNELS)
+}
 
 }  // namespace kd

@@ -10,6 +10,7 @@
 //   param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
 // grad is read only. Elementwise: no cross-element reduction, thread count never matters.
 #pragma once
+#include "kernels/kernel_list.h"
 #include <cstdint>
 
 namespace kd {
@@ -22,36 +23,34 @@ struct AdamParams {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
 };
 
-#define KD_OPTIM_DECLS                                                                     \
-  template <class T>                                                                       \
-  void sgd_update(int64_t n, const SgdParams& h, bool first_step, T* param, const T* grad, \
-                  T* momentum_buf);                                                        \
-  template <class T>                                                                       \
-  void adam_update(int64_t n, const AdamParams& h, int64_t step, T* param, const T* grad,  \
-                   T* m, T* v);
+#define KD_OPTIM_KERNELS(X)                                                            \
+  X(sgd_update, (int64_t n, const SgdParams& h, bool first_step, T* param, const T* grad, \
+                 T* momentum_buf))                                                      \
+  X(adam_update, (int64_t n, const AdamParams& h, int64_t step, T* param, const T* grad,  \
+                  T* m, T* v))
+
+// Multi-tensor updates: `count` tensors in one call (host arrays of pointers and sizes), same
+// formulas as above, element for element. The GPU packs them into launches of up to
+// kMultiTensorChunk tensors; the CPU runs the single-tensor kernel on each in turn.
+#define KD_OPTIM_MULTI_KERNELS(X)                                                           \
+  X(sgd_update_multi, (int count, const int64_t* sizes, T* const* params,                   \
+                       const T* const* grads, T* const* momentum_bufs, const SgdParams& h,  \
+                       bool first_step))                                                    \
+  X(adam_update_multi, (int count, const int64_t* sizes, T* const* params,                  \
+                        const T* const* grads, T* const* m, T* const* v, const AdamParams& h, \
+                        int64_t step))
 
 namespace ref {
-KD_OPTIM_DECLS
+KD_DECLARE_KERNELS(KD_OPTIM_KERNELS)
 }
 namespace cpu {
-KD_OPTIM_DECLS
+KD_DECLARE_KERNELS(KD_OPTIM_KERNELS)
+KD_DECLARE_KERNELS(KD_OPTIM_MULTI_KERNELS)
 }
 namespace cuda {  // device pointers, compute stream
-KD_OPTIM_DECLS
-}
-#undef KD_OPTIM_DECLS
-
-namespace cuda {
-// Fused multi-tensor updates: every tensor of the list in a few launches (tensors are packed
-// into launches of up to kMultiTensorChunk). Host arrays of `count` device pointers and sizes;
-// same formulas as above, element for element.
+KD_DECLARE_KERNELS(KD_OPTIM_KERNELS)
+KD_DECLARE_KERNELS(KD_OPTIM_MULTI_KERNELS)
 constexpr int kMultiTensorChunk = 32;
-template <class T>
-void sgd_update_multi(int count, const int64_t* sizes, T* const* params, const T* const* grads,
-                      T* const* momentum_bufs, const SgdParams& h, bool first_step);
-template <class T>
-void adam_update_multi(int count, const int64_t* sizes, T* const* params, const T* const* grads,
-                       T* const* m, T* const* v, const AdamParams& h, int64_t step);
 }  // namespace cuda
 
 }  // namespace kd

@@ -7,6 +7,7 @@
 //   global_avg_pool: x [n, c, h, w] -> y [n, c].
 // Forward ASSIGNS; backward ACCUMULATES into dx.
 #pragma once
+#include "kernels/kernel_list.h"
 #include <cstdint>
 
 #include "kernels/check.h"
@@ -39,29 +40,22 @@ inline void check_global_pool(int n, int c, int hw) {
 }
 }  // namespace detail
 
-#define KD_POOL_DECLS                                                                        \
-  template <class T>                                                                         \
-  void avg_pool2d_forward(const PoolGeom& g, const T* x, T* y);                              \
-  template <class T>                                                                         \
-  void avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx);                           \
-  template <class T>                                                                         \
-  void max_pool2d_forward(const PoolGeom& g, const T* x, T* y, int32_t* argmax);             \
-  template <class T>                                                                         \
-  void max_pool2d_backward(const PoolGeom& g, const T* dy, const int32_t* argmax, T* dx);     \
-  template <class T>                                                                         \
-  void global_avg_pool_forward(int n, int c, int hw, const T* x, T* y);                      \
-  template <class T>                                                                         \
-  void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx);
+#define KD_POOL_KERNELS(X)                                                            \
+  X(avg_pool2d_forward, (const PoolGeom& g, const T* x, T* y))                            \
+  X(avg_pool2d_backward, (const PoolGeom& g, const T* dy, T* dx))                         \
+  X(max_pool2d_forward, (const PoolGeom& g, const T* x, T* y, int32_t* argmax))           \
+  X(max_pool2d_backward, (const PoolGeom& g, const T* dy, const int32_t* argmax, T* dx))  \
+  X(global_avg_pool_forward, (int n, int c, int hw, const T* x, T* y))                    \
+  X(global_avg_pool_backward, (int n, int c, int hw, const T* dy, T* dx))
 
 namespace ref {
-KD_POOL_DECLS
+KD_DECLARE_KERNELS(KD_POOL_KERNELS)
 }
 namespace cpu {
-KD_POOL_DECLS
+KD_DECLARE_KERNELS(KD_POOL_KERNELS)
 }
 namespace cuda {  // device pointers, compute stream
-KD_POOL_DECLS
+KD_DECLARE_KERNELS(KD_POOL_KERNELS)
 }
-#undef KD_POOL_DECLS
 
 }  // namespace kd

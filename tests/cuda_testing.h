@@ -1,52 +1,82 @@
-// Helpers for the *Cuda* tests: skip cleanly without a usable GPU, and move raw arrays to and from
-// the device so a CUDA kernel can be compared with its CPU twin (tests/kernel_testing.h has the
-// random inputs and the comparisons). The kernels only exist in a CUDA build: test files guard
-// their bodies with `#if KDLAB_HAVE_CUDA`.
+// Helpers for the *Cuda* tests: skip cleanly without a usable GPU backend, reach its kernels and
+// runtime through the backend table (kernels/backend.h), and move raw arrays to and from the
+// device so a CUDA kernel can be compared with its CPU twin (tests/kernel_testing.h has the
+// random inputs and the comparisons). The same test bodies run on a real GPU (libkdlab_cuda.so)
+// and on the CPU grid emulator (KDLAB_GPU_BACKEND=grid, libkdlab_grid.so; ctest label "grid").
 #pragma once
 #include <gtest/gtest.h>
 
 #include <cstddef>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
-#include "kernels/cuda/runtime.h"
-#if defined(KDLAB_EMULATED_CUDA)
-#include "kernels/cuda_grid/schedule.h"
-#endif
 
 // First statement of every *Cuda* test.
-#define KD_REQUIRE_CUDA()                                                         \
-  do {                                                                            \
-    if (!::kd::cuda::has_op_kernels() || ::kd::cuda::device_count() == 0)        \
-      GTEST_SKIP() << "no usable CUDA device (none found, no CUDA build, or "     \
-                      "KDLAB_DISABLE_CUDA set)";                                  \
+#define KD_REQUIRE_CUDA()                                                                  \
+  do {                                                                                     \
+    if (!::kd::cuda_testing::gpu_usable())                                                 \
+      GTEST_SKIP() << "no usable GPU backend (" << ::kd::cuda_testing::why_not_usable()   \
+                   << "); KDLAB_GPU_BACKEND=grid runs these tests on the CPU grid emulator"; \
+  } while (0)
+
+// First statement of the tests that need the emulated GPU itself (its guard, its host-side
+// twins of device memory): they run under KDLAB_GPU_BACKEND=grid only.
+#define KD_REQUIRE_EMULATED_GPU()                                                        \
+  do {                                                                                   \
+    if (!::kd::cuda_testing::gpu_usable() || !::kd::cuda_testing::emulated_device())     \
+      GTEST_SKIP() << "needs the emulated GPU (KDLAB_GPU_BACKEND=grid)";                 \
   } while (0)
 
 namespace kd {
 namespace cuda_testing {
 
-// True in the emulated-device build, where our kernels run on the CPU grid emulator.
-#if defined(KDLAB_EMULATED_CUDA)
-constexpr bool kEmulatedDevice = true;
-#else
-constexpr bool kEmulatedDevice = false;
-#endif
+inline bool gpu_usable() {
+  const Backend* b = gpu_backend();
+  return b && b->device_count() > 0;
+}
+inline std::string why_not_usable() {
+  const Backend* b = gpu_backend();
+  return b ? std::string(b->name) + " backend: no device (or KDLAB_DISABLE_CUDA set)"
+           : gpu_backend_error();
+}
+
+// The GPU backend (tests call this after KD_REQUIRE_CUDA) and its kernels.
+inline const Backend& gpu() {
+  const Backend* b = gpu_backend();
+  if (!b) throw Error("no GPU backend: " + gpu_backend_error());
+  return *b;
+}
+template <class T>
+const KernelTable<T>& gpu_kernels() {
+  return gpu().kernels<T>();
+}
+template <class T>
+const KernelTable<T>& cudnn_kernels() {
+  if (!gpu().has_cudnn) throw Error("the GPU backend has no cuDNN");
+  return gpu().cudnn<T>();
+}
+
+// True on the emulated GPU, where our kernels run on the CPU grid emulator.
+inline bool emulated_device() { return gpu_backend() && gpu_backend()->emulator != nullptr; }
 
 // Whole-model tests issue thousands of launches. On the grid emulator each then runs once, in a
-// seeded random thread order, instead of under the three-schedule check that every kernel test
-// gets (forward, reverse, random, equal bytes); the kernels themselves are proven by those. On a
-// GPU this does nothing.
+// seeded random thread order (schedule 3), instead of under the three-schedule check that every
+// kernel test gets (forward, reverse, random, equal bytes); the kernels themselves are proven by
+// those. On a GPU this does nothing.
 class WholeModelSchedule {
  public:
-  WholeModelSchedule() {}   // user-provided: a scope object, never "unused"
-  ~WholeModelSchedule() {}
+  WholeModelSchedule() {
+    if (emulated_device()) saved_ = gpu().emulator->swap_schedule(3);
+  }
+  ~WholeModelSchedule() {
+    if (saved_ >= 0) gpu().emulator->swap_schedule(saved_);
+  }
   WholeModelSchedule(const WholeModelSchedule&) = delete;
   WholeModelSchedule& operator=(const WholeModelSchedule&) = delete;
 
  private:
-#if defined(KDLAB_EMULATED_CUDA)
-  grid::ScheduleScope scope_{grid::Schedule::Random};
-#endif
+  int saved_ = -1;
 };
 
 // An owning device array of n T, optionally filled from a host vector.
@@ -54,15 +84,15 @@ template <class T>
 class DeviceArray {
  public:
   explicit DeviceArray(size_t n) : n_(n) {
-    ptr_ = static_cast<T*>(cuda::malloc_device(bytes()));
+    ptr_ = static_cast<T*>(gpu().malloc_device(bytes()));
     if (!ptr_) throw CudaError("DeviceArray: out of device memory");
-    cuda::memset_device(ptr_, 0, bytes());
+    gpu().memset_device(ptr_, 0, bytes());
   }
   explicit DeviceArray(const std::vector<T>& host) : DeviceArray(host.size()) {
-    cuda::memcpy_host_to_device(ptr_, host.data(), bytes());
+    gpu().copy_host_to_device(ptr_, host.data(), bytes());
   }
   ~DeviceArray() {
-    if (ptr_) cuda::free_device(ptr_);
+    if (ptr_) gpu().free_device(ptr_);
   }
   DeviceArray(const DeviceArray&) = delete;
   DeviceArray& operator=(const DeviceArray&) = delete;
@@ -72,7 +102,7 @@ class DeviceArray {
   size_t bytes() const { return n_ > 0 ? n_ * sizeof(T) : sizeof(T); }
   std::vector<T> host() const {
     std::vector<T> out(n_);
-    if (n_) cuda::memcpy_device_to_host(out.data(), ptr_, n_ * sizeof(T));
+    if (n_) gpu().copy_device_to_host(out.data(), ptr_, n_ * sizeof(T));
     return out;
   }
 

@@ -135,30 +135,37 @@ inline bool same_bits(const ClassifierStats& a, const ClassifierStats& b) {
   return std::memcmp(&a, &b, sizeof(ClassifierStats)) == 0;
 }
 
-// The per-row values as the CPU computes them: a one-row batch adds exactly that row's values to
-// zero-initialised sums (0 + x == x), so they can be read back from its stats.
+// The per-row values as the CPU computes them (kernels/metrics.h).
 template <class T>
 inline std::vector<double> cpu_row_stats(int rows, int cols, const std::vector<T>& logits,
                                          const std::vector<int32_t>& labels, const T* teacher) {
   std::vector<double> out(size_t(rows) * kRowStatFields);
-  for (int r = 0; r < rows; ++r) {
-    ClassifierStats one;
-    const int64_t o = int64_t(r) * cols;
-    cpu::classifier_stats<T>(1, cols, logits.data() + o, labels.data() + r,
-                             teacher ? teacher + o : nullptr, &one);
-    int bin = -1;
-    for (int b = 0; b < kEceBins; ++b)
-      if (one.bin_count[b] == 1) bin = b;
-    EXPECT_GE(bin, 0);
-    double* f = out.data() + size_t(r) * kRowStatFields;
-    f[0] = double(one.correct);
-    f[1] = one.nll_sum;
-    f[2] = one.bin_conf_sum[bin];
-    f[3] = double(one.agree);
-    f[4] = one.kl_sum;
-  }
+  cpu::classifier_row_stats<T>(rows, cols, logits.data(), labels.data(), teacher, out.data());
   return out;
 }
+
+// A batch's ClassifierStats the way evaluation builds them: a backend's per-row values, folded.
+template <class T, class RowStats>
+inline void classifier_stats(RowStats row_stats, int rows, int cols, const T* logits,
+                             const int32_t* labels, const T* teacher, ClassifierStats* stats) {
+  std::vector<double> per_row(size_t(rows > 0 ? rows : 0) * kRowStatFields);
+  row_stats(rows, cols, logits, labels, teacher, per_row.data());
+  fold_row_stats(rows, per_row.data(), teacher != nullptr, stats);
+}
+
+// The loss contract writes the value to a one-element array and reads the upstream gradient
+// from one (kernels/loss.h); host tests call it with plain values through these.
+template <class T, class Fn, class... A>
+T value_of(Fn fn, A... args) {
+  T out{};
+  fn(args..., &out);
+  return out;
+}
+template <class T>
+struct Scalar {
+  T value;
+  const T* ptr() const { return &value; }  // valid until the end of the full expression
+};
 
 }  // namespace kernel_testing
 }  // namespace kd

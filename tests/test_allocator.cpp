@@ -19,8 +19,8 @@ namespace {
 // A private allocator over the device's raw calls, so limits and statistics are the test's own.
 CachingAllocator make_allocator(Device device) {
   if (device.is_cuda())
-    return CachingAllocator("cuda-test", cuda::malloc_device, cuda::free_device,
-                            cuda::free_device_bytes);
+    return CachingAllocator("cuda-test", cuda_testing::gpu().malloc_device, cuda_testing::gpu().free_device,
+                            cuda_testing::gpu().free_device_bytes);
   return CachingAllocator(
       "cpu-test", [](size_t n) { return std::malloc(n); }, [](void* p) { std::free(p); }, nullptr);
 }
@@ -109,7 +109,7 @@ TEST(CudaAllocator, ThousandTrainingStepsLeakNothing) {
   KD_REQUIRE_CUDA();
   // Our kernels on the CPU grid emulator take ~0.15 s a step: 100 steps there, 1000 on a GPU.
   cuda_testing::WholeModelSchedule schedule;
-  check_no_leak(Device::cuda(), cuda_testing::kEmulatedDevice ? 100 : 1000);
+  check_no_leak(Device::cuda(), cuda_testing::emulated_device() ? 100 : 1000);
 }
 
 }  // namespace

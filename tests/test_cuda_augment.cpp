@@ -10,10 +10,8 @@
 #include <string>
 #include <vector>
 
-#if KDLAB_HAVE_CUDA
 #include "data/augment.h"
 #include "data/device_batch.h"
-#include "kernels/cuda/runtime.h"
 #include "tests/cuda_testing.h"
 #include "tests/data_testing.h"
 
@@ -150,4 +148,3 @@ TEST(CudaAugment, MixupMatchesCpuBitwise) {
   }
 }
 
-#endif  // KDLAB_HAVE_CUDA

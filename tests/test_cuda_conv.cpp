@@ -14,7 +14,6 @@
 #include "tests/cuda_testing.h"
 #include "tests/kernel_testing.h"
 
-#if KDLAB_HAVE_CUDA
 #include "kernels/conv2d.h"
 
 namespace {
@@ -94,7 +93,7 @@ void check_forward(const ConvGeom& g) {
     std::vector<T> want(y_size(g));
     kd::ref::conv2d_forward(g, x.data(), w.data(), bias, want.data());
     DeviceArray<T> y(std::vector<T>(y_size(g), T(777)));  // forward must overwrite
-    kd::cuda::conv2d_forward(g, dx_.get(), dw_.get(), with_bias ? db_.get() : nullptr, y.get());
+    kd::cuda_testing::gpu_kernels<T>().conv2d_forward(g, dx_.get(), dw_.get(), with_bias ? db_.get() : nullptr, y.get());
     const auto got = y.host();
     expect_close(got, want, tolerance<T>(), "forward vs ref " + what);
     expect_close(got, oracle_forward(g, x, w, bias), tolerance<T>(), "forward vs oracle " + what);
@@ -108,7 +107,7 @@ void check_backward_data(const ConvGeom& g) {
   std::vector<T> want = dx0;
   kd::ref::conv2d_backward_data(g, dy.data(), w.data(), want.data());
   DeviceArray<T> d_w(w), d_dy(dy), d_dx(dx0);
-  kd::cuda::conv2d_backward_data(g, d_dy.get(), d_w.get(), d_dx.get());
+  kd::cuda_testing::gpu_kernels<T>().conv2d_backward_data(g, d_dy.get(), d_w.get(), d_dx.get());
   expect_close(d_dx.host(), want, tolerance<T>(), "backward data " + describe(g) + type_name<T>());
 }
 
@@ -120,13 +119,13 @@ void check_backward_weight(const ConvGeom& g) {
   kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), want_dw.data(), want_db.data());
   const std::string what = describe(g) + type_name<T>();
   DeviceArray<T> d_x(x), d_dy(dy), d_dw(dw0), d_db(db0);
-  kd::cuda::conv2d_backward_weight(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
+  kd::cuda_testing::gpu_kernels<T>().conv2d_backward_weight(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
   expect_close(d_dw.host(), want_dw, tolerance<T>(), "backward weight dw " + what);
   expect_close(d_db.host(), want_db, tolerance<T>(), "backward weight dbias " + what);
 
   // Without dbias: dw the same, the (untouched) bias gradient not needed.
   DeviceArray<T> d_dw2(dw0);
-  kd::cuda::conv2d_backward_weight(g, d_x.get(), d_dy.get(), d_dw2.get(), static_cast<T*>(nullptr));
+  kd::cuda_testing::gpu_kernels<T>().conv2d_backward_weight(g, d_x.get(), d_dy.get(), d_dw2.get(), static_cast<T*>(nullptr));
   expect_close(d_dw2.host(), want_dw, tolerance<T>(), "backward weight, null dbias, " + what);
 }
 
@@ -164,7 +163,7 @@ void check_weight_determinism(const ConvGeom& g) {
   std::vector<T> dw[2], db[2];
   for (int run = 0; run < 2; ++run) {
     DeviceArray<T> d_dw(dw0), d_db(db0);
-    kd::cuda::conv2d_backward_weight(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
+    kd::cuda_testing::gpu_kernels<T>().conv2d_backward_weight(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
     dw[run] = d_dw.host(), db[run] = d_db.host();
   }
   const std::string what = describe(g) + type_name<T>();
@@ -189,12 +188,11 @@ TEST(CudaConvKernels, EmptyBatchIsANoOp) {
   const ConvGeom g = geom(0, 3, 5, 5, 4, 3, 3, 1, 1);
   DeviceArray<float> x(size_t(0)), dy(size_t(0)), w(std::vector<float>(w_size(g), 1.f)),
       dw(std::vector<float>(w_size(g), 2.f)), db(std::vector<float>(4, 3.f));
-  kd::cuda::conv2d_forward(g, x.get(), w.get(), db.get(), dy.get());
-  kd::cuda::conv2d_backward_data(g, dy.get(), w.get(), x.get());
-  kd::cuda::conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get());
+  kd::cuda_testing::gpu_kernels<float>().conv2d_forward(g, x.get(), w.get(), db.get(), dy.get());
+  kd::cuda_testing::gpu_kernels<float>().conv2d_backward_data(g, dy.get(), w.get(), x.get());
+  kd::cuda_testing::gpu_kernels<float>().conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get());
   EXPECT_EQ(dw.host(), std::vector<float>(w_size(g), 2.f));
   EXPECT_EQ(db.host(), std::vector<float>(4, 3.f));
 }
 
 }  // namespace
-#endif  // KDLAB_HAVE_CUDA

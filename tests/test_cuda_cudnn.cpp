@@ -21,11 +21,7 @@
 #include "kernels/cudnn/algo_policy.h"
 #include "kernels/normalization.h"
 #include "tests/kernel_testing.h"
-#if KDLAB_HAVE_CUDA
-#include "kernels/check.h"  // before cuda_testing.h, which uses CudaError without it
-#include "kernels/cuda/runtime.h"
 #include "tests/cuda_testing.h"
-#endif
 
 namespace kd {
 namespace {
@@ -76,22 +72,19 @@ TEST(CudnnAlgoPolicy, KeepsCudnnOrderAndFiltersByRequest) {
   EXPECT_TRUE(policy::ordered_choices({cand(0, true, false, M::fma)}, det).empty());
 }
 
-#if KDLAB_HAVE_CUDA
 using cuda_testing::DeviceArray;
 
 struct ScopedMathMode {
-  cuda::MathMode saved = cuda::math_mode();
+  MathMode saved = cuda_testing::gpu().math_mode();
   ScopedMathMode(bool deterministic, bool tf32) {
-    cuda::MathMode m;
+    MathMode m;
     m.deterministic = deterministic;
     m.tf32 = tf32;
-    cuda::set_math_mode(m);
+    cuda_testing::gpu().set_math_mode(m);
   }
-  ~ScopedMathMode() { cuda::set_math_mode(saved); }
+  ~ScopedMathMode() { cuda_testing::gpu().set_math_mode(saved); }
 };
-#endif
 
-#if KDLAB_HAVE_CUDA && KDLAB_HAVE_CUDNN
 // {n, c, h, w, k, r, s, stride, pad}
 const ConvGeom kConvGeoms[] = {
     {1, 3, 7, 5, 4, 3, 3, 1, 1},     // batch 1, odd channels, non-square
@@ -153,10 +146,10 @@ void check_conv(double tol) {
     ref::conv2d_backward_weight<T>(g, x.data(), dy.data(), dw_ref.data(), db_ref.data());
 
     std::vector<T> y, dx, dw, db, y_nat, dx_nat, dw_nat, db_nat;
-    run_conv<T>(g, seed, cudnn::conv2d_forward<T>, cudnn::conv2d_backward_data<T>,
-                cudnn::conv2d_backward_weight<T>, &y, &dx, &dw, &db);
-    run_conv<T>(g, seed, cuda::conv2d_forward<T>, cuda::conv2d_backward_data<T>,
-                cuda::conv2d_backward_weight<T>, &y_nat, &dx_nat, &dw_nat, &db_nat);
+    run_conv<T>(g, seed, cuda_testing::cudnn_kernels<T>().conv2d_forward, cuda_testing::cudnn_kernels<T>().conv2d_backward_data,
+                cuda_testing::cudnn_kernels<T>().conv2d_backward_weight, &y, &dx, &dw, &db);
+    run_conv<T>(g, seed, cuda_testing::gpu_kernels<T>().conv2d_forward, cuda_testing::gpu_kernels<T>().conv2d_backward_data,
+                cuda_testing::gpu_kernels<T>().conv2d_backward_weight, &y_nat, &dx_nat, &dw_nat, &db_nat);
     expect_close(y, y_ref, tol, "cudnn forward vs ref");
     expect_close(dx, dx_ref, tol, "cudnn dx (accumulated) vs ref");
     expect_close(dw, dw_ref, tol, "cudnn dw (accumulated) vs ref");
@@ -170,18 +163,21 @@ void check_conv(double tol) {
 
 TEST(CudaCudnnConv, FloatMatchesRefAndNative) {
   KD_REQUIRE_CUDA();
+  if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";
   ScopedMathMode fp32(false, false);
   check_conv<float>(1e-4);
 }
 
 TEST(CudaCudnnConv, DoubleMatchesRefAndNative) {
   KD_REQUIRE_CUDA();
+  if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";
   check_conv<double>(1e-10);
 }
 
 // A shape big enough that the fastest backward algorithms would be the atomics-based ones.
 TEST(CudaCudnnConv, DeterministicBackwardIsBitwiseRepeatable) {
   KD_REQUIRE_CUDA();
+  if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";
   ScopedMathMode det(true, true);  // tf32 requested, deterministic wins
   const ConvGeom g{16, 32, 16, 16, 32, 3, 3, 1, 1};
   const ConvSizes n(g);
@@ -190,8 +186,8 @@ TEST(CudaCudnnConv, DeterministicBackwardIsBitwiseRepeatable) {
   std::vector<float> dw_first, dx_first, db_first;
   for (int run = 0; run < 3; ++run) {
     DeviceArray<float> dw(n.w), dx(n.x), db(g.k);
-    cudnn::conv2d_backward_weight<float>(g, x.get(), dy.get(), dw.get(), db.get());
-    cudnn::conv2d_backward_data<float>(g, dy.get(), w.get(), dx.get());
+    cuda_testing::cudnn_kernels<float>().conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get());
+    cuda_testing::cudnn_kernels<float>().conv2d_backward_data(g, dy.get(), w.get(), dx.get());
     if (run == 0) {
       dw_first = dw.host();
       dx_first = dx.host();
@@ -212,6 +208,7 @@ TEST(CudaCudnnConv, DeterministicBackwardIsBitwiseRepeatable) {
 // Only that the TF32 path runs and stays within TF32 rounding.
 TEST(CudaCudnnConv, Tf32ModeStaysWithinTf32Rounding) {
   KD_REQUIRE_CUDA();
+  if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";
   ScopedMathMode tf32(false, true);
   const ConvGeom g{4, 6, 14, 14, 16, 5, 5, 1, 0};
   const ConvSizes n(g);
@@ -219,7 +216,7 @@ TEST(CudaCudnnConv, Tf32ModeStaysWithinTf32Rounding) {
   std::vector<float> y_ref(n.y);
   ref::conv2d_forward<float>(g, x.data(), w.data(), nullptr, y_ref.data());
   DeviceArray<float> d_x(x), d_w(w), d_y(n.y);
-  cudnn::conv2d_forward<float>(g, d_x.get(), d_w.get(), nullptr, d_y.get());
+  cuda_testing::cudnn_kernels<float>().conv2d_forward(g, d_x.get(), d_w.get(), nullptr, d_y.get());
   expect_close(d_y.host(), y_ref, 2e-2, "tf32 forward");
 }
 
@@ -244,7 +241,7 @@ void check_batchnorm(double tol) {
                                     y.data(), mean.data(), invstd.data(), rm.data(), rv.data());
     DeviceArray<T> d_x(x), d_dy(dy), d_gamma(gamma), d_beta(beta), d_rm(rm0), d_rv(rv0);
     DeviceArray<T> d_y(uniform<T>(len, seed + 6, 50, 60)), d_mean(g.c), d_invstd(g.c);
-    cudnn::batchnorm_forward_train<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
+    cuda_testing::cudnn_kernels<T>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
                                       d_y.get(), d_mean.get(), d_invstd.get(), d_rm.get(),
                                       d_rv.get());
     expect_close(d_y.host(), y, tol, "train y");
@@ -259,11 +256,11 @@ void check_batchnorm(double tol) {
                                     y2.data(), unused_mean.data(), unused_invstd.data(),
                                     rm_only.data(), nullptr);
     DeviceArray<T> d_rm_only(rm0), d_y2(len);
-    cudnn::batchnorm_forward_train<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
+    cuda_testing::cudnn_kernels<T>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
                                       d_y2.get(), d_mean.get(), d_invstd.get(), d_rm_only.get(),
                                       nullptr);
     expect_close(d_rm_only.host(), rm_only, tol, "running_mean alone");
-    cudnn::batchnorm_forward_train<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
+    cuda_testing::cudnn_kernels<T>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
                                       d_y2.get(), d_mean.get(), d_invstd.get(), nullptr, nullptr);
     expect_close(d_y2.host(), y, tol, "train y without running buffers");
 
@@ -271,7 +268,7 @@ void check_batchnorm(double tol) {
     ref::batchnorm_forward_eval<T>(g, x.data(), gamma.data(), beta.data(), rm0.data(),
                                    rv0.data(), eps, y_eval.data());
     DeviceArray<T> d_rm0(rm0), d_rv0(rv0), d_y_eval(uniform<T>(len, seed + 7, 50, 60));
-    cudnn::batchnorm_forward_eval<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), d_rm0.get(),
+    cuda_testing::cudnn_kernels<T>().batchnorm_forward_eval(g, d_x.get(), d_gamma.get(), d_beta.get(), d_rm0.get(),
                                      d_rv0.get(), eps, d_y_eval.get());
     expect_close(d_y_eval.host(), y_eval, tol, "eval y");
 
@@ -285,7 +282,7 @@ void check_batchnorm(double tol) {
       DeviceArray<T> d_dx(dx), d_dg(dg), d_db(db), d_m(mean), d_istd(istd);
       ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
                                        istd.data(), dx.data(), dg.data(), db.data());
-      cudnn::batchnorm_backward_train<T>(g, d_x.get(), d_dy.get(), d_gamma.get(), d_m.get(),
+      cuda_testing::cudnn_kernels<T>().batchnorm_backward_train(g, d_x.get(), d_dy.get(), d_gamma.get(), d_m.get(),
                                          d_istd.get(), d_dx.get(), d_dg.get(), d_db.get());
       const std::string what = scale == 1.0 ? " (saved stats)" : " (scaled invstd)";
       expect_close(d_dx.host(), dx, tol, "dx accumulated" + what);
@@ -297,14 +294,15 @@ void check_batchnorm(double tol) {
 
 TEST(CudaCudnnBatchNorm, FloatMatchesRef) {
   KD_REQUIRE_CUDA();
+  if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";
   check_batchnorm<float>(1e-4);
 }
 
 TEST(CudaCudnnBatchNorm, DoubleMatchesRef) {
   KD_REQUIRE_CUDA();
+  if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";
   check_batchnorm<double>(1e-10);
 }
-#endif  // KDLAB_HAVE_CUDA && KDLAB_HAVE_CUDNN
 
 }  // namespace
 }  // namespace kd

@@ -19,7 +19,6 @@
 #include "tests/cuda_testing.h"
 #include "tests/kernel_testing.h"
 
-#if KDLAB_HAVE_CUDA
 
 namespace kd {
 namespace {
@@ -39,27 +38,27 @@ void check_elementwise(double tol) {
 
     std::vector<T> y(n), dx = dx0, acc = dx0, filled(n), scaled = a;
     ref::relu_forward<T>(n, a.data(), y.data());
-    cuda::relu_forward<T>(n, d_a.get(), d_y.get());
+    cuda_testing::gpu_kernels<T>().relu_forward(n, d_a.get(), d_y.get());
     expect_close(d_y.host(), y, tol, "relu_forward");
     // relu_backward takes the forward OUTPUT; b stands in for dy.
     ref::relu_backward<T>(n, y.data(), b.data(), dx.data());
-    cuda::relu_backward<T>(n, d_y.get(), d_b.get(), d_dx.get());
+    cuda_testing::gpu_kernels<T>().relu_backward(n, d_y.get(), d_b.get(), d_dx.get());
     expect_close(d_dx.host(), dx, tol, "relu_backward");
 
     ref::add_forward<T>(n, a.data(), b.data(), y.data());
-    cuda::add_forward<T>(n, d_a.get(), d_b.get(), d_y.get());
+    cuda_testing::gpu_kernels<T>().add_forward(n, d_a.get(), d_b.get(), d_y.get());
     expect_close(d_y.host(), y, tol, "add_forward");
 
     ref::accumulate<T>(n, T(-0.75), a.data(), acc.data());
-    cuda::accumulate<T>(n, T(-0.75), d_a.get(), d_acc.get());
+    cuda_testing::gpu_kernels<T>().accumulate(n, T(-0.75), d_a.get(), d_acc.get());
     expect_close(d_acc.host(), acc, tol, "accumulate");
 
     ref::fill<T>(n, T(2.5), filled.data());
-    cuda::fill<T>(n, T(2.5), d_fill.get());
+    cuda_testing::gpu_kernels<T>().fill(n, T(2.5), d_fill.get());
     expect_close(d_fill.host(), filled, 0.0, "fill");
 
     ref::scale<T>(n, T(-3), scaled.data());
-    cuda::scale<T>(n, T(-3), d_scale.get());
+    cuda_testing::gpu_kernels<T>().scale(n, T(-3), d_scale.get());
     expect_close(d_scale.host(), scaled, tol, "scale");
   }
 }
@@ -78,13 +77,13 @@ TEST(CudaElementwiseKernels, ReluKeepsNaNAndZeroLengthIsANoOp) {
   KD_REQUIRE_CUDA();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   DeviceArray<float> x(std::vector<float>{nan, -1.0f, 2.0f}), y(3);
-  cuda::relu_forward<float>(3, x.get(), y.get());
+  cuda_testing::gpu_kernels<float>().relu_forward(3, x.get(), y.get());
   const std::vector<float> got = y.host();
   EXPECT_TRUE(std::isnan(got[0]));
   EXPECT_EQ(got[1], 0.0f);
   EXPECT_EQ(got[2], 2.0f);
-  cuda::fill<float>(0, 1.0f, y.get());  // no launch, no error
-  cuda::scale<float>(0, 2.0f, y.get());
+  cuda_testing::gpu_kernels<float>().fill(0, 1.0f, y.get());  // no launch, no error
+  cuda_testing::gpu_kernels<float>().scale(0, 2.0f, y.get());
   EXPECT_EQ(y.host()[2], 2.0f);
 }
 
@@ -92,10 +91,10 @@ TEST(CudaElementwiseKernels, ReluKeepsNaNAndZeroLengthIsANoOp) {
 // tail is reached only by the grid-stride loop.
 TEST(CudaElementwiseKernels, GridStrideLoopCoversArraysBeyondTheGrid) {
   KD_REQUIRE_CUDA();
-  const int64_t n = cuda::kGridStrideBlockCap * 256 + 4097;
+  const int64_t n = cuda_testing::gpu().grid_stride_block_cap * 256 + 4097;
   DeviceArray<float> d(n);
-  cuda::fill<float>(n, 1.5f, d.get());
-  cuda::scale<float>(n, 2.0f, d.get());
+  cuda_testing::gpu_kernels<float>().fill(n, 1.5f, d.get());
+  cuda_testing::gpu_kernels<float>().scale(n, 2.0f, d.get());
   const std::vector<float> got = d.host();
   int64_t wrong = 0;
   for (int64_t i = 0; i < n; ++i) wrong += got[i] != 3.0f;
@@ -140,9 +139,9 @@ void check_pools(double tol) {
     ref::max_pool2d_forward<T>(g, x.data(), m.data(), arg.data());
     ref::avg_pool2d_backward<T>(g, dy.data(), dxa.data());
     ref::max_pool2d_backward<T>(g, dy.data(), arg.data(), dxm.data());
-    cuda::max_pool2d_forward<T>(g, d_x.get(), d_m.get(), d_arg.get());
-    cuda::avg_pool2d_backward<T>(g, d_dy.get(), d_dxa.get());
-    cuda::max_pool2d_backward<T>(g, d_dy.get(), d_arg.get(), d_dxm.get());
+    cuda_testing::gpu_kernels<T>().max_pool2d_forward(g, d_x.get(), d_m.get(), d_arg.get());
+    cuda_testing::gpu_kernels<T>().avg_pool2d_backward(g, d_dy.get(), d_dxa.get());
+    cuda_testing::gpu_kernels<T>().max_pool2d_backward(g, d_dy.get(), d_arg.get(), d_dxm.get());
     EXPECT_EQ(d_arg.host(), arg) << "argmax";
     expect_close(d_dxa.host(), dxa, tol, "avg backward");
     expect_close(d_dxm.host(), dxm, tol, "max backward");
@@ -156,7 +155,7 @@ void check_pools(double tol) {
     x[in / 2] = T(1);
     ref::avg_pool2d_forward<T>(g, x.data(), y.data());
     DeviceArray<T> d_x_clean(x);
-    cuda::avg_pool2d_forward<T>(g, d_x_clean.get(), d_y.get());
+    cuda_testing::gpu_kernels<T>().avg_pool2d_forward(g, d_x_clean.get(), d_y.get());
     expect_close(d_y.host(), y, tol, "avg forward");
   }
 }
@@ -186,8 +185,8 @@ void check_global_pool(double tol) {
     ref::global_avg_pool_forward<T>(n, c, hw, x.data(), y.data());
     ref::global_avg_pool_backward<T>(n, c, hw, dy.data(), dx.data());
     DeviceArray<T> d_x(x), d_y(planes), d_dy(dy), d_dx(dx0);
-    cuda::global_avg_pool_forward<T>(n, c, hw, d_x.get(), d_y.get());
-    cuda::global_avg_pool_backward<T>(n, c, hw, d_dy.get(), d_dx.get());
+    cuda_testing::gpu_kernels<T>().global_avg_pool_forward(n, c, hw, d_x.get(), d_y.get());
+    cuda_testing::gpu_kernels<T>().global_avg_pool_backward(n, c, hw, d_dy.get(), d_dx.get());
     expect_close(d_y.host(), y, tol, "global avg forward");
     expect_close(d_dx.host(), dx, tol, "global avg backward");
   }
@@ -207,7 +206,7 @@ TEST(CudaPoolKernels, RejectsPaddingOverHalfTheWindow) {
   KD_REQUIRE_CUDA();
   const PoolGeom g{1, 1, 4, 4, 2, 2, 2, 2};
   DeviceArray<float> x(16), y(16);
-  EXPECT_THROW(cuda::avg_pool2d_forward<float>(g, x.get(), y.get()), Error);
+  EXPECT_THROW(cuda_testing::gpu_kernels<float>().avg_pool2d_forward(g, x.get(), y.get()), Error);
 }
 
 // BatchNorm's num_batches_tracked counts on the device: the GPU increment equals the CPU's.
@@ -216,7 +215,7 @@ TEST(CudaElementwiseKernels, CounterAddMatchesCpu) {
   int64_t host = int64_t(1) << 40;
   DeviceArray<int64_t> counter(std::vector<int64_t>{host});
   for (int64_t delta : {1, 1, 7, -3}) {
-    cuda::counter_add(counter.get(), delta);
+    cuda_testing::gpu().counter_add(counter.get(), delta);
     cpu::counter_add(&host, delta);
   }
   EXPECT_EQ(counter.host()[0], host);
@@ -226,4 +225,3 @@ TEST(CudaElementwiseKernels, CounterAddMatchesCpu) {
 }  // namespace
 }  // namespace kd
 
-#endif  // KDLAB_HAVE_CUDA

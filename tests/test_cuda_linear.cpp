@@ -16,11 +16,7 @@
 #include "kernels/cuda/linear_gemm.h"
 #include "kernels/linear.h"
 #include "tests/kernel_testing.h"
-#if KDLAB_HAVE_CUDA
-#include "kernels/check.h"  // before cuda_testing.h, which uses CudaError without it
-#include "kernels/cuda/runtime.h"
 #include "tests/cuda_testing.h"
-#endif
 
 namespace kd {
 namespace {
@@ -86,18 +82,17 @@ TEST(LinearGemmPlan, ColumnMajorCallsReproduceRef) {
   }
 }
 
-#if KDLAB_HAVE_CUDA
 using cuda_testing::DeviceArray;
 
 struct ScopedMathMode {
-  cuda::MathMode saved = cuda::math_mode();
+  MathMode saved = cuda_testing::gpu().math_mode();
   explicit ScopedMathMode(bool deterministic, bool tf32) {
-    cuda::MathMode m;
+    MathMode m;
     m.deterministic = deterministic;
     m.tf32 = tf32;
-    cuda::set_math_mode(m);
+    cuda_testing::gpu().set_math_mode(m);
   }
-  ~ScopedMathMode() { cuda::set_math_mode(saved); }
+  ~ScopedMathMode() { cuda_testing::gpu().set_math_mode(saved); }
 };
 
 template <class T>
@@ -117,7 +112,7 @@ void check_against_ref(const LinearGeom& g, uint64_t seed, double tol) {
     ref::linear_forward<T>(g, x.data(), w.data(), with_bias ? bias.data() : nullptr,
                            y_ref.data());
     DeviceArray<T> d_y(garbage);
-    cuda::linear_forward<T>(g, d_x.get(), d_w.get(), with_bias ? d_bias.get() : nullptr,
+    cuda_testing::gpu_kernels<T>().linear_forward(g, d_x.get(), d_w.get(), with_bias ? d_bias.get() : nullptr,
                             d_y.get());
     expect_close(d_y.host(), y_ref, tol, with_bias ? "forward with bias" : "forward");
   }
@@ -126,8 +121,8 @@ void check_against_ref(const LinearGeom& g, uint64_t seed, double tol) {
   ref::linear_backward_data<T>(g, dy.data(), w.data(), dx_ref.data());
   ref::linear_backward_weight<T>(g, x.data(), dy.data(), dw_ref.data(), db_ref.data());
   DeviceArray<T> d_dx(dx0), d_dw(dw0), d_db(db0);
-  cuda::linear_backward_data<T>(g, d_dy.get(), d_w.get(), d_dx.get());
-  cuda::linear_backward_weight<T>(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
+  cuda_testing::gpu_kernels<T>().linear_backward_data(g, d_dy.get(), d_w.get(), d_dx.get());
+  cuda_testing::gpu_kernels<T>().linear_backward_weight(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
   expect_close(d_dx.host(), dx_ref, tol, "dx (accumulated)");
   expect_close(d_dw.host(), dw_ref, tol, "dw (accumulated)");
   expect_close(d_db.host(), db_ref, tol, "dbias (accumulated)");
@@ -152,7 +147,7 @@ TEST(CudaLinear, EmptyInnerDimensionAssignsBias) {
   auto bias = uniform<double>(g.out, 7300, -1, 1);
   DeviceArray<double> d_bias(bias), d_y(uniform<double>(12, 7301, 50, 60));
   DeviceArray<double> d_x(1), d_w(1);
-  cuda::linear_forward<double>(g, d_x.get(), d_w.get(), d_bias.get(), d_y.get());
+  cuda_testing::gpu_kernels<double>().linear_forward(g, d_x.get(), d_w.get(), d_bias.get(), d_y.get());
   std::vector<double> want;
   for (int b = 0; b < g.batch; ++b) want.insert(want.end(), bias.begin(), bias.end());
   expect_close(d_y.host(), want, 0, "y = bias");
@@ -167,7 +162,7 @@ TEST(CudaLinear, DeterministicBackwardIsBitwiseRepeatable) {
   std::vector<float> first, first_db;
   for (int run = 0; run < 2; ++run) {
     DeviceArray<float> d_dw(size_t(g.out) * g.in), d_db(g.out);
-    cuda::linear_backward_weight<float>(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
+    cuda_testing::gpu_kernels<float>().linear_backward_weight(g, d_x.get(), d_dy.get(), d_dw.get(), d_db.get());
     if (run == 0) {
       first = d_dw.host();
       first_db = d_db.host();
@@ -188,7 +183,7 @@ TEST(CudaLinear, Tf32ModeStaysWithinTf32Rounding) {
   std::vector<float> y_ref(size_t(g.batch) * g.out);
   ref::linear_forward<float>(g, x.data(), w.data(), nullptr, y_ref.data());
   DeviceArray<float> d_x(x), d_w(w), d_y(y_ref.size());
-  cuda::linear_forward<float>(g, d_x.get(), d_w.get(), nullptr, d_y.get());
+  cuda_testing::gpu_kernels<float>().linear_forward(g, d_x.get(), d_w.get(), nullptr, d_y.get());
   expect_close(d_y.host(), y_ref, 2e-2, "tf32 forward");
 }
 
@@ -196,15 +191,14 @@ TEST(CudaLinear, CountsOneLaunchPerLibraryCallAndKernel) {
   KD_REQUIRE_CUDA();
   const LinearGeom g{4, 6, 5};
   DeviceArray<float> x(24), w(30), bias(5), y(20), dx(24), dw(30), db(5);
-  const uint64_t start = cuda::launch_count();
-  cuda::linear_forward<float>(g, x.get(), w.get(), bias.get(), y.get());  // GEMM + bias add
-  EXPECT_EQ(cuda::launch_count() - start, 2u);
-  cuda::linear_backward_data<float>(g, y.get(), w.get(), dx.get());  // GEMM
-  EXPECT_EQ(cuda::launch_count() - start, 3u);
-  cuda::linear_backward_weight<float>(g, x.get(), y.get(), dw.get(), db.get());  // GEMM + sums
-  EXPECT_EQ(cuda::launch_count() - start, 5u);
+  const uint64_t start = cuda_testing::gpu().launch_count();
+  cuda_testing::gpu_kernels<float>().linear_forward(g, x.get(), w.get(), bias.get(), y.get());  // GEMM + bias add
+  EXPECT_EQ(cuda_testing::gpu().launch_count() - start, 2u);
+  cuda_testing::gpu_kernels<float>().linear_backward_data(g, y.get(), w.get(), dx.get());  // GEMM
+  EXPECT_EQ(cuda_testing::gpu().launch_count() - start, 3u);
+  cuda_testing::gpu_kernels<float>().linear_backward_weight(g, x.get(), y.get(), dw.get(), db.get());  // GEMM + sums
+  EXPECT_EQ(cuda_testing::gpu().launch_count() - start, 5u);
 }
-#endif  // KDLAB_HAVE_CUDA
 
 }  // namespace
 }  // namespace kd

@@ -81,10 +81,10 @@ TEST(LossRowMath, DistillFormulasMatchRef) {
       for (int j = 0; j < cols; j += 3) t[j] = 5;  // tied maxima in row 0
       const double dloss = 0.75, inv_tau = 1 / tau, t2 = tau * tau;
       std::vector<double> want_grad(rows * cols, 0.5), got_grad(rows * cols, 0.5);
-      ref::distill_loss_backward<double>(kind, rows, cols, t.data(), s.data(), tau, dloss,
+      ref::distill_loss_backward<double>(kind, rows, cols, t.data(), s.data(), tau, kernel_testing::Scalar<double>{dloss}.ptr(),
                                          want_grad.data());
       const double want =
-          ref::distill_loss_forward<double>(kind, rows, cols, t.data(), s.data(), tau);
+          kernel_testing::value_of<double>(ref::distill_loss_forward<double>, kind, rows, cols, t.data(), s.data(), tau);
       double total = 0;
       for (int r = 0; r < rows; ++r) {
         const double *tr = t.data() + r * cols, *sr = s.data() + r * cols;
@@ -111,7 +111,6 @@ TEST(LossRowMath, DistillFormulasMatchRef) {
 }
 
 // --- device ----------------------------------------------------------------------------------
-#if KDLAB_HAVE_CUDA
 using cuda_testing::DeviceArray;
 
 template <class T>
@@ -148,20 +147,20 @@ void check_log_softmax_and_ce() {
     ref::log_softmax_forward<T>(s.rows, s.cols, x.data(), y.data());
     ref::log_softmax_backward<T>(s.rows, s.cols, y.data(), dy.data(), dx_ls.data());
     const T dloss = T(0.75);
-    const T loss = ref::cross_entropy_forward<T>(s.rows, s.cols, x.data(), labels.data());
-    ref::cross_entropy_backward<T>(s.rows, s.cols, x.data(), labels.data(), dloss, dx_ce.data());
+    const T loss = kernel_testing::value_of<T>(ref::cross_entropy_forward<T>, s.rows, s.cols, x.data(), labels.data());
+    ref::cross_entropy_backward<T>(s.rows, s.cols, x.data(), labels.data(), kernel_testing::Scalar<T>{dloss}.ptr(), dx_ce.data());
 
     DeviceArray<T> x_d(x), dy_d(dy), y_d(std::vector<T>(len, T(1e30))), g_ls(dx0), g_ce(dx0);
     DeviceArray<int32_t> l_d(labels);
     DeviceArray<T> loss_d(std::vector<T>{T(-1)}), dloss_d(std::vector<T>{dloss});
-    cuda::log_softmax_forward<T>(s.rows, s.cols, x_d.get(), y_d.get());
+    cuda_testing::gpu_kernels<T>().log_softmax_forward(s.rows, s.cols, x_d.get(), y_d.get());
     expect_close(y_d.host(), y, tol<T>(), "log_softmax y");
     DeviceArray<T> y_ref(y);  // backward from the reference y, as ref:: used
-    cuda::log_softmax_backward<T>(s.rows, s.cols, y_ref.get(), dy_d.get(), g_ls.get());
+    cuda_testing::gpu_kernels<T>().log_softmax_backward(s.rows, s.cols, y_ref.get(), dy_d.get(), g_ls.get());
     expect_close(g_ls.host(), dx_ls, tol<T>(), "log_softmax dx (accumulated)");
-    cuda::cross_entropy_forward<T>(s.rows, s.cols, x_d.get(), l_d.get(), loss_d.get());
+    cuda_testing::gpu_kernels<T>().cross_entropy_forward(s.rows, s.cols, x_d.get(), l_d.get(), loss_d.get());
     EXPECT_NEAR(download_scalar(loss_d), loss, tol<T>() * std::max(1.0, std::fabs(double(loss))));
-    cuda::cross_entropy_backward<T>(s.rows, s.cols, x_d.get(), l_d.get(), dloss_d.get(),
+    cuda_testing::gpu_kernels<T>().cross_entropy_backward(s.rows, s.cols, x_d.get(), l_d.get(), dloss_d.get(),
                                     g_ce.get());
     expect_close(g_ce.host(), dx_ce, tol<T>(), "cross_entropy dx (accumulated)");
   }
@@ -188,20 +187,20 @@ void check_distill(bool tied_teacher) {
     for (T tau : {T(1), T(4)}) {
       for (DistillKind kind : kKinds) {
         SCOPED_TRACE(shape_name(s) + " " + kind_name(kind) + " tau " + std::to_string(double(tau)));
-        const T want = ref::distill_loss_forward<T>(kind, s.rows, s.cols, t.data(), st.data(), tau);
+        const T want = kernel_testing::value_of<T>(ref::distill_loss_forward<T>, kind, s.rows, s.cols, t.data(), st.data(), tau);
         std::vector<T> want_g = g0;
-        ref::distill_loss_backward<T>(kind, s.rows, s.cols, t.data(), st.data(), tau, dloss,
+        ref::distill_loss_backward<T>(kind, s.rows, s.cols, t.data(), st.data(), tau, kernel_testing::Scalar<T>{dloss}.ptr(),
                                       want_g.data());
-        cuda::distill_loss_forward<T>(kind, s.rows, s.cols, t_d.get(), s_d.get(), tau,
+        cuda_testing::gpu_kernels<T>().distill_loss_forward(kind, s.rows, s.cols, t_d.get(), s_d.get(), tau,
                                       loss_d.get());
         const T got = download_scalar(loss_d);
         EXPECT_NEAR(got, want, tol<T>() * std::max(1.0, std::fabs(double(want))));
         DeviceArray<T> g_d(g0);
-        cuda::distill_loss_backward<T>(kind, s.rows, s.cols, t_d.get(), s_d.get(), tau,
+        cuda_testing::gpu_kernels<T>().distill_loss_backward(kind, s.rows, s.cols, t_d.get(), s_d.get(), tau,
                                        dloss_d.get(), g_d.get());
         expect_close(g_d.host(), want_g, tol<T>(), "dstudent (accumulated)");
         // Deterministic: the same call gives the same bits.
-        cuda::distill_loss_forward<T>(kind, s.rows, s.cols, t_d.get(), s_d.get(), tau,
+        cuda_testing::gpu_kernels<T>().distill_loss_forward(kind, s.rows, s.cols, t_d.get(), s_d.get(), tau,
                                       loss_d.get());
         EXPECT_TRUE(same_bits(std::vector<T>{download_scalar(loss_d)}, std::vector<T>{got}));
       }
@@ -235,10 +234,10 @@ void check_ensemble() {
       ref::ensemble_reduce_backward<T>(members, s.rows, s.cols, x.data(), y.data(), dy.data(),
                                        dx.data());
       DeviceArray<T> x_d(x), y_d(std::vector<T>(len, T(7))), dy_d(dy), dx_d(dx0);
-      cuda::ensemble_reduce_forward<T>(members, s.rows, s.cols, x_d.get(), y_d.get());
+      cuda_testing::gpu_kernels<T>().ensemble_reduce_forward(members, s.rows, s.cols, x_d.get(), y_d.get());
       expect_close(y_d.host(), y, tol<T>(), "ensemble y");
       DeviceArray<T> y_ref(y);  // backward from the reference y, as ref:: used
-      cuda::ensemble_reduce_backward<T>(members, s.rows, s.cols, x_d.get(), y_ref.get(), dy_d.get(),
+      cuda_testing::gpu_kernels<T>().ensemble_reduce_backward(members, s.rows, s.cols, x_d.get(), y_ref.get(), dy_d.get(),
                                         dx_d.get());
       expect_close(dx_d.host(), dx, tol<T>(), "ensemble dx (accumulated)");
     }
@@ -261,15 +260,15 @@ TEST(CudaLossKernels, AccumulateAndDeviceScalarSemantics) {
   DeviceArray<double> x_d(x), t_d(t), g_d(rows * cols), dloss_d(std::vector<double>{1.0});
   DeviceArray<int32_t> l_d(labels);
   std::vector<double> once(rows * cols, 0.0);
-  ref::cross_entropy_backward<double>(rows, cols, x.data(), labels.data(), 1.0, once.data());
-  cuda::cross_entropy_backward<double>(rows, cols, x_d.get(), l_d.get(), dloss_d.get(), g_d.get());
-  cuda::cross_entropy_backward<double>(rows, cols, x_d.get(), l_d.get(), dloss_d.get(), g_d.get());
+  ref::cross_entropy_backward<double>(rows, cols, x.data(), labels.data(), kernel_testing::Scalar<double>{1.0}.ptr(), once.data());
+  cuda_testing::gpu_kernels<double>().cross_entropy_backward(rows, cols, x_d.get(), l_d.get(), dloss_d.get(), g_d.get());
+  cuda_testing::gpu_kernels<double>().cross_entropy_backward(rows, cols, x_d.get(), l_d.get(), dloss_d.get(), g_d.get());
   std::vector<double> twice = once;
   for (double& v : twice) v *= 2;
   expect_close(g_d.host(), twice, 1e-12, "two accumulations");
 
   DeviceArray<double> zero_d(std::vector<double>{0.0}), k_d(rows * cols);
-  cuda::distill_loss_backward<double>(DistillKind::kKL, rows, cols, t_d.get(), x_d.get(), 2.0,
+  cuda_testing::gpu_kernels<double>().distill_loss_backward(DistillKind::kKL, rows, cols, t_d.get(), x_d.get(), 2.0,
                                       zero_d.get(), k_d.get());
   expect_close(k_d.host(), std::vector<double>(rows * cols, 0.0), 0, "dloss 0 adds nothing");
 
@@ -278,13 +277,12 @@ TEST(CudaLossKernels, AccumulateAndDeviceScalarSemantics) {
   bad[4] = cols;
   DeviceArray<int32_t> bad_d(bad);
   DeviceArray<double> loss_d(1);
-  cuda::cross_entropy_forward<double>(rows, cols, x_d.get(), bad_d.get(), loss_d.get());
+  cuda_testing::gpu_kernels<double>().cross_entropy_forward(rows, cols, x_d.get(), bad_d.get(), loss_d.get());
   EXPECT_TRUE(std::isnan(download_scalar(loss_d)));
-  EXPECT_THROW(cuda::distill_loss_forward<double>(DistillKind::kKL, rows, cols, t_d.get(),
+  EXPECT_THROW(cuda_testing::gpu_kernels<double>().distill_loss_forward(DistillKind::kKL, rows, cols, t_d.get(),
                                                   x_d.get(), 0.0, loss_d.get()),
                Error);
 }
-#endif  // KDLAB_HAVE_CUDA
 
 }  // namespace
 }  // namespace kd

@@ -144,7 +144,6 @@ TEST(MultiTensorPlan, CoversEveryElementOnce) {
 }
 
 // --- device ----------------------------------------------------------------------------------
-#if KDLAB_HAVE_CUDA
 using cuda_testing::DeviceArray;
 
 
@@ -163,7 +162,7 @@ void check_row_stats(int rows, int cols, uint64_t seed, bool with_teacher, bool 
   DeviceArray<T> l_d(logits), t_d(teacher);
   DeviceArray<int32_t> lab_d(labels);
   DeviceArray<double> rows_d(std::vector<double>(size_t(rows) * kRowStatFields, 1e300));
-  cuda::classifier_row_stats<T>(rows, cols, l_d.get(), lab_d.get(),
+  cuda_testing::gpu_kernels<T>().classifier_row_stats(rows, cols, l_d.get(), lab_d.get(),
                                 with_teacher ? t_d.get() : nullptr, rows_d.get());
   const std::vector<double> got_rows = rows_d.host(),
                             want_rows = cpu_row_stats<T>(rows, cols, logits, labels, t);
@@ -178,7 +177,7 @@ void check_row_stats(int rows, int cols, uint64_t seed, bool with_teacher, bool 
   }
   ClassifierStats got, want;
   fold_row_stats(rows, got_rows.data(), with_teacher, &got);
-  cpu::classifier_stats<T>(rows, cols, logits.data(), labels.data(), t, &want);
+  kernel_testing::classifier_stats<T>(cpu::classifier_row_stats<T>, rows, cols, logits.data(), labels.data(), t, &want);
   EXPECT_EQ(got.count, want.count);
   EXPECT_EQ(got.correct, want.correct);
   EXPECT_EQ(got.agree, want.agree);
@@ -220,7 +219,7 @@ TEST(CudaMetricsKernels, OutOfRangeLabelGivesNaNNll) {
   DeviceArray<float> l_d(logits);
   DeviceArray<int32_t> lab_d(labels);
   DeviceArray<double> rows_d(size_t(rows) * kRowStatFields);
-  cuda::classifier_row_stats<float>(rows, cols, l_d.get(), lab_d.get(), nullptr, rows_d.get());
+  cuda_testing::gpu_kernels<float>().classifier_row_stats(rows, cols, l_d.get(), lab_d.get(), nullptr, rows_d.get());
   const std::vector<double> got = rows_d.host();
   for (int r : {4, 9}) {
     EXPECT_TRUE(std::isnan(got[size_t(r) * kRowStatFields + 1])) << "row " << r;
@@ -241,7 +240,7 @@ void check_single_tensor_updates() {
     for (int step = 0; step < kSteps; ++step) {
       const auto g = step_grad<T>(n, 3, step);
       DeviceArray<T> g_d(g);
-      cuda::sgd_update<T>(n, h, step == 0, p_d.get(), g_d.get(),
+      cuda_testing::gpu_kernels<T>().sgd_update(n, h, step == 0, p_d.get(), g_d.get(),
                           h.momentum != 0 ? b_d.get() : nullptr);
       host_sgd(h, step == 0, g, &host);
       ref::sgd_update<T>(n, h, step == 0, ref_st.param.data(), g.data(), ref_st.s1.data());
@@ -257,7 +256,7 @@ void check_single_tensor_updates() {
   for (int step = 1; step <= kSteps; ++step) {
     const auto g = step_grad<T>(n, 4, step);
     DeviceArray<T> g_d(g);
-    cuda::adam_update<T>(n, kAdam, step, p_d.get(), g_d.get(), m_d.get(), v_d.get());
+    cuda_testing::gpu_kernels<T>().adam_update(n, kAdam, step, p_d.get(), g_d.get(), m_d.get(), v_d.get());
     host_adam(kAdam, step, g, &host);
     ref::adam_update<T>(n, kAdam, step, ref_st.param.data(), g.data(), ref_st.s1.data(),
                         ref_st.s2.data());
@@ -321,21 +320,21 @@ void check_multi_tensor(bool adam) {
       pg.push_back(sizes[i] ? g_d.back()->get() : nullptr);
     }
     if (adam) {
-      cuda::adam_update_multi<T>(count, sizes.data(), multi.pp.data(), pg.data(), multi.ps1.data(),
+      cuda_testing::gpu_kernels<T>().adam_update_multi(count, sizes.data(), multi.pp.data(), pg.data(), multi.ps1.data(),
                                  multi.ps2.data(), kAdam, step);
     } else {
-      cuda::sgd_update_multi<T>(count, sizes.data(), multi.pp.data(), pg.data(), multi.ps1.data(),
+      cuda_testing::gpu_kernels<T>().sgd_update_multi(count, sizes.data(), multi.pp.data(), pg.data(), multi.ps1.data(),
                                 h, step == 1);
     }
     for (int i = 0; i < count; ++i) {
       if (adam) {
-        cuda::adam_update<T>(sizes[i], kAdam, step, single.pp[i], pg[i], single.ps1[i],
+        cuda_testing::gpu_kernels<T>().adam_update(sizes[i], kAdam, step, single.pp[i], pg[i], single.ps1[i],
                              single.ps2[i]);
         host_adam(kAdam, step, g[i], &host[i]);
         ref::adam_update<T>(sizes[i], kAdam, step, ref_st[i].param.data(), g[i].data(),
                             ref_st[i].s1.data(), ref_st[i].s2.data());
       } else {
-        cuda::sgd_update<T>(sizes[i], h, step == 1, single.pp[i], pg[i], single.ps1[i]);
+        cuda_testing::gpu_kernels<T>().sgd_update(sizes[i], h, step == 1, single.pp[i], pg[i], single.ps1[i]);
         host_sgd(h, step == 1, g[i], &host[i]);
         ref::sgd_update<T>(sizes[i], h, step == 1, ref_st[i].param.data(), g[i].data(),
                            ref_st[i].s1.data());
@@ -362,7 +361,6 @@ TEST(CudaOptimizerKernels, MultiTensorEqualsPerTensor) {
   check_multi_tensor<double>(false);
   check_multi_tensor<double>(true);
 }
-#endif  // KDLAB_HAVE_CUDA
 
 }  // namespace
 }  // namespace kd

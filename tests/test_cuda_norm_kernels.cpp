@@ -15,7 +15,6 @@
 #include "tests/cuda_testing.h"
 #include "tests/kernel_testing.h"
 
-#if KDLAB_HAVE_CUDA
 
 namespace kd {
 namespace {
@@ -55,7 +54,7 @@ void check_batchnorm(double tol) {
                                     y.data(), mean.data(), invstd.data(), rm.data(), rv.data());
     DeviceArray<T> dx_(x), dgamma_(gamma), dbeta_(beta), dy_(dy), d_y(len), d_mean(g.c),
         d_invstd(g.c), d_rm(rm0), d_rv(rv0);
-    cuda::batchnorm_forward_train<T>(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
+    cuda_testing::gpu_kernels<T>().batchnorm_forward_train(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
                                      d_y.get(), d_mean.get(), d_invstd.get(), d_rm.get(),
                                      d_rv.get());
     expect_close(d_y.host(), y, tol, "train y");
@@ -66,7 +65,7 @@ void check_batchnorm(double tol) {
 
     // Null running statistics: same outputs, nothing else touched.
     DeviceArray<T> d_y2(len), d_mean2(g.c), d_invstd2(g.c);
-    cuda::batchnorm_forward_train<T>(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
+    cuda_testing::gpu_kernels<T>().batchnorm_forward_train(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
                                      d_y2.get(), d_mean2.get(), d_invstd2.get(), nullptr, nullptr);
     EXPECT_TRUE(same_bits(d_y2.host(), d_y.host())) << "y without running statistics";
     EXPECT_TRUE(same_bits(d_invstd2.host(), d_invstd.host()));
@@ -76,7 +75,7 @@ void check_batchnorm(double tol) {
     ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
                                      invstd.data(), dx.data(), dg.data(), db.data());
     DeviceArray<T> d_mean_ref(mean), d_invstd_ref(invstd), d_dx(dx0), d_dg(dg0), d_db(db0);
-    cuda::batchnorm_backward_train<T>(g, dx_.get(), dy_.get(), dgamma_.get(), d_mean_ref.get(),
+    cuda_testing::gpu_kernels<T>().batchnorm_backward_train(g, dx_.get(), dy_.get(), dgamma_.get(), d_mean_ref.get(),
                                       d_invstd_ref.get(), d_dx.get(), d_dg.get(), d_db.get());
     expect_close(d_dx.host(), dx, tol, "train dx");
     expect_close(d_dg.host(), dg, tol, "train dgamma");
@@ -87,12 +86,12 @@ void check_batchnorm(double tol) {
     std::vector<T> ye(len), dxe = dx0, dge = dg0, dbe = db0;
     ref::batchnorm_forward_eval<T>(g, x.data(), gamma.data(), beta.data(), rm0.data(),
                                    rv0.data(), eps, ye.data());
-    cuda::batchnorm_forward_eval<T>(g, dx_.get(), dgamma_.get(), dbeta_.get(), d_rm0.get(),
+    cuda_testing::gpu_kernels<T>().batchnorm_forward_eval(g, dx_.get(), dgamma_.get(), dbeta_.get(), d_rm0.get(),
                                     d_rv0.get(), eps, d_ye.get());
     expect_close(d_ye.host(), ye, tol, "eval y");
     ref::batchnorm_backward_eval<T>(g, x.data(), dy.data(), gamma.data(), rm0.data(), rv0.data(),
                                     eps, dxe.data(), dge.data(), dbe.data());
-    cuda::batchnorm_backward_eval<T>(g, dx_.get(), dy_.get(), dgamma_.get(), d_rm0.get(),
+    cuda_testing::gpu_kernels<T>().batchnorm_backward_eval(g, dx_.get(), dy_.get(), dgamma_.get(), d_rm0.get(),
                                      d_rv0.get(), eps, d_dxe.get(), d_dge.get(), d_dbe.get());
     expect_close(d_dxe.host(), dxe, tol, "eval dx");
     expect_close(d_dge.host(), dge, tol, "eval dgamma");
@@ -132,7 +131,7 @@ void check_groupnorm(double tol) {
                               invstd.data());
     DeviceArray<T> d_x(x), d_dy(dy), d_gamma(gamma), d_beta(beta), d_y(len), d_mean(stats),
         d_invstd(stats);
-    cuda::groupnorm_forward<T>(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, d_y.get(),
+    cuda_testing::gpu_kernels<T>().groupnorm_forward(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, d_y.get(),
                                d_mean.get(), d_invstd.get());
     expect_close(d_y.host(), y, tol, "gn y");
     expect_close(d_mean.host(), mean, tol, "gn save_mean");
@@ -142,7 +141,7 @@ void check_groupnorm(double tol) {
     ref::groupnorm_backward<T>(g, x.data(), dy.data(), gamma.data(), mean.data(), invstd.data(),
                                dx.data(), dg.data(), db.data());
     DeviceArray<T> d_mean_ref(mean), d_invstd_ref(invstd), d_dx(dx0), d_dg(dg0), d_db(db0);
-    cuda::groupnorm_backward<T>(g, d_x.get(), d_dy.get(), d_gamma.get(), d_mean_ref.get(),
+    cuda_testing::gpu_kernels<T>().groupnorm_backward(g, d_x.get(), d_dy.get(), d_gamma.get(), d_mean_ref.get(),
                                 d_invstd_ref.get(), d_dx.get(), d_dg.get(), d_db.get());
     expect_close(d_dx.host(), dx, tol, "gn dx");
     expect_close(d_dg.host(), dg, tol, "gn dgamma");
@@ -173,13 +172,13 @@ TEST(CudaNormKernels, BatchNormAndGroupNormAreBitwiseReproducible) {
     DeviceArray<float> y(len), mean(g.c), invstd(g.c), rm(g.c), rv(g.c), dx(len), dg(g.c),
         db(g.c), gy(len), gmean(size_t(g.n) * g.groups), ginv(size_t(g.n) * g.groups),
         gdx(len), gdg(g.c), gdb(g.c);
-    cuda::batchnorm_forward_train<float>(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f,
+    cuda_testing::gpu_kernels<float>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f,
                                          y.get(), mean.get(), invstd.get(), rm.get(), rv.get());
-    cuda::batchnorm_backward_train<float>(g, d_x.get(), d_dy.get(), d_gamma.get(), mean.get(),
+    cuda_testing::gpu_kernels<float>().batchnorm_backward_train(g, d_x.get(), d_dy.get(), d_gamma.get(), mean.get(),
                                           invstd.get(), dx.get(), dg.get(), db.get());
-    cuda::groupnorm_forward<float>(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, gy.get(),
+    cuda_testing::gpu_kernels<float>().groupnorm_forward(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, gy.get(),
                                    gmean.get(), ginv.get());
-    cuda::groupnorm_backward<float>(g, d_x.get(), d_dy.get(), d_gamma.get(), gmean.get(),
+    cuda_testing::gpu_kernels<float>().groupnorm_backward(g, d_x.get(), d_dy.get(), d_gamma.get(), gmean.get(),
                                     ginv.get(), gdx.get(), gdg.get(), gdb.get());
     std::vector<std::vector<float>> out = {y.host(),  mean.host(), invstd.host(), rm.host(),
                                            rv.host(), dx.host(),   dg.host(),     db.host(),
@@ -195,7 +194,7 @@ TEST(CudaNormKernels, BatchNormRejectsOneValuePerChannelInTraining) {
   KD_REQUIRE_CUDA();
   const NormGeom g{1, 2, 1};
   DeviceArray<double> x(2), gm(2), bt(2), y(2), m(2), s(2);
-  EXPECT_THROW(cuda::batchnorm_forward_train<double>(g, x.get(), gm.get(), bt.get(), 1e-5, 0.1,
+  EXPECT_THROW(cuda_testing::gpu_kernels<double>().batchnorm_forward_train(g, x.get(), gm.get(), bt.get(), 1e-5, 0.1,
                                                      y.get(), m.get(), s.get(), nullptr, nullptr),
                Error);
 }
@@ -203,4 +202,3 @@ TEST(CudaNormKernels, BatchNormRejectsOneValuePerChannelInTraining) {
 }  // namespace
 }  // namespace kd
 
-#endif  // KDLAB_HAVE_CUDA

@@ -15,7 +15,6 @@
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
-#include "kernels/cuda/runtime.h"
 #include "kernels/philox.h"
 #include "models/classifier.h"
 #include "models/ensemble.h"
@@ -46,10 +45,10 @@ std::vector<Batch> synthetic_batches(int steps, int batch, int c, int hw, int cl
 // Restores the process-wide GPU choices a test changed.
 struct GpuSettings {
   GpuKernels kernels = gpu_kernels();
-  cuda::MathMode mode = cuda::math_mode();
+  MathMode mode = math_mode();
   ~GpuSettings() {
     set_gpu_kernels(kernels);
-    cuda::set_math_mode(mode);
+    set_math_mode(mode);
   }
 };
 
@@ -90,12 +89,12 @@ void check_model(const std::string& arch, int classes, int c, int hw, GpuImpl im
   cuda_testing::WholeModelSchedule schedule;
   GpuKernels k;
   k.conv = k.bn = impl;
-  if (impl == GpuImpl::Cudnn && !cuda::built_with_cudnn()) GTEST_SKIP() << "built without cuDNN";
+  if (impl == GpuImpl::Cudnn && !cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "built without cuDNN";
   set_gpu_kernels(k);
-  cuda::set_math_mode({/*deterministic=*/true, /*tf32=*/false});
+  set_math_mode({/*deterministic=*/true, /*tf32=*/false});
   // On the grid emulator our PreResNet-20 convolutions run as scalar C++, about 5 s a step at
   // batch 16: there it takes 4 steps of batch 4 (LeNet-5 keeps its 20 steps of 16).
-  const bool small = cuda_testing::kEmulatedDevice && arch != "lenet5";
+  const bool small = cuda_testing::emulated_device() && arch != "lenet5";
   const int steps = small ? 4 : 20, batch = small ? 4 : 16;
   auto cpu64 = train_losses(arch, classes, c, hw, Device::cpu(), DType::F64, steps, batch);
   auto gpu64 = train_losses(arch, classes, c, hw, Device::cuda(), DType::F64, steps, batch);

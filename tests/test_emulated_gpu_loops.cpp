@@ -19,14 +19,11 @@
 #include <string>
 #include <vector>
 
-#if KDLAB_EMULATED_CUDA
 #include "apps/experiment.h"
 #include "apps/model_io.h"
 #include "data/device_batch.h"
 #include "engine/device.h"
 #include "engine/tensor.h"
-#include "kernels/cuda/runtime.h"
-#include "kernels/cuda_emu/emu.h"
 #include "kernels/metrics.h"
 #include "kernels/philox.h"
 #include "models/classifier.h"
@@ -39,8 +36,11 @@ namespace {
 struct GuardEverything : ::testing::Environment {
   void SetUp() override {
     setenv("KDLAB_PROGRESS", "off", 0);
+    // Only when the tests run on the emulated GPU: other runs must not open a GPU backend here.
+    const char* backend = std::getenv("KDLAB_GPU_BACKEND");
+    if (!backend || std::string(backend) != "grid" || !cuda_testing::emulated_device()) return;
     const char* guard = std::getenv("KDLAB_EMU_GUARD");  // "0" turns the guard off
-    cuda::emu::set_guard(!guard || std::string(guard) != "0");
+    cuda_testing::gpu().emulator->set_guard(!guard || std::string(guard) != "0");
   }
 };
 ::testing::Environment* const g_guard = ::testing::AddGlobalTestEnvironment(new GuardEverything);
@@ -158,7 +158,7 @@ LoopResult supervised(Device device) {
 }
 
 TEST(EmulatedGpuLoops, TrainSupervisedMatchesCpu) {
-  ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  KD_REQUIRE_EMULATED_GPU();
   cuda_testing::WholeModelSchedule schedule;
   expect_same_loops(supervised(Device::cuda()), supervised(Device::cpu()), false);
 }
@@ -189,14 +189,14 @@ LoopResult distilled(Device device) {
 }
 
 TEST(EmulatedGpuLoops, DistillWithMixupFromEnsembleMatchesCpu) {
-  ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  KD_REQUIRE_EMULATED_GPU();
   cuda_testing::WholeModelSchedule schedule;
   expect_same_loops(distilled(Device::cuda()), distilled(Device::cpu()), true);
 }
 
 // 1100 examples: a full batch of 1000 and a partial one, with and without a teacher.
 TEST(EmulatedGpuLoops, EvaluateModelMatchesCpu) {
-  ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  KD_REQUIRE_EMULATED_GPU();
   cuda_testing::WholeModelSchedule schedule;
   const data::Dataset ds = synthetic(1100, 1, 28, 6);
   const data::Normalization norm = data::Normalization::unitcube(1);
@@ -220,7 +220,7 @@ TEST(EmulatedGpuLoops, EvaluateModelMatchesCpu) {
 // The device keeps the losses and reads them back late; a diverged run must still be stopped,
 // in the epoch where it diverged.
 TEST(EmulatedGpuLoops, DivergenceIsCaughtOnTheDevicePath) {
-  ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  KD_REQUIRE_EMULATED_GPU();
   cuda_testing::WholeModelSchedule schedule;
   const data::Dataset train = synthetic(120, 1, 28, 9);
   for (Device device : {Device::cuda(), Device::cpu()}) {
@@ -244,7 +244,7 @@ TEST(EmulatedGpuLoops, DivergenceIsCaughtOnTheDevicePath) {
 // and its device-side num_batches_tracked counter match the CPU's, and a checkpoint saved from
 // the device model loads back with the same bytes.
 TEST(EmulatedGpuLoops, BatchNormCounterAndCheckpointOfDeviceModel) {
-  ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  KD_REQUIRE_EMULATED_GPU();
   cuda_testing::WholeModelSchedule schedule;
   const data::Dataset train = synthetic(48, 3, 32, 10), test = synthetic(100, 3, 32, 11);
   LoopResult r[2];
@@ -278,7 +278,7 @@ TEST(EmulatedGpuLoops, BatchNormCounterAndCheckpointOfDeviceModel) {
 
 // Adam's multi-tensor update and GroupNorm (preresnet8-ln) on the device, one epoch.
 TEST(EmulatedGpuLoops, AdamWithGroupNormMatchesCpu) {
-  ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  KD_REQUIRE_EMULATED_GPU();
   cuda_testing::WholeModelSchedule schedule;
   const data::Dataset train = synthetic(40, 3, 32, 13), test = synthetic(100, 3, 32, 14);
   LoopResult r[2];
@@ -297,11 +297,11 @@ TEST(EmulatedGpuLoops, AdamWithGroupNormMatchesCpu) {
 // The guard itself: reading device memory on the host outside an emulated kernel dies, naming
 // the cause; inside one (a copy) it works.
 TEST(EmulatedGuardDeathTest, HostReadOfDeviceMemoryDies) {
-  ASSERT_TRUE(cuda_usable()) << "no emulated device: is KDLAB_DISABLE_CUDA set?";
+  KD_REQUIRE_EMULATED_GPU();
   cuda_testing::WholeModelSchedule schedule;
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   Tensor t = Tensor::full({16}, 2.0).to(Device::cuda());
-  if (!cuda::emu::is_guarded_device_pointer(t.raw()))
+  if (!cuda_testing::gpu().emulator->is_guarded_device_pointer(t.raw()))
     GTEST_SKIP() << "guard mode is off (KDLAB_EMU_GUARD=0, or no address space for the arena)";
   EXPECT_EQ(t.to_vector<float>()[3], 2.0f);  // through a copy
   const float* p = t.data<float>();
@@ -315,4 +315,3 @@ TEST(EmulatedGuardDeathTest, HostReadOfDeviceMemoryDies) {
 
 }  // namespace
 }  // namespace kd
-#endif  // KDLAB_EMULATED_CUDA

@@ -51,12 +51,12 @@ void check_softmax_family_against_ref(double tol) {
     ref::log_softmax_backward<T>(s.rows, s.cols, yr.data(), dy.data(), dxr.data());
     cpu::log_softmax_backward<T>(s.rows, s.cols, yr.data(), dy.data(), dxc.data());
     expect_close(dxc, dxr, tol, "log_softmax dx");
-    T ce_r = ref::cross_entropy_forward<T>(s.rows, s.cols, x.data(), labels.data());
-    T ce_c = cpu::cross_entropy_forward<T>(s.rows, s.cols, x.data(), labels.data());
+    T ce_r = kernel_testing::value_of<T>(ref::cross_entropy_forward<T>, s.rows, s.cols, x.data(), labels.data());
+    T ce_c = kernel_testing::value_of<T>(cpu::cross_entropy_forward<T>, s.rows, s.cols, x.data(), labels.data());
     EXPECT_NEAR(ce_c, ce_r, tol * std::max(1.0, double(std::fabs(ce_r))));
     dxr = dxc = dx0;
-    ref::cross_entropy_backward<T>(s.rows, s.cols, x.data(), labels.data(), T(0.7), dxr.data());
-    cpu::cross_entropy_backward<T>(s.rows, s.cols, x.data(), labels.data(), T(0.7), dxc.data());
+    ref::cross_entropy_backward<T>(s.rows, s.cols, x.data(), labels.data(), kernel_testing::Scalar<T>{T(0.7)}.ptr(), dxr.data());
+    cpu::cross_entropy_backward<T>(s.rows, s.cols, x.data(), labels.data(), kernel_testing::Scalar<T>{T(0.7)}.ptr(), dxc.data());
     expect_close(dxc, dxr, tol, "cross_entropy dx");
   }
 }
@@ -88,18 +88,18 @@ TEST(LogSoftmaxKernel, ExtremeLogitsStayFinite) {
   EXPECT_EQ(y[1], -1000.0f);
   EXPECT_EQ(y[2], -2000.0f);
   const int32_t label = 2;
-  EXPECT_FLOAT_EQ(cpu::cross_entropy_forward<float>(1, 3, x.data(), &label), 2000.0f);
+  EXPECT_FLOAT_EQ(kernel_testing::value_of<float>(cpu::cross_entropy_forward<float>, 1, 3, x.data(), &label), 2000.0f);
 }
 
 TEST(CrossEntropyKernel, UniformLogitsGiveLogC) {
   std::vector<double> x(3 * 10, 0.7);
   const std::vector<int32_t> labels = {0, 9, 4};
-  EXPECT_NEAR(cpu::cross_entropy_forward<double>(3, 10, x.data(), labels.data()), std::log(10.0),
+  EXPECT_NEAR(kernel_testing::value_of<double>(cpu::cross_entropy_forward<double>, 3, 10, x.data(), labels.data()), std::log(10.0),
               1e-15);
-  EXPECT_NEAR(ref::cross_entropy_forward<double>(3, 10, x.data(), labels.data()), std::log(10.0),
+  EXPECT_NEAR(kernel_testing::value_of<double>(ref::cross_entropy_forward<double>, 3, 10, x.data(), labels.data()), std::log(10.0),
               1e-15);
   const int32_t only = 0;
-  EXPECT_EQ(cpu::cross_entropy_forward<double>(1, 1, x.data(), &only), 0.0);  // one class
+  EXPECT_EQ(kernel_testing::value_of<double>(cpu::cross_entropy_forward<double>, 1, 1, x.data(), &only), 0.0);  // one class
 }
 
 TEST(CrossEntropyKernel, GradientMatchesCentralDifferences) {
@@ -108,20 +108,20 @@ TEST(CrossEntropyKernel, GradientMatchesCentralDifferences) {
   auto x = uniform<double>(rows * cols, 30, -3, 3);
   auto labels = random_labels(rows, cols, 31);
   auto f = [&](const std::vector<double>& v) {
-    return dloss * cpu::cross_entropy_forward<double>(rows, cols, v.data(), labels.data());
+    return dloss * kernel_testing::value_of<double>(cpu::cross_entropy_forward<double>, rows, cols, v.data(), labels.data());
   };
   std::vector<double> dx(x.size(), 0.0);
-  cpu::cross_entropy_backward<double>(rows, cols, x.data(), labels.data(), dloss, dx.data());
+  cpu::cross_entropy_backward<double>(rows, cols, x.data(), labels.data(), kernel_testing::Scalar<double>{dloss}.ptr(), dx.data());
   EXPECT_LT(gradient_error(f, x, dx), 1e-6);
 }
 
 TEST(CrossEntropyKernel, RejectsOutOfRangeLabel) {
   std::vector<float> x(6, 0.0f), dx(6, 0.0f);
   const std::vector<int32_t> bad = {1, 3};
-  EXPECT_THROW(cpu::cross_entropy_forward<float>(2, 3, x.data(), bad.data()), Error);
-  EXPECT_THROW(cpu::cross_entropy_backward<float>(2, 3, x.data(), bad.data(), 1.0f, dx.data()),
+  EXPECT_THROW(kernel_testing::value_of<float>(cpu::cross_entropy_forward<float>, 2, 3, x.data(), bad.data()), Error);
+  EXPECT_THROW(cpu::cross_entropy_backward<float>(2, 3, x.data(), bad.data(), kernel_testing::Scalar<float>{1.0f}.ptr(), dx.data()),
                Error);
-  EXPECT_THROW(ref::cross_entropy_forward<float>(2, 3, x.data(), bad.data()), Error);
+  EXPECT_THROW(kernel_testing::value_of<float>(ref::cross_entropy_forward<float>, 2, 3, x.data(), bad.data()), Error);
 }
 
 // --- distillation losses ----------------------------------------------------------------------
@@ -137,13 +137,13 @@ void check_distill_against_ref(double tol) {
         const size_t len = size_t(s.rows) * s.cols;
         auto t = uniform<T>(len, seed++, -5, 5), st = uniform<T>(len, seed++, -5, 5);
         auto d0 = uniform<T>(len, seed++, -1, 1);
-        T lr = ref::distill_loss_forward<T>(kind, s.rows, s.cols, t.data(), st.data(), T(tau));
-        T lc = cpu::distill_loss_forward<T>(kind, s.rows, s.cols, t.data(), st.data(), T(tau));
+        T lr = kernel_testing::value_of<T>(ref::distill_loss_forward<T>, kind, s.rows, s.cols, t.data(), st.data(), T(tau));
+        T lc = kernel_testing::value_of<T>(cpu::distill_loss_forward<T>, kind, s.rows, s.cols, t.data(), st.data(), T(tau));
         EXPECT_NEAR(lc, lr, tol * std::max(1.0, double(std::fabs(lr))));
         std::vector<T> dr = d0, dc = d0;
-        ref::distill_loss_backward<T>(kind, s.rows, s.cols, t.data(), st.data(), T(tau), T(0.9),
+        ref::distill_loss_backward<T>(kind, s.rows, s.cols, t.data(), st.data(), T(tau), kernel_testing::Scalar<T>{T(0.9)}.ptr(),
                                       dr.data());
-        cpu::distill_loss_backward<T>(kind, s.rows, s.cols, t.data(), st.data(), T(tau), T(0.9),
+        cpu::distill_loss_backward<T>(kind, s.rows, s.cols, t.data(), st.data(), T(tau), kernel_testing::Scalar<T>{T(0.9)}.ptr(),
                                       dc.data());
         expect_close(dc, dr, tol, "dstudent");
       }
@@ -163,13 +163,13 @@ TEST(DistillLossKernel, GradientMatchesCentralDifferencesEveryKind) {
     for (DistillKind kind : kKinds) {
       auto f = [&](const std::vector<double>& v) {
         return dloss *
-               cpu::distill_loss_forward<double>(kind, rows, cols, teacher.data(), v.data(), tau);
+               kernel_testing::value_of<double>(cpu::distill_loss_forward<double>, kind, rows, cols, teacher.data(), v.data(), tau);
       };
       std::vector<double> ds(student.size(), 0.0), dr(student.size(), 0.0);
       cpu::distill_loss_backward<double>(kind, rows, cols, teacher.data(), student.data(), tau,
-                                         dloss, ds.data());
+                                         kernel_testing::Scalar<double>{dloss}.ptr(), ds.data());
       ref::distill_loss_backward<double>(kind, rows, cols, teacher.data(), student.data(), tau,
-                                         dloss, dr.data());
+                                         kernel_testing::Scalar<double>{dloss}.ptr(), dr.data());
       EXPECT_LT(gradient_error(f, student, ds), 1e-6) << kind_name(kind) << " tau=" << tau;
       EXPECT_LT(gradient_error(f, student, dr), 1e-6)
           << "ref " << kind_name(kind) << " tau=" << tau;
@@ -182,8 +182,8 @@ TEST(DistillLossKernel, ForwardCEAndKLShareGradientAtTau1) {
   auto t = uniform<double>(rows * cols, 60, -4, 4), s = uniform<double>(rows * cols, 61, -4, 4);
   std::vector<double> g_ce(t.size(), 0.0), g_kl(t.size(), 0.0);
   cpu::distill_loss_backward<double>(DistillKind::kForwardCE, rows, cols, t.data(), s.data(), 1.0,
-                                     1.0, g_ce.data());
-  cpu::distill_loss_backward<double>(DistillKind::kKL, rows, cols, t.data(), s.data(), 1.0, 1.0,
+                                     kernel_testing::Scalar<double>{1.0}.ptr(), g_ce.data());
+  cpu::distill_loss_backward<double>(DistillKind::kKL, rows, cols, t.data(), s.data(), 1.0, kernel_testing::Scalar<double>{1.0}.ptr(),
                                      g_kl.data());
   expect_close(g_ce, g_kl, 1e-15, "forward CE vs KL gradient");
 }
@@ -201,9 +201,9 @@ TEST(DistillLossKernel, ForwardCEIsTauSquaredTimesKLPlusTeacherEntropy) {
         entropy -= p * std::log(p) / rows;
       }
     }
-    double ce = cpu::distill_loss_forward<double>(DistillKind::kForwardCE, rows, cols, t.data(),
+    double ce = kernel_testing::value_of<double>(cpu::distill_loss_forward<double>, DistillKind::kForwardCE, rows, cols, t.data(),
                                                   s.data(), tau);
-    double kl = cpu::distill_loss_forward<double>(DistillKind::kKL, rows, cols, t.data(), s.data(),
+    double kl = kernel_testing::value_of<double>(cpu::distill_loss_forward<double>, DistillKind::kKL, rows, cols, t.data(), s.data(),
                                                   tau);
     EXPECT_NEAR(ce, tau * tau * (kl + entropy), 1e-12 * ce) << "tau=" << tau;
   }
@@ -213,11 +213,11 @@ TEST(DistillLossKernel, IdenticalDistributionsHaveZeroDivergence) {
   const int rows = 3, cols = 8;
   auto z = uniform<double>(rows * cols, 80, -5, 5);
   for (DistillKind kind : {DistillKind::kKL, DistillKind::kSymmetricKL, DistillKind::kBrier}) {
-    EXPECT_NEAR(cpu::distill_loss_forward<double>(kind, rows, cols, z.data(), z.data(), 2.0), 0.0,
+    EXPECT_NEAR(kernel_testing::value_of<double>(cpu::distill_loss_forward<double>, kind, rows, cols, z.data(), z.data(), 2.0), 0.0,
                 1e-15)
         << kind_name(kind);
     std::vector<double> g(z.size(), 0.0);
-    cpu::distill_loss_backward<double>(kind, rows, cols, z.data(), z.data(), 2.0, 1.0, g.data());
+    cpu::distill_loss_backward<double>(kind, rows, cols, z.data(), z.data(), 2.0, kernel_testing::Scalar<double>{1.0}.ptr(), g.data());
     for (double v : g) EXPECT_NEAR(v, 0.0, 1e-15) << kind_name(kind);
   }
 }
@@ -225,7 +225,7 @@ TEST(DistillLossKernel, IdenticalDistributionsHaveZeroDivergence) {
 TEST(DistillLossKernel, TwoClassHandCase) {
   // teacher (0, 0) -> p = (1/2, 1/2); student (log 3, 0) -> q = (3/4, 1/4); tau = 1.
   const double t[] = {0.0, 0.0}, s[] = {std::log(3.0), 0.0};
-  auto loss = [&](DistillKind k) { return cpu::distill_loss_forward<double>(k, 1, 2, t, s, 1.0); };
+  auto loss = [&](DistillKind k) { return kernel_testing::value_of<double>(cpu::distill_loss_forward<double>, k, 1, 2, t, s, 1.0); };
   const double fwd = -0.5 * (std::log(0.75) + std::log(0.25));
   EXPECT_NEAR(loss(DistillKind::kForwardCE), fwd, 1e-15);
   EXPECT_NEAR(loss(DistillKind::kKL), fwd - std::log(2.0), 1e-15);
@@ -242,20 +242,20 @@ TEST(DistillLossKernel, HardCEUsesFirstTeacherArgmax) {
   double z = 0;
   for (double v : s) z += std::exp(v / tau);
   const double want = -tau * tau * (s[1] / tau - std::log(z));
-  EXPECT_NEAR(cpu::distill_loss_forward<double>(DistillKind::kHardCE, 1, 4, t, s, tau), want,
+  EXPECT_NEAR(kernel_testing::value_of<double>(cpu::distill_loss_forward<double>, DistillKind::kHardCE, 1, 4, t, s, tau), want,
               1e-14);
-  EXPECT_NEAR(ref::distill_loss_forward<double>(DistillKind::kHardCE, 1, 4, t, s, tau), want,
+  EXPECT_NEAR(kernel_testing::value_of<double>(ref::distill_loss_forward<double>, DistillKind::kHardCE, 1, 4, t, s, tau), want,
               1e-14);
   double g[4] = {0, 0, 0, 0};
-  cpu::distill_loss_backward<double>(DistillKind::kHardCE, 1, 4, t, s, tau, 1.0, g);
+  cpu::distill_loss_backward<double>(DistillKind::kHardCE, 1, 4, t, s, tau, kernel_testing::Scalar<double>{1.0}.ptr(), g);
   EXPECT_LT(g[1], 0.0);  // only the chosen label is pushed up
   EXPECT_GT(g[2], 0.0);
 }
 
 TEST(DistillLossKernel, RejectsNonPositiveTemperature) {
   const float t[] = {0, 1}, s[] = {1, 0};
-  EXPECT_THROW(cpu::distill_loss_forward<float>(DistillKind::kKL, 1, 2, t, s, 0.0f), Error);
-  EXPECT_THROW(ref::distill_loss_forward<float>(DistillKind::kKL, 1, 2, t, s, -1.0f), Error);
+  EXPECT_THROW(kernel_testing::value_of<float>(cpu::distill_loss_forward<float>, DistillKind::kKL, 1, 2, t, s, 0.0f), Error);
+  EXPECT_THROW(kernel_testing::value_of<float>(ref::distill_loss_forward<float>, DistillKind::kKL, 1, 2, t, s, -1.0f), Error);
 }
 
 // --- ensemble reduction -----------------------------------------------------------------------
@@ -302,7 +302,7 @@ TEST(EnsembleReduceKernel, TemperatureIsTheCallersJob) {
     want -= tau * tau * p_after * (s[j] / tau - std::log(zs));
   }
   EXPECT_GT(max_gap, 1e-2) << "the two orders must differ for this test to mean anything";
-  EXPECT_NEAR(cpu::distill_loss_forward<double>(DistillKind::kForwardCE, 1, 3, y, s, tau), want,
+  EXPECT_NEAR(kernel_testing::value_of<double>(cpu::distill_loss_forward<double>, DistillKind::kForwardCE, 1, 3, y, s, tau), want,
               1e-13);
 }
 
@@ -365,11 +365,11 @@ std::vector<T> all_loss_outputs(int rows, int cols, const std::vector<T>& t,
   cpu::log_softmax_forward<T>(rows, cols, s.data(), y.data());
   cpu::log_softmax_backward<T>(rows, cols, y.data(), dy.data(), g.data());
   out.insert(out.end(), y.begin(), y.end());
-  out.push_back(cpu::cross_entropy_forward<T>(rows, cols, s.data(), labels.data()));
-  cpu::cross_entropy_backward<T>(rows, cols, s.data(), labels.data(), T(0.5), g.data());
+  out.push_back(kernel_testing::value_of<T>(cpu::cross_entropy_forward<T>, rows, cols, s.data(), labels.data()));
+  cpu::cross_entropy_backward<T>(rows, cols, s.data(), labels.data(), kernel_testing::Scalar<T>{T(0.5)}.ptr(), g.data());
   for (DistillKind kind : kKinds) {
-    out.push_back(cpu::distill_loss_forward<T>(kind, rows, cols, t.data(), s.data(), T(4)));
-    cpu::distill_loss_backward<T>(kind, rows, cols, t.data(), s.data(), T(4), T(1), g.data());
+    out.push_back(kernel_testing::value_of<T>(cpu::distill_loss_forward<T>, kind, rows, cols, t.data(), s.data(), T(4)));
+    cpu::distill_loss_backward<T>(kind, rows, cols, t.data(), s.data(), T(4), kernel_testing::Scalar<T>{T(1)}.ptr(), g.data());
   }
   std::vector<T> members(t);
   members.insert(members.end(), s.begin(), s.end());

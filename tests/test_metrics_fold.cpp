@@ -1,8 +1,7 @@
-// Host tests of fold_row_stats (kernels/cpu/metrics_fold.cpp), the fold the GPU evaluation path
-// uses: given the CPU's own per-row values (obtained by running cpu::classifier_stats on one row
-// at a time) the fold must reproduce cpu::classifier_stats on the whole batch bitwise, with and
-// without a teacher, including confidences exactly on ECE bin boundaries, and accumulate onto
-// existing stats. Also the shared ece_bin rule (kernels/metrics.h). Runs without a GPU.
+// Host tests of fold_row_stats (kernels/cpu/metrics_fold.cpp), the fold every evaluation uses:
+// folding cpu:: per-row values must reproduce the stats folded from the ref:: specification's
+// rows bitwise, with and without a teacher, including confidences exactly on ECE bin
+// boundaries, and accumulate onto existing stats. Also the shared ece_bin rule (kernels/metrics.h). Runs without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -34,7 +33,8 @@ void check_fold_equals_cpu(int rows, int cols, uint64_t seed, bool with_teacher)
   const T* t = with_teacher ? teacher.data() : nullptr;
 
   ClassifierStats want, got;
-  cpu::classifier_stats<T>(rows, cols, logits.data(), labels.data(), t, &want);
+  kernel_testing::classifier_stats<T>(ref::classifier_row_stats<T>, rows, cols, logits.data(),
+                                      labels.data(), t, &want);
   const std::vector<double> per_row = cpu_row_stats<T>(rows, cols, logits, labels, t);
   fold_row_stats(rows, per_row.data(), with_teacher, &got);
   EXPECT_TRUE(same_bits(got, want));
@@ -72,7 +72,7 @@ TEST(MetricsFold, BinBoundariesAndTeacherFields) {
   for (bool with_teacher : {false, true}) {
     ClassifierStats want, got;
     const double* t = with_teacher ? teacher.data() : nullptr;
-    cpu::classifier_stats<double>(4, cols, logits.data(), labels.data(), t, &want);
+    kernel_testing::classifier_stats<double>(cpu::classifier_row_stats<double>, 4, cols, logits.data(), labels.data(), t, &want);
     const std::vector<double> rows = cpu_row_stats<double>(4, cols, logits, labels, t);
     fold_row_stats(4, rows.data(), with_teacher, &got);
     EXPECT_TRUE(same_bits(got, want)) << "with_teacher " << with_teacher;

@@ -30,7 +30,7 @@ TEST(ClassifierStatsKernel, HandMadeBatch) {
                                        0, 1, 0,   // -> 1, agrees
                                        1, 1, 0};  // -> 0 (first maximum), agrees
   ClassifierStats st;
-  cpu::classifier_stats<double>(4, 3, logits.data(), labels.data(), teacher.data(), &st);
+  kernel_testing::classifier_stats<double>(cpu::classifier_row_stats<double>, 4, 3, logits.data(), labels.data(), teacher.data(), &st);
 
   const double e5 = std::exp(5.0), conf3 = e5 / (e5 + 2);
   EXPECT_EQ(st.count, 4);
@@ -66,7 +66,7 @@ TEST(ClassifierStatsKernel, HandMadeBatch) {
   EXPECT_NEAR(st.kl(), kl / 4, 1e-14 * kl);
 
   ClassifierStats rs;
-  ref::classifier_stats<double>(4, 3, logits.data(), labels.data(), teacher.data(), &rs);
+  kernel_testing::classifier_stats<double>(ref::classifier_row_stats<double>, 4, 3, logits.data(), labels.data(), teacher.data(), &rs);
   EXPECT_TRUE(same_bits(rs, st));
 }
 
@@ -79,7 +79,7 @@ TEST(ClassifierStatsKernel, EceBinBoundaries) {
     std::vector<float> logits(c.cols, 0.25f);
     const int32_t label = 0;
     ClassifierStats st;
-    cpu::classifier_stats<float>(1, c.cols, logits.data(), &label, nullptr, &st);
+    kernel_testing::classifier_stats<float>(cpu::classifier_row_stats<float>, 1, c.cols, logits.data(), &label, nullptr, &st);
     EXPECT_EQ(st.bin_count[c.bin], 1) << "cols " << c.cols << " confidence " << 1.0 / c.cols;
     EXPECT_DOUBLE_EQ(st.bin_conf_sum[c.bin], 1.0 / c.cols);
   }
@@ -89,7 +89,7 @@ TEST(ClassifierStatsKernel, WithoutTeacherLeavesTeacherFieldsZero) {
   auto logits = uniform<float>(6 * 4, 10, -3, 3);
   auto labels = random_labels(6, 4, 11);
   ClassifierStats st;
-  cpu::classifier_stats<float>(6, 4, logits.data(), labels.data(), nullptr, &st);
+  kernel_testing::classifier_stats<float>(cpu::classifier_row_stats<float>, 6, 4, logits.data(), labels.data(), nullptr, &st);
   EXPECT_EQ(st.count, 6);
   EXPECT_EQ(st.agree, 0);
   EXPECT_EQ(st.kl_sum, 0.0);
@@ -105,9 +105,9 @@ TEST(ClassifierStatsKernel, MergeOfHalvesEqualsWhole) {
   auto teacher = uniform<double>(rows * cols, 21, -4, 4);
   auto labels = random_labels(rows, cols, 22);
   ClassifierStats whole, a, b, seq;
-  cpu::classifier_stats<double>(rows, cols, logits.data(), labels.data(), teacher.data(), &whole);
-  cpu::classifier_stats<double>(half, cols, logits.data(), labels.data(), teacher.data(), &a);
-  cpu::classifier_stats<double>(rows - half, cols, logits.data() + half * cols,
+  kernel_testing::classifier_stats<double>(cpu::classifier_row_stats<double>, rows, cols, logits.data(), labels.data(), teacher.data(), &whole);
+  kernel_testing::classifier_stats<double>(cpu::classifier_row_stats<double>, half, cols, logits.data(), labels.data(), teacher.data(), &a);
+  kernel_testing::classifier_stats<double>(cpu::classifier_row_stats<double>, rows - half, cols, logits.data() + half * cols,
                                 labels.data() + half, teacher.data() + half * cols, &b);
   a.merge(b);
   EXPECT_EQ(a.count, whole.count);
@@ -122,8 +122,8 @@ TEST(ClassifierStatsKernel, MergeOfHalvesEqualsWhole) {
   }
   EXPECT_NEAR(a.ece(), whole.ece(), 1e-14);
   // Calling twice into one stats accumulates: the same additions in the same order as `whole`.
-  cpu::classifier_stats<double>(half, cols, logits.data(), labels.data(), teacher.data(), &seq);
-  cpu::classifier_stats<double>(rows - half, cols, logits.data() + half * cols,
+  kernel_testing::classifier_stats<double>(cpu::classifier_row_stats<double>, half, cols, logits.data(), labels.data(), teacher.data(), &seq);
+  kernel_testing::classifier_stats<double>(cpu::classifier_row_stats<double>, rows - half, cols, logits.data() + half * cols,
                                 labels.data() + half, teacher.data() + half * cols, &seq);
   EXPECT_TRUE(same_bits(seq, whole));
 }
@@ -134,10 +134,10 @@ void check_cpu_equals_ref_for_any_thread_count() {
   auto logits = uniform<T>(rows * cols, 30, -5, 5), teacher = uniform<T>(rows * cols, 31, -5, 5);
   auto labels = random_labels(rows, cols, 32);
   ClassifierStats want;
-  ref::classifier_stats<T>(rows, cols, logits.data(), labels.data(), teacher.data(), &want);
+  kernel_testing::classifier_stats<T>(ref::classifier_row_stats<T>, rows, cols, logits.data(), labels.data(), teacher.data(), &want);
   for_thread_counts([&](int threads) {
     ClassifierStats got;
-    cpu::classifier_stats<T>(rows, cols, logits.data(), labels.data(), teacher.data(), &got);
+    kernel_testing::classifier_stats<T>(cpu::classifier_row_stats<T>, rows, cols, logits.data(), labels.data(), teacher.data(), &got);
     EXPECT_TRUE(same_bits(got, want)) << threads << " threads";
   });
 }
@@ -151,9 +151,9 @@ TEST(ClassifierStatsKernel, RejectsOutOfRangeLabel) {
   std::vector<float> logits(6, 0.0f);
   const std::vector<int32_t> labels = {0, 3};
   ClassifierStats st;
-  EXPECT_THROW(cpu::classifier_stats<float>(2, 3, logits.data(), labels.data(), nullptr, &st),
+  EXPECT_THROW(kernel_testing::classifier_stats<float>(cpu::classifier_row_stats<float>, 2, 3, logits.data(), labels.data(), nullptr, &st),
                Error);
-  EXPECT_THROW(ref::classifier_stats<float>(2, 3, logits.data(), labels.data(), nullptr, &st),
+  EXPECT_THROW(kernel_testing::classifier_stats<float>(ref::classifier_row_stats<float>, 2, 3, logits.data(), labels.data(), nullptr, &st),
                Error);
   EXPECT_EQ(st.count, 0) << "a refused batch must not be half-counted";
 }

@@ -20,10 +20,6 @@ namespace {
 constexpr int kBatchThreads = 256;  // a power of two: the contrast sum halves it per round
 constexpr int kMixupThreads = 256;
 
-struct ChannelNorm {
-  float mean[kMaxDeviceBatchChannels];
-  float std[kMaxDeviceBatchChannels];
-};
 
 __global__ void make_batch_kernel(const uint8_t* images, const int32_t* labels, int64_t n, int c,
                                   int h, int w, const int64_t* idx, ChannelNorm norm,
@@ -85,31 +81,32 @@ __global__ void mixup_kernel(const float* original, const int64_t* perm, float* 
   }
 }
 
-}  // namespace
 
-void make_batch_device(const DeviceDatasetView& ds, const int64_t* idx_device, int count,
-                       const Normalization& norm, const AugmentSpec& aug, uint64_t seed,
+// The launches, on arguments data/device_batch.cpp has checked (and staged) on the host.
+void launch_make_batch(const DeviceDatasetView& ds, const int64_t* idx_device, int count,
+                       const ChannelNorm& norm, const AugmentPlan& plan, uint64_t seed,
                        uint64_t step, float* out_images_device, int32_t* out_labels_device) {
-  const AugmentPlan plan = check_make_batch_device(ds, idx_device, count, norm, aug,
-                                                   out_images_device, out_labels_device);
   if (count == 0) return;
-  ChannelNorm channels{};
-  for (int ch = 0; ch < ds.c; ++ch) {
-    channels.mean[ch] = norm.mean[ch];
-    channels.std[ch] = norm.std[ch];
-  }
   KD_LAUNCH(make_batch_kernel, static_cast<unsigned>(count), kBatchThreads, 0, ds.images,
-            ds.labels, ds.n, ds.c, ds.h, ds.w, idx_device, channels, plan, seed, step,
+            ds.labels, ds.n, ds.c, ds.h, ds.w, idx_device, norm, plan, seed, step,
             out_images_device, out_labels_device);
 }
 
-void mixup_device(float* images_device, int count, int64_t sample_size, const MixupDraw& draw) {
-  const MixupStaging staged = stage_mixup_device(images_device, count, sample_size, draw);
-  if (staged.total == 0) return;
-  KD_LAUNCH(mixup_kernel, cuda::grid_for(staged.total, kMixupThreads), kMixupThreads, 0,
-            staged.original, staged.perm, images_device, sample_size, staged.total, draw.lambda,
-            1.0f - draw.lambda);
+void launch_mixup(const float* original, const int64_t* perm, float* images_device,
+                  int64_t sample_size, int64_t total, float lambda) {
+  if (total == 0) return;
+  KD_LAUNCH(mixup_kernel, cuda::grid_for(total, kMixupThreads), kMixupThreads, 0, original, perm,
+            images_device, sample_size, total, lambda, 1.0f - lambda);
 }
 
+const DeviceBatchKernels kDeviceBatchKernels = {launch_make_batch, launch_mixup};
+
+}  // namespace
 }  // namespace data
 }  // namespace kd
+
+// Found by data/device_batch.cpp in the opened GPU backend library (kernels/backend_loader.cpp).
+extern "C" __attribute__((visibility("default"))) const kd::data::DeviceBatchKernels*
+kdlab_device_batch_kernels() {
+  return &kd::data::kDeviceBatchKernels;
+}

@@ -3,7 +3,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
-#include "kernels/elementwise.h"
+#include "engine/device.h"
 
 namespace kd {
 namespace nn {
@@ -51,13 +51,7 @@ BatchNorm2d::BatchNorm2d(int channels, double eps_, double momentum_)
 Tensor BatchNorm2d::forward(const Tensor& x) {
   if (is_training()) {
     int64_t* tracked = num_batches_tracked.data<int64_t>();
-    if (num_batches_tracked.is_cuda()) {
-#if KDLAB_HAVE_CUDA
-      cuda::counter_add(tracked, 1);
-#endif
-    } else {
-      cpu::counter_add(tracked, 1);
-    }
+    backend_of(num_batches_tracked.device()).counter_add(tracked, 1);
   }
   return ops::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }

@@ -31,11 +31,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   dispatch_floating("conv2d", x, [&](auto tag) {
     using T = decltype(tag);
     if (use_cudnn)
-      KD_CUDNN_BRANCH(cudnn::conv2d_forward<T>(g, x.data<T>(), w.data<T>(),
-                                               ptr_or_null<T>(bias), y.data<T>()));
+      cudnn_kernels<T>(x).conv2d_forward(g, x.data<T>(), w.data<T>(),
+                                               ptr_or_null<T>(bias), y.data<T>());
     else
-      KD_RUN(on_gpu, conv2d_forward<T>(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias),
-                                       y.data<T>()));
+      kernels<T>(x).conv2d_forward(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias),
+                                       y.data<T>());
   });
   if (should_record({x, w, bias})) {
     record_node("conv2d", {y}, [x, w, bias, y, g, on_gpu, use_cudnn]() {
@@ -44,18 +44,18 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
         const T* dy = y.grad().data<T>();
         if (T* dx = grad_ptr<T>(x)) {
           if (use_cudnn)
-            KD_CUDNN_BRANCH(cudnn::conv2d_backward_data<T>(g, dy, w.data<T>(), dx));
+            cudnn_kernels<T>(x).conv2d_backward_data(g, dy, w.data<T>(), dx);
           else
-            KD_RUN(on_gpu, conv2d_backward_data<T>(g, dy, w.data<T>(), dx));
+            kernels<T>(x).conv2d_backward_data(g, dy, w.data<T>(), dx);
         }
         T* dbias = grad_ptr<T>(bias);
         if (w.requires_grad() || dbias) {
           Tensor scratch;
           T* dw = grad_or_scratch<T>(w, scratch);
           if (use_cudnn)
-            KD_CUDNN_BRANCH(cudnn::conv2d_backward_weight<T>(g, x.data<T>(), dy, dw, dbias));
+            cudnn_kernels<T>(x).conv2d_backward_weight(g, x.data<T>(), dy, dw, dbias);
           else
-            KD_RUN(on_gpu, conv2d_backward_weight<T>(g, x.data<T>(), dy, dw, dbias));
+            kernels<T>(x).conv2d_backward_weight(g, x.data<T>(), dy, dw, dbias);
         }
       });
     });
@@ -76,20 +76,20 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const bool on_gpu = x.is_cuda();
   dispatch_floating("linear", x, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(on_gpu, linear_forward<T>(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias),
-                                     y.data<T>()));
+    kernels<T>(x).linear_forward(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias),
+                                     y.data<T>());
   });
   if (should_record({x, w, bias})) {
     record_node("linear", {y}, [x, w, bias, y, g, on_gpu]() {
       dispatch_floating("linear", x, [&](auto tag) {
         using T = decltype(tag);
         const T* dy = y.grad().data<T>();
-        if (T* dx = grad_ptr<T>(x)) KD_RUN(on_gpu, linear_backward_data<T>(g, dy, w.data<T>(), dx));
+        if (T* dx = grad_ptr<T>(x)) kernels<T>(x).linear_backward_data(g, dy, w.data<T>(), dx);
         T* dbias = grad_ptr<T>(bias);
         if (w.requires_grad() || dbias) {
           Tensor scratch;
           T* dw = grad_or_scratch<T>(w, scratch);
-          KD_RUN(on_gpu, linear_backward_weight<T>(g, x.data<T>(), dy, dw, dbias));
+          kernels<T>(x).linear_backward_weight(g, x.data<T>(), dy, dw, dbias);
         }
       });
     });

@@ -1,10 +1,12 @@
-// Shared checks and the dtype/device dispatch used by every op front door. KD_RUN is the one
-// place where an op picks its CPU or CUDA kernel (same name and arguments in both namespaces).
+// Shared checks and the dtype/device dispatch used by every op front door. An op reaches its
+// kernel through the backend table of its tensors' device: kernels<T>(x).conv2d_forward(...)
+// (kernels/backend.h), so grep finds every caller of a kernel by its name.
 #pragma once
 #include <string>
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/device.h"
 #include "engine/tensor.h"
 
 namespace kd {
@@ -19,10 +21,18 @@ void dispatch_floating(const char* op, const Tensor& t, F&& f) {
   else throw Error(std::string(op) + ": expected an f32 or f64 tensor, got " + describe(t));
 }
 
-[[noreturn]] inline void no_cuda_kernels() {
-  throw Error("a CUDA tensor reached an op in a build without CUDA kernels");
+// The kernel table of t's device.
+template <class T>
+const KernelTable<T>& kernels(const Tensor& t) {
+  return backend_of(t.device()).kernels<T>();
 }
-[[noreturn]] inline void no_cudnn() { throw Error("cuDNN was asked for in a build without it"); }
+// cuDNN's table on t's device (convolution and batchnorm only), when --conv/--bn chose it.
+template <class T>
+const KernelTable<T>& cudnn_kernels(const Tensor& t) {
+  const Backend& b = backend_of(t.device());
+  KD_CHECK(b.has_cudnn, "cuDNN was asked for, but the " << b.name << " backend has none");
+  return b.cudnn<T>();
+}
 
 // Every operand defined, same dtype and device as the first.
 inline void check_operands(const char* op, std::initializer_list<Tensor> ts) {
@@ -65,23 +75,3 @@ T* grad_or_scratch(const Tensor& t, Tensor& scratch) {
 }  // namespace ops
 }  // namespace kd
 
-// KD_RUN(tensor.is_cuda(), relu_forward<T>(n, x, y)) calls kd::cuda::relu_forward<T> or
-// kd::cpu::relu_forward<T>. A build without CUDA never names the cuda:: symbol.
-#if KDLAB_HAVE_CUDA
-#define KD_CUDA_BRANCH(...) __VA_ARGS__
-#else
-#define KD_CUDA_BRANCH(...) ::kd::ops::detail::no_cuda_kernels()
-#endif
-#if KDLAB_HAVE_CUDNN
-#define KD_CUDNN_BRANCH(...) __VA_ARGS__
-#else
-#define KD_CUDNN_BRANCH(...) ::kd::ops::detail::no_cudnn()
-#endif
-#define KD_RUN(on_cuda, ...)                  \
-  do {                                        \
-    if (on_cuda) {                            \
-      KD_CUDA_BRANCH(::kd::cuda::__VA_ARGS__); \
-    } else {                                  \
-      ::kd::cpu::__VA_ARGS__;                 \
-    }                                         \
-  } while (0)

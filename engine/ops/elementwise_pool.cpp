@@ -16,13 +16,13 @@ Tensor relu(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_floating("relu", x, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(x.is_cuda(), relu_forward<T>(x.numel(), x.data<T>(), y.data<T>()));
+    kernels<T>(x).relu_forward(x.numel(), x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
     record_node("relu", {y}, [x, y]() {
       dispatch_floating("relu", x, [&](auto tag) {
         using T = decltype(tag);
-        KD_RUN(x.is_cuda(), relu_backward<T>(y.numel(), y.data<T>(), y.grad().data<T>(), grad_ptr<T>(x)));
+        kernels<T>(x).relu_backward(y.numel(), y.data<T>(), y.grad().data<T>(), grad_ptr<T>(x));
       });
     });
   }
@@ -35,15 +35,15 @@ Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
   dispatch_floating("add", a, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(a.is_cuda(), add_forward<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>()));
+    kernels<T>(a).add_forward(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
   });
   if (should_record({a, b})) {
     record_node("add", {y}, [a, b, y]() {
       dispatch_floating("add", a, [&](auto tag) {
         using T = decltype(tag);
         const T* dy = y.grad().data<T>();
-        if (T* da = grad_ptr<T>(a)) KD_RUN(a.is_cuda(), accumulate<T>(y.numel(), T(1), dy, da));
-        if (T* db = grad_ptr<T>(b)) KD_RUN(a.is_cuda(), accumulate<T>(y.numel(), T(1), dy, db));
+        if (T* da = grad_ptr<T>(a)) kernels<T>(a).accumulate(y.numel(), T(1), dy, da);
+        if (T* db = grad_ptr<T>(b)) kernels<T>(a).accumulate(y.numel(), T(1), dy, db);
       });
     });
   }
@@ -55,13 +55,13 @@ Tensor scale(const Tensor& x, double alpha) {
   Tensor y = Tensor::zeros(x.shape(), x.dtype(), x.device());
   dispatch_floating("scale", x, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(x.is_cuda(), accumulate<T>(x.numel(), T(alpha), x.data<T>(), y.data<T>()));
+    kernels<T>(x).accumulate(x.numel(), T(alpha), x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
     record_node("scale", {y}, [x, y, alpha]() {
       dispatch_floating("scale", x, [&](auto tag) {
         using T = decltype(tag);
-        KD_RUN(x.is_cuda(), accumulate<T>(y.numel(), T(alpha), y.grad().data<T>(), grad_ptr<T>(x)));
+        kernels<T>(x).accumulate(y.numel(), T(alpha), y.grad().data<T>(), grad_ptr<T>(x));
       });
     });
   }
@@ -77,7 +77,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
     record_node("reshape", {y}, [x, y]() {
       dispatch_floating("reshape", x, [&](auto tag) {
         using T = decltype(tag);
-        KD_RUN(x.is_cuda(), accumulate<T>(y.numel(), T(1), y.grad().data<T>(), grad_ptr<T>(x)));
+        kernels<T>(x).accumulate(y.numel(), T(1), y.grad().data<T>(), grad_ptr<T>(x));
       });
     });
   }
@@ -110,13 +110,13 @@ Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int pad) {
   Tensor y = Tensor::empty({g.n, g.c, g.p(), g.q()}, x.dtype(), x.device());
   dispatch_floating("avg_pool2d", x, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(x.is_cuda(), avg_pool2d_forward<T>(g, x.data<T>(), y.data<T>()));
+    kernels<T>(x).avg_pool2d_forward(g, x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
     record_node("avg_pool2d", {y}, [x, y, g]() {
       dispatch_floating("avg_pool2d", x, [&](auto tag) {
         using T = decltype(tag);
-        KD_RUN(x.is_cuda(), avg_pool2d_backward<T>(g, y.grad().data<T>(), grad_ptr<T>(x)));
+        kernels<T>(x).avg_pool2d_backward(g, y.grad().data<T>(), grad_ptr<T>(x));
       });
     });
   }
@@ -129,14 +129,14 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad) {
   Tensor argmax = Tensor::empty(y.shape(), DType::I32, x.device());
   dispatch_floating("max_pool2d", x, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(x.is_cuda(), max_pool2d_forward<T>(g, x.data<T>(), y.data<T>(), argmax.data<int32_t>()));
+    kernels<T>(x).max_pool2d_forward(g, x.data<T>(), y.data<T>(), argmax.data<int32_t>());
   });
   if (should_record({x})) {
     record_node("max_pool2d", {y}, [x, y, argmax, g]() {
       dispatch_floating("max_pool2d", x, [&](auto tag) {
         using T = decltype(tag);
-        KD_RUN(x.is_cuda(), max_pool2d_backward<T>(g, y.grad().data<T>(), argmax.data<int32_t>(),
-                                    grad_ptr<T>(x)));
+        kernels<T>(x).max_pool2d_backward(g, y.grad().data<T>(), argmax.data<int32_t>(),
+                                    grad_ptr<T>(x));
       });
     });
   }
@@ -150,13 +150,13 @@ Tensor global_avg_pool(const Tensor& x) {
   Tensor y = Tensor::empty({n, c}, x.dtype(), x.device());
   dispatch_floating("global_avg_pool", x, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(x.is_cuda(), global_avg_pool_forward<T>(n, c, hw, x.data<T>(), y.data<T>()));
+    kernels<T>(x).global_avg_pool_forward(n, c, hw, x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
     record_node("global_avg_pool", {y}, [x, y, n, c, hw]() {
       dispatch_floating("global_avg_pool", x, [&](auto tag) {
         using T = decltype(tag);
-        KD_RUN(x.is_cuda(), global_avg_pool_backward<T>(n, c, hw, y.grad().data<T>(), grad_ptr<T>(x)));
+        kernels<T>(x).global_avg_pool_backward(n, c, hw, y.grad().data<T>(), grad_ptr<T>(x));
       });
     });
   }

@@ -26,14 +26,14 @@ Tensor log_softmax(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_floating("log_softmax", x, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(x.is_cuda(), log_softmax_forward<T>(rows, cols, x.data<T>(), y.data<T>()));
+    kernels<T>(x).log_softmax_forward(rows, cols, x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
     record_node("log_softmax", {y}, [x, y, rows, cols]() {
       dispatch_floating("log_softmax", x, [&](auto tag) {
         using T = decltype(tag);
-        KD_RUN(x.is_cuda(), log_softmax_backward<T>(rows, cols, y.data<T>(), y.grad().data<T>(),
-                                                    grad_ptr<T>(x)));
+        kernels<T>(x).log_softmax_backward(rows, cols, y.data<T>(), y.grad().data<T>(),
+                                                    grad_ptr<T>(x));
       });
     });
   }
@@ -60,24 +60,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
   dispatch_floating("cross_entropy", logits, [&](auto tag) {
     using T = decltype(tag);
-    if (logits.is_cuda())
-      KD_CUDA_BRANCH(cuda::cross_entropy_forward<T>(rows, cols, logits.data<T>(), lab,
-                                                    loss.data<T>()));
-    else
-      *loss.data<T>() = cpu::cross_entropy_forward<T>(rows, cols, logits.data<T>(), lab);
+    kernels<T>(logits).cross_entropy_forward(rows, cols, logits.data<T>(), lab, loss.data<T>());
   });
   if (should_record({logits})) {
     record_node("cross_entropy", {loss}, [logits, labels, loss, rows, cols]() {
       dispatch_floating("cross_entropy", logits, [&](auto tag) {
         using T = decltype(tag);
-        if (logits.is_cuda())
-          KD_CUDA_BRANCH(cuda::cross_entropy_backward<T>(rows, cols, logits.data<T>(),
-                                                         labels.data<int32_t>(),
-                                                         loss.grad().data<T>(),
-                                                         grad_ptr<T>(logits)));
-        else
-          cpu::cross_entropy_backward<T>(rows, cols, logits.data<T>(), labels.data<int32_t>(),
-                                         *loss.grad().data<T>(), grad_ptr<T>(logits));
+        kernels<T>(logits).cross_entropy_backward(rows, cols, logits.data<T>(),
+                                                  labels.data<int32_t>(), loss.grad().data<T>(),
+                                                  grad_ptr<T>(logits));
       });
     });
   }
@@ -94,25 +85,16 @@ Tensor distill_loss(DistillKind kind, const Tensor& teacher, const Tensor& stude
   Tensor loss = Tensor::empty({}, student.dtype(), student.device());
   dispatch_floating("distill_loss", student, [&](auto tag) {
     using T = decltype(tag);
-    if (student.is_cuda())
-      KD_CUDA_BRANCH(cuda::distill_loss_forward<T>(kind, rows, cols, teacher.data<T>(),
-                                                   student.data<T>(), T(tau), loss.data<T>()));
-    else
-      *loss.data<T>() = cpu::distill_loss_forward<T>(kind, rows, cols, teacher.data<T>(),
-                                                     student.data<T>(), T(tau));
+    kernels<T>(student).distill_loss_forward(kind, rows, cols, teacher.data<T>(),
+                                             student.data<T>(), T(tau), loss.data<T>());
   });
   if (should_record({student})) {
     record_node("distill_loss", {loss}, [kind, teacher, student, loss, rows, cols, tau]() {
       dispatch_floating("distill_loss", student, [&](auto tag) {
         using T = decltype(tag);
-        if (student.is_cuda())
-          KD_CUDA_BRANCH(cuda::distill_loss_backward<T>(kind, rows, cols, teacher.data<T>(),
-                                                        student.data<T>(), T(tau),
-                                                        loss.grad().data<T>(),
-                                                        grad_ptr<T>(student)));
-        else
-          cpu::distill_loss_backward<T>(kind, rows, cols, teacher.data<T>(), student.data<T>(),
-                                        T(tau), *loss.grad().data<T>(), grad_ptr<T>(student));
+        kernels<T>(student).distill_loss_backward(kind, rows, cols, teacher.data<T>(),
+                                                  student.data<T>(), T(tau),
+                                                  loss.grad().data<T>(), grad_ptr<T>(student));
       });
     });
   }
@@ -138,7 +120,7 @@ Tensor ensemble_logits(const std::vector<Tensor>& members) {
   const bool on_gpu = first.is_cuda();
   dispatch_floating("ensemble_logits", first, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(on_gpu, ensemble_reduce_forward<T>(count, rows, cols, stacked.data<T>(), y.data<T>()));
+    kernels<T>(y).ensemble_reduce_forward(count, rows, cols, stacked.data<T>(), y.data<T>());
   });
   bool any = false;
   for (const Tensor& m : members) any = any || should_record({m});
@@ -148,12 +130,12 @@ Tensor ensemble_logits(const std::vector<Tensor>& members) {
       dispatch_floating("ensemble_logits", y, [&](auto tag) {
         using T = decltype(tag);
         Tensor dstacked = Tensor::zeros(stacked.shape(), stacked.dtype(), stacked.device());
-        KD_RUN(on_gpu, ensemble_reduce_backward<T>(count, rows, cols, stacked.data<T>(),
+        kernels<T>(y).ensemble_reduce_backward(count, rows, cols, stacked.data<T>(),
                                                    y.data<T>(), y.grad().data<T>(),
-                                                   dstacked.data<T>()));
+                                                   dstacked.data<T>());
         for (int i = 0; i < count; ++i)
           if (T* dm = grad_ptr<T>(members[i]))
-            KD_RUN(on_gpu, accumulate<T>(block, T(1), dstacked.data<T>() + i * block, dm));
+            kernels<T>(y).accumulate(block, T(1), dstacked.data<T>() + i * block, dm);
       });
     });
   }

@@ -42,24 +42,24 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
   dispatch_floating("batch_norm", x, [&](auto tag) {
     using T = decltype(tag);
     if (training && use_cudnn)
-      KD_CUDNN_BRANCH(cudnn::batchnorm_forward_train<T>(
+      cudnn_kernels<T>(x).batchnorm_forward_train(
           g, x.data<T>(), gamma.data<T>(), beta.data<T>(), T(eps), T(momentum), y.data<T>(),
           save_mean.data<T>(), save_invstd.data<T>(), ptr_or_null<T>(running_mean),
-          ptr_or_null<T>(running_var)));
+          ptr_or_null<T>(running_var));
     else if (training)
-      KD_RUN(on_gpu, batchnorm_forward_train<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+      kernels<T>(x).batchnorm_forward_train(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
                                                 T(eps), T(momentum), y.data<T>(),
                                                 save_mean.data<T>(), save_invstd.data<T>(),
                                                 ptr_or_null<T>(running_mean),
-                                                ptr_or_null<T>(running_var)));
+                                                ptr_or_null<T>(running_var));
     else if (use_cudnn)
-      KD_CUDNN_BRANCH(cudnn::batchnorm_forward_eval<T>(
+      cudnn_kernels<T>(x).batchnorm_forward_eval(
           g, x.data<T>(), gamma.data<T>(), beta.data<T>(), running_mean.data<T>(),
-          running_var.data<T>(), T(eps), y.data<T>()));
+          running_var.data<T>(), T(eps), y.data<T>());
     else
-      KD_RUN(on_gpu, batchnorm_forward_eval<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+      kernels<T>(x).batchnorm_forward_eval(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
                                                running_mean.data<T>(), running_var.data<T>(),
-                                               T(eps), y.data<T>()));
+                                               T(eps), y.data<T>());
   });
   if (should_record({x, gamma, beta})) {
     // Eval mode reads the running statistics at backward time; snapshot them so a later
@@ -76,17 +76,17 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
         T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
         const T* dy = y.grad().data<T>();
         if (training && use_cudnn)
-          KD_CUDNN_BRANCH(cudnn::batchnorm_backward_train<T>(
+          cudnn_kernels<T>(x).batchnorm_backward_train(
               g, x.data<T>(), dy, gamma.data<T>(), save_mean.data<T>(), save_invstd.data<T>(), dx,
-              dgamma, dbeta));
+              dgamma, dbeta);
         else if (training)
-          KD_RUN(on_gpu, batchnorm_backward_train<T>(g, x.data<T>(), dy, gamma.data<T>(),
+          kernels<T>(x).batchnorm_backward_train(g, x.data<T>(), dy, gamma.data<T>(),
                                                      save_mean.data<T>(), save_invstd.data<T>(),
-                                                     dx, dgamma, dbeta));
+                                                     dx, dgamma, dbeta);
         else  // cuDNN has no eval-mode backward: ours serves both paths
-          KD_RUN(on_gpu, batchnorm_backward_eval<T>(g, x.data<T>(), dy, gamma.data<T>(),
+          kernels<T>(x).batchnorm_backward_eval(g, x.data<T>(), dy, gamma.data<T>(),
                                                     rm.data<T>(), rv.data<T>(), T(eps), dx,
-                                                    dgamma, dbeta));
+                                                    dgamma, dbeta);
       });
     });
   }
@@ -105,9 +105,9 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int 
   Tensor save_invstd = Tensor::empty({int64_t(g.n) * groups}, x.dtype(), x.device());
   dispatch_floating("group_norm", x, [&](auto tag) {
     using T = decltype(tag);
-    KD_RUN(x.is_cuda(), groupnorm_forward<T>(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+    kernels<T>(x).groupnorm_forward(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
                                              T(eps), y.data<T>(), save_mean.data<T>(),
-                                             save_invstd.data<T>()));
+                                             save_invstd.data<T>());
   });
   if (should_record({x, gamma, beta})) {
     record_node("group_norm", {y}, [x, gamma, beta, y, g, save_mean, save_invstd]() {
@@ -117,9 +117,9 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int 
         T* dx = grad_or_scratch<T>(x, dx_scratch);
         T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
         T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
-        KD_RUN(x.is_cuda(), groupnorm_backward<T>(g, x.data<T>(), y.grad().data<T>(),
+        kernels<T>(x).groupnorm_backward(g, x.data<T>(), y.grad().data<T>(),
                                                   gamma.data<T>(), save_mean.data<T>(),
-                                                  save_invstd.data<T>(), dx, dgamma, dbeta));
+                                                  save_invstd.data<T>(), dx, dgamma, dbeta);
       });
     });
   }

@@ -26,6 +26,7 @@
 // Workspace: thread_local grow-only std::vector buffers per element type: col and the k-major
 // task buffer in every thread that runs tasks, plus weight-gradient partials (<= 64 MB) or the
 // flipped filters in the calling thread. Never shrunk; freed when their thread exits.
+#include "kernels/backend.h"
 #include "kernels/conv2d.h"
 
 #include <algorithm>
@@ -345,12 +346,6 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   }
 }
 
-#define KD_INSTANTIATE(T)                                                             \
-  template void conv2d_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*); \
-  template void conv2d_backward_data<T>(const ConvGeom&, const T*, const T*, T*);     \
-  template void conv2d_backward_weight<T>(const ConvGeom&, const T*, const T*, T*, T*);
-KD_INSTANTIATE(float)
-KD_INSTANTIATE(double)
-#undef KD_INSTANTIATE
+KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
 
 }  // namespace kd::cpu

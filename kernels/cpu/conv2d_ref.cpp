@@ -4,6 +4,7 @@
 // accumulated in double (so ref:: is also the most accurate version) and then added to its target.
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/conv2d.h"
 
@@ -89,12 +90,6 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   }
 }
 
-#define KD_INSTANTIATE(T)                                                             \
-  template void conv2d_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*); \
-  template void conv2d_backward_data<T>(const ConvGeom&, const T*, const T*, T*);     \
-  template void conv2d_backward_weight<T>(const ConvGeom&, const T*, const T*, T*, T*);
-KD_INSTANTIATE(float)
-KD_INSTANTIATE(double)
-#undef KD_INSTANTIATE
+KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
 
 }  // namespace kd::ref

@@ -3,6 +3,7 @@
 // scale update dst in place. ref:: is the plain loop; cpu:: is the same expression under
 // `omp parallel for schedule(static)`: no element is reduced across iterations, so the result is
 // bitwise identical to ref:: for any thread count.
+#include "kernels/backend.h"
 #include "kernels/elementwise.h"
 
 namespace kd {
@@ -89,18 +90,11 @@ void counter_add(int64_t* counter, int64_t delta) { *counter += delta; }
 
 }  // namespace cpu
 
-#define KD_INSTANTIATE_ELEMENTWISE(NS, T)                                   \
-  template void NS::relu_forward<T>(int64_t, const T*, T*);                 \
-  template void NS::relu_backward<T>(int64_t, const T*, const T*, T*);      \
-  template void NS::add_forward<T>(int64_t, const T*, const T*, T*);        \
-  template void NS::accumulate<T>(int64_t, T, const T*, T*);                \
-  template void NS::fill<T>(int64_t, T, T*);                                \
-  template void NS::scale<T>(int64_t, T, T*);
-
-KD_INSTANTIATE_ELEMENTWISE(ref, float)
-KD_INSTANTIATE_ELEMENTWISE(ref, double)
-KD_INSTANTIATE_ELEMENTWISE(cpu, float)
-KD_INSTANTIATE_ELEMENTWISE(cpu, double)
-#undef KD_INSTANTIATE_ELEMENTWISE
+namespace ref {
+KD_DEFINE_REGISTRAR(register_elementwise, KD_ELEMENTWISE_KERNELS)
+}
+namespace cpu {
+KD_DEFINE_REGISTRAR(register_elementwise, KD_ELEMENTWISE_KERNELS)
+}
 
 }  // namespace kd

@@ -5,6 +5,7 @@
 // depend only on OpenBLAS's own thread count (the engine keeps it at 1; see kernels/cpu/conv2d.cpp
 // for why); the bias gradient is a per-column double sum over rows in row order. The layers of
 // the paper's models are small (LeNet 400x120x84x10, PreResNet 64x10/100), so no OpenMP here.
+#include "kernels/backend.h"
 #include "kernels/linear.h"
 
 #include <cstdint>
@@ -105,14 +106,11 @@ void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw,
 
 }  // namespace cpu
 
-#define KD_INSTANTIATE(NS, T)                                                               \
-  template void NS::linear_forward<T>(const LinearGeom&, const T*, const T*, const T*, T*); \
-  template void NS::linear_backward_data<T>(const LinearGeom&, const T*, const T*, T*);     \
-  template void NS::linear_backward_weight<T>(const LinearGeom&, const T*, const T*, T*, T*);
-KD_INSTANTIATE(ref, float)
-KD_INSTANTIATE(ref, double)
-KD_INSTANTIATE(cpu, float)
-KD_INSTANTIATE(cpu, double)
-#undef KD_INSTANTIATE
+namespace ref {
+KD_DEFINE_REGISTRAR(register_linear, KD_LINEAR_KERNELS)
+}
+namespace cpu {
+KD_DEFINE_REGISTRAR(register_linear, KD_LINEAR_KERNELS)
+}
 
 }  // namespace kd

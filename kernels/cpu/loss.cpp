@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/loss.h"
 
@@ -163,7 +164,7 @@ void log_softmax_backward(int rows, int cols, const T* y, const T* dy, T* dx) {
 }
 
 template <class T>
-T cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels) {
+T cross_entropy_value(int rows, int cols, const T* x, const int32_t* labels) {
   KD_CHECK(rows > 0 && cols > 0, "cross_entropy: empty logits " << rows << "x" << cols);
   check_labels(rows, cols, labels);
   std::vector<double> per_row(rows);
@@ -176,8 +177,9 @@ T cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels) {
 }
 
 template <class T>
-void cross_entropy_backward(int rows, int cols, const T* x, const int32_t* labels, T dloss,
+void cross_entropy_backward(int rows, int cols, const T* x, const int32_t* labels, const T* dloss_in,
                             T* dx) {
+  const T dloss = *dloss_in;
   KD_CHECK(rows > 0 && cols > 0, "cross_entropy: empty logits " << rows << "x" << cols);
   check_labels(rows, cols, labels);
   const double scale = double(dloss) / rows;
@@ -193,7 +195,7 @@ void cross_entropy_backward(int rows, int cols, const T* x, const int32_t* label
 }
 
 template <class T>
-T distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher, const T* student,
+T distill_loss_value(DistillKind kind, int rows, int cols, const T* teacher, const T* student,
                        T tau) {
   check_distill(rows, cols, tau);
   const double inv_tau = 1.0 / double(tau), t2 = double(tau) * double(tau);
@@ -215,7 +217,8 @@ T distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher, c
 
 template <class T>
 void distill_loss_backward(DistillKind kind, int rows, int cols, const T* teacher,
-                           const T* student, T tau, T dloss, T* dstudent) {
+                           const T* student, T tau, const T* dloss_in, T* dstudent) {
+  const T dloss = *dloss_in;
   check_distill(rows, cols, tau);
   const double inv_tau = 1.0 / double(tau), t2 = double(tau) * double(tau);
   const double scale = double(dloss) / rows * inv_tau;  // d z / d student = 1 / tau
@@ -286,19 +289,18 @@ void ensemble_reduce_backward(int members, int rows, int cols, const T* x, const
   }
 }
 
-#define KD_INSTANTIATE_LOSS(T)                                                                  \
-  template void log_softmax_forward<T>(int, int, const T*, T*);                                \
-  template void log_softmax_backward<T>(int, int, const T*, const T*, T*);                     \
-  template T cross_entropy_forward<T>(int, int, const T*, const int32_t*);                     \
-  template void cross_entropy_backward<T>(int, int, const T*, const int32_t*, T, T*);          \
-  template T distill_loss_forward<T>(DistillKind, int, int, const T*, const T*, T);            \
-  template void distill_loss_backward<T>(DistillKind, int, int, const T*, const T*, T, T, T*); \
-  template void ensemble_reduce_forward<T>(int, int, int, const T*, T*);                       \
-  template void ensemble_reduce_backward<T>(int, int, int, const T*, const T*, const T*, T*);
+// The contract's form (kernels/loss.h): the value goes to a one-element array.
+template <class T>
+void cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels, T* loss) {
+  *loss = cross_entropy_value(rows, cols, x, labels);
+}
+template <class T>
+void distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher,
+                          const T* student, T tau, T* loss) {
+  *loss = distill_loss_value(kind, rows, cols, teacher, student, tau);
+}
 
-KD_INSTANTIATE_LOSS(float)
-KD_INSTANTIATE_LOSS(double)
-#undef KD_INSTANTIATE_LOSS
+KD_DEFINE_REGISTRAR(register_loss, KD_LOSS_KERNELS)
 
 }  // namespace cpu
 }  // namespace kd

@@ -1,14 +1,15 @@
-// Evaluation reductions at temperature 1 (contract: kernels/metrics.h), ACCUMULATED into
-// ClassifierStats so a test set is the sum of its batches. One function defines what a row
-// contributes (row_contribution); ref:: adds rows as it goes, cpu:: computes the rows in parallel
-// into a buffer and adds them in row order afterwards, so cpu:: equals ref:: bitwise for any
-// thread count.
+// Evaluation reductions at temperature 1 (contract: kernels/metrics.h): per-example values,
+// ASSIGNED, folded into ClassifierStats by fold_row_stats (metrics_fold.cpp) in row order, so a
+// test set is the sum of its batches. One function defines what a row contributes
+// (row_contribution); ref:: walks the rows in order, cpu:: in parallel (each row is independent),
+// so cpu:: equals ref:: bitwise for any thread count.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "kernels/check.h"
+#include "kernels/backend.h"
 #include "kernels/metrics.h"
 
 namespace kd {
@@ -83,22 +84,18 @@ RowContribution row_contribution(int cols, const T* z, int32_t label, const T* t
   return rc;
 }
 
-void add_row(const RowContribution& rc, bool with_teacher, ClassifierStats* stats) {
-  stats->count += 1;
-  stats->correct += rc.correct ? 1 : 0;
-  stats->nll_sum += rc.nll;
-  stats->bin_count[rc.bin] += 1;
-  stats->bin_conf_sum[rc.bin] += rc.confidence;
-  stats->bin_correct_sum[rc.bin] += rc.correct ? 1.0 : 0.0;
-  if (with_teacher) {
-    stats->agree += rc.agree ? 1 : 0;
-    stats->kl_sum += rc.kl;
-  }
+void write_row(const RowContribution& rc, double* f) {
+  f[0] = rc.correct ? 1.0 : 0.0;
+  f[1] = rc.nll;
+  f[2] = rc.confidence;
+  f[3] = rc.agree ? 1.0 : 0.0;
+  f[4] = rc.kl;
 }
 
-void check_inputs(int rows, int cols, const int32_t* labels, const ClassifierStats* stats) {
-  KD_CHECK(stats != nullptr, "classifier_stats: null stats");
-  KD_CHECK(rows == 0 || cols > 0, "classifier_stats: " << rows << " rows of 0 classes");
+void check_inputs(int rows, int cols, const int32_t* labels, const double* per_row) {
+  KD_CHECK(rows >= 0, "classifier_row_stats: negative row count " << rows);
+  KD_CHECK(rows == 0 || cols > 0, "classifier_row_stats: " << rows << " rows of 0 classes");
+  KD_CHECK(rows == 0 || per_row != nullptr, "classifier_row_stats: null per_row");
   for (int r = 0; r < rows; ++r)
     KD_CHECK(labels[r] >= 0 && labels[r] < cols, "classifier_stats: label "
                                                      << labels[r] << " at row " << r
@@ -109,39 +106,31 @@ void check_inputs(int rows, int cols, const int32_t* labels, const ClassifierSta
 
 namespace ref {
 template <class T>
-void classifier_stats(int rows, int cols, const T* logits, const int32_t* labels,
-                      const T* teacher, ClassifierStats* stats) {
-  check_inputs(rows, cols, labels, stats);
+void classifier_row_stats(int rows, int cols, const T* logits, const int32_t* labels,
+                          const T* teacher, double* per_row) {
+  check_inputs(rows, cols, labels, per_row);
   for (int r = 0; r < rows; ++r) {
     const int64_t o = int64_t(r) * cols;
-    add_row(row_contribution(cols, logits + o, labels[r], teacher ? teacher + o : nullptr),
-            teacher != nullptr, stats);
+    write_row(row_contribution(cols, logits + o, labels[r], teacher ? teacher + o : nullptr),
+              per_row + int64_t(r) * kRowStatFields);
   }
 }
+KD_DEFINE_REGISTRAR(register_metrics, KD_METRICS_KERNELS)
 }  // namespace ref
 
 namespace cpu {
 template <class T>
-void classifier_stats(int rows, int cols, const T* logits, const int32_t* labels,
-                      const T* teacher, ClassifierStats* stats) {
-  check_inputs(rows, cols, labels, stats);
-  std::vector<RowContribution> per_row(rows);
+void classifier_row_stats(int rows, int cols, const T* logits, const int32_t* labels,
+                          const T* teacher, double* per_row) {
+  check_inputs(rows, cols, labels, per_row);
 #pragma omp parallel for schedule(static) if (int64_t(rows) * cols >= 8192)
   for (int r = 0; r < rows; ++r) {
     const int64_t o = int64_t(r) * cols;
-    per_row[r] = row_contribution(cols, logits + o, labels[r], teacher ? teacher + o : nullptr);
+    write_row(row_contribution(cols, logits + o, labels[r], teacher ? teacher + o : nullptr),
+              per_row + int64_t(r) * kRowStatFields);
   }
-  for (const RowContribution& rc : per_row) add_row(rc, teacher != nullptr, stats);
 }
+KD_DEFINE_REGISTRAR(register_metrics, KD_METRICS_KERNELS)
 }  // namespace cpu
-
-#define KD_INSTANTIATE_METRICS(NS, T)                                                   \
-  template void NS::classifier_stats<T>(int, int, const T*, const int32_t*, const T*, \
-                                        ClassifierStats*);
-KD_INSTANTIATE_METRICS(ref, float)
-KD_INSTANTIATE_METRICS(ref, double)
-KD_INSTANTIATE_METRICS(cpu, float)
-KD_INSTANTIATE_METRICS(cpu, double)
-#undef KD_INSTANTIATE_METRICS
 
 }  // namespace kd

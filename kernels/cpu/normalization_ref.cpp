@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/normalization.h"
 
@@ -196,23 +197,7 @@ void groupnorm_backward(const NormGeom& g, const T* x, const T* dy, const T* gam
   }
 }
 
-#define KD_INSTANTIATE_NORM(T)                                                                \
-  template void batchnorm_forward_train<T>(const NormGeom&, const T*, const T*, const T*, T, T, \
-                                           T*, T*, T*, T*, T*);                               \
-  template void batchnorm_forward_eval<T>(const NormGeom&, const T*, const T*, const T*,       \
-                                          const T*, const T*, T, T*);                          \
-  template void batchnorm_backward_train<T>(const NormGeom&, const T*, const T*, const T*,     \
-                                            const T*, const T*, T*, T*, T*);                   \
-  template void batchnorm_backward_eval<T>(const NormGeom&, const T*, const T*, const T*,      \
-                                           const T*, const T*, T, T*, T*, T*);                 \
-  template void groupnorm_forward<T>(const NormGeom&, const T*, const T*, const T*, T, T*, T*,  \
-                                     T*);                                                      \
-  template void groupnorm_backward<T>(const NormGeom&, const T*, const T*, const T*, const T*, \
-                                      const T*, T*, T*, T*);
-
-KD_INSTANTIATE_NORM(float)
-KD_INSTANTIATE_NORM(double)
-#undef KD_INSTANTIATE_NORM
+KD_DEFINE_REGISTRAR(register_norm, KD_NORM_KERNELS)
 
 }  // namespace ref
 }  // namespace kd

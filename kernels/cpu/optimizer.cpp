@@ -3,6 +3,7 @@
 // Precision follows PyTorch: per-step scalars (bias corrections, step size) are formed in double,
 // then every per-element operation runs in T. ref:: and cpu:: evaluate the same expressions in the
 // same order, so cpu:: is bitwise identical to ref:: for any thread count.
+#include "kernels/backend.h"
 #include "kernels/optimizer.h"
 
 #include <cmath>
@@ -115,16 +116,27 @@ void adam_update(int64_t n, const AdamParams& h, int64_t step, T* param, const T
   }
 }
 
+
+// The multi-tensor contract on the host: each tensor in turn through the single-tensor update.
+template <class T>
+void sgd_update_multi(int count, const int64_t* sizes, T* const* params, const T* const* grads,
+                      T* const* momentum_bufs, const SgdParams& h, bool first_step) {
+  for (int i = 0; i < count; ++i)
+    sgd_update<T>(sizes[i], h, first_step, params[i], grads[i], momentum_bufs[i]);
+}
+template <class T>
+void adam_update_multi(int count, const int64_t* sizes, T* const* params, const T* const* grads,
+                       T* const* m, T* const* v, const AdamParams& h, int64_t step) {
+  for (int i = 0; i < count; ++i) adam_update<T>(sizes[i], h, step, params[i], grads[i], m[i], v[i]);
+}
 }  // namespace cpu
 
-#define KD_INSTANTIATE_OPTIM(NS, T)                                                        \
-  template void NS::sgd_update<T>(int64_t, const SgdParams&, bool, T*, const T*, T*);       \
-  template void NS::adam_update<T>(int64_t, const AdamParams&, int64_t, T*, const T*, T*, T*);
-
-KD_INSTANTIATE_OPTIM(ref, float)
-KD_INSTANTIATE_OPTIM(ref, double)
-KD_INSTANTIATE_OPTIM(cpu, float)
-KD_INSTANTIATE_OPTIM(cpu, double)
-#undef KD_INSTANTIATE_OPTIM
+namespace ref {
+KD_DEFINE_REGISTRAR(register_optim, KD_OPTIM_KERNELS)
+}
+namespace cpu {
+KD_DEFINE_REGISTRAR(register_optim, KD_OPTIM_KERNELS)
+KD_DEFINE_REGISTRAR(register_optim_multi, KD_OPTIM_MULTI_KERNELS)
+}
 
 }  // namespace kd

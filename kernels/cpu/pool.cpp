@@ -5,6 +5,7 @@
 // global avg: x [n, c, h*w] -> y [n, c]. Forward ASSIGNS; backward ACCUMULATES into dx.
 // Every plane belongs to one thread and is processed in a fixed order, so cpu:: results do not
 // depend on the thread count. Windows must overlap the input: pad <= kernel/2 (PyTorch's rule).
+#include "kernels/backend.h"
 #include "kernels/pool.h"
 
 #include <cmath>
@@ -242,17 +243,11 @@ void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx) {
 
 }  // namespace cpu
 
-#define KD_INSTANTIATE(NS, T)                                                              \
-  template void NS::avg_pool2d_forward<T>(const PoolGeom&, const T*, T*);                  \
-  template void NS::avg_pool2d_backward<T>(const PoolGeom&, const T*, T*);                 \
-  template void NS::max_pool2d_forward<T>(const PoolGeom&, const T*, T*, int32_t*);        \
-  template void NS::max_pool2d_backward<T>(const PoolGeom&, const T*, const int32_t*, T*); \
-  template void NS::global_avg_pool_forward<T>(int, int, int, const T*, T*);               \
-  template void NS::global_avg_pool_backward<T>(int, int, int, const T*, T*);
-KD_INSTANTIATE(ref, float)
-KD_INSTANTIATE(ref, double)
-KD_INSTANTIATE(cpu, float)
-KD_INSTANTIATE(cpu, double)
-#undef KD_INSTANTIATE
+namespace ref {
+KD_DEFINE_REGISTRAR(register_pool, KD_POOL_KERNELS)
+}
+namespace cpu {
+KD_DEFINE_REGISTRAR(register_pool, KD_POOL_KERNELS)
+}
 
 }  // namespace kd

@@ -7,6 +7,7 @@
 // is one block per channel with a fixed-order tree.
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/conv2d.h"
 #include "kernels/cuda/conv2d_gather.h"
 #include "kernels/cuda/launch.cuh"
@@ -121,13 +122,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
     KD_LAUNCH(bias_grad_kernel<T>, unsigned(g.k), conv_gemm::kBiasThreads, 0, d, dy, dbias);
 }
 
-#define KD_INSTANTIATE(T)                                                             \
-  template void conv2d_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*); \
-  template void conv2d_backward_data<T>(const ConvGeom&, const T*, const T*, T*);     \
-  template void conv2d_backward_weight<T>(const ConvGeom&, const T*, const T*, T*, T*);
-KD_INSTANTIATE(float)
-KD_INSTANTIATE(double)
-#undef KD_INSTANTIATE
+KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
 
 }  // namespace cuda
 }  // namespace kd

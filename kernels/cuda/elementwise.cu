@@ -4,6 +4,7 @@
 // int64 indices (arrays past 2^31 elements); no element depends on another, so results never
 // depend on the launch shape. Same expressions as ref:: (relu keeps NaN); nvcc may fuse
 // `dst + alpha * src` into one FMA, so float results can differ from ref:: by an ulp.
+#include "kernels/backend.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/elementwise.h"
 
@@ -88,17 +89,7 @@ void scale(int64_t n, T alpha, T* dst) {
   KD_LAUNCH(scale_kernel<T>, grid_for(n, kThreads), kThreads, 0, n, alpha, dst);
 }
 
-#define KD_INSTANTIATE_ELEMENTWISE(T)                                   \
-  template void relu_forward<T>(int64_t, const T*, T*);                 \
-  template void relu_backward<T>(int64_t, const T*, const T*, T*);      \
-  template void add_forward<T>(int64_t, const T*, const T*, T*);        \
-  template void accumulate<T>(int64_t, T, const T*, T*);                \
-  template void fill<T>(int64_t, T, T*);                                \
-  template void scale<T>(int64_t, T, T*);
-
-KD_INSTANTIATE_ELEMENTWISE(float)
-KD_INSTANTIATE_ELEMENTWISE(double)
-#undef KD_INSTANTIATE_ELEMENTWISE
+KD_DEFINE_REGISTRAR(register_elementwise, KD_ELEMENTWISE_KERNELS)
 
 namespace {
 __global__ void counter_add_kernel(int64_t* counter, int64_t delta) { *counter += delta; }

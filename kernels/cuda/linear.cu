@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/cuda/cublas_handle.h"
 #include "kernels/cuda/launch.cuh"
@@ -103,13 +104,7 @@ void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw,
               dy, dbias);
 }
 
-#define KD_INSTANTIATE_LINEAR(T)                                                               \
-  template void linear_forward<T>(const LinearGeom&, const T*, const T*, const T*, T*);        \
-  template void linear_backward_data<T>(const LinearGeom&, const T*, const T*, T*);            \
-  template void linear_backward_weight<T>(const LinearGeom&, const T*, const T*, T*, T*);
-KD_INSTANTIATE_LINEAR(float)
-KD_INSTANTIATE_LINEAR(double)
-#undef KD_INSTANTIATE_LINEAR
+KD_DEFINE_REGISTRAR(register_linear, KD_LINEAR_KERNELS)
 
 }  // namespace cuda
 }  // namespace kd

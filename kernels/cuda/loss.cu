@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/row_math.h"
@@ -292,20 +293,7 @@ void ensemble_reduce_backward(int members, int rows, int cols, const T* x, const
             members, rows, cols, x, y, dy, std::log(double(members)), dx);
 }
 
-#define KD_INSTANTIATE_CUDA_LOSS(T)                                                              \
-  template void log_softmax_forward<T>(int, int, const T*, T*);                                  \
-  template void log_softmax_backward<T>(int, int, const T*, const T*, T*);                       \
-  template void cross_entropy_forward<T>(int, int, const T*, const int32_t*, T*);                \
-  template void cross_entropy_backward<T>(int, int, const T*, const int32_t*, const T*, T*);     \
-  template void distill_loss_forward<T>(DistillKind, int, int, const T*, const T*, T, T*);       \
-  template void distill_loss_backward<T>(DistillKind, int, int, const T*, const T*, T, const T*, \
-                                         T*);                                                    \
-  template void ensemble_reduce_forward<T>(int, int, int, const T*, T*);                         \
-  template void ensemble_reduce_backward<T>(int, int, int, const T*, const T*, const T*, T*);
-
-KD_INSTANTIATE_CUDA_LOSS(float)
-KD_INSTANTIATE_CUDA_LOSS(double)
-#undef KD_INSTANTIATE_CUDA_LOSS
+KD_DEFINE_REGISTRAR(register_loss, KD_LOSS_KERNELS)
 
 }  // namespace cuda
 }  // namespace kd

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/warp_rows.cuh"
@@ -75,10 +76,7 @@ void classifier_row_stats(int rows, int cols, const T* logits, const int32_t* la
             rows, cols, logits, labels, teacher, per_row);
 }
 
-template void classifier_row_stats<float>(int, int, const float*, const int32_t*, const float*,
-                                          double*);
-template void classifier_row_stats<double>(int, int, const double*, const int32_t*, const double*,
-                                           double*);
+KD_DEFINE_REGISTRAR(register_metrics, KD_METRICS_KERNELS)
 
 }  // namespace cuda
 }  // namespace kd

@@ -10,6 +10,7 @@
 // consecutive threads on consecutive hw (kernels/cuda/plane_walk.h), coalesced for any hw.
 // The per-element passes run in T on per-channel coefficients the reduction leaves in the
 // workspace, over the whole tensor in parallel (a separate launch), like the CPU's.
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/plane_walk.h"
@@ -338,23 +339,7 @@ void groupnorm_backward(const NormGeom& g, const T* x, const T* dy, const T* gam
             part_dy_xhat, dgamma, dbeta);
 }
 
-#define KD_INSTANTIATE_NORM(T)                                                                \
-  template void batchnorm_forward_train<T>(const NormGeom&, const T*, const T*, const T*, T, T, \
-                                           T*, T*, T*, T*, T*);                               \
-  template void batchnorm_forward_eval<T>(const NormGeom&, const T*, const T*, const T*,       \
-                                          const T*, const T*, T, T*);                          \
-  template void batchnorm_backward_train<T>(const NormGeom&, const T*, const T*, const T*,     \
-                                            const T*, const T*, T*, T*, T*);                   \
-  template void batchnorm_backward_eval<T>(const NormGeom&, const T*, const T*, const T*,      \
-                                           const T*, const T*, T, T*, T*, T*);                 \
-  template void groupnorm_forward<T>(const NormGeom&, const T*, const T*, const T*, T, T*, T*,  \
-                                     T*);                                                      \
-  template void groupnorm_backward<T>(const NormGeom&, const T*, const T*, const T*, const T*, \
-                                      const T*, T*, T*, T*);
-
-KD_INSTANTIATE_NORM(float)
-KD_INSTANTIATE_NORM(double)
-#undef KD_INSTANTIATE_NORM
+KD_DEFINE_REGISTRAR(register_norm, KD_NORM_KERNELS)
 
 }  // namespace cuda
 }  // namespace kd

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/optimizer_math.h"
@@ -150,17 +151,8 @@ void adam_update(int64_t n, const AdamParams& h, int64_t step, T* param, const T
   adam_update_multi<T>(1, &n, &param, &grad, &m, &v, h, step);
 }
 
-#define KD_INSTANTIATE_CUDA_OPTIM(T)                                                             \
-  template void sgd_update<T>(int64_t, const SgdParams&, bool, T*, const T*, T*);                \
-  template void adam_update<T>(int64_t, const AdamParams&, int64_t, T*, const T*, T*, T*);       \
-  template void sgd_update_multi<T>(int, const int64_t*, T* const*, const T* const*, T* const*,  \
-                                    const SgdParams&, bool);                                     \
-  template void adam_update_multi<T>(int, const int64_t*, T* const*, const T* const*, T* const*, \
-                                     T* const*, const AdamParams&, int64_t);
-
-KD_INSTANTIATE_CUDA_OPTIM(float)
-KD_INSTANTIATE_CUDA_OPTIM(double)
-#undef KD_INSTANTIATE_CUDA_OPTIM
+KD_DEFINE_REGISTRAR(register_optim, KD_OPTIM_KERNELS)
+KD_DEFINE_REGISTRAR(register_optim_multi, KD_OPTIM_MULTI_KERNELS)
 
 }  // namespace cuda
 }  // namespace kd

@@ -6,6 +6,7 @@
 // ACCUMULATED by exactly one thread per element. max writes argmax (ih*w + iw in the input plane,
 // first maximum wins, NaN propagates). global avg: one warp per plane, double lanes summed by a
 // fixed shuffle tree (bitwise reproducible). Forward ASSIGNS; backward ACCUMULATES into dx.
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/pool_index.h"
@@ -149,17 +150,7 @@ void global_avg_pool_backward(int n, int c, int hw, const T* dy, T* dx) {
             hw, dy, dx);
 }
 
-#define KD_INSTANTIATE_POOL(T)                                                          \
-  template void avg_pool2d_forward<T>(const PoolGeom&, const T*, T*);                   \
-  template void avg_pool2d_backward<T>(const PoolGeom&, const T*, T*);                  \
-  template void max_pool2d_forward<T>(const PoolGeom&, const T*, T*, int32_t*);         \
-  template void max_pool2d_backward<T>(const PoolGeom&, const T*, const int32_t*, T*);  \
-  template void global_avg_pool_forward<T>(int, int, int, const T*, T*);                \
-  template void global_avg_pool_backward<T>(int, int, int, const T*, T*);
-
-KD_INSTANTIATE_POOL(float)
-KD_INSTANTIATE_POOL(double)
-#undef KD_INSTANTIATE_POOL
+KD_DEFINE_REGISTRAR(register_pool, KD_POOL_KERNELS)
 
 }  // namespace cuda
 }  // namespace kd

@@ -22,8 +22,6 @@ MathMode g_math_mode;
 std::mutex g_math_mutex;
 }  // namespace
 
-bool built_with_cuda() { return true; }
-bool has_op_kernels() { return true; }
 bool built_with_cudnn() {
 #if KDLAB_HAVE_CUDNN
   return true;
@@ -99,6 +97,14 @@ void memcpy_device_to_host(void* dst, const void* src, size_t bytes) {
 }
 void memcpy_device_to_device(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
+  count_launch();
+}
+void memcpy_host_to_device_async(void* dst, const void* src, size_t bytes) {
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
+  count_launch();
+}
+void memcpy_device_to_host_async(void* dst, const void* src, size_t bytes) {
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
   count_launch();
 }
 void memset_device(void* dst, int value, size_t bytes) {

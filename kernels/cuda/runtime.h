@@ -1,11 +1,14 @@
-// The CUDA runtime seam. Everything the engine needs from the GPU driver goes through here, so a
-// build without nvcc links kernels/cuda_stub/runtime_stub.cpp instead and still runs on the CPU.
+// The CUDA runtime seam inside the GPU backend: kernels/cuda/backend.cu puts these functions in
+// the backend table (kernels/backend.h), the only way the rest of kdlab reaches them. Implemented
+// by runtime.cu (the GPU) and kernels/cuda_emu/runtime_emu.cpp (the emulated GPU).
 // Raw memory only: caching lives in engine/allocator. All GPU work runs on one compute stream
 // (kernels/cuda/launch.cuh hands it to kernels); copies are ordered on that stream too.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <string>
+
+#include "kernels/backend.h"  // MathMode, StreamMark
 
 namespace kd {
 namespace cuda {
@@ -19,8 +22,6 @@ constexpr int64_t kGridStrideBlockCap = 64;
 constexpr int64_t kGridStrideBlockCap = 65535LL * 8;
 #endif
 
-bool built_with_cuda();    // true when this binary was compiled by nvcc
-bool has_op_kernels();     // true when the op kernels (kernels/cuda/*.cu) are part of the build
 bool built_with_cudnn();   // true when the cuDNN paths (--conv/--bn cudnn) are compiled in
 int device_count();        // 0 without a device, without CUDA, or with KDLAB_DISABLE_CUDA set
 std::string device_name(int index);
@@ -32,6 +33,10 @@ void free_pinned(void* ptr);
 void memcpy_host_to_device(void* dst, const void* src, size_t bytes);
 void memcpy_device_to_host(void* dst, const void* src, size_t bytes);  // waits for the stream
 void memcpy_device_to_device(void* dst, const void* src, size_t bytes);
+// Ordered on the stream, returning at once: the host side must be pinned (malloc_pinned) and
+// stay untouched until a synchronize().
+void memcpy_host_to_device_async(void* dst, const void* src, size_t bytes);
+void memcpy_device_to_host_async(void* dst, const void* src, size_t bytes);
 void memset_device(void* dst, int value, size_t bytes);
 void synchronize();  // waits for the compute stream
 size_t free_device_bytes();
@@ -41,13 +46,8 @@ size_t free_device_bytes();
 // A kernel wrapper asks once per call and must not hold the pointer past its own launches.
 void* workspace(size_t bytes);
 
-// How cuBLAS, cuDNN and our reductions may trade reproducibility for speed. deterministic:
-// deterministic cuDNN algorithms, no float atomics in our kernels, TF32 off. tf32: TF32 tensor
-// cores for cuBLAS/cuDNN float maths (ignored when deterministic).
-struct MathMode {
-  bool deterministic = false;
-  bool tf32 = false;
-};
+// kd::MathMode (kernels/backend.h): how cuBLAS, cuDNN and our reductions may trade
+// reproducibility for speed.
 void set_math_mode(const MathMode& mode);
 MathMode math_mode();
 
@@ -58,7 +58,6 @@ void count_launch();
 
 // Timing on the compute stream without synchronizing: record a mark between steps, read the
 // intervals after one synchronize(). Marks are CUDA events; destroy them when done.
-using StreamMark = void*;
 StreamMark mark_stream();
 double elapsed_ms(StreamMark from, StreamMark to);  // call after synchronize()
 void destroy_mark(StreamMark mark);

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cudnn/handle.h"
@@ -97,16 +98,7 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
   cuda::count_launch();
 }
 
-#define KD_INSTANTIATE_CUDNN_BN(T)                                                            \
-  template void batchnorm_forward_train<T>(const NormGeom&, const T*, const T*, const T*, T, T, \
-                                           T*, T*, T*, T*, T*);                               \
-  template void batchnorm_forward_eval<T>(const NormGeom&, const T*, const T*, const T*,      \
-                                          const T*, const T*, T, T*);                         \
-  template void batchnorm_backward_train<T>(const NormGeom&, const T*, const T*, const T*,    \
-                                            const T*, const T*, T*, T*, T*);
-KD_INSTANTIATE_CUDNN_BN(float)
-KD_INSTANTIATE_CUDNN_BN(double)
-#undef KD_INSTANTIATE_CUDNN_BN
+KD_DEFINE_REGISTRAR(register_batchnorm, KD_BATCHNORM_KERNELS)
 
 }  // namespace cudnn
 }  // namespace kd

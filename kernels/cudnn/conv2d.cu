@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "kernels/conv2d.h"
 #include "kernels/cuda/launch.cuh"
@@ -232,7 +233,7 @@ void* workspace_for(const AlgoChoice& choice) {
 template <class Execute>
 void run_convolution(Pass pass, const ConvGeom& g, cudnnDataType_t type, ConvDescs& d,
                      Execute execute) {
-  const cuda::MathMode mode = cuda::math_mode();
+  const MathMode mode = cuda::math_mode();
   policy::Request request;
   request.deterministic = mode.deterministic;
   request.descriptor_math =
@@ -343,13 +344,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   }
 }
 
-#define KD_INSTANTIATE_CUDNN_CONV(T)                                                          \
-  template void conv2d_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*);         \
-  template void conv2d_backward_data<T>(const ConvGeom&, const T*, const T*, T*);             \
-  template void conv2d_backward_weight<T>(const ConvGeom&, const T*, const T*, T*, T*);
-KD_INSTANTIATE_CUDNN_CONV(float)
-KD_INSTANTIATE_CUDNN_CONV(double)
-#undef KD_INSTANTIATE_CUDNN_CONV
+KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
 
 }  // namespace cudnn
 }  // namespace kd

@@ -18,7 +18,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 #include "models/classifier.h"
 
 #ifndef KDLAB_SOURCE_DIR
@@ -114,7 +114,6 @@ int run_bench(const BenchOptions& options) {
   KD_INPUT_CHECK(o.batch >= 1 && (o.steps == -1 || o.steps >= 1) && o.warmup >= -1 &&
                      o.threads >= 1,
                  "bench: --batch, --steps and --threads must be positive");
-  set_num_threads(o.threads);
   if (parse_device(o.device).is_cuda()) return run_bench_gpu(o);
   if (o.steps < 0) o.steps = 30;
   if (o.warmup < 0) o.warmup = 5;

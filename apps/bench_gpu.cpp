@@ -22,6 +22,7 @@
 #include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "engine/runtime_config.h"
 #include "engine/optim.h"
 #include "models/classifier.h"
 #include "models/ensemble.h"
@@ -43,9 +44,9 @@ int classes_for(const std::string& arch) { return arch == "preresnet56" ? 100 : 
 
 GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
                           const BenchOptions& o) {
-  GpuKernels kernels;
-  kernels.conv = kernels.bn = impl;
-  set_gpu_kernels(kernels);
+  RuntimeConfig config = runtime_config();
+  config.gpu_kernels.conv = config.gpu_kernels.bn = impl;
+  ScopedRuntimeConfig scope(config);
   const Device gpu = Device::cuda();
   const bool lenet = arch == "lenet5";
   const int classes = classes_for(arch), channels = lenet ? 1 : 3, size = lenet ? 28 : 32;
@@ -169,7 +170,6 @@ std::string torch_status(const std::map<std::string, nlohmann::json>& rows,
 
 int run_bench_gpu(const BenchOptions& o) {
   const Device gpu = Device::cuda();
-  const GpuKernels saved = gpu_kernels();
   std::vector<GpuImpl> impls = {GpuImpl::Native};
   if (backend_of(gpu).has_cudnn) impls.push_back(GpuImpl::Cudnn);
   std::string python = o.skip_torch ? "" : torch_python(/*need_cuda=*/true);
@@ -264,10 +264,9 @@ int run_bench_gpu(const BenchOptions& o) {
     }
     print_row_now(arch, "done", seconds() + " s");
   }
-  set_gpu_kernels(saved);
   std::cout << "\nGPU training-step time on " << device_name(gpu) << ", batch "
             << o.batch << ", fp32 (TF32 "
-            << (math_mode().tf32 && !math_mode().deterministic ? "on" : "off")
+            << (runtime_config().math.tf32 ? "on" : "off")
             << "), median of " << (o.steps > 0 ? o.steps : 200) << " steps\n"
             << "kdlab (launches: kernels, copies and cuBLAS/cuDNN calls issued per step; peak: "
                "our caching allocator's bytes in use)\n"

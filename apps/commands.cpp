@@ -10,9 +10,10 @@
 #include "apps/model_io.h"
 #include "apps/report.h"
 #include "apps/run_dir.h"
-#include "data/idx.h"
+#include "data/datasets.h"
 #include "data/sampling.h"
 #include "engine/profile.h"
+#include "engine/runtime_config.h"
 
 namespace kd {
 namespace apps {
@@ -32,8 +33,8 @@ nlohmann::json loop_json(const LoopConfig& c) {
                       {"seed", c.seed},
                       {"eval_every", c.eval_every}, {"device", c.device.str()}};
   if (c.device.is_cuda()) {
-    const GpuKernels k = gpu_kernels();
-    const MathMode m = math_mode();
+    const GpuKernels k = runtime_config().gpu_kernels;
+    const MathMode m = runtime_config().math;
     j["gpu"] = {{"name", device_name(c.device)}, {"conv", gpu_impl_name(k.conv)},
                 {"bn", gpu_impl_name(k.bn)}, {"deterministic", m.deterministic},
                 {"tf32", m.tf32 && !m.deterministic}};
@@ -120,21 +121,19 @@ std::string resolve_out(const CommonOptions& common, const std::string& command)
 }
 
 Device apply_common(const CommonOptions& common) {
-  set_num_threads(common.threads);
-  GpuKernels kernels;
-  kernels.conv = parse_gpu_impl("--conv", common.conv);
-  kernels.bn = parse_gpu_impl("--bn", common.bn);
-  KD_INPUT_CHECK(!(common.deterministic && common.tf32),
-                 "--tf32 and --deterministic exclude each other (TF32 is off in deterministic "
-                 "mode)");
-  Device device = parse_device(common.device);
-  if (device.is_cuda()) set_gpu_kernels(kernels);
-  MathMode mode;
-  mode.deterministic = common.deterministic;
-  mode.tf32 = common.tf32;
-  set_math_mode(mode);
+  RuntimeConfig config;
+  config.threads = common.threads;
+  config.gpu_kernels.conv = parse_gpu_impl("--conv", common.conv);
+  config.gpu_kernels.bn = parse_gpu_impl("--bn", common.bn);
+  config.math.deterministic = common.deterministic;
+  config.math.tf32 = common.tf32;
   if (!common.profile_steps.empty())
-    profile::set_step_window(profile::parse_step_window(common.profile_steps));
+    config.profile_window = profile::parse_step_window(common.profile_steps);
+  Device device = parse_device(common.device);
+  // --conv/--bn choose between GPU implementations; on the CPU they change nothing, so a CPU run
+  // neither checks them against the GPU backend nor opens it.
+  if (!device.is_cuda()) config.gpu_kernels = GpuKernels{};
+  set_runtime_config(config);
   return device;
 }
 
@@ -146,15 +145,16 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   KD_INPUT_CHECK(options.subset_per_class >= 0,
                  "--subset-per-class: expected >= 0, got " << options.subset_per_class);
   KD_INPUT_CHECK(options.subset_size >= 0, "--subset-size: expected >= 0, got " << options.subset_size);
-  data::Dataset train = data::load_fashion_mnist(common.data_dir, true);
-  data::Dataset test = data::load_fashion_mnist(common.data_dir, false);
+  data::Dataset train = data::load_dataset(common.dataset, common.data_dir, true);
+  data::Dataset test = data::load_dataset(common.dataset, common.data_dir, false);
   auto model = make_model_for_flag("--model", options.model, train, common.seed);
   train = training_subset(train, options.subset_per_class, options.subset_size, common.seed);
   RunDir run(resolve_out(common, "train"));
   LoopConfig loop = options.loop;
   loop.seed = common.seed;
   loop.device = device;
-  run.write_config({{"command", "train"}, {"model", options.model}, {"train_images", train.n},
+  run.write_config({{"command", "train"}, {"dataset", common.dataset}, {"model", options.model},
+                    {"train_images", train.n},
                     {"subset_per_class", options.subset_per_class},
                     {"subset_size", options.subset_size}, {"loop", loop_json(loop)},
                     {"threads", num_threads()}});
@@ -184,8 +184,8 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   auto members = load_teachers(options.teachers, device);
   models::Ensemble teacher(members);
   std::string arch = options.student_model.empty() ? members.front()->arch : options.student_model;
-  data::Dataset train = data::load_fashion_mnist(common.data_dir, true);
-  data::Dataset test = data::load_fashion_mnist(common.data_dir, false);
+  data::Dataset train = data::load_dataset(common.dataset, common.data_dir, true);
+  data::Dataset test = data::load_dataset(common.dataset, common.data_dir, false);
   KD_INPUT_CHECK(teacher.num_classes() == train.num_classes,
                  "--teacher: the teachers have " << teacher.num_classes()
                                                  << " classes, the dataset " << train.num_classes);
@@ -196,7 +196,8 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   LoopConfig loop = options.loop;
   loop.seed = common.seed;
   loop.device = device;
-  run.write_config({{"command", "distill"}, {"teachers", options.teachers}, {"student", arch},
+  run.write_config({{"command", "distill"}, {"dataset", common.dataset},
+                    {"teachers", options.teachers}, {"student", arch},
                     {"loss", options.loss}, {"tau", options.distill.tau},
                     {"alpha", options.distill.alpha}, {"distill_images", distill_data.n},
                     {"loop", loop_json(loop)}, {"threads", num_threads()}});
@@ -224,7 +225,7 @@ int run_eval(const CommonOptions& common, const EvalOptions& options) {
   LoadedModel loaded = load_model(options.model);
   loaded.model->to(device);
   auto members = load_teachers(options.teachers, device);
-  data::Dataset ds = data::load_fashion_mnist(common.data_dir, options.split == "train");
+  data::Dataset ds = data::load_dataset(common.dataset, common.data_dir, options.split == "train");
   data::Normalization norm{loaded.norm_mean, loaded.norm_std};
   std::unique_ptr<models::Ensemble> teacher;
   if (!members.empty()) teacher = std::make_unique<models::Ensemble>(members);

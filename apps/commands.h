@@ -13,6 +13,7 @@ struct CommonOptions {
   std::string device = "auto";
   std::string out;  // run directory; empty = runs/<command>-<UTC timestamp>
   int threads = 0;  // 0 = all cores
+  std::string dataset = "fmnist";  // a name in data/datasets.h
   std::string data_dir;
   // GPU kernel controls (ignored on the CPU)
   std::string conv = "native";  // native | cudnn

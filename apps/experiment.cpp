@@ -204,6 +204,10 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
         profile::Range range("backward");
         optimizer->zero_grad();
         backward(loss);
+        // Nodes the loss does not depend on would stay on the tape and pile up step after step.
+        KD_CHECK(tape_size() == 0, "training step: " << tape_size()
+                                       << " recorded ops do not feed the loss; compute side "
+                                          "results under NoGradGuard");
       }
       {
         profile::Range range("optimizer");
@@ -326,29 +330,6 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
     return loss;
   };
   run_loop(student, distill_data, test, norm, cfg, label, hook, step, &teacher);
-}
-
-DistillKind parse_distill_kind(const std::string& name) {
-  if (name == "fwd-ce") return DistillKind::kForwardCE;
-  if (name == "kl") return DistillKind::kKL;
-  if (name == "rev-ce") return DistillKind::kReverseCE;
-  if (name == "sym-kl") return DistillKind::kSymmetricKL;
-  if (name == "brier") return DistillKind::kBrier;
-  if (name == "hard-ce") return DistillKind::kHardCE;
-  throw InputError("--loss: expected fwd-ce, kl, rev-ce, sym-kl, brier or hard-ce, got '" + name +
-                   "'");
-}
-
-const char* distill_kind_name(DistillKind kind) {
-  switch (kind) {
-    case DistillKind::kForwardCE: return "fwd-ce";
-    case DistillKind::kKL: return "kl";
-    case DistillKind::kReverseCE: return "rev-ce";
-    case DistillKind::kSymmetricKL: return "sym-kl";
-    case DistillKind::kBrier: return "brier";
-    case DistillKind::kHardCE: return "hard-ce";
-  }
-  return "?";
 }
 
 }  // namespace apps

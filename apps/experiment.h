@@ -8,8 +8,8 @@
 #include "data/augment.h"
 #include "data/dataset.h"
 #include "engine/device.h"
-#include "kernels/loss.h"
-#include "kernels/metrics.h"
+#include "engine/distill_losses.h"
+#include "engine/ops.h"
 #include "models/classifier.h"
 #include "models/ensemble.h"
 
@@ -80,8 +80,6 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
              const data::Normalization& norm, const LoopConfig& cfg, const DistillConfig& dcfg,
              const std::string& label, const EpochHook& hook);
 
-DistillKind parse_distill_kind(const std::string& name);  // InputError on unknown names
-const char* distill_kind_name(DistillKind kind);
 
 }  // namespace apps
 }  // namespace kd

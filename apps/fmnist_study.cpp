@@ -19,7 +19,7 @@
 #include "apps/report.h"
 #include "apps/run_dir.h"
 #include "engine/atomic_file.h"
-#include "data/idx.h"
+#include "data/fashion_mnist.h"
 #include "data/sampling.h"
 
 namespace kd {
@@ -76,6 +76,7 @@ struct Row {
 
 }  // namespace
 
+namespace {
 int run_fmnist_study(const StudyOptions& opt) {
   StudySettings s = opt.quick ? quick_settings() : StudySettings{};
   auto study_start = Clock::now();
@@ -256,6 +257,17 @@ int run_fmnist_study(const StudyOptions& opt) {
             << format_fixed(usage.ru_maxrss / 1024.0, 1) << " MiB\n"
             << table.to_text() << "run directory: " << run.path() << "\n";
   return 0;
+}
+
+}  // namespace
+
+PresetEntry fmnist_study_preset_entry() {
+  PresetEntry e;
+  e.name = "fmnist-study";
+  e.help = "Fashion-MNIST, LeNet-5: the positive control (Fig. 2) and 1- and 3-teacher ensembles";
+  e.dataset = "fmnist";
+  e.run = run_fmnist_study;
+  return e;
 }
 
 }  // namespace apps

@@ -9,11 +9,25 @@
 #include "apps/commands.h"
 #include "apps/presets.h"
 #include "apps/run_dir.h"
-#include "kernels/check.h"
+#include "base/check.h"
+#include "data/datasets.h"
+#include "engine/distill_losses.h"
+#include "engine/runtime_config.h"
+#include "models/registry.h"
 
 namespace {
 
 using namespace kd::apps;
+
+// Each dataset's default folder, for --data-dir's help.
+std::string dataset_dirs() {
+  std::string out;
+  for (const kd::data::DatasetEntry& e : kd::data::dataset_registry().entries())
+    out += "\n  " + e.name + ": $" + e.dir_env + " or " + e.default_dir;
+  return out;
+}
+
+std::string model_help() { return "Architecture:" + kd::models::model_registry().help(); }
 
 void add_gpu_controls(CLI::App* cmd, std::string& conv, std::string& bn, bool& deterministic,
                       bool& tf32) {
@@ -33,9 +47,10 @@ void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
     cmd->add_option("--out", c.out, "Run directory (default runs/<command>-<UTC time>)");
   cmd->add_option("--threads", c.threads, "CPU threads for kernels and BLAS (0 = all cores)")
       ->capture_default_str();
-  cmd->add_option("--data-dir", c.data_dir,
-                  "Folder with the Fashion-MNIST IDX files (default: $KDLAB_FMNIST_DIR or "
-                  "/usr/share/datasets/fashion-mnist)");
+  cmd->add_option("--dataset", c.dataset, "Dataset:" + kd::data::dataset_registry().help())
+      ->capture_default_str();
+  cmd->add_option("--data-dir", c.data_dir, "Folder with the dataset's files (default:" +
+                                                dataset_dirs() + ")");
   add_gpu_controls(cmd, c.conv, c.bn, c.deterministic, c.tf32);
   cmd->add_option("--profile-steps", c.profile_steps,
                   "A:B: open the CUDA profiler for training steps A..B only (for Nsight: nsys "
@@ -80,7 +95,7 @@ int main(int argc, char** argv) {
   auto* train_cmd = app.add_subcommand("train", "Train a classifier (a teacher) with cross-entropy");
   add_common(train_cmd, common);
   add_loop(train_cmd, train.loop);
-  train_cmd->add_option("--model", train.model, "lenet5 | preresnet<depth>[-ln]")->capture_default_str();
+  train_cmd->add_option("--model", train.model, model_help())->capture_default_str();
   train_cmd->add_option("--subset-per-class", train.subset_per_class,
                         "Train on a stratified subset with this many images per class");
   train_cmd->add_option("--subset-size", train.subset_size, "Train on a random subset of this size");
@@ -94,10 +109,13 @@ int main(int argc, char** argv) {
                           "Teacher checkpoint (repeat for an ensemble: log of mean probabilities)")
       ->required();
   distill_cmd->add_option("--student-model", dist.student_model,
-                          "Student architecture (default: the first teacher's)");
+                          "Student architecture (default: the first teacher's). " + model_help());
   distill_cmd->add_option("--tau", dist.distill.tau, "Temperature, applied after ensembling")->capture_default_str();
   distill_cmd->add_option("--alpha", dist.distill.alpha, "Weight of the hard-label loss")->capture_default_str();
-  distill_cmd->add_option("--loss", dist.loss, "fwd-ce | kl | rev-ce | sym-kl | brier | hard-ce")->capture_default_str();
+  distill_cmd->add_option("--loss", dist.loss,
+                          "Distillation loss (p: teacher, q: student probabilities at tau):" +
+                              kd::distill_loss_registry().help())
+      ->capture_default_str();
   distill_cmd->add_option("--mixup", dist.loop.mixup_alpha,
                           "MixUp the distillation batches: lambda ~ Beta(a, a) per batch (paper: 1)");
   distill_cmd->add_option("--distill-size", dist.distill_size,
@@ -114,7 +132,7 @@ int main(int argc, char** argv) {
   StudyOptions study;
   auto* repro_cmd = app.add_subcommand("repro", "Run an experiment preset of the paper");
   add_common(repro_cmd, common);
-  repro_cmd->add_option("preset", preset, "Preset name: fmnist-study")->required();
+  repro_cmd->add_option("preset", preset, "Preset:" + preset_registry().help())->required();
   repro_cmd->add_flag("--quick", study.quick, "A seconds-long version with tiny epochs (for tests)");
 
   BenchOptions bench;
@@ -163,17 +181,22 @@ int main(int argc, char** argv) {
     if (distill_cmd->parsed()) return run_distill(common, dist);
     if (eval_cmd->parsed()) return run_eval(common, ev);
     if (repro_cmd->parsed()) {
+      const PresetEntry& entry = preset_registry().find(preset, "repro");
+      KD_INPUT_CHECK(repro_cmd->count("--dataset") == 0 || common.dataset == entry.dataset,
+                     "--dataset " << common.dataset << ": preset " << entry.name << " runs on "
+                                  << entry.dataset);
       study.seed = common.seed;
       study.data_dir = common.data_dir;
       study.device = apply_common(common);
       study.out = resolve_out(common, preset);
-      return run_preset(preset, study);
+      return entry.run(study);
     }
     if (bench_cmd->parsed()) {
       bench.models_given = bench_cmd->count("--model") > 0;
-      KD_INPUT_CHECK(!(bench_tf32 && bench_deterministic),
-                     "--tf32 and --deterministic exclude each other");
-      kd::set_math_mode({bench_deterministic, bench_tf32});
+      kd::RuntimeConfig config;
+      config.threads = bench.threads;
+      config.math = {bench_deterministic, bench_tf32};
+      kd::set_runtime_config(config);
       return run_bench(bench);
     }
   } catch (const kd::InputError& e) {

@@ -13,7 +13,7 @@
 #include <sstream>
 
 #include "apps/report.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace fs = std::filesystem;
 

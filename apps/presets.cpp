@@ -1,20 +1,14 @@
-// Preset registry (see presets.h).
+// The preset registry (see presets.h).
 #include "apps/presets.h"
-
-#include "kernels/check.h"
 
 namespace kd {
 namespace apps {
 
-int run_fmnist_study(const StudyOptions& options);  // fmnist_study.cpp
-
-std::vector<std::string> preset_names() { return {"fmnist-study"}; }
-
-int run_preset(const std::string& name, const StudyOptions& options) {
-  if (name == "fmnist-study") return run_fmnist_study(options);
-  std::string known;
-  for (auto& n : preset_names()) known += (known.empty() ? "" : ", ") + n;
-  throw InputError("repro: unknown preset '" + name + "' (known: " + known + ")");
+const Registry<PresetEntry>& preset_registry() {
+#define KD_PRESET_ENTRY(name) name##_preset_entry(),
+  static const Registry<PresetEntry> registry("preset", {KD_PRESETS(KD_PRESET_ENTRY)});
+#undef KD_PRESET_ENTRY
+  return registry;
 }
 
 }  // namespace apps

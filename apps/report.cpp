@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 namespace apps {

@@ -9,7 +9,7 @@
 #include <fstream>
 
 #include "engine/atomic_file.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 #ifndef KDLAB_SOURCE_DIR
 #define KDLAB_SOURCE_DIR ""

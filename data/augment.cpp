@@ -10,7 +10,7 @@
 #include <numeric>
 
 #include "data/device_batch.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 namespace data {

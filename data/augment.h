@@ -10,7 +10,7 @@
 
 #include "data/augment_math.h"
 #include "data/dataset.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 
 namespace kd {
 namespace data {

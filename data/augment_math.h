@@ -10,7 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/philox.h"
+#include "base/philox.h"
 
 namespace kd {
 namespace data {

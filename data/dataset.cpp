@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 namespace data {

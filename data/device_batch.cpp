@@ -4,7 +4,7 @@
 #include "data/device_batch.h"
 
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 namespace data {

@@ -15,7 +15,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 namespace data {
@@ -201,19 +201,6 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   ds.num_classes = num_classes;
   ds.name = name.empty() ? images_path : name;
   return ds;
-}
-
-std::string default_fashion_mnist_dir() {
-  const char* env = std::getenv("KDLAB_FMNIST_DIR");
-  if (env != nullptr && env[0] != '\0') return env;
-  return "/usr/share/datasets/fashion-mnist";
-}
-
-Dataset load_fashion_mnist(const std::string& dir, bool train) {
-  const std::string base = (dir.empty() ? default_fashion_mnist_dir() : dir) + "/";
-  const std::string prefix = train ? "train" : "t10k";
-  return load_idx(base + prefix + "-images-idx3-ubyte.gz", base + prefix + "-labels-idx1-ubyte.gz",
-                  10, train ? "fashion-mnist-train" : "fashion-mnist-test");
 }
 
 }  // namespace data

@@ -37,11 +37,5 @@ std::vector<int32_t> read_idx_labels(const std::string& path, int num_classes);
 Dataset load_idx(const std::string& images_path, const std::string& labels_path, int num_classes,
                  const std::string& name = "");
 
-// $KDLAB_FMNIST_DIR if set and non-empty, else /usr/share/datasets/fashion-mnist.
-std::string default_fashion_mnist_dir();
-// {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz from dir (empty dir -> the default dir).
-Dataset load_fashion_mnist(const std::string& dir, bool train);
-inline Dataset load_fashion_mnist(bool train) { return load_fashion_mnist("", train); }
-
 }  // namespace data
 }  // namespace kd

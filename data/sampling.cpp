@@ -7,8 +7,8 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/check.h"
-#include "kernels/philox.h"
+#include "base/check.h"
+#include "base/philox.h"
 
 namespace kd {
 namespace data {

@@ -1,5 +1,5 @@
 // Which examples go where: shuffles, random subsets, stratified subsets, splits, and the epoch
-// batch loader. Every draw comes from the counter-based Philox RNG (kernels/philox.h) keyed by
+// batch loader. Every draw comes from the counter-based Philox RNG (base/philox.h) keyed by
 // (seed, stream, counter), so a given seed gives the same indices on every platform, thread count
 // and backend. Subsets and splits are returned sorted: a canonical form, order is the loader's job.
 #pragma once

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "engine/device.h"
 
 namespace kd {

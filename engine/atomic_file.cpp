@@ -11,7 +11,7 @@
 #include <cstdio>
 #include <sstream>
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 namespace {

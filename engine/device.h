@@ -49,26 +49,6 @@ class PinnedBuffer {
   size_t bytes_;
 };
 
-// How the GPU libraries and our reductions may trade reproducibility for speed (MathMode,
-// kernels/backend.h). Set once by the CLI, before or after the GPU backend is opened.
-void set_math_mode(const MathMode& mode);
-MathMode math_mode();
 std::string device_name(Device device);  // "cpu", or the GPU's name
-
-// Which implementation the GPU convolution and batchnorm ops call (--conv, --bn): our own kernels
-// or cuDNN. Process-wide, set once by the CLI before any model runs.
-enum class GpuImpl { Native, Cudnn };
-struct GpuKernels {
-  GpuImpl conv = GpuImpl::Native;
-  GpuImpl bn = GpuImpl::Native;
-};
-GpuImpl parse_gpu_impl(const std::string& flag, const std::string& value);  // native|cudnn
-const char* gpu_impl_name(GpuImpl impl);
-void set_gpu_kernels(const GpuKernels& kernels);  // InputError for cudnn in a build without it
-GpuKernels gpu_kernels();
-
-// Thread count for the CPU kernels (OpenMP) and OpenBLAS. 0 = all cores.
-void set_num_threads(int threads);
-int num_threads();
 
 }  // namespace kd

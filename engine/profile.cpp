@@ -4,14 +4,14 @@
 
 #include <cstdlib>
 
-#include "kernels/check.h"
+#include "engine/runtime_config.h"
+#include "base/check.h"
 #include "kernels/backend.h"
 
 namespace kd {
 namespace profile {
 
 namespace {
-StepWindow g_window;
 int64_t g_steps = 0;
 bool g_open = false;
 }  // namespace
@@ -42,10 +42,9 @@ StepWindow parse_step_window(const std::string& spec) {
   return w;
 }
 
-void set_step_window(const StepWindow& window) { g_window = window; }
-
 void step_begin() {
-  if (g_window.active() && !g_open && g_steps + 1 == g_window.first) {
+  const StepWindow& window = runtime_config().profile_window;
+  if (window.active() && !g_open && g_steps + 1 == window.first) {
     if (const Backend* gpu = gpu_backend_if_loaded()) gpu->profiler_start();
     g_open = true;
   }
@@ -53,7 +52,7 @@ void step_begin() {
 
 void step_end() {
   ++g_steps;
-  if (g_open && g_steps == g_window.last) {
+  if (g_open && g_steps == runtime_config().profile_window.last) {
     if (const Backend* gpu = gpu_backend_if_loaded()) {
       gpu->synchronize();  // the window's kernels finish inside it
       gpu->profiler_stop();

@@ -25,7 +25,7 @@ struct StepWindow {
   bool active() const { return first > 0; }
 };
 StepWindow parse_step_window(const std::string& spec);  // "A:B" with 1 <= A <= B; InputError
-void set_step_window(const StepWindow& window);
+// The window in effect is RuntimeConfig::profile_window (engine/runtime_config.h).
 
 // Called by the training loops around every optimisation step. Opens the profiler before step
 // `first` and closes it after step `last`; steps are counted process-wide.

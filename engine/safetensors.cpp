@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/atomic_file.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors stores little-endian data; this code copies host memory as is");

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"  // kd::InputError, which these functions throw
+#include "base/check.h"  // kd::InputError, which these functions throw
 
 namespace kd {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "engine/device.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 

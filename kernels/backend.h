@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
 #include "kernels/kernel_list.h"

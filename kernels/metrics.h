@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "kernels/kernel_list.h"
-#include "kernels/philox.h"  // KD_HOST_DEVICE
+#include "base/philox.h"  // KD_HOST_DEVICE
 
 namespace kd {
 

@@ -10,7 +10,7 @@
 #include "kernels/kernel_list.h"
 #include <cstdint>
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 

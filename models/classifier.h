@@ -1,6 +1,5 @@
 // The model interface the experiment layer sees, and the one factory that builds a model from
-// its name: "lenet5", "preresnet<depth>" (e.g. preresnet20, preresnet56) and
-// "preresnet<depth>-ln" (group-norm variant: GroupNorm(1, C) in place of every BatchNorm).
+// its name (the names are those of models/registry.h: "lenet5", "preresnet<depth>[-ln]", ...).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -20,6 +19,7 @@ class Classifier : public nn::Module {
   int image_size = 0;  // the input height = width the architecture expects
 };
 
+// An InputError naming --model and the known names when `arch` is not one of them.
 std::shared_ptr<Classifier> make_model(const std::string& arch, int num_classes, int in_channels,
                                        uint64_t seed);
 

@@ -3,6 +3,7 @@
 
 #include "engine/ops.h"
 #include "engine/profile.h"
+#include "models/registry.h"
 
 namespace kd {
 namespace models {
@@ -34,6 +35,16 @@ Tensor LeNet5::forward(const Tensor& x) {
   h = ops::relu(fc1_->forward(h));
   h = ops::relu(fc2_->forward(h));
   return fc3_->forward(h);
+}
+
+ModelEntry lenet5_model_entry() {
+  ModelEntry e;
+  e.name = "lenet5";
+  e.help = "LeNet-5 for 28x28 images (61,706 parameters for 10 classes)";
+  e.build = [](const std::string&, int classes, int channels, uint64_t seed) {
+    return std::shared_ptr<Classifier>(std::make_shared<LeNet5>(classes, channels, seed));
+  };
+  return e;
 }
 
 }  // namespace models

@@ -2,10 +2,13 @@
 #include "models/preresnet.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "engine/ops.h"
 #include "engine/profile.h"
+#include "models/registry.h"
 
 namespace kd {
 namespace models {
@@ -117,6 +120,39 @@ Tensor PreResNet::forward(const Tensor& x) {
   h = ops::relu(head_norm_->forward(h));
   h = ops::flatten(ops::avg_pool2d(h, 8, 8));
   return fc_->forward(h);
+}
+
+namespace {
+// "preresnet<depth>" or "preresnet<depth>-ln": the depth, and whether it is the group-norm form;
+// depth -1 when `arch` is not of this family.
+std::pair<int, bool> parse_preresnet(const std::string& arch) {
+  const std::string prefix = "preresnet";
+  if (arch.compare(0, prefix.size(), prefix) != 0) return {-1, false};
+  std::string rest = arch.substr(prefix.size());
+  bool group_norm = false;
+  if (rest.size() > 3 && rest.compare(rest.size() - 3, 3, "-ln") == 0) {
+    group_norm = true;
+    rest.resize(rest.size() - 3);
+  }
+  char* end = nullptr;
+  long depth = std::strtol(rest.c_str(), &end, 10);
+  if (rest.empty() || !end || *end != '\0' || depth < 0 || depth > 100000) return {-1, false};
+  return {int(depth), group_norm};
+}
+}  // namespace
+
+ModelEntry preresnet_model_entry() {
+  ModelEntry e;
+  e.name = "preresnet<depth>[-ln]";
+  e.help = "pre-activation ResNet for 32x32 images, depth 6n+2 (20, 32) or 9n+2 (56, 110); "
+           "-ln: GroupNorm(1, C) in place of BatchNorm";
+  e.matches = [](const std::string& arch) { return parse_preresnet(arch).first >= 0; };
+  e.build = [](const std::string& arch, int classes, int channels, uint64_t seed) {
+    const std::pair<int, bool> p = parse_preresnet(arch);
+    return std::shared_ptr<Classifier>(
+        std::make_shared<PreResNet>(p.first, classes, channels, p.second, seed));
+  };
+  return e;
 }
 
 }  // namespace models

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 // First statement of every *Cuda* test.
 #define KD_REQUIRE_CUDA()                                                                  \

@@ -3,7 +3,7 @@
 #include <cstdint>
 
 #include "data/dataset.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 
 namespace kd {
 namespace data_testing {

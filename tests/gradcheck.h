@@ -14,7 +14,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 
 namespace kd {
 namespace testing {

@@ -17,7 +17,7 @@
 
 #include "kernels/conv2d.h"
 #include "kernels/metrics.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 
 namespace kd {
 namespace kernel_testing {

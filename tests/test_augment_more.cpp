@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "data/augment.h"
-#include "kernels/check.h"
-#include "kernels/philox.h"
+#include "base/check.h"
+#include "base/philox.h"
 #include "tests/data_testing.h"
 
 using kd::data::AugmentSpec;

@@ -1,5 +1,5 @@
 // The tape's contract (engine/autograd.h): gradients accumulate across backward calls, NoGradGuard
-// records nothing and nests, backward empties the tape, a tensor used twice gets the sum of both
+// records nothing and nests, backward takes exactly the loss's nodes off the tape, a tensor used twice gets the sum of both
 // paths, and backward refuses a non-scalar loss or one that needs no gradient. Values here are
 // small sums of exactly representable numbers, so most comparisons are exact.
 #include <gtest/gtest.h>
@@ -138,7 +138,49 @@ TEST_F(Autograd, OnlyReachedNodesRun) {
   backward(sum_of(ops::scale(a, 2.0)));
   EXPECT_TRUE(a.grad().defined());
   EXPECT_FALSE(b.grad().defined());
+  EXPECT_EQ(tape_size(), 1u) << "the unrelated scale(b) node stays for its own backward";
+}
+
+TEST_F(Autograd, TwoLossesOnOneTapeEachGetTheirOwnBackward) {
+  // Loss A is built first, loss B after, and they share x. backward(B) must not run A's nodes
+  // (nor drop them), so A's later backward still delivers its gradient exactly once.
+  Tensor x = Tensor::from_vector<double>({3}, {1.0, 2.0, -1.0});
+  Tensor y = Tensor::from_vector<double>({3}, {0.5, 0.5, 0.5});
+  x.set_requires_grad(true);
+  y.set_requires_grad(true);
+  Tensor loss_a = sum_of(ops::scale(x, 3.0));
+  const size_t after_a = tape_size();
+  Tensor loss_b = sum_of(ops::add(x, ops::scale(y, 2.0)));
+  backward(loss_b);
+  EXPECT_EQ(tape_size(), after_a) << "exactly loss A's nodes remain";
+  for (double g : x.grad().to_vector<double>()) EXPECT_EQ(g, 1.0);
+  for (double g : y.grad().to_vector<double>()) EXPECT_EQ(g, 2.0);
+  backward(loss_a);
   EXPECT_EQ(tape_size(), 0u);
+  for (double g : x.grad().to_vector<double>()) EXPECT_EQ(g, 4.0);
+  for (double g : y.grad().to_vector<double>()) EXPECT_EQ(g, 2.0) << "loss A does not touch y";
+}
+
+TEST_F(Autograd, NodesBeforeTheLossThatItDependsOnRunThroughLongChains) {
+  // A chain through every kind of node input (two-input add, reshape, linear with weight and
+  // bias) interleaved with an unrelated chain: only the dependent chain runs.
+  Tensor x = testing::random_f64({2, 3}, 12);
+  Tensor w = testing::random_f64({2, 6}, 13);
+  Tensor bias = testing::random_f64({2}, 14);
+  Tensor other = testing::random_f64({2, 3}, 15);
+  for (Tensor* t : {&x, &w, &bias, &other}) t->set_requires_grad(true);
+  Tensor h = ops::relu(ops::add(x, x));
+  Tensor unrelated = ops::relu(ops::scale(other, 2.0));
+  Tensor z = ops::linear(ops::reshape(h, {1, 6}), w, bias);
+  Tensor unrelated2 = ops::add(unrelated, other);
+  (void)unrelated2;
+  backward(sum_of(z));
+  EXPECT_TRUE(x.grad().defined());
+  EXPECT_TRUE(w.grad().defined());
+  EXPECT_TRUE(bias.grad().defined());
+  EXPECT_FALSE(other.grad().defined());
+  EXPECT_EQ(tape_size(), 3u);  // scale, relu, add of the unrelated chain
+  for (double g : bias.grad().to_vector<double>()) EXPECT_EQ(g, 1.0);
 }
 
 TEST_F(Autograd, GradientOfAReshapedViewReachesTheBase) {

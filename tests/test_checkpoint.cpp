@@ -11,7 +11,7 @@
 #include "apps/model_io.h"
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 
 namespace fs = std::filesystem;
 using kd::Tensor;

@@ -7,9 +7,13 @@
 #include <initializer_list>
 
 #include "apps/model_io.h"
+#include "apps/presets.h"
+#include "data/datasets.h"
+#include "engine/distill_losses.h"
 #include "engine/device.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 #include "models/classifier.h"
+#include "models/registry.h"
 #include "tests/cli_testing.h"
 
 namespace kd {
@@ -81,7 +85,31 @@ TEST(Cli, HelpExitsZeroAndNamesSubcommandsAndFlags) {
   EXPECT_EQ(distill.code, 0) << distill.err;
   for (const char* flag : {"--teacher", "--tau", "--alpha", "--loss", "--student-model"})
     EXPECT_NE(distill.out.find(flag), std::string::npos) << flag << " not in:\n" << distill.out;
+  // The choices and their help lines come from the registries, not from text kept beside them.
+  for (const auto& e : models::model_registry().entries()) {
+    EXPECT_NE(train.out.find(e.name), std::string::npos) << e.name << " not in:\n" << train.out;
+    EXPECT_NE(train.out.find(e.help), std::string::npos) << e.help << " not in:\n" << train.out;
+  }
+  for (const auto& e : data::dataset_registry().entries())
+    EXPECT_NE(train.out.find(e.help), std::string::npos) << e.help << " not in:\n" << train.out;
+  for (const auto& e : distill_loss_registry().entries())
+    EXPECT_NE(distill.out.find(e.help), std::string::npos) << e.help << " not in:\n" << distill.out;
+  RunResult repro = run_kdlab({"repro", "--help"}, tmp.path);
+  for (const auto& e : apps::preset_registry().entries())
+    EXPECT_NE(repro.out.find(e.help), std::string::npos) << e.help << " not in:\n" << repro.out;
   EXPECT_EQ(entries_of(tmp.path), std::vector<std::string>{});
+}
+
+TEST(Cli, UnknownRegistryNamesListTheKnownOnes) {
+  TempDir tmp;
+  expect_error(run_kdlab({"train", "--dataset", "cifar1000", "--out", tmp / "run"}, tmp.path),
+               {"--dataset", "cifar1000", "fmnist"});
+  expect_error(run_kdlab({"train", "--model", "vgg99", "--out", tmp / "run"}, tmp.path),
+               {"--model", "vgg99", "lenet5", "preresnet<depth>"});
+  expect_error(run_kdlab({"repro", "fmnist-study", "--dataset", "other", "--out", tmp / "run"},
+                         tmp.path),
+               {"--dataset", "fmnist-study", "fmnist"});
+  EXPECT_FALSE(fs::exists(tmp / "run"));
 }
 
 TEST(Cli, UnknownFlagSubcommandAndPresetAreRefused) {

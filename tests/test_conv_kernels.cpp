@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/conv2d.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 #include "tests/kernel_testing.h"
 
 namespace {

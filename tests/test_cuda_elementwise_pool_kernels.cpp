@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/elementwise.h"
 #include "kernels/pool.h"
 #include "tests/cuda_testing.h"

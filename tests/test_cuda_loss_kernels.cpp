@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/row_math.h"
 #include "kernels/loss.h"
 #include "tests/cuda_testing.h"

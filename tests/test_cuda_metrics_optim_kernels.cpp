@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/optimizer_math.h"
 #include "kernels/metrics.h"
 #include "kernels/optimizer.h"

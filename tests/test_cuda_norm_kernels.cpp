@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/normalization.h"
 #include "tests/cuda_testing.h"
 #include "tests/kernel_testing.h"

@@ -13,9 +13,10 @@
 
 #include "engine/autograd.h"
 #include "engine/device.h"
+#include "engine/runtime_config.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 #include "models/classifier.h"
 #include "models/ensemble.h"
 #include "tests/cuda_testing.h"
@@ -42,15 +43,13 @@ std::vector<Batch> synthetic_batches(int steps, int batch, int c, int hw, int cl
   return out;
 }
 
-// Restores the process-wide GPU choices a test changed.
-struct GpuSettings {
-  GpuKernels kernels = gpu_kernels();
-  MathMode mode = math_mode();
-  ~GpuSettings() {
-    set_gpu_kernels(kernels);
-    set_math_mode(mode);
-  }
-};
+// The runtime configuration with these GPU kernels and deterministic maths.
+RuntimeConfig deterministic_with(GpuImpl impl) {
+  RuntimeConfig config = runtime_config();
+  config.gpu_kernels.conv = config.gpu_kernels.bn = impl;
+  config.math = {/*deterministic=*/true, /*tf32=*/false};
+  return config;
+}
 
 std::vector<double> train_losses(const std::string& arch, int classes, int c, int hw,
                                  Device device, DType dtype, int steps, int batch) {
@@ -85,13 +84,9 @@ void expect_same_trajectory(const std::vector<double>& gpu, const std::vector<do
 }
 
 void check_model(const std::string& arch, int classes, int c, int hw, GpuImpl impl) {
-  GpuSettings restore;
   cuda_testing::WholeModelSchedule schedule;
-  GpuKernels k;
-  k.conv = k.bn = impl;
   if (impl == GpuImpl::Cudnn && !cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "built without cuDNN";
-  set_gpu_kernels(k);
-  set_math_mode({/*deterministic=*/true, /*tf32=*/false});
+  ScopedRuntimeConfig config(deterministic_with(impl));
   // On the grid emulator our PreResNet-20 convolutions run as scalar C++, about 5 s a step at
   // batch 16: there it takes 4 steps of batch 4 (LeNet-5 keeps its 20 steps of 16).
   const bool small = cuda_testing::emulated_device() && arch != "lenet5";
@@ -157,9 +152,10 @@ std::vector<double> distill_losses(Device device) {
 
 TEST(CudaTraining, DistillationFromEnsembleMatchesCpu) {
   KD_REQUIRE_CUDA();
-  GpuSettings restore;
   cuda_testing::WholeModelSchedule schedule;
-  set_gpu_kernels(GpuKernels{});
+  RuntimeConfig native = runtime_config();
+  native.gpu_kernels = GpuKernels{};
+  ScopedRuntimeConfig config(native);
   expect_same_trajectory(distill_losses(Device::cuda()), distill_losses(Device::cpu()), 1e-9,
                          "lenet5 distillation f64");
 }

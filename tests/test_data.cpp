@@ -8,10 +8,11 @@
 #include <filesystem>
 #include <vector>
 
+#include "data/fashion_mnist.h"
 #include "data/idx.h"
 #include "data/sampling.h"
-#include "kernels/check.h"
-#include "kernels/philox.h"
+#include "base/check.h"
+#include "base/philox.h"
 #include "tests/data_testing.h"
 
 using kd::data::Dataset;

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/elementwise.h"
 #include "kernels/optimizer.h"
 #include "tests/kernel_testing.h"

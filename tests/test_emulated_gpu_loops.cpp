@@ -25,7 +25,7 @@
 #include "engine/device.h"
 #include "engine/tensor.h"
 #include "kernels/metrics.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 #include "models/classifier.h"
 #include "models/ensemble.h"
 #include "tests/cuda_testing.h"

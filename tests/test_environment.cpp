@@ -2,12 +2,12 @@
 // single-threaded inside the kernels), as the kdlab binary does.
 #include <gtest/gtest.h>
 
-#include "engine/device.h"
+#include "engine/runtime_config.h"
 
 namespace {
 class EngineThreads : public ::testing::Environment {
  public:
-  void SetUp() override { kd::set_num_threads(0); }
+  void SetUp() override { kd::set_runtime_config(kd::RuntimeConfig{}); }
 };
 const bool kRegistered = (::testing::AddGlobalTestEnvironment(new EngineThreads), true);
 }  // namespace

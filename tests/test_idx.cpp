@@ -11,8 +11,9 @@
 #include <vector>
 
 #include "data/augment.h"
+#include "data/fashion_mnist.h"
 #include "data/idx.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace fs = std::filesystem;
 using kd::data::Dataset;

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/loss.h"
 #include "tests/kernel_testing.h"
 

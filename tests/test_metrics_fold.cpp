@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/metrics.h"
 #include "tests/kernel_testing.h"
 

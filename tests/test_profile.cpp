@@ -4,7 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "engine/profile.h"
-#include "kernels/check.h"
+#include "engine/runtime_config.h"
+#include "base/check.h"
 
 namespace kd {
 namespace {
@@ -21,7 +22,9 @@ TEST(Profile, ParsesStepWindowAndRefusesBadOnes) {
 
 TEST(Profile, WindowOpensBeforeFirstStepAndClosesAfterLast) {
   const int64_t base = profile::steps_done();
-  profile::set_step_window({base + 3, base + 5});
+  RuntimeConfig config = runtime_config();
+  config.profile_window = {base + 3, base + 5};
+  ScopedRuntimeConfig scope(config);
   std::vector<bool> open_during;
   for (int i = 0; i < 8; ++i) {
     profile::step_begin();
@@ -31,7 +34,6 @@ TEST(Profile, WindowOpensBeforeFirstStepAndClosesAfterLast) {
   EXPECT_EQ(profile::steps_done(), base + 8);
   EXPECT_EQ(open_during, (std::vector<bool>{false, false, true, true, true, false, false, false}));
   EXPECT_FALSE(profile::window_open());
-  profile::set_step_window({});
 }
 
 }  // namespace

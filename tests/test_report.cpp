@@ -9,7 +9,7 @@
 #include <limits>
 
 #include "apps/report.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace fs = std::filesystem;
 using namespace kd::apps;

@@ -10,7 +10,7 @@
 
 #include "apps/progress.h"
 #include "apps/run_dir.h"
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace fs = std::filesystem;
 using kd::apps::Progress;

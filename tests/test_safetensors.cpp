@@ -15,7 +15,7 @@
 
 #include "engine/atomic_file.h"
 #include "engine/safetensors.h"
-#include "kernels/philox.h"
+#include "base/philox.h"
 
 namespace fs = std::filesystem;
 using kd::StEntry;

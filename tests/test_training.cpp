@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/experiment.h"
+#include "data/fashion_mnist.h"
 #include "data/idx.h"
 #include "models/classifier.h"
 #include "tests/cli_testing.h"

@@ -10,7 +10,7 @@
 
 #include "data/augment_math.h"
 #include "data/device_batch.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 
 namespace kd {

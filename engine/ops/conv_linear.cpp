@@ -27,7 +27,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
            "conv2d: kernel " << g.r << "x" << g.s << " larger than padded input " << describe(x));
   Tensor y = Tensor::empty({g.n, g.k, g.p(), g.q()}, x.dtype(), x.device());
   const bool on_gpu = x.is_cuda();
-  const bool use_cudnn = on_gpu && gpu_kernels().conv == GpuImpl::Cudnn;
+  const bool use_cudnn = on_gpu && runtime_config().gpu_kernels.conv == GpuImpl::Cudnn;
   dispatch_floating("conv2d", x, [&](auto tag) {
     using T = decltype(tag);
     if (use_cudnn)
@@ -38,7 +38,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
                                        y.data<T>());
   });
   if (should_record({x, w, bias})) {
-    record_node("conv2d", {y}, [x, w, bias, y, g, on_gpu, use_cudnn]() {
+    record_node("conv2d", {x, w, bias}, {y}, [x, w, bias, y, g, on_gpu, use_cudnn]() {
       dispatch_floating("conv2d", x, [&](auto tag) {
         using T = decltype(tag);
         const T* dy = y.grad().data<T>();
@@ -80,7 +80,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
                                      y.data<T>());
   });
   if (should_record({x, w, bias})) {
-    record_node("linear", {y}, [x, w, bias, y, g, on_gpu]() {
+    record_node("linear", {x, w, bias}, {y}, [x, w, bias, y, g, on_gpu]() {
       dispatch_floating("linear", x, [&](auto tag) {
         using T = decltype(tag);
         const T* dy = y.grad().data<T>();

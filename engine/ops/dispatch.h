@@ -7,6 +7,7 @@
 
 #include "engine/autograd.h"
 #include "engine/device.h"
+#include "engine/runtime_config.h"
 #include "engine/tensor.h"
 
 namespace kd {

@@ -19,7 +19,7 @@ Tensor relu(const Tensor& x) {
     kernels<T>(x).relu_forward(x.numel(), x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
-    record_node("relu", {y}, [x, y]() {
+    record_node("relu", {x}, {y}, [x, y]() {
       dispatch_floating("relu", x, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(x).relu_backward(y.numel(), y.data<T>(), y.grad().data<T>(), grad_ptr<T>(x));
@@ -38,7 +38,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
     kernels<T>(a).add_forward(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
   });
   if (should_record({a, b})) {
-    record_node("add", {y}, [a, b, y]() {
+    record_node("add", {a, b}, {y}, [a, b, y]() {
       dispatch_floating("add", a, [&](auto tag) {
         using T = decltype(tag);
         const T* dy = y.grad().data<T>();
@@ -58,7 +58,7 @@ Tensor scale(const Tensor& x, double alpha) {
     kernels<T>(x).accumulate(x.numel(), T(alpha), x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
-    record_node("scale", {y}, [x, y, alpha]() {
+    record_node("scale", {x}, {y}, [x, y, alpha]() {
       dispatch_floating("scale", x, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(x).accumulate(y.numel(), T(alpha), y.grad().data<T>(), grad_ptr<T>(x));
@@ -74,7 +74,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
            "reshape: " << describe(x) << " to " << shape_str(shape));
   Tensor y = x.view(shape);
   if (should_record({x})) {
-    record_node("reshape", {y}, [x, y]() {
+    record_node("reshape", {x}, {y}, [x, y]() {
       dispatch_floating("reshape", x, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(x).accumulate(y.numel(), T(1), y.grad().data<T>(), grad_ptr<T>(x));
@@ -113,7 +113,7 @@ Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int pad) {
     kernels<T>(x).avg_pool2d_forward(g, x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
-    record_node("avg_pool2d", {y}, [x, y, g]() {
+    record_node("avg_pool2d", {x}, {y}, [x, y, g]() {
       dispatch_floating("avg_pool2d", x, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(x).avg_pool2d_backward(g, y.grad().data<T>(), grad_ptr<T>(x));
@@ -132,7 +132,7 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad) {
     kernels<T>(x).max_pool2d_forward(g, x.data<T>(), y.data<T>(), argmax.data<int32_t>());
   });
   if (should_record({x})) {
-    record_node("max_pool2d", {y}, [x, y, argmax, g]() {
+    record_node("max_pool2d", {x}, {y}, [x, y, argmax, g]() {
       dispatch_floating("max_pool2d", x, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(x).max_pool2d_backward(g, y.grad().data<T>(), argmax.data<int32_t>(),
@@ -153,7 +153,7 @@ Tensor global_avg_pool(const Tensor& x) {
     kernels<T>(x).global_avg_pool_forward(n, c, hw, x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
-    record_node("global_avg_pool", {y}, [x, y, n, c, hw]() {
+    record_node("global_avg_pool", {x}, {y}, [x, y, n, c, hw]() {
       dispatch_floating("global_avg_pool", x, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(x).global_avg_pool_backward(n, c, hw, y.grad().data<T>(), grad_ptr<T>(x));

@@ -29,7 +29,7 @@ Tensor log_softmax(const Tensor& x) {
     kernels<T>(x).log_softmax_forward(rows, cols, x.data<T>(), y.data<T>());
   });
   if (should_record({x})) {
-    record_node("log_softmax", {y}, [x, y, rows, cols]() {
+    record_node("log_softmax", {x}, {y}, [x, y, rows, cols]() {
       dispatch_floating("log_softmax", x, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(x).log_softmax_backward(rows, cols, y.data<T>(), y.grad().data<T>(),
@@ -63,7 +63,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
     kernels<T>(logits).cross_entropy_forward(rows, cols, logits.data<T>(), lab, loss.data<T>());
   });
   if (should_record({logits})) {
-    record_node("cross_entropy", {loss}, [logits, labels, loss, rows, cols]() {
+    record_node("cross_entropy", {logits}, {loss}, [logits, labels, loss, rows, cols]() {
       dispatch_floating("cross_entropy", logits, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(logits).cross_entropy_backward(rows, cols, logits.data<T>(),
@@ -89,7 +89,7 @@ Tensor distill_loss(DistillKind kind, const Tensor& teacher, const Tensor& stude
                                              student.data<T>(), T(tau), loss.data<T>());
   });
   if (should_record({student})) {
-    record_node("distill_loss", {loss}, [kind, teacher, student, loss, rows, cols, tau]() {
+    record_node("distill_loss", {student}, {loss}, [kind, teacher, student, loss, rows, cols, tau]() {
       dispatch_floating("distill_loss", student, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(student).distill_loss_backward(kind, rows, cols, teacher.data<T>(),
@@ -125,7 +125,7 @@ Tensor ensemble_logits(const std::vector<Tensor>& members) {
   bool any = false;
   for (const Tensor& m : members) any = any || should_record({m});
   if (any) {
-    record_node("ensemble_logits", {y}, [members, stacked, y, count, rows, cols, block,
+    record_node("ensemble_logits", members, {y}, [members, stacked, y, count, rows, cols, block,
                                         on_gpu]() {
       dispatch_floating("ensemble_logits", y, [&](auto tag) {
         using T = decltype(tag);

@@ -38,7 +38,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     save_invstd = Tensor::empty({g.c}, x.dtype(), x.device());
   }
   const bool on_gpu = x.is_cuda();
-  const bool use_cudnn = on_gpu && gpu_kernels().bn == GpuImpl::Cudnn;
+  const bool use_cudnn = on_gpu && runtime_config().gpu_kernels.bn == GpuImpl::Cudnn;
   dispatch_floating("batch_norm", x, [&](auto tag) {
     using T = decltype(tag);
     if (training && use_cudnn)
@@ -66,7 +66,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     // update cannot change this node's gradient.
     Tensor rm = training ? Tensor() : running_mean.clone();
     Tensor rv = training ? Tensor() : running_var.clone();
-    record_node("batch_norm", {y}, [x, gamma, beta, y, g, training, save_mean, save_invstd, rm,
+    record_node("batch_norm", {x, gamma, beta}, {y}, [x, gamma, beta, y, g, training, save_mean, save_invstd, rm,
                                    rv, eps, on_gpu, use_cudnn]() {
       dispatch_floating("batch_norm", x, [&](auto tag) {
         using T = decltype(tag);
@@ -110,7 +110,7 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int 
                                              save_invstd.data<T>());
   });
   if (should_record({x, gamma, beta})) {
-    record_node("group_norm", {y}, [x, gamma, beta, y, g, save_mean, save_invstd]() {
+    record_node("group_norm", {x, gamma, beta}, {y}, [x, gamma, beta, y, g, save_mean, save_invstd]() {
       dispatch_floating("group_norm", x, [&](auto tag) {
         using T = decltype(tag);
         Tensor dgamma_scratch, dbeta_scratch, dx_scratch;

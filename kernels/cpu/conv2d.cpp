@@ -34,7 +34,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/im2col.h"
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/conv2d.h"
 
 namespace kd::ref {

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/backend.h"
 #include "kernels/metrics.h"
 

@@ -5,7 +5,7 @@
 // CPU's bitwise. Plain host code: it links in builds without CUDA.
 #include <cstdint>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/metrics.h"
 
 namespace kd {

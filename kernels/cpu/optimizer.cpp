@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 

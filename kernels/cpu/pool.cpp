@@ -11,7 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 

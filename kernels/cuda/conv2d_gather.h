@@ -12,9 +12,9 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/conv2d.h"
-#include "kernels/philox.h"  // KD_HOST_DEVICE
+#include "base/philox.h"  // KD_HOST_DEVICE
 
 namespace kd {
 namespace conv_gemm {

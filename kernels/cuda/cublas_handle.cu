@@ -7,7 +7,7 @@
 
 #include <mutex>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/runtime.h"
 

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/runtime.h"
 #if KDLAB_GRID_EMULATOR
 #include "kernels/cuda_emu/emu.h"

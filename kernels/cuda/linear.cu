@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/cublas_handle.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear_gemm.h"

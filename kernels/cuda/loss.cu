@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/row_math.h"
 #include "kernels/cuda/warp_rows.cuh"

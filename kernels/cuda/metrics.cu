@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/warp_rows.cuh"
 #include "kernels/metrics.h"

@@ -11,7 +11,7 @@
 // The per-element passes run in T on per-channel coefficients the reduction leaves in the
 // workspace, over the whole tensor in parallel (a separate launch), like the CPU's.
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/plane_walk.h"
 #include "kernels/cuda/reduce.cuh"

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/optimizer_math.h"
 #include "kernels/optimizer.h"

@@ -10,9 +10,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/optimizer.h"
-#include "kernels/philox.h"  // KD_HOST_DEVICE
+#include "base/philox.h"  // KD_HOST_DEVICE
 
 namespace kd {
 namespace optim_math {

@@ -7,7 +7,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/philox.h"  // KD_HOST_DEVICE
+#include "base/philox.h"  // KD_HOST_DEVICE
 
 namespace kd {
 namespace cuda {

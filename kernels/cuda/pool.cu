@@ -7,7 +7,7 @@
 // first maximum wins, NaN propagates). global avg: one warp per plane, double lanes summed by a
 // fixed shuffle tree (bitwise reproducible). Forward ASSIGNS; backward ACCUMULATES into dx.
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/pool_index.h"
 #include "kernels/cuda/reduce.cuh"

@@ -8,7 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/philox.h"  // KD_HOST_DEVICE
+#include "base/philox.h"  // KD_HOST_DEVICE
 #include "kernels/pool.h"
 
 namespace kd {

@@ -9,7 +9,7 @@
 #include <cmath>
 
 #include "kernels/loss.h"
-#include "kernels/philox.h"  // KD_HOST_DEVICE
+#include "base/philox.h"  // KD_HOST_DEVICE
 
 namespace kd {
 namespace row_math {

@@ -9,7 +9,7 @@
 #include <mutex>
 #include <string>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/runtime.h"
 

@@ -21,7 +21,7 @@
 #include <sstream>
 #include <string>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/cuda_emu/emu.h"
 

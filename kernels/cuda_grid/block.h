@@ -24,7 +24,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda_grid/fiber.h"
 
 // CUDA's vector types and built-in variables. The built-ins are per OS thread: the scheduler

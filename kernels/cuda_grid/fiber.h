@@ -21,7 +21,7 @@
 #error "kernels/cuda_grid: the fiber switch is written for x86-64"
 #endif
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define KD_GRID_TSAN 1

@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda_grid/block.h"
 #include "kernels/cuda_grid/builtins.h"
 #include "kernels/cuda_grid/schedule.h"

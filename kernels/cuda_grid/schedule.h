@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 namespace grid {

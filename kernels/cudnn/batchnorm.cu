@@ -15,7 +15,7 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cudnn/handle.h"
 #include "kernels/normalization.h"

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "kernels/conv2d.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cudnn/algo_policy.h"

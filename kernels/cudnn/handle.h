@@ -6,7 +6,7 @@
 #pragma once
 #include <cudnn.h>
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace kd {
 namespace cudnn {

@@ -1,0 +1,29 @@
+// The dataset registry (see datasets.h).
+#include "data/datasets.h"
+
+#include <cstdlib>
+
+namespace kd {
+namespace data {
+
+const Registry<DatasetEntry>& dataset_registry() {
+#define KD_DATASET_ENTRY(name) name##_dataset_entry(),
+  static const Registry<DatasetEntry> registry("dataset", {KD_DATASETS(KD_DATASET_ENTRY)});
+#undef KD_DATASET_ENTRY
+  return registry;
+}
+
+std::string dataset_dir(const DatasetEntry& entry, const std::string& dir) {
+  if (!dir.empty()) return dir;
+  const char* env = entry.dir_env.empty() ? nullptr : std::getenv(entry.dir_env.c_str());
+  if (env != nullptr && env[0] != '\0') return env;
+  return entry.default_dir;
+}
+
+Dataset load_dataset(const std::string& name, const std::string& dir, bool train) {
+  const DatasetEntry& entry = dataset_registry().find(name, "--dataset");
+  return entry.load(dataset_dir(entry, dir), train);
+}
+
+}  // namespace data
+}  // namespace kd

@@ -1,0 +1,38 @@
+// The datasets kdlab can read, by name (--dataset). Each entry says where its files live by
+// default and how to load its training or test split; the CLI's --dataset help and the "unknown
+// dataset" error are generated from this list.
+//
+// To add a dataset: a file data/<name>.cpp that defines `DatasetEntry <name>_dataset_entry()`,
+// and its name in KD_DATASETS below.
+#pragma once
+#include <functional>
+#include <string>
+
+#include "data/dataset.h"
+#include "base/registry.h"
+
+namespace kd {
+namespace data {
+
+struct DatasetEntry : RegistryEntry {
+  std::string dir_env;      // environment variable naming the folder, e.g. KDLAB_FMNIST_DIR
+  std::string default_dir;  // where the Debian package puts it
+  // Loads the split from `dir` (already resolved); InputError naming the file on bad data.
+  std::function<Dataset(const std::string& dir, bool train)> load;
+};
+
+#define KD_DATASETS(X) X(fmnist)
+
+#define KD_DECLARE_DATASET_ENTRY(name) DatasetEntry name##_dataset_entry();
+KD_DATASETS(KD_DECLARE_DATASET_ENTRY)
+#undef KD_DECLARE_DATASET_ENTRY
+
+const Registry<DatasetEntry>& dataset_registry();
+
+// `dir` when given, else $<dir_env> when set and non-empty, else the entry's default_dir.
+std::string dataset_dir(const DatasetEntry& entry, const std::string& dir);
+// The split of dataset `name` (an InputError naming --dataset when unknown).
+Dataset load_dataset(const std::string& name, const std::string& dir, bool train);
+
+}  // namespace data
+}  // namespace kd

@@ -1,0 +1,66 @@
+// The runtime configuration (see runtime_config.h): the one place that owns the thread count,
+// the GPU kernel choices, the math mode and the profiler window.
+#include "engine/runtime_config.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "base/check.h"
+
+namespace kd {
+
+namespace {
+RuntimeConfig g_config;
+
+void check_cudnn_available(const GpuKernels& kernels) {
+  const bool conv = kernels.conv == GpuImpl::Cudnn, bn = kernels.bn == GpuImpl::Cudnn;
+  if (!conv && !bn) return;
+  const char* flag = conv ? "--conv" : "--bn";
+  const Backend* gpu = gpu_backend();
+  KD_INPUT_CHECK(gpu, flag << " cudnn: " << gpu_backend_error());
+  KD_INPUT_CHECK(gpu->has_cudnn, flag << " cudnn: kdlab's GPU backend was built without cuDNN");
+}
+}  // namespace
+
+GpuImpl parse_gpu_impl(const std::string& flag, const std::string& value) {
+  if (value == "native") return GpuImpl::Native;
+  if (value == "cudnn") return GpuImpl::Cudnn;
+  throw InputError(flag + ": expected native or cudnn, got '" + value + "'");
+}
+
+const char* gpu_impl_name(GpuImpl impl) { return impl == GpuImpl::Cudnn ? "cudnn" : "native"; }
+
+const RuntimeConfig& runtime_config() { return g_config; }
+
+void set_runtime_config(const RuntimeConfig& config) {
+  KD_INPUT_CHECK(config.threads >= 0,
+                 "--threads: expected a count >= 0 (0 = all cores), got " << config.threads);
+  KD_INPUT_CHECK(!(config.math.deterministic && config.math.tf32),
+                 "--tf32 and --deterministic exclude each other (TF32 is off in deterministic "
+                 "mode)");
+  check_cudnn_available(config.gpu_kernels);
+  g_config = config;
+  omp_set_num_threads(num_threads());
+  // The kernels parallelise around their GEMMs with OpenMP and call BLAS single-threaded inside:
+  // OpenBLAS's float GEMM is not bitwise reproducible across its own thread counts, and its
+  // pthread pool spinning beside OpenMP's on the same cores costs orders of magnitude.
+  openblas_set_num_threads(1);
+  if (const Backend* gpu = gpu_backend_if_loaded()) gpu->set_math_mode(config.math);
+}
+
+int num_threads() { return g_config.threads > 0 ? g_config.threads : omp_get_num_procs(); }
+
+ScopedRuntimeConfig::ScopedRuntimeConfig(const RuntimeConfig& config) : saved_(g_config) {
+  set_runtime_config(config);
+}
+
+ScopedRuntimeConfig::~ScopedRuntimeConfig() {
+  // The saved configuration was valid when it was set; applying it cannot fail on input.
+  try {
+    set_runtime_config(saved_);
+  } catch (...) {
+    g_config = saved_;
+  }
+}
+
+}  // namespace kd

@@ -1,0 +1,112 @@
+// The registries (base/registry.h) behind --dataset, --model, --loss and `repro <preset>`:
+// lookup by name and by pattern, the refusal that lists the known names, duplicate names caught at
+// construction, and that every registered entry works (each model builds, each loss round-trips
+// its name, each dataset resolves its folder the documented way).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "apps/presets.h"
+#include "base/registry.h"
+#include "data/datasets.h"
+#include "engine/distill_losses.h"
+#include "models/registry.h"
+
+namespace kd {
+namespace {
+
+struct Colour : RegistryEntry {
+  int value = 0;
+};
+
+Colour colour(const char* name, int value) {
+  Colour c;
+  c.name = name;
+  c.help = std::string("the colour ") + name;
+  c.value = value;
+  return c;
+}
+
+TEST(Registry, FindsByNameOrPatternAndListsTheKnownOnesOtherwise) {
+  Colour grey = colour("grey<level>", 100);
+  grey.matches = [](const std::string& n) { return n.rfind("grey", 0) == 0 && n.size() > 4; };
+  const Registry<Colour> r("colour", {colour("red", 1), colour("green", 2), grey});
+  EXPECT_EQ(r.find("green").value, 2);
+  EXPECT_EQ(r.find("grey50").value, 100);
+  EXPECT_TRUE(r.contains("red"));
+  EXPECT_FALSE(r.contains("grey"));
+  EXPECT_EQ(r.choices(), "red | green | grey<level>");
+  try {
+    r.find("blue", "--colour");
+    FAIL() << "blue was found";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "--colour: unknown colour 'blue' (known: red, green, grey<level>)");
+  }
+  // Help: one line per entry, names in one column.
+  EXPECT_EQ(r.help(),
+            "\n  red          the colour red\n  green        the colour green"
+            "\n  grey<level>  the colour grey<level>");
+}
+
+TEST(Registry, RefusesTheSameNameTwice) {
+  EXPECT_THROW(Registry<Colour>("colour", {colour("red", 1), colour("red", 2)}), Error);
+}
+
+TEST(Registry, EveryModelBuildsAndUnknownNamesAreRefused) {
+  for (const std::string arch : {"lenet5", "preresnet20", "preresnet56", "preresnet20-ln"}) {
+    auto m = models::make_model(arch, 10, arch == "lenet5" ? 1 : 3, 0);
+    EXPECT_EQ(m->arch, arch);
+  }
+  for (const std::string bad : {"lenet", "preresnet", "preresnet-ln", "preresnetX", "resnet20"})
+    EXPECT_THROW(models::make_model(bad, 10, 3, 0), InputError) << bad;
+  // A depth of the family that is not 6n+2 / 9n+2 is refused by the model, naming the rule.
+  try {
+    models::make_model("preresnet21", 10, 3, 0);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("6n+2"), std::string::npos) << e.what();
+  }
+  for (const auto& e : models::model_registry().entries()) EXPECT_FALSE(e.help.empty()) << e.name;
+}
+
+TEST(Registry, EveryDistillationLossRoundTripsItsName) {
+  const auto& entries = distill_loss_registry().entries();
+  EXPECT_EQ(entries.size(), 6u);
+  for (const auto& e : entries) {
+    EXPECT_EQ(distill_kind_name(parse_distill_kind(e.name)), e.name);
+    EXPECT_FALSE(e.help.empty());
+  }
+  EXPECT_EQ(parse_distill_kind("fwd-ce"), DistillKind::kForwardCE);
+  EXPECT_EQ(parse_distill_kind("hard-ce"), DistillKind::kHardCE);
+  EXPECT_THROW(parse_distill_kind("ce"), InputError);
+}
+
+TEST(Registry, DatasetFolderIsTheFlagThenTheEnvironmentThenTheDefault) {
+  const data::DatasetEntry& fmnist = data::dataset_registry().find("fmnist");
+  const char* saved = std::getenv(fmnist.dir_env.c_str());
+  const std::string saved_value = saved ? saved : "";
+  ::setenv(fmnist.dir_env.c_str(), "/from/env", 1);
+  EXPECT_EQ(data::dataset_dir(fmnist, "/from/flag"), "/from/flag");
+  EXPECT_EQ(data::dataset_dir(fmnist, ""), "/from/env");
+  ::setenv(fmnist.dir_env.c_str(), "", 1);
+  EXPECT_EQ(data::dataset_dir(fmnist, ""), fmnist.default_dir);
+  if (saved) ::setenv(fmnist.dir_env.c_str(), saved_value.c_str(), 1);
+  else ::unsetenv(fmnist.dir_env.c_str());
+  try {
+    data::load_dataset("nope", "", true);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--dataset: unknown dataset 'nope'"), std::string::npos);
+  }
+}
+
+TEST(Registry, EveryPresetNamesARegisteredDataset) {
+  EXPECT_TRUE(apps::preset_registry().contains("fmnist-study"));
+  for (const auto& e : apps::preset_registry().entries()) {
+    EXPECT_TRUE(data::dataset_registry().contains(e.dataset)) << e.name;
+    EXPECT_TRUE(bool(e.run)) << e.name;
+  }
+}
+
+}  // namespace
+}  // namespace kd

@@ -45,6 +45,8 @@
 # replica of the lent machine's layout to run the dry run in.
 set -euo pipefail
 
+# The GPU stages test the CUDA backend, never the grid emulator a developer may have selected.
+unset KDLAB_GPU_BACKEND
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 self="$repo/tools/gpu-check.sh"
 
@@ -208,7 +210,9 @@ body_build() {
   fi
   echo "@@arch $arch"
   report_build_toolchain
-  local targets=(--target kdlab kdlab_tests)
+  # The GPU backend is a module the binaries open at run time (kernels/backend_loader.cpp): build
+  # it by name, as nothing links it.
+  local targets=(--target kdlab kdlab_tests kdlab_cuda)
   if ! cmake --build "$GC_BUILD_DIR" -j "$(nproc)" "${targets[@]}"; then
     # Another host compiler may warn where ours does not: -Werror must not cost the GPU session
     # its test results. Rebuild without it and say so; the warnings are in this log.
@@ -218,7 +222,7 @@ body_build() {
     echo "@@werror off"
   fi
   # What the binary will load at run time (LD_LIBRARY_PATH included): the cuDNN that counts.
-  echo "@@cudnn-runtime $(ldd "$GC_BUILD_DIR/kdlab_tests" 2>/dev/null | awk '/libcudnn\.so/ { print $3; exit }')"
+  echo "@@cudnn-runtime $(ldd "$GC_BUILD_DIR/libkdlab_cuda.so" 2>/dev/null | awk '/libcudnn\.so/ { print $3; exit }')"
 }
 
 # gtest_list FILTER -> "Suite N" lines of the tests kdlab_tests would run under that filter
@@ -230,9 +234,12 @@ gtest_list() {
 
 body_discover() {
   local bin=$GC_BUILD_DIR/kdlab_tests ok=0 name filter listing total
-  echo "## the test binary loads (ldd)"
-  if ldd "$bin" | grep 'not found'; then echo "@@fail kdlab_tests: libraries not found (above)"; return 1; fi
-  ldd "$bin" | grep -E 'cudnn|cublas|cudart|openblas|gfortran' || true
+  local backend=$GC_BUILD_DIR/libkdlab_cuda.so
+  echo "## the test binary and the GPU backend it opens load (ldd)"
+  [[ -f "$backend" ]] || { echo "@@fail $backend missing: the *Cuda* tests would all skip"; return 1; }
+  if ldd "$bin" "$backend" | grep 'not found'; then echo "@@fail kdlab_tests / libkdlab_cuda.so: libraries not found (above)"; return 1; fi
+  ldd "$backend" | grep -E 'cudnn|cublas|cudart' || true
+  ldd "$bin" | grep -E 'openblas|gfortran' || true
   echo "## tests per filter"
   for name in cuda-tests memcheck racecheck; do
     case $name in

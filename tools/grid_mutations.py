@@ -3,7 +3,8 @@
 
 Breaks one kernel at a time on purpose (a missing barrier, an off-by-one tail guard, a wrong
 shuffle mask or offset, a dropped split-K slice, a schedule-dependent reduction order), rebuilds
-kdlab_emu_tests, runs the grid tests that cover that kernel, and requires them to FAIL; then puts
+the grid backend (libkdlab_grid.so), runs the kdlab_tests that cover that kernel on it
+(KDLAB_GPU_BACKEND=grid), and requires them to FAIL; then puts
 the source back. Prints one row per mutation with the test that caught it and the first line of
 its complaint. Exit status 1 if any mutation survived (or no longer applies to the source).
 
@@ -108,7 +109,7 @@ def main():
     if not os.path.isfile(os.path.join(build, "CMakeCache.txt")):
         sys.exit(f"grid_mutations.py: {build} is not a configured build folder (run make build)")
     mutations = [m for m in MUTATIONS if only is None or only in m[0]]
-    binary = os.path.join(build, "kdlab_emu_tests")
+    binary = os.path.join(build, "kdlab_tests")
     rows, survived = [], 0
     for name, path, old, new, test_filter in mutations:
         full = os.path.join(REPO, path)
@@ -122,12 +123,12 @@ def main():
         try:
             with open(full, "w") as f:
                 f.write(source.replace(old, new))
-            built = run(["cmake", "--build", build, "--target", "kdlab_emu_tests", "-j",
+            built = run(["cmake", "--build", build, "--target", "kdlab_grid", "-j",
                          str(os.cpu_count() or 2)])
             if built.returncode != 0:
                 rows.append((name, "caught at build", built.stdout.splitlines()[-1:]))
                 continue
-            env = dict(os.environ, KDLAB_PROGRESS="off")
+            env = dict(os.environ, KDLAB_PROGRESS="off", KDLAB_GPU_BACKEND="grid")
             tested = run([binary, f"--gtest_filter={test_filter}", "--gtest_brief=1"], env=env,
                          timeout=1800)
             if tested.returncode == 0:
@@ -138,7 +139,7 @@ def main():
         finally:
             shutil.move(backup, full)
             os.utime(full, None)  # make sure the next build recompiles the restored file
-    run(["cmake", "--build", build, "--target", "kdlab_emu_tests", "-j", str(os.cpu_count() or 2)])
+    run(["cmake", "--build", build, "--target", "kdlab_grid", "-j", str(os.cpu_count() or 2)])
     print("| mutation | caught by | first complaint |")
     print("|---|---|---|")
     for name, test, detail in rows:

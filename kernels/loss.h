@@ -28,6 +28,20 @@ namespace kd {
 
 enum class DistillKind { kForwardCE, kKL, kReverseCE, kSymmetricKL, kBrier, kHardCE };
 
+// The host implementations compute a loss as a returned double-accumulated value
+// (`cross_entropy_value`, `distill_loss_value`, in their own namespace); this defines the
+// contract's one-element form around them, in the namespace where it is expanded.
+#define KD_LOSS_FORWARDS_FROM_VALUES                                                           \
+  template <class T>                                                                           \
+  void cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels, T* loss) { \
+    *loss = cross_entropy_value(rows, cols, x, labels);                                        \
+  }                                                                                            \
+  template <class T>                                                                           \
+  void distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher,            \
+                            const T* student, T tau, T* loss) {                                \
+    *loss = distill_loss_value(kind, rows, cols, teacher, student, tau);                       \
+  }
+
 // The loss value is ASSIGNED to `loss` (one element) and the backward reads the upstream scalar
 // from `dloss` (one element), on every device alike: on the GPU both stay in device memory, so a
 // training step never waits for the host. Means over rows are reduced in a fixed order (on the

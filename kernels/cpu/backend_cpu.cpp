@@ -71,31 +71,33 @@ void register_ref(KernelTable<T>& t) {
   cpu::register_optim_multi<T>(t);  // the spec has no multi-tensor form: the host loop is one
 }
 
-Backend make_cpu() {
+struct RegisterCpu {
+  template <class T>
+  void operator()(KernelTable<T>& t) const { register_cpu(t); }
+};
+struct RegisterRef {
+  template <class T>
+  void operator()(KernelTable<T>& t) const { register_ref(t); }
+};
+
+template <class Register>
+Backend make_host_backend(const char* name, Register register_kernels) {
   Backend b;
-  b.name = "cpu";
+  b.name = name;
   set_host_runtime(b);
-  register_cpu(b.f32);
-  register_cpu(b.f64);
-  return b;
-}
-Backend make_ref() {
-  Backend b;
-  b.name = "ref";
-  set_host_runtime(b);
-  register_ref(b.f32);
-  register_ref(b.f64);
+  register_kernels(b.f32);
+  register_kernels(b.f64);
   return b;
 }
 
 }  // namespace
 
 const Backend& cpu_backend() {
-  static const Backend b = make_cpu();
+  static const Backend b = make_host_backend("cpu", RegisterCpu{});
   return b;
 }
 const Backend& ref_backend() {
-  static const Backend b = make_ref();
+  static const Backend b = make_host_backend("ref", RegisterRef{});
   return b;
 }
 

@@ -289,16 +289,7 @@ void ensemble_reduce_backward(int members, int rows, int cols, const T* x, const
   }
 }
 
-// The contract's form (kernels/loss.h): the value goes to a one-element array.
-template <class T>
-void cross_entropy_forward(int rows, int cols, const T* x, const int32_t* labels, T* loss) {
-  *loss = cross_entropy_value(rows, cols, x, labels);
-}
-template <class T>
-void distill_loss_forward(DistillKind kind, int rows, int cols, const T* teacher,
-                          const T* student, T tau, T* loss) {
-  *loss = distill_loss_value(kind, rows, cols, teacher, student, tau);
-}
+KD_LOSS_FORWARDS_FROM_VALUES
 
 KD_DEFINE_REGISTRAR(register_loss, KD_LOSS_KERNELS)
 

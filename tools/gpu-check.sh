@@ -239,6 +239,12 @@ body_discover() {
   [[ -f "$backend" ]] || { echo "@@fail $backend missing: the *Cuda* tests would all skip"; return 1; }
   if ldd "$bin" "$backend" | grep 'not found'; then echo "@@fail kdlab_tests / libkdlab_cuda.so: libraries not found (above)"; return 1; fi
   ldd "$backend" | grep -E 'cudnn|cublas|cudart' || true
+  # What kdlab does on first GPU use: open the module (every library it needs, its constructors).
+  if python3 -c 'import ctypes, sys; ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_LOCAL)' "$backend"; then
+    echo "dlopen $backend: ok"
+  else
+    echo "@@fail dlopen $backend failed (above): kdlab could not open its GPU backend"; return 1
+  fi
   ldd "$bin" | grep -E 'openblas|gfortran' || true
   echo "## tests per filter"
   for name in cuda-tests memcheck racecheck; do

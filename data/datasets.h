@@ -21,7 +21,11 @@ struct DatasetEntry : RegistryEntry {
   std::function<Dataset(const std::string& dir, bool train)> load;
 };
 
-#define KD_DATASETS(X) X(fmnist)
+#define KD_DATASETS(X) \
+  X(fmnist)          \
+  X(mnist)           \
+  X(cifar10)         \
+  X(cifar100)
 
 #define KD_DECLARE_DATASET_ENTRY(name) DatasetEntry name##_dataset_entry();
 KD_DATASETS(KD_DECLARE_DATASET_ENTRY)

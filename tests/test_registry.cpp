@@ -11,6 +11,8 @@
 #include "data/datasets.h"
 #include "engine/distill_losses.h"
 #include "models/registry.h"
+#include "tests/cli_testing.h"
+#include "tests/data_testing.h"
 
 namespace kd {
 namespace {
@@ -97,6 +99,26 @@ TEST(Registry, DatasetFolderIsTheFlagThenTheEnvironmentThenTheDefault) {
     FAIL();
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("--dataset: unknown dataset 'nope'"), std::string::npos);
+  }
+}
+
+TEST(Registry, MnistReadsItsIdxFolderAndNamesItsSplits) {
+  cli_testing::TempDir tmp;
+  const data::Dataset train = data_testing::random_dataset(12, 1, 28, 28, 10, 21);
+  const data::Dataset test = data_testing::random_dataset(5, 1, 28, 28, 10, 22);
+  cli_testing::write_fashion_mnist_split(tmp.path, "train", train);  // MNIST's file names too
+  cli_testing::write_fashion_mnist_split(tmp.path, "t10k", test);
+  const data::Dataset got = data::load_dataset("mnist", tmp.path, true);
+  EXPECT_EQ(got.name, "mnist-train");
+  EXPECT_EQ(got.images, train.images);
+  EXPECT_EQ(got.labels, train.labels);
+  EXPECT_EQ(data::load_dataset("mnist", tmp.path, false).labels, test.labels);
+  try {
+    data::load_dataset("mnist", tmp / "absent", true);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("absent/train-images-idx3-ubyte.gz"), std::string::npos)
+        << e.what();
   }
 }
 

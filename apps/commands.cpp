@@ -3,7 +3,9 @@
 // checkpoints, log.txt).
 #include "apps/commands.h"
 
+#include <cstdlib>
 #include <iostream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -114,6 +116,22 @@ std::shared_ptr<models::Classifier> make_model_for_flag(const std::string& flag,
   return model;
 }
 
+// A split of the dataset the common options name, read and padded as they say.
+data::Dataset load_split(const CommonOptions& common, bool train) {
+  data::LoadOptions options;
+  options.resize = common.resize;
+  KD_INPUT_CHECK(common.pad_to >= 0, "--pad-to: expected a size >= 0 (0 = off), got "
+                                         << common.pad_to);
+  data::Dataset ds = data::load_dataset(common.dataset, common.data_dir, train, options);
+  return common.pad_to > 0 ? ds.padded_to(common.pad_to) : ds;
+}
+
+// What a checkpoint records of the data it was trained on.
+std::map<std::string, std::string> data_metadata(const CommonOptions& common) {
+  return {{"dataset", common.dataset}, {"pad_to", std::to_string(common.pad_to)},
+          {"resize", std::to_string(common.resize)}};
+}
+
 }  // namespace
 
 std::string resolve_out(const CommonOptions& common, const std::string& command) {
@@ -145,15 +163,16 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   KD_INPUT_CHECK(options.subset_per_class >= 0,
                  "--subset-per-class: expected >= 0, got " << options.subset_per_class);
   KD_INPUT_CHECK(options.subset_size >= 0, "--subset-size: expected >= 0, got " << options.subset_size);
-  data::Dataset train = data::load_dataset(common.dataset, common.data_dir, true);
-  data::Dataset test = data::load_dataset(common.dataset, common.data_dir, false);
+  data::Dataset train = load_split(common, true);
+  data::Dataset test = load_split(common, false);
   auto model = make_model_for_flag("--model", options.model, train, common.seed);
   train = training_subset(train, options.subset_per_class, options.subset_size, common.seed);
   RunDir run(resolve_out(common, "train"));
   LoopConfig loop = options.loop;
   loop.seed = common.seed;
   loop.device = device;
-  run.write_config({{"command", "train"}, {"dataset", common.dataset}, {"model", options.model},
+  run.write_config({{"command", "train"}, {"dataset", common.dataset}, {"pad_to", common.pad_to},
+                    {"resize", common.resize}, {"model", options.model},
                     {"train_images", train.n},
                     {"subset_per_class", options.subset_per_class},
                     {"subset_size", options.subset_size}, {"loop", loop_json(loop)},
@@ -162,8 +181,10 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   data::Normalization norm = data::Normalization::unitcube(train.c);
   train_supervised(*model, train, &test, norm, loop, "train " + options.model,
                    metrics_writer(run, false));
-  save_model(run.file("model.safetensors"), *model, norm.mean, norm.std,
-             {{"role", "teacher"}, {"train_images", std::to_string(train.n)}});
+  std::map<std::string, std::string> meta = data_metadata(common);
+  meta["role"] = "teacher";
+  meta["train_images"] = std::to_string(train.n);
+  save_model(run.file("model.safetensors"), *model, norm.mean, norm.std, meta);
   ClassifierStats stats = evaluate_model(*model, nullptr, test, norm, device);
   run.write_summary({{"command", "train"}, {"test", stats_json(stats, false)},
                      {"checkpoint", "model.safetensors"}});
@@ -184,8 +205,8 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   auto members = load_teachers(options.teachers, device);
   models::Ensemble teacher(members);
   std::string arch = options.student_model.empty() ? members.front()->arch : options.student_model;
-  data::Dataset train = data::load_dataset(common.dataset, common.data_dir, true);
-  data::Dataset test = data::load_dataset(common.dataset, common.data_dir, false);
+  data::Dataset train = load_split(common, true);
+  data::Dataset test = load_split(common, false);
   KD_INPUT_CHECK(teacher.num_classes() == train.num_classes,
                  "--teacher: the teachers have " << teacher.num_classes()
                                                  << " classes, the dataset " << train.num_classes);
@@ -197,6 +218,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   loop.seed = common.seed;
   loop.device = device;
   run.write_config({{"command", "distill"}, {"dataset", common.dataset},
+                    {"pad_to", common.pad_to}, {"resize", common.resize},
                     {"teachers", options.teachers}, {"student", arch},
                     {"loss", options.loss}, {"tau", options.distill.tau},
                     {"alpha", options.distill.alpha}, {"distill_images", distill_data.n},
@@ -204,8 +226,10 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   data::Normalization norm = data::Normalization::unitcube(train.c);
   distill(*student, teacher, distill_data, &test, norm, loop, options.distill,
           "distill " + arch, metrics_writer(run, true));
-  save_model(run.file("student.safetensors"), *student, norm.mean, norm.std,
-             {{"role", "student"}, {"tau", format_fixed(options.distill.tau, 3)}});
+  std::map<std::string, std::string> meta = data_metadata(common);
+  meta["role"] = "student";
+  meta["tau"] = format_fixed(options.distill.tau, 3);
+  save_model(run.file("student.safetensors"), *student, norm.mean, norm.std, meta);
   ClassifierStats on_test = evaluate_model(*student, &teacher, test, norm, device);
   ClassifierStats on_train = evaluate_model(*student, &teacher, distill_data, norm, device);
   run.write_summary({{"command", "distill"}, {"test", stats_json(on_test, true)},
@@ -225,7 +249,18 @@ int run_eval(const CommonOptions& common, const EvalOptions& options) {
   LoadedModel loaded = load_model(options.model);
   loaded.model->to(device);
   auto members = load_teachers(options.teachers, device);
-  data::Dataset ds = data::load_dataset(common.dataset, common.data_dir, options.split == "train");
+  // The checkpoint says how its training images were padded; --pad-to overrides it.
+  CommonOptions data_options = common;
+  const auto padded = loaded.metadata.find("pad_to");
+  if (common.pad_to == 0 && padded != loaded.metadata.end())
+    data_options.pad_to = std::atoi(padded->second.c_str());
+  data::Dataset ds = load_split(data_options, options.split == "train");
+  KD_INPUT_CHECK(ds.c == loaded.model->in_channels && ds.h == loaded.model->image_size &&
+                     ds.w == loaded.model->image_size,
+                 "--model " << options.model << ": " << loaded.model->arch << " takes "
+                            << loaded.model->in_channels << "x" << loaded.model->image_size << "x"
+                            << loaded.model->image_size << " images, the data are " << ds.c << "x"
+                            << ds.h << "x" << ds.w << " (see --pad-to, --dataset)");
   data::Normalization norm{loaded.norm_mean, loaded.norm_std};
   std::unique_ptr<models::Ensemble> teacher;
   if (!members.empty()) teacher = std::make_unique<models::Ensemble>(members);

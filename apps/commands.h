@@ -15,6 +15,8 @@ struct CommonOptions {
   int threads = 0;  // 0 = all cores
   std::string dataset = "fmnist";  // a name in data/datasets.h
   std::string data_dir;
+  int resize = 0;  // --resize N: image-folder images to N x N (0 = off)
+  int pad_to = 0;  // --pad-to N: zero-pad every image to N x N (0 = off)
   // GPU kernel controls (ignored on the CPU)
   std::string conv = "native";  // native | cudnn
   std::string bn = "native";    // native | cudnn

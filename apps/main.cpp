@@ -51,6 +51,9 @@ void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
       ->capture_default_str();
   cmd->add_option("--data-dir", c.data_dir, "Folder with the dataset's files (default:" +
                                                 dataset_dirs() + ")");
+  cmd->add_option("--resize", c.resize, "--dataset folder: resize every image to N x N (0 = off)");
+  cmd->add_option("--pad-to", c.pad_to,
+                  "Zero-pad every image to N x N (e.g. 32: PreResNet on 28x28 Fashion-MNIST)");
   add_gpu_controls(cmd, c.conv, c.bn, c.deterministic, c.tf32);
   cmd->add_option("--profile-steps", c.profile_steps,
                   "A:B: open the CUDA profiler for training steps A..B only (for Nsight: nsys "

@@ -80,7 +80,7 @@ DatasetEntry cifar10_dataset_entry() {
            "data_batch_1..5.bin, test_batch.bin)";
   e.dir_env = "KDLAB_CIFAR10_DIR";
   e.default_dir = "/usr/share/datasets/cifar-10-batches-bin";
-  e.load = [](const std::string& dir, bool train) {
+  e.load = [](const std::string& dir, bool train, const LoadOptions&) {
     return read_cifar(cifar10_files(dir, train), kCifar10Format,
                       train ? "cifar10-train" : "cifar10-test");
   };
@@ -94,7 +94,7 @@ DatasetEntry cifar100_dataset_entry() {
            "train.bin, test.bin)";
   e.dir_env = "KDLAB_CIFAR100_DIR";
   e.default_dir = "/usr/share/datasets/cifar-100-binary";
-  e.load = [](const std::string& dir, bool train) {
+  e.load = [](const std::string& dir, bool train, const LoadOptions&) {
     return read_cifar(cifar100_files(dir, train), kCifar100Format,
                       train ? "cifar100-train" : "cifar100-test");
   };

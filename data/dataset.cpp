@@ -3,6 +3,7 @@
 // errors.
 #include "data/dataset.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/check.h"
@@ -69,6 +70,24 @@ std::vector<int64_t> Dataset::class_counts() const {
     ++counts[y];
   }
   return counts;
+}
+
+Dataset Dataset::padded_to(int size) const {
+  KD_INPUT_CHECK(size >= h && size >= w && size <= 4096,
+                 "--pad-to " << size << ": dataset " << name << " has " << w << "x" << h
+                             << " images; expected a size at least that and at most 4096");
+  Dataset out = *this;
+  out.h = out.w = size;
+  out.images.assign(static_cast<size_t>(n) * c * size * size, 0);
+  const int top = (size - h) / 2, left = (size - w) / 2;
+  for (int64_t i = 0; i < n; ++i)
+    for (int ch = 0; ch < c; ++ch)
+      for (int y = 0; y < h; ++y) {
+        const uint8_t* src = image(i) + (static_cast<int64_t>(ch) * h + y) * w;
+        uint8_t* dst = out.images.data() + ((i * c + ch) * size + top + y) * size + left;
+        std::copy(src, src + w, dst);
+      }
+  return out;
 }
 
 }  // namespace data

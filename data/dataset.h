@@ -28,6 +28,9 @@ struct Dataset {
   Dataset subset(const std::vector<int64_t>& indices) const;
   // The first k examples (k <= n).
   Dataset take_first(int64_t k) const;
+  // Every image zero-padded (pixel value 0) to size x size, centred (the extra row or column, if
+  // the difference is odd, goes to the bottom and right). InputError if an image is larger.
+  Dataset padded_to(int size) const;
   // Number of examples per class, size num_classes.
   std::vector<int64_t> class_counts() const;
 };

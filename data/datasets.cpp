@@ -20,9 +20,15 @@ std::string dataset_dir(const DatasetEntry& entry, const std::string& dir) {
   return entry.default_dir;
 }
 
-Dataset load_dataset(const std::string& name, const std::string& dir, bool train) {
+Dataset load_dataset(const std::string& name, const std::string& dir, bool train,
+                     const LoadOptions& options) {
   const DatasetEntry& entry = dataset_registry().find(name, "--dataset");
-  return entry.load(dataset_dir(entry, dir), train);
+  KD_INPUT_CHECK(options.resize >= 0 && options.resize <= 4096,
+                 "--resize: expected a size in 1..4096 (0 = off), got " << options.resize);
+  KD_INPUT_CHECK(options.resize == 0 || entry.resizable,
+                 "--resize: dataset " << name << " has images of one fixed size; only --dataset "
+                                              "folder is resized");
+  return entry.load(dataset_dir(entry, dir), train, options);
 }
 
 }  // namespace data

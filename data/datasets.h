@@ -14,18 +14,25 @@
 namespace kd {
 namespace data {
 
+// Options a dataset may honour when it is read.
+struct LoadOptions {
+  int resize = 0;  // --resize N: image-folder images become N x N (0: keep their size)
+};
+
 struct DatasetEntry : RegistryEntry {
   std::string dir_env;      // environment variable naming the folder, e.g. KDLAB_FMNIST_DIR
   std::string default_dir;  // where the Debian package puts it
+  bool resizable = false;   // honours LoadOptions::resize
   // Loads the split from `dir` (already resolved); InputError naming the file on bad data.
-  std::function<Dataset(const std::string& dir, bool train)> load;
+  std::function<Dataset(const std::string& dir, bool train, const LoadOptions& options)> load;
 };
 
 #define KD_DATASETS(X) \
   X(fmnist)          \
   X(mnist)           \
   X(cifar10)         \
-  X(cifar100)
+  X(cifar100)        \
+  X(folder)
 
 #define KD_DECLARE_DATASET_ENTRY(name) DatasetEntry name##_dataset_entry();
 KD_DATASETS(KD_DECLARE_DATASET_ENTRY)
@@ -35,8 +42,10 @@ const Registry<DatasetEntry>& dataset_registry();
 
 // `dir` when given, else $<dir_env> when set and non-empty, else the entry's default_dir.
 std::string dataset_dir(const DatasetEntry& entry, const std::string& dir);
-// The split of dataset `name` (an InputError naming --dataset when unknown).
-Dataset load_dataset(const std::string& name, const std::string& dir, bool train);
+// The split of dataset `name` (an InputError naming --dataset when unknown, or --resize for a
+// dataset whose images have one fixed size).
+Dataset load_dataset(const std::string& name, const std::string& dir, bool train,
+                     const LoadOptions& options = {});
 
 }  // namespace data
 }  // namespace kd

@@ -13,7 +13,7 @@ DatasetEntry fmnist_dataset_entry() {
   e.help = "Fashion-MNIST: 28x28 grey, 10 classes, 60k train / 10k test (IDX files)";
   e.dir_env = "KDLAB_FMNIST_DIR";
   e.default_dir = "/usr/share/datasets/fashion-mnist";
-  e.load = [](const std::string& dir, bool train) {
+  e.load = [](const std::string& dir, bool train, const LoadOptions&) {
     const std::string base = dir + "/";
     const std::string prefix = train ? "train" : "t10k";
     return load_idx(base + prefix + "-images-idx3-ubyte.gz",

@@ -13,7 +13,7 @@ DatasetEntry mnist_dataset_entry() {
   e.help = "MNIST digits: 28x28 grey, 10 classes, 60k train / 10k test (IDX files)";
   e.dir_env = "KDLAB_MNIST_DIR";
   e.default_dir = "/usr/share/datasets/mnist";
-  e.load = [](const std::string& dir, bool train) {
+  e.load = [](const std::string& dir, bool train, const LoadOptions&) {
     const std::string base = dir + "/";
     const std::string prefix = train ? "train" : "t10k";
     return load_idx(base + prefix + "-images-idx3-ubyte.gz",

@@ -126,10 +126,17 @@ data::Dataset load_split(const CommonOptions& common, bool train) {
   return common.pad_to > 0 ? ds.padded_to(common.pad_to) : ds;
 }
 
+// The --split half of a training set.
+data::Dataset split_of(const CommonOptions& common, const data::Dataset& train) {
+  if (common.split == "all" || common.split == "D0+D1") return train;
+  return train.subset(data::named_split_indices(common.split, train.n, common.split_seed));
+}
+
 // What a checkpoint records of the data it was trained on.
 std::map<std::string, std::string> data_metadata(const CommonOptions& common) {
   return {{"dataset", common.dataset}, {"pad_to", std::to_string(common.pad_to)},
-          {"resize", std::to_string(common.resize)}};
+          {"resize", std::to_string(common.resize)}, {"split", common.split},
+          {"split_seed", std::to_string(common.split_seed)}};
 }
 
 }  // namespace
@@ -163,16 +170,19 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   KD_INPUT_CHECK(options.subset_per_class >= 0,
                  "--subset-per-class: expected >= 0, got " << options.subset_per_class);
   KD_INPUT_CHECK(options.subset_size >= 0, "--subset-size: expected >= 0, got " << options.subset_size);
+  data::named_split_indices(common.split, 0, 0);  // refuses a bad --split before any reading
   data::Dataset train = load_split(common, true);
   data::Dataset test = load_split(common, false);
   auto model = make_model_for_flag("--model", options.model, train, common.seed);
+  train = split_of(common, train);
   train = training_subset(train, options.subset_per_class, options.subset_size, common.seed);
   RunDir run(resolve_out(common, "train"));
   LoopConfig loop = options.loop;
   loop.seed = common.seed;
   loop.device = device;
   run.write_config({{"command", "train"}, {"dataset", common.dataset}, {"pad_to", common.pad_to},
-                    {"resize", common.resize}, {"model", options.model},
+                    {"resize", common.resize}, {"split", common.split},
+                    {"split_seed", common.split_seed}, {"model", options.model},
                     {"train_images", train.n},
                     {"subset_per_class", options.subset_per_class},
                     {"subset_size", options.subset_size}, {"loop", loop_json(loop)},
@@ -200,6 +210,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   options.distill.kind = parse_distill_kind(options.loss);
   validate(options.loop);
   validate(options.distill);
+  data::named_split_indices(common.split, 0, 0);  // refuses a bad --split before any reading
   KD_INPUT_CHECK(options.distill_size >= 0,
                  "--distill-size: expected >= 0 (0 = all), got " << options.distill_size);
   auto members = load_teachers(options.teachers, device);
@@ -210,7 +221,28 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   KD_INPUT_CHECK(teacher.num_classes() == train.num_classes,
                  "--teacher: the teachers have " << teacher.num_classes()
                                                  << " classes, the dataset " << train.num_classes);
-  data::Dataset distill_data = training_subset(train, 0, options.distill_size, common.seed, "--distill-size");
+  // The distillation images: the --split half of the training set, or of another dataset's
+  // (--distill-dataset: the paper's out-of-distribution arm), then --distill-size of them.
+  data::Dataset distill_source = train;
+  if (!options.distill_dataset.empty()) {
+    CommonOptions other = common;
+    other.dataset = options.distill_dataset;
+    other.data_dir = options.distill_data_dir;
+    distill_source = load_split(other, true);
+    KD_INPUT_CHECK(distill_source.c == train.c && distill_source.h == train.h &&
+                       distill_source.w == train.w,
+                   "--distill-dataset " << options.distill_dataset << ": " << distill_source.c
+                                        << "x" << distill_source.h << "x" << distill_source.w
+                                        << " images, the student's dataset has " << train.c
+                                        << "x" << train.h << "x" << train.w);
+    KD_INPUT_CHECK(options.distill.alpha == 0 || distill_source.num_classes == train.num_classes,
+                   "--alpha " << options.distill.alpha << " with --distill-dataset "
+                              << options.distill_dataset << ": its labels are not the teacher's "
+                                                            "classes (use --alpha 0)");
+  }
+  data::Dataset distill_data = training_subset(split_of(common, distill_source), 0,
+                                               options.distill_size, common.seed,
+                                               "--distill-size");
   auto student = make_model_for_flag("--student-model", arch, train, common.seed);
   student->to(device);
   RunDir run(resolve_out(common, "distill"));
@@ -219,6 +251,9 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   loop.device = device;
   run.write_config({{"command", "distill"}, {"dataset", common.dataset},
                     {"pad_to", common.pad_to}, {"resize", common.resize},
+                    {"split", common.split}, {"split_seed", common.split_seed},
+                    {"distill_dataset", options.distill_dataset.empty() ? common.dataset
+                                                                        : options.distill_dataset},
                     {"teachers", options.teachers}, {"student", arch},
                     {"loss", options.loss}, {"tau", options.distill.tau},
                     {"alpha", options.distill.alpha}, {"distill_images", distill_data.n},

@@ -17,6 +17,8 @@ struct CommonOptions {
   std::string data_dir;
   int resize = 0;  // --resize N: image-folder images to N x N (0 = off)
   int pad_to = 0;  // --pad-to N: zero-pad every image to N x N (0 = off)
+  std::string split = "all";  // --split: which half of the training set (data/sampling.h)
+  uint64_t split_seed = 0;    // --split-seed: the halves' random partition
   // GPU kernel controls (ignored on the CPU)
   std::string conv = "native";  // native | cudnn
   std::string bn = "native";    // native | cudnn
@@ -39,6 +41,8 @@ struct DistillOptions {
   DistillConfig distill;
   std::string loss = "fwd-ce";
   int64_t distill_size = 0;  // random subset of the training set (0 = all)
+  std::string distill_dataset;   // distil on this dataset's training images (empty: --dataset's)
+  std::string distill_data_dir;  // its folder (empty: its default)
 };
 
 struct EvalOptions {

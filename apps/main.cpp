@@ -60,6 +60,14 @@ void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
                   "profile --capture-range=cudaProfilerApi)");
 }
 
+void add_split(CLI::App* cmd, CommonOptions& c) {
+  cmd->add_option("--split", c.split,
+                  "Train on a half of the training set: D0, D1 (a random partition keyed by "
+                  "--split-seed) or all (= D0+D1)")
+      ->capture_default_str();
+  cmd->add_option("--split-seed", c.split_seed, "Seed of the D0/D1 partition (default 0)");
+}
+
 void add_loop(CLI::App* cmd, LoopConfig& l) {
   cmd->add_option("--epochs", l.epochs, "Epochs (passes over the training data)")->capture_default_str();
   cmd->add_option("--batch", l.batch, "Batch size")->capture_default_str();
@@ -98,6 +106,7 @@ int main(int argc, char** argv) {
   auto* train_cmd = app.add_subcommand("train", "Train a classifier (a teacher) with cross-entropy");
   add_common(train_cmd, common);
   add_loop(train_cmd, train.loop);
+  add_split(train_cmd, common);
   train_cmd->add_option("--model", train.model, model_help())->capture_default_str();
   train_cmd->add_option("--subset-per-class", train.subset_per_class,
                         "Train on a stratified subset with this many images per class");
@@ -108,6 +117,7 @@ int main(int argc, char** argv) {
   auto* distill_cmd = app.add_subcommand("distill", "Distil a student from a teacher ensemble");
   add_common(distill_cmd, common);
   add_loop(distill_cmd, dist.loop);
+  add_split(distill_cmd, common);
   distill_cmd->add_option("--teacher", dist.teachers,
                           "Teacher checkpoint (repeat for an ensemble: log of mean probabilities)")
       ->required();
@@ -121,6 +131,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   distill_cmd->add_option("--mixup", dist.loop.mixup_alpha,
                           "MixUp the distillation batches: lambda ~ Beta(a, a) per batch (paper: 1)");
+  distill_cmd->add_option("--distill-dataset", dist.distill_dataset,
+                          "Distil on this dataset's training images (same image shape; the "
+                          "paper's OOD arm), with the teacher's labels only (--alpha 0)");
+  distill_cmd->add_option("--distill-data-dir", dist.distill_data_dir,
+                          "Folder of --distill-dataset's files (default: its own default)");
   distill_cmd->add_option("--distill-size", dist.distill_size,
                           "Distil on a random subset of the training set of this size (0 = all)");
 

@@ -75,6 +75,19 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> random_split(int64_t n, do
   return {std::move(first), std::move(second)};
 }
 
+std::vector<int64_t> named_split_indices(const std::string& name, int64_t n,
+                                         uint64_t split_seed) {
+  if (name == "all" || name == "D0+D1") {
+    std::vector<int64_t> all(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
+    return all;
+  }
+  KD_INPUT_CHECK(name == "D0" || name == "D1",
+                 "--split: expected all, D0, D1 or D0+D1, got '" << name << "'");
+  auto halves = random_split(n, 0.5, split_seed);
+  return name == "D0" ? halves.first : halves.second;
+}
+
 std::vector<int64_t> stratified_subset_indices(const std::vector<int32_t>& labels, int per_class,
                                                uint64_t seed, int num_classes) {
   KD_INPUT_CHECK(per_class >= 0, "stratified subset: per_class must be >= 0, got " << per_class);

@@ -4,6 +4,7 @@
 // and backend. Subsets and splits are returned sorted: a canonical form, order is the loader's job.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -21,6 +22,11 @@ std::vector<int64_t> random_subset_indices(int64_t n, int64_t k, uint64_t seed);
 // first equals random_subset_indices(n, |first|, seed): a split is a subset plus its complement.
 std::pair<std::vector<int64_t>, std::vector<int64_t>> random_split(int64_t n, double fraction,
                                                                    uint64_t seed);
+
+// The paper's named halves of a training set of n examples (Fig. 4: teachers and students on
+// disjoint or shared data): "D0" = random_split(n, 0.5, split_seed).first, "D1" = its complement,
+// "all" (also "D0+D1") = 0..n-1. An InputError naming --split for any other name.
+std::vector<int64_t> named_split_indices(const std::string& name, int64_t n, uint64_t split_seed);
 
 // Exactly per_class indices from each class 0..num_classes-1 (num_classes < 0: max label + 1),
 // uniformly chosen within the class, sorted ascending. Throws kd::InputError if a class has fewer

@@ -309,5 +309,52 @@ TEST(Cli, SyntheticDataTrainsToACompleteRunDirectory) {
                                                        "model.safetensors", "summary.json"}));
 }
 
+TEST(Cli, SplitHalvesAndOutOfDistributionDistillation) {
+  TempDir tmp;
+  const std::string data = write_synthetic_data(tmp);  // 64 training images
+  auto train_images = [&](const std::string& out) {
+    const std::string config = read_file(out + "/config.json");
+    const size_t at = config.find("\"train_images\": ");
+    return at == std::string::npos ? -1 : std::atoi(config.c_str() + at + 16);
+  };
+  for (const char* half : {"D0", "D1"}) {
+    RunResult r = run_kdlab({"train", "--data-dir", data, "--out", tmp / half, "--epochs", "1",
+                             "--batch", "16", "--threads", "1", "--split", half, "--split-seed",
+                             "3"},
+                            tmp.path);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(train_images(tmp / half), 32) << half;
+  }
+  expect_error(run_kdlab({"train", "--data-dir", data, "--split", "D2", "--out", tmp / "bad"},
+                         tmp.path),
+               {"--split", "D2", "D0"});
+  EXPECT_FALSE(fs::exists(tmp / "bad"));
+
+  // A Fashion-MNIST-shaped teacher distilled on another 28x28 dataset's images (the OOD arm):
+  // the same synthetic files read as --distill-dataset mnist, split in half.
+  const std::string teacher = tmp / "D0/model.safetensors";
+  RunResult ood = run_kdlab({"distill", "--teacher", teacher, "--data-dir", data,
+                             "--distill-dataset", "mnist", "--distill-data-dir", data, "--split",
+                             "D1", "--epochs", "1", "--batch", "16", "--threads", "1", "--out",
+                             tmp / "ood"},
+                            tmp.path);
+  ASSERT_EQ(ood.code, 0) << ood.err;
+  const std::string config = read_file(tmp / "ood/config.json");
+  EXPECT_NE(config.find("\"distill_dataset\": \"mnist\""), std::string::npos) << config;
+  EXPECT_NE(config.find("\"distill_images\": 32"), std::string::npos) << config;
+  // Images of another shape are refused before anything is written.
+  const std::string c10 = tmp / "c10";
+  fs::create_directories(c10);
+  for (const char* f : {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                        "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"})
+    write_file(c10 + "/" + f, std::string(3073, '\0'));
+  expect_error(run_kdlab({"distill", "--teacher", teacher, "--data-dir", data,
+                          "--distill-dataset", "cifar10", "--distill-data-dir", c10, "--out",
+                          tmp / "ood2"},
+                         tmp.path),
+               {"--distill-dataset cifar10", "3x32x32", "1x28x28"});
+  EXPECT_FALSE(fs::exists(tmp / "ood2"));
+}
+
 }  // namespace
 }  // namespace kd

@@ -100,6 +100,22 @@ TEST(Sampling, RandomSplitSizesAndDisjointness) {
   EXPECT_THROW(kd::data::random_split(10, 1.5, 0), kd::InputError);
 }
 
+TEST(Sampling, NamedSplitHalvesAreDisjointCoverAllAndFollowTheSeed) {
+  const std::vector<int64_t> d0 = kd::data::named_split_indices("D0", 101, 5);
+  const std::vector<int64_t> d1 = kd::data::named_split_indices("D1", 101, 5);
+  EXPECT_EQ(d0.size(), 51u);  // llround(50.5) = 51
+  EXPECT_EQ(d1.size(), 50u);
+  std::vector<int64_t> both = d0;
+  both.insert(both.end(), d1.begin(), d1.end());
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(both, kd::data::named_split_indices("all", 101, 5));
+  EXPECT_EQ(kd::data::named_split_indices("D0+D1", 101, 5),
+            kd::data::named_split_indices("all", 101, 9));
+  EXPECT_EQ(d0, kd::data::named_split_indices("D0", 101, 5)) << "same seed, same half";
+  EXPECT_NE(d0, kd::data::named_split_indices("D0", 101, 6)) << "another seed, another half";
+  EXPECT_THROW(kd::data::named_split_indices("D2", 101, 5), kd::InputError);
+}
+
 TEST(Sampling, StratifiedSubsetExactPerClass) {
   // Uneven classes: class c has 5 + 3c members, interleaved.
   std::vector<int32_t> labels;

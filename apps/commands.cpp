@@ -3,6 +3,7 @@
 // checkpoints, log.txt).
 #include "apps/commands.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/model_io.h"
+#include "models/interpolate.h"
 #include "apps/report.h"
 #include "apps/run_dir.h"
 #include "data/datasets.h"
@@ -187,8 +189,13 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
                     {"subset_per_class", options.subset_per_class},
                     {"subset_size", options.subset_size}, {"loop", loop_json(loop)},
                     {"threads", num_threads()}});
-  model->to(device);
   data::Normalization norm = data::Normalization::unitcube(train.c);
+  if (options.save_init) {
+    std::map<std::string, std::string> meta = data_metadata(common);
+    meta["role"] = "initial teacher";
+    save_model(run.file("init.safetensors"), *model, norm.mean, norm.std, meta);
+  }
+  model->to(device);
   train_supervised(*model, train, &test, norm, loop, "train " + options.model,
                    metrics_writer(run, false));
   std::map<std::string, std::string> meta = data_metadata(common);
@@ -211,6 +218,13 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   validate(options.loop);
   validate(options.distill);
   data::named_split_indices(common.split, 0, 0);  // refuses a bad --split before any reading
+  KD_INPUT_CHECK(options.init_from.empty() == (options.init_lambda < 0),
+                 "--init-from and --init-interpolate: give both or neither");
+  KD_INPUT_CHECK(options.init_from.empty() ||
+                     (options.init_lambda >= 0 && options.init_lambda <= 1),
+                 "--init-interpolate: expected a lambda in [0, 1], got " << options.init_lambda);
+  KD_INPUT_CHECK(options.init_kind == "final" || options.init_kind == "init",
+                 "--init-kind: expected final or init, got '" << options.init_kind << "'");
   KD_INPUT_CHECK(options.distill_size >= 0,
                  "--distill-size: expected >= 0 (0 = all), got " << options.distill_size);
   auto members = load_teachers(options.teachers, device);
@@ -244,9 +258,16 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
                                                options.distill_size, common.seed,
                                                "--distill-size");
   auto student = make_model_for_flag("--student-model", arch, train, common.seed);
+  LoopConfig loop = options.loop;
+  if (!options.init_from.empty()) {
+    LoadedModel source = load_model(options.init_from);
+    models::interpolate_from(*student, *source.model, options.init_lambda);
+    // The paper's code scales the LR when it starts near the trained teacher (type 'final').
+    if (options.init_kind == "final")
+      loop.optim.lr = std::max(loop.optim.lr * (1.0 - options.init_lambda), loop.optim.eta_min);
+  }
   student->to(device);
   RunDir run(resolve_out(common, "distill"));
-  LoopConfig loop = options.loop;
   loop.seed = common.seed;
   loop.device = device;
   run.write_config({{"command", "distill"}, {"dataset", common.dataset},
@@ -257,8 +278,13 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
                     {"teachers", options.teachers}, {"student", arch},
                     {"loss", options.loss}, {"tau", options.distill.tau},
                     {"alpha", options.distill.alpha}, {"distill_images", distill_data.n},
+                    {"init_from", options.init_from},
+                    {"init_interpolate", options.init_from.empty() ? 0.0 : options.init_lambda},
+                    {"init_kind", options.init_from.empty() ? "" : options.init_kind},
                     {"loop", loop_json(loop)}, {"threads", num_threads()}});
   data::Normalization norm = data::Normalization::unitcube(train.c);
+  if (!options.init_from.empty() && models::has_batch_norm(*student))
+    reestimate_batch_norm(*student, distill_data, norm, device, loop.batch);
   distill(*student, teacher, distill_data, &test, norm, loop, options.distill,
           "distill " + arch, metrics_writer(run, true));
   std::map<std::string, std::string> meta = data_metadata(common);

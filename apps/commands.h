@@ -29,6 +29,7 @@ struct CommonOptions {
 
 struct TrainOptions {
   std::string model = "lenet5";
+  bool save_init = false;  // also write the initial weights (init.safetensors) for --init-from
   LoopConfig loop;
   int subset_per_class = 0;  // stratified subset (0 = whole training set)
   int64_t subset_size = 0;   // random subset (0 = whole training set)
@@ -43,6 +44,10 @@ struct DistillOptions {
   int64_t distill_size = 0;  // random subset of the training set (0 = all)
   std::string distill_dataset;   // distil on this dataset's training images (empty: --dataset's)
   std::string distill_data_dir;  // its folder (empty: its default)
+  // Interpolated initialisation (paper-notes §5): theta = lambda * checkpoint + (1 - lambda) * random.
+  std::string init_from;         // checkpoint (a trained teacher, or one saved with --save-init)
+  double init_lambda = -1;       // --init-interpolate; -1 = not given
+  std::string init_kind = "final";  // final: scale the LR by (1 - lambda); init: leave it
 };
 
 struct EvalOptions {

@@ -252,8 +252,10 @@ void validate(const LoopConfig& c) {
   KD_INPUT_CHECK(c.batch >= 1, "--batch: expected at least 1, got " << c.batch);
   KD_INPUT_CHECK(c.optim.name == "sgd" || c.optim.name == "adam",
                  "--optimizer: expected sgd or adam, got '" << c.optim.name << "'");
-  KD_INPUT_CHECK(c.optim.lr > 0 && std::isfinite(c.optim.lr),
-                 "--lr: expected a positive learning rate, got " << c.optim.lr);
+  // 0 is allowed: distill --init-interpolate 1 scales the LR to eta-min, 0 by default, as the
+  // paper's code does (the student then stays the teacher).
+  KD_INPUT_CHECK(c.optim.lr >= 0 && std::isfinite(c.optim.lr),
+                 "--lr: expected a learning rate >= 0, got " << c.optim.lr);
   KD_INPUT_CHECK(c.optim.eta_min >= 0, "--eta-min: expected >= 0, got " << c.optim.eta_min);
   KD_INPUT_CHECK(c.optim.momentum >= 0 && c.optim.momentum < 1,
                  "--momentum: expected 0 <= momentum < 1, got " << c.optim.momentum);
@@ -330,6 +332,20 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
     return loss;
   };
   run_loop(student, distill_data, test, norm, cfg, label, hook, step, &teacher);
+}
+
+void reestimate_batch_norm(models::Classifier& model, const data::Dataset& ds,
+                           const data::Normalization& norm, Device device, int batch) {
+  NoGradGuard no_grad;
+  profile::Range range("re-estimate batchnorm");
+  model.train();
+  data::BatchLoader loader(ds.n, batch, /*shuffle=*/false, 0);
+  loader.start_epoch(0);
+  BatchBuilder builder(ds, norm, data::AugmentSpec{}, /*mixup_alpha=*/0, 0, device);
+  builder.start_epoch(loader.epoch_order());
+  data::Batch b;
+  while (loader.next(&b)) model.forward(builder.make(b.indices, b.count, 0).images);
+  model.eval();
 }
 
 }  // namespace apps

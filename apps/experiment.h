@@ -81,5 +81,12 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
              const std::string& label, const EpochHook& hook);
 
 
+// One pass over `ds` in train mode with no gradient and no parameter update, in dataset order and
+// without augmentation, so BatchNorm's running statistics follow the current weights (after an
+// interpolated initialisation; paper-notes §5: momentum as in training, statistics not reset).
+// The model is left in eval mode.
+void reestimate_batch_norm(models::Classifier& model, const data::Dataset& ds,
+                           const data::Normalization& norm, Device device, int batch);
+
 }  // namespace apps
 }  // namespace kd

@@ -111,6 +111,9 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--subset-per-class", train.subset_per_class,
                         "Train on a stratified subset with this many images per class");
   train_cmd->add_option("--subset-size", train.subset_size, "Train on a random subset of this size");
+  train_cmd->add_flag("--save-init", train.save_init,
+                      "Also save the initial weights (init.safetensors: for distill --init-from "
+                      "--init-kind init)");
 
   DistillOptions dist;
   dist.loop.optim.lr = 0.05;
@@ -136,6 +139,16 @@ int main(int argc, char** argv) {
                           "paper's OOD arm), with the teacher's labels only (--alpha 0)");
   distill_cmd->add_option("--distill-data-dir", dist.distill_data_dir,
                           "Folder of --distill-dataset's files (default: its own default)");
+  distill_cmd->add_option("--init-from", dist.init_from,
+                          "Start the student from lambda * this checkpoint + (1 - lambda) * its "
+                          "random init (every state-dict entry; BatchNorm statistics are then "
+                          "re-estimated in one pass)");
+  distill_cmd->add_option("--init-interpolate", dist.init_lambda, "lambda in [0, 1] for --init-from");
+  distill_cmd->add_option("--init-kind", dist.init_kind,
+                          "final: --init-from is the trained teacher and the LR becomes "
+                          "max(lr (1 - lambda), eta-min), as the paper's code; init: an initial "
+                          "teacher (train --save-init), LR unchanged")
+      ->capture_default_str();
   distill_cmd->add_option("--distill-size", dist.distill_size,
                           "Distil on a random subset of the training set of this size (0 = all)");
 

@@ -48,6 +48,7 @@ struct DistillOptions {
   std::string init_from;         // checkpoint (a trained teacher, or one saved with --save-init)
   double init_lambda = -1;       // --init-interpolate; -1 = not given
   std::string init_kind = "final";  // final: scale the LR by (1 - lambda); init: leave it
+  bool independent = false;  // also train the independent student (Fig. 11): labels, same recipe
 };
 
 struct EvalOptions {

@@ -149,6 +149,10 @@ int main(int argc, char** argv) {
                           "max(lr (1 - lambda), eta-min), as the paper's code; init: an initial "
                           "teacher (train --save-init), LR unchanged")
       ->capture_default_str();
+  distill_cmd->add_flag("--independent", dist.independent,
+                        "Also train the independent student (paper Fig. 11): same architecture, "
+                        "seed and recipe on the labels; its agreement and KL to the teacher are "
+                        "reported beside the distilled student's");
   distill_cmd->add_option("--distill-size", dist.distill_size,
                           "Distil on a random subset of the training set of this size (0 = all)");
 

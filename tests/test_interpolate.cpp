@@ -151,5 +151,46 @@ TEST(Interpolate, StudentStartedAtTheTeacherWithScaledLrStaysTheTeacher) {
   EXPECT_NE(bad.err.find("--init-from and --init-interpolate"), std::string::npos) << bad.err;
 }
 
+TEST(IndependentStudent, IsExactlyTheLabelTrainedModelOfTheSameRecipe) {
+  cli_testing::TempDir tmp;
+  cli_testing::write_fashion_mnist_split(tmp.path, "train",
+                                         data_testing::random_dataset(48, 1, 28, 28, 10, 8));
+  cli_testing::write_fashion_mnist_split(tmp.path, "t10k",
+                                         data_testing::random_dataset(16, 1, 28, 28, 10, 9));
+  const std::vector<std::string> recipe = {"--data-dir", tmp.path, "--epochs", "2", "--batch",
+                                           "16", "--lr", "0.02", "--seed", "5", "--threads", "1"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), recipe.begin(), recipe.end());
+    return args;
+  };
+  auto teacher = cli_testing::run_kdlab({"train", "--data-dir", tmp.path, "--epochs", "2",
+                                         "--seed", "1", "--out", tmp / "t"},
+                                        tmp.path);
+  ASSERT_EQ(teacher.code, 0) << teacher.err;
+  auto labels = cli_testing::run_kdlab(with({"train", "--out", tmp / "labels"}), tmp.path);
+  ASSERT_EQ(labels.code, 0) << labels.err;
+  auto d = cli_testing::run_kdlab(
+      with({"distill", "--teacher", tmp / "t/model.safetensors", "--independent", "--out",
+            tmp / "d"}),
+      tmp.path);
+  ASSERT_EQ(d.code, 0) << d.err;
+  EXPECT_NE(d.out.find("\nindependent student test accuracy"), std::string::npos) << d.out;
+  const apps::LoadedModel independent = apps::load_model(tmp / "d/independent.safetensors");
+  const apps::LoadedModel trained = apps::load_model(tmp / "labels/model.safetensors");
+  EXPECT_EQ(values_of(*independent.model), values_of(*trained.model))
+      << "same seed, images, epochs and optimizer on the labels: the same weights";
+  const apps::LoadedModel student = apps::load_model(tmp / "d/student.safetensors");
+  EXPECT_NE(values_of(*student.model), values_of(*trained.model));
+  const std::string summary = cli_testing::read_file(tmp / "d/summary.json");
+  EXPECT_NE(summary.find("\"independent\""), std::string::npos) << summary;
+  EXPECT_NE(summary.find("kl_teacher_student"), std::string::npos) << summary;
+  auto bad = cli_testing::run_kdlab(
+      {"distill", "--teacher", tmp / "t/model.safetensors", "--data-dir", tmp.path,
+       "--independent", "--distill-dataset", "mnist", "--out", tmp / "bad"},
+      tmp.path);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--independent with --distill-dataset"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace kd

@@ -53,6 +53,8 @@ TEST(Models, ParameterCountsMatchThePaperCode) {
   EXPECT_EQ(make_model("preresnet56", 100, 3, 0)->num_parameters(), 613556);
   EXPECT_EQ(make_model("preresnet20", 10, 3, 0)->num_parameters(), 272282);
   EXPECT_EQ(make_model("preresnet56", 10, 3, 0)->num_parameters(), 590426);
+  EXPECT_EQ(make_model("preresnet110", 100, 3, 0)->num_parameters(), 1169972);
+  EXPECT_EQ(make_model("preresnet110", 10, 3, 0)->num_parameters(), 1146842);
   // GroupNorm(1, C) has the same affine parameters as BatchNorm and no buffers.
   auto ln = make_model("preresnet20-ln", 100, 3, 0);
   EXPECT_EQ(ln->num_parameters(), 278132);

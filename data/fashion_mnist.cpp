@@ -14,11 +14,7 @@ DatasetEntry fmnist_dataset_entry() {
   e.dir_env = "KDLAB_FMNIST_DIR";
   e.default_dir = "/usr/share/datasets/fashion-mnist";
   e.load = [](const std::string& dir, bool train, const LoadOptions&) {
-    const std::string base = dir + "/";
-    const std::string prefix = train ? "train" : "t10k";
-    return load_idx(base + prefix + "-images-idx3-ubyte.gz",
-                    base + prefix + "-labels-idx1-ubyte.gz", 10,
-                    train ? "fashion-mnist-train" : "fashion-mnist-test");
+    return load_idx_split(dir, train, "fashion-mnist");
   };
   return e;
 }

@@ -203,5 +203,11 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
   return ds;
 }
 
+Dataset load_idx_split(const std::string& dir, bool train, const std::string& name) {
+  const std::string base = dir + "/" + (train ? "train" : "t10k");
+  return load_idx(base + "-images-idx3-ubyte.gz", base + "-labels-idx1-ubyte.gz", 10,
+                  name + (train ? "-train" : "-test"));
+}
+
 }  // namespace data
 }  // namespace kd

@@ -37,5 +37,9 @@ std::vector<int32_t> read_idx_labels(const std::string& path, int num_classes);
 Dataset load_idx(const std::string& images_path, const std::string& labels_path, int num_classes,
                  const std::string& name = "");
 
+// The four-file layout of MNIST and Fashion-MNIST: DIR/{train,t10k}-images-idx3-ubyte.gz and
+// DIR/{train,t10k}-labels-idx1-ubyte.gz, 10 classes; the Dataset is named <name>-train|test.
+Dataset load_idx_split(const std::string& dir, bool train, const std::string& name);
+
 }  // namespace data
 }  // namespace kd

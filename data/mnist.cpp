@@ -14,11 +14,7 @@ DatasetEntry mnist_dataset_entry() {
   e.dir_env = "KDLAB_MNIST_DIR";
   e.default_dir = "/usr/share/datasets/mnist";
   e.load = [](const std::string& dir, bool train, const LoadOptions&) {
-    const std::string base = dir + "/";
-    const std::string prefix = train ? "train" : "t10k";
-    return load_idx(base + prefix + "-images-idx3-ubyte.gz",
-                    base + prefix + "-labels-idx1-ubyte.gz", 10,
-                    train ? "mnist-train" : "mnist-test");
+    return load_idx_split(dir, train, "mnist");
   };
   return e;
 }

@@ -44,18 +44,7 @@ data::Dataset write_cifar10(const std::string& dir, int per_file, data::Dataset*
   return train;
 }
 
-void expect_refused(const std::function<void()>& load, const std::string& file,
-                    const std::string& words) {
-  try {
-    load();
-    ADD_FAILURE() << "accepted; expected a refusal naming " << file;
-  } catch (const InputError& e) {
-    const std::string m = e.what();
-    EXPECT_NE(m.find(file), std::string::npos) << m;
-    EXPECT_NE(m.find(words), std::string::npos) << m;
-    EXPECT_EQ(m.find('\n'), std::string::npos) << "one line: " << m;
-  }
-}
+using data_testing::expect_refused;
 
 TEST(Cifar, Cifar10RecordsComeBackInFileOrderWithTheirPlanes) {
   TempDir tmp;

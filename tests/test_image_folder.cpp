@@ -49,17 +49,7 @@ void write_folder(const std::string& root, const data::Dataset& ds, const char* 
     write_image(root + "/test/" + kClasses[ds.labels[i]] + "/t" + std::to_string(i) + ext, ds, i);
 }
 
-void expect_refused(const std::function<void()>& load, const std::string& file,
-                    const std::string& words) {
-  try {
-    load();
-    ADD_FAILURE() << "accepted; expected a refusal naming " << file;
-  } catch (const InputError& e) {
-    const std::string m = e.what();
-    EXPECT_NE(m.find(file), std::string::npos) << m;
-    EXPECT_NE(m.find(words), std::string::npos) << m;
-  }
-}
+using data_testing::expect_refused;
 
 TEST(ImageFolder, PngAndBmpComeBackExactlyWithFolderOrderLabels) {
   for (const char* ext : {".png", ".bmp"}) {

@@ -23,7 +23,7 @@ using namespace kd::apps;
 std::string dataset_dirs() {
   std::string out;
   for (const kd::data::DatasetEntry& e : kd::data::dataset_registry().entries())
-    out += "\n  " + e.name + ": $" + e.dir_env + " or " + e.default_dir;
+    out += "\n  " + e.name + ": $" + e.dir_env + (e.default_dir.empty() ? "" : " or " + e.default_dir);
   return out;
 }
 

@@ -17,6 +17,9 @@ std::string dataset_dir(const DatasetEntry& entry, const std::string& dir) {
   if (!dir.empty()) return dir;
   const char* env = entry.dir_env.empty() ? nullptr : std::getenv(entry.dir_env.c_str());
   if (env != nullptr && env[0] != '\0') return env;
+  KD_INPUT_CHECK(!entry.default_dir.empty(), "--data-dir: dataset " << entry.name
+                                                 << " has no default folder; give --data-dir or $"
+                                                 << entry.dir_env);
   return entry.default_dir;
 }
 

@@ -124,7 +124,7 @@ DatasetEntry folder_dataset_entry() {
   e.help = "an image-folder tree: DIR/{train,test}/<class>/*.{png,jpg,bmp}, one size and channel "
            "count (or --resize N)";
   e.dir_env = "KDLAB_FOLDER_DIR";
-  e.default_dir = ".";
+  e.default_dir = "";  // no default: --data-dir or $KDLAB_FOLDER_DIR must name the tree
   e.resizable = true;
   e.load = [](const std::string& dir, bool train, const LoadOptions& options) {
     const std::vector<std::string> classes = image_folder_classes(dir + "/train");

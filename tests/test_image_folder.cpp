@@ -7,6 +7,7 @@
 
 #include <stb/stb_image_write.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -122,6 +123,11 @@ TEST(ImageFolder, BadTreesAreRefusedNamingTheFile) {
   write_image(tmp / "test/yak/y.png", ds, 0);
   expect_refused([&] { data::load_dataset("folder", tmp.path, false); }, "test/yak",
                  "not a sub-folder of train/");
+  // No folder given at all: no default to fall back on.
+  const char* env = std::getenv("KDLAB_FOLDER_DIR");
+  if (env == nullptr || env[0] == '\0')
+    expect_refused([&] { data::load_dataset("folder", "", true); }, "--data-dir",
+                   "KDLAB_FOLDER_DIR");
   // No train/ at all.
   expect_refused([&] { data::load_dataset("folder", tmp / "nowhere", true); }, "nowhere/train",
                  "not a folder");

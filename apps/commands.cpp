@@ -148,6 +148,8 @@ std::string resolve_out(const CommonOptions& common, const std::string& command)
 }
 
 Device apply_common(const CommonOptions& common) {
+  // Refused here, before any data is read or a run directory exists.
+  data::named_split_indices(common.split, 0, 0);
   RuntimeConfig config;
   config.threads = common.threads;
   config.gpu_kernels.conv = parse_gpu_impl("--conv", common.conv);
@@ -172,7 +174,6 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   KD_INPUT_CHECK(options.subset_per_class >= 0,
                  "--subset-per-class: expected >= 0, got " << options.subset_per_class);
   KD_INPUT_CHECK(options.subset_size >= 0, "--subset-size: expected >= 0, got " << options.subset_size);
-  data::named_split_indices(common.split, 0, 0);  // refuses a bad --split before any reading
   data::Dataset train = load_split(common, true);
   data::Dataset test = load_split(common, false);
   auto model = make_model_for_flag("--model", options.model, train, common.seed);
@@ -217,7 +218,6 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   options.distill.kind = parse_distill_kind(options.loss);
   validate(options.loop);
   validate(options.distill);
-  data::named_split_indices(common.split, 0, 0);  // refuses a bad --split before any reading
   KD_INPUT_CHECK(options.init_from.empty() == (options.init_lambda < 0),
                  "--init-from and --init-interpolate: give both or neither");
   KD_INPUT_CHECK(options.init_from.empty() ||

@@ -275,22 +275,30 @@ void validate(const DistillConfig& c) {
   KD_INPUT_CHECK(c.alpha >= 0 && c.alpha <= 1, "--alpha: expected 0..1, got " << c.alpha);
 }
 
-ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
-                         const data::Normalization& norm, Device device, int batch) {
+namespace {
+// Every example of ds once, in dataset order, unaugmented, in batches on `device`, with no tape.
+void for_each_ordered_batch(const data::Dataset& ds, const data::Normalization& norm,
+                            Device device, int batch,
+                            const std::function<void(const HostBatch&)>& fn) {
   NoGradGuard no_grad;
-  profile::Range range("evaluate");
-  ClassifierStats stats;
   data::BatchLoader loader(ds.n, batch, /*shuffle=*/false, 0);
   loader.start_epoch(0);
   BatchBuilder builder(ds, norm, data::AugmentSpec{}, /*mixup_alpha=*/0, 0, device);
   builder.start_epoch(loader.epoch_order());
   data::Batch b;
-  while (loader.next(&b)) {
-    HostBatch hb = builder.make(b.indices, b.count, 0);
+  while (loader.next(&b)) fn(builder.make(b.indices, b.count, 0));
+}
+}  // namespace
+
+ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
+                         const data::Normalization& norm, Device device, int batch) {
+  profile::Range range("evaluate");
+  ClassifierStats stats;
+  for_each_ordered_batch(ds, norm, device, batch, [&](const HostBatch& hb) {
     Tensor logits = model(hb.images);
     Tensor teacher_logits = teacher ? (*teacher)(hb.images) : Tensor();
     ops::accumulate_classifier_stats(logits, hb.labels, teacher_logits, &stats);
-  }
+  });
   return stats;
 }
 
@@ -336,15 +344,10 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
 
 void reestimate_batch_norm(models::Classifier& model, const data::Dataset& ds,
                            const data::Normalization& norm, Device device, int batch) {
-  NoGradGuard no_grad;
   profile::Range range("re-estimate batchnorm");
   model.train();
-  data::BatchLoader loader(ds.n, batch, /*shuffle=*/false, 0);
-  loader.start_epoch(0);
-  BatchBuilder builder(ds, norm, data::AugmentSpec{}, /*mixup_alpha=*/0, 0, device);
-  builder.start_epoch(loader.epoch_order());
-  data::Batch b;
-  while (loader.next(&b)) model.forward(builder.make(b.indices, b.count, 0).images);
+  for_each_ordered_batch(ds, norm, device, batch,
+                         [&](const HostBatch& hb) { model.forward(hb.images); });
   model.eval();
 }
 

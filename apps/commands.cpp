@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <map>
 
 #include <nlohmann/json.hpp>
 
+#include "apps/loop_state.h"
 #include "apps/model_io.h"
 #include "models/interpolate.h"
 #include "apps/report.h"
@@ -35,7 +37,8 @@ nlohmann::json loop_json(const LoopConfig& c) {
                       {"saturation", c.augment.saturation}, {"hue", c.augment.hue},
                       {"noise_p", c.augment.noise_p}, {"mixup_alpha", c.mixup_alpha},
                       {"seed", c.seed},
-                      {"eval_every", c.eval_every}, {"device", c.device.str()}};
+                      {"eval_every", c.eval_every}, {"checkpoint_every", c.checkpoint_every},
+                      {"device", c.device.str()}};
   if (c.device.is_cuda()) {
     const GpuKernels k = runtime_config().gpu_kernels;
     const MathMode m = runtime_config().math;
@@ -141,6 +144,20 @@ std::map<std::string, std::string> data_metadata(const CommonOptions& common) {
           {"split_seed", std::to_string(common.split_seed)}};
 }
 
+// The run directory of a train or distill command: a new one, or with --resume the existing one,
+// its metrics cut back to the epochs its state file counts. `loop` gets the state file.
+RunDir open_run_dir(const CommonOptions& common, const std::string& command, LoopConfig& loop) {
+  RunDir run(resolve_out(common, command), /*allow_existing=*/common.resume);
+  loop.state_file = run.file("last.safetensors");
+  loop.resume = common.resume;
+  if (common.resume) {
+    const int epochs = finished_epochs(loop.state_file);
+    run.keep_metrics_rows(epochs);
+    run.log("resumed after " + std::to_string(epochs) + " finished epochs");
+  }
+  return run;
+}
+
 }  // namespace
 
 std::string resolve_out(const CommonOptions& common, const std::string& command) {
@@ -179,19 +196,26 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   auto model = make_model_for_flag("--model", options.model, train, common.seed);
   train = split_of(common, train);
   train = training_subset(train, options.subset_per_class, options.subset_size, common.seed);
-  RunDir run(resolve_out(common, "train"));
   LoopConfig loop = options.loop;
+  RunDir run = open_run_dir(common, "train", loop);
   loop.seed = common.seed;
   loop.device = device;
-  run.write_config({{"command", "train"}, {"dataset", common.dataset}, {"pad_to", common.pad_to},
-                    {"resize", common.resize}, {"split", common.split},
-                    {"split_seed", common.split_seed}, {"model", options.model},
-                    {"train_images", train.n},
-                    {"subset_per_class", options.subset_per_class},
-                    {"subset_size", options.subset_size}, {"loop", loop_json(loop)},
-                    {"threads", num_threads()}});
+  // A resumed run keeps the config.json it was started with.
+  if (!common.resume)
+    run.write_config(nlohmann::json{{"command", "train"},
+                                    {"dataset", common.dataset},
+                                    {"pad_to", common.pad_to},
+                                    {"resize", common.resize},
+                                    {"split", common.split},
+                                    {"split_seed", common.split_seed},
+                                    {"model", options.model},
+                                    {"train_images", train.n},
+                                    {"subset_per_class", options.subset_per_class},
+                                    {"subset_size", options.subset_size},
+                                    {"loop", loop_json(loop)},
+                                    {"threads", num_threads()}});
   data::Normalization norm = data::Normalization::unitcube(train.c);
-  if (options.save_init) {
+  if (options.save_init && !common.resume) {
     std::map<std::string, std::string> meta = data_metadata(common);
     meta["role"] = "initial teacher";
     save_model(run.file("init.safetensors"), *model, norm.mean, norm.std, meta);
@@ -270,23 +294,36 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
       loop.optim.lr = std::max(loop.optim.lr * (1.0 - options.init_lambda), loop.optim.eta_min);
   }
   student->to(device);
-  RunDir run(resolve_out(common, "distill"));
+  RunDir run = open_run_dir(common, "distill", loop);
   loop.seed = common.seed;
   loop.device = device;
-  run.write_config({{"command", "distill"}, {"dataset", common.dataset},
-                    {"pad_to", common.pad_to}, {"resize", common.resize},
-                    {"split", common.split}, {"split_seed", common.split_seed},
-                    {"distill_dataset", options.distill_dataset.empty() ? common.dataset
-                                                                        : options.distill_dataset},
-                    {"teachers", options.teachers}, {"student", arch},
-                    {"loss", options.loss}, {"tau", options.distill.tau},
-                    {"alpha", options.distill.alpha}, {"distill_images", distill_data.n},
-                    {"init_from", options.init_from},
-                    {"init_interpolate", options.init_from.empty() ? 0.0 : options.init_lambda},
-                    {"init_kind", options.init_from.empty() ? "" : options.init_kind},
-                    {"loop", loop_json(loop)}, {"threads", num_threads()}});
+  // A resumed run keeps the config.json it was started with.
+  if (!common.resume)
+    run.write_config(
+        nlohmann::json{{"command", "distill"},
+                       {"dataset", common.dataset},
+                       {"pad_to", common.pad_to},
+                       {"resize", common.resize},
+                       {"split", common.split},
+                       {"split_seed", common.split_seed},
+                       {"distill_dataset",
+                        options.distill_dataset.empty() ? common.dataset : options.distill_dataset},
+                       {"teachers", options.teachers},
+                       {"student", arch},
+                       {"loss", options.loss},
+                       {"tau", options.distill.tau},
+                       {"alpha", options.distill.alpha},
+                       {"distill_images", distill_data.n},
+                       {"init_from", options.init_from},
+                       {"init_interpolate", options.init_from.empty() ? 0.0 : options.init_lambda},
+                       {"init_kind", options.init_from.empty() ? "" : options.init_kind},
+                       {"loop", loop_json(loop)},
+                       {"threads", num_threads()}});
   data::Normalization norm = data::Normalization::unitcube(train.c);
-  if (!options.init_from.empty() && models::has_batch_norm(*student))
+  // A resumed student takes its statistics from the state file.
+  std::error_code no_state;
+  if (!options.init_from.empty() && models::has_batch_norm(*student) &&
+      !(common.resume && std::filesystem::exists(loop.state_file, no_state)))
     reestimate_batch_norm(*student, distill_data, norm, device, loop.batch);
   distill(*student, teacher, distill_data, &test, norm, loop, options.distill,
           "distill " + arch, metrics_writer(run, true));
@@ -314,6 +351,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
     independent->to(device);
     LoopConfig labels_loop = loop;
     labels_loop.mixup_alpha = 0;
+    labels_loop.state_file = run.file("last-independent.safetensors");
     EpochHook log_only = [&run](const EpochRecord& r) {
       if (r.evaluated)
         run.log("independent epoch " + std::to_string(r.epoch) + ": test acc " +

@@ -7,9 +7,13 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <sstream>
 
+#include "apps/loop_state.h"
 #include "apps/progress.h"
 #include "data/device_batch.h"
 #include "data/sampling.h"
@@ -136,6 +140,15 @@ class LossLog {
     return seen ? sum / double(seen) : 0.0;
   }
   size_t steps() const { return counts_.size(); }
+  const std::vector<int>& counts() const { return counts_; }
+  // A resumed epoch starts with the losses of the steps taken before the interruption.
+  void restore(const std::vector<double>& values, const std::vector<int64_t>& counts) {
+    KD_CHECK(counts_.empty() && values.size() == counts.size() &&
+                 int64_t(counts.size()) <= capacity_,
+             "LossLog::restore: only into an empty log, and no more steps than the epoch has");
+    values_ = values;
+    for (int64_t c : counts) counts_.push_back(int(c));
+  }
 
  private:
   Device device_;
@@ -170,6 +183,19 @@ void check_finite(const std::vector<double>& losses, size_t from, const std::str
                                             << epoch + 1 << " (lower the learning rate?)");
 }
 
+// $KDLAB_KILL_AFTER_STEP=N: the process kills itself with SIGKILL after the N-th training step
+// it takes (counted over all its loops, so a later loop of one command can be hit too), once that
+// step's state file, if any, is written, as `kill -9` from outside would. The kill-and-resume
+// tests use it to stop a run at an exact point.
+void maybe_kill_after_step() {
+  static const int64_t kill_after = [] {
+    const char* value = std::getenv("KDLAB_KILL_AFTER_STEP");
+    return value ? std::atoll(value) : 0;
+  }();
+  static int64_t steps_taken = 0;
+  if (++steps_taken == kill_after) std::raise(SIGKILL);
+}
+
 void run_loop(models::Classifier& model, const data::Dataset& train, const data::Dataset* test,
               const data::Normalization& norm, const LoopConfig& cfg, const std::string& label,
               const EpochHook& hook, const StepLoss& step_loss,
@@ -178,19 +204,48 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
   KD_INPUT_CHECK(train.n >= 1, label << ": the training set is empty");
   auto optimizer = make_optimizer(model, cfg.optim);
   data::BatchLoader loader(train.n, cfg.batch, /*shuffle=*/true, cfg.seed);
+  const LoopShape shape{cfg.epochs, loader.batches_per_epoch(), label};
+  LoopPosition resumed;
+  std::error_code ec;
+  if (cfg.resume && !cfg.state_file.empty() && std::filesystem::exists(cfg.state_file, ec))
+    resumed = load_loop_state(cfg.state_file, shape, model, *optimizer);
   BatchBuilder builder(train, norm, cfg.augment, cfg.mixup_alpha, cfg.seed, cfg.device);
   Progress progress(label, int64_t(cfg.epochs) * loader.batches_per_epoch());
-  auto start = std::chrono::steady_clock::now();
-  int64_t done = 0;
-  for (int epoch = 0; epoch < cfg.epochs; ++epoch) {
+  // A resumed loop's clock continues from the seconds the interrupted run had spent.
+  auto start = std::chrono::steady_clock::now() -
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                   std::chrono::duration<double>(resumed.seconds));
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  int64_t done = resumed.steps_done;
+  for (int epoch = resumed.epoch; epoch < cfg.epochs; ++epoch) {
     double lr = cosine_lr(cfg.optim.lr, cfg.optim.eta_min, epoch, cfg.epochs);
     optimizer->set_lr(lr);
     model.train();
     loader.start_epoch(epoch);
     builder.start_epoch(loader.epoch_order());
     LossLog losses(cfg.device, loader.batches_per_epoch());
-    size_t checked = 0;
     data::Batch batch;
+    if (epoch == resumed.epoch && resumed.step_in_epoch > 0) {
+      for (int64_t i = 0; i < resumed.step_in_epoch; ++i) loader.next(&batch);
+      losses.restore(resumed.losses, resumed.counts);
+    }
+    size_t checked = losses.steps();
+    auto save_state = [&](int at_epoch, bool epoch_done) {
+      if (cfg.state_file.empty()) return;
+      profile::Range range("save state");
+      LoopPosition pos;
+      pos.epoch = at_epoch;
+      pos.steps_done = done;
+      pos.seconds = elapsed();
+      if (!epoch_done) {
+        pos.losses = losses.read();
+        pos.counts.assign(losses.counts().begin(), losses.counts().end());
+        pos.step_in_epoch = int64_t(pos.losses.size());
+      }
+      save_loop_state(cfg.state_file, shape, model, *optimizer, pos);
+    };
     while (loader.next(&batch)) {
       profile::step_begin();
       HostBatch b = builder.make(batch.indices, batch.count, batch.step);
@@ -224,6 +279,12 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
         status << "epoch " << epoch + 1 << "/" << cfg.epochs << " loss " << values.back();
         progress.update(done, status.str());
       }
+      const bool epoch_end = int64_t(losses.steps()) == loader.batches_per_epoch();
+      if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0 && !epoch_end) {
+        check_finite(losses.read(), checked, label, epoch);  // never save a diverged run
+        save_state(epoch, false);
+      }
+      if (!epoch_end) maybe_kill_after_step();
     }
     check_finite(losses.read(), checked, label, epoch);
     EpochRecord rec;
@@ -236,11 +297,15 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
       rec.test = evaluate_model(model, teacher_for_eval, *test, norm, cfg.device);
       model.train();
     }
-    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    rec.seconds = elapsed();
     if (hook) hook(rec);
+    // After the hook: a kill between the two leaves a metrics row the state does not count yet,
+    // and the resumed command drops it and writes the same row again.
+    save_state(epoch + 1, true);
+    maybe_kill_after_step();
   }
   std::ostringstream status;
-  status << "done in " << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s";
+  status << "done in " << elapsed() << " s";
   progress.finish(status.str());
   model.eval();
 }
@@ -267,6 +332,9 @@ void validate(const LoopConfig& c) {
                  "--mixup: expected a Beta(alpha, alpha) parameter >= 0 (0 = off), got "
                      << c.mixup_alpha);
   KD_INPUT_CHECK(c.eval_every >= 0, "--eval-every: expected >= 0, got " << c.eval_every);
+  KD_INPUT_CHECK(c.checkpoint_every >= 0,
+                 "--checkpoint-every: expected a number of steps >= 0 (0 = every epoch only), got "
+                     << c.checkpoint_every);
 }
 
 void validate(const DistillConfig& c) {

@@ -34,6 +34,12 @@ struct LoopConfig {
   uint64_t seed = 0;
   int eval_every = 0;  // evaluate every N epochs (0: only after the last)
   Device device = Device::cpu();
+  // A resumable loop (apps/loop_state.h): its state file is rewritten after every epoch and
+  // every checkpoint_every steps (0: epochs only); empty = not kept. With resume, a loop whose
+  // state file exists continues from it instead of starting.
+  std::string state_file;
+  int checkpoint_every = 0;
+  bool resume = false;
 };
 
 struct DistillConfig {

@@ -1,7 +1,10 @@
 // kdlab command line: train, distill, eval, repro <preset>, bench. Parses flags (CLI11) into the
 // option structs of commands.h / presets.h / bench.h; every error becomes one line
 // "kdlab: error: ..." and a non-zero exit (2 for bad input, 1 otherwise).
+#include <filesystem>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -89,12 +92,58 @@ void add_loop(CLI::App* cmd, LoopConfig& l) {
   cmd->add_option("--noise", l.augment.noise_p,
                   "Replace each image by uniform noise with this probability (paper: 0.2)");
   cmd->add_option("--eval-every", l.eval_every, "Evaluate on the test set every N epochs (0 = at the end)")->capture_default_str();
+  cmd->add_option("--checkpoint-every", l.checkpoint_every,
+                  "Also save the run's state (last.safetensors, for --resume) every N steps; it "
+                  "is always saved after each epoch");
+}
+
+// `kdlab train|distill --resume RUN_DIR`: the arguments the run was started with, its --out set
+// to RUN_DIR, and the working directory it ran in (made current, so its relative paths mean what
+// they meant). Empty when the command line is not a --resume one.
+std::vector<std::string> resume_arguments(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  if (argc < 3 || (args[1] != "train" && args[1] != "distill")) return {};
+  std::string run_dir;
+  bool resume = false;
+  for (int i = 2; i < argc; ++i)
+    resume = resume || args[i] == "--resume" || args[i].rfind("--resume=", 0) == 0;
+  if (!resume) return {};
+  if (argc == 4 && args[2] == "--resume") run_dir = args[3];
+  else if (argc == 3 && args[2].rfind("--resume=", 0) == 0) run_dir = args[2].substr(9);
+  KD_INPUT_CHECK(!run_dir.empty(),
+                 "--resume: expected 'kdlab " << args[1]
+                     << " --resume RUN_DIR' and no other flags (the run continues with the "
+                        "flags it was started with, from RUN_DIR/config.json)");
+  std::error_code ec;
+  const std::string absolute = std::filesystem::absolute(run_dir, ec).string();
+  RecordedCommand recorded = recorded_command(run_dir, args[1]);
+  std::filesystem::current_path(recorded.working_directory, ec);
+  KD_INPUT_CHECK(!ec, "--resume " << run_dir << ": cannot enter the run's working directory "
+                                  << recorded.working_directory << ": " << ec.message());
+  std::vector<std::string> out = {args[0]};
+  out.insert(out.end(), recorded.arguments.begin(), recorded.arguments.end());
+  out.push_back("--out");
+  out.push_back(absolute);
+  return out;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   RunDir::set_command_line(argc, argv);
+  std::vector<std::string> replayed;
+  try {
+    replayed = resume_arguments(argc, argv);
+  } catch (const kd::InputError& e) {
+    std::cerr << "kdlab: error: " << e.what() << "\n";
+    return 2;
+  }
+  std::vector<char*> replayed_argv;
+  for (std::string& a : replayed) replayed_argv.push_back(a.data());
+  if (!replayed.empty()) {
+    argc = int(replayed_argv.size());
+    argv = replayed_argv.data();
+  }
   CLI::App app{"kdlab: knowledge-distillation lab. Train teachers, distil students, and measure "
                "fidelity (agreement, KL) and generalization (accuracy, NLL, ECE)."};
   app.require_subcommand(1);
@@ -114,6 +163,13 @@ int main(int argc, char** argv) {
   train_cmd->add_flag("--save-init", train.save_init,
                       "Also save the initial weights (init.safetensors: for distill --init-from "
                       "--init-kind init)");
+
+  // Handled by resume_arguments before parsing; declared for --help.
+  std::string resume_dir;
+  const std::string resume_help =
+      "Continue the interrupted run in RUN_DIR from its last.safetensors, with the flags it was "
+      "started with (give no other flag); the CPU ends with the same bytes as an uninterrupted run";
+  train_cmd->add_option("--resume", resume_dir, resume_help);
 
   DistillOptions dist;
   dist.loop.optim.lr = 0.05;
@@ -155,6 +211,8 @@ int main(int argc, char** argv) {
                         "reported beside the distilled student's");
   distill_cmd->add_option("--distill-size", dist.distill_size,
                           "Distil on a random subset of the training set of this size (0 = all)");
+
+  distill_cmd->add_option("--resume", resume_dir, resume_help);
 
   EvalOptions ev;
   auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint (and its fidelity to teachers)");
@@ -211,6 +269,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  common.resume = !replayed.empty();
   try {
     if (train_cmd->parsed()) return run_train(common, train);
     if (distill_cmd->parsed()) return run_distill(common, dist);

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -27,6 +28,11 @@ namespace {
 std::string& stored_command_line() {
   static std::string line;
   return line;
+}
+
+std::vector<std::string>& stored_arguments() {
+  static std::vector<std::string> arguments;
+  return arguments;
 }
 
 // Quotes a word for a POSIX shell only when needed, so the recorded command line can be pasted.
@@ -129,6 +135,7 @@ void RunDir::set_command_line(int argc, const char* const* argv) {
   std::string line;
   for (int i = 0; i < argc; ++i) line += (i ? " " : "") + shell_quote(argv[i] ? argv[i] : "");
   stored_command_line() = line;
+  stored_arguments().assign(argv + std::min(argc, 1), argv + argc);
 }
 
 const std::string& RunDir::command_line() { return stored_command_line(); }
@@ -139,6 +146,9 @@ void RunDir::write_config(nlohmann::json config) const {
     if (!config.contains(key)) config[key] = value;
   };
   add("command_line", command_line());
+  add("arguments", stored_arguments());
+  std::error_code ec;
+  add("working_directory", fs::current_path(ec).string());
   add("git_revision", git_revision());
   // A build from a modified tree is not reproducible from the revision alone: say so.
   if (git_revision() != "unknown") add("git_dirty", git_tree_dirty());
@@ -173,6 +183,70 @@ void RunDir::append_metrics(const std::vector<std::pair<std::string, std::string
   std::string text = metrics_text_ + line + "\n";
   write_file_atomic(file("metrics.csv"), text);
   metrics_text_ = std::move(text);  // only after the write succeeded
+}
+
+void RunDir::keep_metrics_rows(int rows) {
+  const std::string path = file("metrics.csv");
+  metric_keys_.clear();
+  metrics_text_.clear();
+  std::error_code ec;
+  if (rows == 0 && !fs::exists(path, ec)) return;
+  std::ifstream in(path, std::ios::binary);
+  KD_INPUT_CHECK(in, path << ": cannot read it to resume (the state file counts " << rows
+                          << " finished epochs)");
+  std::string header, line, kept;
+  std::getline(in, header);
+  int have = 0;
+  while (have < rows && std::getline(in, line)) kept += line + "\n", ++have;
+  KD_INPUT_CHECK(have == rows && !header.empty(),
+                 path << ": has " << have << " rows, the state file counts " << rows
+                      << " finished epochs");
+  if (rows == 0) {  // the next append writes the header again
+    fs::remove(path, ec);
+    KD_INPUT_CHECK(!ec, path << ": cannot remove it to resume: " << ec.message());
+    return;
+  }
+  // Our own header: plain column names, so a comma split is exact.
+  size_t begin = 0;
+  while (begin <= header.size()) {
+    size_t comma = header.find(',', begin);
+    if (comma == std::string::npos) comma = header.size();
+    metric_keys_.push_back(header.substr(begin, comma - begin));
+    begin = comma + 1;
+  }
+  metrics_text_ = header + "\n" + kept;
+  write_file_atomic(path, metrics_text_);
+}
+
+RecordedCommand recorded_command(const std::string& run_dir, const std::string& command) {
+  const std::string path = (fs::path(run_dir) / "config.json").string();
+  std::ifstream in(path, std::ios::binary);
+  KD_INPUT_CHECK(in, "--resume " << run_dir << ": no " << path << " (not a run directory?)");
+  nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  KD_INPUT_CHECK(config.is_object() && config.contains("arguments") &&
+                     config["arguments"].is_array() && !config["arguments"].empty() &&
+                     config.contains("working_directory") &&
+                     config["working_directory"].is_string(),
+                 path << ": expected a JSON object with 'arguments' and 'working_directory' "
+                         "(an older kdlab did not record them)");
+  RecordedCommand out;
+  const nlohmann::json& args = config["arguments"];
+  for (const auto& a : args)
+    KD_INPUT_CHECK(a.is_string(), path << ": 'arguments' holds a non-string");
+  KD_INPUT_CHECK(args[0].get<std::string>() == command,
+                 "--resume " << run_dir << ": a '" << args[0].get<std::string>()
+                             << "' run, not a '" << command << "' run");
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string a = args[i].get<std::string>();
+    if (a == "--out") {
+      ++i;  // and its value
+      continue;
+    }
+    if (a.rfind("--out=", 0) == 0) continue;
+    out.arguments.push_back(a);
+  }
+  out.working_directory = config["working_directory"].get<std::string>();
+  return out;
 }
 
 void RunDir::write_summary(const nlohmann::json& summary) const {

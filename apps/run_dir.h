@@ -25,7 +25,8 @@ class RunDir {
   static void set_command_line(int argc, const char* const* argv);
   static const std::string& command_line();
 
-  // Writes config.json after adding "command_line", "git_revision" (+ "git_dirty" when known),
+  // Writes config.json after adding "command_line", "arguments" (argv after the program name),
+  // "working_directory", "git_revision" (+ "git_dirty" when known),
   // "started_at" (UTC ISO 8601, when this RunDir was made), "host" and "kdlab_version"; a key the
   // caller already set is kept.
   void write_config(nlohmann::json config) const;
@@ -34,6 +35,10 @@ class RunDir {
   // the same order (else kd::Error). The file is rewritten atomically per row, so readers never
   // see half a row. It holds the rows appended through this object (an older file is replaced).
   void append_metrics(const std::vector<std::pair<std::string, std::string>>& row);
+  // A resumed command: keep the header and the first `rows` rows of the existing metrics.csv
+  // (those of the epochs its state file counts), drop any later ones, and append after them.
+  // Fewer rows than that on disk is a kd::InputError naming the file.
+  void keep_metrics_rows(int rows);
 
   void write_summary(const nlohmann::json& summary) const;  // summary.json, atomically
 
@@ -47,6 +52,15 @@ class RunDir {
   std::vector<std::string> metric_keys_;
   std::string metrics_text_;  // the whole CSV so far
 };
+
+// What `kdlab <command> --resume RUN_DIR` replays: the arguments the run was started with
+// (config.json "arguments", the subcommand first, any --out dropped) and the folder it ran in.
+// A run directory of another command, or one without these keys, is a kd::InputError.
+struct RecordedCommand {
+  std::vector<std::string> arguments;
+  std::string working_directory;
+};
+RecordedCommand recorded_command(const std::string& run_dir, const std::string& command);
 
 // Helpers shared with reports: the source tree's git revision ("unknown" when not a git checkout
 // or git is missing) and the current UTC time as ISO 8601 ("2024-05-01T12:34:56Z").

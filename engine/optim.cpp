@@ -13,14 +13,45 @@ void Optimizer::zero_grad() {
     if (p.grad().defined()) p.grad().zero_();
 }
 
+nn::NamedTensors Optimizer::state() const {
+  nn::NamedTensors out;
+  for (const auto& buffer : buffers())
+    for (size_t i = 0; i < buffer.second->size(); ++i)
+      out.emplace_back(buffer.first + "." + std::to_string(i), (*buffer.second)[i]);
+  out.emplace_back("steps", Tensor::from_vector<int64_t>({1}, {steps_taken_}));
+  return out;
+}
+
+void Optimizer::load_state(const std::map<std::string, Tensor>& values, const std::string& where) {
+  for (auto& kv : state()) {
+    auto it = values.find(kv.first);
+    KD_INPUT_CHECK(it != values.end(),
+                   where << ": optimizer state '" << kv.first << "' is missing");
+    KD_INPUT_CHECK(
+        it->second.shape() == kv.second.shape() && it->second.dtype() == kv.second.dtype(),
+        where << ": optimizer state '" << kv.first << "' is " << describe(it->second)
+              << ", expected " << describe(kv.second));
+    if (kv.first == "steps") {
+      steps_taken_ = it->second.to(Device::cpu()).data<int64_t>()[0];
+      KD_INPUT_CHECK(steps_taken_ >= 0, where << ": optimizer state 'steps' is negative");
+    } else {
+      Tensor dst = kv.second;  // shares the buffer's storage
+      dst.copy_from(it->second);
+    }
+  }
+  KD_INPUT_CHECK(values.size() == state().size(), where << ": optimizer state has " << values.size()
+                                                        << " entries, expected " << state().size()
+                                                        << " (another optimizer or model?)");
+}
+
 namespace {
 void check_params(const std::vector<Tensor>& params) {
   for (const Tensor& p : params) {
-    KD_CHECK(p.requires_grad(), "optimizer given a tensor that does not require grad: "
-                                    << describe(p));
+    KD_CHECK(p.requires_grad(),
+             "optimizer given a tensor that does not require grad: " << describe(p));
     KD_CHECK(p.device() == params.front().device(),
              "optimizer: parameters on different devices: " << describe(params.front()) << " and "
-                                                           << describe(p));
+                                                            << describe(p));
   }
 }
 
@@ -64,7 +95,8 @@ void for_each_device_group(const std::vector<Tensor>& params, const std::vector<
 Sgd::Sgd(std::vector<Tensor> params, const SgdParams& hyper)
     : Optimizer(std::move(params)), hyper_(hyper) {
   check_params(params_);
-  for (const Tensor& p : params_) momentum_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+  for (const Tensor& p : params_)
+    momentum_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
 }
 
 void Sgd::step() {
@@ -74,9 +106,9 @@ void Sgd::step() {
     using T = typename std::decay_t<decltype(g)>::Scalar;
     KD_KERNEL(backend, T, sgd_update_multi)(g.count(), g.sizes.data(), g.params.data(),
                                             g.grads.data(), g.state_a.data(), hyper_,
-                                            first_step_);
+                                            steps_taken_ == 0);
   });
-  first_step_ = false;
+  ++steps_taken_;
 }
 
 Adam::Adam(std::vector<Tensor> params, const AdamParams& hyper)
@@ -89,14 +121,14 @@ Adam::Adam(std::vector<Tensor> params, const AdamParams& hyper)
 }
 
 void Adam::step() {
-  ++step_;
+  ++steps_taken_;
   if (params_.empty()) return;
   const Backend& backend = backend_of(params_.front().device());
   for_each_device_group(params_, m_, &v_, [&](auto& g) {
     using T = typename std::decay_t<decltype(g)>::Scalar;
     KD_KERNEL(backend, T, adam_update_multi)(g.count(), g.sizes.data(), g.params.data(),
                                              g.grads.data(), g.state_a.data(), g.state_b.data(),
-                                             hyper_, step_);
+                                             hyper_, steps_taken_);
   });
 }
 

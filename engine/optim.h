@@ -3,8 +3,11 @@
 // and cosine annealing with eta_min stepped once per epoch (the paper's code).
 #pragma once
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
+#include "engine/nn/module.h"
 #include "engine/tensor.h"
 #include "kernels/optimizer.h"
 
@@ -19,8 +22,19 @@ class Optimizer {
   virtual void set_lr(double lr) = 0;
   virtual double lr() const = 0;
 
+  // Everything step() depends on besides the parameters and the learning rate, for a resumable
+  // checkpoint: the state buffers, named "<buffer>.<parameter index>", and the step counter
+  // ("steps", an I64 [1]). load_state puts back exactly what state() gave; a missing or
+  // misshapen entry is a kd::InputError naming `where`.
+  nn::NamedTensors state() const;
+  void load_state(const std::map<std::string, Tensor>& values, const std::string& where);
+  int64_t steps_taken() const { return steps_taken_; }
+
  protected:
+  // The per-parameter buffers and their name in state().
+  virtual std::vector<std::pair<std::string, const std::vector<Tensor>*>> buffers() const = 0;
   std::vector<Tensor> params_;
+  int64_t steps_taken_ = 0;  // SGD: the first step fills the momentum; Adam: bias correction
 };
 
 class Sgd : public Optimizer {
@@ -31,9 +45,11 @@ class Sgd : public Optimizer {
   double lr() const override { return hyper_.lr; }
 
  private:
+  std::vector<std::pair<std::string, const std::vector<Tensor>*>> buffers() const override {
+    return {{"momentum", &momentum_}};
+  }
   SgdParams hyper_;
   std::vector<Tensor> momentum_;
-  bool first_step_ = true;
 };
 
 class Adam : public Optimizer {
@@ -44,9 +60,11 @@ class Adam : public Optimizer {
   double lr() const override { return hyper_.lr; }
 
  private:
+  std::vector<std::pair<std::string, const std::vector<Tensor>*>> buffers() const override {
+    return {{"exp_avg", &m_}, {"exp_avg_sq", &v_}};
+  }
   AdamParams hyper_;
   std::vector<Tensor> m_, v_;
-  int64_t step_ = 0;
 };
 
 // lr at epoch t of T_max: eta_min + (base - eta_min) * (1 + cos(pi t / T_max)) / 2.

@@ -21,38 +21,6 @@ namespace {
 
 using namespace cli_testing;
 
-// Exit code, the one-line format, the words the line must contain, and a silent stdout.
-void expect_error(const RunResult& r, std::initializer_list<std::string> needles, int code = 2) {
-  EXPECT_EQ(r.code, code) << "stderr: " << r.err;
-  const std::string prefix = "kdlab: error: ";
-  EXPECT_EQ(r.err.rfind(prefix, 0), 0u) << "stderr: " << r.err;
-  ASSERT_FALSE(r.err.empty());
-  EXPECT_EQ(r.err.back(), '\n') << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "not one line:\n" << r.err;
-  EXPECT_GT(r.err.size(), prefix.size() + 10) << "the message says nothing: " << r.err;
-  for (const std::string& n : needles)
-    EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
-  EXPECT_EQ(r.out, "") << "an error run should print nothing on stdout";
-}
-
-// A Fashion-MNIST-shaped folder of synthetic 28x28 images (no real data needed): 64 training
-// and 32 test images, labels i % 10. `bad_label` puts a 12 into the training labels.
-std::string write_synthetic_data(const TempDir& tmp, bool bad_label = false) {
-  const std::string dir = tmp / "synthetic";
-  fs::create_directories(dir);
-  for (auto [prefix, n] : {std::pair<const char*, int>{"train", 64}, {"t10k", 32}}) {
-    data::Dataset ds;
-    ds.n = n, ds.c = 1, ds.h = 28, ds.w = 28, ds.num_classes = 10;
-    ds.images.resize(size_t(n) * 28 * 28);
-    for (size_t i = 0; i < ds.images.size(); ++i)
-      ds.images[i] = uint8_t(255 * philox_uniform(7, kStreamTest, i));
-    for (int i = 0; i < n; ++i) ds.labels.push_back(i % 10);
-    if (bad_label && std::string(prefix) == "train") ds.labels[37] = 12;
-    write_fashion_mnist_split(dir, prefix, ds);
-  }
-  return dir;
-}
-
 // A valid (untrained) LeNet-5 checkpoint, as train would write it.
 std::string write_checkpoint(const TempDir& tmp, const std::string& name = "teacher.safetensors") {
   auto model = models::make_model("lenet5", 10, 1, 0);
@@ -305,8 +273,9 @@ TEST(Cli, SyntheticDataTrainsToACompleteRunDirectory) {
                           tmp.path);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.err, "");
-  EXPECT_EQ(entries_of(out), (std::vector<std::string>{"config.json", "log.txt", "metrics.csv",
-                                                       "model.safetensors", "summary.json"}));
+  EXPECT_EQ(entries_of(out),
+            (std::vector<std::string>{"config.json", "last.safetensors", "log.txt", "metrics.csv",
+                                      "model.safetensors", "summary.json"}));
 }
 
 TEST(Cli, SplitHalvesAndOutOfDistributionDistillation) {

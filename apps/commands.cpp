@@ -313,6 +313,10 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
                        {"loss", options.loss},
                        {"tau", options.distill.tau},
                        {"alpha", options.distill.alpha},
+                       {"logit_cache", !loop.logit_cache ? "off"
+                                       : data::is_random(loop.augment) || loop.mixup_alpha > 0
+                                           ? "test set"
+                                           : "test set and distillation images"},
                        {"distill_images", distill_data.n},
                        {"init_from", options.init_from},
                        {"init_interpolate", options.init_from.empty() ? 0.0 : options.init_lambda},

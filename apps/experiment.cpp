@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -29,6 +30,7 @@ namespace {
 
 struct HostBatch {
   Tensor images, labels;
+  int64_t epoch_offset = 0;  // where the batch's first example sits in the epoch's order
 };
 
 constexpr int kLossReadInterval = 50;
@@ -63,6 +65,8 @@ class BatchBuilder {
   HostBatch make(const int64_t* idx, int count, uint64_t step) const {
     profile::Range range("data");
     HostBatch b;
+    KD_CHECK(order_host_ && idx >= order_host_, "BatchBuilder: make() before start_epoch()");
+    b.epoch_offset = idx - order_host_;
     b.images = Tensor::empty({count, ds_.c, ds_.h, ds_.w}, DType::F32, device_);
     b.labels = Tensor::empty({count}, DType::I32, device_);
     const int64_t sample = int64_t(ds_.c) * ds_.h * ds_.w;
@@ -173,7 +177,76 @@ std::unique_ptr<Optimizer> make_optimizer(const models::Classifier& model, const
   throw Error("make_optimizer: unknown optimizer '" + o.name + "' (validate() refuses it)");
 }
 
+// Every example of ds once, in dataset order, unaugmented, in batches on `device`, with no tape.
+void for_each_ordered_batch(const data::Dataset& ds, const data::Normalization& norm,
+                            Device device, int batch,
+                            const std::function<void(const HostBatch&)>& fn) {
+  NoGradGuard no_grad;
+  data::BatchLoader loader(ds.n, batch, /*shuffle=*/false, 0);
+  loader.start_epoch(0);
+  BatchBuilder builder(ds, norm, data::AugmentSpec{}, /*mixup_alpha=*/0, 0, device);
+  builder.start_epoch(loader.epoch_order());
+  data::Batch b;
+  while (loader.next(&b)) fn(builder.make(b.indices, b.count, 0));
+}
+
+// The logits of a fixed model (a teacher) on every example of a dataset, computed once in
+// dataset order with the batching `for_each_ordered_batch` uses, then served by position: a
+// step's rows come out of the copy laid out in its epoch's order (one row copy per step instead
+// of the ensemble's forward), an evaluation's rows in dataset order. The values are those the
+// model gives on these batches; the tests check that the ones it gives on shuffled batches are
+// the same bits.
+class LogitCache {
+ public:
+  LogitCache(const LogitsFn& model, const data::Dataset& ds, const data::Normalization& norm,
+             Device device, int batch)
+      : device_(device) {
+    profile::Range range("cache teacher logits");
+    for_each_ordered_batch(ds, norm, device, batch, [&](const HostBatch& hb) {
+      Tensor logits = model(hb.images);
+      if (!host_.defined()) host_ = Tensor::empty({ds.n, logits.size(1)}, logits.dtype());
+      host_.copy_range_from(hb.epoch_offset * logits.size(1), logits);
+    });
+    epoch_ = device.is_cuda() ? host_.to(device) : host_;
+  }
+  // Lays the rows out in `order` (positions into the dataset) for rows_at().
+  void start_epoch(const std::vector<int64_t>& order) {
+    KD_CHECK(int64_t(order.size()) == host_.size(0), "LogitCache: an order of " << order.size()
+                                                         << " for " << host_.size(0) << " rows");
+    Tensor permuted = Tensor::empty(host_.shape(), host_.dtype());
+    const size_t row = host_.nbytes() / size_t(std::max<int64_t>(host_.size(0), 1));
+    const char* src = static_cast<const char*>(host_.raw());
+    char* dst = static_cast<char*>(permuted.raw());
+    for (size_t i = 0; i < order.size(); ++i)
+      std::memcpy(dst + i * row, src + size_t(order[i]) * row, row);
+    epoch_ = device_.is_cuda() ? permuted.to(device_) : permuted;
+  }
+  Tensor rows_at(int64_t offset, int64_t count) const { return epoch_.rows(offset, count); }
+
+ private:
+  Device device_;
+  Tensor host_;   // [n, classes], dataset order, on the host
+  Tensor epoch_;  // the same rows in the current order, on the device
+};
+
+// A teacher's logits for one evaluation batch: computed from its images or served by a cache.
+using TeacherRows = std::function<Tensor(const HostBatch&)>;
+
+ClassifierStats evaluate_rows(const LogitsFn& model, const TeacherRows& teacher,
+                              const data::Dataset& ds, const data::Normalization& norm,
+                              Device device, int batch) {
+  profile::Range range("evaluate");
+  ClassifierStats stats;
+  for_each_ordered_batch(ds, norm, device, batch, [&](const HostBatch& hb) {
+    Tensor logits = model(hb.images);
+    Tensor teacher_logits = teacher ? teacher(hb) : Tensor();
+    ops::accumulate_classifier_stats(logits, hb.labels, teacher_logits, &stats);
+  });
+  return stats;
+}
+
 using StepLoss = std::function<Tensor(const HostBatch&)>;
+using EpochStart = std::function<void(const std::vector<int64_t>& order)>;
 
 // Throws when a step's loss is not finite (the run diverged).
 void check_finite(const std::vector<double>& losses, size_t from, const std::string& label,
@@ -199,12 +272,13 @@ void maybe_kill_after_step() {
 void run_loop(models::Classifier& model, const data::Dataset& train, const data::Dataset* test,
               const data::Normalization& norm, const LoopConfig& cfg, const std::string& label,
               const EpochHook& hook, const StepLoss& step_loss,
-              const models::Ensemble* teacher_for_eval) {
+              const models::Ensemble* teacher_for_eval, const EpochStart& epoch_start = nullptr) {
   validate(cfg);
   KD_INPUT_CHECK(train.n >= 1, label << ": the training set is empty");
   auto optimizer = make_optimizer(model, cfg.optim);
   data::BatchLoader loader(train.n, cfg.batch, /*shuffle=*/true, cfg.seed);
   const LoopShape shape{cfg.epochs, loader.batches_per_epoch(), label};
+  std::unique_ptr<LogitCache> test_teacher;
   LoopPosition resumed;
   std::error_code ec;
   if (cfg.resume && !cfg.state_file.empty() && std::filesystem::exists(cfg.state_file, ec))
@@ -225,6 +299,7 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
     model.train();
     loader.start_epoch(epoch);
     builder.start_epoch(loader.epoch_order());
+    if (epoch_start) epoch_start(loader.epoch_order());
     LossLog losses(cfg.device, loader.batches_per_epoch());
     data::Batch batch;
     if (epoch == resumed.epoch && resumed.step_in_epoch > 0) {
@@ -294,7 +369,25 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
     bool last = epoch + 1 == cfg.epochs;
     if (test && (last || (cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0))) {
       rec.evaluated = true;
-      rec.test = evaluate_model(model, teacher_for_eval, *test, norm, cfg.device);
+      if (teacher_for_eval && cfg.logit_cache && !test_teacher) {
+        // The teacher is fixed: its test-set logits are the same at every evaluation.
+        LogitsFn teacher_fn = [&](const Tensor& x) { return teacher_for_eval->forward(x); };
+        test_teacher = std::make_unique<LogitCache>(teacher_fn, *test, norm, cfg.device,
+                                                    kEvalBatch);
+        std::vector<int64_t> dataset_order(size_t(test->n));
+        for (int64_t i = 0; i < test->n; ++i) dataset_order[size_t(i)] = i;
+        test_teacher->start_epoch(dataset_order);
+      }
+      model.eval();
+      LogitsFn student_fn = [&](const Tensor& x) { return model.forward(x); };
+      TeacherRows cached = [&](const HostBatch& hb) {
+        return test_teacher->rows_at(hb.epoch_offset, hb.images.size(0));
+      };
+      LogitsFn teacher_fn = [&](const Tensor& x) { return teacher_for_eval->forward(x); };
+      rec.test = test_teacher ? evaluate_rows(student_fn, cached, *test, norm, cfg.device,
+                                              kEvalBatch)
+                 : teacher_for_eval ? evaluate(student_fn, &teacher_fn, *test, norm, cfg.device)
+                                    : evaluate(student_fn, nullptr, *test, norm, cfg.device);
       model.train();
     }
     rec.seconds = elapsed();
@@ -343,31 +436,11 @@ void validate(const DistillConfig& c) {
   KD_INPUT_CHECK(c.alpha >= 0 && c.alpha <= 1, "--alpha: expected 0..1, got " << c.alpha);
 }
 
-namespace {
-// Every example of ds once, in dataset order, unaugmented, in batches on `device`, with no tape.
-void for_each_ordered_batch(const data::Dataset& ds, const data::Normalization& norm,
-                            Device device, int batch,
-                            const std::function<void(const HostBatch&)>& fn) {
-  NoGradGuard no_grad;
-  data::BatchLoader loader(ds.n, batch, /*shuffle=*/false, 0);
-  loader.start_epoch(0);
-  BatchBuilder builder(ds, norm, data::AugmentSpec{}, /*mixup_alpha=*/0, 0, device);
-  builder.start_epoch(loader.epoch_order());
-  data::Batch b;
-  while (loader.next(&b)) fn(builder.make(b.indices, b.count, 0));
-}
-}  // namespace
-
 ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
                          const data::Normalization& norm, Device device, int batch) {
-  profile::Range range("evaluate");
-  ClassifierStats stats;
-  for_each_ordered_batch(ds, norm, device, batch, [&](const HostBatch& hb) {
-    Tensor logits = model(hb.images);
-    Tensor teacher_logits = teacher ? (*teacher)(hb.images) : Tensor();
-    ops::accumulate_classifier_stats(logits, hb.labels, teacher_logits, &stats);
-  });
-  return stats;
+  TeacherRows rows;
+  if (teacher) rows = [&](const HostBatch& hb) { return (*teacher)(hb.images); };
+  return evaluate_rows(model, rows, ds, norm, device, batch);
 }
 
 ClassifierStats evaluate_model(models::Classifier& model, const models::Ensemble* teacher,
@@ -398,8 +471,20 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
   KD_INPUT_CHECK(teacher.num_classes() == student.num_classes,
                  "teacher has " << teacher.num_classes() << " classes, student "
                                 << student.num_classes);
+  validate(cfg);
+  // Without random augmentation or MixUp, an image's batch holds the same pixels every epoch, so
+  // the fixed teacher's logits on it are computed once instead of every step.
+  std::unique_ptr<LogitCache> cache;
+  if (cfg.logit_cache && !data::is_random(cfg.augment) && cfg.mixup_alpha == 0) {
+    LogitsFn teacher_fn = [&](const Tensor& x) { return teacher.forward(x); };
+    cache = std::make_unique<LogitCache>(teacher_fn, distill_data, norm, cfg.device, cfg.batch);
+  }
+  EpochStart epoch_start = [&](const std::vector<int64_t>& order) {
+    if (cache) cache->start_epoch(order);
+  };
   StepLoss step = [&](const HostBatch& b) {
-    Tensor teacher_logits = teacher.forward(b.images);  // eval mode, NoGradGuard inside
+    Tensor teacher_logits = cache ? cache->rows_at(b.epoch_offset, b.images.size(0))
+                                  : teacher.forward(b.images);  // eval mode, NoGradGuard inside
     Tensor logits = student.forward(b.images);
     Tensor loss = ops::distill_loss(dcfg.kind, teacher_logits, logits, dcfg.tau);
     if (dcfg.alpha > 0)
@@ -407,7 +492,7 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
                       ops::scale(loss, 1.0 - dcfg.alpha));
     return loss;
   };
-  run_loop(student, distill_data, test, norm, cfg, label, hook, step, &teacher);
+  run_loop(student, distill_data, test, norm, cfg, label, hook, step, &teacher, epoch_start);
 }
 
 void reestimate_batch_norm(models::Classifier& model, const data::Dataset& ds,

@@ -16,6 +16,8 @@
 namespace kd {
 namespace apps {
 
+constexpr int kEvalBatch = 1000;  // evaluation batches: dataset order, this many images each
+
 struct OptimConfig {
   std::string name = "sgd";  // sgd | adam
   double lr = 0.05;
@@ -40,6 +42,10 @@ struct LoopConfig {
   std::string state_file;
   int checkpoint_every = 0;
   bool resume = false;
+  // Distillation: a fixed teacher's logits are computed once and reused, on the test set always
+  // and on the distillation images when their batches draw no augmentation or MixUp (the
+  // results are the same bits; off only to show that).
+  bool logit_cache = true;
 };
 
 struct DistillConfig {
@@ -68,7 +74,7 @@ using LogitsFn = std::function<Tensor(const Tensor& images)>;
 // Accuracy, NLL, ECE of `model` on ds; with a teacher also agreement and KL(teacher || model),
 // all at T = 1, unaugmented, under NoGradGuard. The model's train/eval mode is the caller's.
 ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
-                         const data::Normalization& norm, Device device, int batch = 1000);
+                         const data::Normalization& norm, Device device, int batch = kEvalBatch);
 ClassifierStats evaluate_model(models::Classifier& model, const models::Ensemble* teacher,
                                const data::Dataset& ds, const data::Normalization& norm,
                                Device device);

@@ -213,6 +213,10 @@ int main(int argc, char** argv) {
                           "Distil on a random subset of the training set of this size (0 = all)");
 
   distill_cmd->add_option("--resume", resume_dir, resume_help);
+  distill_cmd->add_flag("!--no-logit-cache", dist.loop.logit_cache,
+                        "Run the teachers on every batch instead of reusing their logits (the "
+                        "cache is used on the test set, and on the distillation images when they "
+                        "are not augmented; results are the same bits either way)");
 
   EvalOptions ev;
   auto* eval_cmd = app.add_subcommand("eval", "Evaluate a checkpoint (and its fidelity to teachers)");

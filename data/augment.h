@@ -39,6 +39,13 @@ struct AugmentSpec {
   double noise_p = 0;
 };
 
+// True when the spec draws anything, so a batch's images depend on the step and not only on its
+// examples (a teacher's logits on them can then not be computed once for the whole run).
+inline bool is_random(const AugmentSpec& s) {
+  return s.crop_pad > 0 || s.hflip || s.vflip || s.rotation_degrees > 0 || s.brightness > 0 ||
+         s.contrast > 0 || s.saturation > 0 || s.hue > 0 || s.noise_p > 0;
+}
+
 // The integer form the draws use; throws InputError for out-of-range fields.
 AugmentPlan make_augment_plan(const AugmentSpec& spec);
 

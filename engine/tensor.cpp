@@ -153,6 +153,20 @@ void Tensor::copy_range_from(int64_t offset, const Tensor& src) {
   else backend_of(device()).copy_device_to_device(dst, src.raw(), n);
 }
 
+Tensor Tensor::rows(int64_t begin, int64_t count) const {
+  KD_CHECK(dim() >= 1 && begin >= 0 && count >= 0 && begin + count <= size(0),
+           "rows(" << begin << ", " << count << ") of " << describe(*this));
+  Shape shape = this->shape();
+  shape[0] = count;
+  Tensor out = Tensor::empty(shape, dtype(), device());
+  const size_t row_bytes = shape_numel(shape) == 0 ? 0 : out.nbytes() / size_t(count);
+  if (out.nbytes() == 0) return out;
+  const char* src = static_cast<const char*>(raw()) + size_t(begin) * row_bytes;
+  if (!is_cuda()) std::memcpy(out.raw(), src, out.nbytes());
+  else backend_of(device()).copy_device_to_device(out.raw(), src, out.nbytes());
+  return out;
+}
+
 void Tensor::write_from_host(const void* src) {
   if (nbytes() == 0) return;
   if (is_cuda()) backend_of(device()).copy_host_to_device(raw(), src, nbytes());

@@ -77,6 +77,8 @@ class Tensor {
   void copy_from(const Tensor& src);  // same shape; any devices, same dtype
   // All of src's elements into this tensor's flat elements [offset, offset + src.numel()).
   void copy_range_from(int64_t offset, const Tensor& src);
+  // A new tensor on the same device holding rows [begin, begin + count) of dimension 0.
+  Tensor rows(int64_t begin, int64_t count) const;
   // Host memory in and out without a host tensor: write_from_host fills the whole tensor from
   // nbytes() at src; read_to_host copies elements [offset, offset + count) to dst and returns
   // when they are there (for a GPU tensor: one copy on the compute stream).

@@ -194,6 +194,33 @@ TEST(EmulatedGpuLoops, DistillWithMixupFromEnsembleMatchesCpu) {
   expect_same_loops(distilled(Device::cuda()), distilled(Device::cpu()), true);
 }
 
+// On the device the cached teacher logits (laid out per epoch, served by row copies) must give the
+// same bits as the ensemble run on every batch: the cache is plumbing, not maths.
+TEST(EmulatedGpuLoops, DistillWithLogitCacheIsBitwiseTheRunWithout) {
+  KD_REQUIRE_EMULATED_GPU();
+  const data::Dataset train = synthetic(50, 1, 28, 3), test = synthetic(30, 1, 28, 4);
+  models::Ensemble teacher = make_teacher(Device::cuda(), 1);
+  LoopResult runs[2];
+  for (int cached = 0; cached < 2; ++cached) {
+    LoopResult& r = runs[cached];
+    r.model = models::make_model("lenet5", 10, 1, /*seed=*/5);
+    r.model->to(Device::cuda());
+    apps::LoopConfig cfg = loop_config(Device::cuda(), 2, 16);  // a partial last batch of 2
+    cfg.logit_cache = cached == 1;
+    apps::DistillConfig dcfg;
+    apps::distill(*r.model, teacher, train, &test, data::Normalization::unitcube(1), cfg, dcfg,
+                  "emu", [&](const apps::EpochRecord& rec) { r.epochs.push_back(rec); });
+  }
+  ASSERT_EQ(runs[0].epochs.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    EXPECT_EQ(runs[0].epochs[e].train_loss, runs[1].epochs[e].train_loss) << e;
+    EXPECT_EQ(runs[0].epochs[e].test.kl_sum, runs[1].epochs[e].test.kl_sum) << e;
+    EXPECT_EQ(runs[0].epochs[e].test.agree, runs[1].epochs[e].test.agree) << e;
+  }
+  runs[0].model->to(Device::cpu());
+  expect_close_state(*runs[1].model, *runs[0].model, "cached vs uncached", /*rel=*/0);
+}
+
 // 1100 examples: a full batch of 1000 and a partial one, with and without a teacher.
 TEST(EmulatedGpuLoops, EvaluateModelMatchesCpu) {
   KD_REQUIRE_EMULATED_GPU();

@@ -198,6 +198,7 @@ TEST(EmulatedGpuLoops, DistillWithMixupFromEnsembleMatchesCpu) {
 // same bits as the ensemble run on every batch: the cache is plumbing, not maths.
 TEST(EmulatedGpuLoops, DistillWithLogitCacheIsBitwiseTheRunWithout) {
   KD_REQUIRE_EMULATED_GPU();
+  cuda_testing::WholeModelSchedule schedule;
   const data::Dataset train = synthetic(50, 1, 28, 3), test = synthetic(30, 1, 28, 4);
   models::Ensemble teacher = make_teacher(Device::cuda(), 1);
   LoopResult runs[2];

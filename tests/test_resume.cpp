@@ -11,12 +11,14 @@
 #include <memory>
 
 #include "apps/loop_state.h"
+#include "apps/model_io.h"
 #include "engine/checkpoint.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "models/registry.h"
 #include "tests/cli_testing.h"
+#include "tests/cuda_testing.h"
 
 namespace kd {
 namespace {
@@ -59,6 +61,14 @@ void expect_same_run(const std::string& expected, const std::string& resumed,
   EXPECT_EQ(read_file(expected + "/summary.json"), read_file(resumed + "/summary.json")) << what;
   for (const std::string& name : entries_of(resumed))
     EXPECT_EQ(name.find(".tmp"), std::string::npos) << what << ": temporary file left: " << name;
+}
+
+// An untrained LeNet-5 teacher, as train would write it.
+std::string write_lenet_checkpoint(const TempDir& tmp) {
+  auto model = models::make_model("lenet5", 10, 1, 0);
+  const std::string path = tmp / "teacher.safetensors";
+  apps::save_model(path, *model, {0.5f}, {0.5f}, {{"role", "teacher"}});
+  return path;
 }
 
 std::vector<std::string> with(std::vector<std::string> args, std::vector<std::string> more) {
@@ -127,6 +137,27 @@ TEST(Resume, DistillKilledInEitherLoopEndsWithTheSameBytes) {
                     {"student.safetensors", "independent.safetensors"},
                     "distill killed after step " + std::to_string(kill_at));
   }
+}
+
+// The device path: state read back from the GPU, loaded onto it, the unfinished epoch's losses
+// restored into the device loss log. Our kernels sum in a fixed order, so on the emulated GPU
+// (and on a GPU with --deterministic) the resumed run is the same bits too.
+TEST(ResumeCuda, DeviceRunKilledAndResumedEndsWithTheSameBytes) {
+  KD_REQUIRE_CUDA();
+  TempDir tmp;
+  const std::string data = write_synthetic_data(tmp);
+  const std::vector<std::string> args = {"distill", "--teacher", write_lenet_checkpoint(tmp),
+                                         "--data-dir", data, "--device", "cuda",
+                                         "--deterministic", "--epochs", "2", "--batch", "16",
+                                         "--checkpoint-every", "3", "--mixup", "1"};
+  RunResult full = run_kdlab(with(args, {"--out", tmp / "full"}), tmp.path);
+  ASSERT_EQ(full.code, 0) << full.err;
+  const std::string out = tmp / "cut";
+  RunResult cut = run_kdlab(with(args, {"--out", out}), tmp.path, {{"KDLAB_KILL_AFTER_STEP", "7"}});
+  ASSERT_EQ(cut.code, 128 + SIGKILL) << cut.err;
+  RunResult resumed = run_kdlab({"distill", "--resume", out}, tmp.path);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  expect_same_run(tmp / "full", out, {"student.safetensors"}, "device distill killed at step 7 (state at 6, mid-epoch)");
 }
 
 TEST(Resume, RefusalsNameTheRunAndChangeNothing) {

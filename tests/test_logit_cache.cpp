@@ -22,8 +22,8 @@ TEST(LogitCache, DistillationIsBitwiseTheSameWithAndWithoutIt) {
   TempDir tmp;
   const std::string data = write_synthetic_data(tmp);
   for (int seed : {1, 2}) {
-    RunResult t = run_kdlab({"train", "--data-dir", data, "--model", "preresnet8", "--pad-to",
-                             "32", "--epochs", "1", "--batch", "16", "--threads", "2", "--seed",
+    RunResult t = run_kdlab({"train", "--data-dir", data, "--model", "preresnet8", "--pad-to", "32",
+                             "--epochs", "1", "--batch", "16", "--threads", "2", "--seed",
                              std::to_string(seed), "--out", tmp / ("t" + std::to_string(seed))},
                             tmp.path);
     ASSERT_EQ(t.code, 0) << t.err;
@@ -32,10 +32,23 @@ TEST(LogitCache, DistillationIsBitwiseTheSameWithAndWithoutIt) {
   // ones (the test set only).
   for (const std::vector<std::string>& extra :
        {std::vector<std::string>{}, std::vector<std::string>{"--hflip"}}) {
-    std::vector<std::string> args = {"distill", "--teacher", tmp / "t1/model.safetensors",
-                                     "--teacher", tmp / "t2/model.safetensors", "--data-dir",
-                                     data, "--pad-to", "32", "--epochs", "2", "--batch", "24",
-                                     "--threads", "2", "--eval-every", "1"};
+    std::vector<std::string> args = {"distill",
+                                     "--teacher",
+                                     tmp / "t1/model.safetensors",
+                                     "--teacher",
+                                     tmp / "t2/model.safetensors",
+                                     "--data-dir",
+                                     data,
+                                     "--pad-to",
+                                     "32",
+                                     "--epochs",
+                                     "2",
+                                     "--batch",
+                                     "24",
+                                     "--threads",
+                                     "2",
+                                     "--eval-every",
+                                     "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     const std::string what = extra.empty() ? "unaugmented" : "hflip";
     std::vector<std::string> cached = args, uncached = args;

@@ -12,8 +12,8 @@
 
 #include "apps/loop_state.h"
 #include "apps/model_io.h"
-#include "engine/checkpoint.h"
 #include "engine/autograd.h"
+#include "engine/checkpoint.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "models/registry.h"
@@ -46,7 +46,8 @@ void expect_same_run(const std::string& expected, const std::string& resumed,
   // only the seconds spent differ.
   for (const std::string& name : entries_of(expected)) {
     if (name.rfind("last", 0) != 0) continue;
-    Checkpoint a = load_checkpoint(expected + "/" + name), b = load_checkpoint(resumed + "/" + name);
+    Checkpoint a = load_checkpoint(expected + "/" + name),
+               b = load_checkpoint(resumed + "/" + name);
     a.metadata.erase("seconds"), b.metadata.erase("seconds");
     EXPECT_EQ(a.metadata, b.metadata) << what << ": " << name;
     ASSERT_EQ(a.tensors.size(), b.tensors.size()) << what << ": " << name;
@@ -82,9 +83,9 @@ std::vector<std::string> with(std::vector<std::string> args, std::vector<std::st
 TEST(Resume, TrainKilledAnywhereEndsWithTheSameBytes) {
   TempDir tmp;
   const std::string data = write_synthetic_data(tmp);
-  const std::vector<std::string> args = {"train", "--data-dir", data, "--epochs", "3",
-                                         "--batch", "8", "--threads", "2", "--eval-every", "1",
-                                         "--checkpoint-every", "3", "--crop-pad", "2", "--hflip"};
+  const std::vector<std::string> args = {
+      "train", "--data-dir",   data, "--epochs",           "3", "--batch",    "8", "--threads",
+      "2",     "--eval-every", "1",  "--checkpoint-every", "3", "--crop-pad", "2", "--hflip"};
   RunResult full = run_kdlab(with(args, {"--out", tmp / "full"}), tmp.path);
   ASSERT_EQ(full.code, 0) << full.err;
   for (int kill_at : {2, 8, 14}) {
@@ -111,17 +112,38 @@ TEST(Resume, TrainKilledAnywhereEndsWithTheSameBytes) {
 TEST(Resume, DistillKilledInEitherLoopEndsWithTheSameBytes) {
   TempDir tmp;
   const std::string data = write_synthetic_data(tmp);
-  RunResult teacher = run_kdlab({"train", "--data-dir", data, "--model", "preresnet8",
-                                 "--pad-to", "32", "--epochs", "1", "--batch", "16", "--threads",
-                                 "2", "--out", tmp / "teacher"},
-                                tmp.path);
+  RunResult teacher =
+      run_kdlab({"train", "--data-dir", data, "--model", "preresnet8", "--pad-to", "32", "--epochs",
+                 "1", "--batch", "16", "--threads", "2", "--out", tmp / "teacher"},
+                tmp.path);
   ASSERT_EQ(teacher.code, 0) << teacher.err;
   // Relative paths, resolved against the recorded working directory on resume.
-  const std::vector<std::string> args = {
-      "distill", "--teacher", "teacher/model.safetensors", "--data-dir", "synthetic",
-      "--pad-to", "32", "--epochs", "2", "--batch", "16", "--threads", "2", "--optimizer", "adam",
-      "--lr", "0.001", "--mixup", "1", "--independent", "--checkpoint-every", "3", "--init-from",
-      "teacher/model.safetensors", "--init-interpolate", "0.5"};
+  const std::vector<std::string> args = {"distill",
+                                         "--teacher",
+                                         "teacher/model.safetensors",
+                                         "--data-dir",
+                                         "synthetic",
+                                         "--pad-to",
+                                         "32",
+                                         "--epochs",
+                                         "2",
+                                         "--batch",
+                                         "16",
+                                         "--threads",
+                                         "2",
+                                         "--optimizer",
+                                         "adam",
+                                         "--lr",
+                                         "0.001",
+                                         "--mixup",
+                                         "1",
+                                         "--independent",
+                                         "--checkpoint-every",
+                                         "3",
+                                         "--init-from",
+                                         "teacher/model.safetensors",
+                                         "--init-interpolate",
+                                         "0.5"};
   RunResult full = run_kdlab(with(args, {"--out", "full"}), tmp.path);
   ASSERT_EQ(full.code, 0) << full.err;
   for (int kill_at : {5, 12}) {  // 8 steps per loop: step 5 of the student, 4 of the independent
@@ -133,8 +155,7 @@ TEST(Resume, DistillKilledInEitherLoopEndsWithTheSameBytes) {
     EXPECT_EQ(fs::exists(tmp / (out + "/last-independent.safetensors")), kill_at > 8 + 3);
     RunResult resumed = run_kdlab({"distill", "--resume", out}, tmp.path);
     ASSERT_EQ(resumed.code, 0) << resumed.err;
-    expect_same_run(tmp / "full", tmp / out,
-                    {"student.safetensors", "independent.safetensors"},
+    expect_same_run(tmp / "full", tmp / out, {"student.safetensors", "independent.safetensors"},
                     "distill killed after step " + std::to_string(kill_at));
   }
 }
@@ -146,10 +167,11 @@ TEST(ResumeCuda, DeviceRunKilledAndResumedEndsWithTheSameBytes) {
   KD_REQUIRE_CUDA();
   TempDir tmp;
   const std::string data = write_synthetic_data(tmp);
-  const std::vector<std::string> args = {"distill", "--teacher", write_lenet_checkpoint(tmp),
-                                         "--data-dir", data, "--device", "cuda",
-                                         "--deterministic", "--epochs", "2", "--batch", "16",
-                                         "--checkpoint-every", "3", "--mixup", "1"};
+  const std::vector<std::string> args = {
+      "distill",  "--teacher", write_lenet_checkpoint(tmp), "--data-dir", data,
+      "--device", "cuda",      "--deterministic",           "--epochs",   "2",
+      "--batch",  "16",        "--checkpoint-every",        "3",          "--mixup",
+      "1"};
   RunResult full = run_kdlab(with(args, {"--out", tmp / "full"}), tmp.path);
   ASSERT_EQ(full.code, 0) << full.err;
   const std::string out = tmp / "cut";
@@ -157,7 +179,8 @@ TEST(ResumeCuda, DeviceRunKilledAndResumedEndsWithTheSameBytes) {
   ASSERT_EQ(cut.code, 128 + SIGKILL) << cut.err;
   RunResult resumed = run_kdlab({"distill", "--resume", out}, tmp.path);
   ASSERT_EQ(resumed.code, 0) << resumed.err;
-  expect_same_run(tmp / "full", out, {"student.safetensors"}, "device distill killed at step 7 (state at 6, mid-epoch)");
+  expect_same_run(tmp / "full", out, {"student.safetensors"},
+                  "device distill killed at step 7 (state at 6, mid-epoch)");
 }
 
 TEST(Resume, RefusalsNameTheRunAndChangeNothing) {

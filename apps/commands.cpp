@@ -214,7 +214,7 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
                                     {"subset_size", options.subset_size},
                                     {"loop", loop_json(loop)},
                                     {"threads", num_threads()}});
-  data::Normalization norm = data::Normalization::unitcube(train.c);
+  data::Normalization norm = data::dataset_normalization(common.dataset, train.c);
   if (options.save_init && !common.resume) {
     std::map<std::string, std::string> meta = data_metadata(common);
     meta["role"] = "initial teacher";
@@ -323,7 +323,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
                        {"init_kind", options.init_from.empty() ? "" : options.init_kind},
                        {"loop", loop_json(loop)},
                        {"threads", num_threads()}});
-  data::Normalization norm = data::Normalization::unitcube(train.c);
+  data::Normalization norm = data::dataset_normalization(common.dataset, train.c);
   // A resumed student takes its statistics from the state file.
   std::error_code no_state;
   if (!options.init_from.empty() && models::has_batch_norm(*student) &&

@@ -15,6 +15,7 @@
 
 #include "apps/experiment.h"
 #include "apps/model_io.h"
+#include "data/datasets.h"
 #include "apps/presets.h"
 #include "apps/report.h"
 #include "apps/run_dir.h"
@@ -91,7 +92,7 @@ int run_fmnist_study(const StudyOptions& opt) {
                                                              : opt.data_dir},
                            {"settings", settings_json(s)}};
   run.write_config(config);
-  data::Normalization norm = data::Normalization::unitcube(1);
+  data::Normalization norm = data::dataset_normalization("fmnist", 1);
   run.log("loaded " + std::to_string(train.n) + " train and " + std::to_string(test.n) +
           " test images from " + config["data_dir"].get<std::string>());
 

@@ -23,6 +23,10 @@ std::string dataset_dir(const DatasetEntry& entry, const std::string& dir) {
   return entry.default_dir;
 }
 
+Normalization dataset_normalization(const std::string& name, int channels) {
+  return dataset_registry().find(name, "--dataset").normalization(channels);
+}
+
 Dataset load_dataset(const std::string& name, const std::string& dir, bool train,
                      const LoadOptions& options) {
   const DatasetEntry& entry = dataset_registry().find(name, "--dataset");

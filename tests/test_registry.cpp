@@ -122,6 +122,18 @@ TEST(Registry, MnistReadsItsIdxFolderAndNamesItsSplits) {
   }
 }
 
+// The paper's unit cube for every dataset, per channel of the images it is given (the CLI records
+// it in every checkpoint it writes).
+TEST(Registry, EveryDatasetNormalizesToThePapersUnitCube) {
+  for (const data::DatasetEntry& e : data::dataset_registry().entries())
+    for (int channels : {1, 3}) {
+      data::Normalization n = data::dataset_normalization(e.name, channels);
+      EXPECT_EQ(n.mean, std::vector<float>(size_t(channels), 0.5f)) << e.name;
+      EXPECT_EQ(n.std, std::vector<float>(size_t(channels), 0.5f)) << e.name;
+    }
+  EXPECT_THROW(data::dataset_normalization("imagenet", 3), InputError);
+}
+
 TEST(Registry, EveryPresetNamesARegisteredDataset) {
   EXPECT_TRUE(apps::preset_registry().contains("fmnist-study"));
   for (const auto& e : apps::preset_registry().entries()) {

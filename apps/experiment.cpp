@@ -290,6 +290,13 @@ void for_each_ordered_batch(const data::Dataset& ds, const data::Normalization& 
 }
 }  // namespace
 
+void for_each_eval_batch(const data::Dataset& ds, const data::Normalization& norm, Device device,
+                         int batch,
+                         const std::function<void(const Tensor& images, const Tensor& labels)>& fn) {
+  for_each_ordered_batch(ds, norm, device, batch,
+                         [&](const HostBatch& hb) { fn(hb.images, hb.labels); });
+}
+
 ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
                          const data::Normalization& norm, Device device, int batch) {
   profile::Range range("evaluate");

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/bench.h"
+#include "apps/cka.h"
 #include "apps/commands.h"
 #include "apps/presets.h"
 #include "apps/run_dir.h"
@@ -162,6 +163,12 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--model", ev.model, "Checkpoint to evaluate")->required();
   eval_cmd->add_option("--teacher", ev.teachers, "Teacher checkpoint(s) for agreement and KL");
   eval_cmd->add_option("--split", ev.split, "test | train")->capture_default_str();
+  eval_cmd->add_flag("--cka", ev.cka,
+                     "Also report linear CKA between each --teacher's and the model's PreResNet "
+                     "stage outputs (pooled over H, W), per batch in dataset order, averaged");
+  ev.cka_batch = kDefaultCkaBatch;
+  eval_cmd->add_option("--cka-batch", ev.cka_batch, "Batch size of the CKA pass (the paper's 128)")
+      ->capture_default_str();
 
   std::string preset;
   StudyOptions study;

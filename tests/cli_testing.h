@@ -13,12 +13,14 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "base/philox.h"
 #include "data/dataset.h"
 
 #ifndef KDLAB_BINARY
@@ -143,6 +145,34 @@ inline std::vector<std::string> lines_of(const std::string& text) {
     start = end + 1;
   }
   return out;
+}
+
+// A refusal as a user sees it: exit 2, exactly one stderr line "kdlab: error: ..." holding every
+// needle, nothing on stdout.
+inline void expect_refusal(const RunResult& r, std::initializer_list<std::string> needles) {
+  EXPECT_EQ(r.code, 2) << "stderr: " << r.err;
+  EXPECT_EQ(r.err.rfind("kdlab: error: ", 0), 0u) << "stderr: " << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "not one line:\n" << r.err;
+  for (const std::string& n : needles)
+    EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+// A Fashion-MNIST-format folder of seeded random 28x28 images: `train` and `test` images,
+// labels i % 10 (no real data needed).
+inline std::string write_synthetic_fmnist(const std::string& dir, int train = 64, int test = 32) {
+  fs::create_directories(dir);
+  for (auto [prefix, n] : {std::pair<const char*, int>{"train", train}, {"t10k", test}}) {
+    data::Dataset ds;
+    ds.n = n, ds.c = 1, ds.h = 28, ds.w = 28, ds.num_classes = 10;
+    ds.images.resize(size_t(n) * 28 * 28);
+    const uint64_t first = std::string(prefix) == "train" ? 0 : uint64_t(1) << 32;
+    for (size_t i = 0; i < ds.images.size(); ++i)
+      ds.images[i] = uint8_t(255 * philox_uniform(11, kStreamTest, first + i));
+    for (int i = 0; i < n; ++i) ds.labels.push_back(i % 10);
+    write_fashion_mnist_split(dir, prefix, ds);
+  }
+  return dir;
 }
 
 inline std::vector<std::string> entries_of(const std::string& dir) {

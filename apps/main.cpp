@@ -1,5 +1,5 @@
-// kdlab command line: train, distill, eval, import, repro <preset>, bench. Parses flags (CLI11) into the
-// option structs of commands.h / presets.h / bench.h; every error becomes one line
+// kdlab command line: train, distill, eval, import, repro <preset>, bench. Parses flags (CLI11)
+// into the option structs of commands.h / presets.h / bench.h; every error becomes one line
 // "kdlab: error: ..." and a non-zero exit (2 for bad input, 1 otherwise).
 #include <iostream>
 
@@ -181,8 +181,8 @@ int main(int argc, char** argv) {
                          "Dataset whose classes, channels and normalization the model uses:" +
                              kd::data::dataset_registry().help())
       ->capture_default_str();
-  import_cmd->add_option("--data-dir", common.data_dir, "Folder with the dataset's files (default:" +
-                                                            dataset_dirs() + ")");
+  import_cmd->add_option("--data-dir", common.data_dir,
+                         "Folder with the dataset's files (default:" + dataset_dirs() + ")");
   import_cmd->add_option("--pad-to", common.pad_to, "The model sees images zero-padded to N x N");
   import_cmd->add_option("--resize", common.resize, "--dataset folder: images resized to N x N");
 

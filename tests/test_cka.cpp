@@ -51,7 +51,8 @@ std::vector<double> rotate(const std::vector<double>& x, int64_t n, int64_t p, u
   std::vector<double> out(size_t(n * p), 0.0);
   for (int64_t r = 0; r < n; ++r)
     for (int64_t j = 0; j < p; ++j)
-      for (int64_t k = 0; k < p; ++k) out[size_t(r * p + j)] += x[size_t(r * p + k)] * q[size_t(k * p + j)];
+      for (int64_t k = 0; k < p; ++k)
+        out[size_t(r * p + j)] += x[size_t(r * p + k)] * q[size_t(k * p + j)];
   return out;
 }
 

@@ -159,7 +159,8 @@ TEST(Import, BrokenStateDictsAreRefusedNamingTheTensorAndWriteNothing) {
   expect_refusal(import(f64), {"f64.safetensors", "'fc.bias' is F64[10]", "F32[10]"});
   // The wrong architecture: said as such, not as a list of every tensor.
   expect_refusal(import(teacher_file("lenet5.safetensors")),
-                 {"lenet5.safetensors", "none of preresnet8's tensors", "is --model preresnet8 right"});
+                 {"lenet5.safetensors", "none of preresnet8's tensors",
+                  "is --model preresnet8 right"});
   expect_refusal(import(teacher_file("preresnet8.safetensors"), "preresnet20"),
                  {"preresnet8.safetensors", "'layer1.1.bn1.weight' is missing"});
   expect_refusal(import(teacher_file("preresnet8.safetensors"), "resnet9"), {"--model", "resnet9"});

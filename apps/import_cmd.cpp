@@ -81,9 +81,9 @@ std::shared_ptr<models::Classifier> import_state_dict(const std::string& path,
   for (const auto& kv : expected) known += file.tensors.count(kv.first);
   // Not one name in common: another architecture's file, which a list of every tensor would hide.
   KD_INPUT_CHECK(known > 0 || file.tensors.empty(),
-                 path << ": none of " << model->arch << "'s tensors is in the file (its first is '"
-                      << file.tensors.begin()->first << "', " << model->arch << "'s '"
-                      << expected.front().first << "'): is --model " << arch << " right?");
+                 path << ": none of " << model->arch << "'s tensors is in the file (it has '"
+                      << file.tensors.begin()->first << "', ...; " << model->arch << " has '"
+                      << expected.front().first << "', ...): is --model " << arch << " right?");
   const std::vector<std::string> problems =
       state_dict_problems(model->arch, classes, expected, file.tensors);
   if (!problems.empty()) {

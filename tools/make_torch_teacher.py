@@ -1,8 +1,10 @@
 """Teachers "trained elsewhere": PyTorch models saved the standard way, for `kdlab import` tests.
 
 Run with the official safetensors library: `/opt/kdlab-venv/bin/python tools/make_torch_teacher.py`
-(a venv over Debian's python3-torch: python3 -m venv --system-site-packages /opt/kdlab-venv &&
-/opt/kdlab-venv/bin/pip install safetensors). Deterministic (torch.manual_seed, one thread).
+(a venv over Debian's python3-torch: /usr/bin/python3 -m venv --system-site-packages
+/opt/kdlab-venv && /opt/kdlab-venv/bin/pip install safetensors). Deterministic (torch.manual_seed,
+one thread): a rerun gives the same tensors byte for byte; only the order of the metadata keys in
+expected.safetensors' header may change (the library's own choice), which no reader depends on.
 
 Writes into tests/golden/torch_teachers/ (a subfolder: these files are in the official library's
 layout, not tools/st.py's canonical one that tests/test_safetensors.cpp re-encodes byte for byte):

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "apps/cka.h"
 #include "apps/loop_state.h"
 #include "apps/model_io.h"
 #include "models/interpolate.h"
@@ -388,6 +389,12 @@ int run_eval(const CommonOptions& common, const EvalOptions& options) {
   LoadedModel loaded = load_model(options.model);
   loaded.model->to(device);
   auto members = load_teachers(options.teachers, device);
+  if (options.cka) {
+    KD_INPUT_CHECK(!members.empty(), "--cka: give the --teacher to compare with");
+    KD_INPUT_CHECK(options.cka_batch >= 2, "--cka-batch: expected at least 2, got "
+                                               << options.cka_batch);
+    for (const auto& m : members) check_cka_models(*loaded.model, *m, "--cka");
+  }
   // The checkpoint says how its training images were padded; --pad-to overrides it.
   CommonOptions data_options = common;
   const auto padded = loaded.metadata.find("pad_to");
@@ -407,6 +414,13 @@ int run_eval(const CommonOptions& common, const EvalOptions& options) {
   nlohmann::json j = stats_json(stats, teacher != nullptr);
   j["split"] = options.split;
   j["model"] = options.model;
+  if (options.cka) {
+    j["cka"] = nlohmann::json::array();
+    for (size_t i = 0; i < members.size(); ++i)
+      j["cka"].push_back(cka_json(measure_stage_cka(*loaded.model, *members[i], ds, norm, device,
+                                                    options.cka_batch),
+                                  options.cka_batch, options.teachers[i]));
+  }
   std::cout << j.dump(2) << "\n";
   return 0;
 }

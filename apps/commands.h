@@ -58,6 +58,8 @@ struct EvalOptions {
   std::string model;                  // checkpoint
   std::vector<std::string> teachers;  // optional: fidelity against this ensemble
   std::string split = "test";         // test | train
+  bool cka = false;                   // also stage CKA teacher vs model, per teacher (apps/cka.h)
+  int cka_batch = 128;                // the CKA pass's batch size (reported with the values)
 };
 
 // Resolves the common options (threads, device) and the run directory path.

@@ -436,6 +436,13 @@ void validate(const DistillConfig& c) {
   KD_INPUT_CHECK(c.alpha >= 0 && c.alpha <= 1, "--alpha: expected 0..1, got " << c.alpha);
 }
 
+void for_each_eval_batch(const data::Dataset& ds, const data::Normalization& norm, Device device,
+                         int batch,
+                         const std::function<void(const Tensor& images, const Tensor& labels)>& fn) {
+  for_each_ordered_batch(ds, norm, device, batch,
+                         [&](const HostBatch& hb) { fn(hb.images, hb.labels); });
+}
+
 ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
                          const data::Normalization& norm, Device device, int batch) {
   TeacherRows rows;

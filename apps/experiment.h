@@ -75,6 +75,11 @@ using LogitsFn = std::function<Tensor(const Tensor& images)>;
 // all at T = 1, unaugmented, under NoGradGuard. The model's train/eval mode is the caller's.
 ClassifierStats evaluate(const LogitsFn& model, const LogitsFn* teacher, const data::Dataset& ds,
                          const data::Normalization& norm, Device device, int batch = kEvalBatch);
+// Every example of ds once, in dataset order, unaugmented and normalized, in batches of `batch`
+// (the last one may be smaller) on `device`, under NoGradGuard: the pass evaluation uses.
+void for_each_eval_batch(const data::Dataset& ds, const data::Normalization& norm, Device device,
+                         int batch,
+                         const std::function<void(const Tensor& images, const Tensor& labels)>& fn);
 ClassifierStats evaluate_model(models::Classifier& model, const models::Ensemble* teacher,
                                const data::Dataset& ds, const data::Normalization& norm,
                                Device device);

@@ -1,5 +1,5 @@
-// kdlab command line: train, distill, eval, repro <preset>, bench. Parses flags (CLI11) into the
-// option structs of commands.h / presets.h / bench.h; every error becomes one line
+// kdlab command line: train, distill, eval, import, repro <preset>, bench. Parses flags (CLI11)
+// into the option structs of commands.h / presets.h / bench.h; every error becomes one line
 // "kdlab: error: ..." and a non-zero exit (2 for bad input, 1 otherwise).
 #include <filesystem>
 #include <iostream>
@@ -9,7 +9,9 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/bench.h"
+#include "apps/cka.h"
 #include "apps/commands.h"
+#include "apps/import_cmd.h"
 #include "apps/presets.h"
 #include "apps/run_dir.h"
 #include "base/check.h"
@@ -224,6 +226,27 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--model", ev.model, "Checkpoint to evaluate")->required();
   eval_cmd->add_option("--teacher", ev.teachers, "Teacher checkpoint(s) for agreement and KL");
   eval_cmd->add_option("--split", ev.split, "test | train")->capture_default_str();
+  eval_cmd->add_flag("--cka", ev.cka,
+                     "Also report linear CKA between each --teacher's and the model's PreResNet "
+                     "stage outputs (pooled over H, W), per batch in dataset order, averaged");
+  ev.cka_batch = kDefaultCkaBatch;
+  eval_cmd->add_option("--cka-batch", ev.cka_batch, "Batch size of the CKA pass (the paper's 128)")
+      ->capture_default_str();
+
+  ImportOptions import;
+  auto* import_cmd = app.add_subcommand(
+      "import", "Turn a PyTorch state dict saved with safetensors into a kdlab checkpoint");
+  import_cmd->add_option("input", import.input, "The .safetensors file PyTorch wrote")->required();
+  import_cmd->add_option("--model", import.model, model_help())->required();
+  import_cmd->add_option("--out", import.out, "The kdlab checkpoint to write")->required();
+  import_cmd->add_option("--dataset", common.dataset,
+                         "Dataset whose classes, channels and normalization the model uses:" +
+                             kd::data::dataset_registry().help())
+      ->capture_default_str();
+  import_cmd->add_option("--data-dir", common.data_dir,
+                         "Folder with the dataset's files (default:" + dataset_dirs() + ")");
+  import_cmd->add_option("--pad-to", common.pad_to, "The model sees images zero-padded to N x N");
+  import_cmd->add_option("--resize", common.resize, "--dataset folder: images resized to N x N");
 
   std::string preset;
   StudyOptions study;
@@ -278,6 +301,7 @@ int main(int argc, char** argv) {
     if (train_cmd->parsed()) return run_train(common, train);
     if (distill_cmd->parsed()) return run_distill(common, dist);
     if (eval_cmd->parsed()) return run_eval(common, ev);
+    if (import_cmd->parsed()) return run_import(common, import);
     if (repro_cmd->parsed()) {
       const PresetEntry& entry = preset_registry().find(preset, "repro");
       KD_INPUT_CHECK(repro_cmd->count("--dataset") == 0 || common.dataset == entry.dataset,

@@ -4,7 +4,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "base/check.h"
 #include "engine/nn/module.h"
 
 namespace kd {
@@ -13,6 +15,17 @@ namespace models {
 class Classifier : public nn::Module {
  public:
   virtual Tensor forward(const Tensor& x) = 0;  // images [n, c, h, w] -> logits [n, classes]
+
+  // Per-stage representations for CKA (paper Table 1): the forward pass, whose logits go to
+  // `logits` when it is given, and each stage's output average-pooled over H and W, [n, channels],
+  // in stage order. Only models with stages (PreResNet) override it; the rest refuse.
+  virtual bool has_stages() const { return false; }
+  virtual std::vector<Tensor> forward_stages(const Tensor& x, Tensor* logits) {
+    (void)x, (void)logits;
+    KD_INPUT_CHECK(false, "model " << arch << " has no stages (CKA compares PreResNet stages)");
+    return {};
+  }
+
   std::string arch;
   int num_classes = 0;
   int in_channels = 0;

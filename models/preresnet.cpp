@@ -1,6 +1,7 @@
 // PreResNet (see preresnet.h).
 #include "models/preresnet.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -99,12 +100,22 @@ PreResNet::PreResNet(int depth, int classes, int channels, bool group_norm, uint
       block_names_.push_back("layer" + std::to_string(stage + 1) + "." + std::to_string(i));
     }
     register_module("layer" + std::to_string(stage + 1), layer);
+    stage_ends_.push_back(blocks_.size() - 1);
   }
   head_norm_ = register_module("bn", make_norm(inplanes, group_norm));
   fc_ = register_module("fc", std::make_shared<nn::Linear>(inplanes, classes, init));
 }
 
-Tensor PreResNet::forward(const Tensor& x) {
+Tensor PreResNet::forward(const Tensor& x) { return run(x, nullptr); }
+
+std::vector<Tensor> PreResNet::forward_stages(const Tensor& x, Tensor* logits) {
+  std::vector<Tensor> stages;
+  Tensor out = run(x, &stages);
+  if (logits) *logits = out;
+  return stages;
+}
+
+Tensor PreResNet::run(const Tensor& x, std::vector<Tensor>* stages) {
   KD_CHECK(x.dim() == 4 && x.size(1) == in_channels && x.size(2) == 32 && x.size(3) == 32,
            arch << ": expected input [n, " << in_channels << ", 32, 32], got " << describe(x));
   Tensor h;
@@ -115,6 +126,8 @@ Tensor PreResNet::forward(const Tensor& x) {
   for (size_t i = 0; i < blocks_.size(); ++i) {
     profile::Range range(block_names_[i]);
     h = blocks_[i]->forward(h);
+    if (stages && std::find(stage_ends_.begin(), stage_ends_.end(), i) != stage_ends_.end())
+      stages->push_back(ops::flatten(ops::avg_pool2d(h, int(h.size(2)), int(h.size(2)))));
   }
   profile::Range range("head");
   h = ops::relu(head_norm_->forward(h));

@@ -33,13 +33,23 @@ class PreResNet : public Classifier {
  public:
   PreResNet(int depth, int num_classes, int in_channels, bool group_norm, uint64_t seed);
   Tensor forward(const Tensor& x) override;
+  // The stage outputs are the raw outputs of layer1, layer2 and layer3 (the last block's residual
+  // sum, before the next block's or the head's BN -> ReLU): the "preacts" the paper's Table 1
+  // code compares. In a pre-activation net these are the tensors the stages hand on; the
+  // following BN -> ReLU belongs to the next consumer.
+  bool has_stages() const override { return true; }
+  std::vector<Tensor> forward_stages(const Tensor& x, Tensor* logits) override;
   int depth() const { return depth_; }
 
  private:
+  // The forward pass; when `stages` is given, each stage's output pooled over H, W goes there.
+  Tensor run(const Tensor& x, std::vector<Tensor>* stages);
+
   int depth_;
   std::shared_ptr<nn::Conv2d> stem_;
   std::vector<std::shared_ptr<PreActBlock>> blocks_;
   std::vector<std::string> block_names_;  // "layer1.0", ...: NVTX range names
+  std::vector<size_t> stage_ends_;         // index of each stage's last block in blocks_
   std::shared_ptr<nn::NormLayer> head_norm_;
   std::shared_ptr<nn::Linear> fc_;
 };

@@ -147,6 +147,25 @@ inline std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
+// A Fashion-MNIST-format folder of seeded random 28x28 images: `train` and `test` images,
+// labels i % 10 (no real data needed); `bad_label` puts a 12 into the training labels.
+inline std::string write_synthetic_fmnist(const std::string& dir, int train = 64, int test = 32,
+                                          bool bad_label = false) {
+  fs::create_directories(dir);
+  for (auto [prefix, n] : {std::pair<const char*, int>{"train", train}, {"t10k", test}}) {
+    data::Dataset ds;
+    ds.n = n, ds.c = 1, ds.h = 28, ds.w = 28, ds.num_classes = 10;
+    ds.images.resize(size_t(n) * 28 * 28);
+    const uint64_t first = std::string(prefix) == "train" ? 0 : uint64_t(1) << 32;
+    for (size_t i = 0; i < ds.images.size(); ++i)
+      ds.images[i] = uint8_t(255 * philox_uniform(11, kStreamTest, first + i));
+    for (int i = 0; i < n; ++i) ds.labels.push_back(i % 10);
+    if (bad_label && first == 0 && n > 37) ds.labels[37] = 12;
+    write_fashion_mnist_split(dir, prefix, ds);
+  }
+  return dir;
+}
+
 inline std::vector<std::string> entries_of(const std::string& dir) {
   std::vector<std::string> names;
   std::error_code ec;
@@ -155,26 +174,9 @@ inline std::vector<std::string> entries_of(const std::string& dir) {
   return names;
 }
 
-// A Fashion-MNIST-shaped folder of synthetic 28x28 images (no real data needed): 64 training
-// and 32 test images, labels i % 10. `bad_label` puts a 12 into the training labels.
-inline std::string write_synthetic_data(const TempDir& tmp, bool bad_label = false) {
-  const std::string dir = tmp / "synthetic";
-  fs::create_directories(dir);
-  for (auto [prefix, n] : {std::pair<const char*, int>{"train", 64}, {"t10k", 32}}) {
-    data::Dataset ds;
-    ds.n = n, ds.c = 1, ds.h = 28, ds.w = 28, ds.num_classes = 10;
-    ds.images.resize(size_t(n) * 28 * 28);
-    for (size_t i = 0; i < ds.images.size(); ++i)
-      ds.images[i] = uint8_t(255 * philox_uniform(7, kStreamTest, i));
-    for (int i = 0; i < n; ++i) ds.labels.push_back(i % 10);
-    if (bad_label && std::string(prefix) == "train") ds.labels[37] = 12;
-    write_fashion_mnist_split(dir, prefix, ds);
-  }
-  return dir;
-}
-
 // Exit code, the one-line format, the words the line must contain, and a silent stdout.
-inline void expect_error(const RunResult& r, std::initializer_list<std::string> needles, int code = 2) {
+inline void expect_error(const RunResult& r, std::initializer_list<std::string> needles,
+                         int code = 2) {
   EXPECT_EQ(r.code, code) << "stderr: " << r.err;
   const std::string prefix = "kdlab: error: ";
   EXPECT_EQ(r.err.rfind(prefix, 0), 0u) << "stderr: " << r.err;

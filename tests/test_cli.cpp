@@ -111,7 +111,7 @@ TEST(Cli, BadDeviceAndThreadsAreRefused) {
 
 TEST(Cli, BadTrainingFlagsLeaveNoRunDirectory) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   const std::string out = tmp / "run";
   auto train = [&](std::vector<std::string> extra) {
     std::vector<std::string> args = {"train", "--data-dir", data, "--out", out, "--threads", "1"};
@@ -138,7 +138,7 @@ TEST(Cli, BadTrainingFlagsLeaveNoRunDirectory) {
 
 TEST(Cli, BadDistillFlagsAndTeachersLeaveNoRunDirectory) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   const std::string teacher = write_checkpoint(tmp);
   const std::string out = tmp / "run";
   auto distill = [&](const std::string& t, std::vector<std::string> extra) {
@@ -162,7 +162,7 @@ TEST(Cli, BadDistillFlagsAndTeachersLeaveNoRunDirectory) {
 
 TEST(Cli, EvalRefusesMissingAndCorruptCheckpoints) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   auto eval = [&](const std::string& model) {
     return run_kdlab({"eval", "--model", model, "--data-dir", data, "--threads", "1"}, tmp.path);
   };
@@ -188,7 +188,7 @@ TEST(Cli, EvalRefusesMissingAndCorruptCheckpoints) {
 
 TEST(Cli, LabelOutOfRangeIsRefusedAndNamesTheFile) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp, /*bad_label=*/true);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic", 64, 32, /*bad_label=*/true);
   expect_error(run_kdlab({"train", "--data-dir", data, "--out", tmp / "run"}, tmp.path),
                {"train-labels-idx1-ubyte.gz", "label 12", "index 37"});
   expect_error(run_kdlab({"repro", "fmnist-study", "--quick", "--data-dir", data, "--out",
@@ -227,7 +227,7 @@ TEST(Cli, TruncatedOrMislabelledRealDataIsRefused) {
 
 TEST(Cli, ExistingNonEmptyOutIsRefusedAndLeftUntouched) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   const std::string out = tmp / "previous-run";
   fs::create_directories(out);
   write_file(out + "/summary.json", "{\"keep\": true}\n");
@@ -249,7 +249,7 @@ TEST(Cli, ExistingNonEmptyOutIsRefusedAndLeftUntouched) {
 // never a summary.json or a checkpoint, so it cannot be mistaken for a finished run.
 TEST(Cli, RunDivergingMidwayLeavesNoSummary) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   const std::string out = tmp / "run";
   RunResult r = run_kdlab({"train", "--data-dir", data, "--out", out, "--lr", "1e30", "--batch",
                            "16", "--epochs", "1", "--threads", "1"},
@@ -266,7 +266,7 @@ TEST(Cli, RunDivergingMidwayLeavesNoSummary) {
 // The control for the refusals above: the same synthetic folder trains fine.
 TEST(Cli, SyntheticDataTrainsToACompleteRunDirectory) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   const std::string out = tmp / "run";
   RunResult r = run_kdlab({"train", "--data-dir", data, "--out", out, "--epochs", "1", "--batch",
                            "16", "--threads", "1"},
@@ -280,7 +280,7 @@ TEST(Cli, SyntheticDataTrainsToACompleteRunDirectory) {
 
 TEST(Cli, SplitHalvesAndOutOfDistributionDistillation) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);  // 64 training images
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");  // 64 training images
   auto train_images = [&](const std::string& out) {
     const std::string config = read_file(out + "/config.json");
     const size_t at = config.find("\"train_images\": ");

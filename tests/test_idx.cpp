@@ -64,7 +64,7 @@ Bytes read_raw(const std::string& path) {
 
 // Runs fn, which must throw kd::InputError with a one-line message containing path and phrase.
 template <typename Fn>
-void expect_refusal(Fn fn, const std::string& path, const std::string& phrase) {
+void expect_error(Fn fn, const std::string& path, const std::string& phrase) {
   try {
     fn();
     ADD_FAILURE() << "no exception; expected one naming " << path << " with '" << phrase << "'";
@@ -137,7 +137,7 @@ TEST_F(IdxReader, EnvironmentOverridesDefaultDir) {
   const std::string saved = old ? old : "";
   setenv("KDLAB_FMNIST_DIR", dir_.c_str(), 1);
   EXPECT_EQ(kd::data::default_fashion_mnist_dir(), dir_);
-  expect_refusal([&] { kd::data::load_fashion_mnist(false); }, path("t10k-images-idx3-ubyte.gz"),
+  expect_error([&] { kd::data::load_fashion_mnist(false); }, path("t10k-images-idx3-ubyte.gz"),
                  "cannot open");
   if (old)
     setenv("KDLAB_FMNIST_DIR", saved.c_str(), 1);
@@ -168,13 +168,13 @@ TEST_F(IdxReader, RawAndGzipFilesGiveTheSameDataset) {
 
 TEST_F(IdxReader, MissingFileIsNamed) {
   write_raw(path("lab"), idx_labels({0}));
-  expect_refusal([&] { kd::data::load_idx(path("nope.gz"), path("lab"), 10); }, path("nope.gz"),
+  expect_error([&] { kd::data::load_idx(path("nope.gz"), path("lab"), 10); }, path("nope.gz"),
                  "cannot open: No such file");
 }
 
 TEST_F(IdxReader, EmptyFileIsTruncated) {
   write_raw(path("empty"), {});
-  expect_refusal([&] { kd::data::read_idx_images(path("empty")); }, path("empty"),
+  expect_error([&] { kd::data::read_idx_images(path("empty")); }, path("empty"),
                  "truncated: expected at least 4 bytes (the IDX magic), got 0");
 }
 
@@ -182,7 +182,7 @@ TEST_F(IdxReader, TruncatedHeader) {
   Bytes b = idx_images(2, 2, 2);
   b.resize(6);
   write_raw(path("img"), b);
-  expect_refusal([&] { kd::data::read_idx_images(path("img")); }, path("img"),
+  expect_error([&] { kd::data::read_idx_images(path("img")); }, path("img"),
                  "truncated: header needs 16 bytes, got 6");
 }
 
@@ -193,9 +193,9 @@ TEST_F(IdxReader, TruncatedGzipStream) {
   ASSERT_GT(gz.size(), 100u);
   gz.resize(gz.size() / 2);
   write_raw(path("cut.gz"), gz);
-  expect_refusal([&] { kd::data::read_idx_images(path("cut.gz")); }, path("cut.gz"),
+  expect_error([&] { kd::data::read_idx_images(path("cut.gz")); }, path("cut.gz"),
                  "truncated: expected 12616 bytes, got ");
-  expect_refusal([&] { kd::data::read_idx_images(path("cut.gz")); }, path("cut.gz"),
+  expect_error([&] { kd::data::read_idx_images(path("cut.gz")); }, path("cut.gz"),
                  " (gzip stream ends early: unexpected end of file)");
 }
 
@@ -205,7 +205,7 @@ TEST_F(IdxReader, GzipMissingTrailer) {
   Bytes gz = read_raw(path("full.gz"));
   gz.resize(gz.size() - 4);
   write_raw(path("cut.gz"), gz);
-  expect_refusal(
+  expect_error(
       [&] { kd::data::read_idx_images(path("cut.gz")); }, path("cut.gz"),
       "truncated gzip stream: all 516 bytes are there but the gzip trailer is cut short");
 }
@@ -215,7 +215,7 @@ TEST_F(IdxReader, GzipBadChecksum) {
   Bytes gz = read_raw(path("full.gz"));
   gz[gz.size() - 8] ^= 0x5A;  // first byte of the CRC32
   write_raw(path("bad.gz"), gz);
-  expect_refusal([&] { kd::data::read_idx_images(path("bad.gz")); }, path("bad.gz"),
+  expect_error([&] { kd::data::read_idx_images(path("bad.gz")); }, path("bad.gz"),
                  "corrupt gzip stream: incorrect data check");
 }
 
@@ -225,27 +225,27 @@ TEST_F(IdxReader, RealGzipCut) {
   ASSERT_GT(gz.size(), 1000u);
   gz.resize(1000);
   write_raw(path("train-images-idx3-ubyte.gz"), gz);
-  expect_refusal([&] { kd::data::read_idx_images(path("train-images-idx3-ubyte.gz")); },
+  expect_error([&] { kd::data::read_idx_images(path("train-images-idx3-ubyte.gz")); },
                  path("train-images-idx3-ubyte.gz"), "truncated: expected 47040016 bytes, got ");
 }
 
 TEST_F(IdxReader, BadMagic) {
   write_gz(path("img.gz"), idx_images(2, 3, 3, 0x12345678));
-  expect_refusal([&] { kd::data::read_idx_images(path("img.gz")); }, path("img.gz"),
+  expect_error([&] { kd::data::read_idx_images(path("img.gz")); }, path("img.gz"),
                  ": bad magic 0x12345678, expected 0x00000803 (IDX uint8 images)");
 }
 
 TEST_F(IdxReader, LabelsFileGivenAsImages) {
   write_raw(path("lab"), idx_labels({1, 2}));
   write_raw(path("img"), idx_images(2, 3, 3));
-  expect_refusal([&] { kd::data::load_idx(path("lab"), path("img"), 10); }, path("lab"),
+  expect_error([&] { kd::data::load_idx(path("lab"), path("img"), 10); }, path("lab"),
                  "bad magic 0x00000801, expected 0x00000803");
 }
 
 TEST_F(IdxReader, LabelOutOfRange) {
   write_raw(path("img"), idx_images(7, 2, 2));
   write_gz(path("lab.gz"), idx_labels({0, 1, 2, 3, 4, 12, 6}));
-  expect_refusal([&] { kd::data::load_idx(path("img"), path("lab.gz"), 10); }, path("lab.gz"),
+  expect_error([&] { kd::data::load_idx(path("img"), path("lab.gz"), 10); }, path("lab.gz"),
                  "label 12 at index 5 is out of range [0, 10)");
 }
 
@@ -254,9 +254,9 @@ TEST_F(IdxReader, HeaderPromisesMoreThanTheFileHolds) {
   b.resize(16 + 4 * 12);  // four images for a header that says five
   write_raw(path("img"), b);
   write_gz(path("img.gz"), b);
-  expect_refusal([&] { kd::data::read_idx_images(path("img")); }, path("img"),
+  expect_error([&] { kd::data::read_idx_images(path("img")); }, path("img"),
                  "truncated: expected 76 bytes, got 64");
-  expect_refusal([&] { kd::data::read_idx_images(path("img.gz")); }, path("img.gz"),
+  expect_error([&] { kd::data::read_idx_images(path("img.gz")); }, path("img.gz"),
                  "truncated: expected 76 bytes, got 64");
 }
 
@@ -265,9 +265,9 @@ TEST_F(IdxReader, TrailingGarbage) {
   b.insert(b.end(), {1, 2, 3});
   write_raw(path("img"), b);
   write_gz(path("img.gz"), b);
-  expect_refusal([&] { kd::data::read_idx_images(path("img")); }, path("img"),
+  expect_error([&] { kd::data::read_idx_images(path("img")); }, path("img"),
                  "trailing garbage: expected 76 bytes, got 79");
-  expect_refusal([&] { kd::data::read_idx_images(path("img.gz")); }, path("img.gz"),
+  expect_error([&] { kd::data::read_idx_images(path("img.gz")); }, path("img.gz"),
                  "trailing garbage: expected 76 bytes, got 79");
 }
 
@@ -288,7 +288,7 @@ TEST_F(IdxReader, CountMismatch) {
 
 TEST_F(IdxReader, ZeroDimension) {
   write_raw(path("img"), idx_images(3, 0, 4));
-  expect_refusal([&] { kd::data::read_idx_images(path("img")); }, path("img"),
+  expect_error([&] { kd::data::read_idx_images(path("img")); }, path("img"),
                  "dimension 1 has size 0");
 }
 
@@ -299,12 +299,12 @@ TEST_F(IdxReader, AbsurdHeaderRefusedBeforeAllocating) {
   put_be32(&b, 0x7FFFFFFF);
   put_be32(&b, 28);
   write_raw(path("img"), b);
-  expect_refusal([&] { kd::data::read_idx_images(path("img")); }, path("img"),
+  expect_error([&] { kd::data::read_idx_images(path("img")); }, path("img"),
                  "header dimensions give more than");
 }
 
 TEST_F(IdxReader, BadNumClasses) {
   write_raw(path("lab"), idx_labels({0}));
-  expect_refusal([&] { kd::data::read_idx_labels(path("lab"), 0); }, path("lab"),
+  expect_error([&] { kd::data::read_idx_labels(path("lab"), 0); }, path("lab"),
                  "num_classes must be >= 1");
 }

@@ -20,7 +20,7 @@ std::string metrics_without_seconds(const std::string& run_dir) {
 
 TEST(LogitCache, DistillationIsBitwiseTheSameWithAndWithoutIt) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   for (int seed : {1, 2}) {
     RunResult t = run_kdlab({"train", "--data-dir", data, "--model", "preresnet8", "--pad-to", "32",
                              "--epochs", "1", "--batch", "16", "--threads", "2", "--seed",

@@ -82,7 +82,7 @@ std::vector<std::string> with(std::vector<std::string> args, std::vector<std::st
 // two steps after a state (the resumed run repeats them).
 TEST(Resume, TrainKilledAnywhereEndsWithTheSameBytes) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   const std::vector<std::string> args = {
       "train", "--data-dir",   data, "--epochs",           "3", "--batch",    "8", "--threads",
       "2",     "--eval-every", "1",  "--checkpoint-every", "3", "--crop-pad", "2", "--hflip"};
@@ -111,7 +111,7 @@ TEST(Resume, TrainKilledAnywhereEndsWithTheSameBytes) {
 // loop with its own state file), killed inside the first loop and inside the second.
 TEST(Resume, DistillKilledInEitherLoopEndsWithTheSameBytes) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   RunResult teacher =
       run_kdlab({"train", "--data-dir", data, "--model", "preresnet8", "--pad-to", "32", "--epochs",
                  "1", "--batch", "16", "--threads", "2", "--out", tmp / "teacher"},
@@ -166,7 +166,7 @@ TEST(Resume, DistillKilledInEitherLoopEndsWithTheSameBytes) {
 TEST(ResumeCuda, DeviceRunKilledAndResumedEndsWithTheSameBytes) {
   KD_REQUIRE_CUDA();
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   const std::vector<std::string> args = {
       "distill",  "--teacher", write_lenet_checkpoint(tmp), "--data-dir", data,
       "--device", "cuda",      "--deterministic",           "--epochs",   "2",
@@ -185,7 +185,7 @@ TEST(ResumeCuda, DeviceRunKilledAndResumedEndsWithTheSameBytes) {
 
 TEST(Resume, RefusalsNameTheRunAndChangeNothing) {
   TempDir tmp;
-  const std::string data = write_synthetic_data(tmp);
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
   const std::string out = tmp / "run";
   RunResult cut = run_kdlab({"train", "--data-dir", data, "--epochs", "2", "--batch", "16",
                              "--threads", "1", "--out", out},

@@ -5,7 +5,8 @@ C++ models must reproduce. Used only to make golden files and speed baselines (t
 Deviation, on purpose: PreResNet takes an optional `block` ("basic" | "bottleneck") to force the
 block type. The paper's rule (depth >= 44 -> Bottleneck, n=(depth-2)/9; else BasicBlock,
 n=(depth-2)/6) is the default, so PreResNet(20) and PreResNet(56) are exactly the paper's nets;
-forcing lets a tiny bottleneck net (depth 11, one block per stage) exist for tests.
+forcing lets a tiny bottleneck net (depth 11, one block per stage) exist for tests. `in_channels`
+(default 3, the paper's) lets a PreResNet take 1-channel images (Fashion-MNIST padded to 32).
 
 Run `python3 tools/models_torch.py` to assert the parameter counts quoted in paper-notes.md.
 """
@@ -77,7 +78,7 @@ class Bottleneck(nn.Module):
 
 
 class PreResNet(nn.Module):
-    def __init__(self, depth, num_classes=100, block=None):
+    def __init__(self, depth, num_classes=100, block=None, in_channels=3):
         super().__init__()
         if block is None:
             block = "bottleneck" if depth >= 44 else "basic"
@@ -90,7 +91,7 @@ class PreResNet(nn.Module):
         else:
             raise ValueError(f"unknown block {block!r}")
         self.inplanes = 16
-        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, padding=1, bias=False)
         self.layer1 = self._make_layer(block_cls, 16, n)
         self.layer2 = self._make_layer(block_cls, 32, n, stride=2)
         self.layer3 = self._make_layer(block_cls, 64, n, stride=2)

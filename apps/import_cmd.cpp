@@ -116,7 +116,7 @@ int run_import(const CommonOptions& common, const ImportOptions& options) {
                             << model->image_size << " images, dataset " << common.dataset
                             << " has " << ds.h << "x" << ds.w << " (see --pad-to)");
   const Checkpoint source = load_checkpoint(options.input);
-  const data::Normalization norm = data::Normalization::unitcube(ds.c);
+  const data::Normalization norm = data::dataset_normalization(common.dataset, ds.c);
   std::map<std::string, std::string> meta = {
       {"role", "imported teacher"},
       {"dataset", common.dataset},
@@ -124,7 +124,7 @@ int run_import(const CommonOptions& common, const ImportOptions& options) {
       {"resize", std::to_string(common.resize)},
       {"imported_from", options.input},
       {"import_note", "PyTorch state dict (safetensors) loaded strictly by kdlab import; input "
-                      "normalization assumed to be the dataset's (unitcube)"},
+                      "normalization assumed to be the dataset's (kdlab's for --dataset)"},
       {"source_metadata", nlohmann::json(source.metadata).dump()}};
   save_model(options.out, *model, norm.mean, norm.std, meta);
   std::cout << "imported " << options.input << " as " << model->arch << " (" << ds.num_classes

@@ -211,7 +211,10 @@ TEST(Golden, Vgg16StateDictNamesShapesAndOrderArePyTorchs) {
   auto model = models::make_model("vgg16", 100, 3, 0);
   std::vector<std::string> names;
   std::vector<Shape> shapes;
-  for (auto& kv : model->state_dict()) names.push_back(kv.first), shapes.push_back(kv.second.shape());
+  for (auto& kv : model->state_dict()) {
+    names.push_back(kv.first);
+    shapes.push_back(kv.second.shape());
+  }
   EXPECT_EQ(names, want_names);
   EXPECT_EQ(shapes, want_shapes);
 }

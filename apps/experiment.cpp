@@ -324,6 +324,7 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
     while (loader.next(&batch)) {
       profile::step_begin();
       HostBatch b = builder.make(batch.indices, batch.count, batch.step);
+      model.set_step(batch.step);  // keys the dropout masks (nn::Dropout), so a resume repeats them
       Tensor loss;
       {
         profile::Range range("forward");

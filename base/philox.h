@@ -72,6 +72,9 @@ enum RngStream : uint64_t {
   kStreamAugment = 3,
   kStreamSubset = 4,
   kStreamMixup = 5,
+  // Dropout masks: the stream is kStreamDropout | layer << 32 (see kernels/elementwise.h), so
+  // every layer of a model has its own stream and none meets the streams above.
+  kStreamDropout = 6,
   kStreamTest = 99,
 };
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/tensor.h"
+#include "kernels/elementwise.h"
 #include "kernels/loss.h"
 #include "kernels/metrics.h"
 
@@ -21,6 +22,13 @@ Tensor add(const Tensor& a, const Tensor& b);  // same shapes
 Tensor scale(const Tensor& x, double alpha);
 Tensor reshape(const Tensor& x, const Shape& shape);
 Tensor flatten(const Tensor& x);  // [n, ...] -> [n, rest]
+
+// Inverted dropout, as PyTorch's: in training each element is kept with probability 1 - p and
+// scaled by 1 / (1 - p), else zeroed. The mask is a pure function of (key, element index)
+// (kernels/elementwise.h), the same on every device; the backward regenerates it. Not training,
+// or p == 0: returns x itself and records nothing. p must be in [0, 1) (p = 1 is refused: it
+// would zero every activation and the scale would be infinite).
+Tensor dropout(const Tensor& x, double p, const DropoutKey& key, bool training = true);
 
 Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int pad = 0);
 Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad = 0);

@@ -24,7 +24,8 @@ struct ModelEntry : RegistryEntry {
 
 #define KD_MODELS(X) \
   X(lenet5)          \
-  X(preresnet)
+  X(preresnet)       \
+  X(vgg16)
 
 #define KD_DECLARE_MODEL_ENTRY(name) ModelEntry name##_model_entry();
 KD_MODELS(KD_DECLARE_MODEL_ENTRY)

@@ -278,6 +278,25 @@ TEST(Cli, SyntheticDataTrainsToACompleteRunDirectory) {
                                       "model.safetensors", "summary.json"}));
 }
 
+// VGG-16 wants 32x32 images: 28x28 Fashion-MNIST-shaped data is refused without --pad-to and
+// trains with --pad-to 32 (2 steps of 32 on the synthetic folder, one thread: a few seconds).
+TEST(Cli, Vgg16TrainsOnImagesPaddedTo32) {
+  TempDir tmp;
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
+  expect_error(run_kdlab({"train", "--model", "vgg16", "--data-dir", data, "--out", tmp / "bad"},
+                         tmp.path),
+               {"vgg16", "32x32", "28x28"});
+  EXPECT_FALSE(fs::exists(tmp / "bad"));
+  const std::string out = tmp / "run";
+  RunResult r = run_kdlab({"train", "--model", "vgg16", "--pad-to", "32", "--data-dir", data,
+                           "--out", out, "--epochs", "1", "--batch", "32", "--threads", "1"},
+                          tmp.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string config = read_file(out + "/config.json");
+  EXPECT_NE(config.find("\"vgg16\""), std::string::npos) << config;
+  EXPECT_TRUE(fs::exists(out + "/model.safetensors"));
+}
+
 TEST(Cli, SplitHalvesAndOutOfDistributionDistillation) {
   TempDir tmp;
   const std::string data = write_synthetic_fmnist(tmp / "synthetic");  // 64 training images

@@ -2,15 +2,19 @@
 // README). Models: the PyTorch parameters are loaded into a kdlab model, then a train-mode forward,
 // the cross-entropy loss, every parameter gradient, the BN buffers after the step and the eval-mode
 // logits are compared. Optimizers: SGD, SGD-Nesterov and Adam under the cosine schedule, step by
-// step. Distillation: the ensemble teacher, the KD losses and the student gradients.
+// step. Distillation: the ensemble teacher, the KD losses and the student gradients. VGG-16:
+// PyTorch's state-dict names, shapes and order, and eval-mode logits and gradients with
+// parameters from a formula both sides compute (the file would otherwise weigh 61 MB).
 // Tolerances (infinity-norm relative: max_i |got_i - want_i| <= tol * max_i |want_i|):
 //   f64 model runs 1e-9, plus 2^-24 |want_i| where the file stores the value rounded to F32
 //   (the gradients); f32 model runs 1e-4; optimizers and distillation (all f64) 1e-12.
+//   (Measured for VGG-16: f64 logits 1.1e-15, f32 logits 4.4e-7 and gradients <= 7.2e-7.)
 // A missing golden file fails the test: they are committed.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -160,6 +164,104 @@ TEST(Golden, PreResNet20HasBuffersAndEvalLogits) {
   EXPECT_EQ(values<int64_t>(require(golden, "buffer.bn.num_batches_tracked", "golden")),
             std::vector<int64_t>{1});
 }
+
+// VGG-16: its 15.3M parameters are not stored; both sides fill them from one formula
+// (tools/make_golden.py vgg16_formula_params): value(k, i) = amp_k * (2u - 1), u from splitmix64
+// of (k << 40) + i, k the position in state-dict order, every step exact in IEEE double.
+double vgg16_formula_unit(uint64_t k, uint64_t i) {
+  uint64_t z = (k << 40) + i;
+  z *= 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return double(z >> 11) * std::ldexp(1.0, -52) - 1.0;
+}
+
+// The formula's parameters by name, F64, and their per-parameter sums (state-dict order).
+std::map<std::string, Tensor> vgg16_formula_params(const nn::Module& model,
+                                                   std::vector<double>* sums) {
+  std::map<std::string, Tensor> out;
+  uint64_t k = 0;
+  for (auto& kv : model.state_dict()) {
+    const Tensor& p = kv.second;
+    const double amp =
+        p.dim() >= 2 ? std::sqrt(6.0 / double(p.numel() / p.size(0))) : 0.1;
+    std::vector<double> v(size_t(p.numel()));
+    double sum = 0;
+    for (size_t i = 0; i < v.size(); ++i) sum += v[i] = amp * vgg16_formula_unit(k, i);
+    sums->push_back(sum);
+    out[kv.first] = Tensor::from_vector<double>(p.shape(), v);
+    ++k;
+  }
+  return out;
+}
+
+TEST(Golden, Vgg16StateDictNamesShapesAndOrderArePyTorchs) {
+  StFile golden;
+  ASSERT_TRUE(load_golden("vgg16_golden.safetensors", golden));
+  std::vector<std::string> want_names;
+  std::vector<Shape> want_shapes;
+  for (const StEntry& e : golden.entries)  // file order = PyTorch's state-dict order
+    if (e.name.rfind("shape.", 0) == 0) {
+      want_names.push_back(e.name.substr(6));
+      std::vector<int64_t> dims = values<int64_t>(e);
+      want_shapes.emplace_back(dims.begin(), dims.end());
+    }
+  ASSERT_EQ(want_names.size(), 32u);
+  auto model = models::make_model("vgg16", 100, 3, 0);
+  std::vector<std::string> names;
+  std::vector<Shape> shapes;
+  for (auto& kv : model->state_dict()) {
+    names.push_back(kv.first);
+    shapes.push_back(kv.second.shape());
+  }
+  EXPECT_EQ(names, want_names);
+  EXPECT_EQ(shapes, want_shapes);
+}
+
+// Eval mode (dropout off), parameters from the formula, strict load: logits, loss, the input
+// gradient and sum_i g_i p_i per parameter against PyTorch's.
+void run_vgg16_golden(DType dtype, double tol) {
+  const char* file = "vgg16_golden.safetensors";
+  StFile golden;
+  ASSERT_TRUE(load_golden(file, golden));
+  auto model = models::make_model("vgg16", 100, 3, 12345);
+  model->to(dtype);
+  std::vector<double> sums;
+  std::map<std::string, Tensor> params = vgg16_formula_params(*model, &sums);
+  // The formula first: if the sums differ, the model comparison below would mean nothing.
+  expect_close("param_sum", Tensor::from_vector<double>({int64_t(sums.size())}, sums),
+               require(golden, "param_sum", file), 1e-12);
+  for (auto& kv : params) kv.second = kv.second.to(dtype);
+  model->load_state_dict(params, /*strict=*/true);
+
+  Tensor x = to_tensor(require(golden, "input", file), dtype);
+  x.set_requires_grad(true);
+  Tensor labels = to_tensor(require(golden, "labels", file), DType::I32);
+  model->eval();
+  model->zero_grad();
+  clear_tape();
+  Tensor logits = model->forward(x);
+  Tensor loss = ops::cross_entropy(logits, labels);
+  expect_close("logits_eval", logits, require(golden, "logits_eval", file), tol);
+  expect_close("loss", loss, require(golden, "loss", file), tol);
+  backward(loss);
+  expect_close("grad_input", x.grad(), require(golden, "grad_input", file), tol);
+  std::vector<double> dots;
+  for (auto& kv : model->named_parameters()) {
+    ASSERT_TRUE(kv.second.grad().defined()) << kv.first << " got no gradient";
+    std::vector<double> g = kv.second.grad().to(DType::F64).to_vector<double>();
+    std::vector<double> p = kv.second.to(DType::F64).to_vector<double>();
+    double dot = 0;
+    for (size_t i = 0; i < g.size(); ++i) dot += g[i] * p[i];
+    dots.push_back(dot);
+  }
+  expect_close("grad_dot_param", Tensor::from_vector<double>({int64_t(dots.size())}, dots),
+               require(golden, "grad_dot_param", file), tol);
+}
+
+TEST(Golden, Vgg16F64EvalLogitsAndGradients) { run_vgg16_golden(DType::F64, 1e-9); }
+TEST(Golden, Vgg16F32EvalLogitsAndGradients) { run_vgg16_golden(DType::F32, 1e-4); }
 
 // Optimizers: the same 7-element parameter, gradients fed by hand, lr set per step.
 void run_optimizer_golden(const std::string& prefix, Optimizer& opt, Tensor& param,

@@ -55,7 +55,8 @@ TEST(Registry, RefusesTheSameNameTwice) {
 }
 
 TEST(Registry, EveryModelBuildsAndUnknownNamesAreRefused) {
-  for (const std::string arch : {"lenet5", "preresnet20", "preresnet56", "preresnet20-ln"}) {
+  for (const std::string arch :
+       {"lenet5", "preresnet20", "preresnet56", "preresnet20-ln", "vgg16"}) {
     auto m = models::make_model(arch, 10, arch == "lenet5" ? 1 : 3, 0);
     EXPECT_EQ(m->arch, arch);
   }

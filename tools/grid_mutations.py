@@ -77,6 +77,14 @@ MUTATIONS = [
      "  block_sum2<kStatThreads>(s1, s2);\n  if (threadIdx.x != 0) return;",
      "  " + BN_ATOMIC_SUM + "\n  if (threadIdx.x != 0) return;",
      "CudaNormKernels.BatchNorm*"),
+    ("dropout: the last group's tail not clamped to n", "kernels/cuda/elementwise.cu",
+     "  return g * 4 + 4 < n ? g * 4 + 4 : n;",
+     "  return g * 4 + 4;",
+     "CudaDropoutKernels.*"),
+    ("dropout: every element of a group takes the block's first word", "kernels/cuda/elementwise.cu",
+     "m[k] = r.v[k] >= mask.keep_threshold",
+     "m[k] = r.v[0] >= mask.keep_threshold",
+     "CudaDropoutKernels.*"),
 ]
 
 

@@ -1,7 +1,9 @@
 """Writes the PyTorch golden files in tests/golden/ that the C++ tests compare against.
 
 Run with Debian's torch: `/usr/bin/python3 tools/make_golden.py` (deterministic: fixed seeds, CPU,
-float64). Files (every tensor name below is exact; safetensors via tools/st.py):
+float64). `--only vgg16_golden` (or any file stem below, repeatable) rewrites just those files:
+another torch build can change the last bits of the others' float64 gradients, which their
+tolerances absorb, so there is no need to churn them when one file is added. Files (every tensor name below is exact; safetensors via tools/st.py):
 
 lenet5_golden.safetensors -- LeNet-5, 10 classes, float64 forward+backward, one batch.
   param.<name>   every parameter, state-dict names (0.weight ... 11.bias), F32 (exact, see below)
@@ -29,6 +31,19 @@ distill_golden.safetensors -- distillation losses of the paper's code, float64.
   tau<t>.kl [] = mean_b sum_j p (log p - log q)      (TeacherStudentKLLoss, no tau^2)
   tau<t>.grad_fwd_ce, tau<t>.grad_kl [5,7] = gradients w.r.t. student_logits
 
+vgg16_golden.safetensors -- VGG-16 (no BN), 100 classes, 3 channels, EVAL mode, float64. Its 15.3M
+  parameters (61 MB) are not stored: both sides fill them from vgg16_formula_params (below), a
+  splitmix64 hash of (parameter position k in state-dict order, flat index i) whose every step is
+  exact in IEEE double, so C++ computes the very same values.
+  shape.<name>   I64 [ndim] per state-dict entry, IN PyTorch's state-dict order (names, shapes, order)
+  param_sum      [32] F64: the sum of each formula-filled parameter (checks the formula is shared)
+  input          [2,3,32,32] F32 (exact);  labels [2] I64
+  logits_eval    [2,100] F64: eval mode (dropout off), the formula parameters
+  loss           [] F64 = cross_entropy(logits_eval, labels), still in eval mode
+  grad_input     [2,3,32,32] F32: d loss / d input (computed in f64)
+  grad_dot_param [32] F64: sum_i (d loss / d p_i) * p_i per parameter, state-dict order
+  Train-mode dropout is not in it (PyTorch's mask comes from its own generator).
+
 Sizes: the total must stay < 3 MB (git). Float64 parameters and gradients of PreResNet-20 alone
 would take 4.4 MB, so: models are initialised in float32 and then converted with .double(), which
 makes parameters and inputs exactly representable in F32 (asserted here; load them and widen to
@@ -47,7 +62,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st  # noqa: E402
-from models_torch import PreResNet, lenet5  # noqa: E402
+import numpy as np  # noqa: E402
+from models_torch import VGG16, PreResNet, lenet5  # noqa: E402
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "golden")
 SIZE_BUDGET = 3 * 1000 * 1000
@@ -166,15 +182,64 @@ def make_distill():
     return out, provenance("ensemble teacher (log-mean-prob) and KD losses at tau 1 and 4", seed)
 
 
+def vgg16_formula_params(model):
+    """Fills every parameter in state-dict order: value(k, i) = amp_k * (2u - 1), u in [0, 1) from
+    splitmix64's finalizer of (k << 40) + i (uint64, wrapping), u = (z >> 11) / 2^53, so 2u - 1 =
+    (z >> 11) * 2^-52 - 1 exactly. amp_k = sqrt(6 / fan_in) for weights (fan_in = numel / rows:
+    He-uniform, activations keep their scale through 16 layers), 0.1 for biases. One sqrt, one
+    division and one product, each correctly rounded in IEEE double: the C++ test
+    (tests/test_golden.cpp, vgg16_formula_value) gets the same bits."""
+    sums = []
+    with torch.no_grad():
+        for k, (name, p) in enumerate(model.state_dict(keep_vars=True).items()):
+            i = np.arange(p.numel(), dtype=np.uint64)
+            z = (np.uint64(k) << np.uint64(40)) + i
+            z = z * np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            z = z ^ (z >> np.uint64(31))
+            unit = (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -52 - 1.0
+            amp = math.sqrt(6.0 / (p.numel() // p.shape[0])) if p.dim() >= 2 else 0.1
+            p.copy_(torch.from_numpy(amp * unit).reshape(p.shape))
+            sums.append(p.sum().item())
+    return torch.tensor(sums, dtype=torch.float64)
+
+
+def make_vgg16():
+    seed = 0
+    torch.manual_seed(seed)
+    model = VGG16(100, in_channels=3).double()
+    out = OrderedDict()
+    for name, p in model.state_dict().items():
+        out["shape." + name] = torch.tensor(list(p.shape), dtype=torch.int64)
+    out["param_sum"] = vgg16_formula_params(model)
+    x = torch.randn(2, 3, 32, 32)
+    labels = torch.randint(0, 100, (2,))
+    out["input"] = exact_f32(x, "input")
+    out["labels"] = labels
+    model.eval()
+    xd = x.double().requires_grad_(True)
+    logits = model(xd)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    out["logits_eval"] = logits.detach()
+    out["loss"] = loss.detach()
+    out["grad_input"] = xd.grad.detach().float()
+    out["grad_dot_param"] = torch.tensor([(p.grad * p).sum().item() for p in model.parameters()],
+                                         dtype=torch.float64)
+    return out, provenance("VGG-16 (no BN) 100 classes, eval mode, f64; parameters from the "
+                           "formula in tools/make_golden.py vgg16_formula_params, not stored", seed)
+
+
 def describe(path, tensors):
     size = os.path.getsize(path)
     print(f"{os.path.relpath(path)}: {size:,} bytes, {len(tensors)} tensors")
-    for prefix in ("param.", "grad.", "buffer."):
+    for prefix in ("param.", "grad.", "buffer.", "shape."):
         group = [t for name, t in tensors.items() if name.startswith(prefix)]
         if group:
             print(f"  {prefix + '*':40s} {len(group)} tensors, {sum(t.numel() for t in group):,} values")
     for name, t in tensors.items():
-        if name.startswith(("param.", "grad.", "buffer.")):
+        if name.startswith(("param.", "grad.", "buffer.", "shape.")):
             continue
         value = f" = {t.item():.17g}" if t.dim() == 0 else ""
         print(f"  {name:40s} {str(t.dtype)[6:]:8s} {list(t.shape)}{value}")
@@ -186,15 +251,26 @@ def main():
     ap.add_argument("--out", default=GOLDEN_DIR)
     ap.add_argument("--with-bottleneck", action="store_true",
                     help="also write preresnet11b_golden.safetensors (not counted in the budget)")
+    ap.add_argument("--only", action="append", default=[], metavar="STEM",
+                    help="write only this file (e.g. vgg16_golden); repeatable; the size budget "
+                         "is still checked over every file in --out")
     args = ap.parse_args()
     torch.set_num_threads(1)  # summation order independent of the machine
     os.makedirs(args.out, exist_ok=True)
     jobs = [("lenet5_golden", make_lenet5),
             ("preresnet20_golden", lambda: make_preresnet(20, None, 0)),
             ("optim_golden", make_optim),
-            ("distill_golden", make_distill)]
+            ("distill_golden", make_distill),
+            ("vgg16_golden", make_vgg16)]
+    unknown = set(args.only) - {name for name, _ in jobs}
+    if unknown:
+        ap.error(f"--only: unknown {sorted(unknown)}; known: {[name for name, _ in jobs]}")
     total = 0
     for name, make in jobs:
+        if args.only and name not in args.only:
+            path = os.path.join(args.out, name + ".safetensors")
+            total += os.path.getsize(path) if os.path.exists(path) else 0
+            continue
         tensors, meta = make()
         path = os.path.join(args.out, name + ".safetensors")
         st.save(path, tensors, meta)

@@ -8,7 +8,10 @@ n=(depth-2)/6) is the default, so PreResNet(20) and PreResNet(56) are exactly th
 forcing lets a tiny bottleneck net (depth 11, one block per stage) exist for tests. `in_channels`
 (default 3, the paper's) lets a PreResNet take 1-channel images (Fashion-MNIST padded to 32).
 
-Run `python3 tools/models_torch.py` to assert the parameter counts quoted in paper-notes.md.
+VGG16 takes `in_channels` (the code's is 3) so the 1-channel Fashion-MNIST variant can be counted.
+
+Run `/usr/bin/python3 tools/models_torch.py` to assert the parameter counts (paper-notes.md; VGG-16's
+exact counts are ours, from this model).
 """
 import math
 
@@ -126,6 +129,44 @@ class PreResNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
+VGG16_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class VGG16(nn.Module):
+    """VGG-16 without BN (paper code models/vgg.py, paper-notes section 2), for 32x32 inputs.
+
+    `features`: conv3x3(pad 1, bias) -> ReLU per number, MaxPool2d(2) per "M", so the convs sit at
+    indices 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28. `classifier`: Dropout(0.5), Linear(512,
+    512), ReLU, Dropout(0.5), Linear(512, 512), ReLU, Linear(512, C), parameters at 1, 4, 6.
+    Conv weights N(0, sqrt(2 / (9 * out))), conv biases 0, Linear PyTorch default.
+    Deviation, on purpose: `in_channels` (the code's is 3) so 1-channel Fashion-MNIST works.
+    """
+
+    def __init__(self, num_classes=100, in_channels=3):
+        super().__init__()
+        layers, c = [], in_channels
+        for v in VGG16_CONFIG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [nn.Conv2d(c, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                c = v
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Linear(512, 512), nn.ReLU(True),
+            nn.Dropout(0.5), nn.Linear(512, 512), nn.ReLU(True),
+            nn.Linear(512, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
+                m.bias.data.zero_()
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.classifier(x.flatten(1))
+
+
 def num_params(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -138,6 +179,8 @@ def check_param_counts():
         "preresnet110(100)": (num_params(PreResNet(110, 100)), 1169972),
         "preresnet20(10)": (num_params(PreResNet(20, 10)), 272282),
         "preresnet56(10)": (num_params(PreResNet(56, 10)), 590426),
+        "vgg16(100)": (num_params(VGG16(100)), 15291300),
+        "vgg16(10, 1 channel)": (num_params(VGG16(10, in_channels=1)), 15243978),
     }
     for name, (got, want) in counts.items():
         assert got == want, f"{name}: {got} parameters, expected {want}"

@@ -34,6 +34,16 @@ Linear::Linear(int in, int out, Initializer& init) {
 
 Tensor Linear::forward(const Tensor& x) const { return ops::linear(x, weight, bias); }
 
+Dropout::Dropout(double p_, uint64_t seed_, uint32_t layer_) : p(p_), seed(seed_), layer(layer_) {
+  KD_CHECK(p >= 0 && p < 1, "Dropout: p must be in [0, 1), got " << p);
+}
+
+Tensor Dropout::forward(const Tensor& x) const {
+  DropoutKey key;
+  key.seed = seed, key.step = step(), key.layer = layer;
+  return ops::dropout(x, p, key, is_training());
+}
+
 BatchNorm2d::BatchNorm2d(int channels, double eps_, double momentum_)
     : eps(eps_), momentum(momentum_) {
   weight = Tensor::full({channels}, 1.0);

@@ -2,11 +2,28 @@
 // Initialisation is the caller's choice (models know their paper's scheme); constructors take an
 // Initializer and apply PyTorch's default unless told otherwise.
 #pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
 #include "engine/nn/init.h"
 #include "engine/nn/module.h"
 
 namespace kd {
 namespace nn {
+
+// A named holder of children: nn.Sequential's naming ("features.0", "classifier.6") without its
+// forward (the model calls its layers itself). Parameterless layers need not be added; those
+// that hold state other than tensors (Dropout: training mode, step) should be, so train() and
+// set_step() reach them.
+class Container : public Module {
+ public:
+  template <class M>
+  std::shared_ptr<M> add(const std::string& name, std::shared_ptr<M> child) {
+    return register_module(name, std::move(child));
+  }
+};
 
 class Conv2d : public Module {
  public:
@@ -21,6 +38,19 @@ class Linear : public Module {
   Linear(int in, int out, Initializer& init);
   Tensor forward(const Tensor& x) const;
   Tensor weight, bias;  // weight [out, in]
+};
+
+// Inverted dropout (ops::dropout) with probability p, active in training mode only. Its mask is
+// keyed by (seed, step(), layer): the seed is fixed when the model is built, the step is set by
+// the training loop (Module::set_step), and `layer` tells a model's dropouts apart. No
+// parameters or buffers, so it adds nothing to the state dict.
+class Dropout : public Module {
+ public:
+  Dropout(double p, uint64_t seed, uint32_t layer);
+  Tensor forward(const Tensor& x) const;
+  double p;
+  uint64_t seed;
+  uint32_t layer;
 };
 
 // Either normalisation, so a model can swap BatchNorm for GroupNorm without renaming anything.

@@ -22,6 +22,11 @@ void Module::train(bool on) {
   for (auto& child : children_) child.second->train(on);
 }
 
+void Module::set_step(uint64_t step) {
+  step_ = step;
+  for (auto& child : children_) child.second->set_step(step);
+}
+
 void Module::collect(const std::string& prefix, bool params, bool buffers,
                      NamedTensors& out) const {
   if (params)

@@ -1,8 +1,9 @@
 // nn::Module: named parameters, buffers and children with PyTorch's state-dict names and order
-// (own parameters, own buffers, then children, joined with '.'), train/eval mode, device and
-// dtype moves. Modules register pointers to their Tensor members, so a move replaces the
-// member in place and no second copy can drift.
+// (own parameters, own buffers, then children, joined with '.'), train/eval mode, the training
+// step (which keys stochastic layers), device and dtype moves. Modules register pointers to
+// their Tensor members, so a move replaces the member in place and no second copy can drift.
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -27,6 +28,13 @@ class Module {
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }
+
+  // The training step the loop is on (the loader's global batch.step: epoch * batches + index),
+  // set on the model before each step's forward and passed down to every child like train().
+  // Stochastic layers key their draws by it (nn::Dropout), so a resumed run that sets the same
+  // steps repeats the same masks. 0 until set.
+  void set_step(uint64_t step);
+  uint64_t step() const { return step_; }
 
   NamedTensors named_parameters() const;
   NamedTensors named_buffers() const;
@@ -56,6 +64,7 @@ class Module {
   std::vector<std::pair<std::string, Tensor*>> params_, buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
+  uint64_t step_ = 0;
 };
 
 }  // namespace nn

@@ -1,9 +1,13 @@
 // CUDA elementwise maps over flat arrays of length n (contract: kernels/elementwise.h), device
-// pointers, on the compute stream. relu_forward, add_forward and fill ASSIGN; relu_backward
-// ACCUMULATES into dx; accumulate and scale update dst in place. One grid-stride loop per op with
-// int64 indices (arrays past 2^31 elements); no element depends on another, so results never
-// depend on the launch shape. Same expressions as ref:: (relu keeps NaN); nvcc may fuse
-// `dst + alpha * src` into one FMA, so float results can differ from ref:: by an ulp.
+// pointers, on the compute stream. relu_forward, add_forward, fill and dropout_forward ASSIGN;
+// relu_backward and dropout_backward ACCUMULATE into dx; accumulate and scale update dst in
+// place. One grid-stride loop per op with int64 indices (arrays past 2^31 elements); no element
+// depends on another, so results never depend on the launch shape. Same expressions as ref::
+// (relu keeps NaN); nvcc may fuse `dst + alpha * src` into one FMA, so float results can differ
+// from ref:: by an ulp.
+// Dropout: one thread per group of four elements, which share one Philox block (dropout_block);
+// the mask is therefore bitwise ref::'s and so is dropout_forward's output (a single product).
+// dropout_backward's `dx + dy * m` may become an FMA: equal to ref:: when dx held zeros.
 #include "kernels/backend.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/elementwise.h"
@@ -50,6 +54,34 @@ __global__ void scale_kernel(int64_t n, T alpha, T* dst) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) dst[i] *= alpha;
 }
 
+// Group g = elements 4g .. 4g+3 (the tail group of an n that is not a multiple of 4 stops at n),
+// one group per thread of the grid-stride loop; m[k] is element 4g+k's factor, scale or 0.
+template <class T>
+__device__ __forceinline__ int64_t dropout_group(int64_t n, const DropoutMask& mask, T scale,
+                                                 int64_t g, T m[4]) {
+  const Philox4 r = dropout_block(mask, g);
+  for (int k = 0; k < 4; ++k) m[k] = r.v[k] >= mask.keep_threshold ? scale : T(0);
+  return g * 4 + 4 < n ? g * 4 + 4 : n;
+}
+
+template <class T>
+__global__ void dropout_forward_kernel(int64_t n, DropoutMask mask, T scale, const T* x, T* y) {
+  T m[4];
+  for (int64_t g = first_index(); g < (n + 3) / 4; g += grid_stride()) {
+    const int64_t end = dropout_group(n, mask, scale, g, m);
+    for (int64_t i = g * 4; i < end; ++i) y[i] = x[i] * m[i & 3];
+  }
+}
+
+template <class T>
+__global__ void dropout_backward_kernel(int64_t n, DropoutMask mask, T scale, const T* dy, T* dx) {
+  T m[4];
+  for (int64_t g = first_index(); g < (n + 3) / 4; g += grid_stride()) {
+    const int64_t end = dropout_group(n, mask, scale, g, m);
+    for (int64_t i = g * 4; i < end; ++i) dx[i] += dy[i] * m[i & 3];
+  }
+}
+
 }  // namespace
 
 // n <= 0 launches nothing (a zero-block grid is a launch error).
@@ -87,6 +119,20 @@ template <class T>
 void scale(int64_t n, T alpha, T* dst) {
   if (n <= 0) return;
   KD_LAUNCH(scale_kernel<T>, grid_for(n, kThreads), kThreads, 0, n, alpha, dst);
+}
+
+template <class T>
+void dropout_forward(int64_t n, const DropoutMask& mask, T scale, const T* x, T* y) {
+  if (n <= 0) return;
+  KD_LAUNCH(dropout_forward_kernel<T>, grid_for((n + 3) / 4, kThreads), kThreads, 0, n, mask,
+            scale, x, y);
+}
+
+template <class T>
+void dropout_backward(int64_t n, const DropoutMask& mask, T scale, const T* dy, T* dx) {
+  if (n <= 0) return;
+  KD_LAUNCH(dropout_backward_kernel<T>, grid_for((n + 3) / 4, kThreads), kThreads, 0, n, mask,
+            scale, dy, dx);
 }
 
 KD_DEFINE_REGISTRAR(register_elementwise, KD_ELEMENTWISE_KERNELS)

@@ -230,6 +230,45 @@ void check_backward_cpu_vs_ref(const ConvGeom& g) {
   expect_close(dw_nobias, to_double(dw_cpu), tolerance<T>(), "dw without bias " + what);
 }
 
+// An image's output must not depend on the images beside it: any subset of the batch, of any size
+// and in any order, gives the same bits per image (distillation's cached teacher logits need it).
+// Shapes: LeNet's two convolutions on 3 channels (a 6-row GEMM; 100-column planes in chunks of
+// 3), PreResNet's 8x8 stage with its 1x1 stride-2 shortcut, and VGG's 2x2 planes.
+template <class T>
+void expect_batch_invariant_forward() {
+  const ConvGeom shapes[] = {{23, 3, 28, 28, 6, 5, 5, 1, 2},  {23, 6, 14, 14, 16, 5, 5, 1, 0},
+                             {23, 64, 8, 8, 64, 3, 3, 1, 1},  {23, 32, 16, 16, 64, 1, 1, 2, 0},
+                             {23, 16, 4, 4, 32, 3, 3, 1, 1}};
+  for (ConvGeom g : shapes) {
+    const auto x = random_vector<T>(x_size(g), 51), w = random_vector<T>(w_size(g), 52),
+               b = random_vector<T>(g.k, 53);
+    std::vector<T> y(y_size(g));
+    kd::cpu::conv2d_forward<T>(g, x.data(), w.data(), b.data(), y.data());
+    const size_t image = size_t(g.c) * g.h * g.w, out = size_t(g.k) * g.p() * g.q();
+    const int n = g.n;
+    for (int count : {1, 2, 5, 22}) {
+      ConvGeom sub = g;
+      sub.n = count;
+      std::vector<T> xs(x_size(sub)), ys(y_size(sub));
+      for (int i = 0; i < count; ++i)  // the last `count` images, reversed
+        std::copy_n(x.begin() + int64_t(n - 1 - i) * image, image, xs.begin() + int64_t(i) * image);
+      kd::cpu::conv2d_forward<T>(sub, xs.data(), w.data(), b.data(), ys.data());
+      int differ = 0;
+      for (int i = 0; i < count; ++i)
+        differ += std::memcmp(ys.data() + int64_t(i) * out, y.data() + int64_t(n - 1 - i) * out,
+                              out * sizeof(T)) != 0;
+      EXPECT_EQ(differ, 0) << count << " of " << n << " images, " << g.c << "x" << g.h << "x"
+                           << g.w << " -> " << g.k << " (" << g.r << "x" << g.s << ")";
+    }
+  }
+}
+
+TEST(Conv2dKernel, CpuForwardIsBatchInvariant) {
+  EngineThreading threading;
+  expect_batch_invariant_forward<float>();
+  expect_batch_invariant_forward<double>();
+}
+
 TEST(Conv2dKernel, CpuBackwardMatchesRefAndAccumulates) {
   EngineThreading threading;
   for (const auto* list : {&kAwkward, &kNetworkLike})

@@ -171,6 +171,39 @@ std::string describe(const PoolGeom& g) {
          " stride" + std::to_string(g.stride) + " pad" + std::to_string(g.pad);
 }
 
+// A row's output must not depend on the rows beside it: any subset of a batch, in any order and
+// of any size, gives the same bits per row (OpenBLAS alone picks its kernel by the row count;
+// distillation's cached teacher logits need the invariance).
+template <class T>
+void expect_batch_invariant_forward() {
+  for (auto [in, out] : {std::pair<int, int>{64, 10}, {400, 120}, {512, 100}}) {
+    const int batch = 130;
+    const auto x = random_vector<T>(size_t(batch) * in, 11), w = random_vector<T>(size_t(out) * in, 12);
+    const auto bias = random_vector<T>(size_t(out), 13);
+    std::vector<T> y(size_t(batch) * out);
+    kd::cpu::linear_forward<T>({batch, in, out}, x.data(), w.data(), bias.data(), y.data());
+    for (int rows : {1, 7, 31, 32, 33, 64, 100}) {
+      std::vector<T> xs(size_t(rows) * in), ys(size_t(rows) * out);
+      // rows taken backwards from the end, so each sits at another position than in the batch
+      for (int r = 0; r < rows; ++r)
+        std::copy_n(x.begin() + int64_t(batch - 1 - r) * in, in, xs.begin() + int64_t(r) * in);
+      kd::cpu::linear_forward<T>({rows, in, out}, xs.data(), w.data(), bias.data(), ys.data());
+      int differ = 0;
+      for (int r = 0; r < rows; ++r)
+        differ += std::memcmp(ys.data() + int64_t(r) * out, y.data() + int64_t(batch - 1 - r) * out,
+                              sizeof(T) * size_t(out)) != 0;
+      EXPECT_EQ(differ, 0) << rows << " of " << batch << " rows, " << in << " -> " << out
+                           << type_name<T>();
+    }
+  }
+}
+
+TEST(LinearKernel, CpuForwardIsBatchInvariant) {
+  EngineThreading threading;
+  expect_batch_invariant_forward<float>();
+  expect_batch_invariant_forward<double>();
+}
+
 TEST(PoolKernel, AvgPoolHandComputedCountsPadding) {
   std::vector<double> x(16);
   for (int i = 0; i < 16; ++i) x[i] = i + 1;  // 4x4: 1..16

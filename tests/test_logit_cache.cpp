@@ -4,6 +4,11 @@
 // the real binary, with BatchNorm teachers and an ensemble.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
+#include "base/philox.h"
+#include "engine/autograd.h"
+#include "models/registry.h"
 #include "tests/cli_testing.h"
 
 namespace kd {
@@ -16,6 +21,34 @@ std::string metrics_without_seconds(const std::string& run_dir) {
   for (const std::string& line : lines_of(read_file(run_dir + "/metrics.csv")))
     out += line.substr(0, line.rfind(',')) + "\n";
   return out;
+}
+
+// What the cache rests on: on the CPU an image's logits depend on that image alone, not on the
+// size or the order of the batch it came in (eval mode).
+TEST(LogitCache, EveryModelsLogitsAreBatchInvariantOnTheCpu) {
+  NoGradGuard no_grad;
+  for (const char* arch : {"lenet5", "preresnet8", "preresnet8-ln", "vgg16"}) {
+    auto model = models::make_model(arch, 10, 3, 1);
+    model->eval();
+    const int n = std::string(arch) == "vgg16" ? 40 : 130, s = model->image_size;
+    Tensor x = Tensor::empty({n, 3, s, s});
+    for (int64_t i = 0; i < x.numel(); ++i)
+      x.data<float>()[i] = float(2 * philox_uniform(5, kStreamTest, uint64_t(i)) - 1);
+    const Tensor all = model->forward(x);
+    const size_t image = x.nbytes() / size_t(n), row = all.nbytes() / size_t(n);
+    for (int rows : {1, 5, 33}) {
+      Tensor some = Tensor::empty({rows, 3, s, s});  // the last `rows` images, reversed
+      for (int r = 0; r < rows; ++r)
+        std::memcpy(static_cast<char*>(some.raw()) + r * image,
+                    static_cast<const char*>(x.raw()) + (n - 1 - r) * image, image);
+      const Tensor out = model->forward(some);
+      int differ = 0;
+      for (int r = 0; r < rows; ++r)
+        differ += std::memcmp(static_cast<const char*>(out.raw()) + r * row,
+                              static_cast<const char*>(all.raw()) + (n - 1 - r) * row, row) != 0;
+      EXPECT_EQ(differ, 0) << arch << ": " << rows << " images of " << n;
+    }
+  }
 }
 
 TEST(LogitCache, DistillationIsBitwiseTheSameWithAndWithoutIt) {

@@ -267,16 +267,32 @@ void backward_weight_group(const ConvGeom& g, const Lowering& L, int nb, int beg
 
 }  // namespace
 
+// The forward is batch-invariant: an image's output depends on that image alone. OpenBLAS picks
+// its kernel by the GEMM's shape (a column's result does not depend on where it sits, but does on
+// the column count), so every forward GEMM has the shape of a full chunk: the chunk size ignores
+// n, and a last, short chunk is computed zero-padded to full size in a scratch copy.
 template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   check_geom(g);
   const Lowering L = forward_lowering(g);
-  const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
+  const int64_t pq = L.pq(), hw = L.hw();
+  const int nb = static_cast<int>(std::max<int64_t>(1, (kMinColumns + pq - 1) / pq));
+  const int chunks = (g.n + nb - 1) / nb;
 #pragma omp parallel for schedule(static) if (tasks_in_parallel())
   for (int chunk = 0; chunk < chunks; ++chunk) {
     const int n0 = chunk * nb, count = std::min(nb, g.n - n0);
-    forward_chunk(g, L, count, x + int64_t(n0) * g.c * L.hw(), w, bias,
-                  y + int64_t(n0) * g.k * L.pq());
+    const T* xc = x + int64_t(n0) * g.c * hw;
+    T* yc = y + int64_t(n0) * g.k * pq;
+    if (count == nb) {
+      forward_chunk(g, L, nb, xc, w, bias, yc);
+      continue;
+    }
+    thread_local std::vector<T> x_pad, y_pad;
+    x_pad.assign(size_t(nb) * g.c * hw, T(0));
+    y_pad.resize(size_t(nb) * g.k * pq);
+    std::copy(xc, xc + int64_t(count) * g.c * hw, x_pad.begin());
+    forward_chunk(g, L, nb, x_pad.data(), w, bias, y_pad.data());
+    std::copy(y_pad.begin(), y_pad.begin() + int64_t(count) * g.k * pq, yc);
   }
 }
 

@@ -209,7 +209,8 @@ class LogitCache {
     });
     epoch_ = device.is_cuda() ? host_.to(device) : host_;
   }
-  // Lays the rows out in `order` (positions into the dataset) for rows_at().
+  // Lays the rows out in `order` (positions into the dataset) for rows_at(); until the first
+  // call they are in dataset order.
   void start_epoch(const std::vector<int64_t>& order) {
     KD_CHECK(int64_t(order.size()) == host_.size(0), "LogitCache: an order of " << order.size()
                                                          << " for " << host_.size(0) << " rows");
@@ -371,24 +372,22 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
     if (test && (last || (cfg.eval_every > 0 && (epoch + 1) % cfg.eval_every == 0))) {
       rec.evaluated = true;
       if (teacher_for_eval && cfg.logit_cache && !test_teacher) {
-        // The teacher is fixed: its test-set logits are the same at every evaluation.
+        // The teacher is fixed: its test-set logits are the same at every evaluation. The cache
+        // starts in dataset order, the order evaluation reads it in.
         LogitsFn teacher_fn = [&](const Tensor& x) { return teacher_for_eval->forward(x); };
         test_teacher = std::make_unique<LogitCache>(teacher_fn, *test, norm, cfg.device,
                                                     kEvalBatch);
-        std::vector<int64_t> dataset_order(size_t(test->n));
-        for (int64_t i = 0; i < test->n; ++i) dataset_order[size_t(i)] = i;
-        test_teacher->start_epoch(dataset_order);
       }
       model.eval();
       LogitsFn student_fn = [&](const Tensor& x) { return model.forward(x); };
-      TeacherRows cached = [&](const HostBatch& hb) {
-        return test_teacher->rows_at(hb.epoch_offset, hb.images.size(0));
-      };
-      LogitsFn teacher_fn = [&](const Tensor& x) { return teacher_for_eval->forward(x); };
-      rec.test = test_teacher ? evaluate_rows(student_fn, cached, *test, norm, cfg.device,
-                                              kEvalBatch)
-                 : teacher_for_eval ? evaluate(student_fn, &teacher_fn, *test, norm, cfg.device)
-                                    : evaluate(student_fn, nullptr, *test, norm, cfg.device);
+      TeacherRows teacher_rows;
+      if (test_teacher)
+        teacher_rows = [&](const HostBatch& hb) {
+          return test_teacher->rows_at(hb.epoch_offset, hb.images.size(0));
+        };
+      else if (teacher_for_eval)
+        teacher_rows = [&](const HostBatch& hb) { return teacher_for_eval->forward(hb.images); };
+      rec.test = evaluate_rows(student_fn, teacher_rows, *test, norm, cfg.device, kEvalBatch);
       model.train();
     }
     rec.seconds = elapsed();

@@ -81,13 +81,14 @@ Lowering transposed_lowering(const ConvGeom& g) {
 
 // Images per GEMM. One image gives GEMMs wide enough for OpenBLAS and needs no scatter or
 // transpose; small planes are batched so a GEMM has >= kMinColumns columns (measured: 8x8
-// planes in chunks of 4 images ran ~1.7x faster than one image at a time).
+// planes in chunks of 4 images ran ~1.7x faster than one image at a time). From the plane size
+// only, never from n: the forward's batch invariance needs every chunk's GEMM to have one shape
+// (a batch smaller than a chunk is one short chunk, handled like any last one).
 constexpr int64_t kMinColumns = 256;
 
 int images_per_chunk(const ConvGeom& g) {
   const int64_t pq = int64_t(g.p()) * g.q();
-  return static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(g.n, (kMinColumns + pq - 1) / pq)));
+  return static_cast<int>(std::max<int64_t>(1, (kMinColumns + pq - 1) / pq));
 }
 
 // Backward data as a transposed convolution pays off for "same" stride-1 convolutions with enough
@@ -269,15 +270,14 @@ void backward_weight_group(const ConvGeom& g, const Lowering& L, int nb, int beg
 
 // The forward is batch-invariant: an image's output depends on that image alone. OpenBLAS picks
 // its kernel by the GEMM's shape (a column's result does not depend on where it sits, but does on
-// the column count), so every forward GEMM has the shape of a full chunk: the chunk size ignores
-// n, and a last, short chunk is computed zero-padded to full size in a scratch copy.
+// the column count), so every forward GEMM has the shape of a full chunk (images_per_chunk ignores
+// n), and a last, short chunk is computed zero-padded to full size in a scratch copy.
 template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   check_geom(g);
   const Lowering L = forward_lowering(g);
   const int64_t pq = L.pq(), hw = L.hw();
-  const int nb = static_cast<int>(std::max<int64_t>(1, (kMinColumns + pq - 1) / pq));
-  const int chunks = (g.n + nb - 1) / nb;
+  const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
 #pragma omp parallel for schedule(static) if (tasks_in_parallel())
   for (int chunk = 0; chunk < chunks; ++chunk) {
     const int n0 = chunk * nb, count = std::min(nb, g.n - n0);

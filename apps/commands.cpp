@@ -128,7 +128,10 @@ data::Dataset load_split(const CommonOptions& common, bool train) {
   options.resize = common.resize;
   KD_INPUT_CHECK(common.pad_to >= 0, "--pad-to: expected a size >= 0 (0 = off), got "
                                          << common.pad_to);
+  KD_INPUT_CHECK(common.test_size >= 0, "--test-size: expected >= 0 (0 = all), got "
+                                            << common.test_size);
   data::Dataset ds = data::load_dataset(common.dataset, common.data_dir, train, options);
+  if (!train && common.test_size > 0 && common.test_size < ds.n) ds = ds.take_first(common.test_size);
   return common.pad_to > 0 ? ds.padded_to(common.pad_to) : ds;
 }
 
@@ -230,7 +233,8 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   save_model(run.file("model.safetensors"), *model, norm.mean, norm.std, meta);
   ClassifierStats stats = evaluate_model(*model, nullptr, test, norm, device);
   run.write_summary({{"command", "train"}, {"test", stats_json(stats, false)},
-                     {"checkpoint", "model.safetensors"}});
+                     {"train_images", train.n}, {"checkpoint", "model.safetensors"},
+                     {"seconds", run.seconds()}});
   std::cout << "test accuracy " << format_percent(stats.accuracy(), 2) << ", NLL "
             << format_fixed(stats.nll(), 4) << ", ECE " << format_fixed(stats.ece(), 4) << "\n"
             << "run directory: " << run.path() << "\n";
@@ -338,8 +342,14 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   save_model(run.file("student.safetensors"), *student, norm.mean, norm.std, meta);
   ClassifierStats on_test = evaluate_model(*student, &teacher, test, norm, device);
   ClassifierStats on_train = evaluate_model(*student, &teacher, distill_data, norm, device);
+  // The ensemble's own test metrics, so a report needs no second pass over its members.
+  LogitsFn teacher_fn = [&teacher](const Tensor& x) { return teacher.forward(x); };
+  ClassifierStats teacher_test = evaluate(teacher_fn, nullptr, test, norm, device);
   nlohmann::json summary = {{"command", "distill"}, {"test", stats_json(on_test, true)},
                             {"distill_data", stats_json(on_train, true)},
+                            {"teacher", {{"members", members.size()},
+                                         {"test", stats_json(teacher_test, false)}}},
+                            {"distill_images", distill_data.n},
                             {"checkpoint", "student.safetensors"}};
   auto report = [](const std::string& who, const ClassifierStats& t, const ClassifierStats& d) {
     std::cout << who << " test accuracy " << format_percent(t.accuracy(), 2)
@@ -377,6 +387,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   } else {
     report("student", on_test, on_train);
   }
+  summary["seconds"] = run.seconds();
   run.write_summary(summary);
   std::cout << "run directory: " << run.path() << "\n";
   return 0;

@@ -17,6 +17,7 @@ struct CommonOptions {
   std::string data_dir;
   int resize = 0;  // --resize N: image-folder images to N x N (0 = off)
   int pad_to = 0;  // --pad-to N: zero-pad every image to N x N (0 = off)
+  int64_t test_size = 0;     // --test-size N: evaluate on the first N test images (0 = all)
   std::string split = "all";  // --split: which half of the training set (data/sampling.h)
   uint64_t split_seed = 0;    // --split-seed: the halves' random partition
   // GPU kernel controls (ignored on the CPU)

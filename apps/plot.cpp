@@ -122,13 +122,35 @@ std::string panel_script(const PlotSpec& panel, size_t p, std::ostringstream& da
     }
     if (points == 0) continue;
     data << block << " << EOD\n" << rows.str() << "EOD\n";
-    plot += (plot.empty() ? "plot " : ", \\\n     ") + block + " using 1:2 with linespoints ls " +
+    plot += (plot.empty() ? "plot " : ", \\\n     ") + block + " using 1:2 with " +
+            (series.reference ? "lines dt 2 lw 1.5" : "linespoints") + " ls " +
             std::to_string(s % kNumColours + 1) + " title " + gp_string(series.name);
   }
   if (plot.empty())
     return "set xrange [0:1]\nset yrange [0:1]\nunset tics\n"
            "set label 1 'no data' at graph 0.5, graph 0.5 center\nplot NaN notitle\n";
   return plot + "\n";
+}
+
+// Integer ticks for a counting axis; named ticks (and a margin) for named settings.
+std::string x_axis_script(const PlotSpec& panel) {
+  std::ostringstream out;
+  out << "set xtics autofreq norotate\n";  // a previous panel's named ticks do not carry over
+  if (!panel.x_labels.empty()) {
+    out << "set xtics (";
+    for (size_t i = 0; i < panel.x_labels.size(); ++i)
+      out << (i ? ", " : "") << gp_string(panel.x_labels[i]) << " " << i;
+    out << ") rotate by -30\nset xrange [-0.5:" << double(panel.x_labels.size()) - 0.5 << "]\n";
+  } else if (panel.integer_x) {
+    out << "set format x '%.0f'\n";
+    double lo = INFINITY, hi = -INFINITY;
+    for (const Series& s : panel.series)
+      for (double x : s.x) lo = std::min(lo, x), hi = std::max(hi, x);
+    if (!panel.log_x && std::isfinite(lo) && hi - lo <= 20) out << "set xtics 1\n";
+  } else {
+    out << "set format x '% h'\n";
+  }
+  return out.str();
 }
 
 std::string make_script(const std::string& out_png, const std::vector<PlotSpec>& panels, int width,
@@ -146,7 +168,7 @@ std::string make_script(const std::string& out_png, const std::vector<PlotSpec>&
          << (panel.log_x
                  ? "set logscale x\nset autoscale xfix\nset offsets graph 0.03, graph 0.03, 0, 0\n"
                  : "unset logscale x\nset offsets 0, 0, 0, 0\n")
-         << panel_script(panel, p, data);
+         << x_axis_script(panel) << panel_script(panel, p, data);
   }
   std::ostringstream script;
   script << "size = '" << width << "," << height << "'\n"

@@ -19,12 +19,16 @@ struct Table {
 struct Series {
   std::string name;
   std::vector<double> x, y;  // same length; NaN or inf y values are gaps
+  bool reference = false;    // a reference level (a teacher's): drawn dashed, without points
 };
 
 struct PlotSpec {
   std::string title, xlabel, ylabel;
   std::vector<Series> series;
   bool log_x = false;  // points with x <= 0 are dropped on a log axis
+  bool integer_x = false;  // the x axis counts something: integer ticks only
+  // Named settings along x (x = 0, 1, ...): one tick per name instead of numbers.
+  std::vector<std::string> x_labels;
 };
 
 // Draws `panels` side by side into one PNG (width x height pixels in total). The file is replaced

@@ -35,7 +35,8 @@ std::vector<std::string>& stored_arguments() {
   return arguments;
 }
 
-// Quotes a word for a POSIX shell only when needed, so the recorded command line can be pasted.
+}  // namespace
+
 std::string shell_quote(const std::string& word) {
   if (!word.empty() && word.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                               "0123456789-_./=:,+@%") == std::string::npos)
@@ -44,6 +45,8 @@ std::string shell_quote(const std::string& word) {
   for (char c : word) out += (c == '\'') ? std::string("'\\''") : std::string(1, c);
   return out + "'";
 }
+
+namespace {
 
 std::string run_and_capture(const std::string& command) {
   std::string out;
@@ -253,9 +256,12 @@ void RunDir::write_summary(const nlohmann::json& summary) const {
   write_file_atomic(file("summary.json"), pretty_json(summary));
 }
 
+double RunDir::seconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+}
+
 void RunDir::log(const std::string& line) const {
-  double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  double elapsed = seconds();
   char stamp[32];
   std::snprintf(stamp, sizeof stamp, "[%.1f s] ", elapsed);
   std::ofstream out(file("log.txt"), std::ios::app);

@@ -42,6 +42,7 @@ class RunDir {
 
   void write_summary(const nlohmann::json& summary) const;  // summary.json, atomically
 
+  double seconds() const;  // since construction
   // Appends "[<seconds since construction> s] line" to log.txt, flushed at once.
   void log(const std::string& line) const;
 
@@ -67,6 +68,8 @@ RecordedCommand recorded_command(const std::string& run_dir, const std::string& 
 std::string git_revision();
 bool git_tree_dirty();  // tracked files differ from the revision
 std::string utc_timestamp(const char* format = "%Y-%m-%dT%H:%M:%SZ");  // now, in UTC
+// A word quoted for a POSIX shell only when it needs it (so a printed command can be pasted).
+std::string shell_quote(const std::string& word);
 // One CSV field, quoted only when it holds a comma, quote or line break.
 std::string csv_field(const std::string& value);
 

@@ -62,9 +62,10 @@ TEST(Cli, HelpExitsZeroAndNamesSubcommandsAndFlags) {
     EXPECT_NE(train.out.find(e.help), std::string::npos) << e.help << " not in:\n" << train.out;
   for (const auto& e : distill_loss_registry().entries())
     EXPECT_NE(distill.out.find(e.help), std::string::npos) << e.help << " not in:\n" << distill.out;
-  RunResult repro = run_kdlab({"repro", "--help"}, tmp.path);
-  for (const auto& e : apps::preset_registry().entries())
-    EXPECT_NE(repro.out.find(e.help), std::string::npos) << e.help << " not in:\n" << repro.out;
+  RunResult repro = run_kdlab({"repro", "--list"}, tmp.path);
+  ASSERT_EQ(repro.code, 0) << repro.err;
+  for (const apps::Preset& p : apps::presets())
+    EXPECT_NE(repro.out.find(p.name + " "), std::string::npos) << p.name << " not in:\n" << repro.out;
   EXPECT_EQ(entries_of(tmp.path), std::vector<std::string>{});
 }
 

@@ -135,13 +135,5 @@ TEST(Registry, EveryDatasetNormalizesToThePapersUnitCube) {
   EXPECT_THROW(data::dataset_normalization("imagenet", 3), InputError);
 }
 
-TEST(Registry, EveryPresetNamesARegisteredDataset) {
-  EXPECT_TRUE(apps::preset_registry().contains("fmnist-study"));
-  for (const auto& e : apps::preset_registry().entries()) {
-    EXPECT_TRUE(data::dataset_registry().contains(e.dataset)) << e.name;
-    EXPECT_TRUE(bool(e.run)) << e.name;
-  }
-}
-
 }  // namespace
 }  // namespace kd

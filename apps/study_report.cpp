@@ -1,0 +1,516 @@
+// Study reports (see study_report.h).
+#include "apps/study_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "apps/report.h"
+#include "apps/run_dir.h"
+#include "base/check.h"
+#include "engine/atomic_file.h"
+
+namespace fs = std::filesystem;
+
+namespace kd {
+namespace apps {
+namespace {
+
+// One measured value and what to call it in a sentence.
+struct Item {
+  std::string label;
+  std::optional<double> value;
+  std::string missing;  // why there is no value
+};
+
+class Values {
+ public:
+  explicit Values(const Study& st) : st_(st) {}
+
+  // "@RUN:a.b.c", or "a.b.c" of `row_run`. With check_only, only the syntax and the run are
+  // checked (no run need have finished).
+  Item lookup(const std::string& ref, const std::string& row_run, const std::string& where,
+              bool check_only) {
+    std::string run = row_run, path = ref;
+    if (!ref.empty() && ref[0] == '@') {
+      size_t colon = ref.find(':');
+      if (colon == std::string::npos)
+        throw InputError(where + ": '" + ref + "': expected @RUN:key.key");
+      run = ref.substr(1, colon - 1);
+      path = ref.substr(colon + 1);
+    }
+    if (run.empty())
+      throw InputError(where + ": '" + ref + "': name the run (@RUN:key) or give the row a run");
+    if (st_.find(run) == nullptr)
+      throw InputError(where + ": '" + ref + "': no run has the id '" + run + "'");
+    if (path.empty()) throw InputError(where + ": '" + ref + "': no key after the run");
+    Item item;
+    if (check_only) return item;
+    const Json* node = summary(run);
+    if (node == nullptr) {
+      item.missing = "run " + run + " has not finished";
+      return item;
+    }
+    std::stringstream keys(path);
+    std::string key;
+    while (std::getline(keys, key, '.')) {
+      if (!node->is_object() || !node->contains(key)) {
+        item.missing = "runs/" + run + "/summary.json has no " + path;
+        return item;
+      }
+      node = &(*node)[key];
+    }
+    if (node->is_number()) item.value = node->get<double>();
+    else item.missing = "runs/" + run + "/summary.json: " + path + " is not a number";
+    return item;
+  }
+
+  bool finished(const std::string& run) { return summary(run) != nullptr; }
+
+ private:
+  const Json* summary(const std::string& run) {
+    auto it = cache_.find(run);
+    if (it == cache_.end()) {
+      std::optional<Json> j;
+      const std::string path = st_.dir + "/runs/" + run + "/summary.json";
+      std::ifstream in(path);
+      if (in) {
+        try {
+          j = Json::parse(in);
+        } catch (const std::exception& e) {
+          throw InputError(path + ": not JSON: " + e.what());
+        }
+      }
+      it = cache_.emplace(run, j).first;
+    }
+    return it->second ? &*it->second : nullptr;
+  }
+  const Study& st_;
+  std::map<std::string, std::optional<Json>> cache_;
+};
+
+std::string format_value(double v, const std::string& format) {
+  if (format == "percent") return format_percent(v, 2);
+  if (format == "int") return std::to_string(int64_t(std::llround(v)));
+  if (format == "fixed1") return format_fixed(v, 1);
+  if (format == "fixed2") return format_fixed(v, 2);
+  if (format == "fixed3") return format_fixed(v, 3);
+  return format_fixed(v, 4);
+}
+
+void check_format(const Json& spec, const std::string& where) {
+  const std::string f = spec.value("format", std::string("fixed4"));
+  static const char* known[] = {"percent", "int", "fixed1", "fixed2", "fixed3", "fixed4"};
+  if (std::find(std::begin(known), std::end(known), f) == std::end(known))
+    throw InputError(where + ".format: '" + f +
+                     "': expected percent, int, fixed1, fixed2, fixed3 or fixed4");
+}
+
+std::string text_of(const Json& spec, const char* key, const std::string& where) {
+  if (!spec.contains(key) || !spec[key].is_string())
+    throw InputError(where + "." + key + ": expected a string");
+  return spec[key].get<std::string>();
+}
+
+// A paper number as written: numbers in a percent column are percentages.
+std::string paper_text(const Json& v, const std::string& format) {
+  if (v.is_string()) return v.get<std::string>();
+  return value_text(v) + (format == "percent" ? "%" : "");
+}
+
+// ---- the table ----
+
+struct Column {
+  std::string name, value, format;
+  bool has_paper = false;
+};
+
+struct TableResult {
+  Table table;
+  Json rows = Json::array();
+};
+
+TableResult build_table(const Study& st, Values& values, bool check_only) {
+  const std::string w = st.source + ": table";
+  TableResult out;
+  if (!st.doc.contains("table")) return out;
+  const Json& spec = st.doc["table"];
+  check_keys(spec, {"label", "columns", "rows"}, w);
+  std::vector<Column> columns;
+  const Json& cols = spec.value("columns", Json::array());
+  if (!cols.is_array() || cols.empty()) throw InputError(w + ".columns: expected a non-empty list");
+  for (size_t i = 0; i < cols.size(); ++i) {
+    const std::string cw = w + ".columns[" + std::to_string(i) + "]";
+    check_keys(cols[i], {"name", "value", "format"}, cw);
+    check_format(cols[i], cw);
+    columns.push_back({text_of(cols[i], "name", cw), text_of(cols[i], "value", cw),
+                       cols[i].value("format", std::string("fixed4"))});
+  }
+  if (st.doc.contains("paper_numbers") && !st.doc["paper_numbers"].is_object())
+    throw InputError(st.source + ": paper_numbers: expected {\"row label\": {\"column\": value}}");
+  // Rows.
+  struct Row {
+    std::string label, run;
+    Json vars;
+  };
+  std::vector<Row> rows;
+  const Json& row_specs = spec.value("rows", Json::array());
+  if (!row_specs.is_array() || row_specs.empty())
+    throw InputError(w + ".rows: expected a non-empty list");
+  for (size_t i = 0; i < row_specs.size(); ++i) {
+    const std::string rw = w + ".rows[" + std::to_string(i) + "]";
+    check_keys(row_specs[i], {"label", "run", "for"}, rw);
+    for (const Json& vars : expand_for(row_specs[i].value("for", Json()), st.vars, rw + ".for")) {
+      Row r;
+      r.label = value_text(substitute(Json(text_of(row_specs[i], "label", rw)), vars, rw + ".label"));
+      if (row_specs[i].contains("run"))
+        r.run = value_text(substitute(row_specs[i]["run"], vars, rw + ".run"));
+      if (!r.run.empty() && st.find(r.run) == nullptr)
+        throw InputError(rw + ".run: '" + r.run + "': no run has this id");
+      r.vars = vars;
+      rows.push_back(r);
+    }
+  }
+  for (Column& c : columns)
+    for (const Row& r : rows)
+      c.has_paper = c.has_paper || (st.doc.contains("paper_numbers") &&
+                                    st.doc["paper_numbers"].contains(r.label) &&
+                                    st.doc["paper_numbers"][r.label].contains(c.name));
+  out.table.header = {spec.value("label", std::string("setting"))};
+  for (const Column& c : columns) {
+    out.table.header.push_back(c.name);
+    if (c.has_paper) out.table.header.push_back("paper");
+  }
+  for (const Row& r : rows) {
+    std::vector<std::string> cells = {r.label};
+    Json row = {{"setting", r.label}, {"run", r.run}, {"values", Json::object()},
+                {"paper", Json::object()}};
+    const Json no_paper = Json::object();
+    const Json& p = st.doc.contains("paper_numbers") && st.doc["paper_numbers"].contains(r.label)
+                        ? st.doc["paper_numbers"][r.label]
+                        : no_paper;
+    for (const Column& c : columns) {
+      const std::string cw = w + ".columns(" + c.name + ") for row " + r.label;
+      const std::string ref = value_text(substitute(Json(c.value), r.vars, cw));
+      Item item = values.lookup(ref, r.run, cw, check_only);
+      cells.push_back(item.value ? format_value(*item.value, c.format) : "-");
+      row["values"][c.name] = item.value ? Json(*item.value) : Json();
+      if (c.has_paper) {
+        cells.push_back(p.contains(c.name) ? paper_text(p[c.name], c.format) : "");
+        if (p.contains(c.name)) row["paper"][c.name] = p[c.name];
+      }
+    }
+    out.table.rows.push_back(cells);
+    out.rows.push_back(row);
+  }
+  return out;
+}
+
+// ---- findings ----
+
+struct Finding {
+  std::string claim, verdict, evidence;
+};
+
+Item single(const Json& spec, const Json& vars, Values& values, const std::string& where,
+            bool check_only) {
+  std::string ref, label;
+  if (spec.is_object()) {
+    check_keys(spec, {"value", "label"}, where);
+    ref = value_text(substitute(Json(text_of(spec, "value", where)), vars, where));
+    label = spec.contains("label") ? value_text(substitute(spec["label"], vars, where)) : ref;
+  } else if (spec.is_string()) {
+    ref = label = value_text(substitute(spec, vars, where));
+  } else {
+    throw InputError(where + ": expected \"@RUN:key\" or {\"value\": ..., \"label\": ...}");
+  }
+  Item item = values.lookup(ref, "", where, check_only);
+  item.label = label;
+  return item;
+}
+
+std::vector<Item> series(const Json& spec, const Json& vars, Values& values,
+                         const std::string& where, bool check_only) {
+  check_keys(spec, {"for", "value", "label"}, where);
+  std::vector<Item> out;
+  for (const Json& v : expand_for(spec.value("for", Json()), vars, where + ".for")) {
+    Item item = values.lookup(value_text(substitute(Json(text_of(spec, "value", where)), v, where)),
+                              "", where, check_only);
+    item.label = spec.contains("label") ? value_text(substitute(spec["label"], v, where)) : "";
+    out.push_back(item);
+  }
+  return out;
+}
+
+Finding evaluate_finding(const Study& st, const Json& spec, Values& values,
+                         const std::string& w, bool check_only) {
+  check_keys(spec, {"claim", "check", "what", "format", "value", "threshold", "a", "b",
+                    "tolerance", "margin", "series", "against", "against_what", "expect"},
+             w);
+  Finding f;
+  f.claim = text_of(spec, "claim", w);
+  const std::string check = text_of(spec, "check", w);
+  const std::string what = spec.value("what", std::string("value"));
+  check_format(spec, w);
+  const std::string format = spec.value("format", std::string("fixed4"));
+  auto fmt = [&](double v) { return format_value(v, format); };
+  auto need = [&](const char* key) -> const Json& {
+    if (!spec.contains(key)) throw InputError(w + "." + key + ": missing (check '" + check + "')");
+    return spec[key];
+  };
+  auto number = [&](const char* key) {
+    const Json& v = need(key);
+    if (!v.is_number()) throw InputError(w + "." + key + ": expected a number");
+    return v.get<double>();
+  };
+  std::vector<Item> items;
+  bool ok = false;
+  std::ostringstream ev;
+  auto describe = [&](const Item& i) { return (i.label.empty() ? "" : i.label + " ") + fmt(*i.value); };
+  if (check == "above" || check == "below") {
+    Item v = single(need("value"), st.vars, values, w + ".value", check_only);
+    double t = number("threshold");
+    items = {v};
+    if (!check_only && v.value) {
+      ok = check == "above" ? *v.value > t : *v.value < t;
+      ev << what << " " << describe(v) << " (" << (check == "above" ? "above " : "below ")
+         << fmt(t) << " needed)";
+    }
+  } else if (check == "greater" || check == "less" || check == "close") {
+    Item a = single(need("a"), st.vars, values, w + ".a", check_only);
+    Item b = single(need("b"), st.vars, values, w + ".b", check_only);
+    double margin = spec.value("margin", 0.0);
+    double tolerance = check == "close" ? number("tolerance") : 0.0;
+    items = {a, b};
+    if (!check_only && a.value && b.value) {
+      double d = *a.value - *b.value;
+      ok = check == "greater" ? d > margin : check == "less" ? d < -margin : std::fabs(d) <= tolerance;
+      ev << what << ": " << describe(a) << " against " << describe(b);
+      if (check == "close") ev << " (a difference of " << fmt(std::fabs(d)) << "; within "
+                               << fmt(tolerance) << " needed)";
+      else if (margin > 0) ev << " (by more than " << fmt(margin) << " needed)";
+    }
+  } else if (check == "rises" || check == "falls" || check == "best" || check == "lowest" ||
+             check == "best_matches_lowest") {
+    items = series(need("series"), st.vars, values, w + ".series", check_only);
+    std::vector<Item> against;
+    if (check == "best_matches_lowest")
+      against = series(need("against"), st.vars, values, w + ".against", check_only);
+    if ((check == "best" || check == "lowest") && !need("expect").is_string())
+      throw InputError(w + ".expect: expected the label of the series point that should win");
+    if (items.size() < 2) throw InputError(w + ".series: needs at least two points");
+    items.insert(items.end(), against.begin(), against.end());
+    if (!check_only && std::all_of(items.begin(), items.end(), [](const Item& i) { return bool(i.value); })) {
+      std::vector<Item> s(items.begin(), items.end() - against.size());
+      auto arg = [](const std::vector<Item>& v, bool max) {
+        size_t k = 0;
+        for (size_t i = 1; i < v.size(); ++i)
+          if (max ? *v[i].value > *v[k].value : *v[i].value < *v[k].value) k = i;
+        return k;
+      };
+      ev << what << " ";
+      for (size_t i = 0; i < s.size(); ++i)
+        ev << (i ? (check == "rises" || check == "falls" ? " -> " : ", ") : "") << fmt(*s[i].value)
+           << (s[i].label.empty() ? "" : " (" + s[i].label + ")");
+      if (check == "rises") ok = *s.back().value > *s.front().value;
+      if (check == "falls") ok = *s.back().value < *s.front().value;
+      if (check == "best" || check == "lowest") {
+        const Item& win = s[arg(s, check == "best")];
+        ok = win.label == spec["expect"].get<std::string>();
+        ev << "; " << (check == "best" ? "highest" : "lowest") << ": " << win.label;
+      }
+      if (check == "best_matches_lowest") {
+        const Item& win = s[arg(s, true)];
+        const Item& low = against[arg(against, false)];
+        ok = win.label == low.label;
+        ev << "; highest: " << win.label << "; lowest "
+           << spec.value("against_what", std::string("of the second measure")) << ": " << low.label;
+      }
+    }
+  } else {
+    throw InputError(w + ".check: '" + check + "': expected above, below, greater, less, close, "
+                     "rises, falls, best, lowest or best_matches_lowest");
+  }
+  if (check_only) return f;
+  for (const Item& i : items)
+    if (!i.value) {
+      f.verdict = "not measured";
+      f.evidence = i.missing;
+      return f;
+    }
+  f.verdict = ok ? "agrees" : "does not agree";
+  f.evidence = ev.str();
+  return f;
+}
+
+std::vector<Finding> build_findings(const Study& st, Values& values, bool check_only) {
+  std::vector<Finding> out;
+  const Json& specs = st.doc.value("findings", Json::array());
+  if (!specs.is_array()) throw InputError(st.source + ": findings: expected a list");
+  for (size_t i = 0; i < specs.size(); ++i)
+    out.push_back(evaluate_finding(st, specs[i], values,
+                                   st.source + ": findings[" + std::to_string(i) + "]", check_only));
+  return out;
+}
+
+// ---- plots ----
+
+std::map<std::string, std::vector<PlotSpec>> build_plots(const Study& st, Values& values,
+                                                         bool check_only) {
+  std::map<std::string, std::vector<PlotSpec>> files;
+  const Json& specs = st.doc.value("plots", Json::array());
+  if (!specs.is_array()) throw InputError(st.source + ": plots: expected a list");
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const Json& p = specs[i];
+    const std::string w = st.source + ": plots[" + std::to_string(i) + "]";
+    check_keys(p, {"file", "title", "x_label", "y_label", "log_x", "integer_x", "series",
+                   "reference"},
+               w);
+    PlotSpec panel;
+    panel.title = value_text(substitute(Json(text_of(p, "title", w)), st.vars, w + ".title"));
+    panel.xlabel = text_of(p, "x_label", w);
+    panel.ylabel = text_of(p, "y_label", w);
+    panel.log_x = p.value("log_x", false);
+    panel.integer_x = p.value("integer_x", false);
+    const std::string file = p.value("file", std::string("plot.png"));
+    if (file.find('/') != std::string::npos || file.size() < 5 ||
+        file.substr(file.size() - 4) != ".png")
+      throw InputError(w + ".file: '" + file + "': expected a NAME.png in the study directory");
+    const Json& ss = p.value("series", Json::array());
+    if (!ss.is_array() || ss.empty()) throw InputError(w + ".series: expected a non-empty list");
+    std::vector<std::string> categories;
+    for (size_t k = 0; k < ss.size(); ++k) {
+      const std::string sw = w + ".series[" + std::to_string(k) + "]";
+      check_keys(ss[k], {"name", "for", "x", "y", "scale"}, sw);
+      Series s;
+      s.name = text_of(ss[k], "name", sw);
+      double scale = ss[k].value("scale", 1.0);
+      if (!ss[k].contains("x")) throw InputError(sw + ".x: missing");
+      for (const Json& v : expand_for(ss[k].value("for", Json()), st.vars, sw + ".for")) {
+        Json x = substitute(ss[k]["x"], v, sw + ".x");
+        Item y = values.lookup(value_text(substitute(Json(text_of(ss[k], "y", sw)), v, sw + ".y")),
+                               "", sw + ".y", check_only);
+        if (x.is_number()) {
+          s.x.push_back(x.get<double>());
+        } else {
+          // A named setting (an augmentation policy): one tick per name, in order of appearance.
+          const std::string name = value_text(x);
+          auto it = std::find(categories.begin(), categories.end(), name);
+          if (it == categories.end()) it = categories.insert(categories.end(), name);
+          s.x.push_back(double(it - categories.begin()));
+        }
+        s.y.push_back(y.value ? *y.value * scale : NAN);
+      }
+      panel.series.push_back(s);
+    }
+    panel.x_labels = categories;
+    const Json& refs = p.value("reference", Json::array());
+    for (size_t k = 0; k < refs.size(); ++k) {
+      const std::string rw = w + ".reference[" + std::to_string(k) + "]";
+      check_keys(refs[k], {"name", "y", "scale"}, rw);
+      Item y = values.lookup(value_text(substitute(Json(text_of(refs[k], "y", rw)), st.vars, rw)),
+                             "", rw + ".y", check_only);
+      Series s;
+      s.name = text_of(refs[k], "name", rw);
+      s.reference = true;
+      double lo = INFINITY, hi = -INFINITY;
+      for (const Series& other : panel.series)
+        for (double x : other.x) lo = std::min(lo, x), hi = std::max(hi, x);
+      if (y.value && lo <= hi) {
+        double v = *y.value * refs[k].value("scale", 1.0);
+        s.x = {lo, hi};
+        s.y = {v, v};
+      }
+      panel.series.push_back(s);
+    }
+    files[file].push_back(panel);
+  }
+  return files;
+}
+
+}  // namespace
+
+void check_report_spec(const Study& st) {
+  Values values(st);
+  build_table(st, values, true);
+  build_findings(st, values, true);
+  build_plots(st, values, true);
+}
+
+std::string write_study_report(const Study& st) {
+  Values values(st);
+  TableResult table = build_table(st, values, false);
+  std::vector<Finding> findings = build_findings(st, values, false);
+  size_t done = 0;
+  for (const PlannedRun& r : st.runs) done += values.finished(r.id);
+
+  std::ostringstream md;
+  md << "# " << st.title << "\n\n"
+     << "Study `" << st.name << "` at scale **" << st.scale << "**"
+     << (st.scale_note.empty() ? "" : " (" + st.scale_note + ")") << ". "
+     << (st.paper.empty() ? "" : "Paper: " + st.paper + ". ")
+     << (st.question.empty() ? "" : "Question: " + st.question) << "\n\n"
+     << done << " of " << st.runs.size() << " runs finished"
+     << (done < st.runs.size() ? " (the rest show as -; this report is partial)" : "")
+     << ". Every number below was measured by these runs and read from their summary.json; "
+        "report written " << utc_timestamp() << " at revision " << git_revision() << ".\n\n";
+  if (!table.table.rows.empty()) {
+    md << "## Results\n\n" << table.table.to_markdown() << "\n";
+    if (st.doc.contains("paper_source"))
+      md << "Paper columns: " << st.doc["paper_source"].get<std::string>() << "\n\n";
+  }
+  Json findings_json = Json::array();
+  if (!findings.empty()) {
+    md << "## Findings\n\n";
+    if (st.scale != "paper")
+      md << "Checked on this scale's numbers; the paper's findings are about its own (paper) "
+            "scale.\n\n";
+    for (const Finding& f : findings) {
+      std::string verdict = f.verdict;
+      verdict[0] = char(std::toupper(static_cast<unsigned char>(verdict[0])));
+      md << "- **" << verdict << ".** " << f.claim << " Ours: " << f.evidence << ".\n";
+      findings_json.push_back({{"claim", f.claim}, {"verdict", f.verdict}, {"evidence", f.evidence}});
+    }
+    md << "\n";
+  }
+  auto plots = build_plots(st, values, false);
+  if (!plots.empty()) md << "## Plots\n\n";
+  for (const auto& [file, panels] : plots) {
+    try {
+      plot_png(st.dir + "/" + file, panels, panels.size() > 1 ? 1100 : 640, 450);
+      md << "![" << file << "](" << file << ")\n\n";
+    } catch (const Error& e) {
+      md << "(" << file << " not drawn: " << e.what() << ")\n\n";
+    }
+  }
+  if (st.doc.contains("notes")) md << "## Notes\n\n" << st.doc["notes"].get<std::string>() << "\n\n";
+  md << "## Runs\n\nEach run's directory is `runs/ID` (its config.json has the exact command); "
+        "its output is in `logs/ID.log`.\n\n";
+  Table runs;
+  runs.header = {"run", "command", "after", "seconds"};
+  for (const PlannedRun& r : st.runs) {
+    Item s = values.lookup("seconds", r.id, "runs", false);
+    std::string after;
+    for (const std::string& a : r.after) after += (after.empty() ? "" : " ") + a;
+    runs.rows.push_back({r.id, r.command, after, s.value ? format_fixed(*s.value, 1) : "-"});
+  }
+  md << runs.to_markdown() << "\n";
+  write_file_atomic(st.dir + "/report.md", md.str());
+  write_file_atomic(st.dir + "/summary.json",
+                    Json{{"study", st.name}, {"title", st.title}, {"paper", st.paper},
+                         {"scale", st.scale}, {"runs", st.runs.size()}, {"runs_finished", done},
+                         {"table", {{"header", table.table.header}, {"rows", table.rows}}},
+                         {"findings", findings_json}}
+                            .dump(2) + "\n");
+  std::ostringstream text;
+  if (!table.table.rows.empty()) text << table.table.to_text();
+  for (const Finding& f : findings) text << "- " << f.verdict << ": " << f.claim << " Ours: " << f.evidence << ".\n";
+  return text.str();
+}
+
+}  // namespace apps
+}  // namespace kd

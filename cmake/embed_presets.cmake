@@ -1,0 +1,21 @@
+# Turns presets/*.json into a C++ source holding each file as a string (apps/presets.h), so the
+# binary carries its presets. Run by the build whenever a preset changes:
+#   cmake -DOUT=<file.cpp> -DPRESET_DIR=<dir> -P embed_presets.cmake
+file(GLOB files "${PRESET_DIR}/*.json")
+list(SORT files)
+set(body "// Generated from presets/*.json by cmake/embed_presets.cmake; edit the JSON files.\n")
+string(APPEND body "#include \"apps/presets.h\"\n\nnamespace kd {\nnamespace apps {\n\n")
+string(APPEND body "const std::vector<Preset>& presets() {\n  static const std::vector<Preset> all = {\n")
+foreach(f IN LISTS files)
+  get_filename_component(name "${f}" NAME_WE)
+  file(READ "${f}" text)
+  string(FIND "${text}" ")kdlab_preset\"" clash)
+  if(NOT clash EQUAL -1)
+    message(FATAL_ERROR "${f} contains the embedding's delimiter")
+  endif()
+  string(APPEND body "      {\"${name}\", R\"kdlab_preset(${text})kdlab_preset\"},\n")
+endforeach()
+string(APPEND body "  };\n  return all;\n}\n\n}  // namespace apps\n}  // namespace kd\n")
+file(WRITE "${OUT}.tmp" "${body}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUT}.tmp")

@@ -63,6 +63,9 @@ void add_split(CLI::App* cmd, CommonOptions& c) {
                   "--split-seed) or all (= D0+D1)")
       ->capture_default_str();
   cmd->add_option("--split-seed", c.split_seed, "Seed of the D0/D1 partition (default 0)");
+  cmd->add_option("--subset-seed", c.subset_seed,
+                  "Seed of the random subset (--subset-size, --distill-size; default: --seed), "
+                  "so a teacher and its students can share the same images");
 }
 
 void add_loop(CLI::App* cmd, LoopConfig& l) {

@@ -81,6 +81,11 @@ EpochHook metrics_writer(RunDir& run, bool with_teacher) {
   };
 }
 
+uint64_t subset_seed(const CommonOptions& common) {
+  KD_INPUT_CHECK(common.subset_seed >= -1, "--subset-seed: expected >= 0, got " << common.subset_seed);
+  return common.subset_seed < 0 ? common.seed : uint64_t(common.subset_seed);
+}
+
 data::Dataset training_subset(const data::Dataset& train, int per_class, int64_t size,
                               uint64_t seed, const char* size_flag = "--subset-size") {
   KD_INPUT_CHECK(per_class == 0 || size == 0,
@@ -199,7 +204,7 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   data::Dataset test = load_split(common, false);
   auto model = make_model_for_flag("--model", options.model, train, common.seed);
   train = split_of(common, train);
-  train = training_subset(train, options.subset_per_class, options.subset_size, common.seed);
+  train = training_subset(train, options.subset_per_class, options.subset_size, subset_seed(common));
   LoopConfig loop = options.loop;
   RunDir run = open_run_dir(common, "train", loop);
   loop.seed = common.seed;
@@ -216,6 +221,7 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
                                     {"train_images", train.n},
                                     {"subset_per_class", options.subset_per_class},
                                     {"subset_size", options.subset_size},
+                                    {"subset_seed", subset_seed(common)},
                                     {"loop", loop_json(loop)},
                                     {"threads", num_threads()}});
   data::Normalization norm = data::dataset_normalization(common.dataset, train.c);
@@ -287,7 +293,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
                                                             "classes (use --alpha 0)");
   }
   data::Dataset distill_data = training_subset(split_of(common, distill_source), 0,
-                                               options.distill_size, common.seed,
+                                               options.distill_size, subset_seed(common),
                                                "--distill-size");
   auto student = make_model_for_flag("--student-model", arch, train, common.seed);
   LoopConfig loop = options.loop;
@@ -323,6 +329,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
                                            ? "test set"
                                            : "test set and distillation images"},
                        {"distill_images", distill_data.n},
+                       {"subset_seed", subset_seed(common)},
                        {"init_from", options.init_from},
                        {"init_interpolate", options.init_from.empty() ? 0.0 : options.init_lambda},
                        {"init_kind", options.init_from.empty() ? "" : options.init_kind},
@@ -350,6 +357,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
                             {"teacher", {{"members", members.size()},
                                          {"test", stats_json(teacher_test, false)}}},
                             {"distill_images", distill_data.n},
+                       {"subset_seed", subset_seed(common)},
                             {"checkpoint", "student.safetensors"}};
   auto report = [](const std::string& who, const ClassifierStats& t, const ClassifierStats& d) {
     std::cout << who << " test accuracy " << format_percent(t.accuracy(), 2)

@@ -20,6 +20,8 @@ struct CommonOptions {
   int64_t test_size = 0;     // --test-size N: evaluate on the first N test images (0 = all)
   std::string split = "all";  // --split: which half of the training set (data/sampling.h)
   uint64_t split_seed = 0;    // --split-seed: the halves' random partition
+  int64_t subset_seed = -1;   // --subset-seed: which random subset (-1: --seed's), so runs
+                              // with different seeds can share their images
   // GPU kernel controls (ignored on the CPU)
   std::string conv = "native";  // native | cudnn
   std::string bn = "native";    // native | cudnn

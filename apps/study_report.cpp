@@ -23,8 +23,10 @@ namespace {
 // One measured value and what to call it in a sentence.
 struct Item {
   std::string label;
-  std::optional<double> value;
-  std::string missing;  // why there is no value
+  std::optional<double> value;  // the mean, when averaged over trials
+  std::string missing;          // why there is no value
+  double sd = 0;                // sample standard deviation over the trials
+  int n = 1;                    // trials averaged
 };
 
 class Values {
@@ -58,6 +60,12 @@ class Values {
     std::stringstream keys(path);
     std::string key;
     while (std::getline(keys, key, '.')) {
+      if (node->is_array() && !key.empty() &&
+          key.find_first_not_of("0123456789") == std::string::npos &&
+          std::stoul(key) < node->size()) {
+        node = &(*node)[std::stoul(key)];  // "cka.0.per_stage.2"
+        continue;
+      }
       if (!node->is_object() || !node->contains(key)) {
         item.missing = "runs/" + run + "/summary.json has no " + path;
         return item;
@@ -92,6 +100,34 @@ class Values {
   const Study& st_;
   std::map<std::string, std::optional<Json>> cache_;
 };
+
+// `ref` (and the row's `run`) under `vars`, or their mean over the "mean_over" combinations
+// (trials: {"trial": "${trials}"}), with the standard deviation.
+Item measure(Values& values, const std::string& ref, const std::string& run, const Json& vars,
+             const Json& mean_over, const std::string& where, bool check_only) {
+  std::vector<Json> sets = mean_over.is_null() ? std::vector<Json>{vars}
+                                               : expand_for(mean_over, vars, where + ".mean_over");
+  std::vector<double> xs;
+  Item out;
+  for (const Json& v : sets) {
+    const std::string r = run.empty() ? "" : value_text(substitute(Json(run), v, where));
+    Item one = values.lookup(value_text(substitute(Json(ref), v, where)), r, where, check_only);
+    if (!one.value) {
+      if (out.missing.empty()) out.missing = one.missing;
+      continue;
+    }
+    xs.push_back(*one.value);
+  }
+  if (check_only || xs.size() != sets.size() || xs.empty()) return out;
+  double mean = 0, ss = 0;
+  for (double x : xs) mean += x / double(xs.size());
+  for (double x : xs) ss += (x - mean) * (x - mean);
+  out.value = mean;
+  out.n = int(xs.size());
+  out.sd = xs.size() > 1 ? std::sqrt(ss / double(xs.size() - 1)) : 0.0;
+  out.missing.clear();
+  return out;
+}
 
 std::string format_value(double v, const std::string& format) {
   if (format == "percent") return format_percent(v, 2);
@@ -154,8 +190,8 @@ TableResult build_table(const Study& st, Values& values, bool check_only) {
     throw InputError(st.source + ": paper_numbers: expected {\"row label\": {\"column\": value}}");
   // Rows.
   struct Row {
-    std::string label, run;
-    Json vars;
+    std::string label, run;  // run: a template when the row averages over trials
+    Json vars, mean_over;
   };
   std::vector<Row> rows;
   const Json& row_specs = spec.value("rows", Json::array());
@@ -163,14 +199,21 @@ TableResult build_table(const Study& st, Values& values, bool check_only) {
     throw InputError(w + ".rows: expected a non-empty list");
   for (size_t i = 0; i < row_specs.size(); ++i) {
     const std::string rw = w + ".rows[" + std::to_string(i) + "]";
-    check_keys(row_specs[i], {"label", "run", "for"}, rw);
+    check_keys(row_specs[i], {"label", "run", "for", "mean_over"}, rw);
     for (const Json& vars : expand_for(row_specs[i].value("for", Json()), st.vars, rw + ".for")) {
       Row r;
       r.label = value_text(substitute(Json(text_of(row_specs[i], "label", rw)), vars, rw + ".label"));
-      if (row_specs[i].contains("run"))
-        r.run = value_text(substitute(row_specs[i]["run"], vars, rw + ".run"));
-      if (!r.run.empty() && st.find(r.run) == nullptr)
-        throw InputError(rw + ".run: '" + r.run + "': no run has this id");
+      r.mean_over = row_specs[i].value("mean_over", Json());
+      if (row_specs[i].contains("run")) {
+        if (!row_specs[i]["run"].is_string()) throw InputError(rw + ".run: expected a run id");
+        r.run = row_specs[i]["run"].get<std::string>();
+        for (const Json& v : r.mean_over.is_null() ? std::vector<Json>{vars}
+                                                   : expand_for(r.mean_over, vars, rw + ".mean_over")) {
+          const std::string id = value_text(substitute(Json(r.run), v, rw + ".run"));
+          if (st.find(id) == nullptr)
+            throw InputError(rw + ".run: '" + id + "': no run has this id");
+        }
+      }
       r.vars = vars;
       rows.push_back(r);
     }
@@ -189,16 +232,20 @@ TableResult build_table(const Study& st, Values& values, bool check_only) {
     std::vector<std::string> cells = {r.label};
     Json row = {{"setting", r.label}, {"run", r.run}, {"values", Json::object()},
                 {"paper", Json::object()}};
+    if (!r.mean_over.is_null()) row["mean_over"] = substitute(r.mean_over, r.vars, w);
     const Json no_paper = Json::object();
     const Json& p = st.doc.contains("paper_numbers") && st.doc["paper_numbers"].contains(r.label)
                         ? st.doc["paper_numbers"][r.label]
                         : no_paper;
     for (const Column& c : columns) {
       const std::string cw = w + ".columns(" + c.name + ") for row " + r.label;
-      const std::string ref = value_text(substitute(Json(c.value), r.vars, cw));
-      Item item = values.lookup(ref, r.run, cw, check_only);
-      cells.push_back(item.value ? format_value(*item.value, c.format) : "-");
+      Item item = measure(values, c.value, r.run, r.vars, r.mean_over, cw, check_only);
+      cells.push_back(!item.value ? "-"
+                      : item.n > 1 ? format_value(*item.value, c.format) + " ± " +
+                                         format_value(item.sd, c.format)
+                                   : format_value(*item.value, c.format));
       row["values"][c.name] = item.value ? Json(*item.value) : Json();
+      if (item.n > 1) row["sd"][c.name] = item.sd;
       if (c.has_paper) {
         cells.push_back(p.contains(c.name) ? paper_text(p[c.name], c.format) : "");
         if (p.contains(c.name)) row["paper"][c.name] = p[c.name];
@@ -219,27 +266,30 @@ struct Finding {
 Item single(const Json& spec, const Json& vars, Values& values, const std::string& where,
             bool check_only) {
   std::string ref, label;
+  Json mean_over;
   if (spec.is_object()) {
-    check_keys(spec, {"value", "label"}, where);
-    ref = value_text(substitute(Json(text_of(spec, "value", where)), vars, where));
+    check_keys(spec, {"value", "label", "mean_over"}, where);
+    ref = text_of(spec, "value", where);
     label = spec.contains("label") ? value_text(substitute(spec["label"], vars, where)) : ref;
+    mean_over = spec.value("mean_over", Json());
   } else if (spec.is_string()) {
-    ref = label = value_text(substitute(spec, vars, where));
+    ref = spec.get<std::string>();
+    label = value_text(substitute(spec, vars, where));
   } else {
     throw InputError(where + ": expected \"@RUN:key\" or {\"value\": ..., \"label\": ...}");
   }
-  Item item = values.lookup(ref, "", where, check_only);
+  Item item = measure(values, ref, "", vars, mean_over, where, check_only);
   item.label = label;
   return item;
 }
 
 std::vector<Item> series(const Json& spec, const Json& vars, Values& values,
                          const std::string& where, bool check_only) {
-  check_keys(spec, {"for", "value", "label"}, where);
+  check_keys(spec, {"for", "value", "label", "mean_over"}, where);
   std::vector<Item> out;
   for (const Json& v : expand_for(spec.value("for", Json()), vars, where + ".for")) {
-    Item item = values.lookup(value_text(substitute(Json(text_of(spec, "value", where)), v, where)),
-                              "", where, check_only);
+    Item item = measure(values, text_of(spec, "value", where), "", v,
+                        spec.value("mean_over", Json()), where, check_only);
     item.label = spec.contains("label") ? value_text(substitute(spec["label"], v, where)) : "";
     out.push_back(item);
   }
@@ -385,15 +435,17 @@ std::map<std::string, std::vector<PlotSpec>> build_plots(const Study& st, Values
     std::vector<std::string> categories;
     for (size_t k = 0; k < ss.size(); ++k) {
       const std::string sw = w + ".series[" + std::to_string(k) + "]";
-      check_keys(ss[k], {"name", "for", "x", "y", "scale"}, sw);
+      check_keys(ss[k], {"name", "each", "for", "x", "y", "scale", "mean_over"}, sw);
+      // "each": one series per combination (one line per ensemble size), named from it.
+      for (const Json& each : expand_for(ss[k].value("each", Json()), st.vars, sw + ".each")) {
       Series s;
-      s.name = text_of(ss[k], "name", sw);
+      s.name = value_text(substitute(Json(text_of(ss[k], "name", sw)), each, sw + ".name"));
       double scale = ss[k].value("scale", 1.0);
       if (!ss[k].contains("x")) throw InputError(sw + ".x: missing");
-      for (const Json& v : expand_for(ss[k].value("for", Json()), st.vars, sw + ".for")) {
+      for (const Json& v : expand_for(ss[k].value("for", Json()), each, sw + ".for")) {
         Json x = substitute(ss[k]["x"], v, sw + ".x");
-        Item y = values.lookup(value_text(substitute(Json(text_of(ss[k], "y", sw)), v, sw + ".y")),
-                               "", sw + ".y", check_only);
+        Item y = measure(values, text_of(ss[k], "y", sw), "", v, ss[k].value("mean_over", Json()),
+                         sw + ".y", check_only);
         if (x.is_number()) {
           s.x.push_back(x.get<double>());
         } else {
@@ -406,6 +458,7 @@ std::map<std::string, std::vector<PlotSpec>> build_plots(const Study& st, Values
         s.y.push_back(y.value ? *y.value * scale : NAN);
       }
       panel.series.push_back(s);
+      }
     }
     panel.x_labels = categories;
     const Json& refs = p.value("reference", Json::array());

@@ -211,7 +211,10 @@ bool prepare_study_dir(const Study& st) {
                             << " at scale " << st.scale << "; use another --out");
     const Json& old_runs = old["runs"];
     for (size_t i = 0; i < std::max(old_runs.size(), plan.size()); ++i) {
-      if (i < old_runs.size() && i < plan.size() && old_runs[i] == plan[i]) continue;
+      // config.json went through nlohmann::json, which sorts keys: compare unordered.
+      if (i < old_runs.size() && i < plan.size() &&
+          nlohmann::json::parse(old_runs[i].dump()) == nlohmann::json::parse(plan[i].dump()))
+        continue;
       const std::string id = i < plan.size() ? plan[i]["id"].get<std::string>()
                                              : old_runs[i]["id"].get<std::string>();
       throw InputError("--out " + st.dir + ": its run '" + id +
@@ -245,11 +248,15 @@ int run_study_locally(const Study& st, const std::string& kdlab, bool created_di
     ++index;
     if (finished(st, r.id)) continue;
     const bool resuming = fs::exists(run_dir_of(st, r.id) + "/last.safetensors");
-    std::cout << "[" << index << "/" << st.runs.size() << "] " << r.command << " " << r.id
-              << (resuming ? " (resumed)" : "") << " ..." << std::flush;
+    // A terminal sees the run start; a pipe or file gets one line per finished run only, so a
+    // study that fails before anything finished prints nothing but its one error line.
+    const std::string head = "[" + std::to_string(index) + "/" + std::to_string(st.runs.size()) +
+                             "] " + r.command + " " + r.id + (resuming ? " (resumed)" : "");
+    const bool tty = isatty(STDOUT_FILENO);
+    if (tty) std::cout << head << " ..." << std::flush;
     Outcome o = execute(st, r, kdlab);
     if (o.code != 0) {
-      std::cout << " failed\n";
+      if (tty) std::cout << " failed\n";
       const std::string log = st.dir + "/logs/" + r.id + ".log";
       std::string why = error_line(log);
       if (created_dir && !any_run_started(st)) {
@@ -261,7 +268,8 @@ int run_study_locally(const Study& st, const std::string& kdlab, bool created_di
       throw RunFailed(o.code, "run " + r.id + ": " + why + " (log: " + log + ")");
     }
     Json summary = Json::parse(read_text(run_dir_of(st, r.id) + "/summary.json"));
-    std::cout << " " << format_fixed(o.seconds, 1) << " s: " << result_line(summary) << "\n";
+    std::cout << (tty ? "" : head + ":") << " " << format_fixed(o.seconds, 1)
+              << " s: " << result_line(summary) << "\n";
   }
   std::string table = write_study_report(st);
   double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -123,6 +123,22 @@ Json evaluate_placeholder(const std::string& inner, const Json& vars, const std:
       throw InputError(where + ": ${" + inner + "}: unknown variable '" + inner + "'");
     return vars.at(inner);
   }
+  // ${p.name}: a member of an object variable (e.g. one augmentation policy of a list).
+  static const std::regex member_path(R"([A-Za-z_]\w*(\.[A-Za-z_]\w*)+)");
+  if (std::regex_match(inner, member_path)) {
+    std::stringstream parts(inner);
+    std::string part, walked;
+    const Json* node = &vars;
+    while (std::getline(parts, part, '.')) {
+      if (!node->is_object() || !node->contains(part))
+        throw InputError(where + ": ${" + inner + "}: " +
+                         (walked.empty() ? "unknown variable '" + part + "'"
+                                         : walked + " has no member '" + part + "'"));
+      node = &(*node)[part];
+      walked += (walked.empty() ? "" : ".") + part;
+    }
+    return *node;
+  }
   return number_json(Expression(inner, vars, where).evaluate());
 }
 
@@ -444,7 +460,7 @@ Study plan_study(const Json& doc, const std::string& source, const std::string& 
   for (size_t i = 0; i < doc["runs"].size(); ++i) {
     const Json& spec = doc["runs"][i];
     const std::string w = source + ": runs[" + std::to_string(i) + "]";
-    check_keys(spec, {"id", "command", "for", "flags", "after"}, w);
+    check_keys(spec, {"id", "command", "for", "flags", "more_flags", "after"}, w);
     if (!spec.contains("id") || !spec["id"].is_string())
       throw InputError(w + ".id: expected a string");
     if (!spec.contains("command") || !spec["command"].is_string())
@@ -463,6 +479,13 @@ Study plan_study(const Json& doc, const std::string& source, const std::string& 
       Json flags = merged(defaults.value(command, Json::object()), spec.value("flags", Json::object()));
       if (!flags.is_object()) throw InputError(r.where + ".flags: expected an object");
       r.flags = substitute(flags, vars, r.where + ".flags");
+      // "more_flags": "${p.flags}": an object variable's flags, over the run's own.
+      if (spec.contains("more_flags")) {
+        Json more = substitute(spec["more_flags"], vars, r.where + ".more_flags");
+        if (!more.is_object())
+          throw InputError(r.where + ".more_flags: expected an object of flags, got " + more.dump());
+        r.flags = merged(r.flags, more);
+      }
       Json after = substitute(spec.value("after", Json::array()), vars, r.where + ".after");
       if (!after.is_array()) throw InputError(r.where + ".after: expected a list of run ids");
       for (const Json& a : after) {

@@ -621,7 +621,7 @@ key_bench() {
   echo "${done_models:-0} models done: ${ours:-0} kdlab rows, ${theirs:-0} PyTorch rows, ${unavailable:-0} PyTorch unavailable (rows above)"
 }
 
-study_line() { grep -m1 -o 'fmnist-study (quick): [0-9.]* s on [a-z0-9:]*' "$1" | sed 's/fmnist-study (quick): //' || true; }
+study_line() { grep -m1 -o 'fmnist-study (tiny): [0-9.]* s' "$1" | sed 's/fmnist-study (tiny): //' || true; }
 
 study_error() { grep -m1 -E 'kdlab: error|terminate|what\(\)' "$1" | cut -c1-160 || true; }
 

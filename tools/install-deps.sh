@@ -3,7 +3,8 @@
 # not root. python3-torch is optional (golden files and the speed baseline only): pass --with-torch.
 set -euo pipefail
 packages=(cmake g++ make libopenblas-dev libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev
-          libgtest-dev libbenchmark-dev gnuplot-nox dataset-fashion-mnist)
+          libgtest-dev libbenchmark-dev gnuplot-nox dataset-fashion-mnist
+          slurmctld slurmd slurm-client munge)  # Slurm: the study test's one-node cluster
 if [[ "${1:-}" == "--with-torch" ]]; then packages+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${packages[@]}"; do

@@ -239,8 +239,7 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   save_model(run.file("model.safetensors"), *model, norm.mean, norm.std, meta);
   ClassifierStats stats = evaluate_model(*model, nullptr, test, norm, device);
   run.write_summary({{"command", "train"}, {"test", stats_json(stats, false)},
-                     {"train_images", train.n}, {"checkpoint", "model.safetensors"},
-                     {"seconds", run.seconds()}});
+                     {"train_images", train.n}, {"checkpoint", "model.safetensors"}});
   std::cout << "test accuracy " << format_percent(stats.accuracy(), 2) << ", NLL "
             << format_fixed(stats.nll(), 4) << ", ECE " << format_fixed(stats.ece(), 4) << "\n"
             << "run directory: " << run.path() << "\n";
@@ -395,7 +394,6 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   } else {
     report("student", on_test, on_train);
   }
-  summary["seconds"] = run.seconds();
   run.write_summary(summary);
   std::cout << "run directory: " << run.path() << "\n";
   return 0;

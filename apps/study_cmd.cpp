@@ -138,14 +138,15 @@ int run_report_command(const std::string& study_dir) {
   } catch (const std::exception& e) {
     throw InputError(study_dir + "/config.json: not JSON: " + e.what());
   }
-  KD_INPUT_CHECK(config.value("command", "") == "study" && config.contains("file"),
+  KD_INPUT_CHECK(config.value("command", "") == "study" && config.contains("file_text"),
                  study_dir << ": its config.json is not a study's (command "
                            << config.value("command", "?") << ")");
   // The study as it was planned: the same file, scale and variables.
   std::vector<std::string> sets;
   for (auto it = config["vars"].begin(); it != config["vars"].end(); ++it)
     if (it.key() != "scale") sets.push_back(it.key() + "=" + it.value().dump());
-  Study st = plan_study(config["file"], config.value("source", study_dir),
+  const std::string source = config.value("source", study_dir);
+  Study st = plan_study(parse_study_text(config["file_text"].get<std::string>(), source), source,
                         config.value("scale", ""), sets, dir, {});
   std::string table = write_study_report(st);
   std::cout << st.name << " (" << st.scale << ")\n" << table << "report: " << dir << "/report.md\n";

@@ -148,7 +148,6 @@ Outcome execute(const Study& st, const PlannedRun& run, const std::string& kdlab
         throw Error("run " + run.id + ": eval printed no JSON (" + tmp + "): " + e.what());
       }
       j["command"] = "eval";
-      j["seconds"] = o.seconds;
       j["arguments"] = argv;
       write_file_atomic(dir + "/summary.json", j.dump(2) + "\n");
     }
@@ -156,6 +155,24 @@ Outcome execute(const Study& st, const PlannedRun& run, const std::string& kdlab
   } else {
     o.code = run_child(argv, log, log);
     o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  // The study's own record of the run's wall time, over every attempt (a resumed run's summary
+  // must be the bytes an uninterrupted run writes, so the time is kept beside it).
+  if (o.code == 0 || fs::exists(dir)) {
+    const std::string path = dir + "/timing.json";
+    Json timing = {{"seconds", 0.0}, {"attempts", 0}};
+    std::ifstream in(path);
+    if (in) {
+      try {
+        timing = Json::parse(in);
+      } catch (const std::exception&) {
+      }
+    }
+    timing["seconds"] = timing.value("seconds", 0.0) + o.seconds;
+    timing["attempts"] = timing.value("attempts", 0) + 1;
+    timing["finished"] = o.code == 0;
+    fs::create_directories(dir);
+    write_file_atomic(path, timing.dump(2) + "\n");
   }
   return o;
 }
@@ -232,7 +249,9 @@ bool prepare_study_dir(const Study& st) {
                         {"scale", st.scale},
                         {"vars", st.vars},
                         {"runs", plan},
-                        {"file", st.doc}});
+                        // As text: config.json's JSON sorts keys, and a file's key order matters
+                        // (the order of "for" loops, of flags).
+                        {"file_text", st.doc.dump(2)}});
   return true;
 }
 

@@ -63,6 +63,8 @@ void check_keys(const Json& object, const std::vector<std::string>& allowed,
                 const std::string& where);
 // A variable value as text ("3", "0.05", "lenet5").
 std::string value_text(const Json& value);
+bool is_variable_name(const std::string& s);  // letters, digits, '_'; not starting with a digit
+// (The template functions live in study_template.cpp.)
 
 }  // namespace apps
 }  // namespace kd

@@ -123,13 +123,26 @@ std::string panel_script(const PlotSpec& panel, size_t p, std::ostringstream& da
     if (points == 0) continue;
     data << block << " << EOD\n" << rows.str() << "EOD\n";
     plot += (plot.empty() ? "plot " : ", \\\n     ") + block + " using 1:2 with " +
-            (series.reference ? "lines dt 2 lw 1.5" : "linespoints") + " ls " +
-            std::to_string(s % kNumColours + 1) + " title " + gp_string(series.name);
+            (series.reference ? "lines" : "linespoints") + " ls " +
+            std::to_string(s % kNumColours + 1) + (series.reference ? " dt 2 lw 1.5" : "") +
+            " title " + gp_string(series.name);
   }
   if (plot.empty())
     return "set xrange [0:1]\nset yrange [0:1]\nunset tics\n"
            "set label 1 'no data' at graph 0.5, graph 0.5 center\nplot NaN notitle\n";
   return plot + "\n";
+}
+
+// The x values of the data series (not the reference levels), sorted, without repeats.
+std::vector<double> distinct_x(const PlotSpec& panel) {
+  std::vector<double> xs;
+  for (const Series& s : panel.series)
+    if (!s.reference)
+      for (double x : s.x)
+        if (std::isfinite(x)) xs.push_back(x);
+  std::sort(xs.begin(), xs.end());
+  xs.erase(std::unique(xs.begin(), xs.end()), xs.end());
+  return xs;
 }
 
 // Integer ticks for a counting axis; named ticks (and a margin) for named settings.
@@ -141,6 +154,15 @@ std::string x_axis_script(const PlotSpec& panel) {
     for (size_t i = 0; i < panel.x_labels.size(); ++i)
       out << (i ? ", " : "") << gp_string(panel.x_labels[i]) << " " << i;
     out << ") rotate by -30\nset xrange [-0.5:" << double(panel.x_labels.size()) - 0.5 << "]\n";
+  } else if (std::vector<double> xs = distinct_x(panel); !xs.empty() && xs.size() <= 8) {
+    // Few settings along x (sizes, ensemble sizes, temperatures): a tick at each, no others.
+    out << "set xtics (";
+    for (size_t i = 0; i < xs.size(); ++i) {
+      std::ostringstream label;
+      label << xs[i];
+      out << (i ? ", " : "") << gp_string(label.str()) << " " << xs[i];
+    }
+    out << ")\n";
   } else if (panel.integer_x) {
     out << "set format x '%.0f'\n";
     double lo = INFINITY, hi = -INFINITY;

@@ -18,7 +18,9 @@ namespace apps {
 namespace {
 
 std::string absolute_path(const std::string& path) {
-  return fs::absolute(path).lexically_normal().string();
+  std::string out = fs::absolute(path).lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();  // "DIR/." -> "DIR"
+  return out;
 }
 
 void list_presets() {

@@ -248,7 +248,7 @@ std::string write_study_report(const Study& st) {
   if (!plots.empty()) md << "## Plots\n\n";
   for (const auto& [file, panels] : plots) {
     try {
-      plot_png(st.dir + "/" + file, panels, panels.size() > 1 ? 1100 : 640, 450);
+      plot_png(st.dir + "/" + file, panels, 80 + 520 * int(panels.size()), 450);
       md << "![" << file << "](" << file << ")\n\n";
     } catch (const Error& e) {
       md << "(" << file << " not drawn: " << e.what() << ")\n\n";

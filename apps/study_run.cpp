@@ -65,7 +65,7 @@ std::string error_line(const std::string& log_path) {
   return error.empty() ? last : error;
 }
 
-// fork + exec `argv` with stdout to `out_path` (appended) and stderr to `err_path` (appended);
+// fork + exec `argv` (argv[0] names the binary; it is this process's own) with stdout to `out_path` (appended) and stderr to `err_path` (appended);
 // the child's exit status, 128 + signal when killed.
 int run_child(const std::vector<std::string>& argv, const std::string& out_path,
               const std::string& err_path) {
@@ -82,6 +82,8 @@ int run_child(const std::vector<std::string>& argv, const std::string& out_path,
     std::vector<char*> args;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    // This very binary, even if a rebuild has replaced the file since the study started.
+    execv("/proc/self/exe", args.data());
     execv(args[0], args.data());
     _exit(127);
   }
@@ -188,7 +190,11 @@ std::string self_executable() {
   std::error_code ec;
   fs::path p = fs::read_symlink("/proc/self/exe", ec);
   KD_CHECK(!ec, "cannot find this program's path (/proc/self/exe): " << ec.message());
-  return p.string();
+  std::string path = p.string();
+  const std::string deleted = " (deleted)";  // rebuilt since it started: name the new file
+  if (path.size() > deleted.size() && path.compare(path.size() - deleted.size(), deleted.size(), deleted) == 0)
+    path.resize(path.size() - deleted.size());
+  return path;
 }
 
 void print_plan(const Study& st, const std::vector<std::string>& kdlab) {

@@ -292,6 +292,14 @@ TEST(Study, PlanAndSlurmScriptsGiveTheLocalTable) {
   EXPECT_NE(level0.find("#SBATCH --cpus-per-task=2\n"), std::string::npos) << level0;
   EXPECT_NE(level0.find("--run-one \"${runs[$SLURM_ARRAY_TASK_ID]}\""), std::string::npos) << level0;
   EXPECT_NE(read_file(tmp / "jobs/level-1.sbatch").find("#SBATCH --array=0-3\n"), std::string::npos);
+  // At paper scale the file asks for a GPU and a day per task.
+  RunResult paper = run_kdlab({"repro", "fig9-temperature", "--scale", "paper", "--slurm",
+                               tmp / "paper-jobs", "--out", tmp / "paper-study"}, tmp.path);
+  ASSERT_EQ(paper.code, 0) << paper.err;
+  const std::string paper_level1 = read_file(tmp / "paper-jobs/level-1.sbatch");
+  for (const char* line : {"#SBATCH --gres=gpu:1\n", "#SBATCH --time=24:00:00\n",
+                           "#SBATCH --cpus-per-task=8\n", "#SBATCH --array=0-11\n"})
+    EXPECT_NE(paper_level1.find(line), std::string::npos) << line << " not in:\n" << paper_level1;
   const std::string submit = read_file(tmp / "jobs/submit.sh");
   EXPECT_NE(submit.find("--dependency=afterok:$previous"), std::string::npos) << submit;
   EXPECT_NE(submit.find("report.sbatch"), std::string::npos) << submit;

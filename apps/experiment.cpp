@@ -419,7 +419,9 @@ void validate(const LoopConfig& c) {
                  "--momentum: expected 0 <= momentum < 1, got " << c.optim.momentum);
   KD_INPUT_CHECK(c.optim.weight_decay >= 0 && std::isfinite(c.optim.weight_decay),
                  "--weight-decay: expected >= 0, got " << c.optim.weight_decay);
-  KD_INPUT_CHECK(c.augment.crop_pad >= 0, "--crop-pad: expected >= 0, got " << c.augment.crop_pad);
+  // Bounded so that image size + 2 * padding cannot overflow the augmentation's int arithmetic.
+  KD_INPUT_CHECK(c.augment.crop_pad >= 0 && c.augment.crop_pad <= 1024,
+                 "--crop-pad: expected 0..1024, got " << c.augment.crop_pad);
   data::make_augment_plan(c.augment);  // refuses out-of-range augmentation settings
   KD_INPUT_CHECK(c.mixup_alpha >= 0 && std::isfinite(c.mixup_alpha),
                  "--mixup: expected a Beta(alpha, alpha) parameter >= 0 (0 = off), got "

@@ -239,8 +239,16 @@ void check_keys(const Json& object, const std::vector<std::string>& allowed,
 }
 
 Json parse_study_text(const std::string& text, const std::string& source) {
+  // Deeper nesting than any study needs is refused while parsing, before a deep value can
+  // exhaust the stack of the code that walks it.
+  constexpr int kMaxDepth = 64;
+  auto bounded = [&](int depth, Json::parse_event_t, Json&) {
+    if (depth > kMaxDepth)
+      throw InputError(source + ": nests deeper than " + std::to_string(kMaxDepth) + " levels");
+    return true;
+  };
   try {
-    return Json::parse(text, nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+    return Json::parse(text, bounded, /*allow_exceptions=*/true, /*ignore_comments=*/true);
   } catch (const Json::parse_error& e) {
     // "[json.exception.parse_error.101] parse error at line 3, column 5: ..." -> the part after "]".
     std::string what = e.what();

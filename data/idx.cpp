@@ -143,9 +143,10 @@ IdxArray read_idx_u8(const std::string& path, uint32_t expected_magic) {
     const int64_t size = read_be32(word);
     KD_INPUT_CHECK(size >= 1 && size <= kMaxDim, path << ": dimension " << d << " has size " << size
                                                       << ", expected 1.." << kMaxDim);
+    // Checked before the multiply: the product of a few 2^31 dimensions overflows int64.
+    KD_INPUT_CHECK(size <= kMaxPayload / payload, path << ": header dimensions give more than "
+                                                       << kMaxPayload << " bytes; corrupt header?");
     payload *= size;
-    KD_INPUT_CHECK(payload <= kMaxPayload, path << ": header dimensions give more than "
-                                                << kMaxPayload << " bytes; corrupt header?");
     out.dims.push_back(size);
   }
 

@@ -101,7 +101,11 @@ StEntry parse_entry(const std::string& path, const std::string& name, const ojso
 ojson parse_header(const std::string& path, const std::string& text) {
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
-  auto watch = [&](int, ojson::parse_event_t event, ojson& parsed) {
+  // A header nesting arrays or objects thousands deep would be accepted by the parser and then
+  // overflow the stack of whatever walks it; no valid header nests deeper than a few levels.
+  constexpr int kMaxDepth = 64;
+  auto watch = [&](int depth, ojson::parse_event_t event, ojson& parsed) {
+    ST_REFUSE(depth <= kMaxDepth, path, "header nests deeper than " << kMaxDepth << " levels");
     if (event == ojson::parse_event_t::object_start) {
       open_objects.emplace_back();
     } else if (event == ojson::parse_event_t::object_end) {

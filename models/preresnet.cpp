@@ -77,6 +77,9 @@ PreResNet::PreResNet(int depth, int classes, int channels, bool group_norm, uint
     : depth_(depth) {
   bool bottleneck = depth >= 44;
   int per_stage = bottleneck ? (depth - 2) / 9 : (depth - 2) / 6;
+  // 1202 is the deepest CIFAR ResNet published; a checkpoint's metadata claiming more would
+  // allocate gigabytes of blocks before any tensor is checked.
+  KD_INPUT_CHECK(depth <= 1202, "preresnet depth " << depth << ": expected at most 1202");
   KD_INPUT_CHECK(depth >= 8 && per_stage >= 1 && (depth - 2) % (bottleneck ? 9 : 6) == 0,
                  "preresnet depth " << depth << ": expected 6n+2 below 44 (e.g. 20, 32) or 9n+2 "
                                     << "from 44 (e.g. 56, 110)");

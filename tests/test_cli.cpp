@@ -100,6 +100,9 @@ TEST(Cli, BadDeviceAndThreadsAreRefused) {
                {"--device", "'gpu'", "auto, cpu or cuda"});
   expect_error(run_kdlab({"train", "--threads", "-2", "--out", tmp / "run"}, tmp.path),
                {"--threads", "-2"});
+  // Once accepted, then overflowing the crop arithmetic.
+  expect_error(run_kdlab({"train", "--crop-pad", "2147483647", "--out", tmp / "run"}, tmp.path),
+               {"--crop-pad", "0..1024", "2147483647"});
   // With CUDA switched off (or absent) asking for it is a clear input error, not a crash.
   expect_error(run_kdlab({"train", "--device", "cuda", "--out", tmp / "run"}, tmp.path,
                          {{"KDLAB_DISABLE_CUDA", "1"}}),

@@ -303,6 +303,18 @@ TEST_F(IdxReader, AbsurdHeaderRefusedBeforeAllocating) {
                  "header dimensions give more than");
 }
 
+// Dimensions whose product passes int64 if multiplied before the check (signed overflow, which
+// a fuzzer finds); the refusal must come first.
+TEST_F(IdxReader, DimensionProductIsCheckedBeforeItCanOverflow) {
+  Bytes b;
+  put_be32(&b, 0x00000804);
+  // 32 x (2^31 - 1) passes the bound; times 2^31 - 1 again is past int64.
+  for (uint32_t dim : {32u, 0x7FFFFFFFu, 0x7FFFFFFFu, 1u}) put_be32(&b, dim);
+  write_raw(path("img"), b);
+  expect_error([&] { kd::data::read_idx_u8(path("img"), 0x00000804); }, path("img"),
+               "header dimensions give more than");
+}
+
 TEST_F(IdxReader, BadNumClasses) {
   write_raw(path("lab"), idx_labels({0}));
   expect_error([&] { kd::data::read_idx_labels(path("lab"), 0); }, path("lab"),

@@ -69,6 +69,14 @@ TEST(Registry, EveryModelBuildsAndUnknownNamesAreRefused) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("6n+2"), std::string::npos) << e.what();
   }
+  // A depth past any published CIFAR ResNet is refused before a block is built (a checkpoint's
+  // metadata once asked for preresnet99998 and gigabytes).
+  try {
+    models::make_model("preresnet99998", 10, 3, 0);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("at most 1202"), std::string::npos) << e.what();
+  }
   for (const auto& e : models::model_registry().entries()) EXPECT_FALSE(e.help.empty()) << e.name;
 }
 

@@ -283,6 +283,15 @@ TEST_F(SafetensorsIO, ReaderRefusesEveryMalformedHeader) {
       {"not_brace", raw_file("[1, 2]  ", 0), "does not start with '{'"},
       {"bad_json", raw_file(R"({"a": {"dtype": "F32",)", 0), "not valid JSON"},
       {"json_trailing_garbage", raw_file("{} x", 0), "not valid JSON"},
+      // 100,000 nested lists once overflowed the stack (a segfault, not an error).
+      {"deep_shape",
+       raw_file(R"({"a":{"dtype":"F32","shape":)" + std::string(100000, '[') +
+                    std::string(100000, ']') + R"(,"data_offsets":[0,4]}})", 4),
+       "deeper than 64 levels"},
+      {"deep_metadata",
+       raw_file(R"({"__metadata__":{"k":)" + std::string(100000, '[') + std::string(100000, ']') +
+                    "}}", 0),
+       "deeper than 64 levels"},
       {"entry_not_object", raw_file(R"({"a": 5})", 0), "entry 'a' is not a JSON object"},
       {"missing_dtype", raw_file(R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4), "missing 'dtype'"},
       {"missing_shape", raw_file(R"({"a":{"dtype":"F32","data_offsets":[0,4]}})", 4), "missing 'shape'"},

@@ -139,6 +139,9 @@ TEST(StudySpec, MistakesAreOneLineErrorsNamingTheKey) {
   has(plan_error(tiny_study(R"([{"id": "a", "command": "train"}, {"id": "a", "command": "train"}])")),
       {"'a'", "earlier run"});
   has(plan_error(tiny_study(ok_run), {"ee=3"}), {"--set ee=3", "no variable 'ee'"});
+  has(plan_error(tiny_study(ok_run, R"(, "notes": )" + std::string(100000, '[') +
+                                        std::string(100000, ']'))),
+      {"s.json", "deeper than 64 levels"});  // once a segfault
   has(plan_error(tiny_study(ok_run), {}, "paper"), {"--scale paper", "tiny, small"});
   has(plan_error(tiny_study(ok_run, R"(, "findings": [{"claim": "x", "check": "bigger", "a": "@a:t"}])")),
       {"findings[0].check", "bigger"});

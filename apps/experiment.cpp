@@ -4,6 +4,7 @@
 // once, each epoch's order once, and batches are built on the device; the step's loss stays there
 // too and is read back only every kLossReadInterval steps and at the end of the epoch.
 #include "apps/experiment.h"
+#include "apps/interrupt.h"
 
 #include <chrono>
 #include <cmath>
@@ -270,6 +271,18 @@ void maybe_kill_after_step() {
   if (++steps_taken == kill_after) std::raise(SIGKILL);
 }
 
+[[noreturn]] void throw_interrupted(const LoopConfig& cfg, const std::string& label, int64_t done) {
+  const int signal_number = pending_interrupt();
+  std::ostringstream what;
+  what << label << " stopped by " << signal_name(signal_number) << " after step " << done;
+  std::string dir;
+  if (!cfg.state_file.empty()) {
+    dir = std::filesystem::path(cfg.state_file).parent_path().string();
+    what << "; its state is saved in " << cfg.state_file;
+  }
+  throw Interrupted(signal_number, what.str(), dir);
+}
+
 void run_loop(models::Classifier& model, const data::Dataset& train, const data::Dataset* test,
               const data::Normalization& norm, const LoopConfig& cfg, const std::string& label,
               const EpochHook& hook, const StepLoss& step_loss,
@@ -362,6 +375,13 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
         save_state(epoch, false);
       }
       if (!epoch_end) maybe_kill_after_step();
+      // A signal mid-epoch: save this step's state and stop (at an epoch's end, the epoch is
+      // finished first, below).
+      if (!epoch_end && pending_interrupt()) {
+        check_finite(losses.read(), checked, label, epoch);
+        save_state(epoch, false);
+        throw_interrupted(cfg, label, done);
+      }
     }
     check_finite(losses.read(), checked, label, epoch);
     EpochRecord rec;
@@ -396,6 +416,7 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
     // and the resumed command drops it and writes the same row again.
     save_state(epoch + 1, true);
     maybe_kill_after_step();
+    if (pending_interrupt() && epoch + 1 < cfg.epochs) throw_interrupted(cfg, label, done);
   }
   std::ostringstream status;
   status << "done in " << elapsed() << " s";

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "apps/cli.h"
+#include "apps/interrupt.h"
 #include "apps/run_dir.h"
 #include "apps/study_run.h"
 #include "base/check.h"
@@ -94,6 +95,10 @@ int main(int argc, char** argv) {
   }
 
   common.resume = !replayed.empty();
+  // Training stops cleanly on SIGINT/SIGTERM (apps/interrupt.h); a study waits for its run to.
+  if (cli->train_cmd->parsed() || cli->distill_cmd->parsed() || cli->study_cmd->parsed() ||
+      cli->repro_cmd->parsed())
+    install_interrupt_handlers();
   try {
     if (cli->train_cmd->parsed()) return run_train(common, cli->train);
     if (cli->distill_cmd->parsed()) return run_distill(common, cli->distill);
@@ -111,6 +116,13 @@ int main(int argc, char** argv) {
       kd::set_runtime_config(config);
       return run_bench(bench);
     }
+  } catch (const Interrupted& e) {
+    const std::string command = cli->train_cmd->parsed() ? "train" : "distill";
+    std::cerr << "kdlab: " << e.what()
+              << (e.run_dir.empty() ? std::string()
+                                    : "; continue with: kdlab " + command + " --resume " + e.run_dir)
+              << "\n";
+    return 128 + e.signal;
   } catch (const RunFailed& e) {
     std::cerr << "kdlab: error: " << e.what() << "\n";
     return e.code;

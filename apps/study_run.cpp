@@ -17,6 +17,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "apps/interrupt.h"
 #include "apps/report.h"
 #include "apps/run_dir.h"
 #include "apps/study_report.h"
@@ -272,6 +273,9 @@ int run_study_locally(const Study& st, const std::string& kdlab, bool created_di
   for (const PlannedRun& r : st.runs) {
     ++index;
     if (finished(st, r.id)) continue;
+    if (int sig = pending_interrupt())
+      throw RunFailed(128 + sig, "stopped by " + signal_name(sig) + " before run " + r.id +
+                                     "; run the same command again to continue");
     const bool resuming = fs::exists(run_dir_of(st, r.id) + "/last.safetensors");
     // A terminal sees the run start; a pipe or file gets one line per finished run only, so a
     // study that fails before anything finished prints nothing but its one error line.
@@ -284,6 +288,7 @@ int run_study_locally(const Study& st, const std::string& kdlab, bool created_di
       if (tty) std::cout << " failed\n";
       const std::string log = st.dir + "/logs/" + r.id + ".log";
       std::string why = error_line(log);
+      if (o.code == 130 || o.code == 143) why += "; run the same command again to continue";
       if (created_dir && !any_run_started(st)) {
         // Nothing ran (bad data, a bad flag value): leave no study directory behind.
         std::error_code ec;

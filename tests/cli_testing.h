@@ -15,6 +15,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -71,17 +72,24 @@ inline void write_file(const std::string& path, const std::string& bytes) {
   ASSERT_TRUE(out.good()) << "cannot write " << path;
 }
 
-// Runs kdlab with `args` in working directory `cwd` (so a default runs/ folder lands there),
-// with KDLAB_PROGRESS=off plus `env`. stdout/stderr go to files beside cwd, not pipes, so a
-// chatty child can never block on a full pipe.
-inline RunResult run_kdlab(const std::vector<std::string>& args, const std::string& cwd,
+// A kdlab process started in the background (spawn_kdlab), finished by wait_kdlab.
+struct Spawned {
+  pid_t pid = -1;
+  std::unique_ptr<TempDir> io;  // its stdout and stderr files
+  std::chrono::steady_clock::time_point start;
+};
+
+// Starts kdlab with `args` in working directory `cwd` (so a default runs/ folder lands there),
+// with KDLAB_PROGRESS=off plus `env`. stdout/stderr go to files, not pipes, so a chatty child
+// can never block on a full pipe.
+inline Spawned spawn_kdlab(const std::vector<std::string>& args, const std::string& cwd,
                            const std::map<std::string, std::string>& env = {}) {
-  RunResult r;
-  TempDir io;
-  const std::string out_path = io / "stdout", err_path = io / "stderr";
-  auto start = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid == 0) {
+  Spawned s;
+  s.io = std::make_unique<TempDir>();
+  const std::string out_path = *s.io / "stdout", err_path = *s.io / "stderr";
+  s.start = std::chrono::steady_clock::now();
+  s.pid = fork();
+  if (s.pid == 0) {
     int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     int err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (out_fd < 0 || err_fd < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(126);
@@ -97,14 +105,27 @@ inline RunResult run_kdlab(const std::vector<std::string>& args, const std::stri
     execv(binary.c_str(), argv.data());
     _exit(127);
   }
-  EXPECT_GT(pid, 0) << "fork failed";
+  EXPECT_GT(s.pid, 0) << "fork failed";
+  return s;
+}
+
+// Waits for a spawned kdlab: its exit code (128 + signal when killed by one) and output.
+inline RunResult wait_kdlab(Spawned& s) {
+  RunResult r;
   int status = 0;
-  if (pid > 0 && waitpid(pid, &status, 0) == pid)
+  if (s.pid > 0 && waitpid(s.pid, &status, 0) == s.pid)
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  r.out = read_file(out_path);
-  r.err = read_file(err_path);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.start).count();
+  r.out = read_file(*s.io / "stdout");
+  r.err = read_file(*s.io / "stderr");
   return r;
+}
+
+// Runs kdlab to the end (see spawn_kdlab).
+inline RunResult run_kdlab(const std::vector<std::string>& args, const std::string& cwd,
+                           const std::map<std::string, std::string>& env = {}) {
+  Spawned s = spawn_kdlab(args, cwd, env);
+  return wait_kdlab(s);
 }
 
 // Writes a uint8 IDX file (gzip-compressed unless raw) with the given dims and payload.

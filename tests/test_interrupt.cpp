@@ -1,0 +1,78 @@
+// Clean interrupts (apps/interrupt.h), through the binary: SIGTERM mid-run saves the resume state,
+// exits 143 with one line saying how to continue, and the resumed run ends with the bytes of an
+// uninterrupted one; a second signal ends the process at once.
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "cli_testing.h"
+
+namespace kd {
+namespace {
+
+using namespace cli_testing;
+
+// Polls until `path` exists (or `seconds` pass); whether it appeared.
+bool wait_for_file(const std::string& path, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    if (fs::exists(path)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+std::vector<std::string> train_args(const std::string& data, const std::string& out,
+                                    const std::string& batch = "8") {
+  // 64 steps per epoch, 60 epochs: seconds of work, so the signal lands mid-run.
+  return {"train", "--data-dir", data, "--epochs", "60", "--batch", batch, "--threads", "1",
+          "--out", out};
+}
+
+TEST(Interrupt, SigtermSavesTheStateAndTheResumedRunEndsWithTheSameBytes) {
+  TempDir tmp;
+  const std::string data = write_synthetic_fmnist(tmp / "data", 512, 32);
+  RunResult whole = run_kdlab(train_args(data, tmp / "whole"), tmp.path);
+  ASSERT_EQ(whole.code, 0) << whole.err;
+
+  Spawned s = spawn_kdlab(train_args(data, tmp / "cut"), tmp.path);
+  ASSERT_TRUE(wait_for_file(tmp / "cut/last.safetensors", 60)) << "no state after an epoch";
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // into the next epoch
+  ASSERT_EQ(kill(s.pid, SIGTERM), 0);
+  RunResult cut = wait_kdlab(s);
+  ASSERT_EQ(cut.code, 143) << cut.err;
+  EXPECT_EQ(std::count(cut.err.begin(), cut.err.end(), '\n'), 1) << cut.err;
+  for (const std::string& needle : {std::string("stopped by SIGTERM after step"),
+                                    "continue with: kdlab train --resume " + tmp / "cut"})
+    EXPECT_NE(cut.err.find(needle), std::string::npos) << needle << " not in: " << cut.err;
+  EXPECT_FALSE(fs::exists(tmp / "cut/model.safetensors")) << "an interrupted run has no model";
+  for (const std::string& name : entries_of(tmp / "cut"))
+    EXPECT_EQ(name.find(".tmp"), std::string::npos) << name << ": a temporary file was left";
+
+  RunResult resumed = run_kdlab({"train", "--resume", tmp / "cut"}, tmp.path);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_EQ(read_file(tmp / "cut/model.safetensors"), read_file(tmp / "whole/model.safetensors"));
+}
+
+TEST(Interrupt, ASecondSignalEndsTheRunAtOnce) {
+  TempDir tmp;
+  const std::string data = write_synthetic_fmnist(tmp / "data", 512, 32);
+  // Steps of 512 images take milliseconds: the second signal arrives while the first one's
+  // step is still running (two signals sent back to back may merge into one).
+  Spawned s = spawn_kdlab(train_args(data, tmp / "run", "512"), tmp.path);
+  ASSERT_TRUE(wait_for_file(tmp / "run/last.safetensors", 60));
+  ASSERT_EQ(kill(s.pid, SIGINT), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  ASSERT_EQ(kill(s.pid, SIGINT), 0);
+  RunResult r = wait_kdlab(s);
+  EXPECT_EQ(r.code, 130) << r.err;
+  EXPECT_EQ(r.err.find("stopped by"), std::string::npos) << "the second signal waited: " << r.err;
+  EXPECT_FALSE(fs::exists(tmp / "run/model.safetensors"));
+}
+
+}  // namespace
+}  // namespace kd

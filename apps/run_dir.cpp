@@ -1,10 +1,14 @@
 // RunDir (see run_dir.h). All whole-file writes go through kd::write_file_atomic.
 #include "apps/run_dir.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -128,6 +132,42 @@ RunDir::RunDir(const std::string& path, bool allow_existing)
     fs::create_directories(path, ec);
     KD_INPUT_CHECK(!ec, "--out " << path << ": cannot create directory: " << ec.message());
   }
+  const std::string lock_path = file(".lock");
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  KD_INPUT_CHECK(fd >= 0, "--out " << path << ": cannot create " << lock_path << ": "
+                                   << std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {0};
+    const ssize_t got = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    std::string holder = got > 0 ? std::string(pid, size_t(got)) : "?";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    throw InputError("--out " + path + ": another kdlab process (pid " + holder +
+                     ") is writing to this run directory");
+  }
+  const std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != ssize_t(me.size())) {
+    // The pid is only for the message a second process prints; the lock itself holds.
+  }
+  lock_ = std::shared_ptr<const int>(new int(fd), [](const int* p) {
+    ::close(*p);
+    delete p;
+  });
+  // A killed writer's temporaries (.NAME.tmp.XXXXXX, engine/atomic_file.cpp): nobody else can be
+  // writing here now, so they are garbage.
+  for (const auto& entry : fs::directory_iterator(path, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > 1 && name[0] == '.' && name.find(".tmp.") != std::string::npos)
+      fs::remove(entry.path(), ec);
+  }
+}
+
+bool RunDir::locked_by_another(const std::string& path) {
+  int fd = ::open((fs::path(path) / ".lock").c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool locked = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
+  ::close(fd);  // releases the lock this probe may have taken
+  return locked;
 }
 
 std::string RunDir::file(const std::string& name) const {

@@ -4,6 +4,7 @@
 // plots named through file().
 #pragma once
 #include <chrono>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -16,7 +17,14 @@ class RunDir {
  public:
   // Creates `path` (and parents). An existing non-empty directory is refused (kd::InputError
   // "--out <path>: directory exists and is not empty") unless allow_existing.
+  // One run directory, one writer: the object holds an exclusive lock on path/.lock (flock, so
+  // it ends with the process however it ends), and a second process that wants the same
+  // directory, a resumed run included, is refused at once, naming the first one's pid. Once
+  // locked, an existing directory's stale temporary files (a killed writer's .NAME.tmp.*) are
+  // removed.
   explicit RunDir(const std::string& path, bool allow_existing = false);
+  // Whether another process holds `path`'s lock now.
+  static bool locked_by_another(const std::string& path);
 
   const std::string& path() const { return path_; }
   std::string file(const std::string& name) const;  // path/name
@@ -48,6 +56,7 @@ class RunDir {
 
  private:
   std::string path_;
+  std::shared_ptr<const int> lock_;  // the lock file's descriptor, closed with the last copy
   std::chrono::steady_clock::time_point started_;
   std::string started_at_;
   std::vector<std::string> metric_keys_;

@@ -120,6 +120,8 @@ Outcome execute(const Study& st, const PlannedRun& run, const std::string& kdlab
   const std::string log = st.dir + "/logs/" + run.id + ".log";
   fs::create_directories(st.dir + "/logs");
   std::vector<std::string> argv = {kdlab, run.command};
+  KD_INPUT_CHECK(!RunDir::locked_by_another(dir),
+                 "run " << run.id << ": another kdlab process is writing " << dir);
   const bool resumable = fs::exists(dir + "/last.safetensors");
   if (run.command != "eval" && resumable) {
     argv.insert(argv.end(), {"--resume", dir});

@@ -278,8 +278,8 @@ TEST(Cli, SyntheticDataTrainsToACompleteRunDirectory) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.err, "");
   EXPECT_EQ(entries_of(out),
-            (std::vector<std::string>{"config.json", "last.safetensors", "log.txt", "metrics.csv",
-                                      "model.safetensors", "summary.json"}));
+            (std::vector<std::string>{".lock", "config.json", "last.safetensors", "log.txt",
+                                      "metrics.csv", "model.safetensors", "summary.json"}));
 }
 
 // VGG-16 wants 32x32 images: 28x28 Fashion-MNIST-shaped data is refused without --pad-to and

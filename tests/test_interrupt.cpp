@@ -76,3 +76,33 @@ TEST(Interrupt, ASecondSignalEndsTheRunAtOnce) {
 
 }  // namespace
 }  // namespace kd
+
+namespace kd {
+namespace {
+
+using namespace cli_testing;
+
+// One run directory, one writer (apps/run_dir.h): while a run trains, a resume of the same
+// directory is refused at once naming the writer; after the writer is killed, the resume takes
+// over and removes the temporary file the kill left.
+TEST(RunDirLock, ASecondWriterIsRefusedAndAKilledWritersTempFilesAreRemoved) {
+  TempDir tmp;
+  const std::string data = write_synthetic_fmnist(tmp / "data", 512, 32);
+  const std::string out = tmp / "run";
+  Spawned s = spawn_kdlab(train_args(data, out), tmp.path);
+  ASSERT_TRUE(wait_for_file(out + "/last.safetensors", 60));
+  RunResult second = run_kdlab({"train", "--resume", out}, tmp.path);
+  expect_error(second, {"--out " + out, "another kdlab process (pid " + std::to_string(s.pid) + ")"});
+  ASSERT_EQ(kill(s.pid, SIGKILL), 0);
+  RunResult killed = wait_kdlab(s);
+  EXPECT_EQ(killed.code, 128 + SIGKILL);
+  write_file(out + "/.metrics.csv.tmp.AbC123", "half a row");  // what a kill mid-write leaves
+  RunResult resumed = run_kdlab({"train", "--resume", out}, tmp.path);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_TRUE(fs::exists(out + "/model.safetensors"));
+  for (const std::string& name : entries_of(out))
+    EXPECT_EQ(name.find(".tmp"), std::string::npos) << name << " was left";
+}
+
+}  // namespace
+}  // namespace kd

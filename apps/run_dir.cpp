@@ -126,7 +126,11 @@ RunDir::RunDir(const std::string& path, bool allow_existing)
   if (fs::exists(path, ec)) {
     KD_INPUT_CHECK(fs::is_directory(path, ec),
                    "--out " << path << ": exists and is not a directory");
-    KD_INPUT_CHECK(allow_existing || fs::is_empty(path, ec),
+    // A directory holding only a lock file is one whose writer died before writing anything.
+    bool empty = true;
+    for (const auto& entry : fs::directory_iterator(path, ec))
+      empty = empty && entry.path().filename() == ".lock";
+    KD_INPUT_CHECK(allow_existing || empty,
                    "--out " << path << ": directory exists and is not empty");
   } else {
     fs::create_directories(path, ec);

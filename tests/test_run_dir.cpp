@@ -39,12 +39,24 @@ int count_of(const std::string& s, char c) { return int(std::count(s.begin(), s.
 TEST(RunDir, CreatesParentsAndRefusesANonEmptyDirectory) {
   TempDir tmp;
   std::string path = tmp.path + "/runs/a/b";
-  RunDir run(path);
-  EXPECT_TRUE(fs::is_directory(path));
-  EXPECT_EQ(run.path(), path);
-  EXPECT_EQ(run.file("model.safetensors"), path + "/model.safetensors");
-  RunDir again_while_empty(path);  // an empty directory is fine to reuse
-  run.log("first");
+  {
+    RunDir run(path);
+    EXPECT_TRUE(fs::is_directory(path));
+    EXPECT_EQ(run.path(), path);
+    EXPECT_EQ(run.file("model.safetensors"), path + "/model.safetensors");
+    // While a writer holds it, even a resume (allow_existing) is a second writer.
+    try {
+      RunDir second(path, /*allow_existing=*/true);
+      FAIL() << "expected InputError";
+    } catch (const kd::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("another kdlab process (pid "), std::string::npos)
+          << e.what();
+    }
+  }
+  {
+    RunDir again_while_empty(path);  // holding only its lock file, it is empty: fine to reuse
+    again_while_empty.log("first");
+  }
   try {
     RunDir clash(path);
     FAIL() << "expected InputError";
@@ -125,8 +137,8 @@ TEST(RunDir, SummaryAndLog) {
   EXPECT_TRUE(std::regex_match(
       log, std::regex(R"(\[\d+\.\d s\] loaded data\n\[\d+\.\d s\] epoch 1: acc 50%\n)")))
       << log;
-  // Nothing but the files written is left in the directory (no temp files).
-  EXPECT_EQ(std::distance(fs::directory_iterator(run.path()), fs::directory_iterator()), 2);
+  // Nothing but the files written and the lock is left in the directory (no temp files).
+  EXPECT_EQ(std::distance(fs::directory_iterator(run.path()), fs::directory_iterator()), 3);
 }
 
 TEST(Progress, PlainModePrintsEveryTenPercentAndAFinishLine) {

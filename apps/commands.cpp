@@ -101,11 +101,27 @@ data::Dataset training_subset(const data::Dataset& train, int per_class, int64_t
   return train;
 }
 
+// "10 classes, 1x28x28 images": what must agree between checkpoints used together.
+std::string describe_model(const models::Classifier& m) {
+  return std::to_string(m.num_classes) + " classes, " + std::to_string(m.in_channels) + "x" +
+         std::to_string(m.image_size) + "x" + std::to_string(m.image_size) + " images";
+}
+
 std::vector<std::shared_ptr<models::Classifier>> load_teachers(const std::vector<std::string>& paths,
                                                                 Device device) {
   std::vector<std::shared_ptr<models::Classifier>> out;
   for (const std::string& p : paths) {
     LoadedModel m = load_model(p);
+    // An ensemble averages its members' probabilities over the same classes of the same images.
+    if (!out.empty()) {
+      const models::Classifier& first = *out.front();
+      KD_INPUT_CHECK(m.model->num_classes == first.num_classes &&
+                         m.model->in_channels == first.in_channels &&
+                         m.model->image_size == first.image_size,
+                     "--teacher " << p << ": " << describe_model(*m.model) << "; --teacher "
+                                  << paths.front() << ": " << describe_model(first)
+                                  << " (an ensemble's members must agree)");
+    }
     m.model->to(device);
     out.push_back(m.model);
   }
@@ -406,6 +422,15 @@ int run_eval(const CommonOptions& common, const EvalOptions& options) {
   LoadedModel loaded = load_model(options.model);
   loaded.model->to(device);
   auto members = load_teachers(options.teachers, device);
+  // Agreement and KL compare the same classes of the same images: a teacher of another class
+  // count would be read with the wrong row stride.
+  for (size_t i = 0; i < members.size(); ++i)
+    KD_INPUT_CHECK(members[i]->num_classes == loaded.model->num_classes &&
+                       members[i]->in_channels == loaded.model->in_channels &&
+                       members[i]->image_size == loaded.model->image_size,
+                   "--teacher " << options.teachers[i] << ": " << describe_model(*members[i])
+                                << "; --model " << options.model << ": "
+                                << describe_model(*loaded.model));
   if (options.cka) {
     KD_INPUT_CHECK(!members.empty(), "--cka: give the --teacher to compare with");
     KD_INPUT_CHECK(options.cka_batch >= 2, "--cka-batch: expected at least 2, got "

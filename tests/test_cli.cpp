@@ -350,3 +350,30 @@ TEST(Cli, SplitHalvesAndOutOfDistributionDistillation) {
 
 }  // namespace
 }  // namespace kd
+
+namespace kd {
+namespace {
+
+using namespace cli_testing;
+
+// Checkpoints used together must agree on classes and image shape, or the command stops naming
+// both files (eval once read a 100-class teacher's logits with a 10-class stride, exit 0).
+TEST(Cli, CheckpointsOfOtherClassCountsAreRefusedNamingBoth) {
+  TempDir tmp;
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
+  auto save = [&](const std::string& name, int classes) {
+    auto model = models::make_model("lenet5", classes, 1, 0);
+    apps::save_model(tmp / name, *model, {0.5f}, {0.5f}, {{"role", "teacher"}});
+    return tmp / name;
+  };
+  const std::string ten = save("ten.safetensors", 10), hundred = save("hundred.safetensors", 100);
+  expect_error(run_kdlab({"eval", "--data-dir", data, "--model", ten, "--teacher", hundred}, tmp.path),
+               {"--teacher " + hundred, "100 classes", "--model " + ten, "10 classes"});
+  expect_error(run_kdlab({"distill", "--data-dir", data, "--teacher", ten, "--teacher", hundred,
+                          "--out", tmp / "run"}, tmp.path),
+               {"--teacher " + hundred, "100 classes", "--teacher " + ten, "must agree"});
+  EXPECT_FALSE(fs::exists(tmp / "run"));
+}
+
+}  // namespace
+}  // namespace kd

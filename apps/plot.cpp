@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "apps/report.h"
+#include "apps/run_dir.h"
 #include "base/check.h"
 
 namespace fs = std::filesystem;
@@ -25,12 +26,6 @@ namespace {
 const char* const kColours[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7",
                                 "#E69F00", "#56B4E9", "#000000", "#F0E442"};
 constexpr int kNumColours = 8;
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 // gnuplot single-quoted string: '' is a quote, and there are no escapes to misinterpret.
 std::string gp_string(const std::string& s) {

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/report.h"
+#include "engine/runtime_config.h"
 #include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -112,8 +113,16 @@ std::string torch_python(bool need_cuda) {
 int run_bench(const BenchOptions& options) {
   BenchOptions o = options;
   KD_INPUT_CHECK(o.batch >= 1 && (o.steps == -1 || o.steps >= 1) && o.warmup >= -1 &&
-                     o.threads >= 1,
-                 "bench: --batch, --steps and --threads must be positive");
+                     o.threads >= 1 && o.threads <= kMaxThreads,
+                 "bench: --batch, --steps and --threads must be positive (--threads at most "
+                     << kMaxThreads << ")");
+  for (const std::string& arch : o.models) {  // refused before anything is timed
+    try {
+      models::make_model(arch, 10, 1, 0);
+    } catch (const InputError& e) {
+      throw InputError(std::string("--model: ") + e.what());
+    }
+  }
   if (parse_device(o.device).is_cuda()) return run_bench_gpu(o);
   if (o.steps < 0) o.steps = 30;
   if (o.warmup < 0) o.warmup = 5;

@@ -12,7 +12,30 @@ namespace kd {
 namespace apps {
 namespace {
 
+// No option takes an empty value: `--out "$DIR"` with DIR unset must not silently mean the
+// default (a new run under runs/), nor `--data-dir ""` the installed dataset.
+const CLI::Validator kNotEmpty(
+    [](std::string& value) {
+      return value.empty() ? std::string("expected a value, got an empty string") : std::string();
+    },
+    "", "not empty");
 
+// Seeds are unsigned 64-bit: CLI11 alone would read "-1" as 2^64 - 1.
+const CLI::Validator kSeed(
+    [](std::string& value) {
+      const bool digits = !value.empty() && value.size() <= 20 &&
+                          value.find_first_not_of("0123456789") == std::string::npos;
+      return digits ? std::string()
+                    : "expected an integer in 0.." + std::to_string(UINT64_MAX) + ", got '" +
+                          value + "'";
+    },
+    "", "seed");
+
+void refuse_empty_values(CLI::App& app) {
+  for (CLI::Option* opt : app.get_options([](CLI::Option* o) { return o->get_expected_min() > 0; }))
+    opt->check(kNotEmpty);
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) refuse_empty_values(*sub);
+}
 
 // Each dataset's default folder, for --data-dir's help.
 std::string dataset_dirs() {
@@ -35,7 +58,8 @@ void add_gpu_controls(CLI::App* cmd, std::string& conv, std::string& bn, bool& d
 }
 
 void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
-  cmd->add_option("--seed", c.seed, "Seed for initialisation, shuffling, subsets (default 0)");
+  cmd->add_option("--seed", c.seed, "Seed for initialisation, shuffling, subsets (default 0)")
+      ->check(kSeed);
   cmd->add_option("--device", c.device, "auto | cpu | cuda (auto: cuda when usable)")
       ->capture_default_str();
   if (with_out)
@@ -62,7 +86,8 @@ void add_split(CLI::App* cmd, CommonOptions& c) {
                   "Train on a half of the training set: D0, D1 (a random partition keyed by "
                   "--split-seed) or all (= D0+D1)")
       ->capture_default_str();
-  cmd->add_option("--split-seed", c.split_seed, "Seed of the D0/D1 partition (default 0)");
+  cmd->add_option("--split-seed", c.split_seed, "Seed of the D0/D1 partition (default 0)")
+      ->check(kSeed);
   cmd->add_option("--subset-seed", c.subset_seed,
                   "Seed of the random subset (--subset-size, --distill-size; default: --seed), "
                   "so a teacher and its students can share the same images");
@@ -212,6 +237,9 @@ std::unique_ptr<Cli> make_cli() {
   c.distill_cmd->add_option("--distill-size", c.distill.distill_size,
                           "Distil on a random subset of the training set of this size (0 = all)");
 
+  const std::string nonfinite_help =
+      "Load checkpoints holding NaN or infinite weights or statistics (refused otherwise)";
+  c.distill_cmd->add_flag("--allow-nonfinite", c.distill.allow_nonfinite, nonfinite_help);
   c.distill_cmd->add_option("--resume", c.resume_dir, resume_help);
   c.distill_cmd->add_flag("!--no-logit-cache", c.distill.loop.logit_cache,
                         "Run the teachers on every batch instead of reusing their logits (the "
@@ -226,6 +254,7 @@ std::unique_ptr<Cli> make_cli() {
   c.eval_cmd->add_flag("--cka", c.eval.cka,
                      "Also report linear CKA between each --teacher's and the model's PreResNet "
                      "stage outputs (pooled over H, W), per batch in dataset order, averaged");
+  c.eval_cmd->add_flag("--allow-nonfinite", c.eval.allow_nonfinite, nonfinite_help);
   c.eval.cka_batch = kDefaultCkaBatch;
   c.eval_cmd->add_option("--cka-batch", c.eval.cka_batch, "Batch size of the CKA pass (the paper's 128)")
       ->capture_default_str();
@@ -258,6 +287,7 @@ std::unique_ptr<Cli> make_cli() {
   c.bench_cmd->add_flag("--tf32", c.bench_tf32, "GPU: allow TF32 in cuBLAS/cuDNN float maths");
   c.bench_cmd->add_flag("--deterministic", c.bench_deterministic, "GPU: deterministic algorithms");
 
+  refuse_empty_values(c.app);
   return owned;
 }
 

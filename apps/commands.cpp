@@ -107,11 +107,34 @@ std::string describe_model(const models::Classifier& m) {
          std::to_string(m.image_size) + "x" + std::to_string(m.image_size) + " images";
 }
 
+// "--dataset fmnist (/usr/share/...): 10 classes, 1x28x28 images": the data side of a mismatch,
+// named by the flag and the folder its files were read from.
+std::string describe_data(const std::string& flag, const std::string& name, const std::string& dir,
+                          const data::Dataset& ds) {
+  const std::string folder = data::dataset_dir(data::dataset_registry().find(name), dir);
+  return flag + " " + name + " (" + folder + "): " + std::to_string(ds.num_classes) +
+         " classes, " + std::to_string(ds.c) + "x" + std::to_string(ds.h) + "x" +
+         std::to_string(ds.w) + " images";
+}
+
+// A model and the data it is fed must agree on classes and image shape; the refusal names both.
+void check_model_fits_data(const std::string& model_flag, const std::string& model_path,
+                           const models::Classifier& model, const CommonOptions& common,
+                           const data::Dataset& ds, const std::string& hint) {
+  KD_INPUT_CHECK(model.num_classes == ds.num_classes && model.in_channels == ds.c &&
+                     model.image_size == ds.h && model.image_size == ds.w,
+                 model_flag << " " << model_path << ": " << model.arch << ", "
+                            << describe_model(model) << "; "
+                            << describe_data("--dataset", common.dataset, common.data_dir, ds)
+                            << hint);
+}
+
 std::vector<std::shared_ptr<models::Classifier>> load_teachers(const std::vector<std::string>& paths,
-                                                                Device device) {
+                                                                Device device,
+                                                                bool allow_nonfinite) {
   std::vector<std::shared_ptr<models::Classifier>> out;
   for (const std::string& p : paths) {
-    LoadedModel m = load_model(p);
+    LoadedModel m = load_model(p, allow_nonfinite);
     // An ensemble averages its members' probabilities over the same classes of the same images.
     if (!out.empty()) {
       const models::Classifier& first = *out.front();
@@ -280,14 +303,14 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
                  "--init-kind: expected final or init, got '" << options.init_kind << "'");
   KD_INPUT_CHECK(options.distill_size >= 0,
                  "--distill-size: expected >= 0 (0 = all), got " << options.distill_size);
-  auto members = load_teachers(options.teachers, device);
+  auto members = load_teachers(options.teachers, device, options.allow_nonfinite);
   models::Ensemble teacher(members);
   std::string arch = options.student_model.empty() ? members.front()->arch : options.student_model;
   data::Dataset train = load_split(common, true);
   data::Dataset test = load_split(common, false);
-  KD_INPUT_CHECK(teacher.num_classes() == train.num_classes,
-                 "--teacher: the teachers have " << teacher.num_classes()
-                                                 << " classes, the dataset " << train.num_classes);
+  for (size_t i = 0; i < members.size(); ++i)
+    check_model_fits_data("--teacher", options.teachers[i], *members[i], common, train,
+                          " (see --pad-to, --dataset)");
   // The distillation images: the --split half of the training set, or of another dataset's
   // (--distill-dataset: the paper's out-of-distribution arm), then --distill-size of them.
   data::Dataset distill_source = train;
@@ -313,7 +336,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   auto student = make_model_for_flag("--student-model", arch, train, common.seed);
   LoopConfig loop = options.loop;
   if (!options.init_from.empty()) {
-    LoadedModel source = load_model(options.init_from);
+    LoadedModel source = load_model(options.init_from, options.allow_nonfinite);
     models::interpolate_from(*student, *source.model, options.init_lambda);
     // The paper's code scales the LR when it starts near the trained teacher (type 'final').
     if (options.init_kind == "final")
@@ -419,9 +442,9 @@ int run_eval(const CommonOptions& common, const EvalOptions& options) {
   Device device = apply_common(common);
   KD_INPUT_CHECK(options.split == "test" || options.split == "train",
                  "--split: expected test or train, got '" << options.split << "'");
-  LoadedModel loaded = load_model(options.model);
+  LoadedModel loaded = load_model(options.model, options.allow_nonfinite);
   loaded.model->to(device);
-  auto members = load_teachers(options.teachers, device);
+  auto members = load_teachers(options.teachers, device, options.allow_nonfinite);
   // Agreement and KL compare the same classes of the same images: a teacher of another class
   // count would be read with the wrong row stride.
   for (size_t i = 0; i < members.size(); ++i)
@@ -443,12 +466,8 @@ int run_eval(const CommonOptions& common, const EvalOptions& options) {
   if (common.pad_to == 0 && padded != loaded.metadata.end())
     data_options.pad_to = std::atoi(padded->second.c_str());
   data::Dataset ds = load_split(data_options, options.split == "train");
-  KD_INPUT_CHECK(ds.c == loaded.model->in_channels && ds.h == loaded.model->image_size &&
-                     ds.w == loaded.model->image_size,
-                 "--model " << options.model << ": " << loaded.model->arch << " takes "
-                            << loaded.model->in_channels << "x" << loaded.model->image_size << "x"
-                            << loaded.model->image_size << " images, the data are " << ds.c << "x"
-                            << ds.h << "x" << ds.w << " (see --pad-to, --dataset)");
+  check_model_fits_data("--model", options.model, *loaded.model, data_options, ds,
+                        " (see --pad-to, --dataset)");
   data::Normalization norm{loaded.norm_mean, loaded.norm_std};
   std::unique_ptr<models::Ensemble> teacher;
   if (!members.empty()) teacher = std::make_unique<models::Ensemble>(members);

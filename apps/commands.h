@@ -55,6 +55,7 @@ struct DistillOptions {
   double init_lambda = -1;       // --init-interpolate; -1 = not given
   std::string init_kind = "final";  // final: scale the LR by (1 - lambda); init: leave it
   bool independent = false;  // also train the independent student (Fig. 11): labels, same recipe
+  bool allow_nonfinite = false;  // load checkpoints holding NaN or infinity (refused otherwise)
 };
 
 struct EvalOptions {
@@ -63,6 +64,7 @@ struct EvalOptions {
   std::string split = "test";         // test | train
   bool cka = false;                   // also stage CKA teacher vs model, per teacher (apps/cka.h)
   int cka_batch = 128;                // the CKA pass's batch size (reported with the values)
+  bool allow_nonfinite = false;       // load checkpoints holding NaN or infinity
 };
 
 // Resolves the common options (threads, device) and the run directory path.

@@ -254,8 +254,10 @@ using EpochStart = std::function<void(const std::vector<int64_t>& order)>;
 void check_finite(const std::vector<double>& losses, size_t from, const std::string& label,
                   int epoch) {
   for (size_t i = from; i < losses.size(); ++i)
-    KD_CHECK(std::isfinite(losses[i]), label << ": loss became " << losses[i] << " at epoch "
-                                            << epoch + 1 << " (lower the learning rate?)");
+    if (!std::isfinite(losses[i]))
+      throw Error(label + ": loss became " + std::to_string(losses[i]) + " at epoch " +
+                  std::to_string(epoch + 1) +
+                  " (the run diverged: lower the learning rate? a non-finite teacher?)");
 }
 
 // $KDLAB_KILL_AFTER_STEP=N: the process kills itself with SIGKILL after the N-th training step
@@ -435,7 +437,8 @@ void validate(const LoopConfig& c) {
   // paper's code does (the student then stays the teacher).
   KD_INPUT_CHECK(c.optim.lr >= 0 && std::isfinite(c.optim.lr),
                  "--lr: expected a learning rate >= 0, got " << c.optim.lr);
-  KD_INPUT_CHECK(c.optim.eta_min >= 0, "--eta-min: expected >= 0, got " << c.optim.eta_min);
+  KD_INPUT_CHECK(c.optim.eta_min >= 0 && std::isfinite(c.optim.eta_min),
+                 "--eta-min: expected a finite learning-rate floor >= 0, got " << c.optim.eta_min);
   KD_INPUT_CHECK(c.optim.momentum >= 0 && c.optim.momentum < 1,
                  "--momentum: expected 0 <= momentum < 1, got " << c.optim.momentum);
   KD_INPUT_CHECK(c.optim.weight_decay >= 0 && std::isfinite(c.optim.weight_decay),

@@ -99,8 +99,14 @@ void save_model(const std::string& path, const models::Classifier& model,
   save_checkpoint(path, model.state_dict(), meta);
 }
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel load_model(const std::string& path, bool allow_nonfinite) {
   Checkpoint ckpt = load_checkpoint(path);
+  if (!allow_nonfinite) {
+    const std::string bad = first_nonfinite(ckpt);
+    KD_INPUT_CHECK(bad.empty(), path << ": tensor " << bad
+                                     << ", expected finite weights and statistics (a diverged "
+                                        "run?); --allow-nonfinite loads it anyway");
+  }
   const auto& meta = ckpt.metadata;
   const std::string& format = require_key(meta, path, "format");
   KD_INPUT_CHECK(format == kModelFormat, path << ": metadata key 'format' is '" << format

@@ -30,8 +30,9 @@ struct LoadedModel {
 };
 
 // Rebuilds the model from the metadata and loads the tensors strictly (names, shapes and dtypes
-// must match exactly). Any problem is a kd::InputError naming the file (and the key or tensor).
-LoadedModel load_model(const std::string& path);
+// must match exactly). Any problem is a kd::InputError naming the file (and the key or tensor),
+// a NaN or infinite weight or statistic included unless `allow_nonfinite` (--allow-nonfinite).
+LoadedModel load_model(const std::string& path, bool allow_nonfinite = false);
 
 }  // namespace apps
 }  // namespace kd

@@ -308,11 +308,20 @@ void RunDir::log(const std::string& line) const {
   double elapsed = seconds();
   char stamp[32];
   std::snprintf(stamp, sizeof stamp, "[%.1f s] ", elapsed);
-  std::ofstream out(file("log.txt"), std::ios::app);
-  KD_INPUT_CHECK(out, file("log.txt") << ": cannot open for appending");
-  out << stamp << line << "\n";
-  out.flush();
-  KD_INPUT_CHECK(out, file("log.txt") << ": write failed");
+  const std::string path = file("log.txt"), text = stamp + line + "\n";
+  // One write(2) per line; when it fails or is short (a full disk), the file is cut back to its
+  // previous length, so log.txt only ever holds whole lines, and the error says why.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot append to '" + path + "': " + std::strerror(errno));
+  const off_t before = ::lseek(fd, 0, SEEK_END);
+  const ssize_t written = ::write(fd, text.data(), text.size());
+  const int err = written < 0 ? errno : ENOSPC;
+  if (written != static_cast<ssize_t>(text.size())) {
+    if (before >= 0 && ::ftruncate(fd, before) == 0 && before == 0) ::unlink(path.c_str());
+    ::close(fd);
+    throw Error("cannot append to '" + path + "': " + std::strerror(err));
+  }
+  ::close(fd);
 }
 
 }  // namespace apps

@@ -11,6 +11,7 @@
 
 #include "data/device_batch.h"
 #include "base/check.h"
+#include "kernels/cpu/thread_scratch.h"
 
 namespace kd {
 namespace data {
@@ -154,9 +155,10 @@ void make_batch_arrays(const uint8_t* images, const int32_t* labels, int64_t n, 
   const int64_t plane = static_cast<int64_t>(h) * w;
   const float* lut_all = table.data();
 
+  ThreadScratch<uint8_t> scratch(static_cast<size_t>(image_size));
 #pragma omp parallel
   {
-    std::vector<uint8_t> pixels(static_cast<size_t>(image_size));
+    uint8_t* pixels = scratch.mine();
 #pragma omp for schedule(static)
     for (int k = 0; k < count; ++k) {
       float* dst = out_images + k * image_size;
@@ -166,10 +168,10 @@ void make_batch_arrays(const uint8_t* images, const int32_t* labels, int64_t n, 
         continue;
       }
       const SampleAugment a = draw_sample_augment(plan, seed, step, k);
-      augment_image(images + idx[k] * image_size, C, h, w, a, seed, step, k, pixels.data());
+      augment_image(images + idx[k] * image_size, C, h, w, a, seed, step, k, pixels);
       for (int ch = 0; ch < C; ++ch) {
         const float* lut = lut_all + ch * 256;
-        const uint8_t* src = pixels.data() + ch * plane;
+        const uint8_t* src = pixels + ch * plane;
         float* out = dst + ch * plane;
         for (int64_t i = 0; i < plane; ++i) out[i] = lut[src[i]];
       }

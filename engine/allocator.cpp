@@ -64,13 +64,20 @@ void* CachingAllocator::allocate(size_t bytes) {
   return ptr;
 }
 
-void CachingAllocator::deallocate(void* ptr, size_t bytes) {
+void CachingAllocator::deallocate(void* ptr, size_t bytes) noexcept {
   if (!ptr) return;
   size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
-  free_blocks_[size].push_back(ptr);
   in_use_ -= size;
-  cached_ += size;
+  // Reached from destructors, often while memory is short: caching the block needs memory for
+  // the free list, and when there is none the block goes back to the system instead of an
+  // exception escaping a destructor (which would abort the process).
+  try {
+    free_blocks_[size].push_back(ptr);
+    cached_ += size;
+  } catch (...) {
+    raw_free_(ptr);
+  }
 }
 
 void CachingAllocator::release_cache() {

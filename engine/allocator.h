@@ -21,7 +21,7 @@ class CachingAllocator {
   ~CachingAllocator();
 
   void* allocate(size_t bytes);
-  void deallocate(void* ptr, size_t bytes);
+  void deallocate(void* ptr, size_t bytes) noexcept;  // never throws: destructors call it
   void release_cache();
   void set_limit(size_t bytes) { limit_ = bytes; }  // 0 = none; used to test the OOM path
 

@@ -1,7 +1,9 @@
 // Tensor <-> safetensors record conversion for checkpoints (see checkpoint.h).
 #include "engine/checkpoint.h"
 
+#include <cmath>
 #include <cstring>
+#include <sstream>
 #include <set>
 
 #include "engine/safetensors.h"
@@ -39,6 +41,30 @@ void save_checkpoint(const std::string& path, const nn::NamedTensors& state,
     file.entries.push_back(std::move(entry));
   }
   write_safetensors_atomic(path, file);
+}
+
+namespace {
+template <class T>
+std::string first_nonfinite_in(const std::string& name, const Tensor& t) {
+  const T* v = static_cast<const T*>(t.raw());
+  for (int64_t i = 0, n = t.numel(); i < n; ++i)
+    if (!std::isfinite(v[i])) {
+      std::ostringstream os;
+      os << "'" << name << "' holds " << v[i] << " at flat index " << i;
+      return os.str();
+    }
+  return "";
+}
+}  // namespace
+
+std::string first_nonfinite(const Checkpoint& ckpt) {
+  for (const auto& [name, t] : ckpt.tensors) {
+    std::string found;
+    if (t.dtype() == DType::F32) found = first_nonfinite_in<float>(name, t);
+    if (t.dtype() == DType::F64) found = first_nonfinite_in<double>(name, t);
+    if (!found.empty()) return found;
+  }
+  return "";
 }
 
 Checkpoint load_checkpoint(const std::string& path) {

@@ -24,6 +24,12 @@ struct Checkpoint {
 // kd::InputError whose message names `path`.
 Checkpoint load_checkpoint(const std::string& path);
 
+// The first NaN or infinity among the floating-point tensors (name order), as "'name' holds nan
+// at flat index 12"; empty when every value is finite. A diverged run's weights or batchnorm
+// statistics give numbers that look like results (or a misleading divergence error later), so
+// model loading refuses them by default.
+std::string first_nonfinite(const Checkpoint& ckpt);
+
 // The safetensors dtype name <-> DType; a name we do not support is a kd::InputError naming
 // `where`.
 DType dtype_from_name(const std::string& name, const std::string& where);

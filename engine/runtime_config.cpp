@@ -33,8 +33,10 @@ const char* gpu_impl_name(GpuImpl impl) { return impl == GpuImpl::Cudnn ? "cudnn
 const RuntimeConfig& runtime_config() { return g_config; }
 
 void set_runtime_config(const RuntimeConfig& config) {
-  KD_INPUT_CHECK(config.threads >= 0,
-                 "--threads: expected a count >= 0 (0 = all cores), got " << config.threads);
+  // Bounded: OpenMP and OpenBLAS cannot start arbitrarily many threads (100000 crashed).
+  KD_INPUT_CHECK(config.threads >= 0 && config.threads <= kMaxThreads,
+                 "--threads: expected a count in 0.." << kMaxThreads << " (0 = all cores), got "
+                                                      << config.threads);
   KD_INPUT_CHECK(!(config.math.deterministic && config.math.tf32),
                  "--tf32 and --deterministic exclude each other (TF32 is off in deterministic "
                  "mode)");

@@ -26,6 +26,8 @@ struct RuntimeConfig {
 };
 
 const RuntimeConfig& runtime_config();
+constexpr int kMaxThreads = 1024;  // the most --threads accepts
+
 // Validates (an InputError naming the flag: negative threads, --tf32 with --deterministic, cuDNN
 // asked for where the GPU backend has none) and applies: OpenMP/OpenBLAS threads, the loaded GPU
 // backend's math mode (a backend opened later gets it when first used), the profiler window.

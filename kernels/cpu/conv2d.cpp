@@ -37,6 +37,7 @@
 #include "base/check.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/im2col.h"
+#include "kernels/cpu/omp_errors.h"
 
 namespace kd::cpu {
 
@@ -278,22 +279,26 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   const Lowering L = forward_lowering(g);
   const int64_t pq = L.pq(), hw = L.hw();
   const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
+  RegionErrors errors;  // workspaces grow inside the region
 #pragma omp parallel for schedule(static) if (tasks_in_parallel())
   for (int chunk = 0; chunk < chunks; ++chunk) {
-    const int n0 = chunk * nb, count = std::min(nb, g.n - n0);
-    const T* xc = x + int64_t(n0) * g.c * hw;
-    T* yc = y + int64_t(n0) * g.k * pq;
-    if (count == nb) {
-      forward_chunk(g, L, nb, xc, w, bias, yc);
-      continue;
-    }
-    thread_local std::vector<T> x_pad, y_pad;
-    x_pad.assign(size_t(nb) * g.c * hw, T(0));
-    y_pad.resize(size_t(nb) * g.k * pq);
-    std::copy(xc, xc + int64_t(count) * g.c * hw, x_pad.begin());
-    forward_chunk(g, L, nb, x_pad.data(), w, bias, y_pad.data());
-    std::copy(y_pad.begin(), y_pad.begin() + int64_t(count) * g.k * pq, yc);
+    errors.run([&] {
+      const int n0 = chunk * nb, count = std::min(nb, g.n - n0);
+      const T* xc = x + int64_t(n0) * g.c * hw;
+      T* yc = y + int64_t(n0) * g.k * pq;
+      if (count == nb) {
+        forward_chunk(g, L, nb, xc, w, bias, yc);
+        return;
+      }
+      thread_local std::vector<T> x_pad, y_pad;
+      x_pad.assign(size_t(nb) * g.c * hw, T(0));
+      y_pad.resize(size_t(nb) * g.k * pq);
+      std::copy(xc, xc + int64_t(count) * g.c * hw, x_pad.begin());
+      forward_chunk(g, L, nb, x_pad.data(), w, bias, y_pad.data());
+      std::copy(y_pad.begin(), y_pad.begin() + int64_t(count) * g.k * pq, yc);
+    });
   }
+  errors.rethrow();
 }
 
 template <class T>
@@ -312,17 +317,21 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
         for (int i = 0; i < rs; ++i)
           wt[(int64_t(c) * g.k + k) * rs + (rs - 1 - i)] = w[(int64_t(k) * g.c + c) * rs + i];
   }
+  RegionErrors errors;  // workspaces grow inside the region
 #pragma omp parallel for schedule(static) if (tasks_in_parallel())
   for (int chunk = 0; chunk < chunks; ++chunk) {
-    const int n0 = chunk * nb, count = std::min(nb, g.n - n0);
-    const T* dyc = dy + int64_t(n0) * g.k * pq;
-    T* dxc = dx + int64_t(n0) * g.c * hw;
-    if (transposed) {
-      backward_data_transposed_chunk(g, L, count, dyc, wt, dxc);
-    } else {
-      backward_data_col2im_chunk(g, L, count, dyc, w, dxc);
-    }
+    errors.run([&] {
+      const int n0 = chunk * nb, count = std::min(nb, g.n - n0);
+      const T* dyc = dy + int64_t(n0) * g.k * pq;
+      T* dxc = dx + int64_t(n0) * g.c * hw;
+      if (transposed) {
+        backward_data_transposed_chunk(g, L, count, dyc, wt, dxc);
+      } else {
+        backward_data_col2im_chunk(g, L, count, dyc, w, dxc);
+      }
+    });
   }
+  errors.rethrow();
 }
 
 template <class T>
@@ -336,13 +345,16 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   if (groups == 0) return;  // empty batch: nothing to add
     // One parallel region: with a single-threaded OpenBLAS the groups are shared out; otherwise the
     // team is one thread and the GEMMs (OpenBLAS) and copies (nested OpenMP) carry the threads.
+  RegionErrors errors;  // workspaces grow inside the region
 #pragma omp parallel if (tasks_in_parallel())
   {
 #pragma omp for schedule(static)
     for (int group = 0; group < groups; ++group) {
-      const int begin = static_cast<int>(int64_t(g.n) * group / groups),
-                end = static_cast<int>(int64_t(g.n) * (group + 1) / groups);
-      backward_weight_group(g, L, nb, begin, end, x, dy, partials + group * wsize);
+      errors.run([&] {
+        const int begin = static_cast<int>(int64_t(g.n) * group / groups),
+                  end = static_cast<int>(int64_t(g.n) * (group + 1) / groups);
+        backward_weight_group(g, L, nb, begin, end, x, dy, partials + group * wsize);
+      });
     }
 #pragma omp for schedule(static)
     for (int64_t e = 0; e < wsize; ++e) {
@@ -360,6 +372,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
       }
     }
   }
+  errors.rethrow();  // dw holds partial sums then; the op fails as a whole
 }
 
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)

@@ -12,6 +12,7 @@
 #include "kernels/backend.h"
 #include "base/check.h"
 #include "kernels/loss.h"
+#include "kernels/cpu/thread_scratch.h"
 
 namespace kd {
 namespace cpu {
@@ -200,16 +201,18 @@ T distill_loss_value(DistillKind kind, int rows, int cols, const T* teacher, con
   check_distill(rows, cols, tau);
   const double inv_tau = 1.0 / double(tau), t2 = double(tau) * double(tau);
   std::vector<double> per_row(rows);
+  ThreadScratch<double> scratch(2 * size_t(cols));
 #pragma omp parallel if (int64_t(rows) * cols >= kParallelMin)
   {
-    std::vector<double> logp(cols), logq(cols);
+    double* logp = scratch.mine();
+    double* logq = logp + cols;
 #pragma omp for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const int64_t o = int64_t(r) * cols;
-      row_log_softmax(teacher + o, cols, inv_tau, logp.data());
-      row_log_softmax(student + o, cols, inv_tau, logq.data());
+      row_log_softmax(teacher + o, cols, inv_tau, logp);
+      row_log_softmax(student + o, cols, inv_tau, logq);
       const int hard = kind == DistillKind::kHardCE ? first_argmax(teacher + o, cols) : 0;
-      per_row[r] = distill_row_value(kind, cols, logp.data(), logq.data(), hard, t2);
+      per_row[r] = distill_row_value(kind, cols, logp, logq, hard, t2);
     }
   }
   return T(mean_in_row_order(per_row));
@@ -222,16 +225,19 @@ void distill_loss_backward(DistillKind kind, int rows, int cols, const T* teache
   check_distill(rows, cols, tau);
   const double inv_tau = 1.0 / double(tau), t2 = double(tau) * double(tau);
   const double scale = double(dloss) / rows * inv_tau;  // d z / d student = 1 / tau
+  ThreadScratch<double> scratch(3 * size_t(cols));
 #pragma omp parallel if (int64_t(rows) * cols >= kParallelMin)
   {
-    std::vector<double> logp(cols), logq(cols), dz(cols);
+    double* logp = scratch.mine();
+    double* logq = logp + cols;
+    double* dz = logq + cols;
 #pragma omp for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const int64_t o = int64_t(r) * cols;
-      row_log_softmax(teacher + o, cols, inv_tau, logp.data());
-      row_log_softmax(student + o, cols, inv_tau, logq.data());
+      row_log_softmax(teacher + o, cols, inv_tau, logp);
+      row_log_softmax(student + o, cols, inv_tau, logq);
       const int hard = kind == DistillKind::kHardCE ? first_argmax(teacher + o, cols) : 0;
-      distill_row_grad(kind, cols, logp.data(), logq.data(), hard, t2, dz.data());
+      distill_row_grad(kind, cols, logp, logq, hard, t2, dz);
       for (int k = 0; k < cols; ++k) dstudent[o + k] += T(scale * dz[k]);
     }
   }
@@ -242,14 +248,15 @@ void ensemble_reduce_forward(int members, int rows, int cols, const T* x, T* y) 
   KD_CHECK(members > 0, "ensemble_reduce: need at least one member, got " << members);
   const int64_t block = int64_t(rows) * cols;
   const double log_m = std::log(double(members));
+  ThreadScratch<double> scratch(size_t(members) * cols);  // member-major log-softmax rows
 #pragma omp parallel if (block * members >= kParallelMin)
   {
-    std::vector<double> ls(size_t(members) * cols);  // member-major log-softmax rows
+    double* ls = scratch.mine();
 #pragma omp for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const int64_t o = int64_t(r) * cols;
       for (int i = 0; i < members; ++i)
-        row_log_softmax(x + i * block + o, cols, 1.0, ls.data() + size_t(i) * cols);
+        row_log_softmax(x + i * block + o, cols, 1.0, ls + size_t(i) * cols);
       for (int j = 0; j < cols; ++j) {
         double mx = -INFINITY;
         for (int i = 0; i < members; ++i) mx = std::max(mx, ls[size_t(i) * cols + j]);
@@ -268,14 +275,16 @@ void ensemble_reduce_backward(int members, int rows, int cols, const T* x, const
   KD_CHECK(members > 0, "ensemble_reduce: need at least one member, got " << members);
   const int64_t block = int64_t(rows) * cols;
   const double log_m = std::log(double(members));
+  ThreadScratch<double> scratch(2 * size_t(cols));
 #pragma omp parallel if (block * members >= kParallelMin)
   {
-    std::vector<double> ls(cols), w(cols);
+    double* ls = scratch.mine();
+    double* w = ls + cols;
 #pragma omp for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const int64_t o = int64_t(r) * cols;
       for (int i = 0; i < members; ++i) {
-        row_log_softmax(x + i * block + o, cols, 1.0, ls.data());
+        row_log_softmax(x + i * block + o, cols, 1.0, ls);
         double sum_dy_w = 0;
         for (int j = 0; j < cols; ++j) {
           w[j] = std::exp(ls[j] - log_m - double(y[o + j]));

@@ -15,6 +15,7 @@
 
 #include "engine/atomic_file.h"
 #include "base/check.h"
+#include "base/input_file.h"
 
 #ifndef KDLAB_SOURCE_DIR
 #define KDLAB_SOURCE_DIR ""
@@ -267,9 +268,11 @@ void RunDir::keep_metrics_rows(int rows) {
 
 RecordedCommand recorded_command(const std::string& run_dir, const std::string& command) {
   const std::string path = (fs::path(run_dir) / "config.json").string();
-  std::ifstream in(path, std::ios::binary);
-  KD_INPUT_CHECK(in, "--resume " << run_dir << ": no " << path << " (not a run directory?)");
-  nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::error_code ec;
+  KD_INPUT_CHECK(fs::exists(path, ec), "--resume " << run_dir << ": no " << path
+                                                   << " (not a run directory?)");
+  nlohmann::json config =
+      nlohmann::json::parse(read_input_text(path), nullptr, /*allow_exceptions=*/false);
   KD_INPUT_CHECK(config.is_object() && config.contains("arguments") &&
                      config["arguments"].is_array() && !config["arguments"].empty() &&
                      config.contains("working_directory") &&

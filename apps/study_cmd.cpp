@@ -2,7 +2,6 @@
 #include "apps/study_cmd.h"
 
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 
 #include "apps/presets.h"
@@ -10,6 +9,7 @@
 #include "apps/study_report.h"
 #include "apps/study_run.h"
 #include "base/check.h"
+#include "base/input_file.h"
 
 namespace fs = std::filesystem;
 
@@ -70,10 +70,11 @@ int run_study_command(const StudyCommandOptions& o, bool preset) {
     source = "preset " + p.name;
     file_arg = p.name;
   } else {
-    std::ifstream in(o.file, std::ios::binary);
-    KD_INPUT_CHECK(in && !fs::is_directory(o.file),
-                   o.file << ": cannot read the experiment file");
-    text.assign(std::istreambuf_iterator<char>(in), {});
+    try {
+      text = read_input_text(o.file);
+    } catch (const InputError& e) {
+      throw InputError(std::string(e.what()) + " (expected the experiment file)");
+    }
     source = o.file;
     file_arg = absolute_path(o.file);
   }
@@ -132,14 +133,9 @@ int run_study_command(const StudyCommandOptions& o, bool preset) {
 
 int run_report_command(const std::string& study_dir) {
   const std::string dir = absolute_path(study_dir);
-  std::ifstream in(dir + "/config.json");
-  KD_INPUT_CHECK(in, study_dir << ": no config.json; not a study's directory");
-  Json config;
-  try {
-    config = Json::parse(in);
-  } catch (const std::exception& e) {
-    throw InputError(study_dir + "/config.json: not JSON: " + e.what());
-  }
+  KD_INPUT_CHECK(fs::exists(dir + "/config.json"),
+                 study_dir << ": no config.json; not a study's directory");
+  Json config = parse_study_text(read_input_text(dir + "/config.json"), study_dir + "/config.json");
   KD_INPUT_CHECK(config.value("command", "") == "study" && config.contains("file_text"),
                  study_dir << ": its config.json is not a study's (command "
                            << config.value("command", "?") << ")");

@@ -80,4 +80,15 @@ class InputFile {
   int64_t size_ = 0;
 };
 
+// The whole of a small input file (an experiment file, a run's config.json) as text; InputError
+// naming the file when it is not a regular file or is larger than max_bytes.
+inline std::string read_input_text(const std::string& path, int64_t max_bytes = int64_t(64) << 20) {
+  InputFile file(path);
+  KD_INPUT_CHECK(file.size() <= max_bytes, path << ": " << file.size()
+                                                << " bytes, expected at most " << max_bytes);
+  std::string text(static_cast<size_t>(file.size()), '\0');
+  text.resize(file.read(text.data(), text.size()));
+  return text;
+}
+
 }  // namespace kd

@@ -217,7 +217,7 @@ TEST(Study, UnsupportedPresetsSayWhyAndBadFilesNameTheKey) {
   write_file(tmp / "s.json", tiny_study(R"([{"id": "a", "command": "train", "flags": {"epoch": 1}}])"));
   expect_error(run_kdlab({"study", tmp / "s.json", "--out", tmp / "o"}, tmp.path),
                {"s.json", "flags.epoch", "no flag --epoch"});
-  expect_error(run_kdlab({"study", tmp / "missing.json"}, tmp.path), {"missing.json", "cannot read"});
+  expect_error(run_kdlab({"study", tmp / "missing.json"}, tmp.path), {"missing.json", "cannot open"});
   EXPECT_FALSE(fs::exists(tmp / "o"));
   EXPECT_EQ(entries_of(tmp.path), std::vector<std::string>{"s.json"});
 }

@@ -3,6 +3,7 @@
 // "kdlab: error: ..." and a non-zero exit (2 for bad input, 1 otherwise).
 #include <filesystem>
 #include <iostream>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -129,6 +130,10 @@ int main(int argc, char** argv) {
   } catch (const kd::InputError& e) {
     std::cerr << "kdlab: error: " << e.what() << "\n";
     return 2;
+  } catch (const std::bad_alloc&) {
+    // Allocations sized by an input name it themselves (a kd::Error); this is any other one.
+    std::cerr << "kdlab: error: out of memory (an allocation failed: std::bad_alloc)\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "kdlab: error: " << e.what() << "\n";
     return 1;

@@ -1,6 +1,7 @@
 // save_model / load_model (see model_io.h): metadata encoding and validation around checkpoints.
 #include "apps/model_io.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -36,8 +37,20 @@ const std::string& require_key(const std::map<std::string, std::string>& meta,
   return it->second;
 }
 
-int parse_positive_int(const std::map<std::string, std::string>& meta, const std::string& path,
-                       const std::string& key) {
+// Metadata numbers are bounded before anything is built from them: a model is allocated from
+// num_classes and in_channels, so an edited or corrupt checkpoint saying 100000000 classes would
+// otherwise ask for tens of gigabytes before a single tensor is compared.
+constexpr long kMaxClasses = 1000000;   // ImageNet-21k has 21841; room to spare
+constexpr long kMaxInChannels = 1024;   // grey, RGB, RGBA, multispectral stacks
+constexpr long kMaxImageSize = 4096;    // the largest --pad-to
+// Up to this many classes the model is built and then compared with the stored tensors (its
+// head is then a few MB at most, whatever the file holds). Above it, the class-sized tensors are
+// compared on a 2-class build of the same architecture first, so the big head is only allocated
+// when the file really stores it.
+constexpr int kBuildDirectlyUpTo = 1000;
+
+int parse_int_in(const std::map<std::string, std::string>& meta, const std::string& path,
+                 const std::string& key, long lo, long hi) {
   const std::string& text = require_key(meta, path, key);
   size_t used = 0;
   long value = -1;
@@ -46,10 +59,46 @@ int parse_positive_int(const std::map<std::string, std::string>& meta, const std
   } catch (const std::exception&) {
     used = 0;
   }
-  KD_INPUT_CHECK(
-      used == text.size() && used > 0 && value > 0 && value < (1L << 30),
-      path << ": metadata key '" << key << "' is '" << text << "', expected a positive integer");
+  KD_INPUT_CHECK(used == text.size() && used > 0 && value >= lo && value <= hi,
+                 path << ": metadata key '" << key << "' is '" << text
+                      << "', expected an integer in [" << lo << ", " << hi << "]");
   return static_cast<int>(value);
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+// Before building a model with more than kBuildDirectlyUpTo classes: every tensor whose size
+// follows the class count (a dimension that is 2 in a 2-class build of `arch`) must be stored
+// with num_classes in that place. No model has another dimension of size 2, so the 2-class build
+// finds exactly the classifier's weight and bias.
+void check_class_sized_tensors(const std::string& path, const std::string& arch, int classes,
+                               int channels, const std::map<std::string, Tensor>& stored) {
+  if (classes <= kBuildDirectlyUpTo) return;
+  std::shared_ptr<models::Classifier> probe;
+  try {
+    probe = models::make_model(arch, 2, channels, 0);
+  } catch (const InputError& e) {
+    throw InputError(path + ": metadata key 'model': " + e.what());
+  }
+  for (const auto& kv : probe->state_dict()) {
+    std::vector<int64_t> want = kv.second.shape();
+    if (std::find(want.begin(), want.end(), 2) == want.end()) continue;
+    for (int64_t& d : want)
+      if (d == 2) d = classes;
+    const auto it = stored.find(kv.first);
+    KD_INPUT_CHECK(it != stored.end(),
+                   path << ": metadata key 'num_classes' is " << classes << ", but tensor '"
+                        << kv.first << "' (" << shape_text(want) << " for that many classes) "
+                        << "is not in the file");
+    KD_INPUT_CHECK(it->second.shape() == want,
+                   path << ": metadata key 'num_classes' is " << classes << ", but tensor '"
+                        << kv.first << "' is stored as " << shape_text(it->second.shape())
+                        << " (expected " << shape_text(want) << ")");
+  }
 }
 
 std::vector<float> parse_float_array(const std::map<std::string, std::string>& meta,
@@ -106,9 +155,17 @@ LoadedModel load_model(const std::string& path) {
   KD_INPUT_CHECK(format == kModelFormat, path << ": metadata key 'format' is '" << format
                                               << "', expected '" << kModelFormat << "'");
   const std::string& arch = require_key(meta, path, "model");
-  int classes = parse_positive_int(meta, path, "num_classes");
-  int channels = parse_positive_int(meta, path, "in_channels");
-  int image_size = parse_positive_int(meta, path, "image_size");
+  int classes = parse_int_in(meta, path, "num_classes", 2, kMaxClasses);
+  int channels = parse_int_in(meta, path, "in_channels", 1, kMaxInChannels);
+  int image_size = parse_int_in(meta, path, "image_size", 1, kMaxImageSize);
+  // eval pads its data as the checkpoint's run did ("pad_to", written by train and import). A
+  // padded size can only be the image size, so anything else is refused before data is padded.
+  if (meta.count("pad_to")) {
+    const int pad_to = parse_int_in(meta, path, "pad_to", 0, kMaxImageSize);
+    KD_INPUT_CHECK(pad_to == 0 || pad_to == image_size,
+                   path << ": metadata key 'pad_to' is " << pad_to << ", expected 0 or "
+                        << image_size << " (the metadata's image_size)");
+  }
 
   LoadedModel out;
   out.norm_mean = parse_float_array(meta, path, "normalization_mean", size_t(channels));
@@ -116,6 +173,7 @@ LoadedModel load_model(const std::string& path) {
   for (float s : out.norm_std)
     KD_INPUT_CHECK(s > 0, path << ": metadata key 'normalization_std' has a non-positive value");
 
+  check_class_sized_tensors(path, arch, classes, channels, ckpt.tensors);
   try {
     out.model = models::make_model(arch, classes, channels, 0);
   } catch (const InputError& e) {

@@ -1,11 +1,13 @@
-// CIFAR-10/100 readers and their registry entries (see cifar.h, datasets.h).
+// CIFAR-10/100 readers and their registry entries (see cifar.h, datasets.h). A CIFAR file is a
+// run of fixed-size records, so the file's size says everything before a byte is read: the
+// record count, and exactly how much memory the file needs.
 #include "data/cifar.h"
 
-#include <cerrno>
 #include <cstring>
-#include <fstream>
+#include <new>
 
 #include "base/check.h"
+#include "base/input_file.h"
 #include "data/datasets.h"
 
 namespace kd {
@@ -15,9 +17,9 @@ namespace {
 
 // Appends the records of one file to `ds` (images and labels).
 void append_cifar_file(const std::string& path, const CifarFormat& format, Dataset& ds) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  KD_INPUT_CHECK(in, path << ": cannot open: " << std::strerror(errno));
-  const int64_t bytes = static_cast<int64_t>(in.tellg());
+  // A regular file only (a FIFO would block forever); its size fixes every allocation below.
+  InputFile in(path);
+  const int64_t bytes = in.size();
   const int64_t record = format.label_bytes + kCifarPixels;
   KD_INPUT_CHECK(bytes > 0, path << ": empty file (expected records of " << record << " bytes)");
   KD_INPUT_CHECK(bytes % record == 0,
@@ -26,11 +28,17 @@ void append_cifar_file(const std::string& path, const CifarFormat& format, Datas
                       << bytes % record << " bytes: truncated, or not this CIFAR's layout)");
   const int64_t count = bytes / record;
   KD_INPUT_CHECK(ds.n + count <= int64_t(1) << 30, path << ": too many records");
-  std::vector<uint8_t> raw(static_cast<size_t>(bytes));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(raw.data()), bytes);
-  KD_INPUT_CHECK(in.gcount() == bytes, path << ": read " << in.gcount() << " of " << bytes
-                                            << " bytes");
+  std::vector<uint8_t> raw;
+  try {
+    raw.resize(static_cast<size_t>(bytes));
+    ds.images.reserve(ds.images.size() + static_cast<size_t>(count) * kCifarPixels);
+    ds.labels.reserve(ds.labels.size() + static_cast<size_t>(count));
+  } catch (const std::bad_alloc&) {
+    throw Error(path + ": out of memory reading " + std::to_string(bytes) + " bytes");
+  }
+  const size_t got = in.read(raw.data(), raw.size());
+  KD_INPUT_CHECK(static_cast<int64_t>(got) == bytes,
+                 path << ": read " << got << " of " << bytes << " bytes (the file shrank)");
   const size_t first_image = ds.images.size();
   ds.images.resize(first_image + static_cast<size_t>(count) * kCifarPixels);
   for (int64_t r = 0; r < count; ++r) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "base/check.h"
 
@@ -76,9 +77,18 @@ Dataset Dataset::padded_to(int size) const {
   KD_INPUT_CHECK(size >= h && size >= w && size <= 4096,
                  "--pad-to " << size << ": dataset " << name << " has " << w << "x" << h
                              << " images; expected a size at least that and at most 4096");
-  Dataset out = *this;
-  out.h = out.w = size;
-  out.images.assign(static_cast<size_t>(n) * c * size * size, 0);
+  Dataset out;
+  out.n = n, out.c = c, out.h = out.w = size;
+  out.labels = labels;
+  out.num_classes = num_classes;
+  out.name = name;
+  const size_t bytes = static_cast<size_t>(n) * c * size * size;
+  try {  // a flag, not the file, sets this size: name both when it does not fit
+    out.images.assign(bytes, 0);
+  } catch (const std::bad_alloc&) {
+    throw Error("--pad-to " + std::to_string(size) + ": out of memory allocating " +
+                std::to_string(bytes) + " bytes for " + std::to_string(n) + " images of " + name);
+  }
   const int top = (size - h) / 2, left = (size - w) / 2;
   for (int64_t i = 0; i < n; ++i)
     for (int ch = 0; ch < c; ++ch)

@@ -1,8 +1,10 @@
 // Readers for IDX files (the MNIST / Fashion-MNIST format), gzip-compressed or raw.
 // Every refusal is a kd::InputError with one line naming the file and what was wrong, because a
 // bad or half-downloaded dataset file is the most common way a run fails before it starts.
-// Validation is strict: magic, dimension sizes, the exact byte count (truncation and trailing
-// garbage both refuse), the gzip stream's own integrity, and label ranges.
+// Validation is strict: a regular file only, magic, dimension sizes (images at most 4096 on a
+// side), the exact byte count (truncation and trailing garbage both refuse), the gzip stream's
+// own integrity (several members are one stream; other bytes after the last are refused), and
+// label ranges. Memory follows the bytes really read, not the header's claim.
 #pragma once
 #include <cstdint>
 #include <string>

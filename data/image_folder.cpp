@@ -1,4 +1,5 @@
-// The image-folder reader and its registry entry (see image_folder.h, datasets.h).
+// The image-folder reader and its registry entry (see image_folder.h, datasets.h). Each image is
+// read whole into memory (its file's size) and its header checked before stb_image allocates.
 #include "data/image_folder.h"
 
 #include <stb/stb_image.h>
@@ -10,6 +11,7 @@
 #include <memory>
 
 #include "base/check.h"
+#include "base/input_file.h"
 #include "data/datasets.h"
 
 namespace kd {
@@ -43,15 +45,35 @@ struct Decoded {
   std::vector<uint8_t> chw;
 };
 
+// The most pixels one image may have (8192 x 8192). stb_image sizes its output from the header
+// alone, so without this a 100-byte PNG claiming 2^24 x 2^24 would ask for the memory up front.
+constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
+
 Decoded decode(const fs::path& path, int resize) {
+  // The whole file in memory (a regular file only: InputFile refuses a FIFO, which would block),
+  // then decoded from there, after its header's size is checked.
+  InputFile file(path.string());
+  std::vector<uint8_t> bytes(static_cast<size_t>(file.size()));
+  KD_INPUT_CHECK(file.read(bytes.data(), bytes.size()) == bytes.size(),
+                 path.string() << ": the file shrank while it was read");
+  KD_INPUT_CHECK(bytes.size() <= size_t(INT32_MAX), path.string() << ": " << bytes.size()
+                                                                  << " bytes; an image file may "
+                                                                     "have at most 2^31 - 1");
+  const int len = static_cast<int>(bytes.size());
   int w = 0, h = 0, c = 0;
-  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load(path.c_str(), &w, &h, &c, 0),
-                                                   stbi_image_free);
+  KD_INPUT_CHECK(stbi_info_from_memory(bytes.data(), len, &w, &h, &c) == 1,
+                 path.string() << ": cannot decode as PNG/JPEG/BMP: " << stbi_failure_reason());
+  KD_INPUT_CHECK(int64_t(w) * h <= kMaxImagePixels,
+                 path.string() << ": " << w << "x" << h << " pixels; an image may have at most "
+                               << kMaxImagePixels << " (8192x8192)");
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
+      stbi_load_from_memory(bytes.data(), len, &w, &h, &c, 0), stbi_image_free);
   KD_INPUT_CHECK(pixels, path.string() << ": cannot decode as PNG/JPEG/BMP: "
                                        << stbi_failure_reason());
   KD_INPUT_CHECK(c == 1 || c == 3, path.string() << ": " << c << " channels (grey with alpha or "
                                                     "RGBA); expected 1 (grey) or 3 (RGB)");
   std::vector<uint8_t> hwc(pixels.get(), pixels.get() + size_t(w) * h * c);
+  pixels.reset();
   if (resize > 0 && (w != resize || h != resize)) {
     std::vector<uint8_t> out(size_t(resize) * resize * c);
     KD_INPUT_CHECK(stbir_resize_uint8(hwc.data(), w, h, 0, out.data(), resize, resize, 0, c) == 1,
@@ -97,8 +119,7 @@ Dataset read_image_folder(const std::string& split_dir, const std::vector<std::s
                                                                      "train/");
     const int label = static_cast<int>(it - classes.begin());
     for (const fs::path& file : sorted_entries(class_dir)) {
-      KD_INPUT_CHECK(fs::is_regular_file(file) && is_image_name(file),
-                     file.string() << ": not a .png, .jpg, .jpeg or .bmp file");
+      KD_INPUT_CHECK(is_image_name(file), file.string() << ": not a .png, .jpg, .jpeg or .bmp file");
       Decoded d = decode(file, resize);
       if (first.empty()) {
         first = file.string();

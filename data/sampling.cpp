@@ -105,7 +105,9 @@ std::vector<int64_t> stratified_subset_indices(const std::vector<int32_t>& label
     members[y].push_back(static_cast<int64_t>(i));
   }
   std::vector<int64_t> out;
-  out.reserve(static_cast<size_t>(per_class) * num_classes);
+  // per_class comes from a flag (--subset-per-class) and is checked against each class below;
+  // the result can never hold more than every example, so that bounds the reservation.
+  out.reserve(std::min(labels.size(), static_cast<size_t>(per_class) * num_classes));
   for (int c = 0; c < num_classes; ++c) {
     std::vector<int64_t>& m = members[c];
     KD_INPUT_CHECK(static_cast<int64_t>(m.size()) >= per_class,

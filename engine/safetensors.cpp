@@ -4,12 +4,11 @@
 // round trip returns entries in the order they were written.
 #include "engine/safetensors.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cstring>
 #include <fstream>
-#include <iterator>
+#include <memory>
+#include <new>
 #include <set>
 #include <sstream>
 
@@ -17,6 +16,7 @@
 
 #include "engine/atomic_file.h"
 #include "base/check.h"
+#include "base/input_file.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors stores little-endian data; this code copies host memory as is");
@@ -104,8 +104,15 @@ ojson parse_header(const std::string& path, const std::string& text) {
   // A header nesting arrays or objects thousands deep would be accepted by the parser and then
   // overflow the stack of whatever walks it; no valid header nests deeper than a few levels.
   constexpr int kMaxDepth = 64;
+  // The parsed header takes 10 to 20 times its text in memory (a JSON value is 16 bytes, a key a
+  // string and a node), so a 100 MB header of one-digit shape entries would cost gigabytes. A
+  // checkpoint needs about ten values per tensor: a million is 100,000 tensors.
+  constexpr int64_t kMaxValues = 1000000;
+  int64_t values = 0;
   auto watch = [&](int depth, ojson::parse_event_t event, ojson& parsed) {
     ST_REFUSE(depth <= kMaxDepth, path, "header nests deeper than " << kMaxDepth << " levels");
+    ST_REFUSE(++values <= kMaxValues, path,
+              "header has more than " << kMaxValues << " JSON elements (keys, values, brackets)");
     if (event == ojson::parse_event_t::object_start) {
       open_objects.emplace_back();
     } else if (event == ojson::parse_event_t::object_end) {
@@ -253,13 +260,25 @@ StFile decode_safetensors(const std::string& bytes, const std::string& path) {
 }
 
 StFile read_safetensors(const std::string& path) {
-  struct stat st;
-  ST_REFUSE(::stat(path.c_str(), &st) == 0, path, "cannot open: " << std::strerror(errno));
-  ST_REFUSE(S_ISREG(st.st_mode), path, "not a regular file");
-  std::ifstream in(path, std::ios::binary);
-  ST_REFUSE(in.good(), path, "cannot open: " << std::strerror(errno));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  ST_REFUSE(!in.bad(), path, "read error");
+  // A regular file only (a FIFO would block forever), read into a buffer of exactly its size:
+  // the decoder's copies are then bounded by the file too.
+  std::unique_ptr<InputFile> in;
+  try {
+    in = std::make_unique<InputFile>(path);
+  } catch (const InputError& e) {
+    // InputFile says "PATH: reason"; this reader's messages read "safetensors 'PATH': reason".
+    const std::string what = e.what();
+    ST_REFUSE(false, path, what.substr(std::min(what.size(), path.size() + 2)));
+  }
+  std::string bytes;
+  try {
+    bytes.resize(static_cast<size_t>(in->size()));
+  } catch (const std::bad_alloc&) {
+    throw Error("safetensors '" + path + "': out of memory reading its " +
+                std::to_string(in->size()) + " bytes");
+  }
+  ST_REFUSE(in->read(bytes.data(), bytes.size()) == bytes.size(), path,
+            "the file shrank while it was read");
   return decode_safetensors(bytes, path);
 }
 

@@ -4,7 +4,9 @@
 // the real files so CLI runs read real images without paying for 60k of them.
 #pragma once
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -59,6 +61,8 @@ struct RunResult {
   int code = -1;  // exit status; 128 + signal when killed by one
   std::string out, err;
   double seconds = 0;
+  long peak_rss_kb = 0;    // the child's peak resident memory (run_kdlab_bounded only)
+  bool timed_out = false;  // killed at its deadline (run_kdlab_bounded only)
 };
 
 inline std::string read_file(const std::string& path) {
@@ -82,8 +86,11 @@ struct Spawned {
 // Starts kdlab with `args` in working directory `cwd` (so a default runs/ folder lands there),
 // with KDLAB_PROGRESS=off plus `env`. stdout/stderr go to files, not pipes, so a chatty child
 // can never block on a full pipe.
+// address_space: when not 0, the child's RLIMIT_AS in bytes, so an allocation beyond it fails
+// there (std::bad_alloc) instead of succeeding on a large machine.
 inline Spawned spawn_kdlab(const std::vector<std::string>& args, const std::string& cwd,
-                           const std::map<std::string, std::string>& env = {}) {
+                           const std::map<std::string, std::string>& env = {},
+                           uint64_t address_space = 0) {
   Spawned s;
   s.io = std::make_unique<TempDir>();
   const std::string out_path = *s.io / "stdout", err_path = *s.io / "stderr";
@@ -94,6 +101,10 @@ inline Spawned spawn_kdlab(const std::vector<std::string>& args, const std::stri
     int err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (out_fd < 0 || err_fd < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(126);
     if (chdir(cwd.c_str()) != 0) _exit(126);
+    if (address_space != 0) {
+      struct rlimit limit = {address_space, address_space};
+      if (setrlimit(RLIMIT_AS, &limit) != 0) _exit(126);
+    }
     setenv("KDLAB_PROGRESS", "off", 1);
     for (const auto& kv : env) setenv(kv.first.c_str(), kv.second.c_str(), 1);
     std::vector<char*> argv;
@@ -115,6 +126,35 @@ inline RunResult wait_kdlab(Spawned& s) {
   int status = 0;
   if (s.pid > 0 && waitpid(s.pid, &status, 0) == s.pid)
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.start).count();
+  r.out = read_file(*s.io / "stdout");
+  r.err = read_file(*s.io / "stderr");
+  return r;
+}
+
+// Runs kdlab with its address space capped at `address_space` bytes and a deadline: a child
+// still running after `timeout_s` is killed (timed_out, code 128 + 9), so a reader that hangs
+// fails its test instead of hanging the suite. peak_rss_kb is the child's peak resident memory.
+inline RunResult run_kdlab_bounded(const std::vector<std::string>& args, const std::string& cwd,
+                                   uint64_t address_space, double timeout_s = 120,
+                                   const std::map<std::string, std::string>& env = {}) {
+  Spawned s = spawn_kdlab(args, cwd, env, address_space);
+  RunResult r;
+  int status = 0;
+  struct rusage usage = {};
+  for (;;) {
+    const pid_t done = s.pid > 0 ? wait4(s.pid, &status, WNOHANG, &usage) : -1;
+    if (done != 0) break;
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - s.start).count();
+    if (waited > timeout_s && !r.timed_out) {
+      r.timed_out = true;
+      kill(s.pid, SIGKILL);
+    }
+    usleep(10000);
+  }
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.peak_rss_kb = usage.ru_maxrss;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.start).count();
   r.out = read_file(*s.io / "stdout");
   r.err = read_file(*s.io / "stderr");

@@ -3,6 +3,7 @@
 // truncated, trailing bytes, label or coarse label out of range) is refused with one line naming
 // the file. Then a real `kdlab train --dataset cifar10` on a generated set, through the binary.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <functional>
 #include <string>
@@ -98,6 +99,13 @@ TEST(Cifar, MalformedFilesAreRefusedNamingTheFile) {
   expect_refused(load, "data_batch_3.bin", "record 1 (byte 3073) has label 10");
   fs::remove(file);
   expect_refused(load, "data_batch_3.bin", "cannot open");
+  // A FIFO blocked std::ifstream's open until some writer came; now refused at once.
+  ASSERT_EQ(mkfifo(file.c_str(), 0644), 0);
+  expect_refused(load, "data_batch_3.bin", "not a regular file (a FIFO)");
+  fs::remove(file);
+  fs::create_directory(file);
+  expect_refused(load, "data_batch_3.bin", "not a regular file (a directory)");
+  fs::remove(file);
 
   // CIFAR-10 files read as CIFAR-100: 3073-byte records are not 3074-byte ones.
   fs::create_directories(tmp / "c100");

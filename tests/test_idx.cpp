@@ -3,6 +3,7 @@
 // with a kd::InputError naming the file and the problem.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -269,6 +270,73 @@ TEST_F(IdxReader, TrailingGarbage) {
                  "trailing garbage: expected 76 bytes, got 79");
   expect_error([&] { kd::data::read_idx_images(path("img.gz")); }, path("img.gz"),
                  "trailing garbage: expected 76 bytes, got 79");
+}
+
+// RFC 1952: a gzip file is a series of members (`gzip -c a b > c`); they are one stream.
+TEST_F(IdxReader, GzipMembersAreReadAsOneStream) {
+  const Bytes b = idx_images(5, 4, 3);
+  write_gz(path("head.gz"), Bytes(b.begin(), b.begin() + 10));
+  write_gz(path("tail.gz"), Bytes(b.begin() + 10, b.end()));
+  Bytes both = read_raw(path("head.gz"));
+  const Bytes tail = read_raw(path("tail.gz"));
+  both.insert(both.end(), tail.begin(), tail.end());
+  write_raw(path("img.gz"), both);
+  const kd::data::IdxImages img = kd::data::read_idx_images(path("img.gz"));
+  EXPECT_EQ(img.n, 5);
+  EXPECT_EQ(img.pixels, Bytes(b.begin() + 16, b.end()));
+}
+
+// Bytes after the last member that are not another member: zlib's gz* API skipped them.
+TEST_F(IdxReader, GzipTrailingGarbageAfterTheStreamIsRefused) {
+  write_gz(path("ok.gz"), idx_images(5, 4, 3));
+  const Bytes gz = read_raw(path("ok.gz"));
+  for (const Bytes& tail : {Bytes{'x'}, Bytes{0x1f}, Bytes(3000, 0), Bytes{0x1f, 0x8c, 0}}) {
+    Bytes bad = gz;
+    bad.insert(bad.end(), tail.begin(), tail.end());
+    write_raw(path("bad.gz"), bad);
+    expect_error([&] { kd::data::read_idx_images(path("bad.gz")); }, path("bad.gz"),
+                 "trailing garbage after the gzip stream: " + std::to_string(tail.size()) +
+                     " bytes at offset " + std::to_string(gz.size()) + " are not a gzip member");
+  }
+  // A whole second member is read, and then the IDX file is simply too long.
+  Bytes two = gz;
+  two.insert(two.end(), gz.begin(), gz.end());
+  write_raw(path("two.gz"), two);
+  expect_error([&] { kd::data::read_idx_images(path("two.gz")); }, path("two.gz"),
+               "trailing garbage: expected 76 bytes, got 152");
+}
+
+// Opening a FIFO for reading waits for a writer; the reader must refuse it at once.
+TEST_F(IdxReader, FifoAndDirectoryAreNotRegularFiles) {
+  ASSERT_EQ(mkfifo(path("fifo").c_str(), 0644), 0);
+  expect_error([&] { kd::data::read_idx_images(path("fifo")); }, path("fifo"),
+               "not a regular file (a FIFO)");
+  expect_error([&] { kd::data::read_idx_images(dir_); }, dir_, "not a regular file (a directory)");
+}
+
+// 2^26 images promised by a 7872-byte file: the buffer grows with the data, so this is a
+// truncation message, not a 49 GiB allocation.
+TEST_F(IdxReader, HeaderPromisingBillionsOfBytesIsTruncatedNotAllocated) {
+  Bytes b = idx_images(10, 28, 28);
+  b[4] = 0x04, b[5] = b[6] = b[7] = 0;  // n = 2^26
+  write_raw(path("img"), b);
+  write_gz(path("img.gz"), b);
+  for (const std::string name : {"img", "img.gz"})
+    expect_error([&] { kd::data::read_idx_images(path(name)); }, path(name),
+                 "truncated: expected 52613349392 bytes, got 7856");
+}
+
+TEST_F(IdxReader, ImagesLargerThan4096AreRefusedFromTheHeader) {
+  write_raw(path("img"), idx_images(1, 4097, 1));
+  expect_error([&] { kd::data::read_idx_images(path("img")); }, path("img"),
+               "images of 4097 rows, expected 1..4096");
+  Bytes b;
+  for (uint32_t v : {0x803u, 16u, 1u << 30, 1u << 30}) put_be32(&b, v);
+  write_raw(path("huge"), b);
+  expect_error([&] { kd::data::read_idx_images(path("huge")); }, path("huge"),
+               "images of 1073741824 rows, expected 1..4096");
+  write_raw(path("tall"), idx_images(1, 4096, 2));
+  EXPECT_EQ(kd::data::read_idx_images(path("tall")).h, 4096);
 }
 
 TEST_F(IdxReader, CountMismatch) {

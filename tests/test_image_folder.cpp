@@ -4,6 +4,8 @@
 // class, RGBA. Also Dataset::padded_to (--pad-to) and a PreResNet on padded Fashion-MNIST-shaped
 // data through the binary.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <zlib.h>
 
 #include <stb/stb_image_write.h>
 
@@ -131,6 +133,53 @@ TEST(ImageFolder, BadTreesAreRefusedNamingTheFile) {
   // No train/ at all.
   expect_refused([&] { data::load_dataset("folder", tmp / "nowhere", true); }, "nowhere/train",
                  "not a folder");
+}
+
+// A PNG whose header says width x height grey pixels, with a tiny valid IDAT: stb_image sized
+// its buffers from the header (hundreds of MB) before finding too few pixels.
+std::string png_claiming(uint32_t width, uint32_t height) {
+  auto be32 = [](uint32_t v) {
+    std::string b;
+    for (int s = 24; s >= 0; s -= 8) b.push_back(char((v >> s) & 0xFF));
+    return b;
+  };
+  auto chunk = [&](const std::string& type, const std::string& data) {
+    const std::string body = type + data;
+    return be32(uint32_t(data.size())) + body +
+           be32(uint32_t(crc32(0, reinterpret_cast<const Bytef*>(body.data()), uInt(body.size()))));
+  };
+  std::string idat(64, '\0');
+  uLongf len = uLongf(idat.size());
+  const std::string row(9, '\0');
+  EXPECT_EQ(compress(reinterpret_cast<Bytef*>(idat.data()), &len,
+                     reinterpret_cast<const Bytef*>(row.data()), uLong(row.size())),
+            Z_OK);
+  idat.resize(len);
+  // IHDR: width, height, bit depth 8, colour type 0 (grey), compression, filter, no interlace.
+  const std::string ihdr = be32(width) + be32(height) + std::string("\x08\x00\x00\x00\x00", 5);
+  return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", ihdr) + chunk("IDAT", idat) +
+         chunk("IEND", "");
+}
+
+TEST(ImageFolder, HugeHeadersAndNonRegularFilesAreRefusedBeforeDecoding) {
+  TempDir tmp;
+  const data::Dataset ds = data_testing::random_dataset(4, 3, 5, 5, 3, 33);
+  write_folder(tmp.path, ds);
+  auto load = [&] { data::load_dataset("folder", tmp.path, true); };
+  cli_testing::write_file(tmp / "train/cat/huge.png", png_claiming(20000, 20000));
+  expect_refused(load, "train/cat/huge.png", "20000x20000 pixels; an image may have at most");
+  fs::remove(tmp / "train/cat/huge.png");
+  // 8192 x 8192 is allowed by the header check: stb_image then finds the pixels missing.
+  cli_testing::write_file(tmp / "train/cat/big.png", png_claiming(8192, 8192));
+  expect_refused(load, "train/cat/big.png", "cannot decode");
+  fs::remove(tmp / "train/cat/big.png");
+  ASSERT_EQ(mkfifo((tmp / "train/cat/fifo.png").c_str(), 0644), 0);
+  expect_refused(load, "train/cat/fifo.png", "not a regular file (a FIFO)");
+  fs::remove(tmp / "train/cat/fifo.png");
+  fs::create_directory(tmp / "train/cat/dir.png");
+  expect_refused(load, "train/cat/dir.png", "not a regular file (a directory)");
+  fs::remove(tmp / "train/cat/dir.png");
+  EXPECT_EQ(data::load_dataset("folder", tmp.path, true).n, 4) << "the intact tree loads";
 }
 
 TEST(PadTo, CentresTheImageInZeros) {

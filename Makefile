@@ -3,7 +3,10 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 KDLAB := $(BUILD)/kdlab
 
-.PHONY: all build deps test run bench clean configure gpu-check
+SAN_BUILD ?= build-san
+FUZZ_SECONDS ?= 60
+
+.PHONY: all build deps test run bench clean configure gpu-check san-build sanitize fuzz
 
 all: build
 
@@ -37,5 +40,25 @@ bench: deps
 gpu-check:
 	bash tools/gpu-check.sh $(or $(LOG),gpu-check-logs)
 
+# The clang ASan + UBSan (+ LSan) build with the libFuzzer targets, CPU only (see ARCHITECTURE.md).
+$(SAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+	  -DKDLAB_SANITIZE=ON -DKDLAB_FUZZ=ON
+
+san-build: $(SAN_BUILD)/CMakeCache.txt
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+
+# Unit tests and a tiny train/distill/eval round under the sanitizers (tools/sanitize.sh).
+sanitize:
+	@tools/install-deps.sh --with-sanitize
+	@$(MAKE) --no-print-directory san-build
+	tools/sanitize.sh $(SAN_BUILD)
+
+# Each fuzz target for FUZZ_SECONDS (tools/fuzz.sh); findings land in fuzz-findings/.
+fuzz:
+	@tools/install-deps.sh --with-sanitize
+	@$(MAKE) --no-print-directory san-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tools/fuzz.sh $(SAN_BUILD)
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD)

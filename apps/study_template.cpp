@@ -215,6 +215,13 @@ std::vector<Json> expand_for(const Json& for_spec, const Json& vars, const std::
     }
     if (!values.is_array() || values.empty())
       throw InputError(w + ": expected a non-empty list, got " + values.dump());
+    // Checked before the copies are made: two ranges of 100000 asked for 10^10 variable sets
+    // (out of memory), and one planned 100000 runs, each parsed by the CLI (minutes).
+    constexpr size_t kMaxCombinations = 10000;
+    if (out.size() * values.size() > kMaxCombinations)
+      throw InputError(where + ": more than " + std::to_string(kMaxCombinations) +
+                       " combinations (" + std::to_string(out.size()) + " x " +
+                       std::to_string(values.size()) + " at " + it.key() + ")");
     std::vector<Json> next;
     for (const Json& base : out)
       for (const Json& v : values) {

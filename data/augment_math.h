@@ -197,10 +197,12 @@ KD_HOST_DEVICE inline void rotate_hue(int* r, int* g, int* b, int32_t shift) {
   const int mn = *r < *g ? (*r < *b ? *r : *b) : (*g < *b ? *g : *b);
   const int chroma = mx - mn;
   if (chroma == 0 || shift == 0) return;
+  // The channel differences are negative half the time: scaled by multiplying, since a left
+  // shift of a negative value is undefined behaviour before C++20 (UBSan reports it).
   int64_t hue;
-  if (mx == *r) hue = div_round(static_cast<int64_t>(*g - *b) << 16, chroma);
-  else if (mx == *g) hue = 2 * 65536 + div_round(static_cast<int64_t>(*b - *r) << 16, chroma);
-  else hue = 4 * 65536 + div_round(static_cast<int64_t>(*r - *g) << 16, chroma);
+  if (mx == *r) hue = div_round(static_cast<int64_t>(*g - *b) * 65536, chroma);
+  else if (mx == *g) hue = 2 * 65536 + div_round(static_cast<int64_t>(*b - *r) * 65536, chroma);
+  else hue = 4 * 65536 + div_round(static_cast<int64_t>(*r - *g) * 65536, chroma);
   hue = ((hue + shift) % kHueTurn + kHueTurn) % kHueTurn;
   const int sextant = static_cast<int>(hue >> 16);
   const int rise = static_cast<int>((static_cast<int64_t>(chroma) * (hue & 0xFFFF) + 32768) >> 16);

@@ -173,7 +173,9 @@ TEST(Cli, EvalRefusesMissingAndCorruptCheckpoints) {
   expect_error(eval(tmp / "missing.safetensors"), {"missing.safetensors", "cannot open"});
 
   std::string garbage;
-  for (int i = 0; i < 4096; ++i) garbage.push_back(char(255 * philox_uniform(3, kStreamTest, i)));
+  // Through uint8_t: a float above 127 converted to a (signed) char is undefined behaviour.
+  for (int i = 0; i < 4096; ++i)
+    garbage.push_back(char(uint8_t(255 * philox_uniform(3, kStreamTest, i))));
   write_file(tmp / "garbage.safetensors", garbage);
   expect_error(eval(tmp / "garbage.safetensors"), {"garbage.safetensors"});
 

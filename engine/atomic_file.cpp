@@ -19,6 +19,9 @@ namespace {
 [[noreturn]] void fail(const std::string& path, const std::string& what, int err) {
   std::ostringstream os;
   os << "cannot write '" << path << "': " << what << ": " << std::strerror(err);
+  // A full disk or a failing device is the machine's condition (exit 1); a path that cannot be
+  // written (permissions, a missing folder, a read-only file system) is the user's input (exit 2).
+  if (err == ENOSPC || err == EDQUOT || err == EIO || err == EFBIG) throw Error(os.str());
   throw InputError(os.str());
 }
 

@@ -18,7 +18,8 @@ struct ByteSpan {
 };
 
 // Writes the concatenation of `chunks` to `path` atomically. On any failure the temp file is
-// removed and kd::InputError is thrown naming `path` and the system's reason; `path` is untouched
+// removed and kd::InputError is thrown naming `path` and the system's reason (kd::Error, exit 1, for
+// a full disk or an I/O error: the machine's condition, not the input); `path` is untouched
 // unless the failure is the final directory fsync (the new file is then in place but possibly
 // not durable, which the message says). A new file gets mode 0644; a replaced one keeps its mode.
 void write_file_atomic(const std::string& path, const std::vector<ByteSpan>& chunks);

@@ -12,6 +12,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -88,9 +89,11 @@ struct Spawned {
 // can never block on a full pipe.
 // address_space: when not 0, the child's RLIMIT_AS in bytes, so an allocation beyond it fails
 // there (std::bad_alloc) instead of succeeding on a large machine.
+// file_size: when not 0, the child's RLIMIT_FSIZE in bytes, with SIGXFSZ ignored: a write past
+// it fails with EFBIG, which stands in for a full disk without mounting one.
 inline Spawned spawn_kdlab(const std::vector<std::string>& args, const std::string& cwd,
                            const std::map<std::string, std::string>& env = {},
-                           uint64_t address_space = 0) {
+                           uint64_t address_space = 0, uint64_t file_size = 0) {
   Spawned s;
   s.io = std::make_unique<TempDir>();
   const std::string out_path = *s.io / "stdout", err_path = *s.io / "stderr";
@@ -104,6 +107,11 @@ inline Spawned spawn_kdlab(const std::vector<std::string>& args, const std::stri
     if (address_space != 0) {
       struct rlimit limit = {address_space, address_space};
       if (setrlimit(RLIMIT_AS, &limit) != 0) _exit(126);
+    }
+    if (file_size != 0) {  // a full disk, as far as the child can tell: writes fail with EFBIG
+      struct rlimit limit = {file_size, file_size};
+      if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(126);
+      signal(SIGXFSZ, SIG_IGN);  // kept across exec, so write() fails rather than killing
     }
     setenv("KDLAB_PROGRESS", "off", 1);
     for (const auto& kv : env) setenv(kv.first.c_str(), kv.second.c_str(), 1);

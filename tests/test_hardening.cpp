@@ -112,6 +112,21 @@ TEST(Hardening, ALogLineThatCannotBeWrittenSaysWhyAndLeavesWholeLines) {
   }
 }
 
+TEST(Hardening, AFullDiskEndsTheRunWithOneLineAndLeavesOnlyWholeFiles) {
+  TempDir tmp;
+  const std::string data = write_synthetic_fmnist(tmp / "synthetic");
+  // 16 KB per file: config.json, metrics.csv and log.txt fit, LeNet-5's checkpoints (250 KB) not.
+  Spawned s = spawn_kdlab({"train", "--data-dir", data, "--epochs", "1", "--out", tmp / "run"},
+                          tmp.path, {}, 0, 16 << 10);
+  RunResult r = wait_kdlab(s);
+  expect_error(r, {"cannot write", tmp / "run/last.safetensors", "File too large"}, /*code=*/1);
+  EXPECT_FALSE(fs::exists(tmp / "run/model.safetensors"));
+  EXPECT_FALSE(fs::exists(tmp / "run/summary.json")) << "a failed run must not look finished";
+  for (const auto& entry : fs::directory_iterator(tmp / "run"))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos)
+        << "temp file left: " << entry.path();
+}
+
 // Limits this process's address space to `extra_bytes` beyond what it uses now.
 void limit_address_space(size_t extra_bytes) {
   size_t used = 0;

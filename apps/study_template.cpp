@@ -256,8 +256,9 @@ Json parse_study_text(const std::string& text, const std::string& source) {
   };
   try {
     return Json::parse(text, bounded, /*allow_exceptions=*/true, /*ignore_comments=*/true);
-  } catch (const Json::parse_error& e) {
-    // "[json.exception.parse_error.101] parse error at line 3, column 5: ..." -> the part after "]".
+  } catch (const Json::exception& e) {
+    // Syntax errors, and numbers out of range (out_of_range.406, "number overflow parsing
+    // '2E2010...'"): "[json.exception.parse_error.101] parse error at ..." -> the part after "]".
     std::string what = e.what();
     size_t close = what.find("] ");
     throw InputError(source + ": not valid JSON: " +

@@ -107,6 +107,13 @@ std::string describe_model(const models::Classifier& m) {
          std::to_string(m.image_size) + "x" + std::to_string(m.image_size) + " images";
 }
 
+// Models used together (an ensemble's members, a model and its teachers) read the same images and
+// compare probabilities over the same classes.
+bool same_classes_and_input(const models::Classifier& a, const models::Classifier& b) {
+  return a.num_classes == b.num_classes && a.in_channels == b.in_channels &&
+         a.image_size == b.image_size;
+}
+
 // "--dataset fmnist (/usr/share/...): 10 classes, 1x28x28 images": the data side of a mismatch,
 // named by the flag and the folder its files were read from.
 std::string describe_data(const std::string& flag, const std::string& name, const std::string& dir,
@@ -138,9 +145,7 @@ std::vector<std::shared_ptr<models::Classifier>> load_teachers(const std::vector
     // An ensemble averages its members' probabilities over the same classes of the same images.
     if (!out.empty()) {
       const models::Classifier& first = *out.front();
-      KD_INPUT_CHECK(m.model->num_classes == first.num_classes &&
-                         m.model->in_channels == first.in_channels &&
-                         m.model->image_size == first.image_size,
+      KD_INPUT_CHECK(same_classes_and_input(*m.model, first),
                      "--teacher " << p << ": " << describe_model(*m.model) << "; --teacher "
                                   << paths.front() << ": " << describe_model(first)
                                   << " (an ensemble's members must agree)");
@@ -448,9 +453,7 @@ int run_eval(const CommonOptions& common, const EvalOptions& options) {
   // Agreement and KL compare the same classes of the same images: a teacher of another class
   // count would be read with the wrong row stride.
   for (size_t i = 0; i < members.size(); ++i)
-    KD_INPUT_CHECK(members[i]->num_classes == loaded.model->num_classes &&
-                       members[i]->in_channels == loaded.model->in_channels &&
-                       members[i]->image_size == loaded.model->image_size,
+    KD_INPUT_CHECK(same_classes_and_input(*members[i], *loaded.model),
                    "--teacher " << options.teachers[i] << ": " << describe_model(*members[i])
                                 << "; --model " << options.model << ": "
                                 << describe_model(*loaded.model));

@@ -65,12 +65,6 @@ int parse_int_in(const std::map<std::string, std::string>& meta, const std::stri
   return static_cast<int>(value);
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
-
 // Before building a model with more than kBuildDirectlyUpTo classes: every tensor whose size
 // follows the class count (a dimension that is 2 in a 2-class build of `arch`) must be stored
 // with num_classes in that place. No model has another dimension of size 2, so the 2-class build
@@ -92,12 +86,12 @@ void check_class_sized_tensors(const std::string& path, const std::string& arch,
     const auto it = stored.find(kv.first);
     KD_INPUT_CHECK(it != stored.end(),
                    path << ": metadata key 'num_classes' is " << classes << ", but tensor '"
-                        << kv.first << "' (" << shape_text(want) << " for that many classes) "
+                        << kv.first << "' (" << shape_str(want) << " for that many classes) "
                         << "is not in the file");
     KD_INPUT_CHECK(it->second.shape() == want,
                    path << ": metadata key 'num_classes' is " << classes << ", but tensor '"
-                        << kv.first << "' is stored as " << shape_text(it->second.shape())
-                        << " (expected " << shape_text(want) << ")");
+                        << kv.first << "' is stored as " << shape_str(it->second.shape())
+                        << " (expected " << shape_str(want) << ")");
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "apps/bench_cost.h"
 #include "apps/report.h"
 #include "engine/runtime_config.h"
 #include "engine/allocator.h"
@@ -33,6 +34,7 @@ namespace {
 
 struct Measured {
   double images_per_s = 0, ms_median = 0;
+  StepCost cost;
 };
 
 Measured time_ours(const std::string& arch, const BenchOptions& o) {
@@ -45,20 +47,29 @@ Measured time_ours(const std::string& arch, const BenchOptions& o) {
   SgdParams h;
   h.lr = 0.01, h.momentum = 0.9, h.nesterov = true, h.weight_decay = 1e-4;
   Sgd sgd(model->parameters(), h);
-  std::vector<double> ms;
-  for (int step = 0; step < o.warmup + o.steps; ++step) {
-    auto t0 = std::chrono::steady_clock::now();
+  auto step = [&] {
     Tensor loss = ops::cross_entropy(model->forward(x), y);
     sgd.zero_grad();
     backward(loss);
     sgd.step();
-    double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (step >= o.warmup) ms.push_back(dt);
-  }
-  std::sort(ms.begin(), ms.end());
+  };
   Measured m;
-  m.ms_median = ms[ms.size() / 2];
-  m.images_per_s = o.batch / (m.ms_median / 1000.0);
+  if (!o.cost_only) {
+    std::vector<double> ms;
+    for (int i = 0; i < o.warmup + o.steps; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      step();
+      double dt =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (i >= o.warmup) ms.push_back(dt);
+    }
+    std::sort(ms.begin(), ms.end());
+    m.ms_median = ms[ms.size() / 2];
+    m.images_per_s = o.batch / (m.ms_median / 1000.0);
+  } else {
+    step();  // the first step allocates the gradients; the recorded one is a steady step
+  }
+  m.cost = measure_step_cost(Device::cpu(), step);
   return m;
 }
 
@@ -126,30 +137,47 @@ int run_bench(const BenchOptions& options) {
   if (parse_device(o.device).is_cuda()) return run_bench_gpu(o);
   if (o.steps < 0) o.steps = 30;
   if (o.warmup < 0) o.warmup = 5;
-  std::string python = o.skip_torch ? "" : torch_python(/*need_cuda=*/false);
-  if (!o.skip_torch && python.empty())
+  std::string python = o.skip_torch || o.cost_only ? "" : torch_python(/*need_cuda=*/false);
+  if (!o.skip_torch && !o.cost_only && python.empty())
     std::cout << "PyTorch (python3-torch) not found: printing kdlab's numbers alone\n";
   Table table;
-  table.header = {"model (train step)", "batch", "kdlab img/s", "kdlab ms", "PyTorch img/s",
-                  "PyTorch ms", "kdlab / PyTorch"};
-  std::string torch_version;
+  table.header = {"model (train step)", "batch"};
+  if (!o.cost_only)
+    for (const char* h : {"kdlab ms", "PyTorch ms", "kdlab / PyTorch", "kdlab img/s"})
+      table.header.push_back(h);
+  for (const std::string& h : cost_header(/*gpu=*/false)) table.header.push_back(h);
+  std::string torch_version, breakdowns;
   for (const std::string& arch : o.models) {
     std::cerr << "bench: " << arch << " ...\n";
     Measured ours = time_ours(arch, o);
     Measured theirs;
     bool have = !python.empty() && time_torch(python, arch, o, &theirs, &torch_version);
-    table.rows.push_back({arch, std::to_string(o.batch), format_fixed(ours.images_per_s, 0),
-                          format_fixed(ours.ms_median, 2),
-                          have ? format_fixed(theirs.images_per_s, 0) : "n/a",
-                          have ? format_fixed(theirs.ms_median, 2) : "n/a",
-                          have ? format_fixed(ours.images_per_s / theirs.images_per_s, 2) + "x" : "n/a"});
+    std::vector<std::string> row = {arch, std::to_string(o.batch)};
+    if (!o.cost_only) {
+      row.push_back(format_fixed(ours.ms_median, 2));
+      row.push_back(have ? format_fixed(theirs.ms_median, 2) : "n/a");
+      // Speed ratio: PyTorch's time over ours, so above 1 means kdlab is faster.
+      row.push_back(have ? format_fixed(theirs.ms_median / ours.ms_median, 2) + "x" : "n/a");
+      row.push_back(format_fixed(ours.images_per_s, 0));
+    }
+    for (const std::string& cell : cost_cells(ours.cost, /*gpu=*/false)) row.push_back(cell);
+    table.rows.push_back(std::move(row));
+    if (o.breakdown)
+      breakdowns += "\n" + arch + ": the cost model per kernel, one training step\n" +
+                    cost_breakdown(ours.cost, /*gpu=*/false).to_text();
   }
+  std::cout << "\nCPU training step, " << o.threads << " threads";
+  if (!o.cost_only)
+    std::cout << ", median of " << o.steps << " steps after " << o.warmup << " warm-up"
+              << (torch_version.empty() ? "" : ", PyTorch " + torch_version);
+  std::cout << "\n" << table.to_text()
+            << "cost model (kernels/kernel_cost.h): FLOPs and bytes each kernel call, zeroing and "
+               "copy of one step must move; ideal = each call at the H200's peak FP32 "
+               "compute (67 TFLOP/s) or bandwidth (4.8 TB/s), whichever is slower, summed\n"
+            << breakdowns;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  std::cout << "\nCPU training-step throughput, " << o.threads << " threads, median of " << o.steps
-            << " steps after " << o.warmup << " warm-up"
-            << (torch_version.empty() ? "" : ", PyTorch " + torch_version) << "\n"
-            << table.to_text() << "peak resident memory of this benchmark process: "
+  std::cout << "peak resident memory of this benchmark process: "
             << format_fixed(ru.ru_maxrss / 1024.0, 1)
             << " MiB (the main job, `make run`, prints its own when it ends)\n";
   return 0;

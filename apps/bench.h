@@ -17,6 +17,8 @@ struct BenchOptions {
   int warmup = -1;  // -1: 5 on the CPU, 20 on the GPU
   int threads = 2;
   bool skip_torch = false;
+  bool cost_only = false;   // the cost model of one step, nothing timed
+  bool breakdown = false;   // the cost model per kernel, for every model
   std::string device = "auto";  // auto | cpu | cuda
 };
 

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/bench.h"
+#include "apps/bench_cost.h"
 #include "apps/report.h"
 #include "engine/allocator.h"
 #include "engine/autograd.h"
@@ -38,6 +39,7 @@ namespace {
 
 struct GpuMeasured {
   double ms_median = 0, images_per_s = 0, launches_per_step = 0, peak_mib = 0;
+  StepCost cost;
 };
 
 int classes_for(const std::string& arch) { return arch == "preresnet56" ? 100 : 10; }
@@ -75,8 +77,15 @@ GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
     sgd.step();
   };
   const int steps = o.steps > 0 ? o.steps : 200, warmup = o.warmup >= 0 ? o.warmup : 20;
-  for (int i = 0; i < warmup; ++i) step();
   const Backend& backend = backend_of(gpu);
+  if (o.cost_only) {
+    step();  // the first step allocates the gradients; the recorded one is a steady step
+    GpuMeasured m;
+    m.cost = measure_step_cost(gpu, step);
+    m.launches_per_step = double(m.cost.launches_total);
+    return m;
+  }
+  for (int i = 0; i < warmup; ++i) step();
   backend.synchronize();
   CachingAllocator& alloc = CachingAllocator::for_device(gpu);
   alloc.reset_peak();
@@ -98,7 +107,14 @@ GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
   std::sort(ms.begin(), ms.end());
   m.ms_median = ms[ms.size() / 2];
   m.images_per_s = o.batch / (m.ms_median / 1000.0);
+  m.cost = measure_step_cost(gpu, step);
   return m;
+}
+
+// The measured step as a fraction of the cost model's ideal time.
+std::string fraction_of_ideal(const GpuMeasured& m) {
+  if (m.ms_median <= 0) return "n/a";
+  return format_fixed(100.0 * m.cost.totals.ideal_seconds * 1e3 / m.ms_median, 1) + "%";
 }
 
 // One measured row, printed and flushed at once: "[preresnet20] kdlab native: ...".
@@ -172,22 +188,42 @@ int run_bench_gpu(const BenchOptions& o) {
   const Device gpu = Device::cuda();
   std::vector<GpuImpl> impls = {GpuImpl::Native};
   if (backend_of(gpu).has_cudnn) impls.push_back(GpuImpl::Cudnn);
-  std::string python = o.skip_torch ? "" : torch_python(/*need_cuda=*/true);
-  if (!o.skip_torch && python.empty())
+  std::string python = o.skip_torch || o.cost_only ? "" : torch_python(/*need_cuda=*/true);
+  if (!o.skip_torch && !o.cost_only && python.empty())
     std::cout << "PyTorch with CUDA not found: printing kdlab's numbers alone\n";
   std::vector<std::string> models = o.models_given ? o.models
                                                    : std::vector<std::string>{"preresnet20",
                                                                               "preresnet56"};
   Table ours, theirs, summary;
   ours.header = {"model", "path", "ms/step", "img/s", "launches/step", "peak MiB"};
+  for (const std::string& h : cost_header(/*gpu=*/false)) ours.header.push_back(h);
+  ours.header.push_back("ideal / measured");
+  std::string breakdowns;
+  auto our_row = [&](const std::string& model, const std::string& path, const GpuMeasured& m) {
+    std::vector<std::string> row = {model, path,
+                                    o.cost_only ? "n/a" : format_fixed(m.ms_median, 3),
+                                    o.cost_only ? "n/a" : format_fixed(m.images_per_s, 0),
+                                    format_fixed(m.launches_per_step, 0),
+                                    o.cost_only ? "n/a" : format_fixed(m.peak_mib, 1)};
+    for (const std::string& cell : cost_cells(m.cost, /*gpu=*/false)) row.push_back(cell);
+    row.push_back(fraction_of_ideal(m));
+    ours.rows.push_back(std::move(row));
+    if (o.breakdown)
+      breakdowns += "\n" + model + " (" + path + "): the cost model per kernel, one step\n" +
+                    cost_breakdown(m.cost, /*gpu=*/true).to_text();
+  };
   theirs.header = {"model", "PyTorch variant", "ms/step", "img/s", "peak MiB", "status"};
   summary.header = {"model", "kdlab best", "vs eager best", "vs torch.compile",
                     "memory vs PyTorch"};
   std::string torch_version;
-  auto describe_ours = [](const GpuMeasured& m) {
+  auto describe_ours = [&](const GpuMeasured& m) {
+    const std::string cost = format_fixed(m.cost.totals.bytes() / 1e6, 1) + " MB/step, ideal " +
+                             format_fixed(m.cost.totals.ideal_seconds * 1e3, 3) + " ms";
+    if (o.cost_only)
+      return format_fixed(m.launches_per_step, 0) + " launches/step, " + cost;
     return format_fixed(m.ms_median, 3) + " ms/step, " + format_fixed(m.images_per_s, 0) +
            " img/s, " + format_fixed(m.launches_per_step, 0) + " launches/step, peak " +
-           format_fixed(m.peak_mib, 1) + " MiB";
+           format_fixed(m.peak_mib, 1) + " MiB, " + cost + " (" + fraction_of_ideal(m) + ")";
   };
   std::cout << "GPU training steps on " << device_name(gpu) << ", batch " << o.batch
             << "; each row as it is measured, the tables at the end" << std::endl;
@@ -199,9 +235,7 @@ int run_bench_gpu(const BenchOptions& o) {
     for (GpuImpl impl : impls) {
       GpuMeasured m = time_gpu_step(arch, impl, 0, o);
       print_row_now(arch, std::string("kdlab ") + gpu_impl_name(impl), describe_ours(m));
-      ours.rows.push_back({arch, gpu_impl_name(impl), format_fixed(m.ms_median, 3),
-                           format_fixed(m.images_per_s, 0), format_fixed(m.launches_per_step, 0),
-                           format_fixed(m.peak_mib, 1)});
+      our_row(arch, gpu_impl_name(impl), m);
       if (best_path.empty() || m.ms_median < best_ms) {
         best_ms = m.ms_median, best_peak = m.peak_mib, best_path = gpu_impl_name(impl);
       }
@@ -213,9 +247,7 @@ int run_bench_gpu(const BenchOptions& o) {
       GpuImpl impl = best_path == "cudnn" ? GpuImpl::Cudnn : GpuImpl::Native;
       dm = time_gpu_step(arch, impl, 3, o);
       print_row_now(arch, "kdlab distill (3 teachers) " + best_path, describe_ours(dm));
-      ours.rows.push_back({arch + " distill (3 teachers)", best_path, format_fixed(dm.ms_median, 3),
-                           format_fixed(dm.images_per_s, 0),
-                           format_fixed(dm.launches_per_step, 0), format_fixed(dm.peak_mib, 1)});
+      our_row(arch + " distill (3 teachers)", best_path, dm);
     }
     auto seconds = [&] {
       return format_fixed(
@@ -270,7 +302,11 @@ int run_bench_gpu(const BenchOptions& o) {
             << "), median of " << (o.steps > 0 ? o.steps : 200) << " steps\n"
             << "kdlab (launches: kernels, copies and cuBLAS/cuDNN calls issued per step; peak: "
                "our caching allocator's bytes in use)\n"
-            << ours.to_text();
+            << ours.to_text()
+            << "cost model (kernels/kernel_cost.h): FLOPs and bytes each kernel call, zeroing and "
+               "copy of one step must move; ideal = each call at the H200's peak FP32 compute "
+               "(67 TFLOP/s) or bandwidth (4.8 TB/s), whichever is slower, summed\n"
+            << breakdowns;
   if (!theirs.rows.empty())
     std::cout << "\nPyTorch " << torch_version
               << " (cudnn.benchmark on, TF32 off; peak: max_memory_allocated)\n"

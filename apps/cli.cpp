@@ -282,6 +282,9 @@ std::unique_ptr<Cli> make_cli() {
   c.bench_cmd->add_option("--warmup", c.bench.warmup, "Untimed steps first (default 5 CPU, 20 GPU)");
   c.bench_cmd->add_option("--threads", c.bench.threads, "CPU threads (ours and PyTorch's)")->capture_default_str();
   c.bench_cmd->add_flag("--no-torch", c.bench.skip_torch, "Do not run the PyTorch baseline");
+  c.bench_cmd->add_flag("--cost-only", c.bench.cost_only,
+                        "Only the cost model of one step (FLOPs, bytes, calls, launches, ideal time); nothing timed");
+  c.bench_cmd->add_flag("--breakdown", c.bench.breakdown, "Also print the cost model per kernel");
   c.bench_cmd->add_option("--device", c.bench.device, "auto | cpu | cuda (auto: cuda when usable)")
       ->capture_default_str();
   c.bench_cmd->add_flag("--tf32", c.bench_tf32, "GPU: allow TF32 in cuBLAS/cuDNN float maths");

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "engine/allocator.h"
+#include "engine/cost_model.h"
 #include "engine/device.h"
 #include "kernels/elementwise.h"
 
@@ -145,8 +146,10 @@ void Tensor::copy_range_from(int64_t offset, const Tensor& src) {
   size_t n = src.nbytes();
   if (n == 0) return;
   char* dst = static_cast<char*>(raw()) + offset * int64_t(dtype_size(dtype()));
-  if (device().is_cpu() && src.device().is_cpu()) std::memcpy(dst, src.raw(), n);
-  else if (device().is_cuda() && src.device().is_cpu())
+  if (device().is_cpu() && src.device().is_cpu()) {
+    std::memcpy(dst, src.raw(), n);
+    record_copy(device(), double(n));
+  } else if (device().is_cuda() && src.device().is_cpu())
     backend_of(device()).copy_host_to_device(dst, src.raw(), n);
   else if (device().is_cpu() && src.device().is_cuda())
     backend_of(src.device()).copy_device_to_host(dst, src.raw(), n);
@@ -162,8 +165,10 @@ Tensor Tensor::rows(int64_t begin, int64_t count) const {
   const size_t row_bytes = shape_numel(shape) == 0 ? 0 : out.nbytes() / size_t(count);
   if (out.nbytes() == 0) return out;
   const char* src = static_cast<const char*>(raw()) + size_t(begin) * row_bytes;
-  if (!is_cuda()) std::memcpy(out.raw(), src, out.nbytes());
-  else backend_of(device()).copy_device_to_device(out.raw(), src, out.nbytes());
+  if (!is_cuda()) {
+    std::memcpy(out.raw(), src, out.nbytes());
+    record_copy(device(), double(out.nbytes()));
+  } else backend_of(device()).copy_device_to_device(out.raw(), src, out.nbytes());
   return out;
 }
 
@@ -233,6 +238,7 @@ void Tensor::fill_(double value) {
     copy_from(host);
     return;
   }
+  if (value == 0.0) record_memset(device(), double(nbytes()));
   switch (dtype()) {
     // Gradient buffers are zeroed every step: the threaded kernel, not a single-core fill.
     case DType::F32: cpu::fill<float>(n, static_cast<float>(value), data<float>()); break;

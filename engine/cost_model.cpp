@@ -1,0 +1,135 @@
+// The cost recorder (see cost_model.h): a copy of the device's backend whose kernel entries are
+// generated wrappers. Each wrapper (one per kernel, dtype and table) keeps the real entry it
+// replaces, asks kernels/kernel_cost.h for the call's cost, reads the launch counter around
+// the call, and records both.
+#include "engine/cost_model.h"
+
+#include <algorithm>
+
+namespace kd {
+
+namespace {
+
+CostRecorder* g_recorder[2] = {nullptr, nullptr};  // [0] CPU, [1] GPU
+int slot(Device d) { return d.is_cuda() ? 1 : 0; }
+
+// Which table a wrapper replaces an entry of: the plain kernels or cuDNN's.
+enum Table { kPlain = 0, kCudnn = 1 };
+
+template <class T, int Which, class Tag, class Fn>
+struct Counted;
+template <class T, int Which, class Tag, class... A>
+struct Counted<T, Which, Tag, void (*)(A...)> {
+  static inline void (*real)(A...) = nullptr;
+  static inline CostRecorder* recorder = nullptr;
+  static inline const Backend* backend = nullptr;
+  static void call(A... a) {
+    const uint64_t before = backend->launch_count ? backend->launch_count() : 0;
+    real(a...);
+    const int64_t launches =
+        backend->launch_count ? int64_t(backend->launch_count() - before) : 0;
+    recorder->record(Tag::name, kernel_cost(Tag{}, a...), launches);
+  }
+};
+
+template <class T, int Which>
+void wrap_table(KernelTable<T>& table, CostRecorder* recorder, const Backend* real_backend) {
+#define KD_WRAP_ENTRY_(kernel, params)                                                  \
+  if (table.kernel) {                                                                   \
+    using C = Counted<T, Which, kernel_tag::kernel, decltype(table.kernel)>;            \
+    C::real = table.kernel, C::recorder = recorder, C::backend = real_backend;          \
+    table.kernel = &C::call;                                                            \
+  }
+  KD_ELEMENTWISE_KERNELS(KD_WRAP_ENTRY_)
+  KD_CONV2D_KERNELS(KD_WRAP_ENTRY_)
+  KD_LINEAR_KERNELS(KD_WRAP_ENTRY_)
+  KD_POOL_KERNELS(KD_WRAP_ENTRY_)
+  KD_NORM_KERNELS(KD_WRAP_ENTRY_)
+  KD_LOSS_KERNELS(KD_WRAP_ENTRY_)
+  KD_METRICS_KERNELS(KD_WRAP_ENTRY_)
+  KD_OPTIM_KERNELS(KD_WRAP_ENTRY_)
+  KD_OPTIM_MULTI_KERNELS(KD_WRAP_ENTRY_)
+#undef KD_WRAP_ENTRY_
+}
+
+// The GPU runtime's memset and device-to-device copy, counted like kernels.
+const Backend* g_real_gpu = nullptr;
+void counted_memset(void* dst, int value, size_t bytes) {
+  const uint64_t before = g_real_gpu->launch_count ? g_real_gpu->launch_count() : 0;
+  g_real_gpu->memset_device(dst, value, bytes);
+  if (CostRecorder* r = g_recorder[1]) {
+    KernelCost c;
+    c.bytes_written = double(bytes);
+    r->record("memset", c,
+              g_real_gpu->launch_count ? int64_t(g_real_gpu->launch_count() - before) : 0);
+  }
+}
+void counted_copy(void* dst, const void* src, size_t bytes) {
+  const uint64_t before = g_real_gpu->launch_count ? g_real_gpu->launch_count() : 0;
+  g_real_gpu->copy_device_to_device(dst, src, bytes);
+  if (CostRecorder* r = g_recorder[1]) {
+    KernelCost c;
+    c.bytes_read = c.bytes_written = double(bytes);
+    r->record("copy", c,
+              g_real_gpu->launch_count ? int64_t(g_real_gpu->launch_count() - before) : 0);
+  }
+}
+
+}  // namespace
+
+void CostTotals::add(const CostTotals& o) {
+  flops += o.flops, bytes_read += o.bytes_read, bytes_written += o.bytes_written;
+  ideal_seconds += o.ideal_seconds, calls += o.calls, launches += o.launches;
+}
+
+CostRecorder::CostRecorder(Device device, PeakRates peaks) : device_(device), peaks_(peaks) {
+  KD_CHECK(!g_recorder[slot(device)], "CostRecorder: one is already recording " << device.str());
+  const Backend& real = backend_of(device);
+  counting_ = std::make_unique<Backend>(real);
+  wrap_table<float, kPlain>(counting_->f32, this, &real);
+  wrap_table<double, kPlain>(counting_->f64, this, &real);
+  wrap_table<float, kCudnn>(counting_->cudnn_f32, this, &real);
+  wrap_table<double, kCudnn>(counting_->cudnn_f64, this, &real);
+  if (device.is_cuda()) {
+    g_real_gpu = &real;
+    counting_->memset_device = counted_memset;
+    counting_->copy_device_to_device = counted_copy;
+  }
+  g_recorder[slot(device)] = this;
+}
+
+CostRecorder::~CostRecorder() { g_recorder[slot(device_)] = nullptr; }
+
+void CostRecorder::record(const char* name, const KernelCost& cost, int64_t launches) {
+  CostTotals one;
+  one.flops = cost.flops, one.bytes_read = cost.bytes_read, one.bytes_written = cost.bytes_written;
+  one.ideal_seconds = std::max(cost.flops / peaks_.flops_per_s,
+                               (cost.bytes_read + cost.bytes_written) / peaks_.bytes_per_s);
+  one.calls = 1, one.launches = launches;
+  totals_.add(one);
+  by_kernel_[name].add(one);
+}
+
+const Backend* counting_backend(Device device) {
+  CostRecorder* r = g_recorder[slot(device)];
+  return r ? r->counting_.get() : nullptr;
+}
+
+// The CPU's zeroing and copies are plain memset/memcpy in engine/tensor.cpp; the GPU's go through
+// the wrapped runtime entries above, so only the CPU is recorded here.
+void record_memset(Device device, double bytes) {
+  if (CostRecorder* r = g_recorder[slot(device)]; r && device.is_cpu()) {
+    KernelCost c;
+    c.bytes_written = bytes;
+    r->record("memset", c, 0);
+  }
+}
+void record_copy(Device device, double bytes) {
+  if (CostRecorder* r = g_recorder[slot(device)]; r && device.is_cpu()) {
+    KernelCost c;
+    c.bytes_read = c.bytes_written = bytes;
+    r->record("copy", c, 0);
+  }
+}
+
+}  // namespace kd

@@ -1,0 +1,118 @@
+// The cost model (kernels/kernel_cost.h, engine/cost_model.h): exact FLOPs and bytes for known
+// shapes, every call of a training step seen, nothing recorded once the recorder is gone, and on
+// a GPU backend (the grid emulator in CI) launches that match the backend's own counter.
+#include <gtest/gtest.h>
+
+#include "engine/autograd.h"
+#include "engine/cost_model.h"
+#include "engine/ops.h"
+#include "engine/optim.h"
+#include "models/classifier.h"
+#include "tests/cuda_testing.h"
+
+namespace kd {
+namespace {
+
+TEST(CostModel, ConvolutionForwardCountsItsOperandsOnce) {
+  Tensor x = Tensor::zeros({2, 3, 8, 8}), w = Tensor::zeros({4, 3, 3, 3}), b = Tensor::zeros({4});
+  CostRecorder recorder(Device::cpu());
+  ops::conv2d(x, w, b, 1, 1);
+  const CostTotals& t = recorder.totals();
+  // y is [2, 4, 8, 8]: 2 * n*k*p*q*c*r*s multiply-adds plus one bias add per output.
+  EXPECT_DOUBLE_EQ(t.flops, 2.0 * 2 * 4 * 8 * 8 * 3 * 3 * 3 + 2 * 4 * 8 * 8);
+  EXPECT_DOUBLE_EQ(t.bytes_read, 4.0 * (2 * 3 * 8 * 8 + 4 * 3 * 3 * 3 + 4));
+  EXPECT_DOUBLE_EQ(t.bytes_written, 4.0 * (2 * 4 * 8 * 8));
+  EXPECT_EQ(t.calls, 1);
+  EXPECT_EQ(t.launches, 0);  // the CPU launches nothing
+  ASSERT_EQ(recorder.by_kernel().count("conv2d_forward"), 1u);
+  // Compute-bound at the H200's peaks: flops / 67e12 exceeds bytes / 4.8e12 here.
+  EXPECT_DOUBLE_EQ(t.ideal_seconds, std::max(t.flops / 67e12, t.bytes() / 4.8e12));
+}
+
+TEST(CostModel, AccumulatedGradientsAreReadAndWritten) {
+  Tensor x = Tensor::full({4, 250}, 1.0);
+  x.set_requires_grad(true);
+  Tensor loss = ops::cross_entropy(ops::relu(x), Tensor::from_vector<int32_t>({4}, {0, 1, 2, 3}));
+  CostRecorder recorder(Device::cpu());
+  backward(loss);
+  // relu_backward reads y, dy and dx (accumulated) and writes dx: 3 reads + 1 write of 1000
+  // floats; x's gradient was zeroed first (a memset of 4000 bytes).
+  const auto& k = recorder.by_kernel();
+  ASSERT_EQ(k.count("relu_backward"), 1u);
+  EXPECT_DOUBLE_EQ(k.at("relu_backward").bytes_read, 3 * 4000.0);
+  EXPECT_DOUBLE_EQ(k.at("relu_backward").bytes_written, 4000.0);
+  ASSERT_EQ(k.count("memset"), 1u);
+  EXPECT_GE(k.at("memset").bytes_written, 4000.0);
+}
+
+TEST(CostModel, RecordsNothingOnceGone) {
+  Tensor x = Tensor::full({64}, 2.0);
+  {
+    CostRecorder recorder(Device::cpu());
+    ops::relu(x);
+    EXPECT_EQ(recorder.totals().calls, 1);
+  }
+  CostRecorder again(Device::cpu());  // a second recorder starts from nothing
+  EXPECT_EQ(again.totals().calls, 0);
+  EXPECT_THROW(CostRecorder(Device::cpu()), Error);  // one at a time per device
+}
+
+// A whole LeNet-5 step: every layer's kernels appear, with the call counts the model implies.
+TEST(CostModel, TrainingStepSeesEveryKernel) {
+  auto model = models::make_model("lenet5", 10, 1, 0);
+  model->train();
+  Tensor x = Tensor::full({8, 1, 28, 28}, 0.5);
+  Tensor y = Tensor::from_vector<int32_t>({8}, {0, 1, 2, 3, 4, 5, 6, 7});
+  Sgd sgd(model->parameters(), SgdParams{});
+  auto step = [&] {
+    Tensor loss = ops::cross_entropy(model->forward(x), y);
+    sgd.zero_grad();
+    backward(loss);
+    sgd.step();
+  };
+  step();
+  CostRecorder recorder(Device::cpu());
+  step();
+  const auto& k = recorder.by_kernel();
+  EXPECT_EQ(k.at("conv2d_forward").calls, 2);
+  EXPECT_EQ(k.at("conv2d_backward_weight").calls, 2);
+  EXPECT_EQ(k.at("conv2d_backward_data").calls, 1);  // the first layer's input needs none
+  EXPECT_EQ(k.at("linear_forward").calls, 3);
+  EXPECT_EQ(k.at("sgd_update_multi").calls, 1);
+  double param_bytes = 0;
+  for (const Tensor& p : model->parameters()) param_bytes += double(p.nbytes());
+  // SGD without momentum reads parameters and gradients and writes the parameters.
+  EXPECT_DOUBLE_EQ(k.at("sgd_update_multi").bytes_read, 2 * param_bytes);
+  EXPECT_DOUBLE_EQ(k.at("sgd_update_multi").bytes_written, param_bytes);
+  EXPECT_GT(recorder.totals().flops, 2 * 8 * 0.4e6);  // LeNet-5 is about 0.4 MFLOP forward
+}
+
+// On a GPU backend the wrapped table sees exactly the launches the backend counts.
+TEST(CostModelCuda, LaunchesMatchTheBackendsCounter) {
+  KD_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  Tensor x = Tensor::full({4, 3, 8, 8}, 0.25, DType::F32, gpu);
+  Tensor w = Tensor::full({5, 3, 3, 3}, 0.5, DType::F32, gpu);
+  x.set_requires_grad(true);
+  w.set_requires_grad(true);
+  Tensor labels = Tensor::from_vector<int32_t>({4}, {0, 1, 2, 3}).to(gpu);
+  const Backend& backend = backend_of(gpu);
+  backend.synchronize();
+  const uint64_t before = backend.launch_count();
+  int64_t recorded = 0, calls = 0;
+  {
+    CostRecorder recorder(gpu);
+    Tensor loss =
+        ops::cross_entropy(ops::flatten(ops::relu(ops::conv2d(x, w, Tensor(), 1, 1))), labels);
+    backward(loss);
+    recorded = recorder.totals().launches;
+    calls = recorder.totals().calls;
+    EXPECT_GT(recorder.by_kernel().at("conv2d_backward_data").launches, 0);
+  }
+  backend.synchronize();
+  EXPECT_EQ(recorded, int64_t(backend.launch_count() - before));
+  EXPECT_GE(recorded, calls - 1);  // every call launched something (a fill may be a memset)
+}
+
+}  // namespace
+}  // namespace kd

@@ -262,6 +262,20 @@ Tensor Tensor::grad_or_zeros() {
   return Tensor(self.grad);
 }
 
+Tensor Tensor::grad_for_write(bool* accumulate) {
+  TensorImpl& self = impl();
+  *accumulate = self.grad != nullptr;
+  if (!self.grad) self.grad = empty(self.shape, self.dtype, device()).impl_ptr();
+  return Tensor(self.grad);
+}
+
+void Tensor::set_grad(const Tensor& g) {
+  KD_CHECK(g.defined() && g.shape() == shape() && g.dtype() == dtype() && g.device() == device(),
+           "set_grad: " << (g.defined() ? describe(g) : std::string("undefined")) << " for "
+                        << describe(*this));
+  impl().grad = g.impl_ptr();
+}
+
 Tensor Tensor::view(const Shape& new_shape) const {
   KD_CHECK(shape_numel(new_shape) == numel(),
            "view " << shape_str(new_shape) << " of " << describe(*this));

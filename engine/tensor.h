@@ -92,6 +92,13 @@ class Tensor {
   Tensor& set_requires_grad(bool on);
   Tensor grad() const { return Tensor(impl().grad); }
   Tensor grad_or_zeros();  // the gradient, allocated as zeros on first use
+  // The gradient a backward kernel writes into: the existing one (*accumulate = true), or, on
+  // first use, a new uninitialised buffer that the kernel must fill entirely (*accumulate =
+  // false), which spares the zeroing pass and the read of zeros.
+  Tensor grad_for_write(bool* accumulate);
+  // Makes g this tensor's gradient, shared, not copied (pass-through backward: add, reshape).
+  // g must have this tensor's shape, dtype and device, and no later reader of g's old owner.
+  void set_grad(const Tensor& g);
   void clear_grad() { impl().grad.reset(); }
 
   // Same storage, new shape (numel must match). No autograd: use ops::reshape in graphs.

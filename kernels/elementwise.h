@@ -1,5 +1,5 @@
 // Contract: elementwise maps over flat arrays of length n.
-//   relu_forward: y = max(x, 0) (ASSIGN). relu_backward: dx += dy * (y > 0) (ACCUMULATE; y is the
+//   relu_forward: y = max(x, 0) (ASSIGN). relu_backward: dx (+)= dy * (y > 0) (ACCUMULATE, or ASSIGN when !accumulate; y is the
 //   forward output). add_forward: y = a + b (ASSIGN). accumulate: dst += alpha * src.
 //   fill: dst = value. scale: dst *= alpha.
 //   dropout_forward: y = x * (keep(i) ? scale : 0) (ASSIGN). dropout_backward:
@@ -56,7 +56,7 @@ inline uint32_t dropout_threshold(double p) {
 
 #define KD_ELEMENTWISE_KERNELS(X)                                                            \
   X(relu_forward, (int64_t n, const T* x, T* y))                                             \
-  X(relu_backward, (int64_t n, const T* y, const T* dy, T* dx))                              \
+  X(relu_backward, (int64_t n, const T* y, const T* dy, T* dx, bool accumulate))             \
   X(add_forward, (int64_t n, const T* a, const T* b, T* y))                                  \
   X(accumulate, (int64_t n, T alpha, const T* src, T* dst))                                  \
   X(fill, (int64_t n, T value, T* dst))                                                      \

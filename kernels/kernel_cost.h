@@ -69,8 +69,9 @@ KernelCost kernel_cost(kernel_tag::relu_forward, int64_t n, const T*, T*) {
   return cost_detail::make(double(n), n * double(sizeof(T)), n * double(sizeof(T)));
 }
 template <class T>
-KernelCost kernel_cost(kernel_tag::relu_backward, int64_t n, const T*, const T*, T*) {
-  return cost_detail::make(2.0 * n, 3.0 * n * sizeof(T), n * double(sizeof(T)));
+KernelCost kernel_cost(kernel_tag::relu_backward, int64_t n, const T*, const T*, T*,
+                       bool accumulate) {
+  return cost_detail::make(2.0 * n, (accumulate ? 3.0 : 2.0) * n * sizeof(T), n * double(sizeof(T)));
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::add_forward, int64_t n, const T*, const T*, T*) {
@@ -113,10 +114,10 @@ KernelCost kernel_cost(kernel_tag::conv2d_forward, const ConvGeom& g, const T*, 
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::conv2d_backward_data, const ConvGeom& g, const T*, const T*,
-                       T*) {
+                       T*, bool accumulate) {
   const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
                y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(T);
-  return cost_detail::make(2 * conv_macs(g), (y + w + x) * s, x * s);
+  return cost_detail::make(2 * conv_macs(g), (y + w + (accumulate ? x : 0)) * s, x * s);
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::conv2d_backward_weight, const ConvGeom& g, const T*,
@@ -202,13 +203,13 @@ KernelCost kernel_cost(kernel_tag::batchnorm_forward_eval, const NormGeom& g, co
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_backward_train, const NormGeom& g, const T*,
-                       const T*, const T*, const T*, const T*, T* dx, T* dgamma, T* dbeta) {
+                       const T*, const T*, const T*, const T*, T* dx, T* dgamma, T* dbeta,
+                       bool accumulate) {
+  // x and dy twice (the sums, then dx); dx read too when accumulated; dgamma, dbeta accumulated.
   const double x = double(g.n) * g.c * g.hw, c = g.c, s = sizeof(T);
-  const double dx_bytes = dx ? 2 * x * s : 0;  // accumulated: read and written
-  return cost_detail::make(8 * x, 4 * x * s + 3 * c * s + dx_bytes / 2 +
-                                      cost_detail::bytes_if(dgamma, c) + cost_detail::bytes_if(dbeta, c),
-                           dx_bytes / 2 + cost_detail::bytes_if(dgamma, c) +
-                               cost_detail::bytes_if(dbeta, c));
+  const double params = cost_detail::bytes_if(dgamma, c) + cost_detail::bytes_if(dbeta, c);
+  const double dx_read = dx && accumulate ? x * s : 0, dx_written = dx ? x * s : 0;
+  return cost_detail::make(8 * x, 4 * x * s + 3 * c * s + dx_read + params, dx_written + params);
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_backward_eval, const NormGeom& g, const T*, const T*,

@@ -30,7 +30,7 @@ struct NormGeom {
                              const T* running_mean, const T* running_var, T eps, T* y))          \
   X(batchnorm_backward_train, (const NormGeom& g, const T* x, const T* dy, const T* gamma,      \
                                const T* save_mean, const T* save_invstd, T* dx, T* dgamma,       \
-                               T* dbeta))
+                               T* dbeta, bool accumulate))
 #define KD_NORM_KERNELS(X)                                                                      \
   KD_BATCHNORM_KERNELS(X)                                                                       \
   X(batchnorm_backward_eval, (const NormGeom& g, const T* x, const T* dy, const T* gamma,       \

@@ -76,7 +76,7 @@ struct Case {
     db0 = uniform<T>(g.k, 7, -1, 1);
     y_ref.assign(y_size(g), T(0)), dx_ref = dx0, dw_ref = dw0, db_ref = db0;
     kd::ref::conv2d_forward(g, x.data(), w.data(), bias.data(), y_ref.data());
-    kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_ref.data());
+    kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_ref.data(), true);
     kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), dw_ref.data(), db_ref.data());
   }
 };
@@ -293,6 +293,15 @@ void check_block_program(const ConvGeom& g, double tol, bool flush_end) {
   emulate(GemmParams<T, Pass::BackwardData>{d, dg, w.ptr(), dy.ptr(), nullptr, dx.ptr(), dg.k}, 1);
   expect_close(dx.inside(), cs.dx_ref, tol, "backward data " + what);
   EXPECT_TRUE(dx.guards_intact(sentinel)) << "backward data wrote outside dx, " << what;
+  // Assigned: every element of dx written exactly as ref:: from zero, the NaN it held unread.
+  Guarded<T> dx_set(std::vector<T>(x_size(g), nan), sentinel);
+  GemmParams<T, Pass::BackwardData> assign{d, dg, w.ptr(), dy.ptr(), nullptr, dx_set.ptr(), dg.k};
+  assign.accumulate = false;
+  emulate(assign, 1);
+  std::vector<T> want_set(x_size(g));
+  kd::ref::conv2d_backward_data(g, cs.dy.data(), cs.w.data(), want_set.data(), false);
+  expect_close(dx_set.inside(), want_set, tol, "backward data assigned " + what);
+  EXPECT_TRUE(dx_set.guards_intact(sentinel)) << "assigned backward data wrote outside dx, " << what;
 
   const GemmDims wg = backward_weight_gemm(d);
   const SplitK plan = split_k_plan(wg);

@@ -5,6 +5,8 @@
 // Tolerances are relative to the largest magnitude involved: 1e-4 for float, 1e-10 for double.
 #include <cblas.h>
 #include <gtest/gtest.h>
+
+#include <limits>
 #include <omp.h>
 
 #include <algorithm>
@@ -149,7 +151,7 @@ void check_adjoint(const ConvGeom& g) {
   const auto x = random_vector<T>(x_size(g), 11), w = random_vector<T>(w_size(g), 12),
              dy = random_vector<T>(y_size(g), 13);
   std::vector<T> dx(x_size(g), T(0)), dw(w_size(g), T(0)), db(g.k, T(0));
-  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx.data(), true);
   kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), dw.data(), db.data());
   const auto xd = to_double(x), wd = to_double(w), dyd = to_double(dy);
   const double lhs = dot(oracle_forward(g, xd, wd, nullptr), dyd);
@@ -183,7 +185,7 @@ TEST(Conv2dKernel, RefBackwardMatchesOracleElementwise) {
                dy = random_vector<double>(y_size(g), 23);
     std::vector<double> dx(x_size(g), 0.0), dw(w_size(g), 0.0), want_dx(x.size()),
         want_dw(w.size());
-    kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+    kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx.data(), true);
     kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), dw.data(),
                                     static_cast<double*>(nullptr));
     for (size_t j = 0; j < x.size(); ++j) {
@@ -209,8 +211,8 @@ void check_backward_cpu_vs_ref(const ConvGeom& g) {
   const auto dx0 = random_vector<T>(x_size(g), 34), dw0 = random_vector<T>(w_size(g), 35),
              db0 = random_vector<T>(g.k, 36);
   auto dx_ref = dx0, dx_cpu = dx0, dw_ref = dw0, dw_cpu = dw0, db_ref = db0, db_cpu = db0;
-  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_ref.data());
-  kd::cpu::conv2d_backward_data(g, dy.data(), w.data(), dx_cpu.data());
+  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_ref.data(), true);
+  kd::cpu::conv2d_backward_data(g, dy.data(), w.data(), dx_cpu.data(), true);
   kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), dw_ref.data(), db_ref.data());
   kd::cpu::conv2d_backward_weight(g, x.data(), dy.data(), dw_cpu.data(), db_cpu.data());
   const std::string what = describe(g) + (sizeof(T) == 4 ? " float" : " double");
@@ -219,10 +221,16 @@ void check_backward_cpu_vs_ref(const ConvGeom& g) {
   expect_close(db_cpu, to_double(db_ref), tolerance<T>(), "dbias " + what);
   // The prefill was kept: ref:: from zero plus the prefill gives the same.
   std::vector<T> dx_zero(x_size(g), T(0));
-  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_zero.data());
+  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_zero.data(), true);
   std::vector<double> want(dx0.size());
   for (size_t i = 0; i < want.size(); ++i) want[i] = double(dx0[i]) + double(dx_zero[i]);
   expect_close(dx_ref, want, tolerance<T>(), "ref dx accumulate " + what);
+  // Assigned (accumulate = false): the same as from zero, whatever dx held (NaN here).
+  std::vector<T> set_ref(x_size(g), std::numeric_limits<T>::quiet_NaN()), set_cpu = set_ref;
+  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), set_ref.data(), false);
+  kd::cpu::conv2d_backward_data(g, dy.data(), w.data(), set_cpu.data(), false);
+  expect_close(set_ref, to_double(dx_zero), 0.0, "ref dx assigned " + what);
+  expect_close(set_cpu, to_double(dx_zero), tolerance<T>(), "cpu dx assigned " + what);
   // A null dbias is allowed and leaves dw unchanged.
   auto dw_nobias = dw0;
   kd::cpu::conv2d_backward_weight(g, x.data(), dy.data(), dw_nobias.data(),
@@ -290,7 +298,7 @@ ConvOutputs<T> run_cpu(const ConvGeom& g) {
   ConvOutputs<T> out{std::vector<T>(y_size(g)), random_vector<T>(x_size(g), 45),
                      random_vector<T>(w_size(g), 46), random_vector<T>(g.k, 47)};
   kd::cpu::conv2d_forward(g, x.data(), w.data(), b.data(), out.y.data());
-  kd::cpu::conv2d_backward_data(g, dy.data(), w.data(), out.dx.data());
+  kd::cpu::conv2d_backward_data(g, dy.data(), w.data(), out.dx.data(), true);
   kd::cpu::conv2d_backward_weight(g, x.data(), dy.data(), out.dw.data(), out.db.data());
   return out;
 }
@@ -353,7 +361,7 @@ TEST(Conv2dKernel, RejectsImpossibleGeometry) {
   for (const ConvGeom& g : {too_big, no_stride}) {
     EXPECT_THROW(kd::cpu::conv2d_forward(g, buf.data(), buf.data(), none, buf.data()), kd::Error);
     EXPECT_THROW(kd::ref::conv2d_forward(g, buf.data(), buf.data(), none, buf.data()), kd::Error);
-    EXPECT_THROW(kd::cpu::conv2d_backward_data(g, buf.data(), buf.data(), buf.data()), kd::Error);
+    EXPECT_THROW(kd::cpu::conv2d_backward_data(g, buf.data(), buf.data(), buf.data(), true), kd::Error);
     EXPECT_THROW(kd::cpu::conv2d_backward_weight(g, buf.data(), buf.data(), buf.data(), none),
                  kd::Error);
   }

@@ -29,20 +29,26 @@ TEST(CostModel, ConvolutionForwardCountsItsOperandsOnce) {
   EXPECT_DOUBLE_EQ(t.ideal_seconds, std::max(t.flops / 67e12, t.bytes() / 4.8e12));
 }
 
-TEST(CostModel, AccumulatedGradientsAreReadAndWritten) {
+TEST(CostModel, AssignedGradientsSkipTheZeroingAndTheRead) {
   Tensor x = Tensor::full({4, 250}, 1.0);
   x.set_requires_grad(true);
-  Tensor loss = ops::cross_entropy(ops::relu(x), Tensor::from_vector<int32_t>({4}, {0, 1, 2, 3}));
-  CostRecorder recorder(Device::cpu());
-  backward(loss);
-  // relu_backward reads y, dy and dx (accumulated) and writes dx: 3 reads + 1 write of 1000
-  // floats; x's gradient was zeroed first (a memset of 4000 bytes).
-  const auto& k = recorder.by_kernel();
-  ASSERT_EQ(k.count("relu_backward"), 1u);
-  EXPECT_DOUBLE_EQ(k.at("relu_backward").bytes_read, 3 * 4000.0);
-  EXPECT_DOUBLE_EQ(k.at("relu_backward").bytes_written, 4000.0);
-  ASSERT_EQ(k.count("memset"), 1u);
-  EXPECT_GE(k.at("memset").bytes_written, 4000.0);
+  const Tensor labels = Tensor::from_vector<int32_t>({4}, {0, 1, 2, 3});
+  for (bool x_has_grad : {false, true}) {
+    SCOPED_TRACE(x_has_grad ? "x holds a gradient" : "x has no gradient yet");
+    Tensor loss = ops::cross_entropy(ops::relu(x), labels);
+    CostRecorder recorder(Device::cpu());
+    backward(loss);
+    // relu_backward reads y and dy and writes dx (1000 floats each); dx is read too only when
+    // it accumulates into a gradient x already had.
+    const auto& k = recorder.by_kernel();
+    ASSERT_EQ(k.count("relu_backward"), 1u);
+    EXPECT_DOUBLE_EQ(k.at("relu_backward").bytes_read, (x_has_grad ? 3 : 2) * 4000.0);
+    EXPECT_DOUBLE_EQ(k.at("relu_backward").bytes_written, 4000.0);
+    // x's gradient is never zeroed: only cross-entropy's fresh dlogits (4000 bytes) and the
+    // loss's seed (4) are.
+    ASSERT_EQ(k.count("memset"), 1u);
+    EXPECT_DOUBLE_EQ(k.at("memset").bytes_written, 4004.0);
+  }
 }
 
 TEST(CostModel, RecordsNothingOnceGone) {

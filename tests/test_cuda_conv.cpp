@@ -8,6 +8,8 @@
 // the host by tests/test_conv_gather.cpp.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <string>
 #include <vector>
 
@@ -105,10 +107,18 @@ void check_backward_data(const ConvGeom& g) {
   const auto w = uniform<T>(w_size(g), 2, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1),
              dx0 = uniform<T>(x_size(g), 5, -1, 1);
   std::vector<T> want = dx0;
-  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), want.data());
+  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), want.data(), true);
   DeviceArray<T> d_w(w), d_dy(dy), d_dx(dx0);
-  kd::cuda_testing::gpu_kernels<T>().conv2d_backward_data(g, d_dy.get(), d_w.get(), d_dx.get());
+  kd::cuda_testing::gpu_kernels<T>().conv2d_backward_data(g, d_dy.get(), d_w.get(), d_dx.get(), true);
   expect_close(d_dx.host(), want, tolerance<T>(), "backward data " + describe(g) + type_name<T>());
+  // Assigned: every element written, the NaN it held never read (1x1 stride 2 leaves pixels
+  // that no output sees; they must become 0).
+  std::vector<T> want_set(x_size(g));
+  kd::ref::conv2d_backward_data(g, dy.data(), w.data(), want_set.data(), false);
+  DeviceArray<T> d_set(std::vector<T>(x_size(g), std::numeric_limits<T>::quiet_NaN()));
+  kd::cuda_testing::gpu_kernels<T>().conv2d_backward_data(g, d_dy.get(), d_w.get(), d_set.get(), false);
+  expect_close(d_set.host(), want_set, tolerance<T>(),
+               "backward data assigned " + describe(g) + type_name<T>());
 }
 
 template <class T>
@@ -189,7 +199,7 @@ TEST(CudaConvKernels, EmptyBatchIsANoOp) {
   DeviceArray<float> x(size_t(0)), dy(size_t(0)), w(std::vector<float>(w_size(g), 1.f)),
       dw(std::vector<float>(w_size(g), 2.f)), db(std::vector<float>(4, 3.f));
   kd::cuda_testing::gpu_kernels<float>().conv2d_forward(g, x.get(), w.get(), db.get(), dy.get());
-  kd::cuda_testing::gpu_kernels<float>().conv2d_backward_data(g, dy.get(), w.get(), x.get());
+  kd::cuda_testing::gpu_kernels<float>().conv2d_backward_data(g, dy.get(), w.get(), x.get(), true);
   kd::cuda_testing::gpu_kernels<float>().conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get());
   EXPECT_EQ(dw.host(), std::vector<float>(w_size(g), 2.f));
   EXPECT_EQ(db.host(), std::vector<float>(4, 3.f));

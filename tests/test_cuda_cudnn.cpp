@@ -113,7 +113,7 @@ struct ConvSizes {
 template <class T, class Forward, class BackData, class BackWeight>
 void run_conv(const ConvGeom& g, uint64_t seed, Forward fwd, BackData bwd_data,
               BackWeight bwd_weight, std::vector<T>* y, std::vector<T>* dx, std::vector<T>* dw,
-              std::vector<T>* db) {
+              std::vector<T>* db, std::vector<T>* dx_assigned) {
   const ConvSizes n(g);
   DeviceArray<T> x(uniform<T>(n.x, seed, -1, 1)), w(uniform<T>(n.w, seed + 1, -1, 1));
   DeviceArray<T> bias(uniform<T>(g.k, seed + 2, -1, 1)), dy(uniform<T>(n.y, seed + 3, -1, 1));
@@ -121,7 +121,10 @@ void run_conv(const ConvGeom& g, uint64_t seed, Forward fwd, BackData bwd_data,
   DeviceArray<T> d_dx(uniform<T>(n.x, seed + 5, -1, 1)), d_dw(uniform<T>(n.w, seed + 6, -1, 1));
   DeviceArray<T> d_db(uniform<T>(g.k, seed + 7, -1, 1));
   fwd(g, x.get(), w.get(), bias.get(), d_y.get());
-  bwd_data(g, dy.get(), w.get(), d_dx.get());
+  bwd_data(g, dy.get(), w.get(), d_dx.get(), true);
+  DeviceArray<T> d_dx_set(std::vector<T>(n.x, T(NAN)));  // assigned: the NaN is never read
+  bwd_data(g, dy.get(), w.get(), d_dx_set.get(), false);
+  *dx_assigned = d_dx_set.host();
   bwd_weight(g, x.get(), dy.get(), d_dw.get(), d_db.get());
   *y = d_y.host();
   *dx = d_dx.host();
@@ -142,14 +145,19 @@ void check_conv(double tol) {
     std::vector<T> dw_ref = uniform<T>(n.w, seed + 6, -1, 1);
     std::vector<T> db_ref = uniform<T>(g.k, seed + 7, -1, 1);
     ref::conv2d_forward<T>(g, x.data(), w.data(), bias.data(), y_ref.data());
-    ref::conv2d_backward_data<T>(g, dy.data(), w.data(), dx_ref.data());
+    ref::conv2d_backward_data<T>(g, dy.data(), w.data(), dx_ref.data(), true);
     ref::conv2d_backward_weight<T>(g, x.data(), dy.data(), dw_ref.data(), db_ref.data());
 
-    std::vector<T> y, dx, dw, db, y_nat, dx_nat, dw_nat, db_nat;
+    std::vector<T> dx_set_ref(n.x);
+    ref::conv2d_backward_data<T>(g, dy.data(), w.data(), dx_set_ref.data(), false);
+    std::vector<T> y, dx, dw, db, y_nat, dx_nat, dw_nat, db_nat, dx_set, dx_set_nat;
     run_conv<T>(g, seed, cuda_testing::cudnn_kernels<T>().conv2d_forward, cuda_testing::cudnn_kernels<T>().conv2d_backward_data,
-                cuda_testing::cudnn_kernels<T>().conv2d_backward_weight, &y, &dx, &dw, &db);
+                cuda_testing::cudnn_kernels<T>().conv2d_backward_weight, &y, &dx, &dw, &db, &dx_set);
     run_conv<T>(g, seed, cuda_testing::gpu_kernels<T>().conv2d_forward, cuda_testing::gpu_kernels<T>().conv2d_backward_data,
-                cuda_testing::gpu_kernels<T>().conv2d_backward_weight, &y_nat, &dx_nat, &dw_nat, &db_nat);
+                cuda_testing::gpu_kernels<T>().conv2d_backward_weight, &y_nat, &dx_nat, &dw_nat, &db_nat,
+                &dx_set_nat);
+    expect_close(dx_set, dx_set_ref, tol, "cudnn dx (assigned) vs ref");
+    expect_close(dx_set_nat, dx_set_ref, tol, "native dx (assigned) vs ref");
     expect_close(y, y_ref, tol, "cudnn forward vs ref");
     expect_close(dx, dx_ref, tol, "cudnn dx (accumulated) vs ref");
     expect_close(dw, dw_ref, tol, "cudnn dw (accumulated) vs ref");
@@ -187,7 +195,7 @@ TEST(CudaCudnnConv, DeterministicBackwardIsBitwiseRepeatable) {
   for (int run = 0; run < 3; ++run) {
     DeviceArray<float> dw(n.w), dx(n.x), db(g.k);
     cuda_testing::cudnn_kernels<float>().conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get());
-    cuda_testing::cudnn_kernels<float>().conv2d_backward_data(g, dy.get(), w.get(), dx.get());
+    cuda_testing::cudnn_kernels<float>().conv2d_backward_data(g, dy.get(), w.get(), dx.get(), true);
     if (run == 0) {
       dw_first = dw.host();
       dx_first = dx.host();
@@ -281,13 +289,22 @@ void check_batchnorm(double tol) {
       auto db = uniform<T>(g.c, seed + 10, -1, 1);
       DeviceArray<T> d_dx(dx), d_dg(dg), d_db(db), d_m(mean), d_istd(istd);
       ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
-                                       istd.data(), dx.data(), dg.data(), db.data());
+                                       istd.data(), dx.data(), dg.data(), db.data(), true);
       cuda_testing::cudnn_kernels<T>().batchnorm_backward_train(g, d_x.get(), d_dy.get(), d_gamma.get(), d_m.get(),
-                                         d_istd.get(), d_dx.get(), d_dg.get(), d_db.get());
+                                         d_istd.get(), d_dx.get(), d_dg.get(), d_db.get(), true);
       const std::string what = scale == 1.0 ? " (saved stats)" : " (scaled invstd)";
       expect_close(d_dx.host(), dx, tol, "dx accumulated" + what);
       expect_close(d_dg.host(), dg, tol * 10, "dgamma accumulated" + what);
       expect_close(d_db.host(), db, tol * 10, "dbeta accumulated" + what);
+      // Assigned dx (beta 0): NaN in the buffer must not leak through.
+      std::vector<T> dx_set(len), dg2 = dg, db2 = db;
+      ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
+                                       istd.data(), dx_set.data(), dg2.data(), db2.data(), false);
+      DeviceArray<T> d_dx_set(std::vector<T>(len, T(NAN)));
+      cuda_testing::cudnn_kernels<T>().batchnorm_backward_train(
+          g, d_x.get(), d_dy.get(), d_gamma.get(), d_m.get(), d_istd.get(), d_dx_set.get(),
+          d_dg.get(), d_db.get(), false);
+      expect_close(d_dx_set.host(), dx_set, tol, "dx assigned" + what);
     }
   }
 }

@@ -41,9 +41,15 @@ void check_elementwise(double tol) {
     cuda_testing::gpu_kernels<T>().relu_forward(n, d_a.get(), d_y.get());
     expect_close(d_y.host(), y, tol, "relu_forward");
     // relu_backward takes the forward OUTPUT; b stands in for dy.
-    ref::relu_backward<T>(n, y.data(), b.data(), dx.data());
-    cuda_testing::gpu_kernels<T>().relu_backward(n, d_y.get(), d_b.get(), d_dx.get());
+    ref::relu_backward<T>(n, y.data(), b.data(), dx.data(), true);
+    cuda_testing::gpu_kernels<T>().relu_backward(n, d_y.get(), d_b.get(), d_dx.get(), true);
     expect_close(d_dx.host(), dx, tol, "relu_backward");
+    // Assigning: whatever dx held (NaN here) is overwritten, never read.
+    std::vector<T> assigned(n);
+    ref::relu_backward<T>(n, y.data(), b.data(), assigned.data(), false);
+    DeviceArray<T> d_assigned(std::vector<T>(n, T(NAN)));
+    cuda_testing::gpu_kernels<T>().relu_backward(n, d_y.get(), d_b.get(), d_assigned.get(), false);
+    expect_close(d_assigned.host(), assigned, 0, "relu_backward assign");
 
     ref::add_forward<T>(n, a.data(), b.data(), y.data());
     cuda_testing::gpu_kernels<T>().add_forward(n, d_a.get(), d_b.get(), d_y.get());

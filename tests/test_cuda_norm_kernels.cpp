@@ -73,11 +73,22 @@ void check_batchnorm(double tol) {
     // Training backward accumulates into prefilled gradients.
     std::vector<T> dx = dx0, dg = dg0, db = db0;
     ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
-                                     invstd.data(), dx.data(), dg.data(), db.data());
+                                     invstd.data(), dx.data(), dg.data(), db.data(), true);
     DeviceArray<T> d_mean_ref(mean), d_invstd_ref(invstd), d_dx(dx0), d_dg(dg0), d_db(db0);
     cuda_testing::gpu_kernels<T>().batchnorm_backward_train(g, dx_.get(), dy_.get(), dgamma_.get(), d_mean_ref.get(),
-                                      d_invstd_ref.get(), d_dx.get(), d_dg.get(), d_db.get());
+                                      d_invstd_ref.get(), d_dx.get(), d_dg.get(), d_db.get(), true);
     expect_close(d_dx.host(), dx, tol, "train dx");
+    {  // assigned dx: the NaN it held is overwritten, never read
+      std::vector<T> dx_set(len), dg_set = dg0, db_set = db0;
+      ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
+                                       invstd.data(), dx_set.data(), dg_set.data(),
+                                       db_set.data(), false);
+      DeviceArray<T> d_dx_set(std::vector<T>(len, T(NAN))), d_dg_set(dg0), d_db_set(db0);
+      cuda_testing::gpu_kernels<T>().batchnorm_backward_train(
+          g, dx_.get(), dy_.get(), dgamma_.get(), d_mean_ref.get(), d_invstd_ref.get(),
+          d_dx_set.get(), d_dg_set.get(), d_db_set.get(), false);
+      expect_close(d_dx_set.host(), dx_set, tol, "train dx assigned");
+    }
     expect_close(d_dg.host(), dg, tol, "train dgamma");
     expect_close(d_db.host(), db, tol, "train dbeta");
 
@@ -175,7 +186,7 @@ TEST(CudaNormKernels, BatchNormAndGroupNormAreBitwiseReproducible) {
     cuda_testing::gpu_kernels<float>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f,
                                          y.get(), mean.get(), invstd.get(), rm.get(), rv.get());
     cuda_testing::gpu_kernels<float>().batchnorm_backward_train(g, d_x.get(), d_dy.get(), d_gamma.get(), mean.get(),
-                                          invstd.get(), dx.get(), dg.get(), db.get());
+                                          invstd.get(), dx.get(), dg.get(), db.get(), true);
     cuda_testing::gpu_kernels<float>().groupnorm_forward(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, gy.get(),
                                    gmean.get(), ginv.get());
     cuda_testing::gpu_kernels<float>().groupnorm_backward(g, d_x.get(), d_dy.get(), d_gamma.get(), gmean.get(),

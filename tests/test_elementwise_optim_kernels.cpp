@@ -31,9 +31,15 @@ void check_elementwise_bitwise() {
     cpu::relu_forward<T>(n, a.data(), c.data());
     EXPECT_TRUE(same_bits(r, c)) << "relu_forward";
     std::vector<T> rdx = dx0, cdx = dx0;
-    ref::relu_backward<T>(n, r.data(), b.data(), rdx.data());
-    cpu::relu_backward<T>(n, r.data(), b.data(), cdx.data());
+    ref::relu_backward<T>(n, r.data(), b.data(), rdx.data(), true);
+    cpu::relu_backward<T>(n, r.data(), b.data(), cdx.data(), true);
     EXPECT_TRUE(same_bits(rdx, cdx)) << "relu_backward";
+    std::vector<T> rset(n, T(NAN)), cset(n, T(NAN));  // assigning never reads dx
+    ref::relu_backward<T>(n, r.data(), b.data(), rset.data(), false);
+    cpu::relu_backward<T>(n, r.data(), b.data(), cset.data(), false);
+    EXPECT_TRUE(same_bits(rset, cset)) << "relu_backward assign";
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(rset[i], r[i] > T(0) ? b[i] : T(0)) << "relu_backward assign, i=" << i;
     ref::add_forward<T>(n, a.data(), b.data(), r.data());
     cpu::add_forward<T>(n, a.data(), b.data(), c.data());
     EXPECT_TRUE(same_bits(r, c)) << "add_forward";
@@ -63,7 +69,7 @@ TEST(ElementwiseKernel, HandValuesAndAccumulation) {
   EXPECT_TRUE(std::isnan(y[3])) << "relu must propagate NaN";
   // relu_backward accumulates: dx starts at 10, only y > 0 passes dy through.
   std::vector<float> dy = {1, 2, 3, 4}, dx(4, 10.0f);
-  cpu::relu_backward<float>(3, y.data(), dy.data(), dx.data());
+  cpu::relu_backward<float>(3, y.data(), dy.data(), dx.data(), true);
   EXPECT_EQ(dx[0], 10.0f);
   EXPECT_EQ(dx[1], 10.0f);
   EXPECT_EQ(dx[2], 13.0f);
@@ -86,7 +92,7 @@ TEST(ElementwiseKernel, ReluGradientMatchesCentralDifferences) {
     if (std::fabs(v) < 0.1) v += v < 0 ? -0.1 : 0.1;  // stay away from the kink
   std::vector<double> y(n), dx(n, 0.0);
   cpu::relu_forward<double>(n, x.data(), y.data());
-  cpu::relu_backward<double>(n, y.data(), dy.data(), dx.data());
+  cpu::relu_backward<double>(n, y.data(), dy.data(), dx.data(), true);
   const double h = 1e-6;
   double num2 = 0, err2 = 0;
   for (int i = 0; i < n; ++i) {

@@ -149,7 +149,7 @@ TEST(HardeningChild, DISABLED_ConvolutionWorkspaceOutOfMemory) {
   g.n = 1, g.c = 1, g.h = 2048, g.w = 2048, g.k = 1, g.r = 11, g.s = 11, g.stride = 2, g.pad = 5;
   std::vector<float> dy(size_t(g.p()) * g.q(), 1.0f), w(121, 1.0f), dx(size_t(g.h) * g.w);
   limit_address_space(size_t(256) << 20);
-  EXPECT_THROW(cpu::conv2d_backward_data<float>(g, dy.data(), w.data(), dx.data()),
+  EXPECT_THROW(cpu::conv2d_backward_data<float>(g, dy.data(), w.data(), dx.data(), true),
                std::bad_alloc);
 }
 

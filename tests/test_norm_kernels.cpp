@@ -72,10 +72,22 @@ void check_batchnorm_against_ref(double tol) {
     auto db0 = uniform<T>(g.c, seed++, -1, 1);
     std::vector<T> dxr = dx0, dxc = dx0, dgr = dg0, dgc = dg0, dbr = db0, dbc = db0;
     ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mr.data(), ir.data(),
-                                     dxr.data(), dgr.data(), dbr.data());
+                                     dxr.data(), dgr.data(), dbr.data(), true);
     cpu::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mr.data(), ir.data(),
-                                     dxc.data(), dgc.data(), dbc.data());
+                                     dxc.data(), dgc.data(), dbc.data(), true);
     expect_close(dxc, dxr, tol, "train dx");
+    {  // assigned dx: equals the accumulated one minus what it started from, NaN never read
+      std::vector<T> set_r(len, T(NAN)), set_c(len, T(NAN)), g_r = dg0, b_r = db0, g_c = dg0,
+                     b_c = db0;
+      ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mr.data(), ir.data(),
+                                       set_r.data(), g_r.data(), b_r.data(), false);
+      cpu::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mr.data(), ir.data(),
+                                       set_c.data(), g_c.data(), b_c.data(), false);
+      expect_close(set_c, set_r, tol, "train dx assigned");
+      std::vector<T> diff(len);
+      for (size_t i = 0; i < diff.size(); ++i) diff[i] = dxr[i] - dx0[i];
+      expect_close(set_r, diff, tol * 10, "assigned = accumulated - start");
+    }
     expect_close(dgc, dgr, tol * 10, "train dgamma");
     expect_close(dbc, dbr, tol * 10, "train dbeta");
 
@@ -146,7 +158,7 @@ TEST(BatchNormKernel, TrainGradientMatchesCentralDifferences) {
   cpu::batchnorm_forward_train<double>(g, x.data(), gamma.data(), beta.data(), eps, 0.1, y.data(),
                                        m.data(), s.data(), nullptr, nullptr);
   cpu::batchnorm_backward_train<double>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
-                                        dx.data(), dg.data(), db.data());
+                                        dx.data(), dg.data(), db.data(), true);
   expect_gradients_match(forward, x, gamma, beta, dx, dg, db);
 }
 
@@ -184,7 +196,7 @@ void check_batchnorm_thread_independence() {
     cpu::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
                                     y.data(), m.data(), s.data(), rm.data(), rv.data());
     cpu::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
-                                     dx.data(), dg.data(), db.data());
+                                     dx.data(), dg.data(), db.data(), true);
     cpu::batchnorm_backward_eval<T>(g, x.data(), dy.data(), gamma.data(), rm.data(), rv.data(),
                                     T(1e-5), dx.data(), dg.data(), db.data());
     y.insert(y.end(), rv.begin(), rv.end());

@@ -42,11 +42,13 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
       dispatch_floating("conv2d", x, [&](auto tag) {
         using T = decltype(tag);
         const T* dy = y.grad().data<T>();
-        if (T* dx = grad_ptr<T>(x)) {
+        if (x.requires_grad()) {  // assigned when x has no gradient yet: no zeroing, no read
+          bool accumulate = false;
+          T* dx = Tensor(x).grad_for_write(&accumulate).data<T>();
           if (use_cudnn)
-            cudnn_kernels<T>(x).conv2d_backward_data(g, dy, w.data<T>(), dx);
+            cudnn_kernels<T>(x).conv2d_backward_data(g, dy, w.data<T>(), dx, accumulate);
           else
-            kernels<T>(x).conv2d_backward_data(g, dy, w.data<T>(), dx);
+            kernels<T>(x).conv2d_backward_data(g, dy, w.data<T>(), dx, accumulate);
         }
         T* dbias = grad_ptr<T>(bias);
         if (w.requires_grad() || dbias) {

@@ -22,7 +22,9 @@ Tensor relu(const Tensor& x) {
     record_node("relu", {x}, {y}, [x, y]() {
       dispatch_floating("relu", x, [&](auto tag) {
         using T = decltype(tag);
-        kernels<T>(x).relu_backward(y.numel(), y.data<T>(), y.grad().data<T>(), grad_ptr<T>(x));
+        bool accumulate = false;
+        T* dx = Tensor(x).grad_for_write(&accumulate).data<T>();
+        kernels<T>(x).relu_backward(y.numel(), y.data<T>(), y.grad().data<T>(), dx, accumulate);
       });
     });
   }
@@ -38,13 +40,25 @@ Tensor add(const Tensor& a, const Tensor& b) {
     kernels<T>(a).add_forward(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
   });
   if (should_record({a, b})) {
+    // Pass-through backward: dy becomes the gradient of the first input that has none, shared
+    // (no pass over memory); the other input, if it has none either, gets one copy of dy. Only
+    // an input that already holds a gradient accumulates. y's node has run by then, so nothing
+    // reads y's gradient again.
     record_node("add", {a, b}, {y}, [a, b, y]() {
-      dispatch_floating("add", a, [&](auto tag) {
-        using T = decltype(tag);
-        const T* dy = y.grad().data<T>();
-        if (T* da = grad_ptr<T>(a)) kernels<T>(a).accumulate(y.numel(), T(1), dy, da);
-        if (T* db = grad_ptr<T>(b)) kernels<T>(a).accumulate(y.numel(), T(1), dy, db);
-      });
+      const Tensor dy = y.grad();
+      bool dy_handed_on = false;
+      for (Tensor in : {a, b}) {
+        if (!in.requires_grad()) continue;
+        if (!in.grad().defined()) {
+          in.set_grad(dy_handed_on ? dy.clone() : dy);
+          dy_handed_on = true;
+          continue;
+        }
+        dispatch_floating("add", a, [&](auto tag) {
+          using T = decltype(tag);
+          kernels<T>(a).accumulate(y.numel(), T(1), dy.data<T>(), in.grad().data<T>());
+        });
+      }
     });
   }
   return y;
@@ -75,6 +89,10 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
   Tensor y = x.view(shape);
   if (should_record({x})) {
     record_node("reshape", {x}, {y}, [x, y]() {
+      if (!x.grad().defined()) {  // pass-through: y's gradient, viewed in x's shape
+        Tensor(x).set_grad(y.grad().view(x.shape()));
+        return;
+      }
       dispatch_floating("reshape", x, [&](auto tag) {
         using T = decltype(tag);
         kernels<T>(x).accumulate(y.numel(), T(1), y.grad().data<T>(), grad_ptr<T>(x));

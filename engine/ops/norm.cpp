@@ -71,18 +71,30 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
       dispatch_floating("batch_norm", x, [&](auto tag) {
         using T = decltype(tag);
         Tensor dgamma_scratch, dbeta_scratch, dx_scratch;
-        T* dx = grad_or_scratch<T>(x, dx_scratch);
+        // Training: dx is assigned when x has no gradient yet (no zeroing, no read), and goes to
+        // an unzeroed scratch when x needs none. Eval's backward accumulates.
+        bool accumulate_dx = true;
+        T* dx = nullptr;
+        if (!training) {
+          dx = grad_or_scratch<T>(x, dx_scratch);
+        } else if (x.requires_grad()) {
+          dx = Tensor(x).grad_for_write(&accumulate_dx).data<T>();
+        } else {
+          dx_scratch = Tensor::empty(x.shape(), x.dtype(), x.device());
+          dx = dx_scratch.data<T>();
+          accumulate_dx = false;
+        }
         T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
         T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
         const T* dy = y.grad().data<T>();
         if (training && use_cudnn)
           cudnn_kernels<T>(x).batchnorm_backward_train(
               g, x.data<T>(), dy, gamma.data<T>(), save_mean.data<T>(), save_invstd.data<T>(), dx,
-              dgamma, dbeta);
+              dgamma, dbeta, accumulate_dx);
         else if (training)
           kernels<T>(x).batchnorm_backward_train(g, x.data<T>(), dy, gamma.data<T>(),
                                                      save_mean.data<T>(), save_invstd.data<T>(),
-                                                     dx, dgamma, dbeta);
+                                                     dx, dgamma, dbeta, accumulate_dx);
         else  // cuDNN has no eval-mode backward: ours serves both paths
           kernels<T>(x).batchnorm_backward_eval(g, x.data<T>(), dy, gamma.data<T>(),
                                                     rm.data<T>(), rv.data<T>(), T(eps), dx,

@@ -207,17 +207,18 @@ void forward_chunk(const ConvGeom& g, const Lowering& L, int nb, const T* x, con
 // Stride 1: dx += conv(dy, wt) with wt[c, k, r', s'] = w[k, c, r-1-r', s-1-s'].
 template <class T>
 void backward_data_transposed_chunk(const ConvGeom& g, const Lowering& L, int nb, const T* dy,
-                                    const T* wt, T* dx) {
+                                    const T* wt, T* dx, bool accumulate) {
   const int krs = static_cast<int>(L.rows());
   const int64_t hw = L.pq();
   if (nb == 1) {
     for_each_row_block(L, dy, [&](int ih0, int rows, const T* col, int64_t ldcol) {
-      gemm(false, false, g.c, rows * L.q, krs, T(1), wt, krs, col, int(ldcol), T(1),
-           dx + int64_t(ih0) * L.q, int(hw));
+      gemm(false, false, g.c, rows * L.q, krs, T(1), wt, krs, col, int(ldcol),
+           T(accumulate ? 1 : 0), dx + int64_t(ih0) * L.q, int(hw));
     });
     return;
   }
   const int ncol = static_cast<int>(nb * hw);
+  if (!accumulate) std::fill(dx, dx + int64_t(nb) * g.c * hw, T(0));  // in cache, per chunk
   T* xk = workspace<T>(kChunk, int64_t(g.c) * ncol);
   gemm(false, false, g.c, ncol, krs, T(1), wt, krs, chunk_columns(L, nb, dy), ncol, T(0), xk, ncol);
   scatter_add(g.c, hw, nb, xk, dx);
@@ -226,7 +227,7 @@ void backward_data_transposed_chunk(const ConvGeom& g, const Lowering& L, int nb
 // Any stride: dcol = W^T dY', then col2im accumulates into dx.
 template <class T>
 void backward_data_col2im_chunk(const ConvGeom& g, const Lowering& L, int nb, const T* dy,
-                                const T* w, T* dx) {
+                                const T* w, T* dx, bool accumulate) {
   const int crs = static_cast<int>(L.rows()), ncol = static_cast<int>(nb * L.pq());
   const T* dyk = dy;
   if (nb > 1) {
@@ -236,6 +237,7 @@ void backward_data_col2im_chunk(const ConvGeom& g, const Lowering& L, int nb, co
   }
   T* dcol = workspace<T>(kCol, L.rows() * ncol);
   gemm(true, false, crs, ncol, g.k, T(1), w, crs, dyk, ncol, T(0), dcol, ncol);
+  if (!accumulate) std::fill(dx, dx + int64_t(nb) * g.c * L.hw(), T(0));  // in cache, per chunk
   detail::col2im_add(L, nb, dcol, dx);
 }
 
@@ -302,7 +304,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
 }
 
 template <class T>
-void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   check_geom(g);
   const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
   const int64_t hw = int64_t(g.h) * g.w, pq = int64_t(g.p()) * g.q();
@@ -325,9 +327,9 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
       const T* dyc = dy + int64_t(n0) * g.k * pq;
       T* dxc = dx + int64_t(n0) * g.c * hw;
       if (transposed) {
-        backward_data_transposed_chunk(g, L, count, dyc, wt, dxc);
+        backward_data_transposed_chunk(g, L, count, dyc, wt, dxc, accumulate);
       } else {
-        backward_data_col2im_chunk(g, L, count, dyc, w, dxc);
+        backward_data_col2im_chunk(g, L, count, dyc, w, dxc, accumulate);
       }
     });
   }

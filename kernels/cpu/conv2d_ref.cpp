@@ -38,7 +38,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
 // dx[n,c,ih,iw] += sum over (k, r, s) with oh = (ih + pad - r) / stride an exact, in-range
 // division.
 template <class T>
-void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   check_geom(g);
   const int p = g.p(), q = g.q();
   for (int n = 0; n < g.n; ++n)
@@ -57,7 +57,7 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
                        static_cast<double>(w[((int64_t(k) * g.c + c) * g.r + r) * g.s + s]);
               }
           T& out = dx[((int64_t(n) * g.c + c) * g.h + ih) * g.w + iw];
-          out = static_cast<T>(out + acc);
+          out = accumulate ? static_cast<T>(out + acc) : static_cast<T>(acc);
         }
 }
 

@@ -1,5 +1,5 @@
 // Elementwise maps over flat arrays of length n (contract: kernels/elementwise.h).
-// relu_forward, add_forward, fill and dropout_forward ASSIGN; relu_backward and dropout_backward
+// relu_forward, add_forward, fill and dropout_forward ASSIGN; relu_backward (unless told to assign) and dropout_backward
 // ACCUMULATE into dx; accumulate and scale update dst in place. ref:: is the plain loop; cpu:: is
 // the same expression under `omp parallel for schedule(static)`: no element is reduced across
 // iterations, so the result is bitwise identical to ref:: for any thread count.
@@ -22,8 +22,11 @@ void relu_forward(int64_t n, const T* x, T* y) {
 }
 
 template <class T>
-void relu_backward(int64_t n, const T* y, const T* dy, T* dx) {
-  for (int64_t i = 0; i < n; ++i) dx[i] += y[i] > T(0) ? dy[i] : T(0);
+void relu_backward(int64_t n, const T* y, const T* dy, T* dx, bool accumulate) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = y[i] > T(0) ? dy[i] : T(0);
+    dx[i] = accumulate ? dx[i] + g : g;
+  }
 }
 
 template <class T>
@@ -68,9 +71,14 @@ void relu_forward(int64_t n, const T* x, T* y) {
 }
 
 template <class T>
-void relu_backward(int64_t n, const T* y, const T* dy, T* dx) {
+void relu_backward(int64_t n, const T* y, const T* dy, T* dx, bool accumulate) {
+  if (accumulate) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) dx[i] += y[i] > T(0) ? dy[i] : T(0);
+    for (int64_t i = 0; i < n; ++i) dx[i] += y[i] > T(0) ? dy[i] : T(0);
+  } else {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+  }
 }
 
 template <class T>

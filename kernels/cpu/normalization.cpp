@@ -85,9 +85,15 @@ void affine_rows(const T* x, int64_t len, T mean, T scale, T shift, T* y) {
 // dx += a * dy - b * (x - center) - k over [0, len), in T: the batch-statistics backward with
 // its per-channel coefficients folded.
 template <class T>
-void backward_rows(const T* x, const T* dy, int64_t len, T center, T a, T b, T k, T* dx) {
+void backward_rows(const T* x, const T* dy, int64_t len, T center, T a, T b, T k, T* dx,
+                   bool accumulate) {
+  if (accumulate) {
 #pragma omp simd
-  for (int64_t i = 0; i < len; ++i) dx[i] += a * dy[i] - b * (x[i] - center) - k;
+    for (int64_t i = 0; i < len; ++i) dx[i] += a * dy[i] - b * (x[i] - center) - k;
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) dx[i] = a * dy[i] - b * (x[i] - center) - k;
+  }
 }
 
 struct Moments {
@@ -203,7 +209,7 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta) {
+                              T* dbeta, bool accumulate) {
   const double m = double(g.n) * g.hw;
   std::vector<double> sum_dy(g.c), sum_dy_xc(g.c);  // xc = x - mean
   channel_sums(g, sum_dy.data(), sum_dy_xc.data(), [&](int64_t p, int ch, LaneSums& acc) {
@@ -222,7 +228,7 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
   }
   for_each_plane(g, [&](int64_t p, int ch) {
     backward_rows(x + p * g.hw, dy + p * g.hw, g.hw, save_mean[ch], a[ch], b[ch], k[ch],
-                  dx + p * g.hw);
+                  dx + p * g.hw, accumulate);
   });
 }
 
@@ -308,7 +314,7 @@ void groupnorm_backward(const NormGeom& g, const T* x, const T* dy, const T* gam
     for (int j = 0; j < per_group; ++j) {
       const int64_t off = bi * block + int64_t(j) * g.hw;
       backward_rows(x + off, dy + off, g.hw, save_mean[bi], T(invstd * double(gamma[c0 + j])), b,
-                    k, dx + off);
+                    k, dx + off, /*accumulate=*/true);
     }
   }
 #pragma omp parallel for schedule(static) if (int64_t(g.n) * g.c >= kParallelMin)

@@ -79,7 +79,7 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta) {
+                              T* dbeta, bool accumulate) {
   const double m = double(g.n) * g.hw;
   for (int ch = 0; ch < g.c; ++ch) {
     const double mean = save_mean[ch], invstd = save_invstd[ch];
@@ -94,7 +94,8 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
       for (int i = 0; i < g.hw; ++i) {
         int64_t k = at(g, s, ch, i);
         double xhat = (x[k] - mean) * invstd;
-        dx[k] += T(gamma[ch] * invstd * (dy[k] - sum_dy / m - xhat * sum_dy_xhat / m));
+        const T g = T(gamma[ch] * invstd * (dy[k] - sum_dy / m - xhat * sum_dy_xhat / m));
+        dx[k] = accumulate ? dx[k] + g : g;
       }
     dgamma[ch] += T(sum_dy_xhat);
     dbeta[ch] += T(sum_dy);

@@ -1,7 +1,7 @@
 // kd::cuda:: 2-D convolution as our own implicit GEMM: no im2col buffer, the tile loads gather
 // straight from the NCHW/OIHW tensors through the index maps of kernels/cuda/conv2d_gather.h
 // (which also holds the per-thread block program, tested on the host). Forward ASSIGNS y (+bias);
-// backward data ACCUMULATES into dx; backward weight ACCUMULATES into dw and dbias.
+// backward data ACCUMULATES into dx (or assigns it, when told); backward weight ACCUMULATES into dw and dbias.
 // Determinism: no atomics. The weight pass splits K into a number of slices fixed by the shape,
 // writes each slice's partial product to the workspace and sums the slices in slice order; dbias
 // is one block per channel with a fixed-order tree.
@@ -99,11 +99,12 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
 }
 
 template <class T>
-void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;
   const conv_gemm::GemmDims gemm = conv_gemm::backward_data_gemm(d);
-  const conv_gemm::GemmParams<T, Pass::BackwardData> prm{d, gemm, w, dy, nullptr, dx, gemm.k};
+  const conv_gemm::GemmParams<T, Pass::BackwardData> prm{d, gemm, w, dy, nullptr, dx, gemm.k,
+                                                         accumulate};
   launch_gemm(prm, 1);
 }
 

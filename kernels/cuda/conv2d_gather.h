@@ -220,6 +220,7 @@ struct GemmParams {
   const T* bias;  // forward only; may be null
   T* out;         // y, dx, or the split-K workspace [slices, M, N]
   int k_chunk;    // K per blockIdx.z slice (a multiple of kTileK when several)
+  bool accumulate = true;  // backward data: dx += acc, or dx = acc (every element written once)
 };
 
 struct Grid3 {
@@ -360,7 +361,8 @@ KD_HOST_DEVICE inline void mma_tile(const T* a_tile, const T* b_tile, int tid,
   }
 }
 
-// Forward: y = acc + bias (assign). Backward data: dx += acc. Weight: workspace slice = acc.
+// Forward: y = acc + bias (assign). Backward data: dx += acc, or = acc when !prm.accumulate.
+// Weight: workspace slice = acc.
 template <class T, Pass P>
 KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0, int n0, int slice,
                                     const T (&acc)[kMicro][kMicro]) {
@@ -380,7 +382,9 @@ KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0
       const DataCol c = data_col(d, col);
       KD_UNROLL for (int i = 0; i < kMicro; ++i) {
         const int m = m0 + micro_row(tid, i);
-        if (m < prm.g.m) prm.out[data_dx_offset(d, c, m)] += acc[i][j];
+        if (m >= prm.g.m) continue;
+        T& out = prm.out[data_dx_offset(d, c, m)];
+        out = prm.accumulate ? out + acc[i][j] : acc[i][j];
       }
     }
     if constexpr (P == Pass::BackwardWeight) {

@@ -1,6 +1,6 @@
 // CUDA elementwise maps over flat arrays of length n (contract: kernels/elementwise.h), device
 // pointers, on the compute stream. relu_forward, add_forward, fill and dropout_forward ASSIGN;
-// relu_backward and dropout_backward ACCUMULATE into dx; accumulate and scale update dst in
+// relu_backward (unless told to assign) and dropout_backward ACCUMULATE into dx; accumulate and scale update dst in
 // place. One grid-stride loop per op with int64 indices (arrays past 2^31 elements); no element
 // depends on another, so results never depend on the launch shape. Same expressions as ref::
 // (relu keeps NaN); nvcc may fuse `dst + alpha * src` into one FMA, so float results can differ
@@ -30,8 +30,11 @@ __global__ void relu_forward_kernel(int64_t n, const T* x, T* y) {
 }
 
 template <class T>
-__global__ void relu_backward_kernel(int64_t n, const T* y, const T* dy, T* dx) {
-  for (int64_t i = first_index(); i < n; i += grid_stride()) dx[i] += y[i] > T(0) ? dy[i] : T(0);
+__global__ void relu_backward_kernel(int64_t n, const T* y, const T* dy, T* dx, bool accumulate) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) {
+    const T g = y[i] > T(0) ? dy[i] : T(0);
+    dx[i] = accumulate ? dx[i] + g : g;  // assign never reads dx: no pass over it
+  }
 }
 
 template <class T>
@@ -92,9 +95,9 @@ void relu_forward(int64_t n, const T* x, T* y) {
 }
 
 template <class T>
-void relu_backward(int64_t n, const T* y, const T* dy, T* dx) {
+void relu_backward(int64_t n, const T* y, const T* dy, T* dx, bool accumulate) {
   if (n <= 0) return;
-  KD_LAUNCH(relu_backward_kernel<T>, grid_for(n, kThreads), kThreads, 0, n, y, dy, dx);
+  KD_LAUNCH(relu_backward_kernel<T>, grid_for(n, kThreads), kThreads, 0, n, y, dy, dx, accumulate);
 }
 
 template <class T>

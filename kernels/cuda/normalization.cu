@@ -123,10 +123,11 @@ __global__ void __launch_bounds__(kStatThreads)
 template <class T>
 __global__ void bn_backward_train_apply_kernel(int64_t total, int c, int hw, const T* x,
                                                const T* dy, const T* center, const T* coef,
-                                               T* dx) {
+                                               T* dx, bool accumulate) {
   for (int64_t k = first_index(); k < total; k += grid_stride()) {
     const int ch = int((k / hw) % c);
-    dx[k] += coef[ch] * dy[k] - coef[c + ch] * (x[k] - center[ch]) - coef[2 * c + ch];
+    const T g = coef[ch] * dy[k] - coef[c + ch] * (x[k] - center[ch]) - coef[2 * c + ch];
+    dx[k] = accumulate ? dx[k] + g : g;  // assigning never reads dx
   }
 }
 
@@ -290,7 +291,7 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta) {
+                              T* dbeta, bool accumulate) {
   const int64_t total = numel(g);
   if (total <= 0) return;
   T* coef = coefficients<T>(3 * g.c);  // a[c], b[c], k[c]
@@ -298,7 +299,7 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
             gamma, save_mean, save_invstd, static_cast<const T*>(nullptr), T(0), dgamma, dbeta,
             coef);
   KD_LAUNCH(bn_backward_train_apply_kernel<T>, grid_for(total, kThreads), kThreads, 0, total,
-            g.c, g.hw, x, dy, save_mean, coef, dx);
+            g.c, g.hw, x, dy, save_mean, coef, dx, accumulate);
 }
 
 template <class T>

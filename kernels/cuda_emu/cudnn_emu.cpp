@@ -34,9 +34,9 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   host_kernels<T>().conv2d_forward(g, x, w, bias, y);
 }
 template <class T>
-void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   cuda::emu::Launch launch("cudnn::conv2d_backward_data", dy, w, dx);
-  host_kernels<T>().conv2d_backward_data(g, dy, w, dx);
+  host_kernels<T>().conv2d_backward_data(g, dy, w, dx, accumulate);
 }
 template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
@@ -62,10 +62,11 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta) {
+                              T* dbeta, bool accumulate) {
   cuda::emu::Launch launch("cudnn::batchnorm_backward_train", x, dy, gamma, save_mean,
                            save_invstd, dx, dgamma, dbeta);
-  host_kernels<T>().batchnorm_backward_train(g, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  host_kernels<T>().batchnorm_backward_train(g, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
+                                             dbeta, accumulate);
 }
 
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)

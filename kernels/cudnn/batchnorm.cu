@@ -84,15 +84,15 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta) {
+                              T* dbeta, bool accumulate) {
   const char* what = "cudnn batchnorm (backward)";
   check_geom(g, what);
   KD_CHECK(save_mean && save_invstd, what << ": needs the saved statistics of the forward");
   const TensorDesc x_desc(DataType<T>::value, g.n, g.c, 1, g.hw);
   const BatchNormParamDesc param_desc(x_desc);
-  const T one = T(1);
+  const T one = T(1), zero = T(0);
   CUDNN_CHECK(cudnnBatchNormalizationBackward(
-      handle(), CUDNN_BATCHNORM_SPATIAL, &one, /*betaDataDiff=*/&one, &one,
+      handle(), CUDNN_BATCHNORM_SPATIAL, &one, /*betaDataDiff=*/accumulate ? &one : &zero, &one,
       /*betaParamDiff=*/&one, x_desc.get(), x, x_desc.get(), dy, x_desc.get(), dx,
       param_desc.get(), gamma, dgamma, dbeta, kUnusedBackwardEpsilon, save_mean, save_invstd));
   cuda::count_launch();

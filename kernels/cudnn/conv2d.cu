@@ -308,18 +308,19 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
 }
 
 template <class T>
-void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx,
+                          bool accumulate) {
   check_geom(g);
   if (g.n == 0) return;
   const cudnnDataType_t type = DataType<T>::value;
   ConvDescs d(g, type);
-  const T one = T(1);
+  const T one = T(1), zero = T(0);
   run_convolution(Pass::backward_data, g, type, d,
                   [&](const AlgoChoice& choice, void* workspace) {
                     return cudnnConvolutionBackwardData(
                         handle(), &one, d.w.get(), w, d.y.get(), dy, d.conv.get(),
                         cudnnConvolutionBwdDataAlgo_t(choice.algo), workspace,
-                        choice.workspace_bytes, &one, d.x.get(), dx);
+                        choice.workspace_bytes, accumulate ? &one : &zero, d.x.get(), dx);
                   });
 }
 

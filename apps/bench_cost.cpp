@@ -49,6 +49,7 @@ Table cost_breakdown(const StepCost& c, bool gpu) {
   if (gpu) t.header.push_back("launches");
   t.header.push_back("ideal ms");
   t.header.push_back("share");
+  if (!gpu) t.header.push_back("CPU ms");  // the recorded step's own time in the kernel
   for (const auto& [name, k] : rows) {
     std::vector<std::string> row = {name, std::to_string(k.calls), format_fixed(k.flops / 1e9, 3),
                                     format_fixed(k.bytes_read / 1e6, 1),
@@ -57,6 +58,7 @@ Table cost_breakdown(const StepCost& c, bool gpu) {
     row.push_back(format_fixed(k.ideal_seconds * 1e3, 4));
     row.push_back(format_fixed(100.0 * k.ideal_seconds / std::max(c.totals.ideal_seconds, 1e-30), 1) +
                   "%");
+    if (!gpu) row.push_back(format_fixed(k.host_seconds * 1e3, 2));
     t.rows.push_back(std::move(row));
   }
   return t;

@@ -5,6 +5,7 @@
 #include "engine/cost_model.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace kd {
 
@@ -25,10 +26,13 @@ struct Counted<T, Which, Tag, void (*)(A...)> {
   static inline const Backend* backend = nullptr;
   static void call(A... a) {
     const uint64_t before = backend->launch_count ? backend->launch_count() : 0;
+    const auto t0 = std::chrono::steady_clock::now();
     real(a...);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const int64_t launches =
         backend->launch_count ? int64_t(backend->launch_count() - before) : 0;
-    recorder->record(Tag::name, kernel_cost(Tag{}, a...), launches);
+    recorder->record(Tag::name, kernel_cost(Tag{}, a...), launches, seconds);
   }
 };
 
@@ -79,6 +83,7 @@ void counted_copy(void* dst, const void* src, size_t bytes) {
 
 void CostTotals::add(const CostTotals& o) {
   flops += o.flops, bytes_read += o.bytes_read, bytes_written += o.bytes_written;
+  host_seconds += o.host_seconds;
   ideal_seconds += o.ideal_seconds, calls += o.calls, launches += o.launches;
 }
 
@@ -100,12 +105,13 @@ CostRecorder::CostRecorder(Device device, PeakRates peaks) : device_(device), pe
 
 CostRecorder::~CostRecorder() { g_recorder[slot(device_)] = nullptr; }
 
-void CostRecorder::record(const char* name, const KernelCost& cost, int64_t launches) {
+void CostRecorder::record(const char* name, const KernelCost& cost, int64_t launches,
+                          double host_seconds) {
   CostTotals one;
   one.flops = cost.flops, one.bytes_read = cost.bytes_read, one.bytes_written = cost.bytes_written;
   one.ideal_seconds = std::max(cost.flops / peaks_.flops_per_s,
                                (cost.bytes_read + cost.bytes_written) / peaks_.bytes_per_s);
-  one.calls = 1, one.launches = launches;
+  one.calls = 1, one.launches = launches, one.host_seconds = host_seconds;
   totals_.add(one);
   by_kernel_[name].add(one);
 }

@@ -24,6 +24,8 @@ struct CostTotals {
   double ideal_seconds = 0;  // per-call roofline at the peaks below
   int64_t calls = 0;         // kernel-table calls, zeroings and copies
   int64_t launches = 0;      // GPU launches counted by the backend (0 on the CPU)
+  double host_seconds = 0;   // wall time inside the calls (the CPU's kernel time; on a GPU
+                             // only the time to enqueue)
   double bytes() const { return bytes_read + bytes_written; }
   void add(const CostTotals& o);
 };
@@ -48,7 +50,8 @@ class CostRecorder {
   const PeakRates& peaks() const { return peaks_; }
 
   // Called by the wrapped tables and by Tensor's zeroing and copies.
-  void record(const char* name, const KernelCost& cost, int64_t launches);
+  void record(const char* name, const KernelCost& cost, int64_t launches,
+              double host_seconds = 0);
 
  private:
   Device device_;

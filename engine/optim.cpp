@@ -9,8 +9,50 @@
 namespace kd {
 
 void Optimizer::zero_grad() {
-  for (Tensor& p : params_)
+  if (!gradients_in_arena()) build_gradient_arena();
+  if (arena_.defined()) {
+    arena_.zero_();
+    return;
+  }
+  for (Tensor& p : params_)  // mixed dtypes or devices: one at a time
     if (p.grad().defined()) p.grad().zero_();
+}
+
+bool Optimizer::gradients_in_arena() const {
+  if (arena_slots_.size() != params_.size()) return false;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor g = params_[i].grad();
+    if ((g.defined() ? g.raw() : nullptr) != arena_slots_[i]) return false;
+  }
+  return true;
+}
+
+void Optimizer::build_gradient_arena() {
+  arena_ = Tensor();
+  arena_slots_.assign(params_.size(), nullptr);
+  int64_t total = 0;
+  const Tensor* first = nullptr;
+  for (const Tensor& p : params_) {
+    if (!p.grad().defined()) continue;
+    if (first && (p.dtype() != first->dtype() || p.device() != first->device())) {
+      arena_slots_.clear();  // no arena: zero_grad goes one gradient at a time
+      return;
+    }
+    first = first ? first : &p;
+    total += p.numel();
+  }
+  if (!first) return;  // nothing has a gradient yet; the slots say so
+  // The old gradients are about to be zeroed: their values need not move into the arena.
+  arena_ = Tensor::empty({total}, first->dtype(), first->device());
+  int64_t offset = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i];
+    if (!p.grad().defined()) continue;
+    Tensor piece = arena_.slice_flat(offset, p.shape());
+    p.set_grad(piece);
+    arena_slots_[i] = piece.raw();
+    offset += p.numel();
+  }
 }
 
 nn::NamedTensors Optimizer::state() const {

@@ -34,7 +34,17 @@ class Optimizer {
   // The per-parameter buffers and their name in state().
   virtual std::vector<std::pair<std::string, const std::vector<Tensor>*>> buffers() const = 0;
   std::vector<Tensor> params_;
-  int64_t steps_taken_ = 0;  // SGD: the first step fills the momentum; Adam: bias correction
+  int64_t steps_taken_ = 0;
+
+ private:
+  // The gradient arena: the gradients the parameters hold are pieces of one buffer, so that
+  // zero_grad is one memset (one launch on a GPU), not one per parameter. Built at a zero_grad
+  // from the parameters that have a gradient by then (the others keep none, and are skipped by
+  // step() as before); rebuilt when a parameter's gradient is no longer its piece.
+  bool gradients_in_arena() const;
+  void build_gradient_arena();
+  Tensor arena_;
+  std::vector<const void*> arena_slots_;  // per parameter: its piece, or null (no gradient)  // SGD: the first step fills the momentum; Adam: bias correction
 };
 
 class Sgd : public Optimizer {

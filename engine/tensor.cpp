@@ -59,7 +59,16 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   data = CachingAllocator::for_device(device).allocate(bytes);
 }
 
-Storage::~Storage() { CachingAllocator::for_device(device).deallocate(data, bytes); }
+Storage::Storage(std::shared_ptr<Storage> parent_storage, size_t offset, size_t nbytes)
+    : bytes(nbytes), device(parent_storage->device), parent(std::move(parent_storage)) {
+  KD_CHECK(offset + nbytes <= parent->bytes,
+           "storage region [" << offset << ", +" << nbytes << ") of " << parent->bytes << " bytes");
+  data = static_cast<char*>(parent->data) + offset;
+}
+
+Storage::~Storage() {
+  if (!parent) CachingAllocator::for_device(device).deallocate(data, bytes);
+}
 
 std::string describe(const Tensor& t) {
   if (!t.defined()) return "undefined tensor";
@@ -274,6 +283,23 @@ void Tensor::set_grad(const Tensor& g) {
            "set_grad: " << (g.defined() ? describe(g) : std::string("undefined")) << " for "
                         << describe(*this));
   impl().grad = g.impl_ptr();
+}
+
+Tensor Tensor::slice_flat(int64_t offset, const Shape& new_shape) const {
+  KD_CHECK(offset >= 0 && offset + shape_numel(new_shape) <= numel(),
+           "slice_flat " << shape_str(new_shape) << " at " << offset << " of " << describe(*this));
+  auto impl = std::make_shared<TensorImpl>();
+  const size_t elem = dtype_size(dtype());
+  // The region of the root storage, so that nested slices never chain.
+  const Storage& base = *impl_->storage;
+  const size_t base_offset =
+      base.parent ? size_t(static_cast<char*>(base.data) - static_cast<char*>(base.parent->data)) : 0;
+  impl->storage = std::make_shared<Storage>(base.parent ? base.parent : impl_->storage,
+                                            base_offset + size_t(offset) * elem,
+                                            size_t(shape_numel(new_shape)) * elem);
+  impl->shape = new_shape;
+  impl->dtype = dtype();
+  return Tensor(impl);
 }
 
 Tensor Tensor::view(const Shape& new_shape) const {

@@ -24,12 +24,15 @@ int64_t shape_numel(const Shape& s);
 
 struct Storage {
   Storage(size_t bytes, Device device);
+  // A region of `parent` (bytes [offset, offset + bytes)), which it keeps alive; frees nothing.
+  Storage(std::shared_ptr<Storage> parent, size_t offset, size_t bytes);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   void* data = nullptr;
   size_t bytes = 0;
   Device device;
+  std::shared_ptr<Storage> parent;  // set for a region of another storage
 };
 
 struct TensorImpl {
@@ -101,6 +104,9 @@ class Tensor {
   void set_grad(const Tensor& g);
   void clear_grad() { impl().grad.reset(); }
 
+  // numel(shape) elements of this tensor's storage from flat element `offset` on, shared (the
+  // gradient arena: every parameter's gradient a piece of one buffer). No autograd.
+  Tensor slice_flat(int64_t offset, const Shape& shape) const;
   // Same storage, new shape (numel must match). No autograd: use ops::reshape in graphs.
   Tensor view(const Shape& shape) const;
 

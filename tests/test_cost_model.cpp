@@ -122,3 +122,67 @@ TEST(CostModelCuda, LaunchesMatchTheBackendsCounter) {
 
 }  // namespace
 }  // namespace kd
+
+namespace kd {
+namespace {
+
+// The gradient arena: after the first step every gradient is a piece of one buffer, so
+// zero_grad is one memset; a parameter that never received a gradient keeps none.
+TEST(GradientArena, ZeroGradIsOneMemsetAndUnusedParametersKeepNoGradient) {
+  auto model = models::make_model("lenet5", 10, 1, 0);
+  model->train();
+  std::vector<Tensor> params = model->parameters();
+  Tensor unused = Tensor::full({3}, 1.0);
+  unused.set_requires_grad(true);
+  params.push_back(unused);
+  Sgd sgd(params, SgdParams{});
+  Tensor x = Tensor::full({4, 1, 28, 28}, 0.5);
+  Tensor y = Tensor::from_vector<int32_t>({4}, {0, 1, 2, 3});
+  for (int step = 0; step < 2; ++step) {
+    Tensor loss = ops::cross_entropy(model->forward(x), y);
+    sgd.zero_grad();
+    backward(loss);
+    sgd.step();
+  }
+  double grad_bytes = 0;
+  for (const Tensor& p : model->parameters()) grad_bytes += double(p.nbytes());
+  {
+    CostRecorder recorder(Device::cpu());
+    sgd.zero_grad();
+    ASSERT_EQ(recorder.by_kernel().count("memset"), 1u);
+    EXPECT_EQ(recorder.by_kernel().at("memset").calls, 1);
+    EXPECT_DOUBLE_EQ(recorder.by_kernel().at("memset").bytes_written, grad_bytes);
+  }
+  for (const Tensor& p : model->parameters())
+    for (float v : p.grad().to_vector<float>()) ASSERT_EQ(v, 0.0f);
+  EXPECT_FALSE(unused.grad().defined());
+  // The pieces are adjacent: the second parameter's gradient starts where the first one's ends.
+  const auto& ps = model->parameters();
+  EXPECT_EQ(static_cast<const char*>(ps[1].grad().raw()),
+            static_cast<const char*>(ps[0].grad().raw()) + ps[0].nbytes());
+
+  // A gradient replaced behind the optimizer's back is noticed, and zeroed with the rest.
+  Tensor first = ps[0];
+  first.clear_grad();
+  first.grad_or_zeros().fill_(5.0);
+  sgd.zero_grad();
+  for (float v : first.grad().to_vector<float>()) ASSERT_EQ(v, 0.0f);
+  EXPECT_EQ(static_cast<const char*>(ps[1].grad().raw()),
+            static_cast<const char*>(ps[0].grad().raw()) + ps[0].nbytes());
+}
+
+// Parameters of two dtypes share no arena: each gradient is zeroed on its own, correctly.
+TEST(GradientArena, MixedDtypesZeroEachGradient) {
+  Tensor a = Tensor::full({4}, 1.0, DType::F32), b = Tensor::full({2}, 1.0, DType::F64);
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  a.grad_or_zeros().fill_(3.0);
+  b.grad_or_zeros().fill_(4.0);
+  Sgd sgd({a, b}, SgdParams{});
+  sgd.zero_grad();
+  EXPECT_EQ(a.grad().to_vector<float>(), std::vector<float>(4, 0.0f));
+  EXPECT_EQ(b.grad().to_vector<double>(), std::vector<double>(2, 0.0));
+}
+
+}  // namespace
+}  // namespace kd

@@ -696,7 +696,7 @@ done
     echo '```'
     # The tables when the bench finished, else every row it printed before it was cut off.
     if grep -q '^GPU training-step time' "$log_dir/bench-output.txt"; then
-      sed -n '/^GPU training-step time/,$p' "$log_dir/bench-output.txt" | grep -v '^[[:space:]]*$' | cut -c1-200
+      sed -n '/^GPU training-step time/,$p' "$log_dir/bench-output.txt" | grep -v '^[[:space:]]*$' | cut -c1-260
     else
       grep -v '^[[:space:]]*$' "$log_dir/bench-output.txt" | tail -n 30 | cut -c1-200
     fi

@@ -36,8 +36,11 @@ Tensor global_avg_pool(const Tensor& x);  // [n,c,h,w] -> [n,c]
 
 // Train mode: batch statistics, and running statistics updated in place (momentum as PyTorch).
 // Eval mode: running statistics. running_* may be undefined in train mode (no tracking).
+// relu: relu(batch_norm(...)) as one op: in training on our kernels one pass forward and the
+// ReLU's backward inside batchnorm's (cuDNN and eval mode run the ReLU beside it).
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
-                  Tensor running_var, bool training, double momentum, double eps);
+                  Tensor running_var, bool training, double momentum, double eps,
+                  bool relu = false);
 Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, double eps);
 
 Tensor log_softmax(const Tensor& x);                          // over the last dim of [rows, cols]

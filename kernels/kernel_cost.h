@@ -191,7 +191,7 @@ KernelCost kernel_cost(kernel_tag::global_avg_pool_backward, int n, int c, int h
 // ---- normalization: training statistics need a pass over x before the pass that normalises
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_forward_train, const NormGeom& g, const T*,
-                       const T*, const T*, T, T, T*, T*, T*, T*, T*) {
+                       const T*, const T*, T, T, T*, T*, T*, T*, T*, bool) {
   const double x = double(g.n) * g.c * g.hw, c = g.c, s = sizeof(T);
   return cost_detail::make(5 * x, (2 * x + 4 * c) * s, (x + 4 * c) * s);
 }
@@ -204,12 +204,15 @@ KernelCost kernel_cost(kernel_tag::batchnorm_forward_eval, const NormGeom& g, co
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_backward_train, const NormGeom& g, const T*,
                        const T*, const T*, const T*, const T*, T* dx, T* dgamma, T* dbeta,
-                       bool accumulate) {
-  // x and dy twice (the sums, then dx); dx read too when accumulated; dgamma, dbeta accumulated.
+                       bool accumulate, const T* relu_out) {
+  // x and dy twice (the sums, then dx), the fused ReLU's output twice for its mask; dx read too
+  // when accumulated; dgamma, dbeta accumulated.
   const double x = double(g.n) * g.c * g.hw, c = g.c, s = sizeof(T);
   const double params = cost_detail::bytes_if(dgamma, c) + cost_detail::bytes_if(dbeta, c);
   const double dx_read = dx && accumulate ? x * s : 0, dx_written = dx ? x * s : 0;
-  return cost_detail::make(8 * x, 4 * x * s + 3 * c * s + dx_read + params, dx_written + params);
+  const double mask = relu_out ? 2 * x * s : 0;
+  return cost_detail::make(8 * x, 4 * x * s + mask + 3 * c * s + dx_read + params,
+                           dx_written + params);
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_backward_eval, const NormGeom& g, const T*, const T*,

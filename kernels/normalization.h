@@ -4,8 +4,12 @@
 //   save_invstd[c] for the backward. If running_mean/running_var are non-null they are updated as
 //   PyTorch does: r = (1 - momentum) * r + momentum * stat, using the UNBIASED variance
 //   (var * m / (m - 1), m = n*hw) for running_var.
+//   With relu, y = max(that, 0) (NaN kept, as relu_forward): batchnorm and ReLU in one pass.
 // batchnorm_forward_eval: uses running statistics.
-// batchnorm_backward_train: the full batch-statistics gradient. batchnorm_backward_eval: the
+// batchnorm_backward_train: the full batch-statistics gradient; dx is ASSIGNED when !accumulate.
+//   With relu_out (the fused forward's y), dy is first masked by relu_out > 0: the ReLU's
+//   backward in the same passes. cuDNN's takes no relu_out (the op masks dy for it).
+//   batchnorm_backward_eval: the
 //   gradient through fixed running statistics.
 // group norm: channels split into `groups` groups; statistics per (sample, group) over
 //   (c/groups, hw); affine gamma/beta per channel. save_mean/save_invstd have n*groups entries.
@@ -25,12 +29,12 @@ struct NormGeom {
 #define KD_BATCHNORM_KERNELS(X)                                                                 \
   X(batchnorm_forward_train, (const NormGeom& g, const T* x, const T* gamma, const T* beta,      \
                               T eps, T momentum, T* y, T* save_mean, T* save_invstd,             \
-                              T* running_mean, T* running_var))                                  \
+                              T* running_mean, T* running_var, bool relu))                       \
   X(batchnorm_forward_eval, (const NormGeom& g, const T* x, const T* gamma, const T* beta,       \
                              const T* running_mean, const T* running_var, T eps, T* y))          \
   X(batchnorm_backward_train, (const NormGeom& g, const T* x, const T* dy, const T* gamma,      \
                                const T* save_mean, const T* save_invstd, T* dx, T* dgamma,       \
-                               T* dbeta, bool accumulate))
+                               T* dbeta, bool accumulate, const T* relu_out))
 #define KD_NORM_KERNELS(X)                                                                      \
   KD_BATCHNORM_KERNELS(X)                                                                       \
   X(batchnorm_backward_eval, (const NormGeom& g, const T* x, const T* dy, const T* gamma,       \

@@ -68,7 +68,7 @@ PreActBlock::PreActBlock(int inplanes, int planes, int stride, bool bottleneck, 
 Tensor PreActBlock::forward(const Tensor& x) {
   Tensor out = x;
   for (size_t i = 0; i < convs_.size(); ++i)
-    out = convs_[i]->forward(ops::relu(norms_[i]->forward(out)));
+    out = convs_[i]->forward(norms_[i]->forward_relu(out));
   Tensor residual = downsample_ ? downsample_->forward(x) : x;
   return ops::add(out, residual);
 }
@@ -133,7 +133,7 @@ Tensor PreResNet::run(const Tensor& x, std::vector<Tensor>* stages) {
       stages->push_back(ops::flatten(ops::avg_pool2d(h, int(h.size(2)), int(h.size(2)))));
   }
   profile::Range range("head");
-  h = ops::relu(head_norm_->forward(h));
+  h = head_norm_->forward_relu(h);
   h = ops::flatten(ops::avg_pool2d(h, 8, 8));
   return fc_->forward(h);
 }

@@ -246,12 +246,12 @@ void check_batchnorm(double tol) {
 
     std::vector<T> y(len), mean(g.c), invstd(g.c), rm = rm0, rv = rv0;
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
-                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data());
+                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data(), false);
     DeviceArray<T> d_x(x), d_dy(dy), d_gamma(gamma), d_beta(beta), d_rm(rm0), d_rv(rv0);
     DeviceArray<T> d_y(uniform<T>(len, seed + 6, 50, 60)), d_mean(g.c), d_invstd(g.c);
     cuda_testing::cudnn_kernels<T>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
                                       d_y.get(), d_mean.get(), d_invstd.get(), d_rm.get(),
-                                      d_rv.get());
+                                      d_rv.get(), false);
     expect_close(d_y.host(), y, tol, "train y");
     expect_close(d_mean.host(), mean, tol, "save_mean");
     expect_close(d_invstd.host(), invstd, tol, "save_invstd = 1/sqrt(var + eps)");
@@ -262,14 +262,14 @@ void check_batchnorm(double tol) {
     std::vector<T> rm_only = rm0, unused_mean(g.c), unused_invstd(g.c), y2(len);
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
                                     y2.data(), unused_mean.data(), unused_invstd.data(),
-                                    rm_only.data(), nullptr);
+                                    rm_only.data(), nullptr, false);
     DeviceArray<T> d_rm_only(rm0), d_y2(len);
     cuda_testing::cudnn_kernels<T>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
                                       d_y2.get(), d_mean.get(), d_invstd.get(), d_rm_only.get(),
-                                      nullptr);
+                                      nullptr, false);
     expect_close(d_rm_only.host(), rm_only, tol, "running_mean alone");
     cuda_testing::cudnn_kernels<T>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
-                                      d_y2.get(), d_mean.get(), d_invstd.get(), nullptr, nullptr);
+                                      d_y2.get(), d_mean.get(), d_invstd.get(), nullptr, nullptr, false);
     expect_close(d_y2.host(), y, tol, "train y without running buffers");
 
     std::vector<T> y_eval(len);
@@ -289,9 +289,9 @@ void check_batchnorm(double tol) {
       auto db = uniform<T>(g.c, seed + 10, -1, 1);
       DeviceArray<T> d_dx(dx), d_dg(dg), d_db(db), d_m(mean), d_istd(istd);
       ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
-                                       istd.data(), dx.data(), dg.data(), db.data(), true);
+                                       istd.data(), dx.data(), dg.data(), db.data(), true, nullptr);
       cuda_testing::cudnn_kernels<T>().batchnorm_backward_train(g, d_x.get(), d_dy.get(), d_gamma.get(), d_m.get(),
-                                         d_istd.get(), d_dx.get(), d_dg.get(), d_db.get(), true);
+                                         d_istd.get(), d_dx.get(), d_dg.get(), d_db.get(), true, nullptr);
       const std::string what = scale == 1.0 ? " (saved stats)" : " (scaled invstd)";
       expect_close(d_dx.host(), dx, tol, "dx accumulated" + what);
       expect_close(d_dg.host(), dg, tol * 10, "dgamma accumulated" + what);
@@ -299,11 +299,11 @@ void check_batchnorm(double tol) {
       // Assigned dx (beta 0): NaN in the buffer must not leak through.
       std::vector<T> dx_set(len), dg2 = dg, db2 = db;
       ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
-                                       istd.data(), dx_set.data(), dg2.data(), db2.data(), false);
+                                       istd.data(), dx_set.data(), dg2.data(), db2.data(), false, nullptr);
       DeviceArray<T> d_dx_set(std::vector<T>(len, T(NAN)));
       cuda_testing::cudnn_kernels<T>().batchnorm_backward_train(
           g, d_x.get(), d_dy.get(), d_gamma.get(), d_m.get(), d_istd.get(), d_dx_set.get(),
-          d_dg.get(), d_db.get(), false);
+          d_dg.get(), d_db.get(), false, nullptr);
       expect_close(d_dx_set.host(), dx_set, tol, "dx assigned" + what);
     }
   }
@@ -313,6 +313,30 @@ TEST(CudaCudnnBatchNorm, FloatMatchesRef) {
   KD_REQUIRE_CUDA();
   if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";
   check_batchnorm<float>(1e-4);
+}
+
+// cuDNN's batchnorm has no fused ReLU: with relu the table runs ours after it; a fused ReLU's
+// backward is refused (the op masks dy itself).
+TEST(CudaCudnnBatchNorm, ReluForwardMatchesRefAndFusedBackwardIsRefused) {
+  KD_REQUIRE_CUDA();
+  if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";
+  const NormGeom g{4, 3, 50};
+  const size_t len = size_t(g.n) * g.c * g.hw;
+  auto x = uniform<float>(len, 71, -1, 3), gamma = uniform<float>(g.c, 72, 0.5, 1.5),
+       beta = uniform<float>(g.c, 73, -1, 1);
+  std::vector<float> y(len), m(g.c), s(g.c);
+  ref::batchnorm_forward_train<float>(g, x.data(), gamma.data(), beta.data(), 1e-5f, 0.1f,
+                                      y.data(), m.data(), s.data(), nullptr, nullptr, true);
+  DeviceArray<float> d_x(x), d_gamma(gamma), d_beta(beta), d_y(len), d_m(g.c), d_s(g.c),
+      d_dx(len), d_dg(g.c), d_db(g.c);
+  cuda_testing::cudnn_kernels<float>().batchnorm_forward_train(
+      g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f, d_y.get(), d_m.get(), d_s.get(),
+      nullptr, nullptr, true);
+  expect_close(d_y.host(), y, 1e-4, "cudnn batchnorm + relu forward");
+  EXPECT_THROW(cuda_testing::cudnn_kernels<float>().batchnorm_backward_train(
+                   g, d_x.get(), d_y.get(), d_gamma.get(), d_m.get(), d_s.get(), d_dx.get(),
+                   d_dg.get(), d_db.get(), false, d_y.get()),
+               Error);
 }
 
 TEST(CudaCudnnBatchNorm, DoubleMatchesRef) {

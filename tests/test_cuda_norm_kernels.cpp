@@ -51,12 +51,12 @@ void check_batchnorm(double tol) {
     // Training forward, with running statistics.
     std::vector<T> y(len), mean(g.c), invstd(g.c), rm = rm0, rv = rv0;
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
-                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data());
+                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data(), false);
     DeviceArray<T> dx_(x), dgamma_(gamma), dbeta_(beta), dy_(dy), d_y(len), d_mean(g.c),
         d_invstd(g.c), d_rm(rm0), d_rv(rv0);
     cuda_testing::gpu_kernels<T>().batchnorm_forward_train(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
                                      d_y.get(), d_mean.get(), d_invstd.get(), d_rm.get(),
-                                     d_rv.get());
+                                     d_rv.get(), false);
     expect_close(d_y.host(), y, tol, "train y");
     expect_close(d_mean.host(), mean, tol, "save_mean");
     expect_close(d_invstd.host(), invstd, tol, "save_invstd");
@@ -66,27 +66,27 @@ void check_batchnorm(double tol) {
     // Null running statistics: same outputs, nothing else touched.
     DeviceArray<T> d_y2(len), d_mean2(g.c), d_invstd2(g.c);
     cuda_testing::gpu_kernels<T>().batchnorm_forward_train(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
-                                     d_y2.get(), d_mean2.get(), d_invstd2.get(), nullptr, nullptr);
+                                     d_y2.get(), d_mean2.get(), d_invstd2.get(), nullptr, nullptr, false);
     EXPECT_TRUE(same_bits(d_y2.host(), d_y.host())) << "y without running statistics";
     EXPECT_TRUE(same_bits(d_invstd2.host(), d_invstd.host()));
 
     // Training backward accumulates into prefilled gradients.
     std::vector<T> dx = dx0, dg = dg0, db = db0;
     ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
-                                     invstd.data(), dx.data(), dg.data(), db.data(), true);
+                                     invstd.data(), dx.data(), dg.data(), db.data(), true, nullptr);
     DeviceArray<T> d_mean_ref(mean), d_invstd_ref(invstd), d_dx(dx0), d_dg(dg0), d_db(db0);
     cuda_testing::gpu_kernels<T>().batchnorm_backward_train(g, dx_.get(), dy_.get(), dgamma_.get(), d_mean_ref.get(),
-                                      d_invstd_ref.get(), d_dx.get(), d_dg.get(), d_db.get(), true);
+                                      d_invstd_ref.get(), d_dx.get(), d_dg.get(), d_db.get(), true, nullptr);
     expect_close(d_dx.host(), dx, tol, "train dx");
     {  // assigned dx: the NaN it held is overwritten, never read
       std::vector<T> dx_set(len), dg_set = dg0, db_set = db0;
       ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mean.data(),
                                        invstd.data(), dx_set.data(), dg_set.data(),
-                                       db_set.data(), false);
+                                       db_set.data(), false, nullptr);
       DeviceArray<T> d_dx_set(std::vector<T>(len, T(NAN))), d_dg_set(dg0), d_db_set(db0);
       cuda_testing::gpu_kernels<T>().batchnorm_backward_train(
           g, dx_.get(), dy_.get(), dgamma_.get(), d_mean_ref.get(), d_invstd_ref.get(),
-          d_dx_set.get(), d_dg_set.get(), d_db_set.get(), false);
+          d_dx_set.get(), d_dg_set.get(), d_db_set.get(), false, nullptr);
       expect_close(d_dx_set.host(), dx_set, tol, "train dx assigned");
     }
     expect_close(d_dg.host(), dg, tol, "train dgamma");
@@ -108,6 +108,46 @@ void check_batchnorm(double tol) {
     expect_close(d_dge.host(), dge, tol, "eval dgamma");
     expect_close(d_dbe.host(), dbe, tol, "eval dbeta");
   }
+}
+
+// The fused batchnorm + ReLU on the device against ref::'s, forward and backward (the mask read
+// from the fused output), dx assigned.
+template <class T>
+void check_fused_relu_cuda(double tol) {
+  uint64_t seed = 900;
+  for (const NormGeom& g : {NormGeom{3, 5, 64}, NormGeom{4, 2, 1024}, NormGeom{2, 7, 1}}) {
+    SCOPED_TRACE("n=" + std::to_string(g.n) + " c=" + std::to_string(g.c) +
+                 " hw=" + std::to_string(g.hw));
+    const size_t len = size_t(g.n) * g.c * g.hw;
+    auto x = uniform<T>(len, seed++, -1, 3), dy = uniform<T>(len, seed++, -1, 1);
+    auto gamma = uniform<T>(g.c, seed++, 0.5, 1.5), beta = uniform<T>(g.c, seed++, -1, 1);
+    std::vector<T> y(len), m(g.c), s(g.c), dx(len), dg(g.c, T(0)), db(g.c, T(0));
+    ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
+                                    y.data(), m.data(), s.data(), nullptr, nullptr, true);
+    ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
+                                     dx.data(), dg.data(), db.data(), false, y.data());
+    DeviceArray<T> d_x(x), d_dy(dy), d_gamma(gamma), d_beta(beta), d_y(len), d_m(g.c), d_s(g.c),
+        d_dx(std::vector<T>(len, T(NAN))), d_dg(std::vector<T>(g.c, T(0))),
+        d_db(std::vector<T>(g.c, T(0)));
+    cuda_testing::gpu_kernels<T>().batchnorm_forward_train(
+        g, d_x.get(), d_gamma.get(), d_beta.get(), T(1e-5), T(0.1), d_y.get(), d_m.get(),
+        d_s.get(), nullptr, nullptr, true);
+    expect_close(d_y.host(), y, tol, "fused forward");
+    // The backward takes ref::'s output and statistics, so the mask is the same one.
+    DeviceArray<T> d_y_ref(y), d_m_ref(m), d_s_ref(s);
+    cuda_testing::gpu_kernels<T>().batchnorm_backward_train(
+        g, d_x.get(), d_dy.get(), d_gamma.get(), d_m_ref.get(), d_s_ref.get(), d_dx.get(),
+        d_dg.get(), d_db.get(), false, d_y_ref.get());
+    expect_close(d_dx.host(), dx, tol, "fused backward dx");
+    expect_close(d_dg.host(), dg, tol * 10, "fused backward dgamma");
+    expect_close(d_db.host(), db, tol * 10, "fused backward dbeta");
+  }
+}
+
+TEST(CudaNormKernels, FusedBatchNormReluMatchesRef) {
+  KD_REQUIRE_CUDA();
+  check_fused_relu_cuda<float>(1e-4);
+  check_fused_relu_cuda<double>(1e-10);
 }
 
 TEST(CudaNormKernels, BatchNormMatchesRefFloat) {
@@ -184,9 +224,9 @@ TEST(CudaNormKernels, BatchNormAndGroupNormAreBitwiseReproducible) {
         db(g.c), gy(len), gmean(size_t(g.n) * g.groups), ginv(size_t(g.n) * g.groups),
         gdx(len), gdg(g.c), gdb(g.c);
     cuda_testing::gpu_kernels<float>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f,
-                                         y.get(), mean.get(), invstd.get(), rm.get(), rv.get());
+                                         y.get(), mean.get(), invstd.get(), rm.get(), rv.get(), false);
     cuda_testing::gpu_kernels<float>().batchnorm_backward_train(g, d_x.get(), d_dy.get(), d_gamma.get(), mean.get(),
-                                          invstd.get(), dx.get(), dg.get(), db.get(), true);
+                                          invstd.get(), dx.get(), dg.get(), db.get(), true, nullptr);
     cuda_testing::gpu_kernels<float>().groupnorm_forward(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, gy.get(),
                                    gmean.get(), ginv.get());
     cuda_testing::gpu_kernels<float>().groupnorm_backward(g, d_x.get(), d_dy.get(), d_gamma.get(), gmean.get(),
@@ -206,7 +246,7 @@ TEST(CudaNormKernels, BatchNormRejectsOneValuePerChannelInTraining) {
   const NormGeom g{1, 2, 1};
   DeviceArray<double> x(2), gm(2), bt(2), y(2), m(2), s(2);
   EXPECT_THROW(cuda_testing::gpu_kernels<double>().batchnorm_forward_train(g, x.get(), gm.get(), bt.get(), 1e-5, 0.1,
-                                                     y.get(), m.get(), s.get(), nullptr, nullptr),
+                                                     y.get(), m.get(), s.get(), nullptr, nullptr, false),
                Error);
 }
 

@@ -208,6 +208,26 @@ TEST(GradCheckOps, BatchNormTrain) {
   }
 }
 
+// relu(batch_norm(...)) fused into one op: train (our fused kernels) and eval (BN, then ReLU).
+TEST(GradCheckOps, BatchNormRelu) {
+  for (bool training : {true, false}) {
+    for (Shape shape : {Shape{3, 4, 2, 3}, Shape{5, 3}}) {
+      SCOPED_TRACE(std::string("batch norm + relu ") + (training ? "train " : "eval ") +
+                   shape_str(shape));
+      int64_t c = shape[1];
+      Tensor x = grad_input(random_f64(shape, 94, -2.0, 3.0));
+      Tensor gamma = grad_input(random_f64({c}, 95, 0.5, 1.5));
+      Tensor beta = grad_input(random_f64({c}, 96));
+      Tensor rm = random_f64({c}, 97), rv = random_f64({c}, 98, 0.5, 2.0);
+      auto fused = [&](const std::vector<Tensor>& in) {
+        return ops::batch_norm(in[0], in[1], in[2], rm.clone(), rv.clone(), training, 0.1, 1e-5,
+                               /*relu=*/true);
+      };
+      EXPECT_GRADS_MATCH(check_op(fused, {x, gamma, beta}));
+    }
+  }
+}
+
 TEST(GradCheckOps, BatchNormEval) {
   for (Shape shape : {Shape{3, 4, 2, 3}, Shape{1, 3, 1, 1}, Shape{4, 3}}) {
     SCOPED_TRACE("batch norm eval " + shape_str(shape));

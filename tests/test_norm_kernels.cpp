@@ -58,9 +58,9 @@ void check_batchnorm_against_ref(double tol) {
     std::vector<T> yr(len), yc(len), mr(g.c), mc(g.c), ir(g.c), ic(g.c);
     std::vector<T> rmr = rm0, rmc = rm0, rvr = rv0, rvc = rv0;
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
-                                    yr.data(), mr.data(), ir.data(), rmr.data(), rvr.data());
+                                    yr.data(), mr.data(), ir.data(), rmr.data(), rvr.data(), false);
     cpu::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
-                                    yc.data(), mc.data(), ic.data(), rmc.data(), rvc.data());
+                                    yc.data(), mc.data(), ic.data(), rmc.data(), rvc.data(), false);
     expect_close(yc, yr, tol, "train y");
     expect_close(mc, mr, tol, "save_mean");
     expect_close(ic, ir, tol, "save_invstd");
@@ -72,17 +72,17 @@ void check_batchnorm_against_ref(double tol) {
     auto db0 = uniform<T>(g.c, seed++, -1, 1);
     std::vector<T> dxr = dx0, dxc = dx0, dgr = dg0, dgc = dg0, dbr = db0, dbc = db0;
     ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mr.data(), ir.data(),
-                                     dxr.data(), dgr.data(), dbr.data(), true);
+                                     dxr.data(), dgr.data(), dbr.data(), true, nullptr);
     cpu::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mr.data(), ir.data(),
-                                     dxc.data(), dgc.data(), dbc.data(), true);
+                                     dxc.data(), dgc.data(), dbc.data(), true, nullptr);
     expect_close(dxc, dxr, tol, "train dx");
     {  // assigned dx: equals the accumulated one minus what it started from, NaN never read
       std::vector<T> set_r(len, T(NAN)), set_c(len, T(NAN)), g_r = dg0, b_r = db0, g_c = dg0,
                      b_c = db0;
       ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mr.data(), ir.data(),
-                                       set_r.data(), g_r.data(), b_r.data(), false);
+                                       set_r.data(), g_r.data(), b_r.data(), false, nullptr);
       cpu::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), mr.data(), ir.data(),
-                                       set_c.data(), g_c.data(), b_c.data(), false);
+                                       set_c.data(), g_c.data(), b_c.data(), false, nullptr);
       expect_close(set_c, set_r, tol, "train dx assigned");
       std::vector<T> diff(len);
       for (size_t i = 0; i < diff.size(); ++i) diff[i] = dxr[i] - dx0[i];
@@ -112,12 +112,65 @@ TEST(BatchNormKernel, TrainAndEvalMatchRef) {
   check_batchnorm_against_ref<double>(1e-12);
 }
 
+// batchnorm + ReLU fused: ref:: forward is relu(ref:: batchnorm) bit for bit, and its backward
+// with relu_out is the unfused backward of dy masked by the output (to rounding); cpu:: matches
+// ref::.
+template <class T>
+void check_fused_relu(double tol) {
+  uint64_t seed = 700;
+  for (const NormGeom& g : kBnGeoms) {
+    SCOPED_TRACE("n=" + std::to_string(g.n) + " c=" + std::to_string(g.c) +
+                 " hw=" + std::to_string(g.hw));
+    const size_t len = numel(g);
+    auto x = uniform<T>(len, seed++, -1, 3), dy = uniform<T>(len, seed++, -1, 1);
+    auto gamma = uniform<T>(g.c, seed++, 0.5, 1.5), beta = uniform<T>(g.c, seed++, -1, 1);
+    std::vector<T> plain(len), fused(len), fused_cpu(len), m(g.c), s(g.c);
+    ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
+                                    plain.data(), m.data(), s.data(), nullptr, nullptr, false);
+    ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
+                                    fused.data(), m.data(), s.data(), nullptr, nullptr, true);
+    size_t zeros = 0;
+    for (size_t i = 0; i < len; ++i) {
+      ASSERT_EQ(fused[i], plain[i] < T(0) ? T(0) : plain[i]) << "ref fused forward, i=" << i;
+      zeros += fused[i] == T(0);
+    }
+    if (len >= 8) EXPECT_GT(zeros, 0u) << "the ReLU never cut anything: a weak case";
+    std::vector<T> mc(g.c), sc(g.c);
+    cpu::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
+                                    fused_cpu.data(), mc.data(), sc.data(), nullptr, nullptr, true);
+    expect_close(fused_cpu, fused, tol, "cpu fused forward");
+
+    std::vector<T> masked(len);
+    for (size_t i = 0; i < len; ++i) masked[i] = fused[i] > T(0) ? dy[i] : T(0);
+    std::vector<T> dx_plain(len), dx_ref(len), dx_cpu(len), dg1(g.c, T(0)), db1(g.c, T(0)),
+        dg2(g.c, T(0)), db2(g.c, T(0)), dg3(g.c, T(0)), db3(g.c, T(0));
+    ref::batchnorm_backward_train<T>(g, x.data(), masked.data(), gamma.data(), m.data(), s.data(),
+                                     dx_plain.data(), dg1.data(), db1.data(), false, nullptr);
+    ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
+                                     dx_ref.data(), dg2.data(), db2.data(), false, fused.data());
+    // Equal up to rounding: the compiler may contract the two call sites' products differently.
+    expect_close(dx_ref, dx_plain, tol, "ref fused backward dx");
+    expect_close(dg2, dg1, tol * 10, "ref fused backward dgamma");
+    expect_close(db2, db1, tol * 10, "ref fused backward dbeta");
+    cpu::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
+                                     dx_cpu.data(), dg3.data(), db3.data(), false, fused.data());
+    expect_close(dx_cpu, dx_ref, tol, "cpu fused backward dx");
+    expect_close(dg3, dg2, tol * 10, "cpu fused backward dgamma");
+    expect_close(db3, db2, tol * 10, "cpu fused backward dbeta");
+  }
+}
+
+TEST(BatchNormKernel, FusedReluMatchesBatchNormThenRelu) {
+  check_fused_relu<float>(1e-4);
+  check_fused_relu<double>(1e-11);
+}
+
 TEST(BatchNormKernel, RunningStatisticsFollowPyTorch) {
   // One channel, n=2, hw=2, x = 1..4: mean 2.5, biased var 1.25, unbiased var 5/3.
   const NormGeom g{2, 1, 2};
   const double x[] = {1, 2, 3, 4}, gamma = 2, beta = 0.5, eps = 1e-5;
   double y[4], mean, invstd, rm = 1.0, rv = 2.0;
-  cpu::batchnorm_forward_train<double>(g, x, &gamma, &beta, eps, 0.1, y, &mean, &invstd, &rm, &rv);
+  cpu::batchnorm_forward_train<double>(g, x, &gamma, &beta, eps, 0.1, y, &mean, &invstd, &rm, &rv, false);
   EXPECT_DOUBLE_EQ(mean, 2.5);
   EXPECT_NEAR(invstd, 1 / std::sqrt(1.25 + eps), 1e-15);
   EXPECT_NEAR(rm, 0.9 * 1.0 + 0.1 * 2.5, 1e-15);
@@ -126,17 +179,17 @@ TEST(BatchNormKernel, RunningStatisticsFollowPyTorch) {
     EXPECT_NEAR(y[i], (x[i] - 2.5) / std::sqrt(1.25 + eps) * 2 + 0.5, 1e-14);
   // Null running statistics are allowed (no update requested).
   cpu::batchnorm_forward_train<double>(g, x, &gamma, &beta, eps, 0.1, y, &mean, &invstd, nullptr,
-                                       nullptr);
+                                       nullptr, false);
 }
 
 TEST(BatchNormKernel, RejectsOneValuePerChannelInTraining) {
   const NormGeom g{1, 2, 1};
   double x[2] = {1, 2}, gm[2] = {1, 1}, bt[2] = {0, 0}, y[2], m[2], s[2];
   EXPECT_THROW(cpu::batchnorm_forward_train<double>(g, x, gm, bt, 1e-5, 0.1, y, m, s, nullptr,
-                                                    nullptr),
+                                                    nullptr, false),
                Error);
   EXPECT_THROW(ref::batchnorm_forward_train<double>(g, x, gm, bt, 1e-5, 0.1, y, m, s, nullptr,
-                                                    nullptr),
+                                                    nullptr, false),
                Error);
 }
 
@@ -151,14 +204,14 @@ TEST(BatchNormKernel, TrainGradientMatchesCentralDifferences) {
                      const std::vector<double>& bb) {
     std::vector<double> y(len), m(g.c), s(g.c);
     cpu::batchnorm_forward_train<double>(g, xx.data(), gg.data(), bb.data(), eps, 0.1, y.data(),
-                                         m.data(), s.data(), nullptr, nullptr);
+                                         m.data(), s.data(), nullptr, nullptr, false);
     return dot(dy, y);
   };
   std::vector<double> y(len), m(g.c), s(g.c), dx(len, 0), dg(g.c, 0), db(g.c, 0);
   cpu::batchnorm_forward_train<double>(g, x.data(), gamma.data(), beta.data(), eps, 0.1, y.data(),
-                                       m.data(), s.data(), nullptr, nullptr);
+                                       m.data(), s.data(), nullptr, nullptr, false);
   cpu::batchnorm_backward_train<double>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
-                                        dx.data(), dg.data(), db.data(), true);
+                                        dx.data(), dg.data(), db.data(), true, nullptr);
   expect_gradients_match(forward, x, gamma, beta, dx, dg, db);
 }
 
@@ -194,9 +247,9 @@ void check_batchnorm_thread_independence() {
     std::vector<T> y(len), m(g.c), s(g.c), rm(g.c, 0), rv(g.c, 1), dx(len, 0), dg(g.c, 0),
         db(g.c, 0);
     cpu::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
-                                    y.data(), m.data(), s.data(), rm.data(), rv.data());
+                                    y.data(), m.data(), s.data(), rm.data(), rv.data(), false);
     cpu::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
-                                     dx.data(), dg.data(), db.data(), true);
+                                     dx.data(), dg.data(), db.data(), true, nullptr);
     cpu::batchnorm_backward_eval<T>(g, x.data(), dy.data(), gamma.data(), rm.data(), rv.data(),
                                     T(1e-5), dx.data(), dg.data(), db.data());
     y.insert(y.end(), rv.begin(), rv.end());

@@ -58,12 +58,23 @@ BatchNorm2d::BatchNorm2d(int channels, double eps_, double momentum_)
   register_buffer("num_batches_tracked", &num_batches_tracked);
 }
 
+Tensor NormLayer::forward_relu(const Tensor& x) { return ops::relu(forward(x)); }
+
 Tensor BatchNorm2d::forward(const Tensor& x) {
   if (is_training()) {
     int64_t* tracked = num_batches_tracked.data<int64_t>();
     backend_of(num_batches_tracked.device()).counter_add(tracked, 1);
   }
   return ops::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+}
+
+Tensor BatchNorm2d::forward_relu(const Tensor& x) {
+  if (is_training()) {
+    int64_t* tracked = num_batches_tracked.data<int64_t>();
+    backend_of(num_batches_tracked.device()).counter_add(tracked, 1);
+  }
+  return ops::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps,
+                         /*relu=*/true);
 }
 
 GroupNorm::GroupNorm(int groups_, int channels, double eps_) : groups(groups_), eps(eps_) {

@@ -57,12 +57,15 @@ class Dropout : public Module {
 class NormLayer : public Module {
  public:
   virtual Tensor forward(const Tensor& x) = 0;
+  // relu(forward(x)); batchnorm fuses the two into one pass forward and one backward.
+  virtual Tensor forward_relu(const Tensor& x);
 };
 
 class BatchNorm2d : public NormLayer {
  public:
   explicit BatchNorm2d(int channels, double eps = 1e-5, double momentum = 0.1);
   Tensor forward(const Tensor& x) override;
+  Tensor forward_relu(const Tensor& x) override;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;  // last: i64, 0-d
   double eps, momentum;
 };

@@ -23,7 +23,7 @@ NormGeom norm_geom(const char* op, const Tensor& x, const Tensor& gamma, const T
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
-                  Tensor running_var, bool training, double momentum, double eps) {
+                  Tensor running_var, bool training, double momentum, double eps, bool relu) {
   check_operands("batch_norm", {x, gamma, beta, running_mean, running_var});
   NormGeom g = norm_geom("batch_norm", x, gamma, beta);
   KD_CHECK(running_mean.defined() == running_var.defined(),
@@ -45,13 +45,13 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
       cudnn_kernels<T>(x).batchnorm_forward_train(
           g, x.data<T>(), gamma.data<T>(), beta.data<T>(), T(eps), T(momentum), y.data<T>(),
           save_mean.data<T>(), save_invstd.data<T>(), ptr_or_null<T>(running_mean),
-          ptr_or_null<T>(running_var));
+          ptr_or_null<T>(running_var), relu);
     else if (training)
       kernels<T>(x).batchnorm_forward_train(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
                                                 T(eps), T(momentum), y.data<T>(),
                                                 save_mean.data<T>(), save_invstd.data<T>(),
                                                 ptr_or_null<T>(running_mean),
-                                                ptr_or_null<T>(running_var));
+                                                ptr_or_null<T>(running_var), relu);
     else if (use_cudnn)
       cudnn_kernels<T>(x).batchnorm_forward_eval(
           g, x.data<T>(), gamma.data<T>(), beta.data<T>(), running_mean.data<T>(),
@@ -60,6 +60,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
       kernels<T>(x).batchnorm_forward_eval(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
                                                running_mean.data<T>(), running_var.data<T>(),
                                                T(eps), y.data<T>());
+    if (!training && relu) kernels<T>(x).relu_forward(y.numel(), y.data<T>(), y.data<T>());
   });
   if (should_record({x, gamma, beta})) {
     // Eval mode reads the running statistics at backward time; snapshot them so a later
@@ -67,7 +68,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     Tensor rm = training ? Tensor() : running_mean.clone();
     Tensor rv = training ? Tensor() : running_var.clone();
     record_node("batch_norm", {x, gamma, beta}, {y}, [x, gamma, beta, y, g, training, save_mean, save_invstd, rm,
-                                   rv, eps, on_gpu, use_cudnn]() {
+                                   rv, eps, on_gpu, use_cudnn, relu]() {
       dispatch_floating("batch_norm", x, [&](auto tag) {
         using T = decltype(tag);
         Tensor dgamma_scratch, dbeta_scratch, dx_scratch;
@@ -87,14 +88,24 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
         T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
         T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
         const T* dy = y.grad().data<T>();
+        // The fused ReLU's backward: inside our training kernel (it reads y for the mask);
+        // elsewhere dy is masked into a scratch first.
+        const bool fused = relu && training && !use_cudnn;
+        Tensor masked;
+        if (relu && !fused) {
+          masked = Tensor::empty(y.shape(), y.dtype(), y.device());
+          kernels<T>(x).relu_backward(y.numel(), y.data<T>(), dy, masked.data<T>(), false);
+          dy = masked.data<T>();
+        }
+        const T* relu_out = fused ? y.data<T>() : nullptr;
         if (training && use_cudnn)
           cudnn_kernels<T>(x).batchnorm_backward_train(
               g, x.data<T>(), dy, gamma.data<T>(), save_mean.data<T>(), save_invstd.data<T>(), dx,
-              dgamma, dbeta, accumulate_dx);
+              dgamma, dbeta, accumulate_dx, nullptr);
         else if (training)
           kernels<T>(x).batchnorm_backward_train(g, x.data<T>(), dy, gamma.data<T>(),
                                                      save_mean.data<T>(), save_invstd.data<T>(),
-                                                     dx, dgamma, dbeta, accumulate_dx);
+                                                     dx, dgamma, dbeta, accumulate_dx, relu_out);
         else  // cuDNN has no eval-mode backward: ours serves both paths
           kernels<T>(x).batchnorm_backward_eval(g, x.data<T>(), dy, gamma.data<T>(),
                                                     rm.data<T>(), rv.data<T>(), T(eps), dx,

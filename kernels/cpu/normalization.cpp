@@ -75,11 +75,31 @@ void add_dy_moments(const T* x, const T* dy, int64_t len, double center, LaneSum
   }
 }
 
-// y = (x - mean) * scale + shift over [0, len), in T.
+// y = (x - mean) * scale + shift over [0, len), in T; with relu, max(y, 0) (NaN kept).
 template <class T>
-void affine_rows(const T* x, int64_t len, T mean, T scale, T shift, T* y) {
+void affine_rows(const T* x, int64_t len, T mean, T scale, T shift, T* y, bool relu = false) {
+  if (relu) {
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) {
+      const T v = (x[i] - mean) * scale + shift;
+      y[i] = v < T(0) ? T(0) : v;
+    }
+    return;
+  }
 #pragma omp simd
   for (int64_t i = 0; i < len; ++i) y[i] = (x[i] - mean) * scale + shift;
+}
+
+// dy masked by the fused ReLU's output (relu_out > 0), into this thread's row buffer; dy itself
+// when there is no ReLU.
+template <class T>
+const T* relu_masked(const T* dy, const T* relu_out, int64_t len) {
+  if (!relu_out) return dy;
+  thread_local std::vector<T> row;
+  if (int64_t(row.size()) < len) row.resize(size_t(len));
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) row[i] = relu_out[i] > T(0) ? dy[i] : T(0);
+  return row.data();
 }
 
 // dx += a * dy - b * (x - center) - k over [0, len), in T: the batch-statistics backward with
@@ -165,7 +185,7 @@ void check_groups(const NormGeom& g) {
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var) {
+                             T* running_var, bool relu) {
   const int64_t m = int64_t(g.n) * g.hw;
   KD_CHECK(m > 1, "batchnorm (train): need more than one value per channel, got n="
                       << g.n << " hw=" << g.hw);
@@ -191,7 +211,7 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
     }
   }
   for_each_plane(g, [&](int64_t p, int ch) {
-    affine_rows(x + p * g.hw, g.hw, mean_t[ch], scale_t[ch], beta[ch], y + p * g.hw);
+    affine_rows(x + p * g.hw, g.hw, mean_t[ch], scale_t[ch], beta[ch], y + p * g.hw, relu);
   });
 }
 
@@ -209,11 +229,12 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta, bool accumulate) {
+                              T* dbeta, bool accumulate, const T* relu_out) {
   const double m = double(g.n) * g.hw;
   std::vector<double> sum_dy(g.c), sum_dy_xc(g.c);  // xc = x - mean
   channel_sums(g, sum_dy.data(), sum_dy_xc.data(), [&](int64_t p, int ch, LaneSums& acc) {
-    add_dy_moments(x + p * g.hw, dy + p * g.hw, g.hw, double(save_mean[ch]), acc);
+    const T* dyp = relu_masked(dy + p * g.hw, relu_out ? relu_out + p * g.hw : nullptr, g.hw);
+    add_dy_moments(x + p * g.hw, dyp, g.hw, double(save_mean[ch]), acc);
   });
   // dx = gamma*invstd*(dy - sum_dy/m - xhat*sum(dy*xhat)/m), xhat = (x - mean)*invstd,
   // folded into dx += a*dy - b*(x - mean) - k per channel.
@@ -227,8 +248,9 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
     dbeta[ch] += T(sum_dy[ch]);
   }
   for_each_plane(g, [&](int64_t p, int ch) {
-    backward_rows(x + p * g.hw, dy + p * g.hw, g.hw, save_mean[ch], a[ch], b[ch], k[ch],
-                  dx + p * g.hw, accumulate);
+    const T* dyp = relu_masked(dy + p * g.hw, relu_out ? relu_out + p * g.hw : nullptr, g.hw);
+    backward_rows(x + p * g.hw, dyp, g.hw, save_mean[ch], a[ch], b[ch], k[ch], dx + p * g.hw,
+                  accumulate);
   });
 }
 

@@ -28,7 +28,7 @@ void check_groups(const NormGeom& g) {
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var) {
+                             T* running_var, bool relu) {
   const int64_t m = int64_t(g.n) * g.hw;
   KD_CHECK(m > 1, "batchnorm (train): need more than one value per channel, got n="
                       << g.n << " hw=" << g.hw);
@@ -48,7 +48,8 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
     for (int s = 0; s < g.n; ++s)
       for (int i = 0; i < g.hw; ++i) {
         int64_t k = at(g, s, ch, i);
-        y[k] = T((x[k] - mean) * invstd * gamma[ch] + beta[ch]);
+        const T v = T((x[k] - mean) * invstd * gamma[ch] + beta[ch]);
+        y[k] = relu && v < T(0) ? T(0) : v;
       }
     save_mean[ch] = T(mean);
     save_invstd[ch] = T(invstd);
@@ -79,7 +80,9 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta, bool accumulate) {
+                              T* dbeta, bool accumulate, const T* relu_out) {
+  // The ReLU's backward first: the gradient that reaches the normalisation.
+  auto grad_at = [&](int64_t k) { return relu_out && !(relu_out[k] > T(0)) ? T(0) : dy[k]; };
   const double m = double(g.n) * g.hw;
   for (int ch = 0; ch < g.c; ++ch) {
     const double mean = save_mean[ch], invstd = save_invstd[ch];
@@ -87,15 +90,15 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
     for (int s = 0; s < g.n; ++s)
       for (int i = 0; i < g.hw; ++i) {
         int64_t k = at(g, s, ch, i);
-        sum_dy += dy[k];
-        sum_dy_xhat += dy[k] * (x[k] - mean) * invstd;
+        sum_dy += grad_at(k);
+        sum_dy_xhat += grad_at(k) * (x[k] - mean) * invstd;
       }
     for (int s = 0; s < g.n; ++s)
       for (int i = 0; i < g.hw; ++i) {
         int64_t k = at(g, s, ch, i);
         double xhat = (x[k] - mean) * invstd;
-        const T g = T(gamma[ch] * invstd * (dy[k] - sum_dy / m - xhat * sum_dy_xhat / m));
-        dx[k] = accumulate ? dx[k] + g : g;
+        const T grad = T(gamma[ch] * invstd * (grad_at(k) - sum_dy / m - xhat * sum_dy_xhat / m));
+        dx[k] = accumulate ? dx[k] + grad : grad;
       }
     dgamma[ch] += T(sum_dy_xhat);
     dbeta[ch] += T(sum_dy);

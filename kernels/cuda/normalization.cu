@@ -68,14 +68,22 @@ __global__ void __launch_bounds__(kStatThreads)
   }
 }
 
-// y = (x - center[ch]) * scale[ch] + beta[ch] over the whole tensor.
+// y = (x - center[ch]) * scale[ch] + beta[ch] over the whole tensor; with relu, max(y, 0)
+// (NaN kept), the fused batchnorm + ReLU.
 template <class T>
 __global__ void bn_affine_kernel(int64_t total, int c, int hw, const T* x, const T* center,
-                                 const T* scale, const T* beta, T* y) {
+                                 const T* scale, const T* beta, T* y, bool relu) {
   for (int64_t k = first_index(); k < total; k += grid_stride()) {
     const int ch = int((k / hw) % c);
-    y[k] = (x[k] - center[ch]) * scale[ch] + beta[ch];
+    const T v = (x[k] - center[ch]) * scale[ch] + beta[ch];
+    y[k] = relu && v < T(0) ? T(0) : v;
   }
+}
+
+// The gradient reaching the normalisation: dy, or dy masked by the fused ReLU's output.
+template <class T>
+__device__ __forceinline__ T relu_masked(const T* dy, const T* relu_out, int64_t k) {
+  return relu_out && !(relu_out[k] > T(0)) ? T(0) : dy[k];
 }
 
 // scale[ch] = gamma / sqrt(running_var + eps), in double then rounded.
@@ -92,15 +100,15 @@ __global__ void bn_eval_scale_kernel(int c, const T* gamma, const T* running_var
 // Eval (save_invstd null, invstd from running_var): coef = {a = gamma*invstd}.
 template <class T>
 __global__ void __launch_bounds__(kStatThreads)
-    bn_backward_stats_kernel(int n, int c, int hw, const T* x, const T* dy, const T* gamma,
-                             const T* center, const T* save_invstd, const T* running_var, T eps,
-                             T* dgamma, T* dbeta, T* coef) {
+    bn_backward_stats_kernel(int n, int c, int hw, const T* x, const T* dy, const T* relu_out,
+                             const T* gamma, const T* center, const T* save_invstd,
+                             const T* running_var, T eps, T* dgamma, T* dbeta, T* coef) {
   const int ch = blockIdx.x;
   const double mid = double(center[ch]);
   double sum_dy = 0.0, sum_dy_xc = 0.0;
   for (PlaneWalk at(threadIdx.x, kStatThreads, hw); at.row < n; at.next()) {
     const int64_t k = (at.row * c + ch) * hw + at.col;
-    const double d = double(dy[k]);
+    const double d = double(relu_masked(dy, relu_out, k));
     sum_dy += d;
     sum_dy_xc += d * (double(x[k]) - mid);
   }
@@ -122,11 +130,11 @@ __global__ void __launch_bounds__(kStatThreads)
 // dx += a*dy - b*(x - center) - k, coef = {a[c], b[c], k[c]}.
 template <class T>
 __global__ void bn_backward_train_apply_kernel(int64_t total, int c, int hw, const T* x,
-                                               const T* dy, const T* center, const T* coef,
-                                               T* dx, bool accumulate) {
+                                               const T* dy, const T* relu_out, const T* center,
+                                               const T* coef, T* dx, bool accumulate) {
   for (int64_t k = first_index(); k < total; k += grid_stride()) {
     const int ch = int((k / hw) % c);
-    const T g = coef[ch] * dy[k] - coef[c + ch] * (x[k] - center[ch]) - coef[2 * c + ch];
+    const T g = coef[ch] * relu_masked(dy, relu_out, k) - coef[c + ch] * (x[k] - center[ch]) - coef[2 * c + ch];
     dx[k] = accumulate ? dx[k] + g : g;  // assigning never reads dx
   }
 }
@@ -263,7 +271,7 @@ T* coefficients(int count) {
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var) {
+                             T* running_var, bool relu) {
   const int64_t m = int64_t(g.n) * g.hw;
   KD_CHECK(m > 1, "batchnorm (train): need more than one value per channel, got n="
                       << g.n << " hw=" << g.hw);
@@ -273,7 +281,7 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
             eps, momentum, save_mean, save_invstd, running_mean, running_var, coef);
   const int64_t total = numel(g);
   KD_LAUNCH(bn_affine_kernel<T>, grid_for(total, kThreads), kThreads, 0, total, g.c, g.hw, x,
-            coef, coef + g.c, beta, y);
+            coef, coef + g.c, beta, y, relu);
 }
 
 template <class T>
@@ -285,21 +293,21 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
   KD_LAUNCH(bn_eval_scale_kernel<T>, grid_for(g.c, kThreads), kThreads, 0, g.c, gamma,
             running_var, eps, scale);
   KD_LAUNCH(bn_affine_kernel<T>, grid_for(total, kThreads), kThreads, 0, total, g.c, g.hw, x,
-            running_mean, scale, beta, y);
+            running_mean, scale, beta, y, false);
 }
 
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta, bool accumulate) {
+                              T* dbeta, bool accumulate, const T* relu_out) {
   const int64_t total = numel(g);
   if (total <= 0) return;
   T* coef = coefficients<T>(3 * g.c);  // a[c], b[c], k[c]
   KD_LAUNCH(bn_backward_stats_kernel<T>, unsigned(g.c), kStatThreads, 0, g.n, g.c, g.hw, x, dy,
-            gamma, save_mean, save_invstd, static_cast<const T*>(nullptr), T(0), dgamma, dbeta,
-            coef);
+            relu_out, gamma, save_mean, save_invstd, static_cast<const T*>(nullptr), T(0), dgamma,
+            dbeta, coef);
   KD_LAUNCH(bn_backward_train_apply_kernel<T>, grid_for(total, kThreads), kThreads, 0, total,
-            g.c, g.hw, x, dy, save_mean, coef, dx, accumulate);
+            g.c, g.hw, x, dy, relu_out, save_mean, coef, dx, accumulate);
 }
 
 template <class T>
@@ -310,6 +318,7 @@ void batchnorm_backward_eval(const NormGeom& g, const T* x, const T* dy, const T
   if (total <= 0) return;
   T* a = coefficients<T>(g.c);
   KD_LAUNCH(bn_backward_stats_kernel<T>, unsigned(g.c), kStatThreads, 0, g.n, g.c, g.hw, x, dy,
+            static_cast<const T*>(nullptr),
             gamma, running_mean, static_cast<const T*>(nullptr), running_var, eps, dgamma, dbeta,
             a);
   KD_LAUNCH(bn_backward_eval_apply_kernel<T>, grid_for(total, kThreads), kThreads, 0, total,

@@ -46,11 +46,11 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var) {
+                             T* running_var, bool relu) {
   cuda::emu::Launch launch("cudnn::batchnorm_forward_train", x, gamma, beta, y, save_mean,
                            save_invstd, running_mean, running_var);
   host_kernels<T>().batchnorm_forward_train(g, x, gamma, beta, eps, momentum, y, save_mean, save_invstd,
-                                  running_mean, running_var);
+                                  running_mean, running_var, relu);
 }
 template <class T>
 void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,
@@ -62,11 +62,12 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta, bool accumulate) {
+                              T* dbeta, bool accumulate, const T* relu_out) {
   cuda::emu::Launch launch("cudnn::batchnorm_backward_train", x, dy, gamma, save_mean,
                            save_invstd, dx, dgamma, dbeta);
+  KD_CHECK(!relu_out, "cudnn batchnorm (backward): no fused ReLU here; mask dy first");
   host_kernels<T>().batchnorm_backward_train(g, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
-                                             dbeta, accumulate);
+                                             dbeta, accumulate, nullptr);
 }
 
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)

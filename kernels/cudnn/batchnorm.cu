@@ -18,6 +18,7 @@
 #include "base/check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cudnn/handle.h"
+#include "kernels/elementwise.h"
 #include "kernels/normalization.h"
 
 namespace kd {
@@ -44,7 +45,7 @@ void check_eps(double eps, const char* what) {
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var) {
+                             T* running_var, bool relu) {
   const char* what = "cudnn batchnorm (train)";
   check_geom(g, what);
   KD_CHECK(int64_t(g.n) * g.hw > 1, what << ": need more than one value per channel, got n="
@@ -64,6 +65,8 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
       param_desc.get(), gamma, beta, double(momentum), running_mean, running_var, double(eps),
       save_mean, save_invstd));
   cuda::count_launch();
+  // This cuDNN call has no fused activation: the ReLU is our kernel, in place, a second pass.
+  if (relu) cuda::relu_forward<T>(int64_t(g.n) * g.c * g.hw, y, y);
 }
 
 template <class T>
@@ -84,10 +87,11 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                              T* dbeta, bool accumulate) {
+                              T* dbeta, bool accumulate, const T* relu_out) {
   const char* what = "cudnn batchnorm (backward)";
   check_geom(g, what);
   KD_CHECK(save_mean && save_invstd, what << ": needs the saved statistics of the forward");
+  KD_CHECK(!relu_out, what << ": no fused ReLU here; mask dy with relu_backward first");
   const TensorDesc x_desc(DataType<T>::value, g.n, g.c, 1, g.hw);
   const BatchNormParamDesc param_desc(x_desc);
   const T one = T(1), zero = T(0);

@@ -17,10 +17,12 @@ int slot(Device d) { return d.is_cuda() ? 1 : 0; }
 // Which table a wrapper replaces an entry of: the plain kernels or cuDNN's.
 enum Table { kPlain = 0, kCudnn = 1 };
 
-template <class T, int Which, class Tag, class Fn>
+// One instance per (dtype, device slot, table, kernel): a CPU and a GPU recorder may live at
+// once, each with its own real entries.
+template <class T, int Slot, int Which, class Tag, class Fn>
 struct Counted;
-template <class T, int Which, class Tag, class... A>
-struct Counted<T, Which, Tag, void (*)(A...)> {
+template <class T, int Slot, int Which, class Tag, class... A>
+struct Counted<T, Slot, Which, Tag, void (*)(A...)> {
   static inline void (*real)(A...) = nullptr;
   static inline CostRecorder* recorder = nullptr;
   static inline const Backend* backend = nullptr;
@@ -36,11 +38,11 @@ struct Counted<T, Which, Tag, void (*)(A...)> {
   }
 };
 
-template <class T, int Which>
+template <class T, int Slot, int Which>
 void wrap_table(KernelTable<T>& table, CostRecorder* recorder, const Backend* real_backend) {
 #define KD_WRAP_ENTRY_(kernel, params)                                                  \
   if (table.kernel) {                                                                   \
-    using C = Counted<T, Which, kernel_tag::kernel, decltype(table.kernel)>;            \
+    using C = Counted<T, Slot, Which, kernel_tag::kernel, decltype(table.kernel)>;      \
     C::real = table.kernel, C::recorder = recorder, C::backend = real_backend;          \
     table.kernel = &C::call;                                                            \
   }
@@ -91,10 +93,15 @@ CostRecorder::CostRecorder(Device device, PeakRates peaks) : device_(device), pe
   KD_CHECK(!g_recorder[slot(device)], "CostRecorder: one is already recording " << device.str());
   const Backend& real = backend_of(device);
   counting_ = std::make_unique<Backend>(real);
-  wrap_table<float, kPlain>(counting_->f32, this, &real);
-  wrap_table<double, kPlain>(counting_->f64, this, &real);
-  wrap_table<float, kCudnn>(counting_->cudnn_f32, this, &real);
-  wrap_table<double, kCudnn>(counting_->cudnn_f64, this, &real);
+  if (device.is_cuda()) {
+    wrap_table<float, 1, kPlain>(counting_->f32, this, &real);
+    wrap_table<double, 1, kPlain>(counting_->f64, this, &real);
+    wrap_table<float, 1, kCudnn>(counting_->cudnn_f32, this, &real);
+    wrap_table<double, 1, kCudnn>(counting_->cudnn_f64, this, &real);
+  } else {
+    wrap_table<float, 0, kPlain>(counting_->f32, this, &real);
+    wrap_table<double, 0, kPlain>(counting_->f64, this, &real);
+  }
   if (device.is_cuda()) {
     g_real_gpu = &real;
     counting_->memset_device = counted_memset;

@@ -120,6 +120,21 @@ TEST(CostModelCuda, LaunchesMatchTheBackendsCounter) {
   EXPECT_GE(recorded, calls - 1);  // every call launched something (a fill may be a memset)
 }
 
+// A CPU and a GPU recorder at once: each table keeps calling its own kernels.
+TEST(CostModelCuda, CpuAndGpuRecordersLiveSideBySide) {
+  KD_REQUIRE_CUDA();
+  Tensor host = Tensor::full({64}, -1.0), device = Tensor::full({64}, -2.0, DType::F32,
+                                                                  Device::cuda());
+  CostRecorder on_cpu(Device::cpu()), on_gpu(Device::cuda());
+  Tensor a = ops::relu(host), b = ops::relu(device);
+  EXPECT_EQ(on_cpu.totals().calls, 1);
+  EXPECT_EQ(on_gpu.totals().calls, 1);
+  EXPECT_EQ(a.to_vector<float>(), std::vector<float>(64, 0.0f));
+  EXPECT_EQ(b.to_vector<float>(), std::vector<float>(64, 0.0f));
+  EXPECT_EQ(on_cpu.totals().launches, 0);
+  EXPECT_GT(on_gpu.totals().launches, 0);
+}
+
 }  // namespace
 }  // namespace kd
 

@@ -60,7 +60,7 @@ TEST(CostModel, RecordsNothingOnceGone) {
   }
   CostRecorder again(Device::cpu());  // a second recorder starts from nothing
   EXPECT_EQ(again.totals().calls, 0);
-  EXPECT_THROW(CostRecorder(Device::cpu()), Error);  // one at a time per device
+  EXPECT_THROW(CostRecorder{Device::cpu()}, Error);  // one at a time per device
 }
 
 // A whole LeNet-5 step: every layer's kernels appear, with the call counts the model implies.

@@ -68,6 +68,9 @@ class BatchNorm2d : public NormLayer {
   Tensor forward_relu(const Tensor& x) override;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;  // last: i64, 0-d
   double eps, momentum;
+
+ private:
+  Tensor normalize(const Tensor& x, bool relu);  // counts the batch in training, then the op
 };
 
 // GroupNorm(groups, channels): PyTorch names weight/bias. GroupNorm(1, C) is the per-sample

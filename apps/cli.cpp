@@ -75,6 +75,10 @@ void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
                   "Evaluate on the first N test images only (0 = all; for quick runs)");
   cmd->add_option("--pad-to", c.pad_to,
                   "Zero-pad every image to N x N (e.g. 32: PreResNet on 28x28 Fashion-MNIST)");
+  cmd->add_option("--cpu-conv", c.cpu_conv,
+                  "CPU float 3x3 stride-1 convolutions: auto (Winograd F(4x4,3x3) where channels "
+                  "are multiples of 8) | gemm (im2col + GEMM always)")
+      ->capture_default_str();
   add_gpu_controls(cmd, c.conv, c.bn, c.deterministic, c.tf32);
   cmd->add_option("--profile-steps", c.profile_steps,
                   "A:B: open the CUDA profiler for training steps A..B only (for Nsight: nsys "
@@ -143,6 +147,7 @@ void add_study_flags(CLI::App* cmd, StudyCommandOptions& s) {
   cmd->add_option("--device", s.device, "Every run's --device (auto | cpu | cuda)");
   cmd->add_option("--threads", s.threads, "Every run's --threads");
   cmd->add_option("--data-dir", s.data_dir, "Every run's --data-dir");
+  cmd->add_option("--cpu-conv", s.cpu_conv, "Every run's --cpu-conv (auto | gemm)");
   cmd->add_option("--conv", s.conv, "Every run's --conv (native | cudnn)");
   cmd->add_option("--bn", s.bn, "Every run's --bn (native | cudnn)");
   cmd->add_flag("--deterministic", s.deterministic, "Every run's --deterministic");
@@ -286,6 +291,9 @@ std::unique_ptr<Cli> make_cli() {
                         "Only the cost model of one step (FLOPs, bytes, calls, launches, ideal time); nothing timed");
   c.bench_cmd->add_flag("--breakdown", c.bench.breakdown, "Also print the cost model per kernel");
   c.bench_cmd->add_option("--device", c.bench.device, "auto | cpu | cuda (auto: cuda when usable)")
+      ->capture_default_str();
+  c.bench_cmd->add_option("--cpu-conv", c.bench_cpu_conv,
+                          "CPU float 3x3 convolutions: auto (Winograd where it applies) | gemm")
       ->capture_default_str();
   c.bench_cmd->add_flag("--tf32", c.bench_tf32, "GPU: allow TF32 in cuBLAS/cuDNN float maths");
   c.bench_cmd->add_flag("--deterministic", c.bench_deterministic, "GPU: deterministic algorithms");

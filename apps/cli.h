@@ -28,6 +28,7 @@ struct Cli {
   StudyCommandOptions study;  // study, repro and report
   BenchOptions bench;
   bool bench_tf32 = false, bench_deterministic = false;
+  std::string bench_cpu_conv = "auto";
   std::string resume_dir;  // declared for --help; resume_arguments handles --resume
   CLI::App *train_cmd = nullptr, *distill_cmd = nullptr, *eval_cmd = nullptr,
            *import_cmd = nullptr, *study_cmd = nullptr, *repro_cmd = nullptr,

@@ -46,6 +46,8 @@ nlohmann::json loop_json(const LoopConfig& c) {
     j["gpu"] = {{"name", device_name(c.device)}, {"conv", gpu_impl_name(k.conv)},
                 {"bn", gpu_impl_name(k.bn)}, {"deterministic", m.deterministic},
                 {"tf32", m.tf32 && !m.deterministic}};
+  } else {
+    j["cpu"] = {{"conv", cpu_conv_name(runtime_config().cpu_conv)}};
   }
   return j;
 }
@@ -222,6 +224,7 @@ Device apply_common(const CommonOptions& common) {
   data::named_split_indices(common.split, 0, 0);
   RuntimeConfig config;
   config.threads = common.threads;
+  config.cpu_conv = parse_cpu_conv("--cpu-conv", common.cpu_conv);
   config.gpu_kernels.conv = parse_gpu_impl("--conv", common.conv);
   config.gpu_kernels.bn = parse_gpu_impl("--bn", common.bn);
   config.math.deterministic = common.deterministic;

@@ -22,6 +22,7 @@ struct CommonOptions {
   uint64_t split_seed = 0;    // --split-seed: the halves' random partition
   int64_t subset_seed = -1;   // --subset-seed: which random subset (-1: --seed's), so runs
                               // with different seeds can share their images
+  std::string cpu_conv = "auto";  // auto (Winograd where it applies) | gemm
   // GPU kernel controls (ignored on the CPU)
   std::string conv = "native";  // native | cudnn
   std::string bn = "native";    // native | cudnn

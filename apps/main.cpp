@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
       bench.models_given = cli->bench_cmd->count("--model") > 0;
       kd::RuntimeConfig config;
       config.threads = bench.threads;
+      config.cpu_conv = kd::parse_cpu_conv("--cpu-conv", cli->bench_cpu_conv);
       config.math = {cli->bench_deterministic, cli->bench_tf32};
       kd::set_runtime_config(config);
       return run_bench(bench);

@@ -44,6 +44,7 @@ std::vector<std::string> run_flags(const StudyCommandOptions& o) {
   add("--device", o.device);
   add("--threads", o.threads);
   add("--data-dir", o.data_dir.empty() ? "" : absolute_path(o.data_dir));
+  add("--cpu-conv", o.cpu_conv);
   add("--conv", o.conv);
   add("--bn", o.bn);
   if (o.deterministic) flags.insert(flags.end(), {"--deterministic", ""});

@@ -22,6 +22,16 @@ void check_cudnn_available(const GpuKernels& kernels) {
 }
 }  // namespace
 
+cpu::ConvAlgorithm parse_cpu_conv(const std::string& flag, const std::string& value) {
+  if (value == "auto") return cpu::ConvAlgorithm::Auto;
+  if (value == "gemm") return cpu::ConvAlgorithm::Gemm;
+  throw InputError(flag + ": expected auto or gemm, got '" + value + "'");
+}
+
+const char* cpu_conv_name(cpu::ConvAlgorithm algorithm) {
+  return algorithm == cpu::ConvAlgorithm::Gemm ? "gemm" : "auto";
+}
+
 GpuImpl parse_gpu_impl(const std::string& flag, const std::string& value) {
   if (value == "native") return GpuImpl::Native;
   if (value == "cudnn") return GpuImpl::Cudnn;
@@ -47,6 +57,7 @@ void set_runtime_config(const RuntimeConfig& config) {
   // OpenBLAS's float GEMM is not bitwise reproducible across its own thread counts, and its
   // pthread pool spinning beside OpenMP's on the same cores costs orders of magnitude.
   openblas_set_num_threads(1);
+  cpu::set_conv_algorithm(config.cpu_conv);
   if (const Backend* gpu = gpu_backend_if_loaded()) gpu->set_math_mode(config.math);
 }
 

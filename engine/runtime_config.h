@@ -5,6 +5,7 @@
 #pragma once
 #include "engine/device.h"
 #include "engine/profile.h"
+#include "kernels/conv2d.h"
 
 namespace kd {
 
@@ -18,8 +19,14 @@ struct GpuKernels {
 GpuImpl parse_gpu_impl(const std::string& flag, const std::string& value);  // native|cudnn
 const char* gpu_impl_name(GpuImpl impl);
 
+// --cpu-conv: the CPU's float 3x3 convolutions by Winograd where it applies (auto) or always by
+// im2col + GEMM (gemm); see kernels/conv2d.h.
+cpu::ConvAlgorithm parse_cpu_conv(const std::string& flag, const std::string& value);  // auto|gemm
+const char* cpu_conv_name(cpu::ConvAlgorithm algorithm);
+
 struct RuntimeConfig {
   int threads = 0;                     // --threads: CPU threads for kernels (0 = all cores)
+  cpu::ConvAlgorithm cpu_conv = cpu::ConvAlgorithm::Auto;  // --cpu-conv
   GpuKernels gpu_kernels;              // --conv, --bn
   MathMode math;                       // --deterministic, --tf32 (MathMode: kernels/backend.h)
   profile::StepWindow profile_window;  // --profile-steps A:B

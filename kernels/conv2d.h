@@ -43,6 +43,13 @@ KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
 }
 namespace cpu {
 KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
+
+// The algorithm of cpu:: float 3x3 stride-1 pad-1 convolutions whose channel counts are multiples
+// of 8: Winograd F(4x4, 3x3) (Auto; kernels/cpu/conv2d_winograd.h) or im2col + GEMM (Gemm, as
+// every other shape and double). Process-wide; the engine sets it from --cpu-conv.
+enum class ConvAlgorithm { Auto, Gemm };
+void set_conv_algorithm(ConvAlgorithm algorithm);
+ConvAlgorithm conv_algorithm();
 }
 namespace cuda {
 KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)

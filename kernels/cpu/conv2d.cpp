@@ -1,4 +1,7 @@
-// Fast CPU 2-D convolution: im2col + OpenBLAS GEMM. Layouts: x NCHW [n,c,h,w], w OIHW [k,c,r,s]
+// Fast CPU 2-D convolution. Float 3x3 stride-1 "same" convolutions with channel counts in eights
+// (forward, backward data as the forward of dy with flipped filters, backward weight) go to
+// Winograd F(4x4, 3x3) (conv2d_winograd.h) unless --cpu-conv gemm; the rest is im2col + OpenBLAS
+// GEMM, described below. Layouts: x NCHW [n,c,h,w], w OIHW [k,c,r,s]
 // (= row-major [k, crs]), y [n,k,p,q]. Forward ASSIGNS y; backward ACCUMULATES into dx, dw, dbias
 // (dbias may be null).
 //
@@ -30,12 +33,15 @@
 #include "kernels/conv2d.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "base/check.h"
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/im2col.h"
 #include "kernels/cpu/omp_errors.h"
 
@@ -99,6 +105,14 @@ bool use_transposed_backward_data(const ConvGeom& g) {
 }
 
 bool tasks_in_parallel() { return blas_threads() == 1; }
+
+std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
+
+// Float 3x3 stride-1 "same" convolutions go through Winograd F(4x4, 3x3) (conv2d_winograd.h).
+bool use_winograd(const ConvGeom& g) {
+  return g_algorithm.load(std::memory_order_relaxed) == ConvAlgorithm::Auto &&
+         winograd::applies(g);
+}
 
 // k-major chunk output Y'[k][i*pq + j] -> y[i][k][j] (+ bias[k]).
 template <class T>
@@ -241,6 +255,16 @@ void backward_data_col2im_chunk(const ConvGeom& g, const Lowering& L, int nb, co
   detail::col2im_add(L, nb, dcol, dx);
 }
 
+// wt[c, k, r', s'] = w[k, c, r-1-r', s-1-s']: the filters of backward data as a convolution.
+template <class T>
+void flip_transpose_filters(const ConvGeom& g, const T* w, T* wt) {
+  const int rs = g.r * g.s;
+  for (int k = 0; k < g.k; ++k)
+    for (int c = 0; c < g.c; ++c)
+      for (int i = 0; i < rs; ++i)
+        wt[(int64_t(c) * g.k + k) * rs + (rs - 1 - i)] = w[(int64_t(k) * g.c + c) * rs + i];
+}
+
 // partial (+)= dY' col^T over images [begin, end); the first GEMM assigns.
 template <class T>
 void backward_weight_group(const ConvGeom& g, const Lowering& L, int nb, int begin, int end,
@@ -278,6 +302,9 @@ void backward_weight_group(const ConvGeom& g, const Lowering& L, int nb, int beg
 template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   check_geom(g);
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_winograd(g)) return winograd::forward(g, x, w, bias, y, false);
+  }
   const Lowering L = forward_lowering(g);
   const int64_t pq = L.pq(), hw = L.hw();
   const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
@@ -308,16 +335,21 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, boo
   check_geom(g);
   const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
   const int64_t hw = int64_t(g.h) * g.w, pq = int64_t(g.p()) * g.q();
+  if constexpr (std::is_same_v<T, float>) {
+    // A stride-1 "same" 3x3 backward data is a forward convolution Winograd may take.
+    const ConvGeom t{g.n, g.k, g.p(), g.q(), g.c, g.r, g.s, 1, g.r - 1 - g.pad};
+    if (g.stride == 1 && g.p() == g.h && g.q() == g.w && use_winograd(t)) {
+      T* wt = workspace<T>(kCaller, int64_t(g.c) * g.k * g.r * g.s);
+      flip_transpose_filters(g, w, wt);
+      return winograd::forward(t, dy, wt, nullptr, dx, accumulate);
+    }
+  }
   const bool transposed = use_transposed_backward_data(g);
   const Lowering L = transposed ? transposed_lowering(g) : forward_lowering(g);
   T* wt = nullptr;
   if (transposed) {
-    const int rs = g.r * g.s;
-    wt = workspace<T>(kCaller, int64_t(g.c) * g.k * rs);
-    for (int k = 0; k < g.k; ++k)
-      for (int c = 0; c < g.c; ++c)
-        for (int i = 0; i < rs; ++i)
-          wt[(int64_t(c) * g.k + k) * rs + (rs - 1 - i)] = w[(int64_t(k) * g.c + c) * rs + i];
+    wt = workspace<T>(kCaller, int64_t(g.c) * g.k * g.r * g.s);
+    flip_transpose_filters(g, w, wt);
   }
   RegionErrors errors;  // workspaces grow inside the region
 #pragma omp parallel for schedule(static) if (tasks_in_parallel())
@@ -339,6 +371,9 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, boo
 template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
   check_geom(g);
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_winograd(g)) return winograd::backward_weight(g, x, dy, dw, dbias);
+  }
   const Lowering L = forward_lowering(g);
   const int crs = static_cast<int>(L.rows());
   const int64_t wsize = int64_t(g.k) * crs;
@@ -376,6 +411,9 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   }
   errors.rethrow();  // dw holds partial sums then; the op fails as a whole
 }
+
+void set_conv_algorithm(ConvAlgorithm algorithm) { g_algorithm.store(algorithm); }
+ConvAlgorithm conv_algorithm() { return g_algorithm.load(); }
 
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
 

@@ -210,7 +210,9 @@ TEST(CudaCudnnConv, DeterministicBackwardIsBitwiseRepeatable) {
   ref::conv2d_backward_weight<float>(g, uniform<float>(n.x, 8100, -1, 1).data(),
                                      uniform<float>(n.y, 8102, -1, 1).data(), dw_ref.data(),
                                      db_ref.data());
-  expect_close(dw_first, dw_ref, 1e-4, "deterministic dw vs ref");
+  // Against the largest |dw|: a Winograd algorithm (cuDNN's, or the CPU's the emulator runs)
+  // errs by a fraction of it even on small elements.
+  kernel_testing::expect_close_to_scale(dw_first, dw_ref, 1e-4, "deterministic dw vs ref");
 }
 
 // Only that the TF32 path runs and stays within TF32 rounding.

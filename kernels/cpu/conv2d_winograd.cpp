@@ -333,11 +333,11 @@ void forward_chunk(const ConvGeom& g, const Plan& p, int count, const float* x, 
       else
         multiply<kRows, 1>(C, K, rows, V + e * v_pitch, Ue, M + e * m_pitch);
     }
-    for (int jj = 0; jj < n_tiles; ++jj) {
-      const TileAt at = tile_at(p, j0 + jj);
-      float* y_tile = y + int64_t(at.image) * K * hw + int64_t(at.y) * W + at.x;
-      const int rows_out = std::min(kTile, H - at.y), cols_out = std::min(kTile, W - at.x);
-      for (int k8 = 0; k8 < K; k8 += kLanes) {
+    for (int k8 = 0; k8 < K; k8 += kLanes)  // filters outer: 8 planes in flight, not K
+      for (int jj = 0; jj < n_tiles; ++jj) {
+        const TileAt at = tile_at(p, j0 + jj);
+        float* y_tile = y + int64_t(at.image) * K * hw + int64_t(at.y) * W + at.x;
+        const int rows_out = std::min(kTile, H - at.y), cols_out = std::min(kTile, W - at.x);
         v8 o[kTile][kTile];
         output_tile(M + int64_t(jj) * K + k8, m_pitch, o);
         const v8 b = bias ? load(bias + k8) : _mm256_setzero_ps();
@@ -347,7 +347,6 @@ void forward_chunk(const ConvGeom& g, const Plan& p, int count, const float* x, 
                     accumulate_into_y);
         }
       }
-    }
   }
 }
 

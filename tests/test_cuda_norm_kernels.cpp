@@ -1,12 +1,18 @@
 // Tests for the CUDA batch norm and group norm (kernels/cuda/normalization.cu) against ref:: on
 // awkward shapes, float and double: forward values, saved and running statistics (also with null
 // running statistics), backward ACCUMULATION into prefilled gradients, bitwise run-to-run
-// equality, and the training-mode refusal of one value per channel. Tolerances: float 1e-4
-// relative (statistics are in double on both sides; the per-element passes run in float on
-// coefficients rounded to float, a few ulps), double 1e-10 (one-pass shifted moments vs ref::'s
-// two-pass variance). Needs a device: every test skips without one.
+// equality, and the training-mode refusal of one value per channel. Batch norm's statistics run
+// several blocks per channel on large channels (blocks_per_channel in the .cu), with 16-byte
+// vector loads where hw allows: shapes below cover many blocks, the vector and the scalar path,
+// and the same bits whatever the operands' alignment. Tolerances: float 1e-4 relative
+// (statistics are in double on both sides; the per-element passes run in float on coefficients
+// rounded to float, a few ulps), double 1e-10 (one-pass shifted moments vs ref::'s two-pass
+// variance); tighter ones for the many-block shapes. Needs a device: every test skips without
+// one.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -31,13 +37,28 @@ std::string describe(const NormGeom& g) {
 
 // batch 1, hw = 1, odd channels, hw above the block size (one thread walks several samples per
 // step), m = 2 (the smallest the unbiased variance allows).
-const NormGeom kBnGeoms[] = {{1, 3, 5},  {2, 7, 1},   {5, 16, 33}, {6, 19, 7},
-                             {3, 5, 64}, {4, 2, 1030}, {1, 1, 2},   {33, 3, 1}};
+const std::vector<NormGeom> kBnGeoms = {{1, 3, 5},  {2, 7, 1},   {5, 16, 33}, {6, 19, 7},
+                                        {3, 5, 64}, {4, 2, 1030}, {1, 1, 2},   {33, 3, 1}};
 
+// Channels large enough for several statistics blocks each (blocks per channel by the .cu's rule
+// clamp(ceil(264 / c), 1, n*hw / 4096) in the comments; V = 4 floats or 2 doubles per vector).
+const std::vector<NormGeom> kManyBlockGeoms = {
+    {64, 3, 32 * 32},  // 16 blocks, vector path
+    {32, 16, 1024},    // PreResNet's first stage at batch 32: 8 blocks
+    {200, 5, 7 * 7},   // 2 blocks, odd planes: scalar loads
+    {16411, 2, 1},     // 4 blocks, hw = 1, m % V != 0: the last vector is partial
+    {300, 2, 63},      // 4 blocks, vectors straddle planes
+    {4100, 2, 2},      // 2 blocks: scalar for float (hw % 4), vector for double
+    {512, 64, 16},     // 2 blocks of each of 64 channels
+    {3, 300, 4}};      // c >= 264: one block per channel, tiny planes, vector path
+
+// Training forward (with and without running statistics), backward accumulated and assigned,
+// eval forward and backward, each against ref::. Statistics and parameter gradients within
+// stat_tol, per-element outputs within tol.
 template <class T>
-void check_batchnorm(double tol) {
+void check_batchnorm(const std::vector<NormGeom>& geoms, double tol, double stat_tol) {
   uint64_t seed = 300;
-  for (const NormGeom& g : kBnGeoms) {
+  for (const NormGeom& g : geoms) {
     SCOPED_TRACE(describe(g));
     const size_t len = numel(g);
     // Offset mean (3 +- 2): the one-pass statistics must not cancel.
@@ -58,10 +79,10 @@ void check_batchnorm(double tol) {
                                      d_y.get(), d_mean.get(), d_invstd.get(), d_rm.get(),
                                      d_rv.get(), false);
     expect_close(d_y.host(), y, tol, "train y");
-    expect_close(d_mean.host(), mean, tol, "save_mean");
-    expect_close(d_invstd.host(), invstd, tol, "save_invstd");
-    expect_close(d_rm.host(), rm, tol, "running_mean");
-    expect_close(d_rv.host(), rv, tol, "running_var");
+    expect_close(d_mean.host(), mean, stat_tol, "save_mean");
+    expect_close(d_invstd.host(), invstd, stat_tol, "save_invstd");
+    expect_close(d_rm.host(), rm, stat_tol, "running_mean");
+    expect_close(d_rv.host(), rv, stat_tol, "running_var");
 
     // Null running statistics: same outputs, nothing else touched.
     DeviceArray<T> d_y2(len), d_mean2(g.c), d_invstd2(g.c);
@@ -89,8 +110,8 @@ void check_batchnorm(double tol) {
           d_dx_set.get(), d_dg_set.get(), d_db_set.get(), false, nullptr);
       expect_close(d_dx_set.host(), dx_set, tol, "train dx assigned");
     }
-    expect_close(d_dg.host(), dg, tol, "train dgamma");
-    expect_close(d_db.host(), db, tol, "train dbeta");
+    expect_close(d_dg.host(), dg, stat_tol, "train dgamma");
+    expect_close(d_db.host(), db, stat_tol, "train dbeta");
 
     // Eval forward and backward through the running statistics.
     DeviceArray<T> d_rm0(rm0), d_rv0(rv0), d_ye(len), d_dxe(dx0), d_dge(dg0), d_dbe(db0);
@@ -105,8 +126,8 @@ void check_batchnorm(double tol) {
     cuda_testing::gpu_kernels<T>().batchnorm_backward_eval(g, dx_.get(), dy_.get(), dgamma_.get(), d_rm0.get(),
                                      d_rv0.get(), eps, d_dxe.get(), d_dge.get(), d_dbe.get());
     expect_close(d_dxe.host(), dxe, tol, "eval dx");
-    expect_close(d_dge.host(), dge, tol, "eval dgamma");
-    expect_close(d_dbe.host(), dbe, tol, "eval dbeta");
+    expect_close(d_dge.host(), dge, stat_tol, "eval dgamma");
+    expect_close(d_dbe.host(), dbe, stat_tol, "eval dbeta");
   }
 }
 
@@ -115,7 +136,8 @@ void check_batchnorm(double tol) {
 template <class T>
 void check_fused_relu_cuda(double tol) {
   uint64_t seed = 900;
-  for (const NormGeom& g : {NormGeom{3, 5, 64}, NormGeom{4, 2, 1024}, NormGeom{2, 7, 1}}) {
+  for (const NormGeom& g : {NormGeom{3, 5, 64}, NormGeom{4, 2, 1024}, NormGeom{2, 7, 1},
+                            NormGeom{64, 3, 1024}, NormGeom{300, 2, 63}}) {
     SCOPED_TRACE("n=" + std::to_string(g.n) + " c=" + std::to_string(g.c) +
                  " hw=" + std::to_string(g.hw));
     const size_t len = size_t(g.n) * g.c * g.hw;
@@ -152,12 +174,26 @@ TEST(CudaNormKernels, FusedBatchNormReluMatchesRef) {
 
 TEST(CudaNormKernels, BatchNormMatchesRefFloat) {
   KD_REQUIRE_CUDA();
-  check_batchnorm<float>(1e-4);
+  check_batchnorm<float>(kBnGeoms, 1e-4, 1e-4);
 }
 
 TEST(CudaNormKernels, BatchNormMatchesRefDouble) {
   KD_REQUIRE_CUDA();
-  check_batchnorm<double>(1e-10);
+  check_batchnorm<double>(kBnGeoms, 1e-10, 1e-10);
+}
+
+// Many blocks per channel: the finishing block's sum of the blocks' pairs, the counter reset
+// between the consecutive calls check_batchnorm makes (a counter left at a ticket would leave
+// the next call's statistics unwritten), both load paths. Statistics are rounded from double on
+// both sides, so they agree to a few float ulps.
+TEST(CudaNormKernels, BatchNormManyBlocksPerChannelMatchesRefFloat) {
+  KD_REQUIRE_CUDA();
+  check_batchnorm<float>(kManyBlockGeoms, 1e-5, 1e-6);
+}
+
+TEST(CudaNormKernels, BatchNormManyBlocksPerChannelMatchesRefDouble) {
+  KD_REQUIRE_CUDA();
+  check_batchnorm<double>(kManyBlockGeoms, 1e-12, 1e-12);
 }
 
 // per-group 1 (instance norm), groups 1 (layer norm), hw = 1 with batch 1, more channels per
@@ -211,7 +247,7 @@ TEST(CudaNormKernels, GroupNormMatchesRefDouble) {
 }
 
 // Two runs of the training forward and backward on the same inputs give the same bits: the
-// reductions have a fixed order and no atomics.
+// reductions have a fixed order and no float atomics.
 TEST(CudaNormKernels, BatchNormAndGroupNormAreBitwiseReproducible) {
   KD_REQUIRE_CUDA();
   const NormGeom g{8, 6, 999, 3};  // m = 7992 elements per channel: many per thread
@@ -239,6 +275,81 @@ TEST(CudaNormKernels, BatchNormAndGroupNormAreBitwiseReproducible) {
   const auto first = run(), second = run();
   ASSERT_EQ(first.size(), second.size());
   for (size_t i = 0; i < first.size(); ++i) EXPECT_TRUE(same_bits(first[i], second[i])) << i;
+}
+
+// One batch-norm sequence on the device, every tensor operand `offset` elements into its
+// allocation (offset 1: not 16-byte aligned, so the scalar loads): training forward with
+// running statistics, fused ReLU forward, backward assigned with the ReLU mask, backward
+// accumulated, eval backward. Returns every output, the padding dropped.
+template <class T>
+std::vector<std::vector<T>> batchnorm_sequence(const NormGeom& g, size_t offset) {
+  const size_t len = numel(g);
+  auto padded = [&](std::vector<T> v) {
+    v.insert(v.begin(), offset, T(0));
+    return v;
+  };
+  auto unpadded = [&](const DeviceArray<T>& a) {
+    std::vector<T> v = a.host();
+    return std::vector<T>(v.begin() + std::ptrdiff_t(offset), v.end());
+  };
+  const std::vector<T> nan_len(len, T(NAN)), nan_c(size_t(g.c), T(NAN));
+  DeviceArray<T> x(padded(uniform<T>(len, 41, -2, 6))), dy(padded(uniform<T>(len, 42, -1, 1))),
+      dx0(padded(uniform<T>(len, 43, -1, 1))), y(padded(nan_len)), y_relu(padded(nan_len)),
+      dx_set(padded(nan_len)), dx_acc(padded(uniform<T>(len, 43, -1, 1))),
+      dx_eval(padded(uniform<T>(len, 43, -1, 1)));
+  DeviceArray<T> gamma(uniform<T>(g.c, 44, 0.5, 1.5)), beta(uniform<T>(g.c, 45, -1, 1)),
+      rm(uniform<T>(g.c, 46, -1, 1)), rv(uniform<T>(g.c, 47, 0.5, 2)), mean(nan_c),
+      invstd(nan_c), mean_r(nan_c), invstd_r(nan_c), dg(std::vector<T>(g.c, T(0))),
+      db(std::vector<T>(g.c, T(0))), dg_acc(uniform<T>(g.c, 48, -1, 1)),
+      db_acc(uniform<T>(g.c, 49, -1, 1)), dg_eval(std::vector<T>(g.c, T(0))),
+      db_eval(std::vector<T>(g.c, T(0)));
+  const KernelTable<T>& k = cuda_testing::gpu_kernels<T>();
+  const size_t o = offset;
+  k.batchnorm_forward_train(g, x.get() + o, gamma.get(), beta.get(), T(1e-5), T(0.1),
+                            y.get() + o, mean.get(), invstd.get(), rm.get(), rv.get(), false);
+  k.batchnorm_forward_train(g, x.get() + o, gamma.get(), beta.get(), T(1e-5), T(0.1),
+                            y_relu.get() + o, mean_r.get(), invstd_r.get(), nullptr, nullptr,
+                            true);
+  k.batchnorm_backward_train(g, x.get() + o, dy.get() + o, gamma.get(), mean_r.get(),
+                             invstd_r.get(), dx_set.get() + o, dg.get(), db.get(), false,
+                             y_relu.get() + o);
+  k.batchnorm_backward_train(g, x.get() + o, dy.get() + o, gamma.get(), mean.get(), invstd.get(),
+                             dx_acc.get() + o, dg_acc.get(), db_acc.get(), true, nullptr);
+  k.batchnorm_backward_eval(g, x.get() + o, dy.get() + o, gamma.get(), rm.get(), rv.get(),
+                            T(1e-5), dx_eval.get() + o, dg_eval.get(), db_eval.get());
+  return {unpadded(y),      mean.host(),        invstd.host(),  rm.host(),
+          rv.host(),        unpadded(y_relu),   mean_r.host(),  invstd_r.host(),
+          unpadded(dx_set), dg.host(),          db.host(),      unpadded(dx_acc),
+          dg_acc.host(),    db_acc.host(),      unpadded(dx_eval), dg_eval.host(),
+          db_eval.host()};
+}
+
+// Many blocks per channel: two runs in a row give the same bits (the tickets are back at 0
+// after each launch, and every output is written again: NaN-filled outputs would stay NaN),
+// and so does a run on misaligned operands, where the vector loads give way to scalar loads of
+// the same values in the same order. No output is NaN.
+template <class T>
+void check_many_block_bits() {
+  for (const NormGeom& g : {NormGeom{64, 3, 1024}, NormGeom{300, 2, 63}, NormGeom{4100, 2, 2},
+                            NormGeom{512, 64, 16}, NormGeom{16411, 2, 1}}) {
+    SCOPED_TRACE(describe(g));
+    const auto first = batchnorm_sequence<T>(g, 0), second = batchnorm_sequence<T>(g, 0),
+               shifted = batchnorm_sequence<T>(g, 1);
+    ASSERT_EQ(first.size(), second.size());
+    ASSERT_EQ(first.size(), shifted.size());
+    for (size_t i = 0; i < first.size(); ++i) {
+      SCOPED_TRACE("output " + std::to_string(i));
+      for (T v : first[i]) ASSERT_FALSE(std::isnan(double(v)));
+      EXPECT_TRUE(same_bits(first[i], second[i])) << "second run";
+      EXPECT_TRUE(same_bits(first[i], shifted[i])) << "misaligned operands";
+    }
+  }
+}
+
+TEST(CudaNormKernels, BatchNormManyBlocksIsBitwiseReproducibleAndAlignmentFree) {
+  KD_REQUIRE_CUDA();
+  check_many_block_bits<float>();
+  check_many_block_bits<double>();
 }
 
 TEST(CudaNormKernels, BatchNormRejectsOneValuePerChannelInTraining) {

@@ -1,15 +1,25 @@
 // CUDA batch norm and group norm over NCHW (contract: kernels/normalization.h; specification:
 // kernels/cpu/normalization_ref.cpp), device pointers, compute stream. Forward ASSIGNS y and the
-// saved statistics; backward ACCUMULATES into dx, dgamma, dbeta. No atomics.
-// Reductions: one block of kStatThreads per channel (batch norm) or per (sample, group) (group
-// norm). Each thread sums its strided share in DOUBLE, then a fixed warp-shuffle tree and a fixed
-// cross-warp tree (kernels/cuda/reduce.cuh) combine them: the order depends only on the shape, so
-// results are bitwise reproducible run to run. Statistics are one pass, sums of (x - shift) and
-// (x - shift)^2 with shift = the channel's (group's) first element, as the CPU kernels do, so the
-// variance does not cancel when |mean| >> std. Batch-norm threads walk (sample, hw) with
-// consecutive threads on consecutive hw (kernels/cuda/plane_walk.h), coalesced for any hw.
-// The per-element passes run in T on per-channel coefficients the reduction leaves in the
-// workspace, over the whole tensor in parallel (a separate launch), like the CPU's.
+// saved statistics (and updates the running ones); backward ACCUMULATES into dgamma, dbeta and
+// dx (batch norm in training assigns dx when accumulate is false, never reading it).
+// Batch-norm statistics: a channel's m = n*hw values, in (sample, hw) order, are cut into vectors
+// of V = 16 / sizeof(T) values and those into bpc = blocks_per_channel(c, m) equal contiguous
+// slices, one block each. Stage 1: thread t sums vectors t, t + kStatThreads, ... of its slice,
+// each vector's values in order, in DOUBLE; block_sum2's fixed trees give the block's pair.
+// Stage 2, same launch (last_block_sum2, kernels/cuda/reduce.cuh): the last block of the channel
+// to finish adds the bpc pairs in block order and finishes the channel. No float atomics: the
+// order depends only on the shape, so results are bitwise reproducible run to run. Sums are of
+// (x - shift), (x - shift)^2 with shift = the channel's first value, as on the CPU (no
+// cancellation when |mean| >> std); backward, of dy (masked by the fused ReLU's output) and
+// dy * (x - center). A vector is one 16-byte load when hw % V == 0 and the operands are aligned,
+// else V scalar loads in the same order: alignment never changes the bits. The per-element
+// passes run in T on per-channel coefficients left in the workspace, over the whole tensor (the
+// second of each entry point's two launches), a Pack per step under the same rule.
+// Group norm: one block of kStatThreads per (sample, group), the same sums and trees.
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+
 #include "kernels/backend.h"
 #include "base/check.h"
 #include "kernels/cuda/launch.cuh"
@@ -23,35 +33,154 @@ namespace cuda {
 namespace {
 
 using fixed_order::block_sum2;
+using fixed_order::last_block_sum2;
 using fixed_order::warp_sum;
 
-constexpr int kStatThreads = 512;  // one block per reduced channel / group
+constexpr int kStatThreads = 512;  // statistics blocks
 constexpr int kWarps = kStatThreads / 32;
 constexpr int kThreads = 256;  // elementwise passes
+
+// Statistics blocks per channel, bpc = clamp(ceil(kTargetBlocks / c), 1, m / kMinPerBlock):
+// enough blocks over all channels for two per SM of an H200 (132 SMs), none with fewer than
+// 4096 values (8 per thread). Constants, never the device's SM count, so the summation order
+// and the bits depend on the shape alone. PreResNet at batch 128: c=16, m=131072 -> 17; c=32,
+// m=32768 -> 8; c=64, m=8192 -> 2. bpc > 1 only for c < kTargetBlocks.
+constexpr int kTargetBlocks = 2 * 132;
+constexpr int64_t kMinPerBlock = 4096;
+int blocks_per_channel(int c, int64_t m) {
+  const int64_t want = (kTargetBlocks + c - 1) / c, most = m / kMinPerBlock;
+  return int(std::max<int64_t>(1, std::min(want, most)));
+}
+
+// Stage 2's tickets, one counter per channel (bpc > 1 needs c < kTargetBlocks). Zero at module
+// load and zero again after every completed launch (the finishing block resets its channel's),
+// so no launch ever clears them; the statistics kernels never overlap (one stream).
+__device__ unsigned g_bn_tickets[kTargetBlocks] = {};
+
+// N values of T, aligned to their size: one load. N = V = kVec<T>: a 16-byte vector.
+template <class T>
+constexpr int kVec = 16 / int(sizeof(T));
+template <class T, int N = kVec<T>>
+struct alignas(N * sizeof(T)) Pack {
+  T v[N];
+};
+template <int N, class T>
+__device__ __forceinline__ Pack<T, N> pack_at(const T* p, int64_t k) {
+  return *reinterpret_cast<const Pack<T, N>*>(p + k);
+}
+
+// Whether the Pack path fits: planes of whole Packs and every operand given 16-byte aligned.
+template <class T>
+bool packs_fit(int hw, std::initializer_list<const void*> operands) {
+  if (hw % kVec<T> != 0) return false;
+  for (const void* p : operands)
+    if (p && reinterpret_cast<uintptr_t>(p) % alignof(Pack<T>) != 0) return false;
+  return true;
+}
+
+// a * b + c rounded once, spelled out: compilers contract a * b + c by default (nvcc, and g++
+// for C++) but may do so in one code path and not another, and the Pack and scalar paths must
+// give the same bits.
+__device__ __forceinline__ float fma_rn(float a, float b, float c) {
+  return __fmaf_rn(a, b, c);
+}
+__device__ __forceinline__ double fma_rn(double a, double b, double c) {
+  return __fma_rn(a, b, c);
+}
 
 __device__ __forceinline__ int64_t first_index() {
   return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
 }
 __device__ __forceinline__ int64_t grid_stride() { return int64_t(blockDim.x) * gridDim.x; }
 
-// Block ch: statistics of channel ch, then save_mean/save_invstd, running statistics (PyTorch's
-// update with the unbiased variance), and coef[ch] = mean, coef[c + ch] = gamma * invstd.
+// Grid-stride steps of N values over the whole tensor (N = V on the Pack path, else 1; hw % N
+// == 0): f(k, ch), k the step's first index, ch its channel. One code for both paths, so the
+// per-element arithmetic, and the bits, are the same.
+template <int N, class F>
+__device__ __forceinline__ void tensor_steps(int64_t total, int c, int hw, F f) {
+  for (int64_t k = first_index() * N; k < total; k += grid_stride() * N) f(k, int((k / hw) % c));
+}
+
+// This thread's vectors in block `part`'s slice of channel ch (see the header), in order.
+// kVector: hw % V == 0 and aligned operands, so each vector is one Pack inside one plane.
+template <class T, bool kVector>
+class ChannelWalk {
+ public:
+  static constexpr int V = kVec<T>;
+  __device__ ChannelWalk(int c, int hw, int ch, int64_t m, int bpc, int part)
+      : c_(c), hw_(hw), ch_(ch), m_(m), at_(0, 1, 1) {
+    const int64_t vectors = (m + V - 1) / V, chunk = (vectors + bpc - 1) / bpc;
+    const int64_t begin = part * chunk;
+    end_ = begin + chunk < vectors ? begin + chunk : vectors;
+    q_ = begin + threadIdx.x;
+    at_ = kVector ? PlaneWalk(q_, blockDim.x, hw / V) : PlaneWalk(V * q_, V * blockDim.x, hw);
+  }
+  __device__ bool more() const { return q_ < end_; }
+  __device__ void next() {
+    q_ += blockDim.x;
+    at_.next();
+  }
+  // Values in this vector: V, but fewer in the last vector of a channel with m % V != 0.
+  __device__ int count() const { return kVector || m_ - V * q_ >= V ? V : int(m_ - V * q_); }
+  // The vector's values from p (x, dy, relu_out); past the channel's end, zeros.
+  __device__ Pack<T> load(const T* p) const {
+    if constexpr (kVector) {
+      return pack_at<V>(p, (at_.row * c_ + ch_) * hw_ + at_.col * V);
+    } else {
+      Pack<T> out;
+      int64_t row = at_.row, col = at_.col;
+      for (int i = 0; i < V; ++i) {
+        out.v[i] = V * q_ + i < m_ ? p[(row * c_ + ch_) * hw_ + col] : T(0);
+        if (++col == hw_) {
+          col = 0;
+          ++row;
+        }
+      }
+      return out;
+    }
+  }
+
+ private:
+  int c_, hw_, ch_;
+  int64_t m_, q_, end_;
+  PlaneWalk at_;  // kVector: over Packs (hw / V per plane); else over values, at V * q_
+};
+
+// Runs body(walk) over this thread's vectors, on the Pack path when `vector`.
+template <class T, class Body>
+__device__ __forceinline__ void walk_slice(bool vector, int c, int hw, int ch, int64_t m,
+                                           int bpc, int part, Body body) {
+  if (vector) {  // block-uniform
+    for (ChannelWalk<T, true> w(c, hw, ch, m, bpc, part); w.more(); w.next()) body(w);
+  } else {
+    for (ChannelWalk<T, false> w(c, hw, ch, m, bpc, part); w.more(); w.next()) body(w);
+  }
+}
+
+// Blocks ch * bpc .. ch * bpc + bpc - 1: statistics of channel ch; its finishing block writes
+// save_mean/save_invstd, the running statistics (PyTorch's update with the unbiased variance)
+// and coef[ch] = mean, coef[c + ch] = gamma * invstd.
 template <class T>
 __global__ void __launch_bounds__(kStatThreads)
-    bn_train_stats_kernel(int n, int c, int hw, const T* x, const T* gamma, T eps, T momentum,
-                          T* save_mean, T* save_invstd, T* running_mean, T* running_var,
-                          T* coef) {
-  const int ch = blockIdx.x;
+    bn_train_stats_kernel(int n, int c, int hw, int bpc, bool vector, const T* x,
+                          const T* gamma, T eps, T momentum, T* save_mean, T* save_invstd,
+                          T* running_mean, T* running_var, T* coef, double* partials) {
+  const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
+  const int64_t values = int64_t(n) * hw;
   const double shift = double(x[int64_t(ch) * hw]);
   double s1 = 0.0, s2 = 0.0;
-  for (PlaneWalk at(threadIdx.x, kStatThreads, hw); at.row < n; at.next()) {
-    const double d = double(x[(at.row * c + ch) * hw + at.col]) - shift;
-    s1 += d;
-    s2 += d * d;
-  }
+  walk_slice<T>(vector, c, hw, ch, values, bpc, part, [&](const auto& w) {
+    const Pack<T> v = w.load(x);
+    for (int i = 0; i < w.count(); ++i) {
+      const double d = double(v.v[i]) - shift;
+      s1 += d;
+      s2 = fma_rn(d, d, s2);
+    }
+  });
   block_sum2<kStatThreads>(s1, s2);
-  if (threadIdx.x != 0) return;
-  const double m = double(n) * hw;
+  if (!last_block_sum2(&g_bn_tickets[ch], part, bpc, partials + 2 * int64_t(ch) * bpc, s1, s2))
+    return;
+  const double m = double(values);
   const double mean = shift + s1 / m;
   double var = (s2 - s1 * s1 / m) / m;
   if (var < 0.0) var = 0.0;
@@ -69,21 +198,31 @@ __global__ void __launch_bounds__(kStatThreads)
 }
 
 // y = (x - center[ch]) * scale[ch] + beta[ch] over the whole tensor; with relu, max(y, 0)
-// (NaN kept), the fused batchnorm + ReLU.
+// (NaN kept), the fused batchnorm + ReLU. vector (packs_fit for x, y): a Pack per step.
+template <class T, int N>
+__device__ void affine_steps(int64_t total, int c, int hw, const T* x, const T* center,
+                             const T* scale, const T* beta, T* y, bool relu) {
+  tensor_steps<N>(total, c, hw, [&](int64_t k, int ch) {
+    Pack<T, N> v = pack_at<N>(x, k);
+    for (int i = 0; i < N; ++i) {
+      const T t = fma_rn(v.v[i] - center[ch], scale[ch], beta[ch]);
+      v.v[i] = relu && t < T(0) ? T(0) : t;
+    }
+    *reinterpret_cast<Pack<T, N>*>(y + k) = v;
+  });
+}
 template <class T>
-__global__ void bn_affine_kernel(int64_t total, int c, int hw, const T* x, const T* center,
-                                 const T* scale, const T* beta, T* y, bool relu) {
-  for (int64_t k = first_index(); k < total; k += grid_stride()) {
-    const int ch = int((k / hw) % c);
-    const T v = (x[k] - center[ch]) * scale[ch] + beta[ch];
-    y[k] = relu && v < T(0) ? T(0) : v;
-  }
+__global__ void bn_affine_kernel(int64_t total, int c, int hw, bool vector, const T* x,
+                                 const T* center, const T* scale, const T* beta, T* y,
+                                 bool relu) {
+  if (vector) affine_steps<T, kVec<T>>(total, c, hw, x, center, scale, beta, y, relu);
+  else affine_steps<T, 1>(total, c, hw, x, center, scale, beta, y, relu);
 }
 
-// The gradient reaching the normalisation: dy, or dy masked by the fused ReLU's output.
+// The gradient reaching the normalisation: dy, or 0 where the fused ReLU's output is not > 0.
 template <class T>
-__device__ __forceinline__ T relu_masked(const T* dy, const T* relu_out, int64_t k) {
-  return relu_out && !(relu_out[k] > T(0)) ? T(0) : dy[k];
+__device__ __forceinline__ T relu_masked(T dy, const T* relu_out, T out) {
+  return relu_out && !(out > T(0)) ? T(0) : dy;
 }
 
 // scale[ch] = gamma / sqrt(running_var + eps), in double then rounded.
@@ -94,32 +233,41 @@ __global__ void bn_eval_scale_kernel(int c, const T* gamma, const T* running_var
   if (ch < c) scale[ch] = T(double(gamma[ch]) / sqrt(double(running_var[ch]) + double(eps)));
 }
 
-// Block ch: sum(dy) and sum(dy * (x - center)) for channel ch; dgamma += sum(dy * xhat),
-// dbeta += sum(dy). Train (save_invstd given): coef = {a, b, k} folding
-// dx = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)) into a*dy - b*(x - center) - k.
-// Eval (save_invstd null, invstd from running_var): coef = {a = gamma*invstd}.
+// Blocks of channel ch as in bn_train_stats_kernel: sum(dy) and sum(dy * (x - center)); the
+// finishing block adds dgamma += sum(dy * xhat), dbeta += sum(dy) and writes coef. Train
+// (save_invstd given): coef = {a, b, k} folding dx = gamma*invstd*(dy - mean(dy) -
+// xhat*mean(dy*xhat)) into a*dy - b*(x - center) - k. Eval (save_invstd null, invstd from
+// running_var): coef = {a = gamma*invstd}.
 template <class T>
 __global__ void __launch_bounds__(kStatThreads)
-    bn_backward_stats_kernel(int n, int c, int hw, const T* x, const T* dy, const T* relu_out,
-                             const T* gamma, const T* center, const T* save_invstd,
-                             const T* running_var, T eps, T* dgamma, T* dbeta, T* coef) {
-  const int ch = blockIdx.x;
+    bn_backward_stats_kernel(int n, int c, int hw, int bpc, bool vector, const T* x,
+                             const T* dy, const T* relu_out, const T* gamma, const T* center,
+                             const T* save_invstd, const T* running_var, T eps, T* dgamma,
+                             T* dbeta, T* coef, double* partials) {
+  const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
+  const int64_t values = int64_t(n) * hw;
   const double mid = double(center[ch]);
   double sum_dy = 0.0, sum_dy_xc = 0.0;
-  for (PlaneWalk at(threadIdx.x, kStatThreads, hw); at.row < n; at.next()) {
-    const int64_t k = (at.row * c + ch) * hw + at.col;
-    const double d = double(relu_masked(dy, relu_out, k));
-    sum_dy += d;
-    sum_dy_xc += d * (double(x[k]) - mid);
-  }
+  walk_slice<T>(vector, c, hw, ch, values, bpc, part, [&](const auto& w) {
+    const Pack<T> vx = w.load(x), vdy = w.load(dy);
+    Pack<T> out{};
+    if (relu_out) out = w.load(relu_out);
+    for (int i = 0; i < w.count(); ++i) {
+      const double d = double(relu_masked(vdy.v[i], relu_out, out.v[i]));
+      sum_dy += d;
+      sum_dy_xc = fma_rn(d, double(vx.v[i]) - mid, sum_dy_xc);
+    }
+  });
   block_sum2<kStatThreads>(sum_dy, sum_dy_xc);
-  if (threadIdx.x != 0) return;
+  if (!last_block_sum2(&g_bn_tickets[ch], part, bpc, partials + 2 * int64_t(ch) * bpc, sum_dy,
+                       sum_dy_xc))
+    return;
   const double invstd = save_invstd ? double(save_invstd[ch])
                                     : 1.0 / sqrt(double(running_var[ch]) + double(eps));
   const double a = double(gamma[ch]) * invstd;
   coef[ch] = T(a);
   if (save_invstd) {
-    const double m = double(n) * hw;
+    const double m = double(values);
     coef[c + ch] = T(a * invstd * invstd * sum_dy_xc / m);
     coef[2 * c + ch] = T(a * sum_dy / m);
   }
@@ -127,16 +275,35 @@ __global__ void __launch_bounds__(kStatThreads)
   dbeta[ch] += T(sum_dy);
 }
 
-// dx += a*dy - b*(x - center) - k, coef = {a[c], b[c], k[c]}.
+// dx (+)= a*dy - k - b*(x - center), coef = {a[c], b[c], k[c]}; assigning never reads dx.
+// vector (packs_fit for x, dy, relu_out, dx): a Pack per step.
+template <class T, int N>
+__device__ void apply_steps(int64_t total, int c, int hw, const T* x, const T* dy,
+                            const T* relu_out, const T* center, const T* coef, T* dx,
+                            bool accumulate) {
+  tensor_steps<N>(total, c, hw, [&](int64_t k, int ch) {
+    const Pack<T, N> vx = pack_at<N>(x, k), vdy = pack_at<N>(dy, k);
+    Pack<T, N> out{}, d{};
+    if (relu_out) out = pack_at<N>(relu_out, k);
+    if (accumulate) d = pack_at<N>(static_cast<const T*>(dx), k);
+    for (int i = 0; i < N; ++i) {
+      const T g = fma_rn(-coef[c + ch], vx.v[i] - center[ch],
+                         fma_rn(coef[ch], relu_masked(vdy.v[i], relu_out, out.v[i]),
+                                -coef[2 * c + ch]));
+      d.v[i] = accumulate ? d.v[i] + g : g;
+    }
+    *reinterpret_cast<Pack<T, N>*>(dx + k) = d;
+  });
+}
 template <class T>
-__global__ void bn_backward_train_apply_kernel(int64_t total, int c, int hw, const T* x,
-                                               const T* dy, const T* relu_out, const T* center,
-                                               const T* coef, T* dx, bool accumulate) {
-  for (int64_t k = first_index(); k < total; k += grid_stride()) {
-    const int ch = int((k / hw) % c);
-    const T g = coef[ch] * relu_masked(dy, relu_out, k) - coef[c + ch] * (x[k] - center[ch]) - coef[2 * c + ch];
-    dx[k] = accumulate ? dx[k] + g : g;  // assigning never reads dx
-  }
+__global__ void bn_backward_train_apply_kernel(int64_t total, int c, int hw, bool vector,
+                                               const T* x, const T* dy, const T* relu_out,
+                                               const T* center, const T* coef, T* dx,
+                                               bool accumulate) {
+  if (vector)
+    apply_steps<T, kVec<T>>(total, c, hw, x, dy, relu_out, center, coef, dx, accumulate);
+  else
+    apply_steps<T, 1>(total, c, hw, x, dy, relu_out, center, coef, dx, accumulate);
 }
 
 // dx += a * dy: running statistics are constants, so the layer is affine in x.
@@ -261,9 +428,22 @@ void check_groups(const NormGeom& g) {
 
 int64_t numel(const NormGeom& g) { return int64_t(g.n) * g.c * g.hw; }
 
+// One workspace for a statistics launch: `count` coefficients of T, then (bpc > 1) the blocks'
+// pairs of double sums, 2 * c * bpc, 16-byte aligned.
 template <class T>
-T* coefficients(int count) {
-  return static_cast<T*>(workspace(size_t(count) * sizeof(T)));
+struct StatsScratch {
+  T* coef;
+  double* partials;  // null when bpc == 1
+};
+template <class T>
+StatsScratch<T> stats_scratch(int count, int c, int bpc) {
+  KD_CHECK(bpc == 1 || c <= kTargetBlocks, "batchnorm: " << bpc << " blocks for each of " << c
+                                                           << " channels exceed the tickets");
+  const size_t coef_bytes = (size_t(count) * sizeof(T) + 15) / 16 * 16;
+  const size_t pair_bytes = bpc > 1 ? size_t(2) * size_t(c) * size_t(bpc) * sizeof(double) : 0;
+  char* base = static_cast<char*>(workspace(coef_bytes + pair_bytes));
+  return {reinterpret_cast<T*>(base),
+          bpc > 1 ? reinterpret_cast<double*>(base + coef_bytes) : nullptr};
 }
 
 }  // namespace
@@ -276,12 +456,16 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
   KD_CHECK(m > 1, "batchnorm (train): need more than one value per channel, got n="
                       << g.n << " hw=" << g.hw);
   if (g.c <= 0) return;
-  T* coef = coefficients<T>(2 * g.c);  // mean[c], gamma * invstd[c]
-  KD_LAUNCH(bn_train_stats_kernel<T>, unsigned(g.c), kStatThreads, 0, g.n, g.c, g.hw, x, gamma,
-            eps, momentum, save_mean, save_invstd, running_mean, running_var, coef);
+  const int bpc = blocks_per_channel(g.c, m);
+  const StatsScratch<T> ws = stats_scratch<T>(2 * g.c, g.c, bpc);  // mean[c], gamma*invstd[c]
+  const bool stats_packs = packs_fit<T>(g.hw, {x}), affine_packs = packs_fit<T>(g.hw, {x, y});
+  KD_LAUNCH(bn_train_stats_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads, 0, g.n, g.c,
+            g.hw, bpc, stats_packs, x, gamma, eps, momentum, save_mean, save_invstd,
+            running_mean, running_var, ws.coef, ws.partials);
   const int64_t total = numel(g);
-  KD_LAUNCH(bn_affine_kernel<T>, grid_for(total, kThreads), kThreads, 0, total, g.c, g.hw, x,
-            coef, coef + g.c, beta, y, relu);
+  KD_LAUNCH(bn_affine_kernel<T>, grid_for(affine_packs ? total / kVec<T> : total, kThreads),
+            kThreads, 0, total, g.c, g.hw, affine_packs, x, ws.coef, ws.coef + g.c, beta, y,
+            relu);
 }
 
 template <class T>
@@ -289,11 +473,12 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
                             const T* running_mean, const T* running_var, T eps, T* y) {
   const int64_t total = numel(g);
   if (total <= 0) return;
-  T* scale = coefficients<T>(g.c);
+  T* scale = stats_scratch<T>(g.c, g.c, 1).coef;
+  const bool packs = packs_fit<T>(g.hw, {x, y});
   KD_LAUNCH(bn_eval_scale_kernel<T>, grid_for(g.c, kThreads), kThreads, 0, g.c, gamma,
             running_var, eps, scale);
-  KD_LAUNCH(bn_affine_kernel<T>, grid_for(total, kThreads), kThreads, 0, total, g.c, g.hw, x,
-            running_mean, scale, beta, y, false);
+  KD_LAUNCH(bn_affine_kernel<T>, grid_for(packs ? total / kVec<T> : total, kThreads),
+            kThreads, 0, total, g.c, g.hw, packs, x, running_mean, scale, beta, y, false);
 }
 
 template <class T>
@@ -302,12 +487,16 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
                               T* dbeta, bool accumulate, const T* relu_out) {
   const int64_t total = numel(g);
   if (total <= 0) return;
-  T* coef = coefficients<T>(3 * g.c);  // a[c], b[c], k[c]
-  KD_LAUNCH(bn_backward_stats_kernel<T>, unsigned(g.c), kStatThreads, 0, g.n, g.c, g.hw, x, dy,
-            relu_out, gamma, save_mean, save_invstd, static_cast<const T*>(nullptr), T(0), dgamma,
-            dbeta, coef);
-  KD_LAUNCH(bn_backward_train_apply_kernel<T>, grid_for(total, kThreads), kThreads, 0, total,
-            g.c, g.hw, x, dy, relu_out, save_mean, coef, dx, accumulate);
+  const int bpc = blocks_per_channel(g.c, int64_t(g.n) * g.hw);
+  const StatsScratch<T> ws = stats_scratch<T>(3 * g.c, g.c, bpc);  // a[c], b[c], k[c]
+  const bool stats_packs = packs_fit<T>(g.hw, {x, dy, relu_out});
+  const bool apply_packs = packs_fit<T>(g.hw, {x, dy, relu_out, dx});
+  KD_LAUNCH(bn_backward_stats_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads, 0, g.n,
+            g.c, g.hw, bpc, stats_packs, x, dy, relu_out, gamma, save_mean, save_invstd,
+            static_cast<const T*>(nullptr), T(0), dgamma, dbeta, ws.coef, ws.partials);
+  KD_LAUNCH(bn_backward_train_apply_kernel<T>,
+            grid_for(apply_packs ? total / kVec<T> : total, kThreads), kThreads, 0, total,
+            g.c, g.hw, apply_packs, x, dy, relu_out, save_mean, ws.coef, dx, accumulate);
 }
 
 template <class T>
@@ -316,13 +505,15 @@ void batchnorm_backward_eval(const NormGeom& g, const T* x, const T* dy, const T
                              T* dgamma, T* dbeta) {
   const int64_t total = numel(g);
   if (total <= 0) return;
-  T* a = coefficients<T>(g.c);
-  KD_LAUNCH(bn_backward_stats_kernel<T>, unsigned(g.c), kStatThreads, 0, g.n, g.c, g.hw, x, dy,
-            static_cast<const T*>(nullptr),
-            gamma, running_mean, static_cast<const T*>(nullptr), running_var, eps, dgamma, dbeta,
-            a);
+  const int bpc = blocks_per_channel(g.c, int64_t(g.n) * g.hw);
+  const StatsScratch<T> ws = stats_scratch<T>(g.c, g.c, bpc);  // a[c]
+  const bool stats_packs = packs_fit<T>(g.hw, {x, dy});
+  KD_LAUNCH(bn_backward_stats_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads, 0, g.n,
+            g.c, g.hw, bpc, stats_packs, x, dy, static_cast<const T*>(nullptr), gamma,
+            running_mean, static_cast<const T*>(nullptr), running_var, eps, dgamma, dbeta,
+            ws.coef, ws.partials);
   KD_LAUNCH(bn_backward_eval_apply_kernel<T>, grid_for(total, kThreads), kThreads, 0, total,
-            g.c, g.hw, dy, a, dx);
+            g.c, g.hw, dy, ws.coef, dx);
 }
 
 template <class T>

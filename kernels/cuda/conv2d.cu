@@ -2,15 +2,22 @@
 // straight from the NCHW/OIHW tensors through the index maps of kernels/cuda/conv2d_gather.h
 // (which also holds the per-thread block program, tested on the host). Forward ASSIGNS y (+bias);
 // backward data ACCUMULATES into dx (or assigns it, when told); backward weight ACCUMULATES into dw and dbias.
+// 1x1 stride-1 unpadded convolutions run forward and backward data as one strided-batched cuBLAS
+// GEMM (mapping: kernels/cuda/pointwise_gemm.h; TF32 follows cuda::math_mode() through
+// cublas_handle(), which also forbids atomics), plus a bias kernel after the forward.
 // Determinism: no atomics. The weight pass splits K into a number of slices fixed by the shape,
 // writes each slice's partial product to the workspace and sums the slices in slice order; dbias
 // is one block per channel with a fixed-order tree.
+#include <cublas_v2.h>
+
 #include <cstdint>
 
 #include "kernels/backend.h"
 #include "kernels/conv2d.h"
 #include "kernels/cuda/conv2d_gather.h"
+#include "kernels/cuda/cublas_handle.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/pointwise_gemm.h"
 
 namespace kd {
 namespace cuda {
@@ -87,12 +94,54 @@ void launch_gemm(const conv_gemm::GemmParams<T, P>& prm, int slices) {
   KD_LAUNCH((conv_gemm_kernel<T, P>), blocks, conv_gemm::kThreads, 0, prm);
 }
 
+cublasOperation_t op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+cublasStatus_t gemm(const pointwise_gemm::StridedGemm& p, const float* alpha, const float* a,
+                    const float* b, const float* beta, float* c) {
+  return cublasSgemmStridedBatched(cublas_handle(), op(p.trans_a), op(p.trans_b), p.m, p.n, p.k,
+                                   alpha, a, p.lda, p.stride_a, b, p.ldb, p.stride_b, beta, c,
+                                   p.ldc, p.stride_c, p.batch);
+}
+cublasStatus_t gemm(const pointwise_gemm::StridedGemm& p, const double* alpha, const double* a,
+                    const double* b, const double* beta, double* c) {
+  return cublasDgemmStridedBatched(cublas_handle(), op(p.trans_a), op(p.trans_b), p.m, p.n, p.k,
+                                   alpha, a, p.lda, p.stride_a, b, p.ldb, p.stride_b, beta, c,
+                                   p.ldc, p.stride_c, p.batch);
+}
+
+// C_i = A_i B_i (+ C_i when accumulate) for every image; one launch.
+template <class T>
+void run_pointwise(const pointwise_gemm::StridedGemm& p, const T* a, const T* b, T* c,
+                   bool accumulate) {
+  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
+  const T one = T(1), zero = T(0);
+  CUBLAS_CHECK(gemm(p, &one, a, b, accumulate ? &one : &zero, c));
+  count_launch();
+}
+
+// y[i, ch, j] += bias[ch] over the flat [n, k, pq] array.
+template <class T>
+__global__ void add_channel_bias_kernel(int64_t total, int k, int pq, const T* __restrict__ bias,
+                                        T* __restrict__ y) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step)
+    y[i] += bias[(i / pq) % k];
+}
+
 }  // namespace
 
 template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;
+  if (pointwise_gemm::applies(g)) {
+    run_pointwise(pointwise_gemm::forward(g), x, w, y, false);
+    const int64_t total = int64_t(g.n) * g.k * d.pq;
+    if (bias)
+      KD_LAUNCH(add_channel_bias_kernel<T>, grid_for(total, 256), 256, 0, total, g.k, d.pq, bias,
+                y);
+    return;
+  }
   const conv_gemm::GemmDims gemm = conv_gemm::forward_gemm(d);
   const conv_gemm::GemmParams<T, Pass::Forward> prm{d, gemm, w, x, bias, y, gemm.k};
   launch_gemm(prm, 1);
@@ -102,6 +151,8 @@ template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;
+  if (pointwise_gemm::applies(g))
+    return run_pointwise(pointwise_gemm::backward_data(g), dy, w, dx, accumulate);
   const conv_gemm::GemmDims gemm = conv_gemm::backward_data_gemm(d);
   const conv_gemm::GemmParams<T, Pass::BackwardData> prm{d, gemm, w, dy, nullptr, dx, gemm.k,
                                                          accumulate};

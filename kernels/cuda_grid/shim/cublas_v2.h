@@ -101,3 +101,42 @@ inline cublasStatus_t cublasDgemm(cublasHandle_t, cublasOperation_t ta, cublasOp
   return kd::grid::detail::host_gemm("cublasDgemm", ta, tb, m, n, k, alpha, a, lda, b, ldb, beta,
                                      c, ldc);
 }
+
+// Strided-batched GEMMs as one host GEMM per matrix of the batch, in order.
+namespace kd {
+namespace grid {
+namespace detail {
+template <class T>
+cublasStatus_t host_gemm_strided(const char* name, cublasOperation_t ta, cublasOperation_t tb,
+                                 int m, int n, int k, const T* alpha, const T* a, int lda,
+                                 long long stride_a, const T* b, int ldb, long long stride_b,
+                                 const T* beta, T* c, int ldc, long long stride_c, int batch) {
+  if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  for (int i = 0; i < batch; ++i) {
+    const cublasStatus_t status =
+        host_gemm(name, ta, tb, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
+                  c + i * stride_c, ldc);
+    if (status != CUBLAS_STATUS_SUCCESS) return status;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+}  // namespace detail
+}  // namespace grid
+}  // namespace kd
+
+inline cublasStatus_t cublasSgemmStridedBatched(
+    cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+    const float* alpha, const float* a, int lda, long long stride_a, const float* b, int ldb,
+    long long stride_b, const float* beta, float* c, int ldc, long long stride_c, int batch) {
+  return kd::grid::detail::host_gemm_strided("cublasSgemmStridedBatched", ta, tb, m, n, k, alpha,
+                                             a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                                             stride_c, batch);
+}
+inline cublasStatus_t cublasDgemmStridedBatched(
+    cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+    const double* alpha, const double* a, int lda, long long stride_a, const double* b, int ldb,
+    long long stride_b, const double* beta, double* c, int ldc, long long stride_c, int batch) {
+  return kd::grid::detail::host_gemm_strided("cublasDgemmStridedBatched", ta, tb, m, n, k, alpha,
+                                             a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                                             stride_c, batch);
+}

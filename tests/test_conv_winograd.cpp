@@ -94,6 +94,8 @@ TEST(ConvWinograd, AppliesToSameThreeByThreeWithChannelsInEights) {
   using kd::cpu::winograd::applies;
   EXPECT_TRUE(applies(geom(1, 16, 8, 8, 16, 3, 3, 1, 1)));
   EXPECT_TRUE(applies(geom(1, 8, 1, 1, 64, 3, 3, 1, 1)));
+  EXPECT_TRUE(applies(geom(1, 64, 8, 8, 64, 3, 3, 1, 1)));
+  EXPECT_FALSE(applies(geom(1, 64, 8, 8, 128, 3, 3, 1, 1)));  // VGG's wider layers keep GEMM
   EXPECT_FALSE(applies(geom(1, 3, 32, 32, 16, 3, 3, 1, 1)));   // the RGB stem
   EXPECT_FALSE(applies(geom(1, 16, 32, 32, 12, 3, 3, 1, 1)));  // 12 filters
   EXPECT_FALSE(applies(geom(1, 16, 32, 32, 32, 3, 3, 2, 1)));  // stride 2

@@ -1,5 +1,6 @@
 // Internal to kernels/cpu/conv2d.cpp: the Winograd F(4x4, 3x3) path for float 3x3, stride-1,
-// pad-1 convolutions whose channel counts are multiples of 8 (PreResNet's 16/32/64). Four times
+// pad-1 convolutions whose channel counts are multiples of 8 and at most 64 x 64 filter pairs
+// (PreResNet's 16/32/64; wider layers stay with im2col + GEMM, which is faster there). Four times
 // fewer multiplications than the GEMM path; the transforms are vectorised across channels (AVX2).
 // Contract as kernels/conv2d.h: forward ASSIGNS y (or ACCUMULATES when asked: backward data runs
 // through it), backward_weight ACCUMULATES into dw and dbias. Results are bitwise independent of
@@ -10,7 +11,7 @@
 
 namespace kd::cpu::winograd {
 
-// 3x3, stride 1, pad 1, c and k multiples of 8.
+// 3x3, stride 1, pad 1, c and k multiples of 8, c * k <= 64 * 64.
 bool applies(const ConvGeom& g);
 
 // y = conv(x, w) + bias (bias may be null); accumulate: y += instead of y =.

@@ -93,19 +93,20 @@ void expect_close(const std::vector<T>& got, const std::vector<T>& want, double 
 // max |got - want| <= tol * max(1, max |want|): for algorithms whose rounding error scales with
 // the largest value rather than each element's own (Winograd convolutions, on our CPU and in
 // cuDNN), where a small element may carry an error large for itself.
-template <class T>
-void expect_close_to_scale(const std::vector<T>& got, const std::vector<T>& want, double tol,
+// NaN in got counts as the worst error.
+template <class T, class U>
+void expect_close_to_scale(const std::vector<T>& got, const std::vector<U>& want, double tol,
                            const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   double scale = 1.0, worst = 0.0;
   size_t at = 0;
-  for (const T& v : want) scale = std::max(scale, std::fabs(double(v)));
+  for (const U& v : want) scale = std::max(scale, std::fabs(double(v)));
   for (size_t i = 0; i < got.size(); ++i) {
     const double err = std::fabs(double(got[i]) - double(want[i]));
     if (!(err <= worst)) worst = err, at = i;
   }
-  EXPECT_LE(worst, tol * scale) << what << " at " << at << ": got " << got[at] << " want "
-                                << want[at];
+  EXPECT_LE(worst, tol * scale) << what << " at " << at << ": got " << double(got[at])
+                                << " want " << double(want[at]);
 }
 
 template <class T>

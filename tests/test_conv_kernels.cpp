@@ -108,16 +108,7 @@ double tolerance() {
 template <class T>
 void expect_close(const std::vector<T>& got, const std::vector<double>& want, double tol,
                   const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double scale = 1.0, worst = 0.0;
-  size_t worst_i = 0;
-  for (double v : want) scale = std::max(scale, std::fabs(v));
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(double(got[i]) - want[i]);
-    if (err > worst) worst = err, worst_i = i;
-  }
-  EXPECT_LE(worst, tol * scale) << what << ": element " << worst_i << " got "
-                                << double(got[worst_i]) << " want " << want[worst_i];
+  kd::kernel_testing::expect_close_to_scale(got, want, tol, what);
 }
 
 template <class T>

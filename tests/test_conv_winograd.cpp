@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -45,19 +46,10 @@ size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.h * g.w; }
 
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
-// max |got - want| <= tol * max(1, max |want|)
+// max |got - want| <= tol * max(1, max |want|): Winograd's error scales with the largest value.
 void expect_close(const std::vector<float>& got, const std::vector<double>& want, double tol,
                   const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double scale = 1.0, worst = 0.0;
-  size_t at = 0;
-  for (double v : want) scale = std::max(scale, std::fabs(v));
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(double(got[i]) - want[i]);
-    if (!(err <= worst)) worst = err, at = i;  // NaN counts as the worst
-  }
-  EXPECT_LE(worst, tol * scale) << what << ": element " << at << " got " << got[at] << " want "
-                                << want[at];
+  kd::kernel_testing::expect_close_to_scale(got, want, tol, what);
 }
 
 void expect_bitwise(const std::vector<float>& a, const std::vector<float>& b,

@@ -166,7 +166,8 @@ int run_bench(const BenchOptions& options) {
       breakdowns += "\n" + arch + ": the cost model per kernel, one training step\n" +
                     cost_breakdown(ours.cost, /*gpu=*/false).to_text();
   }
-  std::cout << "\nCPU training step, " << o.threads << " threads";
+  std::cout << "\nCPU training step, " << o.threads << " threads, --cpu-conv "
+            << cpu_conv_name(runtime_config().cpu_conv);
   if (!o.cost_only)
     std::cout << ", median of " << o.steps << " steps after " << o.warmup << " warm-up"
               << (torch_version.empty() ? "" : ", PyTorch " + torch_version);

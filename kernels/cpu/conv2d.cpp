@@ -98,10 +98,15 @@ int images_per_chunk(const ConvGeom& g) {
   return static_cast<int>(std::max<int64_t>(1, (kMinColumns + pq - 1) / pq));
 }
 
+bool same_stride1(const ConvGeom& g) { return g.stride == 1 && g.p() == g.h && g.q() == g.w; }
+
 // Backward data as a transposed convolution pays off for "same" stride-1 convolutions with enough
 // input channels (the GEMM's rows); otherwise (LeNet, stems, strides, valid padding) col2im wins.
-bool use_transposed_backward_data(const ConvGeom& g) {
-  return g.stride == 1 && g.p() == g.h && g.q() == g.w && g.c >= 16;
+bool use_transposed_backward_data(const ConvGeom& g) { return same_stride1(g) && g.c >= 16; }
+
+// Backward data of a stride-1 convolution as a forward one: dy [k, p, q] in, dx [c, h, w] out.
+ConvGeom transposed_geom(const ConvGeom& g) {
+  return {g.n, g.k, g.p(), g.q(), g.c, g.r, g.s, 1, g.r - 1 - g.pad};
 }
 
 bool tasks_in_parallel() { return blas_threads() == 1; }
@@ -110,8 +115,7 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 
 // Float 3x3 stride-1 "same" convolutions go through Winograd F(4x4, 3x3) (conv2d_winograd.h).
 bool use_winograd(const ConvGeom& g) {
-  return g_algorithm.load(std::memory_order_relaxed) == ConvAlgorithm::Auto &&
-         winograd::applies(g);
+  return conv_algorithm() == ConvAlgorithm::Auto && winograd::applies(g);
 }
 
 // k-major chunk output Y'[k][i*pq + j] -> y[i][k][j] (+ bias[k]).
@@ -265,6 +269,18 @@ void flip_transpose_filters(const ConvGeom& g, const T* w, T* wt) {
         wt[(int64_t(c) * g.k + k) * rs + (rs - 1 - i)] = w[(int64_t(k) * g.c + c) * rs + i];
 }
 
+// dbias[k] += the sum of dy's planes k over the batch, in double, in image order (plane_sum).
+template <class T>
+void add_bias_gradient(const ConvGeom& g, const T* dy, T* dbias) {
+  const int64_t pq = int64_t(g.p()) * g.q();
+#pragma omp parallel for schedule(static) if (tasks_in_parallel())
+  for (int k = 0; k < g.k; ++k) {
+    double acc = 0.0;
+    for (int n = 0; n < g.n; ++n) acc += plane_sum(dy + (int64_t(n) * g.k + k) * pq, pq);
+    dbias[k] = static_cast<T>(dbias[k] + acc);
+  }
+}
+
 // partial (+)= dY' col^T over images [begin, end); the first GEMM assigns.
 template <class T>
 void backward_weight_group(const ConvGeom& g, const Lowering& L, int nb, int begin, int end,
@@ -335,22 +351,19 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, boo
   check_geom(g);
   const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
   const int64_t hw = int64_t(g.h) * g.w, pq = int64_t(g.p()) * g.q();
-  if constexpr (std::is_same_v<T, float>) {
-    // A stride-1 "same" 3x3 backward data is a forward convolution Winograd may take.
-    const ConvGeom t{g.n, g.k, g.p(), g.q(), g.c, g.r, g.s, 1, g.r - 1 - g.pad};
-    if (g.stride == 1 && g.p() == g.h && g.q() == g.w && use_winograd(t)) {
-      T* wt = workspace<T>(kCaller, int64_t(g.c) * g.k * g.r * g.s);
-      flip_transpose_filters(g, w, wt);
-      return winograd::forward(t, dy, wt, nullptr, dx, accumulate);
-    }
-  }
-  const bool transposed = use_transposed_backward_data(g);
-  const Lowering L = transposed ? transposed_lowering(g) : forward_lowering(g);
+  // A stride-1 "same" 3x3 backward data is a forward convolution Winograd may take.
+  const bool by_winograd =
+      std::is_same_v<T, float> && same_stride1(g) && use_winograd(transposed_geom(g));
+  const bool transposed = by_winograd || use_transposed_backward_data(g);
   T* wt = nullptr;
   if (transposed) {
     wt = workspace<T>(kCaller, int64_t(g.c) * g.k * g.r * g.s);
     flip_transpose_filters(g, w, wt);
   }
+  if constexpr (std::is_same_v<T, float>) {
+    if (by_winograd) return winograd::forward(transposed_geom(g), dy, wt, nullptr, dx, accumulate);
+  }
+  const Lowering L = transposed ? transposed_lowering(g) : forward_lowering(g);
   RegionErrors errors;  // workspaces grow inside the region
 #pragma omp parallel for schedule(static) if (tasks_in_parallel())
   for (int chunk = 0; chunk < chunks; ++chunk) {
@@ -372,7 +385,11 @@ template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
   check_geom(g);
   if constexpr (std::is_same_v<T, float>) {
-    if (use_winograd(g)) return winograd::backward_weight(g, x, dy, dw, dbias);
+    if (use_winograd(g)) {
+      winograd::backward_weight(g, x, dy, dw);
+      if (dbias) add_bias_gradient(g, dy, dbias);
+      return;
+    }
   }
   const Lowering L = forward_lowering(g);
   const int crs = static_cast<int>(L.rows());
@@ -399,17 +416,9 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
       for (int group = 1; group < groups; ++group) acc += partials[group * wsize + e];
       dw[e] += acc;
     }
-    if (dbias) {
-#pragma omp for schedule(static)
-      for (int k = 0; k < g.k; ++k) {
-        double acc = 0.0;
-        for (int n = 0; n < g.n; ++n)
-          acc += plane_sum(dy + (int64_t(n) * g.k + k) * L.pq(), L.pq());
-        dbias[k] = static_cast<T>(dbias[k] + acc);
-      }
-    }
   }
   errors.rethrow();  // dw holds partial sums then; the op fails as a whole
+  if (dbias) add_bias_gradient(g, dy, dbias);
 }
 
 void set_conv_algorithm(ConvAlgorithm algorithm) { g_algorithm.store(algorithm); }

@@ -310,6 +310,17 @@ TileAt tile_at(const Plan& p, int j) {
   return {j / p.tiles, kTile * (t / p.tw), kTile * (t % p.tw)};
 }
 
+// V [36][block][c] of the chunk's tiles [j0, j0 + n_tiles), from the padded input xp.
+void transform_inputs(const Plan& p, int C, const float* xp, int j0, int n_tiles, float* V) {
+  const int64_t v_pitch = int64_t(p.block) * C;
+  for (int jj = 0; jj < n_tiles; ++jj) {
+    const TileAt at = tile_at(p, j0 + jj);
+    const float* base = xp + ((int64_t(at.image) * p.ph + at.y) * p.pw + at.x) * C;
+    for (int c8 = 0; c8 < C; c8 += kLanes)
+      input_tile(base + c8, int64_t(p.pw) * C, C, V + int64_t(jj) * C + c8, v_pitch);
+  }
+}
+
 void forward_chunk(const ConvGeom& g, const Plan& p, int count, const float* x, const float* U,
                    const float* bias, float* y, bool accumulate_into_y) {
   const int C = g.c, K = g.k, H = g.h, W = g.w;
@@ -323,12 +334,7 @@ void forward_chunk(const ConvGeom& g, const Plan& p, int count, const float* x, 
   for (int j0 = 0; j0 < total; j0 += p.block) {
     const int n_tiles = std::min(p.block, total - j0);
     const int rows = (n_tiles + kRows - 1) / kRows * kRows;
-    for (int jj = 0; jj < n_tiles; ++jj) {
-      const TileAt at = tile_at(p, j0 + jj);
-      const float* base = xp + ((int64_t(at.image) * p.ph + at.y) * p.pw + at.x) * C;
-      for (int c8 = 0; c8 < C; c8 += kLanes)
-        input_tile(base + c8, int64_t(p.pw) * C, C, V + int64_t(jj) * C + c8, v_pitch);
-    }
+    transform_inputs(p, C, xp, j0, n_tiles, V);
     for (int e = 0; e < kElems; ++e)  // padding rows: multiplied, never read
       std::fill(V + e * v_pitch + int64_t(n_tiles) * C, V + e * v_pitch + int64_t(rows) * C, 0.f);
     for (int e = 0; e < kElems; ++e) {
@@ -370,11 +376,9 @@ void weight_chunk(const ConvGeom& g, const Plan& p, int count, const float* x, c
   const int total = count * p.tiles;
   for (int j0 = 0; j0 < total; j0 += p.block) {
     const int n_tiles = std::min(p.block, total - j0);
+    transform_inputs(p, C, xp, j0, n_tiles, V);
     for (int jj = 0; jj < n_tiles; ++jj) {
       const TileAt at = tile_at(p, j0 + jj);
-      const float* xb = xp + ((int64_t(at.image) * p.ph + at.y) * p.pw + at.x) * C;
-      for (int c8 = 0; c8 < C; c8 += kLanes)
-        input_tile(xb + c8, int64_t(p.pw) * C, C, V + int64_t(jj) * C + c8, v_pitch);
       const float* db = dyp + ((int64_t(at.image) * dy_rows + at.y) * dy_cols + at.x) * K;
       for (int k8 = 0; k8 < K; k8 += kLanes)
         gradient_tile(db + k8, int64_t(dy_cols) * K, K, D + int64_t(jj) * K + k8, d_pitch);
@@ -414,8 +418,7 @@ void forward(const ConvGeom& g, const float* x, const float* w, const float* bia
   errors.rethrow();
 }
 
-void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw,
-                     float* dbias) {
+void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw) {
   if (g.n == 0) return;
   const Plan p = make_plan(g);
   const int64_t per_group = int64_t(kElems) * g.k * g.c;
@@ -460,18 +463,6 @@ void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* 
           f[r * 3 + s] = float(f[r * 3 + s] + acc);
         }
     }
-  if (dbias) {
-    const int64_t hw = int64_t(g.h) * g.w;
-#pragma omp parallel for schedule(static)
-    for (int k = 0; k < g.k; ++k) {
-      double acc = 0.0;
-      for (int n = 0; n < g.n; ++n) {
-        const float* plane = dy + (int64_t(n) * g.k + k) * hw;
-        for (int64_t j = 0; j < hw; ++j) acc += plane[j];
-      }
-      dbias[k] = static_cast<float>(dbias[k] + acc);
-    }
-  }
 }
 
 }  // namespace kd::cpu::winograd

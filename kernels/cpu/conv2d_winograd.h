@@ -3,7 +3,7 @@
 // (PreResNet's 16/32/64; wider layers stay with im2col + GEMM, which is faster there). Four times
 // fewer multiplications than the GEMM path; the transforms are vectorised across channels (AVX2).
 // Contract as kernels/conv2d.h: forward ASSIGNS y (or ACCUMULATES when asked: backward data runs
-// through it), backward_weight ACCUMULATES into dw and dbias. Results are bitwise independent of
+// through it), backward_weight ACCUMULATES into dw. Results are bitwise independent of
 // the batch an image sits in and of the OpenMP thread count; they differ from the GEMM path by
 // rounding (about 1e-5 of the largest output), which tests/test_conv_kernels.cpp bounds.
 #pragma once
@@ -18,7 +18,7 @@ bool applies(const ConvGeom& g);
 void forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
              bool accumulate);
 
-// dw += dL/dw, dbias += dL/dbias (dbias may be null).
-void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* dbias);
+// dw += dL/dw. (The bias gradient does not depend on the algorithm; conv2d.cpp adds it.)
+void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw);
 
 }  // namespace kd::cpu::winograd

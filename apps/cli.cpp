@@ -76,8 +76,9 @@ void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
   cmd->add_option("--pad-to", c.pad_to,
                   "Zero-pad every image to N x N (e.g. 32: PreResNet on 28x28 Fashion-MNIST)");
   cmd->add_option("--cpu-conv", c.cpu_conv,
-                  "CPU float 3x3 stride-1 convolutions: auto (Winograd F(4x4,3x3) where channels "
-                  "are multiples of 8) | gemm (im2col + GEMM always)")
+                  "CPU float convolutions: auto (Winograd F(4x4,3x3) for 3x3 stride-1 ones with "
+                  "channels in eights, direct for stride-1 ones with <= 16 filters) | gemm "
+                  "(im2col + GEMM always)")
       ->capture_default_str();
   add_gpu_controls(cmd, c.conv, c.bn, c.deterministic, c.tf32);
   cmd->add_option("--profile-steps", c.profile_steps,
@@ -293,7 +294,7 @@ std::unique_ptr<Cli> make_cli() {
   c.bench_cmd->add_option("--device", c.bench.device, "auto | cpu | cuda (auto: cuda when usable)")
       ->capture_default_str();
   c.bench_cmd->add_option("--cpu-conv", c.bench_cpu_conv,
-                          "CPU float 3x3 convolutions: auto (Winograd where it applies) | gemm")
+                          "CPU float convolutions: auto (Winograd or direct where they apply) | gemm")
       ->capture_default_str();
   c.bench_cmd->add_flag("--tf32", c.bench_tf32, "GPU: allow TF32 in cuBLAS/cuDNN float maths");
   c.bench_cmd->add_flag("--deterministic", c.bench_deterministic, "GPU: deterministic algorithms");

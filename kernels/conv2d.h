@@ -44,9 +44,10 @@ KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
 namespace cpu {
 KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
 
-// The algorithm of cpu:: float 3x3 stride-1 pad-1 convolutions whose channel counts are multiples
-// of 8: Winograd F(4x4, 3x3) (Auto; kernels/cpu/conv2d_winograd.h) or im2col + GEMM (Gemm, as
-// every other shape and double). Process-wide; the engine sets it from --cpu-conv.
+// The algorithm of cpu:: float convolutions. Auto: 3x3 stride-1 pad-1 ones whose channel counts are
+// multiples of 8 by Winograd F(4x4, 3x3) (kernels/cpu/conv2d_winograd.h), stride-1 ones with at
+// most 16 filters by a direct convolution (kernels/cpu/conv2d_direct.h), the rest by im2col + GEMM.
+// Gemm: im2col + GEMM always, as double. Process-wide; the engine sets it from --cpu-conv.
 enum class ConvAlgorithm { Auto, Gemm };
 void set_conv_algorithm(ConvAlgorithm algorithm);
 ConvAlgorithm conv_algorithm();

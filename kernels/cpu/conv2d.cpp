@@ -1,6 +1,8 @@
-// Fast CPU 2-D convolution. Float 3x3 stride-1 "same" convolutions with channel counts in eights
-// (forward, backward data as the forward of dy with flipped filters, backward weight) go to
-// Winograd F(4x4, 3x3) (conv2d_winograd.h) unless --cpu-conv gemm; the rest is im2col + OpenBLAS
+// Fast CPU 2-D convolution. Unless --cpu-conv gemm, two float paths come first: 3x3 stride-1
+// "same" convolutions with channel counts in eights (forward, backward data as the forward of dy
+// with flipped filters, backward weight) go to Winograd F(4x4, 3x3) (conv2d_winograd.h), and the
+// forward and weight gradient of stride-1 layers with at most 16 filters (LeNet-5, stems) to a
+// direct convolution vectorised across the filters (conv2d_direct.h). The rest is im2col + OpenBLAS
 // GEMM, described below. Layouts: x NCHW [n,c,h,w], w OIHW [k,c,r,s]
 // (= row-major [k, crs]), y [n,k,p,q]. Forward ASSIGNS y; backward ACCUMULATES into dx, dw, dbias
 // (dbias may be null).
@@ -41,6 +43,7 @@
 
 #include "base/check.h"
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/im2col.h"
 #include "kernels/cpu/omp_errors.h"
@@ -116,6 +119,11 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 // Float 3x3 stride-1 "same" convolutions go through Winograd F(4x4, 3x3) (conv2d_winograd.h).
 bool use_winograd(const ConvGeom& g) {
   return conv_algorithm() == ConvAlgorithm::Auto && winograd::applies(g);
+}
+
+// Few filters: a GEMM of 6 or 16 rows runs far below the FMA rate (conv2d_direct.h).
+bool use_direct(const ConvGeom& g) {
+  return conv_algorithm() == ConvAlgorithm::Auto && !winograd::applies(g) && direct::applies(g);
 }
 
 // k-major chunk output Y'[k][i*pq + j] -> y[i][k][j] (+ bias[k]).
@@ -320,6 +328,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   check_geom(g);
   if constexpr (std::is_same_v<T, float>) {
     if (use_winograd(g)) return winograd::forward(g, x, w, bias, y, false);
+    if (use_direct(g)) return direct::forward(g, x, w, bias, y);
   }
   const Lowering L = forward_lowering(g);
   const int64_t pq = L.pq(), hw = L.hw();
@@ -362,6 +371,8 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, boo
   }
   if constexpr (std::is_same_v<T, float>) {
     if (by_winograd) return winograd::forward(transposed_geom(g), dy, wt, nullptr, dx, accumulate);
+    if (!transposed && use_direct(g) && direct::backward_data_applies(g))
+      return direct::backward_data(g, dy, w, dx, accumulate);
   }
   const Lowering L = transposed ? transposed_lowering(g) : forward_lowering(g);
   RegionErrors errors;  // workspaces grow inside the region
@@ -385,8 +396,12 @@ template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
   check_geom(g);
   if constexpr (std::is_same_v<T, float>) {
-    if (use_winograd(g)) {
-      winograd::backward_weight(g, x, dy, dw);
+    if (use_winograd(g) || use_direct(g)) {
+      if (use_winograd(g)) {
+        winograd::backward_weight(g, x, dy, dw);
+      } else {
+        direct::backward_weight(g, x, dy, dw);
+      }
       if (dbias) add_bias_gradient(g, dy, dbias);
       return;
     }

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/cpu/omp_errors.h"
+#include "kernels/cpu/transpose8.h"
 
 namespace kd::cpu::winograd {
 
@@ -120,25 +121,6 @@ float* scratch(Slot slot, int64_t elems) {
     buf.resize(static_cast<size_t>(elems));
   }
   return buf.data();
-}
-
-// In-register transpose: r[j] holds 8 values of row j; afterwards r[i] holds column i.
-inline void transpose8(v8 r[8]) {
-  v8 t[8], u[8];
-  for (int j = 0; j < 8; j += 2) {
-    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
-  }
-  for (int j = 0; j < 8; j += 4) {
-    u[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
-    u[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
-    u[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-    u[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-  }
 }
 
 // NCHW planes of `images` images (c a multiple of 8) -> [image][row][col][channel] with a zero

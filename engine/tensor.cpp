@@ -265,24 +265,39 @@ Tensor& Tensor::set_requires_grad(bool on) {
   return *this;
 }
 
+namespace {
+
+// Before a write into a shared gradient: copies it unless no other tensor (or view) holds it.
+void own_gradient(TensorImpl& self) {
+  if (!self.grad_shared) return;
+  if (self.grad.use_count() > 1 || self.grad->storage.use_count() > 1)
+    self.grad = Tensor(self.grad).clone().impl_ptr();
+  self.grad_shared = false;
+}
+
+}  // namespace
+
 Tensor Tensor::grad_or_zeros() {
   TensorImpl& self = impl();
+  if (self.grad) own_gradient(self);
   if (!self.grad) self.grad = zeros(self.shape, self.dtype, device()).impl_ptr();
   return Tensor(self.grad);
 }
 
 Tensor Tensor::grad_for_write(bool* accumulate) {
   TensorImpl& self = impl();
+  if (self.grad) own_gradient(self);
   *accumulate = self.grad != nullptr;
   if (!self.grad) self.grad = empty(self.shape, self.dtype, device()).impl_ptr();
   return Tensor(self.grad);
 }
 
-void Tensor::set_grad(const Tensor& g) {
+void Tensor::set_grad(const Tensor& g, bool shared) {
   KD_CHECK(g.defined() && g.shape() == shape() && g.dtype() == dtype() && g.device() == device(),
            "set_grad: " << (g.defined() ? describe(g) : std::string("undefined")) << " for "
                         << describe(*this));
   impl().grad = g.impl_ptr();
+  impl().grad_shared = shared;
 }
 
 Tensor Tensor::slice_flat(int64_t offset, const Shape& new_shape) const {

@@ -41,6 +41,9 @@ struct TensorImpl {
   DType dtype = DType::F32;
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;  // same shape, dtype and device; allocated on first use
+  // grad may alias another tensor's gradient (add's backward hands dy to both inputs): before
+  // anything writes into it, it is copied unless this tensor turns out to be its only holder.
+  bool grad_shared = false;
 };
 
 class Tensor {
@@ -94,15 +97,23 @@ class Tensor {
   bool requires_grad() const { return impl().requires_grad; }
   Tensor& set_requires_grad(bool on);
   Tensor grad() const { return Tensor(impl().grad); }
-  Tensor grad_or_zeros();  // the gradient, allocated as zeros on first use
+  // The gradient to accumulate into, allocated as zeros on first use. Like grad_for_write, a
+  // shared gradient (set_grad(g, true)) is first made this tensor's own.
+  Tensor grad_or_zeros();
   // The gradient a backward kernel writes into: the existing one (*accumulate = true), or, on
   // first use, a new uninitialised buffer that the kernel must fill entirely (*accumulate =
   // false), which spares the zeroing pass and the read of zeros.
   Tensor grad_for_write(bool* accumulate);
-  // Makes g this tensor's gradient, shared, not copied (pass-through backward: add, reshape).
-  // g must have this tensor's shape, dtype and device, and no later reader of g's old owner.
-  void set_grad(const Tensor& g);
-  void clear_grad() { impl().grad.reset(); }
+  // Makes g this tensor's gradient, not copied (pass-through backward: add, reshape). g must have
+  // this tensor's shape, dtype and device. shared: another tensor may hold g (or a view of it) as
+  // its gradient too, so the first write through grad_or_zeros or grad_for_write copies it unless
+  // this tensor is by then its only holder; without it, g's old owner must never read it again.
+  void set_grad(const Tensor& g, bool shared = false);
+  bool grad_shared() const { return impl().grad_shared; }
+  void clear_grad() {
+    impl().grad.reset();
+    impl().grad_shared = false;
+  }
 
   // numel(shape) elements of this tensor's storage from flat element `offset` on, shared (the
   // gradient arena: every parameter's gradient a piece of one buffer). No autograd.

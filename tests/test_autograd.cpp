@@ -192,5 +192,54 @@ TEST_F(Autograd, GradientOfAReshapedViewReachesTheBase) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(g[i], i + 1.0);
 }
 
+// add's backward hands dy to both inputs, one buffer, no copy; a later write into either (here: a
+// second backward that accumulates) copies it first, so each ends with its own correct sum.
+TEST_F(Autograd, AddHandsDyToBothInputsWithoutACopy) {
+  Tensor a = Tensor::from_vector<double>({4}, {1, 2, 3, 4});
+  Tensor b = Tensor::from_vector<double>({4}, {-1, 0, 5, 2});
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  const Tensor w = Tensor::from_vector<double>({4}, {0.5, -1, 2, 3});
+  backward(testing::weighted_sum(ops::add(a, b), w));
+  EXPECT_EQ(a.grad().raw(), b.grad().raw()) << "dy was copied";
+  EXPECT_TRUE(a.grad_shared() && b.grad_shared());
+  EXPECT_EQ(a.grad().to_vector<double>(), w.to_vector<double>());
+
+  const Tensor w2 = Tensor::from_vector<double>({4}, {1, 1, -2, 0.25});
+  backward(testing::weighted_sum(ops::add(a, b), w2));
+  EXPECT_NE(a.grad().raw(), b.grad().raw()) << "two gradients still share one buffer";
+  const std::vector<double> want = {1.5, 0, 0, 3.25};
+  EXPECT_EQ(a.grad().to_vector<double>(), want);
+  EXPECT_EQ(b.grad().to_vector<double>(), want);
+}
+
+// x + 2x with the 2x tensor held: add shares dy between x and it; scale's backward then adds into
+// x's gradient, which must not change the other holder's.
+TEST_F(Autograd, AWriteIntoASharedGradientLeavesTheOtherHolderAlone) {
+  Tensor x = Tensor::from_vector<double>({3}, {0.25, -1.5, 4.0});
+  x.set_requires_grad(true);
+  const Tensor w = Tensor::from_vector<double>({3}, {1, -2, 0.5});
+  Tensor twice = ops::scale(x, 2.0);
+  backward(testing::weighted_sum(ops::add(x, twice), w));
+  EXPECT_EQ(twice.grad().to_vector<double>(), w.to_vector<double>());
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{3, -6, 1.5}));
+}
+
+// The sharing survives a reshape: x's gradient is a view of the dy that b holds too, and the later
+// write into x's (from 3x) copies it.
+TEST_F(Autograd, ASharedGradientStaysSharedThroughReshape) {
+  Tensor x = Tensor::from_vector<double>({2, 2}, {1, 2, 3, 4});
+  Tensor b = Tensor::from_vector<double>({4}, {0, 0, 0, 0});
+  x.set_requires_grad(true);
+  b.set_requires_grad(true);
+  const Tensor w = Tensor::from_vector<double>({4}, {1, 2, -1, 0.5});
+  const Tensor w3 = Tensor::from_vector<double>({4}, {0.5, 0.5, 1, -1});
+  Tensor thrice = ops::scale(x, 3.0);  // recorded first, so its backward runs last
+  Tensor y = ops::add(ops::reshape(x, {4}), b);
+  backward(ops::add(testing::weighted_sum(y, w), testing::weighted_sum(thrice, w3)));
+  EXPECT_EQ(b.grad().to_vector<double>(), w.to_vector<double>());
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{2.5, 3.5, 2, -2.5}));
+}
+
 }  // namespace
 }  // namespace kd

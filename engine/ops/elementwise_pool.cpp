@@ -40,23 +40,24 @@ Tensor add(const Tensor& a, const Tensor& b) {
     kernels<T>(a).add_forward(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
   });
   if (should_record({a, b})) {
-    // Pass-through backward: dy becomes the gradient of the first input that has none, shared
-    // (no pass over memory); the other input, if it has none either, gets one copy of dy. Only
-    // an input that already holds a gradient accumulates. y's node has run by then, so nothing
-    // reads y's gradient again.
+    // Pass-through backward: dy becomes the gradient of each input that has none, not copied (no
+    // pass over memory). When both take it they share it, marked so: the first later write into
+    // either copies it unless the other holder is gone by then (a residual block's shortcut and
+    // branch outputs are, once their nodes have run: no copy at all). An input that already holds
+    // a gradient accumulates. y's node has run by then, so nothing reads y's gradient again.
     record_node("add", {a, b}, {y}, [a, b, y]() {
       const Tensor dy = y.grad();
-      bool dy_handed_on = false;
+      auto takes_dy = [](const Tensor& in) { return in.requires_grad() && !in.grad().defined(); };
+      const bool both = takes_dy(a) && takes_dy(b) && !a.same(b);
       for (Tensor in : {a, b}) {
         if (!in.requires_grad()) continue;
         if (!in.grad().defined()) {
-          in.set_grad(dy_handed_on ? dy.clone() : dy);
-          dy_handed_on = true;
+          in.set_grad(dy, both);
           continue;
         }
         dispatch_floating("add", a, [&](auto tag) {
           using T = decltype(tag);
-          kernels<T>(a).accumulate(y.numel(), T(1), dy.data<T>(), in.grad().data<T>());
+          kernels<T>(a).accumulate(y.numel(), T(1), dy.data<T>(), grad_ptr<T>(in));
         });
       }
     });
@@ -90,7 +91,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
   if (should_record({x})) {
     record_node("reshape", {x}, {y}, [x, y]() {
       if (!x.grad().defined()) {  // pass-through: y's gradient, viewed in x's shape
-        Tensor(x).set_grad(y.grad().view(x.shape()));
+        Tensor(x).set_grad(y.grad().view(x.shape()), y.grad_shared());
         return;
       }
       dispatch_floating("reshape", x, [&](auto tag) {

@@ -23,7 +23,7 @@
 // tasks run in turn, OpenBLAS threading each GEMM and OpenMP the copies (slower on 2 cores: the
 // two pools fight). The sequence of GEMM calls is the same either way.
 // Determinism. Tasks depend on the geometry only. Weight gradients are summed per fixed group of
-// images (weight_groups(): from n and the filter size) into partials added to dw in group order;
+// images (weight_groups.h: from n and the filter size) into partials added to dw in group order;
 // col2im gives each (image, channel) plane to one thread; bias gradients are per-k double sums in
 // a fixed order. Results are bitwise independent of the OpenMP thread count, and of OpenBLAS's
 // thread count exactly when OpenBLAS is (0.3.21 on Zen: dgemm is, sgemm is not).
@@ -47,6 +47,7 @@
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/im2col.h"
 #include "kernels/cpu/omp_errors.h"
+#include "kernels/cpu/weight_groups.h"
 
 namespace kd::cpu {
 
@@ -54,16 +55,8 @@ namespace {
 
 using detail::Lowering;
 
-// Weight-gradient partial sums: at most 16 groups of images (a power of two, so 1, 2, 4, 8 and 16
-// threads get equal shares) and at most kPartialBytes of partials (VGG's 512x512x3x3 filters).
-constexpr int kWeightGroups = 16;
+// Weight-gradient partial sums (weight_groups.h): at most 64 MB of them (VGG's 512x512x3x3 filters).
 constexpr int64_t kPartialBytes = 64 << 20;
-
-int weight_groups(const ConvGeom& g, int64_t partial_bytes) {
-  int groups = kWeightGroups;
-  while (groups > 1 && groups * partial_bytes > kPartialBytes) groups /= 2;
-  return std::min(g.n, groups);
-}
 
 void check_geom(const ConvGeom& g) { kd::detail::check_conv_geom(g); }
 
@@ -409,7 +402,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   const Lowering L = forward_lowering(g);
   const int crs = static_cast<int>(L.rows());
   const int64_t wsize = int64_t(g.k) * crs;
-  const int nb = images_per_chunk(g), groups = weight_groups(g, wsize * int64_t(sizeof(T)));
+  const int nb = images_per_chunk(g), groups = weight_gradient_groups(g.n, wsize * int64_t(sizeof(T)), kPartialBytes);
   T* partials = workspace<T>(kCaller, groups * wsize);
   if (groups == 0) return;  // empty batch: nothing to add
     // One parallel region: with a single-threaded OpenBLAS the groups are shared out; otherwise the
@@ -420,8 +413,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
 #pragma omp for schedule(static)
     for (int group = 0; group < groups; ++group) {
       errors.run([&] {
-        const int begin = static_cast<int>(int64_t(g.n) * group / groups),
-                  end = static_cast<int>(int64_t(g.n) * (group + 1) / groups);
+        const int begin = group_begin(g.n, group, groups), end = group_begin(g.n, group + 1, groups);
         backward_weight_group(g, L, nb, begin, end, x, dy, partials + group * wsize);
       });
     }

@@ -26,6 +26,7 @@
 
 #include "kernels/cpu/omp_errors.h"
 #include "kernels/cpu/transpose8.h"
+#include "kernels/cpu/weight_groups.h"
 
 namespace kd::cpu::direct {
 
@@ -34,7 +35,8 @@ namespace {
 constexpr int kLanes = 8;
 constexpr int kMaxFilters = 16;
 constexpr int kMaxTaps = 512;
-constexpr int kMaxGroups = 16;  // weight-gradient partials: 1, 2, 4, 8, 16 threads get equal shares
+// Weight-gradient groups (weight_groups.h); a partial is at most 512 taps x 16 filters (32 KB).
+constexpr int64_t kPartialBytes = 4 << 20;
 
 using v8 = __m256;
 
@@ -380,10 +382,10 @@ void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* 
   const int per_tile = pl.vecs == 1 ? pick(pl.taps, 1, kGradTaps1, 3) : pick(pl.taps, 2, kGradTaps2, 3);
   const WeightTile tile = weight_kernel(per_tile, pl.vecs);
   const int slots = (pl.taps + per_tile - 1) / per_tile * per_tile, width = pl.vecs * kLanes;
-  const int groups = std::min(g.n, kMaxGroups);
+  const int64_t partial_size = int64_t(slots) * width;
+  const int groups = weight_gradient_groups(g.n, partial_size * int64_t(sizeof(float)), kPartialBytes);
   if (groups == 0) return;
   const int64_t hw = int64_t(g.h) * g.w, pq = int64_t(g.p()) * g.q();
-  const int64_t partial_size = int64_t(slots) * width;
   // The calling thread's buffer, shared with the team through a plain pointer (a thread_local
   // named inside the region would be each thread's own).
   thread_local std::vector<float> buffer;
@@ -393,8 +395,7 @@ void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* 
 #pragma omp parallel for schedule(static)
   for (int group = 0; group < groups; ++group) {
     errors.run([&] {
-      const int begin = static_cast<int>(int64_t(g.n) * group / groups),
-                end = static_cast<int>(int64_t(g.n) * (group + 1) / groups);
+      const int begin = group_begin(g.n, group, groups), end = group_begin(g.n, group + 1, groups);
       float* xp = scratch(kPadded, int64_t(g.c) * pl.rows * pl.cols);
       float* dyt = scratch(kPixelMajor, pq * width);
       float* partial = partials + group * partial_size;

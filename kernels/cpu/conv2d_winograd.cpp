@@ -24,6 +24,7 @@
 
 #include "kernels/cpu/omp_errors.h"
 #include "kernels/cpu/transpose8.h"
+#include "kernels/cpu/weight_groups.h"
 
 namespace kd::cpu::winograd {
 
@@ -35,14 +36,12 @@ constexpr int kElems = kAlpha * kAlpha;
 constexpr int kLanes = 8;  // floats per AVX2 vector
 constexpr int kRows = 6;   // tiles per forward micro-tile (multiple of the block size's factor)
 constexpr int kGradRows = 4;  // filters per weight-gradient micro-tile
-// Images are split into at most 16 groups (so 1, 2, 4, 8 and 16 threads get equal shares), fewer
-// when the groups' partial sums would pass 4 MB: summing them is a serial pass over memory.
-constexpr int kMaxGroups = 16;
 
 // At most 64 x 64 channel pairs: then all 36 transformed filter matrices (576 KB) stay in L2
 // while every block of tiles sweeps them. Wider layers (VGG's 128..512) would stream them from
 // memory for each block and ran 2x slower than im2col + GEMM (measured: VGG-16, batch 64).
 constexpr int64_t kMaxFilterPairs = 64 * 64;
+// Weight-gradient groups (weight_groups.h): at most 4 MB of partials.
 constexpr int64_t kPartialBytes = 4 << 20;
 
 using v8 = __m256;
@@ -404,8 +403,7 @@ void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* 
   if (g.n == 0) return;
   const Plan p = make_plan(g);
   const int64_t per_group = int64_t(kElems) * g.k * g.c;
-  int groups = std::min(g.n, kMaxGroups);
-  while (groups > 1 && groups * per_group * int64_t(sizeof(float)) > kPartialBytes) groups /= 2;
+  const int groups = weight_gradient_groups(g.n, per_group * int64_t(sizeof(float)), kPartialBytes);
   float* partials = scratch(kPartials, groups * per_group);
   std::fill(partials, partials + groups * per_group, 0.f);
   const int64_t x_image = int64_t(g.c) * g.h * g.w, y_image = int64_t(g.k) * g.h * g.w;
@@ -413,8 +411,7 @@ void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* 
 #pragma omp parallel for schedule(static)
   for (int group = 0; group < groups; ++group) {
     errors.run([&] {
-      const int begin = static_cast<int>(int64_t(g.n) * group / groups),
-                end = static_cast<int>(int64_t(g.n) * (group + 1) / groups);
+      const int begin = group_begin(g.n, group, groups), end = group_begin(g.n, group + 1, groups);
       for (int n0 = begin; n0 < end; n0 += p.images) {
         const int count = std::min(p.images, end - n0);
         weight_chunk(g, p, count, x + n0 * x_image, dy + n0 * y_image,

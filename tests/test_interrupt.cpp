@@ -61,9 +61,13 @@ TEST(Interrupt, SigtermSavesTheStateAndTheResumedRunEndsWithTheSameBytes) {
 TEST(Interrupt, ASecondSignalEndsTheRunAtOnce) {
   TempDir tmp;
   const std::string data = write_synthetic_fmnist(tmp / "data", 512, 32);
-  // Steps of 512 images take milliseconds: the second signal arrives while the first one's
-  // step is still running (two signals sent back to back may merge into one).
-  Spawned s = spawn_kdlab(train_args(data, tmp / "run", "512"), tmp.path);
+  // A PreResNet-20 step on 512 images takes about a second on one thread: the second signal,
+  // 3 ms after the first (two sent back to back may merge into one), arrives while the first
+  // one's step still runs. (LeNet-5's step took a few milliseconds, so on a loaded machine the
+  // run sometimes ended cleanly before the second signal came.)
+  std::vector<std::string> args = train_args(data, tmp / "run", "512");
+  args.insert(args.end(), {"--model", "preresnet20", "--pad-to", "32"});
+  Spawned s = spawn_kdlab(args, tmp.path);
   ASSERT_TRUE(wait_for_file(tmp / "run/last.safetensors", 60));
   ASSERT_EQ(kill(s.pid, SIGINT), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(3));

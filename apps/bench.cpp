@@ -97,10 +97,11 @@ bool time_torch(const std::string& python, const std::string& arch, const BenchO
 
 }  // namespace
 
-BenchBatch bench_batch(int batch, int channels, int size, int classes, Device device) {
+BenchBatch bench_batch(int batch, int channels, int size, int classes, Device device,
+                       uint64_t pixel_key) {
   std::vector<float> pixels(size_t(batch) * channels * size * size);
   for (size_t i = 0; i < pixels.size(); ++i)
-    pixels[i] = 2.0f * philox_uniform(1, kStreamTest, i) - 1.0f;
+    pixels[i] = 2.0f * philox_uniform(pixel_key, kStreamTest, i) - 1.0f;
   std::vector<int32_t> labels(batch);
   for (int i = 0; i < batch; ++i) labels[i] = int32_t(philox_below(2, kStreamTest, i, classes));
   return {Tensor::from_vector<float>({batch, channels, size, size}, pixels).to(device),

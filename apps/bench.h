@@ -26,11 +26,12 @@ int run_bench(const BenchOptions& options);
 
 // What both benchmarks share: the fixed random batch (pixels uniform in [-1, 1], labels uniform
 // over the classes, from the test stream) on `device`, and the python3 that has PyTorch (with
-// CUDA when need_cuda), or "" when none has.
+// CUDA when need_cuda), or "" when none has. Another pixel_key gives other pixels.
 struct BenchBatch {
   Tensor images, labels;
 };
-BenchBatch bench_batch(int batch, int channels, int size, int classes, Device device);
+BenchBatch bench_batch(int batch, int channels, int size, int classes, Device device,
+                       uint64_t pixel_key = 1);
 std::string torch_python(bool need_cuda);
 int run_bench_gpu(const BenchOptions& options);  // bench_gpu.cpp
 

@@ -13,9 +13,11 @@ cudnn.benchmark is ON for every variant. Variants (--variant, repeatable; defaul
                  of seconds per model: callers without the flag, like kdlab bench, can set
                  $TORCH_GPU_BENCH_COMPILE_TIMEOUT). The group is also killed when this script is
                  terminated, and the child dies with this script (PR_SET_PDEATHSIG).
-  distill        student + --teachers eval-mode teachers of the same architecture under no_grad;
-                 teacher = log of the mean softmax; loss = tau^2 * soft cross-entropy at --tau;
-                 also times a plain student step and reports distill_over_student
+  distill        student + the cached logits of --teachers eval-mode teachers of the same
+                 architecture: their ensemble logits (log of the mean softmax) for 4 batches are
+                 computed once under no_grad and the teachers freed, as a training run's logit
+                 cache does; step i reads batch i % 4's rows; loss = tau^2 * soft cross-entropy
+                 at --tau; also times a plain student step and reports distill_over_student
   all            the four above
 (distill uses --model for the student and the teachers: `--model preresnet56 --variant distill`.)
 stdout is JSON Lines: one FLAT object per variant (no nested objects, so a reader that parses from
@@ -196,6 +198,9 @@ def run_eager(args, device, channels_last):
     return summarize(args.batch, ms, wall, peak)
 
 
+CACHED_BATCHES = 4
+
+
 def run_distill(args, device):
     tau, m = args.tau, args.teachers
     s = Setup(args, device)
@@ -204,14 +209,26 @@ def run_distill(args, device):
         t = Setup(args, device, seed_offset=100 + k).model
         t.eval().requires_grad_(False)
         teachers.append(t)
+    g = torch.Generator().manual_seed(args.seed + 2000)
+    with torch.no_grad():
+        cached = []
+        for i in range(CACHED_BATCHES):
+            xb = s.x if i == 0 else torch.randn(s.x.shape, generator=g).to(device)
+            # log of the mean of member probabilities, computed stably as logsumexp - log m.
+            member_logp = torch.stack([F.log_softmax(t(xb), dim=1) for t in teachers])
+            cached.append(torch.logsumexp(member_logp, dim=0) - math.log(m))
+        cache = torch.cat(cached)
+    del teachers, cached
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    step_index = [0]
 
     def distill_step():
         s.opt.zero_grad(set_to_none=True)
+        row = (step_index[0] % CACHED_BATCHES) * args.batch
+        step_index[0] += 1
         with torch.no_grad():
-            # log of the mean of member probabilities, computed stably as logsumexp - log m.
-            member_logp = torch.stack([F.log_softmax(t(s.x), dim=1) for t in teachers])
-            ensemble_logits = torch.logsumexp(member_logp, dim=0) - math.log(m)
-            p = F.softmax(ensemble_logits / tau, dim=1)
+            p = F.softmax(cache[row:row + args.batch] / tau, dim=1)
         log_q = F.log_softmax(s.model(s.x) / tau, dim=1)
         loss = -(tau * tau) * (p * log_q).sum(dim=1).mean()
         loss.backward()
@@ -350,7 +367,7 @@ def parse_args(argv=None):
                     help="wall seconds for the whole compile child (start-up, compile, warm-up, "
                          "timed steps) before its process group is killed and compile is "
                          "'unavailable' (default $TORCH_GPU_BENCH_COMPILE_TIMEOUT or 120)")
-    ap.add_argument("--teachers", type=int, default=3, help="distill: ensemble size")
+    ap.add_argument("--teachers", type=int, default=5, help="distill: ensemble size")
     ap.add_argument("--tau", type=float, default=4.0, help="distill: temperature")
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--weight-decay", type=float, default=5e-4)

@@ -5,9 +5,10 @@
 // 1x1 stride-1 unpadded convolutions run forward and backward data as one strided-batched cuBLAS
 // GEMM (mapping: kernels/cuda/pointwise_gemm.h; TF32 follows cuda::math_mode() through
 // cublas_handle(), which also forbids atomics), plus a bias kernel after the forward.
-// Determinism: no atomics. The weight pass splits K into a number of slices fixed by the shape,
-// writes each slice's partial product to the workspace and sums the slices in slice order; dbias
-// is one block per channel with a fixed-order tree.
+// Determinism: no float atomics. The weight pass splits K into a number of slices fixed by the
+// shape and writes each slice's partial product to the workspace; the block that finishes a
+// tile's last slice (an integer ticket per tile) sums the tile's slices in slice order into dw,
+// in the same launch; dbias is one block per channel with a fixed-order tree.
 #include <cublas_v2.h>
 
 #include <cstdint>
@@ -18,12 +19,53 @@
 #include "kernels/cuda/cublas_handle.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/pointwise_gemm.h"
+#include "kernels/cuda/reduce.cuh"
 
 namespace kd {
 namespace cuda {
 namespace {
 
 using conv_gemm::Pass;
+
+// One ticket per output tile for the weight pass's fold; zero at module load, and the last block
+// of each tile puts its counter back to zero. Launches on the one compute stream never overlap.
+__device__ unsigned g_splitk_tickets[conv_gemm::kMaxFoldTiles] = {};
+
+// After the block has written its slice of the tile: the block that takes the tile's last ticket
+// adds every slice of the tile into dw, slice 0 first (splitk_sum's order, so the bits are those
+// of the separate summing launch). Every thread fences its own slice writes before the barrier,
+// and the slices are read through volatile (L2), as in fixed_order::last_block_sum2.
+template <class T>
+__device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>& prm, int tid,
+                            int m0, int n0) {
+  using namespace conv_gemm;
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    unsigned* counter = &g_splitk_tickets[blockIdx.y * gridDim.x + blockIdx.x];
+    last = fixed_order::take_ticket(counter) == gridDim.z - 1;
+    if (last) atomicExch(counter, 0u);  // every slice of the tile has taken its ticket
+  }
+  __syncthreads();
+  if (!last) return;
+  const volatile T* ws = prm.out;
+  const int64_t mn = int64_t(prm.g.m) * prm.g.n;
+#pragma unroll
+  for (int j = 0; j < kMicro; ++j) {
+    const int col = n0 + micro_col(tid, j);
+    if (col >= prm.g.n) continue;
+#pragma unroll
+    for (int i = 0; i < kMicro; ++i) {
+      const int m = m0 + micro_row(tid, i);
+      if (m >= prm.g.m) continue;
+      const int64_t e = weight_out_offset(prm.g, 0, m, col);
+      T sum = ws[e];
+      for (int z = 1; z < int(gridDim.z); ++z) sum += ws[z * mn + e];
+      prm.fold_into[e] += sum;
+    }
+  }
+}
 
 // One 64x64 tile of C = A * B over the K range of slice blockIdx.z. Registers prefetch the next
 // K tile from global memory while the current one is multiplied out of the other shared buffer,
@@ -60,6 +102,9 @@ __global__ void __launch_bounds__(conv_gemm::kThreads)
     __syncthreads();
   }
   epilogue(prm, tid, m0, n0, slice, acc);
+  if constexpr (P == Pass::BackwardWeight) {
+    if (prm.fold_into) fold_slices(prm, tid, m0, n0);  // uniform across the block
+  }
 }
 
 // dw[e] += sum of the slices' partials, slice 0 first.
@@ -167,9 +212,13 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   const conv_gemm::SplitK plan = conv_gemm::split_k_plan(gemm);
   const int64_t mn = int64_t(gemm.m) * gemm.n;
   T* ws = static_cast<T*>(workspace(size_t(plan.slices) * size_t(mn) * sizeof(T)));
-  const conv_gemm::GemmParams<T, Pass::BackwardWeight> prm{d, gemm, dy, x, nullptr, ws, plan.chunk};
+  conv_gemm::GemmParams<T, Pass::BackwardWeight> prm{d, gemm, dy, x, nullptr, ws, plan.chunk};
+  const conv_gemm::Grid3 grid = conv_gemm::gemm_grid(gemm, plan.slices);
+  const bool fold = int64_t(grid.x) * grid.y <= conv_gemm::kMaxFoldTiles;
+  if (fold) prm.fold_into = dw;
   launch_gemm(prm, plan.slices);
-  KD_LAUNCH(splitk_accumulate_kernel<T>, grid_for(mn, 256), 256, 0, ws, plan.slices, mn, dw);
+  if (!fold)
+    KD_LAUNCH(splitk_accumulate_kernel<T>, grid_for(mn, 256), 256, 0, ws, plan.slices, mn, dw);
   if (dbias)
     KD_LAUNCH(bias_grad_kernel<T>, unsigned(g.k), conv_gemm::kBiasThreads, 0, d, dy, dbias);
 }

@@ -6,7 +6,8 @@
 //   backward data    M = c  N = n*h*w  K = k*r*s  A = w[k,c,r,s]    B = dy at (ih+pad-r)/stride
 //   backward weight  M = k  N = c*r*s  K = n*p*q  A = dy            B = x gathered; split-K
 // Forward ASSIGNS y (+bias); backward data ACCUMULATES into dx; backward weight ASSIGNS slice
-// partials into the workspace, which splitk_sum() folds in slice order before += into dw.
+// partials into the workspace, which splitk_sum() folds in slice order before += into dw (in the
+// same launch, by the block that finishes each tile last).
 // Offsets into tensors are int64; GEMM indices are int (the wrappers check they fit).
 #pragma once
 #include <cstdint>
@@ -221,7 +222,14 @@ struct GemmParams {
   T* out;         // y, dx, or the split-K workspace [slices, M, N]
   int k_chunk;    // K per blockIdx.z slice (a multiple of kTileK when several)
   bool accumulate = true;  // backward data: dx += acc, or dx = acc (every element written once)
+  // Backward weight: when set, the block that finishes a tile's last slice adds the tile's slices,
+  // in slice order (splitk_sum), into it (dw) in the same launch (conv2d.cu's fold_slices).
+  T* fold_into = nullptr;
 };
+
+// The folding launch keeps one ticket per output tile; more tiles (no layer of ours comes near:
+// VGG's 512x512x3x3 weight gradient has 8 x 72) fall back to a separate summing launch.
+constexpr int kMaxFoldTiles = 4096;
 
 struct Grid3 {
   int x, y, z;  // x over N tiles (no 65535 limit), y over M tiles, z over K slices

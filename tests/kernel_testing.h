@@ -115,6 +115,41 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
          (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
+// A failure naming the first element whose bits differ.
+template <class T>
+void expect_bitwise(const std::vector<T>& a, const std::vector<T>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) {
+      ADD_FAILURE() << what << ": element " << i << " differs: " << a[i] << " vs " << b[i];
+      return;
+    }
+}
+
+// The CPU convolution algorithm (--cpu-conv) for this scope.
+class ScopedConvAlgorithm {
+ public:
+  explicit ScopedConvAlgorithm(cpu::ConvAlgorithm a) : saved_(cpu::conv_algorithm()) {
+    cpu::set_conv_algorithm(a);
+  }
+  ~ScopedConvAlgorithm() { cpu::set_conv_algorithm(saved_); }
+
+ private:
+  cpu::ConvAlgorithm saved_;
+};
+
+// Float operands of one convolution, uniform in [-1, 1]: x, w, bias and a dy of y's shape.
+struct ConvProblem {
+  std::vector<float> x, w, bias, dy;
+};
+inline size_t conv_x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
+inline size_t conv_w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
+inline size_t conv_y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
+inline ConvProblem conv_problem(const ConvGeom& g) {
+  return {uniform<float>(conv_x_size(g), 1, -1, 1), uniform<float>(conv_w_size(g), 2, -1, 1),
+          uniform<float>(size_t(g.k), 3, -1, 1), uniform<float>(conv_y_size(g), 4, -1, 1)};
+}
+
 inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];

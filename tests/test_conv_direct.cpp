@@ -25,7 +25,13 @@ using kd::cpu::ConvAlgorithm;
 using kd::kernel_testing::describe;
 using kd::kernel_testing::EngineThreading;
 using kd::kernel_testing::geom;
-using kd::kernel_testing::uniform;
+using kd::kernel_testing::conv_w_size;
+using kd::kernel_testing::conv_x_size;
+using kd::kernel_testing::conv_y_size;
+using kd::kernel_testing::ConvProblem;
+using kd::kernel_testing::conv_problem;
+using kd::kernel_testing::expect_bitwise;
+using kd::kernel_testing::ScopedConvAlgorithm;
 
 // A float sum over at most 512 taps, against double: within a few 1e-6 of the largest value.
 constexpr double kTolerance = 1e-5;
@@ -43,41 +49,7 @@ const std::vector<ConvGeom> kShapes = {
     geom(2, 3, 30, 30, 5, 5, 5, 1, 1),    // 75 taps, 5 filters, 28 outputs a row: 14-pixel tiles
 };
 
-size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
-size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
-size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
-
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-
-void expect_bitwise(const std::vector<float>& a, const std::vector<float>& b,
-                    const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-      ADD_FAILURE() << what << ": element " << i << " differs: " << a[i] << " vs " << b[i];
-      return;
-    }
-}
-
-class ScopedAlgorithm {
- public:
-  explicit ScopedAlgorithm(ConvAlgorithm a) : saved_(kd::cpu::conv_algorithm()) {
-    kd::cpu::set_conv_algorithm(a);
-  }
-  ~ScopedAlgorithm() { kd::cpu::set_conv_algorithm(saved_); }
-
- private:
-  ConvAlgorithm saved_;
-};
-
-struct Problem {
-  std::vector<float> x, w, bias, dy;
-};
-
-Problem problem(const ConvGeom& g) {
-  return {uniform<float>(x_size(g), 1, -1, 1), uniform<float>(w_size(g), 2, -1, 1),
-          uniform<float>(size_t(g.k), 3, -1, 1), uniform<float>(y_size(g), 4, -1, 1)};
-}
 
 TEST(ConvDirect, AppliesToStrideOneLayersWithFewFilters) {
   using kd::cpu::direct::applies;
@@ -95,24 +67,24 @@ TEST(ConvDirect, ForwardMatchesRefInDouble) {
   EngineThreading threading;
   for (const ConvGeom& g : kShapes) {
     ASSERT_TRUE(kd::cpu::direct::applies(g)) << describe(g);
-    const Problem p = problem(g);
+    const ConvProblem p = conv_problem(g);
     for (bool with_bias : {true, false}) {
       const float* bias = with_bias ? p.bias.data() : nullptr;
-      std::vector<double> want(y_size(g));
+      std::vector<double> want(conv_y_size(g));
       const std::vector<double> bd = to_double(p.bias);
       kd::ref::conv2d_forward<double>(g, to_double(p.x).data(), to_double(p.w).data(),
                                       with_bias ? bd.data() : nullptr, want.data());
-      std::vector<float> y(y_size(g), std::numeric_limits<float>::quiet_NaN());
+      std::vector<float> y(conv_y_size(g), std::numeric_limits<float>::quiet_NaN());
       kd::cpu::direct::forward(g, p.x.data(), p.w.data(), bias, y.data());
       const std::string what = (with_bias ? "forward " : "forward without bias ") + describe(g);
       kd::kernel_testing::expect_close_to_scale(y, want, kTolerance, what);
 
       // cpu:: takes the direct path (the same bits), and the GEMM path when asked.
-      std::vector<float> routed(y_size(g));
+      std::vector<float> routed(conv_y_size(g));
       kd::cpu::conv2d_forward<float>(g, p.x.data(), p.w.data(), bias, routed.data());
       expect_bitwise(routed, y, "cpu:: " + what + " is direct");
-      ScopedAlgorithm gemm(ConvAlgorithm::Gemm);
-      std::vector<float> by_gemm(y_size(g));
+      ScopedConvAlgorithm gemm(ConvAlgorithm::Gemm);
+      std::vector<float> by_gemm(conv_y_size(g));
       kd::cpu::conv2d_forward<float>(g, p.x.data(), p.w.data(), bias, by_gemm.data());
       kd::kernel_testing::expect_close_to_scale(by_gemm, want, kTolerance, "gemm " + what);
     }
@@ -122,8 +94,8 @@ TEST(ConvDirect, ForwardMatchesRefInDouble) {
 TEST(ConvDirect, WeightGradientMatchesRefInDouble) {
   EngineThreading threading;
   for (const ConvGeom& g : kShapes) {
-    const Problem p = problem(g);
-    std::vector<double> want_dw(w_size(g), 0.0), want_db(g.k, 0.0);
+    const ConvProblem p = conv_problem(g);
+    std::vector<double> want_dw(conv_w_size(g), 0.0), want_db(g.k, 0.0);
     kd::ref::conv2d_backward_weight<double>(g, to_double(p.x).data(), to_double(p.dy).data(),
                                             want_dw.data(), want_db.data());
     for (size_t i = 0; i < want_dw.size(); ++i) want_dw[i] += p.w[i];
@@ -139,7 +111,7 @@ TEST(ConvDirect, WeightGradientMatchesRefInDouble) {
     expect_bitwise(routed, dw, "cpu:: backward weight is direct " + what);
     kd::kernel_testing::expect_close_to_scale(db, want_db, kTolerance, "dbias " + what);
 
-    ScopedAlgorithm gemm(ConvAlgorithm::Gemm);
+    ScopedConvAlgorithm gemm(ConvAlgorithm::Gemm);
     std::vector<float> by_gemm = p.w, db_gemm = p.bias;
     kd::cpu::conv2d_backward_weight<float>(g, p.x.data(), p.dy.data(), by_gemm.data(),
                                            db_gemm.data());
@@ -152,12 +124,12 @@ TEST(ConvDirect, WeightGradientMatchesRefInDouble) {
 TEST(ConvDirect, BackwardDataMatchesRefInDouble) {
   EngineThreading threading;
   for (const ConvGeom& g : kShapes) {
-    const Problem p = problem(g);
-    std::vector<double> want(x_size(g), 0.0);
+    const ConvProblem p = conv_problem(g);
+    std::vector<double> want(conv_x_size(g), 0.0);
     kd::ref::conv2d_backward_data<double>(g, to_double(p.dy).data(), to_double(p.w).data(),
                                           want.data(), false);
     const std::string what = describe(g);
-    std::vector<float> dx(x_size(g), std::numeric_limits<float>::quiet_NaN());
+    std::vector<float> dx(conv_x_size(g), std::numeric_limits<float>::quiet_NaN());
     kd::cpu::direct::backward_data(g, p.dy.data(), p.w.data(), dx.data(), false);
     kd::kernel_testing::expect_close_to_scale(dx, want, kTolerance, "dx assigned " + what);
 
@@ -169,7 +141,7 @@ TEST(ConvDirect, BackwardDataMatchesRefInDouble) {
 
     // cpu:: takes it from 6 channels (none of these is a "same" convolution with c >= 16, the
     // transposed GEMM's); with fewer it stays with im2col + GEMM, which sums in another order.
-    std::vector<float> routed(x_size(g), std::numeric_limits<float>::quiet_NaN());
+    std::vector<float> routed(conv_x_size(g), std::numeric_limits<float>::quiet_NaN());
     kd::cpu::conv2d_backward_data<float>(g, p.dy.data(), p.w.data(), routed.data(), false);
     ASSERT_EQ(g.c >= 6, kd::cpu::direct::backward_data_applies(g)) << what;
     if (g.c >= 6) {
@@ -187,10 +159,10 @@ TEST(ConvDirect, GemmSwitchLeavesTheDirectPath) {
   EngineThreading threading;
   // 40 images: groups of 2 or 3, which the direct path sums image by image, the GEMM in one run.
   for (const ConvGeom& g : {geom(40, 1, 28, 28, 6, 5, 5, 1, 2), geom(40, 6, 14, 14, 16, 5, 5, 1, 0)}) {
-    const Problem p = problem(g);
-    std::vector<float> direct(w_size(g), 0.f), by_gemm(w_size(g), 0.f);
+    const ConvProblem p = conv_problem(g);
+    std::vector<float> direct(conv_w_size(g), 0.f), by_gemm(conv_w_size(g), 0.f);
     kd::cpu::conv2d_backward_weight<float>(g, p.x.data(), p.dy.data(), direct.data(), nullptr);
-    ScopedAlgorithm gemm(ConvAlgorithm::Gemm);
+    ScopedConvAlgorithm gemm(ConvAlgorithm::Gemm);
     kd::cpu::conv2d_backward_weight<float>(g, p.x.data(), p.dy.data(), by_gemm.data(), nullptr);
     EXPECT_NE(0, std::memcmp(direct.data(), by_gemm.data(), direct.size() * sizeof(float)))
         << describe(g);
@@ -200,15 +172,15 @@ TEST(ConvDirect, GemmSwitchLeavesTheDirectPath) {
 TEST(ConvDirect, BitwiseIndependentOfThreadsAndBatch) {
   EngineThreading threading;
   for (const ConvGeom& g : {geom(11, 6, 14, 14, 16, 5, 5, 1, 0), geom(23, 1, 28, 28, 6, 5, 5, 1, 2)}) {
-    const Problem p = problem(g);
+    const ConvProblem p = conv_problem(g);
     std::vector<float> y[2], dw[2], dx[2];
     for (int threads : {1, 2}) {
       omp_set_num_threads(threads);
-      y[threads - 1].assign(y_size(g), 0.f);
-      dw[threads - 1].assign(w_size(g), 0.f);
+      y[threads - 1].assign(conv_y_size(g), 0.f);
+      dw[threads - 1].assign(conv_w_size(g), 0.f);
       kd::cpu::direct::forward(g, p.x.data(), p.w.data(), p.bias.data(), y[threads - 1].data());
       kd::cpu::direct::backward_weight(g, p.x.data(), p.dy.data(), dw[threads - 1].data());
-      dx[threads - 1].assign(x_size(g), 0.f);
+      dx[threads - 1].assign(conv_x_size(g), 0.f);
       kd::cpu::direct::backward_data(g, p.dy.data(), p.w.data(), dx[threads - 1].data(), false);
     }
     expect_bitwise(y[0], y[1], "forward, 1 vs 2 threads " + describe(g));
@@ -218,11 +190,11 @@ TEST(ConvDirect, BitwiseIndependentOfThreadsAndBatch) {
     ConvGeom sub = g;
     sub.n = g.n - 3;
     const size_t in = size_t(g.c) * g.h * g.w, out = size_t(g.k) * g.p() * g.q();
-    std::vector<float> ys(y_size(sub));
+    std::vector<float> ys(conv_y_size(sub));
     kd::cpu::direct::forward(sub, p.x.data() + 3 * in, p.w.data(), p.bias.data(), ys.data());
     expect_bitwise(ys, std::vector<float>(y[0].begin() + 3 * out, y[0].end()),
                    "forward of a sub-batch " + describe(g));
-    std::vector<float> dxs(x_size(sub));
+    std::vector<float> dxs(conv_x_size(sub));
     kd::cpu::direct::backward_data(sub, p.dy.data() + 3 * out, p.w.data(), dxs.data(), false);
     expect_bitwise(dxs, std::vector<float>(dx[0].begin() + 3 * in, dx[0].end()),
                    "backward data of a sub-batch " + describe(g));

@@ -25,7 +25,13 @@ using kd::cpu::ConvAlgorithm;
 using kd::kernel_testing::describe;
 using kd::kernel_testing::EngineThreading;
 using kd::kernel_testing::geom;
-using kd::kernel_testing::uniform;
+using kd::kernel_testing::conv_w_size;
+using kd::kernel_testing::conv_x_size;
+using kd::kernel_testing::conv_y_size;
+using kd::kernel_testing::ConvProblem;
+using kd::kernel_testing::conv_problem;
+using kd::kernel_testing::expect_bitwise;
+using kd::kernel_testing::ScopedConvAlgorithm;
 
 // Winograd rounds differently from a direct sum (about 1e-5 of the largest output in float); the
 // GEMM path's own tests allow 1e-4.
@@ -40,46 +46,12 @@ const std::vector<ConvGeom> kShapes = {
     geom(19, 8, 12, 4, 16, 3, 3, 1, 1),   // 16 weight-gradient groups of uneven sizes
 };
 
-size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
-size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * 9; }
-size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.h * g.w; }
-
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
 // max |got - want| <= tol * max(1, max |want|): Winograd's error scales with the largest value.
 void expect_close(const std::vector<float>& got, const std::vector<double>& want, double tol,
                   const std::string& what) {
   kd::kernel_testing::expect_close_to_scale(got, want, tol, what);
-}
-
-void expect_bitwise(const std::vector<float>& a, const std::vector<float>& b,
-                    const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-      ADD_FAILURE() << what << ": element " << i << " differs: " << a[i] << " vs " << b[i];
-      return;
-    }
-}
-
-class ScopedAlgorithm {
- public:
-  explicit ScopedAlgorithm(ConvAlgorithm a) : saved_(kd::cpu::conv_algorithm()) {
-    kd::cpu::set_conv_algorithm(a);
-  }
-  ~ScopedAlgorithm() { kd::cpu::set_conv_algorithm(saved_); }
-
- private:
-  ConvAlgorithm saved_;
-};
-
-struct Problem {
-  std::vector<float> x, w, bias, dy;
-};
-
-Problem problem(const ConvGeom& g) {
-  return {uniform<float>(x_size(g), 1, -1, 1), uniform<float>(w_size(g), 2, -1, 1),
-          uniform<float>(size_t(g.k), 3, -1, 1), uniform<float>(y_size(g), 4, -1, 1)};
 }
 
 TEST(ConvWinograd, AppliesToSameThreeByThreeWithChannelsInEights) {
@@ -99,15 +71,15 @@ TEST(ConvWinograd, AppliesToSameThreeByThreeWithChannelsInEights) {
 TEST(ConvWinograd, ForwardMatchesRefInDouble) {
   EngineThreading threading;
   for (const ConvGeom& g : kShapes) {
-    const Problem p = problem(g);
-    std::vector<double> want(y_size(g));
+    const ConvProblem p = conv_problem(g);
+    std::vector<double> want(conv_y_size(g));
     kd::ref::conv2d_forward<double>(g, to_double(p.x).data(), to_double(p.w).data(),
                                     to_double(p.bias).data(), want.data());
-    std::vector<float> y(y_size(g), std::numeric_limits<float>::quiet_NaN());
+    std::vector<float> y(conv_y_size(g), std::numeric_limits<float>::quiet_NaN());
     kd::cpu::winograd::forward(g, p.x.data(), p.w.data(), p.bias.data(), y.data(), false);
     expect_close(y, want, kTolerance, "forward " + describe(g));
 
-    std::vector<double> want_nobias(y_size(g));
+    std::vector<double> want_nobias(conv_y_size(g));
     kd::ref::conv2d_forward<double>(g, to_double(p.x).data(), to_double(p.w).data(), nullptr,
                                     want_nobias.data());
     std::vector<float> acc = p.dy;  // any prefill; accumulate adds to it
@@ -116,11 +88,11 @@ TEST(ConvWinograd, ForwardMatchesRefInDouble) {
     expect_close(acc, want_nobias, kTolerance, "forward accumulated " + describe(g));
 
     // cpu:: takes the Winograd path (the same bits), and the GEMM path when asked.
-    std::vector<float> routed(y_size(g));
+    std::vector<float> routed(conv_y_size(g));
     kd::cpu::conv2d_forward<float>(g, p.x.data(), p.w.data(), p.bias.data(), routed.data());
     expect_bitwise(routed, y, "cpu:: forward is Winograd " + describe(g));
-    ScopedAlgorithm gemm(ConvAlgorithm::Gemm);
-    std::vector<float> by_gemm(y_size(g));
+    ScopedConvAlgorithm gemm(ConvAlgorithm::Gemm);
+    std::vector<float> by_gemm(conv_y_size(g));
     kd::cpu::conv2d_forward<float>(g, p.x.data(), p.w.data(), p.bias.data(), by_gemm.data());
     expect_close(by_gemm, want, 1e-4, "gemm forward " + describe(g));
     EXPECT_NE(0, std::memcmp(by_gemm.data(), y.data(), y.size() * sizeof(float)))
@@ -131,15 +103,15 @@ TEST(ConvWinograd, ForwardMatchesRefInDouble) {
 TEST(ConvWinograd, BackwardDataAndWeightMatchRefInDouble) {
   EngineThreading threading;
   for (const ConvGeom& g : kShapes) {
-    const Problem p = problem(g);
+    const ConvProblem p = conv_problem(g);
     const auto xd = to_double(p.x), wd = to_double(p.w), dyd = to_double(p.dy);
-    std::vector<double> want_dx(x_size(g), 0.0), want_dw(w_size(g), 0.0), want_db(g.k, 0.0);
+    std::vector<double> want_dx(conv_x_size(g), 0.0), want_dw(conv_w_size(g), 0.0), want_db(g.k, 0.0);
     kd::ref::conv2d_backward_data<double>(g, dyd.data(), wd.data(), want_dx.data(), false);
     kd::ref::conv2d_backward_weight<double>(g, xd.data(), dyd.data(), want_dw.data(),
                                             want_db.data());
     const std::string what = describe(g);
 
-    std::vector<float> dx(x_size(g), std::numeric_limits<float>::quiet_NaN());
+    std::vector<float> dx(conv_x_size(g), std::numeric_limits<float>::quiet_NaN());
     kd::cpu::conv2d_backward_data<float>(g, p.dy.data(), p.w.data(), dx.data(), false);
     expect_close(dx, want_dx, kTolerance, "dx assigned " + what);
     std::vector<float> dx_acc = p.x;
@@ -149,12 +121,12 @@ TEST(ConvWinograd, BackwardDataAndWeightMatchRefInDouble) {
     expect_close(dx_acc, want_acc, kTolerance, "dx accumulated " + what);
 
     // Backward data is the Winograd forward of dy with the flipped, transposed filters.
-    std::vector<float> wt(w_size(g));
+    std::vector<float> wt(conv_w_size(g));
     for (int k = 0; k < g.k; ++k)
       for (int c = 0; c < g.c; ++c)
         for (int i = 0; i < 9; ++i) wt[(size_t(c) * g.k + k) * 9 + 8 - i] = p.w[(size_t(k) * g.c + c) * 9 + i];
     const ConvGeom t = geom(g.n, g.k, g.h, g.w, g.c, 3, 3, 1, 1);
-    std::vector<float> direct(x_size(g));
+    std::vector<float> direct(conv_x_size(g));
     kd::cpu::winograd::forward(t, p.dy.data(), wt.data(), nullptr, direct.data(), false);
     expect_bitwise(dx, direct, "cpu:: backward data is Winograd " + what);
 
@@ -173,12 +145,12 @@ TEST(ConvWinograd, BackwardDataAndWeightMatchRefInDouble) {
 TEST(ConvWinograd, BitwiseIndependentOfThreadsAndBatch) {
   EngineThreading threading;
   for (const ConvGeom& g : {geom(11, 16, 12, 12, 32, 3, 3, 1, 1), geom(23, 64, 8, 8, 64, 3, 3, 1, 1)}) {
-    const Problem p = problem(g);
+    const ConvProblem p = conv_problem(g);
     std::vector<float> y[2], dw[2];
     for (int threads : {1, 2}) {
       omp_set_num_threads(threads);
-      y[threads - 1].assign(y_size(g), 0.f);
-      dw[threads - 1].assign(w_size(g), 0.f);
+      y[threads - 1].assign(conv_y_size(g), 0.f);
+      dw[threads - 1].assign(conv_w_size(g), 0.f);
       kd::cpu::winograd::forward(g, p.x.data(), p.w.data(), p.bias.data(), y[threads - 1].data(),
                                  false);
       kd::cpu::winograd::backward_weight(g, p.x.data(), p.dy.data(), dw[threads - 1].data());
@@ -189,7 +161,7 @@ TEST(ConvWinograd, BitwiseIndependentOfThreadsAndBatch) {
     ConvGeom sub = g;
     sub.n = g.n - 3;
     const size_t in = size_t(g.c) * g.h * g.w, out = size_t(g.k) * g.h * g.w;
-    std::vector<float> ys(y_size(sub));
+    std::vector<float> ys(conv_y_size(sub));
     kd::cpu::winograd::forward(sub, p.x.data() + 3 * in, p.w.data(), p.bias.data(), ys.data(),
                                false);
     expect_bitwise(ys, std::vector<float>(y[0].begin() + 3 * out, y[0].end()),

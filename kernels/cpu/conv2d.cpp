@@ -47,6 +47,7 @@
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/im2col.h"
 #include "kernels/cpu/omp_errors.h"
+#include "kernels/cpu/thread_buffer.h"
 #include "kernels/cpu/weight_groups.h"
 
 namespace kd::cpu {
@@ -62,15 +63,10 @@ void check_geom(const ConvGeom& g) { kd::detail::check_conv_geom(g); }
 
 enum Slot { kCol = 0, kChunk = 1, kCaller = 2 };
 
+struct GemmScratch;
 template <class T>
 T* workspace(Slot slot, int64_t elems) {
-  thread_local std::vector<T> buffers[3];
-  std::vector<T>& buf = buffers[slot];
-  if (static_cast<int64_t>(buf.size()) < elems) {
-    buf = std::vector<T>();  // drop the old block first: no copy, lower peak memory
-    buf.resize(static_cast<size_t>(elems));
-  }
-  return buf.data();
+  return thread_buffer<GemmScratch, T>(slot, elems);
 }
 
 Lowering forward_lowering(const ConvGeom& g) {

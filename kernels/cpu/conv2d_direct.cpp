@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kernels/cpu/omp_errors.h"
+#include "kernels/cpu/thread_buffer.h"
 #include "kernels/cpu/transpose8.h"
 #include "kernels/cpu/weight_groups.h"
 
@@ -104,15 +105,8 @@ Plan make_plan(const ConvGeom& g, bool for_forward) {
 
 enum Slot { kPadded = 0, kPixelMajor, kSlots };
 
-float* scratch(Slot slot, int64_t elems) {
-  thread_local std::vector<float> buffers[kSlots];
-  std::vector<float>& buf = buffers[slot];
-  if (static_cast<int64_t>(buf.size()) < elems) {
-    buf = std::vector<float>();
-    buf.resize(static_cast<size_t>(elems));
-  }
-  return buf.data();
-}
+struct DirectScratch;
+float* scratch(Slot slot, int64_t elems) { return thread_buffer<DirectScratch>(slot, elems); }
 
 // One image's c planes into the zero-framed xp.
 void pad_image(const ConvGeom& g, const Plan& pl, const float* x, float* xp) {

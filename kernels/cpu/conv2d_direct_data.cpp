@@ -17,6 +17,7 @@
 
 #include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/omp_errors.h"
+#include "kernels/cpu/thread_buffer.h"
 #include "kernels/cpu/transpose8.h"
 
 namespace kd::cpu::direct {
@@ -28,15 +29,8 @@ constexpr int kGroup = 6;   // input channels per register tile
 
 using v8 = __m256;
 
-float* scratch(int slot, int64_t elems) {
-  thread_local std::vector<float> buffers[2];
-  std::vector<float>& buf = buffers[slot];
-  if (static_cast<int64_t>(buf.size()) < elems) {
-    buf = std::vector<float>();
-    buf.resize(static_cast<size_t>(elems));
-  }
-  return buf.data();
-}
+struct DirectDataScratch;
+float* scratch(int slot, int64_t elems) { return thread_buffer<DirectDataScratch>(slot, elems); }
 
 // planes[i] = count images' [planes][len] NCHW data starting at src + i * image; out[plane][j][lane].
 void to_lanes(const float* src, int64_t image, int count, int64_t planes, int64_t len, float* out) {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/cpu/omp_errors.h"
+#include "kernels/cpu/thread_buffer.h"
 #include "kernels/cpu/transpose8.h"
 #include "kernels/cpu/weight_groups.h"
 
@@ -112,15 +113,8 @@ Plan make_plan(const ConvGeom& g) {
 
 enum Slot { kPadded = 0, kTransformed, kProducts, kGradient, kPartials, kSlots };
 
-float* scratch(Slot slot, int64_t elems) {
-  thread_local std::vector<float> buffers[kSlots];
-  std::vector<float>& buf = buffers[slot];
-  if (static_cast<int64_t>(buf.size()) < elems) {
-    buf = std::vector<float>();
-    buf.resize(static_cast<size_t>(elems));
-  }
-  return buf.data();
-}
+struct WinogradScratch;
+float* scratch(Slot slot, int64_t elems) { return thread_buffer<WinogradScratch>(slot, elems); }
 
 // NCHW planes of `images` images (c a multiple of 8) -> [image][row][col][channel] with a zero
 // frame: the interior starts at row and column `shift` (1: the padded input; 0: dy).

@@ -12,7 +12,10 @@
 // active when CUDNN_WARN_DEPRECATED is defined, which kdlab does not do, so -Werror is unaffected.
 #include <cudnn.h>
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <memory>
 
 #include "kernels/backend.h"
 #include "base/check.h"
@@ -40,6 +43,24 @@ void check_eps(double eps, const char* what) {
            what << ": epsilon " << eps << " below cuDNN's minimum " << CUDNN_BN_MIN_EPSILON);
 }
 
+// x's [n, c, 1, hw] descriptor and the parameters' [1, c, 1, 1] one, built on a shape's first call
+// and kept for the calling thread's lifetime (as conv2d.cu's descriptors_for): two descriptors
+// created, set and destroyed on each of a step's ~110 batchnorm calls were host time.
+struct BatchNormDescs {
+  TensorDesc x;
+  BatchNormParamDesc param;
+  BatchNormDescs(cudnnDataType_t type, const NormGeom& g) : x(type, g.n, g.c, 1, g.hw), param(x) {}
+};
+
+const BatchNormDescs& descriptors_for(const NormGeom& g, cudnnDataType_t type) {
+  using Key = std::array<int, 4>;
+  thread_local std::map<Key, std::unique_ptr<BatchNormDescs>> cache;
+  const Key key{g.n, g.c, g.hw, int(type)};
+  std::unique_ptr<BatchNormDescs>& slot = cache[key];
+  if (!slot) slot = std::make_unique<BatchNormDescs>(type, g);  // a throw leaves it empty
+  return *slot;
+}
+
 }  // namespace
 
 template <class T>
@@ -51,8 +72,9 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
   KD_CHECK(int64_t(g.n) * g.hw > 1, what << ": need more than one value per channel, got n="
                                          << g.n << " hw=" << g.hw);
   check_eps(double(eps), what);
-  const TensorDesc x_desc(DataType<T>::value, g.n, g.c, 1, g.hw);
-  const BatchNormParamDesc param_desc(x_desc);
+  const BatchNormDescs& descs = descriptors_for(g, DataType<T>::value);
+  const TensorDesc& x_desc = descs.x;
+  const BatchNormParamDesc& param_desc = descs.param;
   // cuDNN takes both running pointers or neither; a lone one gets a scratch partner.
   if ((running_mean == nullptr) != (running_var == nullptr)) {
     T* scratch = static_cast<T*>(cuda::workspace(size_t(g.c) * sizeof(T)));
@@ -75,8 +97,9 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
   const char* what = "cudnn batchnorm (eval)";
   check_geom(g, what);
   check_eps(double(eps), what);
-  const TensorDesc x_desc(DataType<T>::value, g.n, g.c, 1, g.hw);
-  const BatchNormParamDesc param_desc(x_desc);
+  const BatchNormDescs& descs = descriptors_for(g, DataType<T>::value);
+  const TensorDesc& x_desc = descs.x;
+  const BatchNormParamDesc& param_desc = descs.param;
   const T one = T(1), zero = T(0);
   CUDNN_CHECK(cudnnBatchNormalizationForwardInference(
       handle(), CUDNN_BATCHNORM_SPATIAL, &one, &zero, x_desc.get(), x, x_desc.get(), y,
@@ -92,8 +115,9 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
   check_geom(g, what);
   KD_CHECK(save_mean && save_invstd, what << ": needs the saved statistics of the forward");
   KD_CHECK(!relu_out, what << ": no fused ReLU here; mask dy with relu_backward first");
-  const TensorDesc x_desc(DataType<T>::value, g.n, g.c, 1, g.hw);
-  const BatchNormParamDesc param_desc(x_desc);
+  const BatchNormDescs& descs = descriptors_for(g, DataType<T>::value);
+  const TensorDesc& x_desc = descs.x;
+  const BatchNormParamDesc& param_desc = descs.param;
   const T one = T(1), zero = T(0);
   CUDNN_CHECK(cudnnBatchNormalizationBackward(
       handle(), CUDNN_BATCHNORM_SPATIAL, &one, /*betaDataDiff=*/accumulate ? &one : &zero, &one,

@@ -1,17 +1,19 @@
 // 2-D convolution through cuDNN 9 (contract: kernels/conv2d.h). NCHW activations, KCRS weights,
 // square pad/stride, no dilation. Forward ASSIGNS y (alpha 1, beta 0, then the bias through
 // cudnnAddTensor); backward ACCUMULATES into dx and dw (beta = 1) and into dbias (our kernel).
-// Algorithm: cuDNN's heuristics (cudnnGet*Algorithm_v7, no benchmarking: choices stay the same
-// from run to run and cost no GPU time), filtered by kernels/cudnn/algo_policy.h, cached per
-// (geometry, dtype, pass, deterministic, math type) as the ordered list of usable choices with
-// their workspace sizes; a choice the execution call refuses (NOT_SUPPORTED) is dropped and the
-// next one runs. The workspace is cuda::workspace(). The bias gradient is one block per channel reducing
-// (sample, position) in a fixed order, in double: deterministic without atomics.
+// Descriptors: built once per shape and thread (descriptors_for). Algorithm: cuDNN's heuristics
+// (cudnnGet*Algorithm_v7, no benchmarking: choices stay the same from run to run and cost no GPU
+// time), filtered by kernels/cudnn/algo_policy.h, cached per (geometry, dtype, pass,
+// deterministic, math type) as the ordered list of usable choices with their workspace sizes; a
+// choice the execution call refuses (NOT_SUPPORTED) is dropped and the next one runs. The
+// workspace is cuda::workspace(). The bias gradient is one block per channel reducing (sample,
+// position) in a fixed order, in double: deterministic without atomics.
 #include <cudnn.h>
 
 #include <array>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -50,17 +52,33 @@ policy::Math from_cudnn(cudnnMathType_t m) {
   }
 }
 
-// The descriptors of one convolution call.
+// The descriptors of one convolution shape (and its bias, [1, k, 1, 1]).
 struct ConvDescs {
   TensorDesc x, y;
   FilterDesc w;
   ConvDesc conv;
+  TensorDesc bias;
   ConvDescs(const ConvGeom& g, cudnnDataType_t type)
       : x(type, g.n, g.c, g.h, g.w),
         y(type, g.n, g.k, g.p(), g.q()),
         w(type, g.k, g.c, g.r, g.s),
-        conv(type, g.pad, g.stride) {}
+        conv(type, g.pad, g.stride),
+        bias(type, 1, g.k, 1, 1) {}
 };
+
+// The descriptors of a shape, built on its first call and kept for the calling thread's lifetime:
+// creating, setting and destroying five descriptors on each of a step's convolution calls (about
+// 170 for PreResNet-56) is host time the GPU waits for. Only the math type changes between
+// calls, and every use sets it first (make_choices, run_convolution). Thread-local, so a math
+// type set by one thread can never meet another thread's call.
+ConvDescs& descriptors_for(const ConvGeom& g, cudnnDataType_t type) {
+  using Key = std::array<int, 10>;
+  thread_local std::map<Key, std::unique_ptr<ConvDescs>> cache;
+  const Key key{g.n, g.c, g.h, g.w, g.k, g.r, g.s, g.stride, g.pad, int(type)};
+  std::unique_ptr<ConvDescs>& slot = cache[key];
+  if (!slot) slot = std::make_unique<ConvDescs>(g, type);  // a throw leaves it empty: retried
+  return *slot;
+}
 
 struct AlgoChoice {
   int algo = 0;
@@ -292,7 +310,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   check_geom(g);
   if (g.n == 0) return;
   const cudnnDataType_t type = DataType<T>::value;
-  ConvDescs d(g, type);
+  ConvDescs& d = descriptors_for(g, type);
   const T one = T(1), zero = T(0);
   run_convolution(Pass::forward, g, type, d, [&](const AlgoChoice& choice, void* workspace) {
     return cudnnConvolutionForward(handle(), &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
@@ -301,8 +319,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   });
   if (bias) {
     // cudnnAddTensor broadcasts each size-1 dimension of A over C: [1, k, 1, 1] onto y.
-    const TensorDesc bias_desc(type, 1, g.k, 1, 1);
-    CUDNN_CHECK(cudnnAddTensor(handle(), &one, bias_desc.get(), bias, &one, d.y.get(), y));
+    CUDNN_CHECK(cudnnAddTensor(handle(), &one, d.bias.get(), bias, &one, d.y.get(), y));
     cuda::count_launch();
   }
 }
@@ -313,7 +330,7 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx,
   check_geom(g);
   if (g.n == 0) return;
   const cudnnDataType_t type = DataType<T>::value;
-  ConvDescs d(g, type);
+  ConvDescs& d = descriptors_for(g, type);
   const T one = T(1), zero = T(0);
   run_convolution(Pass::backward_data, g, type, d,
                   [&](const AlgoChoice& choice, void* workspace) {
@@ -329,7 +346,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   check_geom(g);
   if (g.n == 0) return;
   const cudnnDataType_t type = DataType<T>::value;
-  ConvDescs d(g, type);
+  ConvDescs& d = descriptors_for(g, type);
   const T one = T(1);
   run_convolution(Pass::backward_weight, g, type, d,
                   [&](const AlgoChoice& choice, void* workspace) {

@@ -267,24 +267,12 @@ WeightTile weight_kernel(int taps, int vecs) {
   }
 }
 
-// dyt[pixel][k] = dy[k][pixel] for one image, zero beyond k: 8x8 blocks in registers.
+// dyt[pixel][k] = dy[k][pixel] for one image, zero beyond k.
 void pixel_major(const ConvGeom& g, int vecs, const float* dy, float* dyt) {
   const int width = vecs * kLanes;
   const int64_t pq = int64_t(g.p()) * g.q();
-  int64_t j0 = 0;
-  for (; j0 + kLanes <= pq; j0 += kLanes)
-    for (int k0 = 0; k0 < width; k0 += kLanes) {
-      v8 r[8];
-      for (int kk = 0; kk < kLanes; ++kk)
-        r[kk] = k0 + kk < g.k ? _mm256_loadu_ps(dy + (k0 + kk) * pq + j0) : _mm256_setzero_ps();
-      transpose8(r);
-      for (int jj = 0; jj < kLanes; ++jj) _mm256_storeu_ps(dyt + (j0 + jj) * width + k0, r[jj]);
-    }
-  for (; j0 < pq; ++j0) {
-    float* row = dyt + j0 * width;
-    for (int k = 0; k < g.k; ++k) row[k] = dy[k * pq + j0];
-    for (int k = g.k; k < width; ++k) row[k] = 0.f;
-  }
+  for (int k0 = 0; k0 < width; k0 += kLanes)
+    rows_to_lanes(dy + k0 * pq, pq, g.k - k0, pq, dyt + k0, width);
 }
 
 // d[0 .. cols) = v[0 .. cols), cols <= 8. Not vmaskmovps: microcoded on AMD, it cost a third of

@@ -34,20 +34,8 @@ float* scratch(int slot, int64_t elems) { return thread_buffer<DirectDataScratch
 
 // planes[i] = count images' [planes][len] NCHW data starting at src + i * image; out[plane][j][lane].
 void to_lanes(const float* src, int64_t image, int count, int64_t planes, int64_t len, float* out) {
-  for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* in = src + pl * len;
-    float* o = out + pl * len * kLanes;
-    int64_t j0 = 0;
-    for (; j0 + kLanes <= len; j0 += kLanes) {
-      v8 r[8];
-      for (int i = 0; i < kLanes; ++i)
-        r[i] = i < count ? _mm256_loadu_ps(in + i * image + j0) : _mm256_setzero_ps();
-      transpose8(r);
-      for (int jj = 0; jj < kLanes; ++jj) _mm256_storeu_ps(o + (j0 + jj) * kLanes, r[jj]);
-    }
-    for (; j0 < len; ++j0)
-      for (int i = 0; i < kLanes; ++i) o[j0 * kLanes + i] = i < count ? in[i * image + j0] : 0.f;
-  }
+  for (int64_t pl = 0; pl < planes; ++pl)
+    rows_to_lanes(src + pl * len, image, count, len, out + pl * len * kLanes, kLanes);
 }
 
 // The inverse for the first `count` lanes: dst[i * image + pl * len + j] (+)= in[pl][j][i].

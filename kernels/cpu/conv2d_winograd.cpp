@@ -127,16 +127,7 @@ void to_channels_last(const float* src, int images, int c, int h, int w, int row
       const float* planes = src + (int64_t(i) * c + c8) * hw;
       for (int y = 0; y < h; ++y) {
         float* out = dst + ((int64_t(i) * rows + y + shift) * cols + shift) * c + c8;
-        const float* in = planes + int64_t(y) * w;
-        int x = 0;
-        for (; x + kLanes <= w; x += kLanes) {
-          v8 r[8];
-          for (int j = 0; j < 8; ++j) r[j] = load(in + j * hw + x);
-          transpose8(r);
-          for (int j = 0; j < 8; ++j) store(out + int64_t(x + j) * c, r[j]);
-        }
-        for (; x < w; ++x)
-          for (int j = 0; j < 8; ++j) out[int64_t(x) * c + j] = in[j * hw + x];
+        rows_to_lanes(planes + int64_t(y) * w, hw, kLanes, w, out, c);
       }
     }
 }

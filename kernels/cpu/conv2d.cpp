@@ -385,8 +385,9 @@ template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
   check_geom(g);
   if constexpr (std::is_same_v<T, float>) {
-    if (use_winograd(g) || use_direct(g)) {
-      if (use_winograd(g)) {
+    const bool by_winograd = use_winograd(g);
+    if (by_winograd || use_direct(g)) {
+      if (by_winograd) {
         winograd::backward_weight(g, x, dy, dw);
       } else {
         direct::backward_weight(g, x, dy, dw);

@@ -70,6 +70,7 @@ constexpr int kForwardPixels1[] = {8, 10, 12, 14};  // one filter vector
 constexpr int kForwardPixels2[] = {4, 5, 6};        // two
 constexpr int kGradTaps1[] = {8, 9, 10};            // broadcasts bound the weight pass: at most 10
 constexpr int kGradTaps2[] = {4, 5, 6};
+constexpr int kMaxGradTaps = 10;
 
 // Below this many taps the filter-vector forward spends as long transposing its tile into NCHW as
 // computing it (LeNet's first layer: 25 taps; the RGB stem: 27, where it ran 2.4x slower than
@@ -103,7 +104,7 @@ Plan make_plan(const ConvGeom& g, bool for_forward) {
   return pl;
 }
 
-enum Slot { kPadded = 0, kPixelMajor, kSlots };
+enum Slot { kPadded = 0, kPixelMajor, kPartials };
 
 struct DirectScratch;
 float* scratch(Slot slot, int64_t elems) { return thread_buffer<DirectScratch>(slot, elems); }
@@ -323,7 +324,7 @@ bool applies(const ConvGeom& g) {
 void forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
   const Plan pl = make_plan(g, /*for_forward=*/true);
   const std::vector<float> wp = pl.by_rows ? pack_filter_groups(g, pl.taps, w) : pack_filters(g, pl, w);
-  const ForwardTile tile = forward_kernel(pl.pixels, pl.vecs);
+  const ForwardTile tile = pl.by_rows ? nullptr : forward_kernel(pl.pixels, pl.vecs);
   const int p = g.p(), q = g.q(), width = pl.vecs * kLanes;
   const int64_t hw = int64_t(g.h) * g.w, pq = int64_t(p) * q;
   RegionErrors errors;  // scratch grows inside the region
@@ -368,11 +369,9 @@ void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* 
   const int groups = weight_gradient_groups(g.n, partial_size * int64_t(sizeof(float)), kPartialBytes);
   if (groups == 0) return;
   const int64_t hw = int64_t(g.h) * g.w, pq = int64_t(g.p()) * g.q();
-  // The calling thread's buffer, shared with the team through a plain pointer (a thread_local
-  // named inside the region would be each thread's own).
-  thread_local std::vector<float> buffer;
-  buffer.assign(size_t(groups * partial_size), 0.f);
-  float* const partials = buffer.data();
+  // The calling thread's buffer, shared with the team through this pointer.
+  float* const partials = scratch(kPartials, groups * partial_size);
+  std::fill(partials, partials + groups * partial_size, 0.f);
   RegionErrors errors;  // scratch grows inside the region
 #pragma omp parallel for schedule(static)
   for (int group = 0; group < groups; ++group) {
@@ -385,7 +384,7 @@ void backward_weight(const ConvGeom& g, const float* x, const float* dy, float* 
         pad_image(g, pl, x + int64_t(n) * g.c * hw, xp);
         pixel_major(g, pl.vecs, dy + int64_t(n) * g.k * pq, dyt);
         for (int t0 = 0; t0 < slots; t0 += per_tile) {
-          const float* src[10];
+          const float* src[kMaxGradTaps];
           // Slots past the last tap read the image's first element; their sums are never used.
           for (int j = 0; j < per_tile; ++j)
             src[j] = xp + (t0 + j < pl.taps ? pl.off[t0 + j] : 0);

@@ -33,8 +33,8 @@ __device__ unsigned g_splitk_tickets[conv_gemm::kMaxFoldTiles] = {};
 
 // After the block has written its slice of the tile: the block that takes the tile's last ticket
 // adds every slice of the tile into dw, slice 0 first (splitk_sum's order, so the bits are those
-// of the separate summing launch). Every thread fences its own slice writes before the barrier,
-// and the slices are read through volatile (L2), as in fixed_order::last_block_sum2.
+// of the separate summing launch). Every thread fences its own slice writes before the barrier;
+// splitk_sum reads the slices through volatile (L2), as in fixed_order::last_block_sum2.
 template <class T>
 __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>& prm, int tid,
                             int m0, int n0) {
@@ -49,7 +49,6 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>
   }
   __syncthreads();
   if (!last) return;
-  const volatile T* ws = prm.out;
   const int64_t mn = int64_t(prm.g.m) * prm.g.n;
 #pragma unroll
   for (int j = 0; j < kMicro; ++j) {
@@ -60,9 +59,7 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>
       const int m = m0 + micro_row(tid, i);
       if (m >= prm.g.m) continue;
       const int64_t e = weight_out_offset(prm.g, 0, m, col);
-      T sum = ws[e];
-      for (int z = 1; z < int(gridDim.z); ++z) sum += ws[z * mn + e];
-      prm.fold_into[e] += sum;
+      prm.fold_into[e] += splitk_sum(prm.out, int(gridDim.z), mn, e);
     }
   }
 }

@@ -178,8 +178,11 @@ inline SplitK split_k_plan(const GemmDims& g) {
   if (chunk < kTileK) chunk = kTileK;
   return {int((g.k + chunk - 1) / chunk), int(chunk)};
 }
+// Element e of dw's increment: the slices' partials in slice order. Read through volatile so the
+// block that folds a tile in the same launch (conv2d.cu's fold_slices) reads other blocks' partials
+// from L2, never a stale L1 line.
 template <class T>
-KD_HOST_DEVICE inline T splitk_sum(const T* ws, int slices, int64_t mn, int64_t e) {
+KD_HOST_DEVICE inline T splitk_sum(const volatile T* ws, int slices, int64_t mn, int64_t e) {
   T sum = ws[e];
   for (int z = 1; z < slices; ++z) sum += ws[z * mn + e];
   return sum;

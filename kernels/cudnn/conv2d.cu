@@ -13,7 +13,6 @@
 #include <array>
 #include <cstdint>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -66,18 +65,12 @@ struct ConvDescs {
         bias(type, 1, g.k, 1, 1) {}
 };
 
-// The descriptors of a shape, built on its first call and kept for the calling thread's lifetime:
-// creating, setting and destroying five descriptors on each of a step's convolution calls (about
-// 170 for PreResNet-56) is host time the GPU waits for. Only the math type changes between
-// calls, and every use sets it first (make_choices, run_convolution). Thread-local, so a math
-// type set by one thread can never meet another thread's call.
+// Cached per shape (descriptors_for_shape, handle.h): about 170 convolution calls per
+// PreResNet-56 step. Only the math type changes between calls, and every use sets it first
+// (make_choices, run_convolution).
 ConvDescs& descriptors_for(const ConvGeom& g, cudnnDataType_t type) {
-  using Key = std::array<int, 10>;
-  thread_local std::map<Key, std::unique_ptr<ConvDescs>> cache;
-  const Key key{g.n, g.c, g.h, g.w, g.k, g.r, g.s, g.stride, g.pad, int(type)};
-  std::unique_ptr<ConvDescs>& slot = cache[key];
-  if (!slot) slot = std::make_unique<ConvDescs>(g, type);  // a throw leaves it empty: retried
-  return *slot;
+  return descriptors_for_shape<ConvDescs>(
+      std::array<int, 10>{g.n, g.c, g.h, g.w, g.k, g.r, g.s, g.stride, g.pad, int(type)}, g, type);
 }
 
 struct AlgoChoice {

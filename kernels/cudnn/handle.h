@@ -1,10 +1,15 @@
 // The one cuDNN handle of the process (bound to the compute stream) and owning wrappers for the
-// descriptors kdlab uses: packed NCHW tensors, KCRS filters, 2-D cross-correlation. Descriptors
-// are host-side objects, cheap to make per call; each wrapper destroys its own. CUDA/cuDNN-only:
-// included by kernels/cudnn/*.cu. Every cuDNN call goes through CUDNN_CHECK; calls that enqueue
+// descriptors kdlab uses: packed NCHW tensors, KCRS filters, 2-D cross-correlation, and the
+// per-shape cache the convolution and batchnorm calls keep them in (descriptors_for_shape). Each
+// wrapper destroys its own. CUDA/cuDNN-only: included by kernels/cudnn/*.cu. Every cuDNN call goes through CUDNN_CHECK; calls that enqueue
 // GPU work are counted with cuda::count_launch() by their callers.
 #pragma once
 #include <cudnn.h>
+
+#include <array>
+#include <cstddef>
+#include <map>
+#include <memory>
 
 #include "base/check.h"
 
@@ -90,6 +95,19 @@ class ConvDesc {
  private:
   cudnnConvolutionDescriptor_t desc_ = nullptr;
 };
+
+// The descriptors of one shape (Descs built from args), made on the shape's first call and kept for
+// the calling thread's lifetime: creating, setting and destroying them on every call of a step's
+// convolutions and batchnorms is host time the GPU waits for. Thread-local, so state one call
+// sets on them (the convolution's math type) never meets another thread's call. A constructor
+// that throws leaves the slot empty, so the next call tries again.
+template <class Descs, size_t N, class... Args>
+Descs& descriptors_for_shape(const std::array<int, N>& shape, const Args&... args) {
+  thread_local std::map<std::array<int, N>, std::unique_ptr<Descs>> cache;
+  std::unique_ptr<Descs>& slot = cache[shape];
+  if (!slot) slot = std::make_unique<Descs>(args...);
+  return *slot;
+}
 
 }  // namespace cudnn
 }  // namespace kd

@@ -265,9 +265,10 @@ int run_bench_gpu(const BenchOptions& o) {
     if (distill) {
       GpuImpl impl = best_path == "cudnn" ? GpuImpl::Cudnn : GpuImpl::Native;
       dm = time_gpu_step(arch, impl, kDistillTeachers, o);
-      print_row_now(arch, "kdlab distill (5 teachers, cached logits) " + best_path,
-                    describe_ours(dm));
-      our_row(arch + " distill (5 teachers, cached logits)", best_path, dm);
+      const std::string row =
+          "distill (" + std::to_string(kDistillTeachers) + " teachers, cached logits)";
+      print_row_now(arch, "kdlab " + row + " " + best_path, describe_ours(dm));
+      our_row(arch + " " + row, best_path, dm);
     }
     auto seconds = [&] {
       return format_fixed(

@@ -122,6 +122,10 @@ void add_loop(CLI::App* cmd, LoopConfig& l) {
   cmd->add_option("--checkpoint-every", l.checkpoint_every,
                   "Also save the run's state (last.safetensors, for --resume) every N steps; it "
                   "is always saved after each epoch");
+  cmd->add_flag("--cuda-graph", l.cuda_graph,
+                "GPU: capture the training step (forward, backward, SGD update) once as a CUDA "
+                "graph and replay it, one launch per step; re-captured when the learning rate "
+                "changes; same results; not with Adam or dropout");
 }
 
 

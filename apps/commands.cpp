@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/cka.h"
+#include "apps/graphed_step.h"
 #include "apps/loop_state.h"
 #include "apps/model_io.h"
 #include "models/interpolate.h"
@@ -45,7 +46,7 @@ nlohmann::json loop_json(const LoopConfig& c) {
     const MathMode m = runtime_config().math;
     j["gpu"] = {{"name", device_name(c.device)}, {"conv", gpu_impl_name(k.conv)},
                 {"bn", gpu_impl_name(k.bn)}, {"deterministic", m.deterministic},
-                {"tf32", m.tf32 && !m.deterministic}};
+                {"tf32", m.tf32 && !m.deterministic}, {"cuda_graph", c.cuda_graph}};
   } else {
     j["cpu"] = {{"conv", cpu_conv_name(runtime_config().cpu_conv)}};
   }
@@ -244,12 +245,14 @@ int run_train(const CommonOptions& common, const TrainOptions& options) {
   // Flags are refused before any data is read or the run directory exists, so a bad command
   // line never leaves a half-made run behind.
   validate(options.loop);
+  if (options.loop.cuda_graph) check_graph_device(device);
   KD_INPUT_CHECK(options.subset_per_class >= 0,
                  "--subset-per-class: expected >= 0, got " << options.subset_per_class);
   KD_INPUT_CHECK(options.subset_size >= 0, "--subset-size: expected >= 0, got " << options.subset_size);
   data::Dataset train = load_split(common, true);
   data::Dataset test = load_split(common, false);
   auto model = make_model_for_flag("--model", options.model, train, common.seed);
+  if (options.loop.cuda_graph) check_graphable(*model, device);
   train = split_of(common, train);
   train = training_subset(train, options.subset_per_class, options.subset_size, subset_seed(common));
   LoopConfig loop = options.loop;
@@ -299,6 +302,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
   options.distill.kind = parse_distill_kind(options.loss);
   validate(options.loop);
   validate(options.distill);
+  if (options.loop.cuda_graph) check_graph_device(device);
   KD_INPUT_CHECK(options.init_from.empty() == (options.init_lambda < 0),
                  "--init-from and --init-interpolate: give both or neither");
   KD_INPUT_CHECK(options.init_from.empty() ||
@@ -351,6 +355,7 @@ int run_distill(const CommonOptions& common, DistillOptions options) {
       loop.optim.lr = std::max(loop.optim.lr * (1.0 - options.init_lambda), loop.optim.eta_min);
   }
   student->to(device);
+  if (loop.cuda_graph) check_graphable(*student, device);
   RunDir run = open_run_dir(common, "distill", loop);
   loop.seed = common.seed;
   loop.device = device;

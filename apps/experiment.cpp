@@ -15,6 +15,7 @@
 #include <memory>
 #include <sstream>
 
+#include "apps/graphed_step.h"
 #include "apps/loop_state.h"
 #include "apps/progress.h"
 #include "data/device_batch.h"
@@ -31,6 +32,7 @@ namespace {
 
 struct HostBatch {
   Tensor images, labels;
+  Tensor teacher;  // distillation from cached logits: the teacher's rows for this batch
   int64_t epoch_offset = 0;  // where the batch's first example sits in the epoch's order
 };
 
@@ -249,6 +251,8 @@ ClassifierStats evaluate_rows(const LogitsFn& model, const TeacherRows& teacher,
 
 using StepLoss = std::function<Tensor(const HostBatch&)>;
 using EpochStart = std::function<void(const std::vector<int64_t>& order)>;
+// Fills HostBatch::teacher before the step (outside a captured graph: its rows move every step).
+using StepTeacher = std::function<Tensor(const HostBatch&)>;
 
 // Throws when a step's loss is not finite (the run diverged).
 void check_finite(const std::vector<double>& losses, size_t from, const std::string& label,
@@ -288,7 +292,8 @@ void maybe_kill_after_step() {
 void run_loop(models::Classifier& model, const data::Dataset& train, const data::Dataset* test,
               const data::Normalization& norm, const LoopConfig& cfg, const std::string& label,
               const EpochHook& hook, const StepLoss& step_loss,
-              const models::Ensemble* teacher_for_eval, const EpochStart& epoch_start = nullptr) {
+              const models::Ensemble* teacher_for_eval, const EpochStart& epoch_start = nullptr,
+              const StepTeacher& step_teacher = nullptr) {
   validate(cfg);
   KD_INPUT_CHECK(train.n >= 1, label << ": the training set is empty");
   auto optimizer = make_optimizer(model, cfg.optim);
@@ -300,6 +305,33 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
   if (cfg.resume && !cfg.state_file.empty() && std::filesystem::exists(cfg.state_file, ec))
     resumed = load_loop_state(cfg.state_file, shape, model, *optimizer);
   BatchBuilder builder(train, norm, cfg.augment, cfg.mixup_alpha, cfg.seed, cfg.device);
+  std::unique_ptr<GraphedStep> graphed;
+  if (cfg.cuda_graph) {
+    check_graphable(model, cfg.device);
+    graphed = std::make_unique<GraphedStep>(cfg.device, *optimizer);
+  }
+  // The whole step on one batch: loss, backward, update; returns the loss.
+  auto train_step = [&](const HostBatch& hb) {
+    Tensor loss;
+    {
+      profile::Range range("forward");
+      loss = step_loss(hb);
+    }
+    {
+      profile::Range range("backward");
+      optimizer->zero_grad();
+      backward(loss);
+      // Nodes the loss does not depend on would stay on the tape and pile up step after step.
+      KD_CHECK(tape_size() == 0, "training step: " << tape_size()
+                                     << " recorded ops do not feed the loss; compute side "
+                                        "results under NoGradGuard");
+    }
+    {
+      profile::Range range("optimizer");
+      optimizer->step();
+    }
+    return loss;
+  };
   Progress progress(label, int64_t(cfg.epochs) * loader.batches_per_epoch());
   // A resumed loop's clock continues from the seconds the interrupted run had spent.
   auto start = std::chrono::steady_clock::now() -
@@ -340,26 +372,20 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
     while (loader.next(&batch)) {
       profile::step_begin();
       HostBatch b = builder.make(batch.indices, batch.count, batch.step);
+      if (step_teacher) b.teacher = step_teacher(b);
       model.set_step(batch.step);  // keys the dropout masks (nn::Dropout), so a resume repeats them
       Tensor loss;
-      {
-        profile::Range range("forward");
-        loss = step_loss(b);
+      if (graphed) {
+        loss = graphed->run({b.images, b.labels, b.teacher}, lr,
+                            [&](const std::vector<Tensor>& in) {
+                              HostBatch fixed = b;
+                              fixed.images = in[0], fixed.labels = in[1], fixed.teacher = in[2];
+                              return train_step(fixed);
+                            });
+      } else {
+        loss = train_step(b);
       }
       losses.add(loss, batch.count);
-      {
-        profile::Range range("backward");
-        optimizer->zero_grad();
-        backward(loss);
-        // Nodes the loss does not depend on would stay on the tape and pile up step after step.
-        KD_CHECK(tape_size() == 0, "training step: " << tape_size()
-                                       << " recorded ops do not feed the loss; compute side "
-                                          "results under NoGradGuard");
-      }
-      {
-        profile::Range range("optimizer");
-        optimizer->step();
-      }
       profile::step_end();
       ++done;
       // The CPU has every loss at once; the GPU reads them back every kLossReadInterval steps.
@@ -451,6 +477,12 @@ void validate(const LoopConfig& c) {
                  "--mixup: expected a Beta(alpha, alpha) parameter >= 0 (0 = off), got "
                      << c.mixup_alpha);
   KD_INPUT_CHECK(c.eval_every >= 0, "--eval-every: expected >= 0, got " << c.eval_every);
+  if (c.cuda_graph) {  // the device and the model: check_graphable (apps/graphed_step.h)
+    KD_INPUT_CHECK(c.optim.name == "sgd",
+                   "--cuda-graph: expected --optimizer sgd; " << c.optim.name
+                       << "'s update reads a step count that changes every step, which a "
+                          "replayed graph would freeze");
+  }
   KD_INPUT_CHECK(c.checkpoint_every >= 0,
                  "--checkpoint-every: expected a number of steps >= 0 (0 = every epoch only), got "
                      << c.checkpoint_every);
@@ -515,9 +547,14 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
   EpochStart epoch_start = [&](const std::vector<int64_t>& order) {
     if (cache) cache->start_epoch(order);
   };
+  StepTeacher step_teacher;
+  if (cache)
+    step_teacher = [&](const HostBatch& b) {
+      return cache->rows_at(b.epoch_offset, b.images.size(0));
+    };
   StepLoss step = [&](const HostBatch& b) {
-    Tensor teacher_logits = cache ? cache->rows_at(b.epoch_offset, b.images.size(0))
-                                  : teacher.forward(b.images);  // eval mode, NoGradGuard inside
+    Tensor teacher_logits = b.teacher.defined() ? b.teacher
+                                                : teacher.forward(b.images);  // eval mode, NoGradGuard inside
     Tensor logits = student.forward(b.images);
     Tensor loss = ops::distill_loss(dcfg.kind, teacher_logits, logits, dcfg.tau);
     if (dcfg.alpha > 0)
@@ -525,7 +562,8 @@ void distill(models::Classifier& student, const models::Ensemble& teacher,
                       ops::scale(loss, 1.0 - dcfg.alpha));
     return loss;
   };
-  run_loop(student, distill_data, test, norm, cfg, label, hook, step, &teacher, epoch_start);
+  run_loop(student, distill_data, test, norm, cfg, label, hook, step, &teacher, epoch_start,
+           step_teacher);
 }
 
 void reestimate_batch_norm(models::Classifier& model, const data::Dataset& ds,

@@ -46,6 +46,8 @@ struct LoopConfig {
   // and on the distillation images when their batches draw no augmentation or MixUp (the
   // results are the same bits; off only to show that).
   bool logit_cache = true;
+  // GPU: capture the step as a CUDA graph and replay it (apps/graphed_step.h); same results.
+  bool cuda_graph = false;
 };
 
 struct DistillConfig {

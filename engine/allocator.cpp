@@ -3,6 +3,7 @@
 #include "engine/allocator.h"
 
 #include <cstdlib>
+#include <iterator>
 #include <sstream>
 
 #include "base/check.h"
@@ -30,13 +31,35 @@ void* CachingAllocator::raw_allocate(size_t bytes) {
   return raw_alloc_(bytes);
 }
 
+void* CachingAllocator::take_cached(std::map<size_t, std::vector<void*>>& list, size_t size) {
+  auto it = list.find(size);
+  if (it == list.end() || it->second.empty()) return nullptr;
+  void* ptr = it->second.back();
+  it->second.pop_back();
+  return ptr;
+}
+
 void* CachingAllocator::allocate(size_t bytes) {
   size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = free_blocks_.find(size);
-  if (it != free_blocks_.end() && !it->second.empty()) {
-    void* ptr = it->second.back();
-    it->second.pop_back();
+  if (capturing_) {
+    // The graph's own blocks first; any other block becomes the graph's.
+    void* ptr = take_cached(pools_[capturing_], size);
+    if (ptr) {
+      pooled_ -= size;
+    } else if ((ptr = take_cached(free_blocks_, size))) {
+      cached_ -= size;
+    } else {
+      ptr = raw_allocate(size);
+      KD_CHECK(ptr, name_ << " out of memory while capturing a CUDA graph: requested " << bytes
+                          << " bytes, " << in_use_ << " in use, " << cached_ << " cached");
+    }
+    owner_[ptr] = capturing_;
+    in_use_ += size;
+    if (in_use_ > peak_) peak_ = in_use_;
+    return ptr;
+  }
+  if (void* ptr = take_cached(free_blocks_, size)) {
     cached_ -= size;
     in_use_ += size;
     if (in_use_ > peak_) peak_ = in_use_;
@@ -69,6 +92,22 @@ void CachingAllocator::deallocate(void* ptr, size_t bytes) noexcept {
   size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
   in_use_ -= size;
+  try {
+    int pool = 0;
+    if (!owner_.empty() || capturing_) {
+      auto owned = owner_.find(ptr);
+      if (owned != owner_.end()) pool = owned->second;
+      else if (capturing_) owner_[ptr] = pool = capturing_;  // the graph may have used it
+    }
+    if (pool) {
+      pools_[pool][size].push_back(ptr);
+      pooled_ += size;
+      return;
+    }
+  } catch (...) {
+    // No memory for the bookkeeping: the block is lost to the cache rather than handed on.
+    return;
+  }
   // Reached from destructors, often while memory is short: caching the block needs memory for
   // the free list, and when there is none the block goes back to the system instead of an
   // exception escaping a destructor (which would abort the process).
@@ -86,6 +125,50 @@ void CachingAllocator::release_cache() {
     for (void* p : kv.second) raw_free_(p);
   free_blocks_.clear();
   cached_ = 0;
+}
+
+int CachingAllocator::new_pool() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return ++last_pool_;
+}
+
+void CachingAllocator::begin_capture(int pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  KD_CHECK(pool > 0 && !capturing_, name_ << ": begin_capture(" << pool << ") while "
+                                          << (capturing_ ? "another capture is open" : "no pool"));
+  // One live graph at a time: a block two graphs shared would go back to the cache with the
+  // first one's release while the second still replays into it.
+  for (const auto& kv : owner_)
+    KD_CHECK(kv.second == pool, name_ << ": begin_capture(" << pool << ") while pool "
+                                      << kv.second << " still holds blocks (release it first)");
+  capturing_ = pool;
+}
+
+void CachingAllocator::end_capture() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  capturing_ = 0;
+}
+
+void CachingAllocator::release_pool(int pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  KD_CHECK(capturing_ != pool, name_ << ": release_pool(" << pool << ") during its capture");
+  auto it = pools_.find(pool);
+  if (it != pools_.end()) {
+    for (auto& kv : it->second)
+      for (void* p : kv.second) {
+        free_blocks_[kv.first].push_back(p);
+        cached_ += kv.first;
+        pooled_ -= kv.first;
+      }
+    pools_.erase(it);
+  }
+  for (auto o = owner_.begin(); o != owner_.end();)  // blocks still in use return when freed
+    o = o->second == pool ? owner_.erase(o) : std::next(o);
+}
+
+size_t CachingAllocator::pooled_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pooled_;
 }
 
 size_t CachingAllocator::cached_bytes() const {

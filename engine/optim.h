@@ -29,6 +29,8 @@ class Optimizer {
   nn::NamedTensors state() const;
   void load_state(const std::map<std::string, Tensor>& values, const std::string& where);
   int64_t steps_taken() const { return steps_taken_; }
+  // A replay of a captured step() (apps/graphed_step.h) ran its update on the device.
+  void count_replayed_step() { ++steps_taken_; }
 
  protected:
   // The per-parameter buffers and their name in state().

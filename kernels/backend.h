@@ -125,6 +125,19 @@ struct Backend {
   double (*elapsed_ms)(StreamMark from, StreamMark to) = nullptr;  // after synchronize()
   void (*destroy_mark)(StreamMark mark) = nullptr;
 
+  // CUDA graphs (engine/step_graph.h): the compute stream's work between capture_begin and
+  // capture_end is recorded, not run, into a graph that graph_launch replays with the same
+  // kernels, arguments and pointers. While a capture is open the synchronizing calls (copies to
+  // or from the host, synchronize, free_device, stream marks, a workspace that would grow) throw,
+  // as they fail a capture on a GPU. capture_abandon ends a failed capture and drops its work.
+  // Null on the CPU.
+  void (*capture_begin)() = nullptr;
+  void* (*capture_end)() = nullptr;  // the executable graph
+  void (*capture_abandon)() = nullptr;
+  void (*graph_launch)(void* graph) = nullptr;
+  void (*graph_destroy)(void* graph) = nullptr;
+  int64_t (*graph_nodes)(void* graph) = nullptr;  // its kernels, copies and memsets
+
   // NVTX ranges in the "kdlab" domain and the profiler window of --profile-steps.
   void (*range_push)(const char* name) = nullptr;
   void (*range_pop)() = nullptr;

@@ -137,6 +137,9 @@ TEST(Cli, BadTrainingFlagsLeaveNoRunDirectory) {
   expect_error(train({"--tf32", "--deterministic"}), {"--tf32", "--deterministic"});
   expect_error(train({"--profile-steps", "9:3"}), {"--profile-steps", "9:3", "A:B"});
   expect_error(train({"--profile-steps", "x"}), {"--profile-steps", "'x'"});
+  expect_error(train({"--cuda-graph"}), {"--cuda-graph", "--device cuda", "cpu"});
+  expect_error(train({"--cuda-graph", "--optimizer", "adam"}),
+               {"--cuda-graph", "--optimizer sgd", "adam"});
   EXPECT_FALSE(fs::exists(out));
 }
 

@@ -48,6 +48,7 @@ class Dropout : public Module {
  public:
   Dropout(double p, uint64_t seed, uint32_t layer);
   Tensor forward(const Tensor& x) const;
+  bool uses_step() const override { return p > 0; }
   double p;
   uint64_t seed;
   uint32_t layer;

@@ -27,6 +27,12 @@ void Module::set_step(uint64_t step) {
   for (auto& child : children_) child.second->set_step(step);
 }
 
+bool Module::uses_step() const {
+  for (const auto& child : children_)
+    if (child.second->uses_step()) return true;
+  return false;
+}
+
 void Module::collect(const std::string& prefix, bool params, bool buffers,
                      NamedTensors& out) const {
   if (params)

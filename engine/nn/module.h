@@ -35,6 +35,9 @@ class Module {
   // steps repeats the same masks. 0 until set.
   void set_step(uint64_t step);
   uint64_t step() const { return step_; }
+  // Whether forward draws anything keyed by step() (a dropout with p > 0): a CUDA graph of the
+  // training step would freeze those draws (apps/graphed_step.h refuses it).
+  virtual bool uses_step() const;
 
   NamedTensors named_parameters() const;
   NamedTensors named_buffers() const;

@@ -76,6 +76,12 @@ Backend make_backend(const Backend* host) {
   b.mark_stream = mark_stream;
   b.elapsed_ms = elapsed_ms;
   b.destroy_mark = destroy_mark;
+  b.capture_begin = capture_begin;
+  b.capture_end = capture_end;
+  b.capture_abandon = capture_abandon;
+  b.graph_launch = graph_launch;
+  b.graph_destroy = graph_destroy;
+  b.graph_nodes = graph_nodes;
   b.range_push = range_push;
   b.range_pop = range_pop;
   b.profiler_start = profiler_start;

@@ -65,12 +65,13 @@ template <class... Params, class... Args>
 void launch(const LaunchSite& site, void (*kernel)(Params...), dim3 grid, dim3 block,
             size_t shmem, Args&&... args) {
 #if KDLAB_GRID_EMULATOR
-  {
-    const emu::AllDeviceMemory open(site.kernel);  // kernels see all device memory
-    ::kd::grid::launch(site.kernel, &grid_device_regions, kernel, grid, block, shmem,
-                       std::forward<Args>(args)...);
-    emu::check_redzones(site.kernel);
-  }
+  // Arguments by value, as a GPU copies them at the launch (or the capture).
+  const char* name = site.kernel;
+  emu::stream_op([=] {
+    const emu::AllDeviceMemory open(name);  // kernels see all device memory
+    ::kd::grid::launch(name, &grid_device_regions, kernel, grid, block, shmem, args...);
+    emu::check_redzones(name);
+  });
 #else
   kernel<<<grid, block, shmem, stream()>>>(std::forward<Args>(args)...);
 #endif

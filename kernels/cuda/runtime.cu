@@ -160,6 +160,53 @@ uint64_t launch_count() { return g_launches.load(std::memory_order_relaxed); }
 void count_launch() { g_launches.fetch_add(1, std::memory_order_relaxed); }
 
 namespace {
+struct Graph {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  size_t nodes = 0;
+};
+}  // namespace
+
+// Relaxed: the caching allocator may still call cudaMalloc while a step is captured (a block
+// it has not cached yet); every stream-ordered call is captured as in the other modes.
+void capture_begin() {
+  CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed));
+}
+void* capture_end() {
+  Graph g;
+  CUDA_CHECK(cudaStreamEndCapture(stream(), &g.graph));
+  try {
+    CUDA_CHECK(cudaGraphGetNodes(g.graph, nullptr, &g.nodes));
+    CUDA_CHECK(cudaGraphInstantiate(&g.exec, g.graph, 0));
+  } catch (...) {
+    cudaGraphDestroy(g.graph);
+    throw;
+  }
+  return new Graph(g);
+}
+void capture_abandon() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream(), &status) != cudaSuccess) cudaGetLastError();
+  if (status == cudaStreamCaptureStatusNone) return;
+  cudaGraph_t graph = nullptr;
+  if (cudaStreamEndCapture(stream(), &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // an invalidated capture leaves its error behind; the caller rethrows
+}
+void graph_launch(void* graph) {
+  CUDA_CHECK(cudaGraphLaunch(static_cast<Graph*>(graph)->exec, stream()));
+  count_launch();
+}
+void graph_destroy(void* graph) {
+  if (!graph) return;
+  Graph* g = static_cast<Graph*>(graph);
+  // A graph still running on the stream finishes first: the driver defers the release.
+  if (g->exec) cudaGraphExecDestroy(g->exec);
+  if (g->graph) cudaGraphDestroy(g->graph);
+  delete g;
+}
+int64_t graph_nodes(void* graph) { return int64_t(static_cast<Graph*>(graph)->nodes); }
+
+namespace {
 nvtxDomainHandle_t domain() {
   static nvtxDomainHandle_t d = nvtxDomainCreateA("kdlab");
   return d;

@@ -62,6 +62,15 @@ StreamMark mark_stream();
 double elapsed_ms(StreamMark from, StreamMark to);  // call after synchronize()
 void destroy_mark(StreamMark mark);
 
+// CUDA graphs (see Backend::capture_begin in kernels/backend.h). One capture at a time, on the
+// compute stream; a graph replays on it too.
+void capture_begin();
+void* capture_end();
+void capture_abandon();
+void graph_launch(void* graph);
+void graph_destroy(void* graph);
+int64_t graph_nodes(void* graph);
+
 // Profiling: NVTX ranges in the "kdlab" domain (no-ops without CUDA) and the profiler window
 // that `--profile-steps A:B` opens and closes for Nsight.
 void range_push(const char* name);

@@ -1,9 +1,11 @@
 // The cuDNN paths (--conv cudnn, --bn cudnn) on the emulated CUDA device: each cudnn:: entry point
-// runs its CPU twin (from the host backend) on the emulated device's (host) memory, inside an emu::Launch (counted; its
-// pointer arguments must be live device blocks, opened in guard mode). cuDNN is a library we do
+// runs its CPU twin (from the host backend) on the emulated device's (host) memory as one stream
+// operation (counted as one launch, recorded while a CUDA graph is captured; its pointer arguments
+// must be live device blocks, opened in guard mode). cuDNN is a library we do
 // not write, so there is nothing of ours to emulate in it; our own CUDA kernels run from their
 // source on the grid emulator (kernels/cuda_grid/).
 #include <cstdint>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/conv2d.h"
@@ -26,48 +28,63 @@ const KernelTable<T>& host_kernels() {
   KD_CHECK(cuda::emu::g_host_backend, "emulated cuDNN: no host backend was given");
   return cuda::emu::g_host_backend->kernels<T>();
 }
+// Counted when issued; run now, or at each replay of a captured graph.
+template <class Body>
+void cudnn_call(const char* name, std::vector<const void*> pointers, Body body) {
+  cuda::emu::stream_op([=] {
+    cuda::emu::DeviceAccess access(name, pointers);
+    body();
+  });
+  cuda::count_launch();
+}
 }  // namespace
 
 template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
-  cuda::emu::Launch launch("cudnn::conv2d_forward", x, w, bias, y);
-  host_kernels<T>().conv2d_forward(g, x, w, bias, y);
+  cudnn_call("cudnn::conv2d_forward", {x, w, bias, y}, [=] {
+    host_kernels<T>().conv2d_forward(g, x, w, bias, y);
+  });
 }
 template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
-  cuda::emu::Launch launch("cudnn::conv2d_backward_data", dy, w, dx);
-  host_kernels<T>().conv2d_backward_data(g, dy, w, dx, accumulate);
+  cudnn_call("cudnn::conv2d_backward_data", {dy, w, dx}, [=] {
+    host_kernels<T>().conv2d_backward_data(g, dy, w, dx, accumulate);
+  });
 }
 template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
-  cuda::emu::Launch launch("cudnn::conv2d_backward_weight", x, dy, dw, dbias);
-  host_kernels<T>().conv2d_backward_weight(g, x, dy, dw, dbias);
+  cudnn_call("cudnn::conv2d_backward_weight", {x, dy, dw, dbias}, [=] {
+    host_kernels<T>().conv2d_backward_weight(g, x, dy, dw, dbias);
+  });
 }
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
                              T* running_var, bool relu) {
-  cuda::emu::Launch launch("cudnn::batchnorm_forward_train", x, gamma, beta, y, save_mean,
-                           save_invstd, running_mean, running_var);
-  host_kernels<T>().batchnorm_forward_train(g, x, gamma, beta, eps, momentum, y, save_mean, save_invstd,
-                                  running_mean, running_var, relu);
+  cudnn_call("cudnn::batchnorm_forward_train",
+             {x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var}, [=] {
+    host_kernels<T>().batchnorm_forward_train(g, x, gamma, beta, eps, momentum, y, save_mean,
+                                              save_invstd, running_mean, running_var, relu);
+  });
 }
 template <class T>
 void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,
                             const T* running_mean, const T* running_var, T eps, T* y) {
-  cuda::emu::Launch launch("cudnn::batchnorm_forward_eval", x, gamma, beta, running_mean,
-                           running_var, y);
-  host_kernels<T>().batchnorm_forward_eval(g, x, gamma, beta, running_mean, running_var, eps, y);
+  cudnn_call("cudnn::batchnorm_forward_eval",
+             {x, gamma, beta, running_mean, running_var, y}, [=] {
+    host_kernels<T>().batchnorm_forward_eval(g, x, gamma, beta, running_mean, running_var, eps, y);
+  });
 }
 template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
                               T* dbeta, bool accumulate, const T* relu_out) {
-  cuda::emu::Launch launch("cudnn::batchnorm_backward_train", x, dy, gamma, save_mean,
-                           save_invstd, dx, dgamma, dbeta);
   KD_CHECK(!relu_out, "cudnn batchnorm (backward): no fused ReLU here; mask dy first");
-  host_kernels<T>().batchnorm_backward_train(g, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
-                                             dbeta, accumulate, nullptr);
+  cudnn_call("cudnn::batchnorm_backward_train",
+             {x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta}, [=] {
+    host_kernels<T>().batchnorm_backward_train(g, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
+                                               dbeta, accumulate, nullptr);
+  });
 }
 
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)

@@ -12,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <type_traits>
 #include <vector>
@@ -58,25 +59,21 @@ class AllDeviceMemory {
   const char* previous_ = nullptr;
 };
 
-// One emulated kernel launch: counts it (cuda::launch_count, as KD_LAUNCH does) and opens the
-// blocks of its pointer arguments; the other arguments (sizes, geometry, scalars) are ignored.
-// Every pointer argument must be a device pointer.
-class Launch {
- public:
-  template <class... Args>
-  explicit Launch(const char* kernel, const Args&... args)
-      : access_(kernel, std::vector<const void*>{pointer_or_null(args)...}) {
-    count_launch();
-  }
-
- private:
-  template <class A>
-  static const void* pointer_or_null(const A& a) {
-    if constexpr (std::is_pointer_v<A>) return static_cast<const void*>(a);
-    else return nullptr;
-  }
-  DeviceAccess access_;
-};
+// Stream capture (CUDA graphs, runtime.h's capture_begin) on the emulated device. Emulated work
+// runs when it is issued, except while a capture is open: then each stream operation (a grid
+// launch, a copy or memset between device blocks, an emulated cuBLAS or cuDNN call) is recorded
+// by stream_op, with its arguments by value, and graph_launch runs the recording in order. The
+// launch counter counts each operation once, when it is issued (captured), as on a GPU.
+// forbid_in_capture throws CudaError naming `what` for the calls a GPU refuses during a capture
+// (host copies, synchronize, cudaFree, events).
+bool capturing();
+void record(std::function<void()> op);
+void forbid_in_capture(const char* what);
+template <class F>
+void stream_op(F&& op) {
+  if (capturing()) record(std::function<void()>(std::forward<F>(op)));
+  else op();
+}
 
 // Every live device block, redzone included (the grid emulator's schedule check snapshots them).
 struct DeviceSpan {

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -325,6 +326,7 @@ void* malloc_device(size_t bytes) { return allocate(bytes == 0 ? 1 : bytes); }
 
 void free_device(void* ptr) {
   if (!ptr) return;
+  emu::forbid_in_capture("free_device (cudaFree)");
   Arena& a = arena();
   std::lock_guard<std::mutex> lock(a.mutex);
   auto it = a.blocks.find(static_cast<const char*>(ptr));
@@ -347,6 +349,7 @@ void* malloc_pinned(size_t bytes) {
 void free_pinned(void* ptr) { std::free(ptr); }
 
 void memcpy_host_to_device(void* dst, const void* src, size_t bytes) {
+  emu::forbid_in_capture("memcpy_host_to_device");
   if (bytes == 0) return;
   check_range("memcpy_host_to_device", dst, bytes);
   emu::DeviceAccess access("memcpy_host_to_device", {dst});
@@ -354,6 +357,7 @@ void memcpy_host_to_device(void* dst, const void* src, size_t bytes) {
   count_launch();
 }
 void memcpy_device_to_host(void* dst, const void* src, size_t bytes) {
+  emu::forbid_in_capture("memcpy_device_to_host");
   if (bytes == 0) return;
   check_range("memcpy_device_to_host", src, bytes);
   emu::DeviceAccess access("memcpy_device_to_host", {src});
@@ -363,8 +367,10 @@ void memcpy_device_to_device(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   check_range("memcpy_device_to_device (destination)", dst, bytes);
   check_range("memcpy_device_to_device (source)", src, bytes);
-  emu::DeviceAccess access("memcpy_device_to_device", {dst, src});
-  std::memmove(dst, src, bytes);
+  emu::stream_op([=] {
+    emu::DeviceAccess access("memcpy_device_to_device", {dst, src});
+    std::memmove(dst, src, bytes);
+  });
   count_launch();
 }
 // The emulated stream is always idle: an asynchronous copy is the synchronous one.
@@ -377,11 +383,13 @@ void memcpy_device_to_host_async(void* dst, const void* src, size_t bytes) {
 void memset_device(void* dst, int value, size_t bytes) {
   if (bytes == 0) return;
   check_range("memset_device", dst, bytes);
-  emu::DeviceAccess access("memset_device", {dst});
-  std::memset(dst, value, bytes);
+  emu::stream_op([=] {
+    emu::DeviceAccess access("memset_device", {dst});
+    std::memset(dst, value, bytes);
+  });
   count_launch();
 }
-void synchronize() {}
+void synchronize() { emu::forbid_in_capture("synchronize"); }
 
 size_t free_device_bytes() {
   Arena& a = arena();
@@ -418,6 +426,7 @@ MathMode math_mode() {
 
 // Emulated work runs when it is issued, so a mark is just the host clock at that point.
 StreamMark mark_stream() {
+  emu::forbid_in_capture("mark_stream");
   return new std::chrono::steady_clock::time_point(std::chrono::steady_clock::now());
 }
 double elapsed_ms(StreamMark from, StreamMark to) {
@@ -432,6 +441,51 @@ void destroy_mark(StreamMark mark) {
 
 uint64_t launch_count() { return g_launches.load(std::memory_order_relaxed); }
 void count_launch() { g_launches.fetch_add(1, std::memory_order_relaxed); }
+
+namespace {
+struct EmulatedGraph {
+  std::vector<std::function<void()>> ops;
+};
+EmulatedGraph* g_capture = nullptr;  // the open capture; captures come from one host thread
+}  // namespace
+
+namespace emu {
+bool capturing() { return g_capture != nullptr; }
+void record(std::function<void()> op) {
+  if (!g_capture) throw CudaError("record: no capture is open");
+  g_capture->ops.push_back(std::move(op));
+}
+void forbid_in_capture(const char* what) {
+  if (g_capture)
+    throw CudaError(std::string(what) +
+                    ": not permitted while the stream is capturing (the step would break a "
+                    "CUDA graph capture on a GPU)");
+}
+}  // namespace emu
+
+void capture_begin() {
+  if (g_capture) throw CudaError("capture_begin: a capture is already open");
+  g_capture = new EmulatedGraph;
+}
+void* capture_end() {
+  if (!g_capture) throw CudaError("capture_end: no capture is open");
+  EmulatedGraph* graph = g_capture;
+  g_capture = nullptr;
+  return graph;
+}
+void capture_abandon() {
+  delete g_capture;
+  g_capture = nullptr;
+}
+void graph_launch(void* graph) {
+  emu::forbid_in_capture("graph_launch");
+  for (const std::function<void()>& op : static_cast<EmulatedGraph*>(graph)->ops) op();
+  count_launch();
+}
+void graph_destroy(void* graph) { delete static_cast<EmulatedGraph*>(graph); }
+int64_t graph_nodes(void* graph) {
+  return int64_t(static_cast<EmulatedGraph*>(graph)->ops.size());
+}
 
 void range_push(const char*) {}
 void range_pop() {}

@@ -69,18 +69,28 @@ inline CBLAS_TRANSPOSE cblas_op(cublasOperation_t op) {
 namespace kd {
 namespace grid {
 namespace detail {
+// One GEMM on the emulated device's memory, now (the callers below make it a stream operation).
+template <class T>
+void gemm_now(const char* name, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+              T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
+  kd::cuda::emu::DeviceAccess open(name, {a, b, c});
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, alpha, a, lda, b, ldb, beta, c,
+                ldc);
+  else
+    cblas_dgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, alpha, a, lda, b, ldb, beta, c,
+                ldc);
+}
+
 template <class T>
 cublasStatus_t host_gemm(const char* name, cublasOperation_t ta, cublasOperation_t tb, int m,
                          int n, int k, const T* alpha, const T* a, int lda, const T* b, int ldb,
                          const T* beta, T* c, int ldc) {
   if (!valid_gemm(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
-  kd::cuda::emu::DeviceAccess open(name, {a, b, c});
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, a, lda, b, ldb, *beta,
-                c, ldc);
-  else
-    cblas_dgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, a, lda, b, ldb, *beta,
-                c, ldc);
+  // Host pointer mode: alpha and beta are read when the call is issued (or captured).
+  const T al = *alpha, be = *beta;
+  kd::cuda::emu::stream_op(
+      [=] { gemm_now(name, ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc); });
   return CUBLAS_STATUS_SUCCESS;
 }
 }  // namespace detail
@@ -111,13 +121,13 @@ cublasStatus_t host_gemm_strided(const char* name, cublasOperation_t ta, cublasO
                                  int m, int n, int k, const T* alpha, const T* a, int lda,
                                  long long stride_a, const T* b, int ldb, long long stride_b,
                                  const T* beta, T* c, int ldc, long long stride_c, int batch) {
-  if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
-  for (int i = 0; i < batch; ++i) {
-    const cublasStatus_t status =
-        host_gemm(name, ta, tb, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
-                  c + i * stride_c, ldc);
-    if (status != CUBLAS_STATUS_SUCCESS) return status;
-  }
+  if (batch < 0 || !valid_gemm(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+  const T al = *alpha, be = *beta;
+  kd::cuda::emu::stream_op([=] {  // one call, one stream operation
+    for (int i = 0; i < batch; ++i)
+      gemm_now(name, ta, tb, m, n, k, al, a + i * stride_a, lda, b + i * stride_b, ldb, be,
+               c + i * stride_c, ldc);
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 }  // namespace detail

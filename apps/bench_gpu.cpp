@@ -6,7 +6,8 @@
 // the same way: CUDA events recorded between consecutive steps, one synchronization at the end,
 // the median interval. Each measurement is printed (and flushed) as a "[model] ..." line the
 // moment it exists, so a run cut short by a time limit still shows every row it finished; the
-// tables follow at the end.
+// tables follow at the end. Each path is also timed captured as a CUDA graph (engine/step_graph.h)
+// and replayed: one launch per step (plus the teacher rows' copy), its nodes counted.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -26,6 +27,7 @@
 #include "engine/ops.h"
 #include "engine/runtime_config.h"
 #include "engine/optim.h"
+#include "engine/step_graph.h"
 #include "models/classifier.h"
 #include "models/ensemble.h"
 
@@ -40,6 +42,7 @@ namespace {
 
 struct GpuMeasured {
   double ms_median = 0, images_per_s = 0, launches_per_step = 0, peak_mib = 0;
+  int64_t graph_nodes = 0;  // replayed as a CUDA graph: the kernels, copies and memsets in it
   StepCost cost;
 };
 
@@ -48,7 +51,7 @@ int classes_for(const std::string& arch) { return arch == "preresnet56" ? 100 : 
 // The goal: a distillation step from 5 teachers' cached logits within 1.1x a student step.
 constexpr int kDistillTeachers = 5;
 
-GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
+GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers, bool graphed,
                           const BenchOptions& o) {
   RuntimeConfig config = runtime_config();
   config.gpu_kernels.conv = config.gpu_kernels.bn = impl;
@@ -83,23 +86,43 @@ GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
   h.lr = 0.01, h.momentum = 0.9, h.nesterov = true, h.weight_decay = 5e-4;
   Sgd sgd(model->parameters(), h);
   int64_t step_index = 0;
-  auto step = [&] {
+  // The teacher rows move every step, so they are copied in before the step proper (which a
+  // graph captures) reads them.
+  Tensor teacher_rows = teachers > 0 ? Tensor::empty({o.batch, classes}, DType::F32, gpu) : Tensor();
+  auto next_rows = [&](bool into_captured) {
+    if (!cache.defined()) return;
     const int64_t rows = int64_t(step_index++ % kCachedBatches) * o.batch;
+    if (into_captured) teacher_rows.copy_from(cache.rows(rows, o.batch));
+    else teacher_rows = cache.rows(rows, o.batch);
+  };
+  auto step_proper = [&] {
     Tensor loss = cache.defined()
-                      ? ops::distill_loss(DistillKind::kForwardCE, cache.rows(rows, o.batch),
-                                          model->forward(x), 4.0)
+                      ? ops::distill_loss(DistillKind::kForwardCE, teacher_rows, model->forward(x), 4.0)
                       : ops::cross_entropy(model->forward(x), y);
     sgd.zero_grad();
     backward(loss);
     sgd.step();
   };
+  auto eager_step = [&] {
+    next_rows(false);
+    step_proper();
+  };
+  StepGraph graph(gpu);
+  auto step = [&] {
+    if (!graphed) return eager_step();
+    next_rows(true);
+    graph.replay();
+  };
   const int steps = o.steps > 0 ? o.steps : 200, warmup = o.warmup >= 0 ? o.warmup : 20;
   const Backend& backend = backend_of(gpu);
+  // The first step allocates the gradients and fills the caches a capture must not grow.
+  eager_step();
+  if (graphed) graph.capture(step_proper);
   if (o.cost_only) {
-    step();  // the first step allocates the gradients; the recorded one is a steady step
     GpuMeasured m;
-    m.cost = measure_step_cost(gpu, step);
+    m.cost = measure_step_cost(gpu, eager_step);  // a steady step, eager
     m.launches_per_step = double(m.cost.launches_total);
+    m.graph_nodes = graph.nodes();
     return m;
   }
   for (int i = 0; i < warmup; ++i) step();
@@ -120,11 +143,14 @@ GpuMeasured time_gpu_step(const std::string& arch, GpuImpl impl, int teachers,
   for (StreamMark mark : marks) backend.destroy_mark(mark);
   GpuMeasured m;
   m.launches_per_step = double(backend.launch_count() - launches_before) / steps;
-  m.peak_mib = alloc.peak_in_use_bytes() / double(1 << 20);
+  // A graph's working set sits in its pool (freed during the capture, reserved for replays).
+  m.peak_mib = (alloc.peak_in_use_bytes() + alloc.pooled_bytes()) / double(1 << 20);
   std::sort(ms.begin(), ms.end());
   m.ms_median = ms[ms.size() / 2];
   m.images_per_s = o.batch / (m.ms_median / 1000.0);
-  m.cost = measure_step_cost(gpu, step);
+  m.graph_nodes = graph.nodes();
+  graph.reset();  // the cost model records an eager step's calls
+  m.cost = measure_step_cost(gpu, eager_step);
   return m;
 }
 
@@ -214,7 +240,8 @@ int run_bench_gpu(const BenchOptions& o) {
                                                    : std::vector<std::string>{"preresnet20",
                                                                               "preresnet56"};
   Table ours, theirs, summary;
-  ours.header = {"model", "path", "ms/step", "img/s", "launches/step", "peak MiB"};
+  ours.header = {"model", "path", "ms/step", "img/s", "launches/step", "graph nodes",
+                 "peak MiB"};
   for (const std::string& h : cost_header(/*gpu=*/false)) ours.header.push_back(h);
   ours.header.push_back("ideal / measured");
   std::string breakdowns;
@@ -222,7 +249,9 @@ int run_bench_gpu(const BenchOptions& o) {
     std::vector<std::string> row = {model, path,
                                     o.cost_only ? "n/a" : format_fixed(m.ms_median, 3),
                                     o.cost_only ? "n/a" : format_fixed(m.images_per_s, 0),
-                                    format_fixed(m.launches_per_step, 0),
+                                    o.cost_only && m.graph_nodes ? "1"
+                                                                 : format_fixed(m.launches_per_step, 0),
+                                    m.graph_nodes ? std::to_string(m.graph_nodes) : "-",
                                     o.cost_only ? "n/a" : format_fixed(m.peak_mib, 1)};
     for (const std::string& cell : cost_cells(m.cost, /*gpu=*/false)) row.push_back(cell);
     row.push_back(fraction_of_ideal(m));
@@ -237,9 +266,15 @@ int run_bench_gpu(const BenchOptions& o) {
   std::string torch_version;
   auto describe_ours = [&](const GpuMeasured& m) {
     const std::string cost = format_fixed(m.cost.totals.bytes() / 1e6, 1) + " MB/step, ideal " +
-                             format_fixed(m.cost.totals.ideal_seconds * 1e3, 3) + " ms";
+                             format_fixed(m.cost.totals.ideal_seconds * 1e3, 3) + " ms" +
+                             (m.graph_nodes ? ", " + std::to_string(m.graph_nodes) +
+                                                  " nodes in the graph"
+                                            : std::string());
     if (o.cost_only)
-      return format_fixed(m.launches_per_step, 0) + " launches/step, " + cost;
+      return (m.graph_nodes ? std::string("1 graph launch/step (") +
+                                  format_fixed(m.launches_per_step, 0) + " eager), "
+                            : format_fixed(m.launches_per_step, 0) + " launches/step, ") +
+             cost;
     return format_fixed(m.ms_median, 3) + " ms/step, " + format_fixed(m.images_per_s, 0) +
            " img/s, " + format_fixed(m.launches_per_step, 0) + " launches/step, peak " +
            format_fixed(m.peak_mib, 1) + " MiB, " + cost + " (" + fraction_of_ideal(m) + ")";
@@ -251,20 +286,24 @@ int run_bench_gpu(const BenchOptions& o) {
     const auto t0 = std::chrono::steady_clock::now();
     double best_ms = 0, best_peak = 0;
     std::string best_path;
-    for (GpuImpl impl : impls) {
-      GpuMeasured m = time_gpu_step(arch, impl, 0, o);
-      print_row_now(arch, std::string("kdlab ") + gpu_impl_name(impl), describe_ours(m));
-      our_row(arch, gpu_impl_name(impl), m);
-      if (best_path.empty() || m.ms_median < best_ms) {
-        best_ms = m.ms_median, best_peak = m.peak_mib, best_path = gpu_impl_name(impl);
+    bool best_graphed = false;
+    for (GpuImpl impl : impls)
+      for (bool graphed : {false, true}) {
+        GpuMeasured m = time_gpu_step(arch, impl, 0, graphed, o);
+        const std::string path = std::string(gpu_impl_name(impl)) + (graphed ? "+graph" : "");
+        print_row_now(arch, "kdlab " + path, describe_ours(m));
+        our_row(arch, path, m);
+        if (best_path.empty() || m.ms_median < best_ms) {
+          best_ms = m.ms_median, best_peak = m.peak_mib, best_path = path;
+          best_graphed = graphed;
+        }
       }
-    }
     const bool distill = arch == "preresnet56" && !o.cost_only;  // a timing goal
     double student_ms = best_ms;
     GpuMeasured dm;
     if (distill) {
-      GpuImpl impl = best_path == "cudnn" ? GpuImpl::Cudnn : GpuImpl::Native;
-      dm = time_gpu_step(arch, impl, kDistillTeachers, o);
+      GpuImpl impl = best_path.rfind("cudnn", 0) == 0 ? GpuImpl::Cudnn : GpuImpl::Native;
+      dm = time_gpu_step(arch, impl, kDistillTeachers, best_graphed, o);
       const std::string row =
           "distill (" + std::to_string(kDistillTeachers) + " teachers, cached logits)";
       print_row_now(arch, "kdlab " + row + " " + best_path, describe_ours(dm));
@@ -321,8 +360,9 @@ int run_bench_gpu(const BenchOptions& o) {
             << o.batch << ", fp32 (TF32 "
             << (runtime_config().math.tf32 ? "on" : "off")
             << "), median of " << (o.steps > 0 ? o.steps : 200) << " steps\n"
-            << "kdlab (launches: kernels, copies and cuBLAS/cuDNN calls issued per step; peak: "
-               "our caching allocator's bytes in use)\n"
+            << "kdlab (launches: kernels, copies and cuBLAS/cuDNN calls issued per step; "
+               "+graph: the step captured once as a CUDA graph and replayed, graph nodes: what "
+               "one replay runs; peak: our caching allocator's bytes in use)\n"
             << ours.to_text()
             << "cost model (kernels/kernel_cost.h): FLOPs and bytes each kernel call, zeroing and "
                "copy of one step must move; ideal = each call at the H200's peak FP32 compute "

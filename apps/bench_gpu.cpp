@@ -358,7 +358,9 @@ int run_bench_gpu(const BenchOptions& o) {
   }
   std::cout << "\nGPU training-step time on " << device_name(gpu) << ", batch "
             << o.batch << ", fp32 (TF32 "
-            << (runtime_config().math.tf32 ? "on" : "off")
+            << (runtime_config().math.tf32 ? "on" : "off") << ", cuDNN algorithms "
+            << (runtime_config().math.find ? "timed once per shape, --cudnn-find"
+                                           : "by heuristic; --cudnn-find times them")
             << "), median of " << (o.steps > 0 ? o.steps : 200) << " steps\n"
             << "kdlab (launches: kernels, copies and cuBLAS/cuDNN calls issued per step; "
                "+graph: the step captured once as a CUDA graph and replayed, graph nodes: what "

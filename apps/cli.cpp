@@ -48,13 +48,17 @@ std::string dataset_dirs() {
 std::string model_help() { return "Architecture:" + kd::models::model_registry().help(); }
 
 void add_gpu_controls(CLI::App* cmd, std::string& conv, std::string& bn, bool& deterministic,
-                      bool& tf32) {
+                      bool& tf32, bool& cudnn_find) {
   cmd->add_option("--conv", conv, "GPU convolution: native (our kernels) | cudnn")
       ->capture_default_str();
   cmd->add_option("--bn", bn, "GPU batchnorm: native (our kernels) | cudnn")->capture_default_str();
   cmd->add_flag("--deterministic", deterministic,
                 "GPU: deterministic algorithms only, TF32 off (bitwise-repeatable runs)");
   cmd->add_flag("--tf32", tf32, "GPU: allow TF32 tensor cores in cuBLAS/cuDNN float maths");
+  cmd->add_flag("--cudnn-find", cudnn_find,
+                "GPU, --conv cudnn: time every convolution algorithm once per shape and run the "
+                "fastest acceptable one (PyTorch's cudnn.benchmark); with --deterministic the "
+                "timed choice may differ between runs, and so may the bits");
 }
 
 void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
@@ -80,7 +84,7 @@ void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
                   "channels in eights, direct for stride-1 ones with <= 16 filters) | gemm "
                   "(im2col + GEMM always)")
       ->capture_default_str();
-  add_gpu_controls(cmd, c.conv, c.bn, c.deterministic, c.tf32);
+  add_gpu_controls(cmd, c.conv, c.bn, c.deterministic, c.tf32, c.cudnn_find);
   cmd->add_option("--profile-steps", c.profile_steps,
                   "A:B: open the CUDA profiler for training steps A..B only (for Nsight: nsys "
                   "profile --capture-range=cudaProfilerApi)");
@@ -157,6 +161,7 @@ void add_study_flags(CLI::App* cmd, StudyCommandOptions& s) {
   cmd->add_option("--bn", s.bn, "Every run's --bn (native | cudnn)");
   cmd->add_flag("--deterministic", s.deterministic, "Every run's --deterministic");
   cmd->add_flag("--tf32", s.tf32, "Every run's --tf32");
+  cmd->add_flag("--cudnn-find", s.cudnn_find, "Every run's --cudnn-find");
 }
 
 void add_study_commands(Cli& c) {
@@ -301,6 +306,9 @@ std::unique_ptr<Cli> make_cli() {
                           "CPU float convolutions: auto (Winograd or direct where they apply) | gemm")
       ->capture_default_str();
   c.bench_cmd->add_flag("--tf32", c.bench_tf32, "GPU: allow TF32 in cuBLAS/cuDNN float maths");
+  c.bench_cmd->add_flag("--cudnn-find", c.bench_cudnn_find,
+                        "GPU: time cuDNN's convolution algorithms once per shape (as PyTorch's "
+                        "cudnn.benchmark, which its side of the table uses)");
   c.bench_cmd->add_flag("--deterministic", c.bench_deterministic, "GPU: deterministic algorithms");
 
   refuse_empty_values(c.app);

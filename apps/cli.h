@@ -27,7 +27,7 @@ struct Cli {
   ImportOptions import;
   StudyCommandOptions study;  // study, repro and report
   BenchOptions bench;
-  bool bench_tf32 = false, bench_deterministic = false;
+  bool bench_tf32 = false, bench_deterministic = false, bench_cudnn_find = false;
   std::string bench_cpu_conv = "auto";
   std::string resume_dir;  // declared for --help; resume_arguments handles --resume
   CLI::App *train_cmd = nullptr, *distill_cmd = nullptr, *eval_cmd = nullptr,

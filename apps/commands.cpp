@@ -46,7 +46,8 @@ nlohmann::json loop_json(const LoopConfig& c) {
     const MathMode m = runtime_config().math;
     j["gpu"] = {{"name", device_name(c.device)}, {"conv", gpu_impl_name(k.conv)},
                 {"bn", gpu_impl_name(k.bn)}, {"deterministic", m.deterministic},
-                {"tf32", m.tf32 && !m.deterministic}, {"cuda_graph", c.cuda_graph}};
+                {"tf32", m.tf32 && !m.deterministic}, {"cudnn_find", m.find},
+                {"cuda_graph", c.cuda_graph}};
   } else {
     j["cpu"] = {{"conv", cpu_conv_name(runtime_config().cpu_conv)}};
   }
@@ -230,6 +231,7 @@ Device apply_common(const CommonOptions& common) {
   config.gpu_kernels.bn = parse_gpu_impl("--bn", common.bn);
   config.math.deterministic = common.deterministic;
   config.math.tf32 = common.tf32;
+  config.math.find = common.cudnn_find;
   if (!common.profile_steps.empty())
     config.profile_window = profile::parse_step_window(common.profile_steps);
   Device device = parse_device(common.device);

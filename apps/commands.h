@@ -28,6 +28,7 @@ struct CommonOptions {
   std::string bn = "native";    // native | cudnn
   bool deterministic = false;   // deterministic algorithms, no float atomics, TF32 off
   bool tf32 = false;            // TF32 tensor cores for cuBLAS/cuDNN float maths
+  bool cudnn_find = false;      // time cuDNN's convolution algorithms (MathMode::find)
   std::string profile_steps;    // "A:B": cudaProfilerStart/Stop around training steps A..B
   // train/distill --resume: `out` is an existing run directory whose command this is, replayed
   // with its own arguments; its loops continue from their state files.

@@ -49,6 +49,7 @@ std::vector<std::string> run_flags(const StudyCommandOptions& o) {
   add("--bn", o.bn);
   if (o.deterministic) flags.insert(flags.end(), {"--deterministic", ""});
   if (o.tf32) flags.insert(flags.end(), {"--tf32", ""});
+  if (o.cudnn_find) flags.insert(flags.end(), {"--cudnn-find", ""});
   return flags;
 }
 

@@ -19,7 +19,7 @@ struct StudyCommandOptions {
   std::string run_one;
   // Passed to every run when given (empty / false: not given).
   std::string seed, device, threads, data_dir, cpu_conv, conv, bn;
-  bool deterministic = false, tf32 = false;
+  bool deterministic = false, tf32 = false, cudnn_find = false;
   // repro only
   bool list = false, show = false, quick = false;
   std::string dataset;

@@ -69,9 +69,14 @@ KD_DECLARE_REGISTRAR_(register_batchnorm)
 // How cuBLAS, cuDNN and our reductions may trade reproducibility for speed. deterministic:
 // deterministic cuDNN algorithms, no float atomics in our kernels, TF32 off. tf32: TF32 tensor
 // cores for cuBLAS/cuDNN float maths (ignored when deterministic). The CPU ignores both.
+// find: time every cuDNN convolution algorithm once per shape (cudnnFind*AlgorithmEx) and run the
+// fastest one the rule of kernels/cudnn/algo_policy.h accepts, instead of the heuristic's first;
+// with deterministic, only deterministic ones are timed (but which of them wins can differ
+// between runs, and so can the bits).
 struct MathMode {
   bool deterministic = false;
   bool tf32 = false;
+  bool find = false;
 };
 
 // A point on the compute stream, for timing without synchronizing (CUDA events).

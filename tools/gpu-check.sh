@@ -30,7 +30,7 @@
 #                                '*Cuda*-CudaTraining.*:*Thousand*', not the whole-model tests)
 #   GPU_CHECK_RACECHECK_FILTER   gtest filter under racecheck (default 'CudaConv*:CudaNorm*')
 #   GPU_CHECK_CMAKE_ARGS         extra configure arguments
-#   GPU_CHECK_BENCH_ARGS         bench flags (default '--steps 100 --warmup 10')
+#   GPU_CHECK_BENCH_ARGS         bench flags (default '--steps 100 --warmup 10 --cudnn-find')
 #   GPU_CHECK_COMPILE_TIMEOUT    wall seconds per model for PyTorch's torch.compile child in the
 #                                bench, after which its process group is killed (default 15:
 #                                a cold compile needs more, so its rows say "unavailable" unless
@@ -303,7 +303,7 @@ body_bench() {
   # file for the summary and to the console at once (fd 3), so rows measured before a time limit
   # cuts the stage are never lost; stderr stays in the stage log.
   # shellcheck disable=SC2086
-  "$GC_BUILD_DIR/kdlab" bench --device cuda ${GPU_CHECK_BENCH_ARGS---steps 100 --warmup 10} |
+  "$GC_BUILD_DIR/kdlab" bench --device cuda ${GPU_CHECK_BENCH_ARGS---steps 100 --warmup 10 --cudnn-find} |
     tee "$GC_LOG_DIR/bench-output.txt" | while IFS= read -r line; do
       echo "$line"
       if [[ "$line" == "["* ]]; then echo "[gpu-check]   bench $line" >&3; fi

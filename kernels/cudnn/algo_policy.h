@@ -1,7 +1,8 @@
 // Which cuDNN convolution algorithm kdlab runs, as a rule over cuDNN's heuristic list. Plain C++
 // without cuDNN types (kernels/cudnn/conv2d.cu maps cudnnConvolution*AlgoPerf_t onto Candidate),
 // so a host test checks the rule in every build, with or without a GPU.
-// The rule: walk cuDNN's list in its own order (best expected speed first) and take the first
+// The rule: walk cuDNN's list in its own order (best expected speed first, or with --cudnn-find
+// the measured order of cudnnFind*AlgorithmEx, fastest first) and take the first
 // entry that is supported, deterministic when cuda::math_mode().deterministic, and within the
 // precision we allow: float without TF32 (tf32 off or deterministic) queries and runs with
 // CUDNN_FMA_MATH and refuses tensor-op entries; float with TF32 queries with CUDNN_DEFAULT_MATH
@@ -26,6 +27,7 @@ struct Candidate {
 struct Request {
   bool deterministic = false;
   Math descriptor_math = Math::fma;  // what the convolution descriptor is queried with
+  bool find = false;  // the list comes from timing every algorithm (fastest first), not heuristics
 };
 
 inline Math descriptor_math(bool is_double, bool tf32, bool deterministic) {

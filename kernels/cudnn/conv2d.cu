@@ -3,13 +3,17 @@
 // cudnnAddTensor); backward ACCUMULATES into dx and dw (beta = 1) and into dbias (our kernel).
 // Descriptors: built once per shape and thread (descriptors_for). Algorithm: cuDNN's heuristics
 // (cudnnGet*Algorithm_v7, no benchmarking: choices stay the same from run to run and cost no GPU
-// time), filtered by kernels/cudnn/algo_policy.h, cached per (geometry, dtype, pass,
-// deterministic, math type) as the ordered list of usable choices with their workspace sizes; a
+// time), or with --cudnn-find (MathMode::find) every algorithm timed once on the call's own
+// buffers by cudnnFind*AlgorithmEx (outputs that accumulate are timed into a scratch copy, the
+// workspace offered is the largest any heuristic choice asks for), filtered by
+// kernels/cudnn/algo_policy.h, cached per (geometry, dtype, pass, deterministic, math type, find)
+// as the ordered list of usable choices with their workspace sizes; a
 // choice the execution call refuses (NOT_SUPPORTED) is dropped and the next one runs. The
 // workspace is cuda::workspace(). The bias gradient is one block per channel reducing (sample,
 // position) in a fixed order, in double: deterministic without atomics.
 #include <cudnn.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -86,7 +90,17 @@ struct AlgoChoices {
   std::string offered;
 };
 
-using AlgoKey = std::array<int, 13>;
+using AlgoKey = std::array<int, 14>;
+
+// The call's buffers, which Find times the algorithms on: forward x, w, y; backward data w, dy,
+// dx; backward weight x, dy, dw (in ConvDescs' order: input, filter, output).
+struct FindBuffers {
+  const void* in = nullptr;
+  const void* filter = nullptr;
+  void* out = nullptr;
+  size_t out_bytes = 0;
+  bool out_is_live = false;  // the output accumulates: time into a scratch buffer instead
+};
 
 // The algorithms cuDNN's developer guide ("Reproducibility (Determinism)") names as
 // non-reproducible (atomics). Refused in deterministic mode whatever the perf entry's determinism
@@ -138,6 +152,48 @@ std::vector<policy::Candidate> heuristics(Pass pass, const ConvDescs& d) {
   return out;
 }
 
+// Every algorithm timed on the call's buffers (cudnnFind*AlgorithmEx), fastest first. Runs once
+// per key, outside any CUDA graph capture (it synchronizes); costs one pass per algorithm.
+std::vector<policy::Candidate> timed(Pass pass, const ConvDescs& d, const FindBuffers& b,
+                                     size_t workspace_limit) {
+  void* out = b.out;
+  if (b.out_is_live) {  // the timing runs write the output; a live one must not see them
+    out = cuda::malloc_device(b.out_bytes);
+    KD_CHECK(out, "cudnn conv2d: no device memory for --cudnn-find's scratch output ("
+                      << b.out_bytes << " bytes)");
+  }
+  void* ws = workspace_limit ? cuda::workspace(workspace_limit) : nullptr;
+  std::vector<policy::Candidate> list;
+  int returned = 0;
+  cudnnStatus_t status;
+  if (pass == Pass::forward) {
+    std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+    status = cudnnFindConvolutionForwardAlgorithmEx(
+        handle(), d.x.get(), b.in, d.w.get(), b.filter, d.conv.get(), d.y.get(), out,
+        int(perf.size()), &returned, perf.data(), ws, workspace_limit);
+    for (int i = 0; i < returned && status == CUDNN_STATUS_SUCCESS; ++i)
+      list.push_back(candidate_of(pass, perf[i]));
+  } else if (pass == Pass::backward_data) {
+    std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
+    status = cudnnFindConvolutionBackwardDataAlgorithmEx(
+        handle(), d.w.get(), b.filter, d.y.get(), b.in, d.conv.get(), d.x.get(), out,
+        int(perf.size()), &returned, perf.data(), ws, workspace_limit);
+    for (int i = 0; i < returned && status == CUDNN_STATUS_SUCCESS; ++i)
+      list.push_back(candidate_of(pass, perf[i]));
+  } else {
+    std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+    status = cudnnFindConvolutionBackwardFilterAlgorithmEx(
+        handle(), d.x.get(), b.in, d.y.get(), b.filter, d.conv.get(), d.w.get(), out,
+        int(perf.size()), &returned, perf.data(), ws, workspace_limit);
+    for (int i = 0; i < returned && status == CUDNN_STATUS_SUCCESS; ++i)
+      list.push_back(candidate_of(pass, perf[i]));
+  }
+  if (b.out_is_live) cuda::free_device(out);
+  // A refused Find leaves the heuristic's order (the caller keeps it when the list is empty).
+  if (status != CUDNN_STATUS_SUCCESS) list.clear();
+  return list;
+}
+
 // Not CUDNN_CHECKed: a failing query means "this algorithm does not run here", and the caller
 // moves on to the next candidate.
 cudnnStatus_t workspace_size(Pass pass, const ConvDescs& d, int algo, size_t* bytes) {
@@ -165,18 +221,39 @@ const char* pass_name(Pass pass) {
 
 // Filters cuDNN's list by the policy and keeps each acceptable entry whose workspace query
 // succeeds with the math type it will run with.
-AlgoChoices make_choices(Pass pass, const ConvGeom& g, const policy::Request& request,
-                         ConvDescs& d) {
-  AlgoChoices out;
-  d.conv.set_math(to_cudnn(request.descriptor_math));
-  const std::vector<policy::Candidate> list = heuristics(pass, d);
+std::vector<AlgoChoice> usable_choices(Pass pass, const std::vector<policy::Candidate>& list,
+                                       const policy::Request& request, ConvDescs& d) {
+  std::vector<AlgoChoice> usable;
   for (int index : policy::ordered_choices(list, request)) {
     AlgoChoice choice;
     choice.algo = list[index].algo;
     choice.math = to_cudnn(policy::execution_math(list[index], request));
     d.conv.set_math(choice.math);
     if (workspace_size(pass, d, choice.algo, &choice.workspace_bytes) == CUDNN_STATUS_SUCCESS)
-      out.usable.push_back(choice);
+      usable.push_back(choice);
+  }
+  return usable;
+}
+
+AlgoChoices make_choices(Pass pass, const ConvGeom& g, const policy::Request& request,
+                         ConvDescs& d, const FindBuffers& buffers) {
+  AlgoChoices out;
+  d.conv.set_math(to_cudnn(request.descriptor_math));
+  std::vector<policy::Candidate> list = heuristics(pass, d);
+  out.usable = usable_choices(pass, list, request, d);
+  if (request.find && !out.usable.empty()) {
+    size_t limit = 0;
+    for (const AlgoChoice& c : out.usable) limit = std::max(limit, c.workspace_bytes);
+    d.conv.set_math(to_cudnn(request.descriptor_math));
+    list = timed(pass, d, buffers, limit);
+    std::vector<AlgoChoice> fastest = usable_choices(pass, list, request, d);
+    // Keep only what fits the workspace Find was offered; the heuristic's choices follow as
+    // fallbacks should every timed one be refused at execution.
+    std::vector<AlgoChoice> merged;
+    for (const AlgoChoice& c : fastest)
+      if (c.workspace_bytes <= limit) merged.push_back(c);
+    for (const AlgoChoice& c : out.usable) merged.push_back(c);
+    out.usable = merged;
   }
   std::ostringstream listed;
   listed << "cudnn conv2d " << pass_name(pass) << ": no usable algorithm for n=" << g.n
@@ -197,16 +274,17 @@ AlgoKey key_of(Pass pass, const ConvGeom& g, cudnnDataType_t type,
                const policy::Request& request) {
   return {g.n,       g.c,   g.h,       g.w,       g.k,
           g.r,       g.s,   g.stride,  g.pad,     int(type),
-          int(pass), int(request.deterministic), int(request.descriptor_math)};
+          int(pass), int(request.deterministic), int(request.descriptor_math),
+          int(request.find)};
 }
 
 // The best remaining choice for this key (computed once, then cached).
 AlgoChoice first_choice(Pass pass, const ConvGeom& g, const policy::Request& request,
-                        const AlgoKey& key, ConvDescs& d) {
+                        const AlgoKey& key, ConvDescs& d, const FindBuffers& buffers) {
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   auto found = g_cache.find(key);
   if (found == g_cache.end())
-    found = g_cache.emplace(key, make_choices(pass, g, request, d)).first;
+    found = g_cache.emplace(key, make_choices(pass, g, request, d, buffers)).first;
   KD_CHECK(!found->second.usable.empty(), found->second.offered);
   return found->second.usable.front();
 }
@@ -243,15 +321,16 @@ void* workspace_for(const AlgoChoice& choice) {
 // throw.
 template <class Execute>
 void run_convolution(Pass pass, const ConvGeom& g, cudnnDataType_t type, ConvDescs& d,
-                     Execute execute) {
+                     const FindBuffers& buffers, Execute execute) {
   const MathMode mode = cuda::math_mode();
   policy::Request request;
   request.deterministic = mode.deterministic;
+  request.find = mode.find;
   request.descriptor_math =
       policy::descriptor_math(type == CUDNN_DATA_DOUBLE, mode.tf32, mode.deterministic);
   const AlgoKey key = key_of(pass, g, type, request);
   for (;;) {
-    const AlgoChoice choice = first_choice(pass, g, request, key, d);
+    const AlgoChoice choice = first_choice(pass, g, request, key, d, buffers);
     d.conv.set_math(choice.math);
     const cudnnStatus_t status = execute(choice, workspace_for(choice));
     if (status == CUDNN_STATUS_SUCCESS) {
@@ -305,11 +384,15 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   const cudnnDataType_t type = DataType<T>::value;
   ConvDescs& d = descriptors_for(g, type);
   const T one = T(1), zero = T(0);
-  run_convolution(Pass::forward, g, type, d, [&](const AlgoChoice& choice, void* workspace) {
-    return cudnnConvolutionForward(handle(), &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
-                                   cudnnConvolutionFwdAlgo_t(choice.algo), workspace,
-                                   choice.workspace_bytes, &zero, d.y.get(), y);
-  });
+  // y is assigned below: Find may time into it.
+  const FindBuffers buffers{x, w, y, 0, false};
+  run_convolution(Pass::forward, g, type, d, buffers,
+                  [&](const AlgoChoice& choice, void* workspace) {
+                    return cudnnConvolutionForward(
+                        handle(), &one, d.x.get(), x, d.w.get(), w, d.conv.get(),
+                        cudnnConvolutionFwdAlgo_t(choice.algo), workspace,
+                        choice.workspace_bytes, &zero, d.y.get(), y);
+                  });
   if (bias) {
     // cudnnAddTensor broadcasts each size-1 dimension of A over C: [1, k, 1, 1] onto y.
     CUDNN_CHECK(cudnnAddTensor(handle(), &one, d.bias.get(), bias, &one, d.y.get(), y));
@@ -325,7 +408,8 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx,
   const cudnnDataType_t type = DataType<T>::value;
   ConvDescs& d = descriptors_for(g, type);
   const T one = T(1), zero = T(0);
-  run_convolution(Pass::backward_data, g, type, d,
+  const FindBuffers buffers{dy, w, dx, size_t(g.n) * g.c * g.h * g.w * sizeof(T), accumulate};
+  run_convolution(Pass::backward_data, g, type, d, buffers,
                   [&](const AlgoChoice& choice, void* workspace) {
                     return cudnnConvolutionBackwardData(
                         handle(), &one, d.w.get(), w, d.y.get(), dy, d.conv.get(),
@@ -341,7 +425,8 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   const cudnnDataType_t type = DataType<T>::value;
   ConvDescs& d = descriptors_for(g, type);
   const T one = T(1);
-  run_convolution(Pass::backward_weight, g, type, d,
+  const FindBuffers buffers{x, dy, dw, size_t(g.k) * g.c * g.r * g.s * sizeof(T), true};
+  run_convolution(Pass::backward_weight, g, type, d, buffers,
                   [&](const AlgoChoice& choice, void* workspace) {
                     return cudnnConvolutionBackwardFilter(
                         handle(), &one, d.x.get(), x, d.y.get(), dy, d.conv.get(),

@@ -12,8 +12,11 @@
 namespace kd {
 namespace ops {
 
-// x [n,c,h,w], w [k,c,r,s], bias [k] or undefined -> [n,k,p,q]
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad);
+// x [n,c,h,w], w [k,c,r,s], bias [k] or undefined -> [n,k,p,q]. With a residual [n,k,p,q]
+// (and no bias): conv + residual, the same values as add(conv2d(...), residual), in one kernel
+// call where the backend fuses them (a residual block's last convolution and its shortcut).
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad,
+              const Tensor& residual = Tensor());
 // x [b,in], w [out,in], bias [out] or undefined -> [b,out]
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 

@@ -1,7 +1,10 @@
 // Contract: 2-D convolution (cross-correlation, as PyTorch), NCHW activations, OIHW weights.
 //   x  [n, c, h, w]   w [k, c, r, s]   bias [k] or null   y [n, k, p, q]
 //   p = (h + 2*pad - r) / stride + 1,  q = (w + 2*pad - s) / stride + 1
-// Forward ASSIGNS y. Backward kernels ACCUMULATE (+=) into dx, dw and dbias (dbias may be null),
+// Forward ASSIGNS y. conv2d_forward_residual ASSIGNS y = conv(x, w) + residual (no bias; residual
+// [n, k, p, q], never y itself), rounded exactly as conv2d_forward then add_forward: a residual
+// block's last convolution and its shortcut add in one pass, where a backend can fuse them.
+// Backward kernels ACCUMULATE (+=) into dx, dw and dbias (dbias may be null),
 // except that backward data ASSIGNS every element of dx when `accumulate` is false (dx may then
 // hold anything, NaN included, and is never read).
 // ref:: is the plain loop, kept as the specification; cpu:: is im2col + BLAS GEMM.
@@ -35,6 +38,7 @@ inline void check_conv_geom(const ConvGeom& g) {
 
 #define KD_CONV2D_KERNELS(X)                                                     \
   X(conv2d_forward, (const ConvGeom& g, const T* x, const T* w, const T* bias, T* y)) \
+  X(conv2d_forward_residual, (const ConvGeom& g, const T* x, const T* w, const T* residual, T* y)) \
   X(conv2d_backward_data, (const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate)) \
   X(conv2d_backward_weight, (const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias))
 

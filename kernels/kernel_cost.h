@@ -113,6 +113,13 @@ KernelCost kernel_cost(kernel_tag::conv2d_forward, const ConvGeom& g, const T*, 
                            (x + w) * s + cost_detail::bytes_if(bias, g.k), y * s);
 }
 template <class T>
+KernelCost kernel_cost(kernel_tag::conv2d_forward_residual, const ConvGeom& g, const T*, const T*,
+                       const T*, T*) {
+  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
+               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(T);
+  return cost_detail::make(2 * conv_macs(g) + y, (x + w + y) * s, y * s);
+}
+template <class T>
 KernelCost kernel_cost(kernel_tag::conv2d_backward_data, const ConvGeom& g, const T*, const T*,
                        T*, bool accumulate) {
   const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,

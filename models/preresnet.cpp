@@ -65,12 +65,14 @@ PreActBlock::PreActBlock(int inplanes, int planes, int stride, bool bottleneck, 
   }
 }
 
+// The shortcut first, so that the last convolution adds it in its own kernel call
+// (ops::conv2d's residual) instead of a separate add.
 Tensor PreActBlock::forward(const Tensor& x) {
+  const Tensor residual = downsample_ ? downsample_->forward(x) : x;
   Tensor out = x;
-  for (size_t i = 0; i < convs_.size(); ++i)
+  for (size_t i = 0; i + 1 < convs_.size(); ++i)
     out = convs_[i]->forward(norms_[i]->forward_relu(out));
-  Tensor residual = downsample_ ? downsample_->forward(x) : x;
-  return ops::add(out, residual);
+  return convs_.back()->forward(norms_.back()->forward_relu(out), residual);
 }
 
 PreResNet::PreResNet(int depth, int classes, int channels, bool group_norm, uint64_t seed)

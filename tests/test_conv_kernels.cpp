@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "kernels/backend.h"
 #include "kernels/conv2d.h"
 #include "base/philox.h"
 #include "tests/kernel_testing.h"
@@ -124,6 +125,32 @@ void check_forward(const ConvGeom& g, bool with_bias) {
       describe(g) + (with_bias ? " bias" : "") + " T=" + (sizeof(T) == 4 ? "float" : "double");
   expect_close(y_ref, want, tolerance<T>(), "ref " + what);
   expect_close(y_cpu, want, tolerance<T>(), "cpu " + what);
+}
+
+// conv2d_forward_residual is conv2d_forward then add_forward, bit for bit, on ref and cpu
+// (Winograd, direct and GEMM shapes among the network-like ones).
+template <class T>
+void check_forward_residual(const ConvGeom& g) {
+  const auto x = random_vector<T>(x_size(g), 1), w = random_vector<T>(w_size(g), 2),
+             res = random_vector<T>(y_size(g), 5);
+  for (int impl = 0; impl < 2; ++impl) {
+    const auto& table = impl ? kd::cpu_backend().kernels<T>() : kd::ref_backend().kernels<T>();
+    std::vector<T> conv(y_size(g)), want(y_size(g)), got(y_size(g), T(7));
+    table.conv2d_forward(g, x.data(), w.data(), nullptr, conv.data());
+    table.add_forward(int64_t(conv.size()), conv.data(), res.data(), want.data());
+    table.conv2d_forward_residual(g, x.data(), w.data(), res.data(), got.data());
+    kd::kernel_testing::expect_bitwise(got, want,
+                                       (impl ? "cpu " : "ref ") + describe(g) + " residual");
+  }
+}
+
+TEST(Conv2dKernel, ForwardWithResidualIsForwardThenAdd) {
+  EngineThreading threading;
+  for (const auto* list : {&kAwkward, &kNetworkLike})
+    for (const ConvGeom& g : *list) {
+      check_forward_residual<float>(g);
+      check_forward_residual<double>(g);
+    }
 }
 
 TEST(Conv2dKernel, ForwardMatchesNaiveOracle) {

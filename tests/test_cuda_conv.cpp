@@ -147,6 +147,38 @@ TEST(CudaConvKernels, ForwardMatchesRefAndOracle) {
   }
 }
 
+// The residual forward is the forward then add_forward, bit for bit, on the device (the GEMM's
+// epilogue adds it, or a second pass after cuBLAS for 1x1 shapes); and on cuDNN's table.
+template <class T>
+void check_forward_residual(const ConvGeom& g, const kd::KernelTable<T>& table,
+                            const std::string& path) {
+  const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
+             res = uniform<T>(y_size(g), 8, -1, 1);
+  DeviceArray<T> d_x(x), d_w(w), d_res(res), conv(std::vector<T>(y_size(g)));
+  DeviceArray<T> sum(std::vector<T>(y_size(g))), fused(std::vector<T>(y_size(g), T(777)));
+  table.conv2d_forward(g, d_x.get(), d_w.get(), nullptr, conv.get());
+  kd::cuda_testing::gpu_kernels<T>().add_forward(int64_t(y_size(g)), conv.get(), d_res.get(),
+                                                 sum.get());
+  table.conv2d_forward_residual(g, d_x.get(), d_w.get(), d_res.get(), fused.get());
+  const std::string what = path + " " + describe(g) + type_name<T>();
+  kd::kernel_testing::expect_bitwise(fused.host(), sum.host(), "residual forward " + what);
+  std::vector<T> want(y_size(g));
+  kd::ref::conv2d_forward_residual(g, x.data(), w.data(), res.data(), want.data());
+  // cuDNN's float algorithms (on the emulated GPU, the CPU's Winograd) round differently.
+  expect_close(fused.host(), want, path == "cudnn" ? 1e-3 : tolerance<T>(),
+               "residual forward vs ref " + what);
+}
+
+TEST(CudaConvKernels, ForwardWithResidualIsForwardThenAdd) {
+  KD_REQUIRE_CUDA();
+  for (const ConvGeom& g : kShapes) {
+    check_forward_residual<float>(g, kd::cuda_testing::gpu_kernels<float>(), "native");
+    check_forward_residual<double>(g, kd::cuda_testing::gpu_kernels<double>(), "native");
+    if (kd::cuda_testing::gpu().has_cudnn)
+      check_forward_residual<float>(g, kd::cuda_testing::cudnn_kernels<float>(), "cudnn");
+  }
+}
+
 TEST(CudaConvKernels, BackwardDataAccumulatesLikeRef) {
   KD_REQUIRE_CUDA();
   for (const ConvGeom& g : kShapes) {

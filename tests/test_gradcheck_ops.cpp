@@ -78,6 +78,30 @@ TEST(GradCheckOps, Conv2d) {
   }
 }
 
+// A residual block's last convolution with its shortcut added (ops::conv2d's residual): the
+// residual's gradient is the output's, the rest that of the convolution; 3x3 (one kernel call)
+// and 1x1 (a second pass on some backends), and the residual the convolution's own input.
+TEST(GradCheckOps, Conv2dWithResidual) {
+  uint64_t seed = 40;
+  for (int r : {3, 1}) {
+    SCOPED_TRACE("kernel " + std::to_string(r));
+    const int pad = r / 2;
+    Tensor x = grad_input(random_f64({2, 3, 5, 4}, seed++));
+    Tensor w = grad_input(random_f64({3, 3, r, r}, seed++));
+    Tensor res = grad_input(random_f64({2, 3, 5, 4}, seed++));
+    EXPECT_GRADS_MATCH(check_op(
+        [&](const std::vector<Tensor>& in) {
+          return ops::conv2d(in[0], in[1], Tensor(), 1, pad, in[2]);
+        },
+        {x, w, res}));
+    EXPECT_GRADS_MATCH(check_op(  // x + conv(x): both paths into one gradient
+        [&](const std::vector<Tensor>& in) {
+          return ops::conv2d(in[0], in[1], Tensor(), 1, pad, in[0]);
+        },
+        {x, w}));
+  }
+}
+
 TEST(GradCheckOps, Conv2dOnlyInputRequiresGrad) {
   // The weight-gradient path is skipped when neither weight nor bias needs a gradient.
   Tensor x = grad_input(random_f64({2, 3, 4, 5}, 11));

@@ -22,6 +22,9 @@ Conv2d::Conv2d(int in, int out, int kernel, int stride_, int pad_, bool with_bia
 }
 
 Tensor Conv2d::forward(const Tensor& x) const { return ops::conv2d(x, weight, bias, stride, pad); }
+Tensor Conv2d::forward(const Tensor& x, const Tensor& residual) const {
+  return ops::conv2d(x, weight, bias, stride, pad, residual);
+}
 
 Linear::Linear(int in, int out, Initializer& init) {
   weight = Tensor::empty({out, in});

@@ -29,6 +29,7 @@ class Conv2d : public Module {
  public:
   Conv2d(int in, int out, int kernel, int stride, int pad, bool bias, Initializer& init);
   Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x, const Tensor& residual) const;  // conv(x) + residual
   Tensor weight, bias;  // weight [out, in, k, k] (OIHW); bias [out] or undefined
   int stride, pad;
 };

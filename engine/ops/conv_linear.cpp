@@ -11,8 +11,9 @@ namespace kd {
 namespace ops {
 using namespace detail;
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad) {
-  check_operands("conv2d", {x, w, bias});
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad,
+              const Tensor& residual) {
+  check_operands("conv2d", {x, w, bias, residual});
   KD_CHECK(x.dim() == 4 && w.dim() == 4 && x.size(1) == w.size(1),
            "conv2d: input " << describe(x) << " and weight " << describe(w)
                             << " (expected [n,c,h,w] and [k,c,r,s])");
@@ -26,19 +27,22 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   KD_CHECK(g.h + 2 * pad >= g.r && g.w + 2 * pad >= g.s,
            "conv2d: kernel " << g.r << "x" << g.s << " larger than padded input " << describe(x));
   Tensor y = Tensor::empty({g.n, g.k, g.p(), g.q()}, x.dtype(), x.device());
+  KD_CHECK(!residual.defined() || (residual.shape() == y.shape() && !bias.defined()),
+           "conv2d: residual " << describe(residual) << " for output " << describe(y)
+                               << (bias.defined() ? " (and a bias: not supported together)" : ""));
   const bool on_gpu = x.is_cuda();
   const bool use_cudnn = on_gpu && runtime_config().gpu_kernels.conv == GpuImpl::Cudnn;
   dispatch_floating("conv2d", x, [&](auto tag) {
     using T = decltype(tag);
-    if (use_cudnn)
-      cudnn_kernels<T>(x).conv2d_forward(g, x.data<T>(), w.data<T>(),
-                                               ptr_or_null<T>(bias), y.data<T>());
+    const KernelTable<T>& table = use_cudnn ? cudnn_kernels<T>(x) : kernels<T>(x);
+    if (residual.defined())
+      table.conv2d_forward_residual(g, x.data<T>(), w.data<T>(), residual.data<T>(), y.data<T>());
     else
-      kernels<T>(x).conv2d_forward(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias),
-                                       y.data<T>());
+      table.conv2d_forward(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias), y.data<T>());
   });
-  if (should_record({x, w, bias})) {
-    record_node("conv2d", {x, w, bias}, {y}, [x, w, bias, y, g, on_gpu, use_cudnn]() {
+  if (should_record({x, w, bias, residual})) {
+    record_node("conv2d", {x, w, bias, residual}, {y}, [x, w, bias, residual, y, g, on_gpu,
+                                                        use_cudnn]() {
       dispatch_floating("conv2d", x, [&](auto tag) {
         using T = decltype(tag);
         const T* dy = y.grad().data<T>();
@@ -60,6 +64,19 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
             kernels<T>(x).conv2d_backward_weight(g, x.data<T>(), dy, dw, dbias);
         }
       });
+      // The residual's gradient is dy, handed on as add's backward does (after the convolution's
+      // passes have read it; nothing reads y's gradient again).
+      if (residual.defined() && residual.requires_grad()) {
+        Tensor in = residual;
+        if (!in.grad().defined()) {
+          in.set_grad(y.grad(), y.grad_shared());
+        } else {
+          dispatch_floating("conv2d", x, [&](auto tag) {
+            using T = decltype(tag);
+            kernels<T>(x).accumulate(y.numel(), T(1), y.grad().data<T>(), grad_ptr<T>(in));
+          });
+        }
+      }
     });
   }
   return y;

@@ -52,7 +52,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
       for (Tensor in : {a, b}) {
         if (!in.requires_grad()) continue;
         if (!in.grad().defined()) {
-          in.set_grad(dy, both);
+          in.set_grad(dy, both || y.grad_shared());  // y's own may be shared further down
           continue;
         }
         dispatch_floating("add", a, [&](auto tag) {

@@ -344,6 +344,14 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   errors.rethrow();
 }
 
+// The convolution, then the residual added in place: the sum of conv2d_forward and add_forward,
+// bit for bit, without the add's separate output.
+template <class T>
+void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T* residual, T* y) {
+  conv2d_forward(g, x, w, static_cast<const T*>(nullptr), y);
+  accumulate(int64_t(g.n) * g.k * g.p() * g.q(), T(1), residual, y);
+}
+
 template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   check_geom(g);

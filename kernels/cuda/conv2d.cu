@@ -189,6 +189,23 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   launch_gemm(prm, 1);
 }
 
+// 1x1 convolutions (cuBLAS) add the residual in a second launch; the others in the GEMM's
+// epilogue, one launch for the convolution and the shortcut add.
+template <class T>
+void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T* residual, T* y) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0) return;
+  if (pointwise_gemm::applies(g)) {
+    run_pointwise(pointwise_gemm::forward(g), x, w, y, false);
+    accumulate(int64_t(g.n) * g.k * d.pq, T(1), residual, y);
+    return;
+  }
+  const conv_gemm::GemmDims gemm = conv_gemm::forward_gemm(d);
+  conv_gemm::GemmParams<T, Pass::Forward> prm{d, gemm, w, x, nullptr, y, gemm.k};
+  prm.residual = residual;
+  launch_gemm(prm, 1);
+}
+
 template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);

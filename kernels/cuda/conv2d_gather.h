@@ -228,6 +228,9 @@ struct GemmParams {
   // Backward weight: when set, the block that finishes a tile's last slice adds the tile's slices,
   // in slice order (splitk_sum), into it (dw) in the same launch (conv2d.cu's fold_slices).
   T* fold_into = nullptr;
+  // Forward: added to every output element after the bias (y = acc + bias + residual), as
+  // conv2d_forward then add_forward would round it; may be null.
+  const T* residual = nullptr;
 };
 
 // The folding launch keeps one ticket per output tile; more tiles (no layer of ours comes near:
@@ -372,7 +375,7 @@ KD_HOST_DEVICE inline void mma_tile(const T* a_tile, const T* b_tile, int tid,
   }
 }
 
-// Forward: y = acc + bias (assign). Backward data: dx += acc, or = acc when !prm.accumulate.
+// Forward: y = acc + bias (+ residual) (assign). Backward data: dx += acc, or = acc when !prm.accumulate.
 // Weight: workspace slice = acc.
 template <class T, Pass P>
 KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0, int n0, int slice,
@@ -385,8 +388,11 @@ KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0
       const FwdCol c = forward_col(d, col);
       KD_UNROLL for (int i = 0; i < kMicro; ++i) {
         const int m = m0 + micro_row(tid, i);
-        if (m < prm.g.m)
-          prm.out[forward_y_offset(d, c, m)] = acc[i][j] + (prm.bias ? prm.bias[m] : T(0));
+        if (m >= prm.g.m) continue;
+        const int64_t e = forward_y_offset(d, c, m);
+        T v = acc[i][j] + (prm.bias ? prm.bias[m] : T(0));
+        if (prm.residual) v = v + prm.residual[e];
+        prm.out[e] = v;
       }
     }
     if constexpr (P == Pass::BackwardData) {

@@ -46,6 +46,12 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   });
 }
 template <class T>
+void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T* residual, T* y) {
+  cudnn_call("cudnn::conv2d_forward_residual", {x, w, residual, y}, [=] {
+    host_kernels<T>().conv2d_forward_residual(g, x, w, residual, y);
+  });
+}
+template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   cudnn_call("cudnn::conv2d_backward_data", {dy, w, dx}, [=] {
     host_kernels<T>().conv2d_backward_data(g, dy, w, dx, accumulate);

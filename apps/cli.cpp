@@ -128,8 +128,8 @@ void add_loop(CLI::App* cmd, LoopConfig& l) {
                   "is always saved after each epoch");
   cmd->add_flag("--cuda-graph", l.cuda_graph,
                 "GPU: capture the training step (forward, backward, SGD update) once as a CUDA "
-                "graph and replay it, one launch per step; re-captured when the learning rate "
-                "changes; same results; not with Adam or dropout");
+                "graph and replay it, one launch per step; same results; not with Adam or "
+                "dropout");
 }
 
 

@@ -376,8 +376,7 @@ void run_loop(models::Classifier& model, const data::Dataset& train, const data:
       model.set_step(batch.step);  // keys the dropout masks (nn::Dropout), so a resume repeats them
       Tensor loss;
       if (graphed) {
-        loss = graphed->run({b.images, b.labels, b.teacher}, lr,
-                            [&](const std::vector<Tensor>& in) {
+        loss = graphed->run({b.images, b.labels, b.teacher}, [&](const std::vector<Tensor>& in) {
                               HostBatch fixed = b;
                               fixed.images = in[0], fixed.labels = in[1], fixed.teacher = in[2];
                               return train_step(fixed);

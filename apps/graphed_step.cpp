@@ -32,34 +32,32 @@ bool GraphedStep::matches(const std::vector<Tensor>& inputs) const {
   return true;
 }
 
-Tensor GraphedStep::run(const std::vector<Tensor>& inputs, double lr, const Step& step) {
-  if (!warm_ || (graph_.captured() && !matches(inputs))) {
-    // The first step fills the caches a capture must not grow; another batch size runs as is.
+Tensor GraphedStep::run(const std::vector<Tensor>& inputs, const Step& step) {
+  if (!warm_ || (!graph_.captured() && !matches(inputs))) {
+    // The first step fills the caches a capture must not grow, and its shapes are the ones the
+    // next step of the same shapes captures (a run resumed at a short last batch warms again on
+    // the first full one); after the capture, other shapes run eagerly.
     warm_ = true;
+    static_inputs_.clear();
+    for (const Tensor& t : inputs)
+      static_inputs_.push_back(t.defined() ? Tensor::empty(t.shape(), t.dtype(), t.device())
+                                           : Tensor());
     ++eager_;
     return step(inputs);
   }
-  if (graph_.captured() && lr == lr_) {
-    for (size_t i = 0; i < inputs.size(); ++i)
-      if (inputs[i].defined()) static_inputs_[i].copy_from(inputs[i]);
+  if (!matches(inputs)) {
+    ++eager_;
+    return step(inputs);
+  }
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].defined()) static_inputs_[i].copy_from(inputs[i]);
+  if (graph_.captured()) {
     graph_.replay();
     optimizer_.count_replayed_step();
     ++replays_;
     return loss_;
   }
-  // First capture, or a new learning rate: the old graph and its memory go first.
-  loss_ = Tensor();
-  graph_.reset();
-  if (!matches(inputs)) {
-    static_inputs_.clear();
-    for (const Tensor& t : inputs)
-      static_inputs_.push_back(t.defined() ? Tensor::empty(t.shape(), t.dtype(), t.device())
-                                           : Tensor());
-  }
-  for (size_t i = 0; i < inputs.size(); ++i)
-    if (inputs[i].defined()) static_inputs_[i].copy_from(inputs[i]);
   graph_.capture([&] { loss_ = step(static_inputs_); });
-  lr_ = lr;
   ++captures_;
   // The capture ran nothing: this step's work is its first replay. The optimizer counted the
   // step when step() was captured.

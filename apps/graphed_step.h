@@ -2,8 +2,9 @@
 // backward, optimizer) runs once eagerly, which warms every cache; the next step of the same
 // batch size is captured into a CUDA graph and replayed, and every later one copies its inputs
 // into the tensors the capture read and replays the graph: one graph launch plus a copy per
-// input instead of hundreds of launches. Host values the graph would freeze are handled here:
-//  - the learning rate (cosine, set once per epoch): a new value re-captures;
+// input instead of hundreds of launches. One capture per run. Host values the graph would freeze are handled:
+//  - the learning rate (cosine, set once per epoch): SGD reads it from a device scalar
+//    (SgdParams::lr_device) that set_lr fills, so the one graph serves every epoch;
 //  - a batch of another size (an epoch's short last batch) runs eagerly;
 //  - the optimizer's step counter advances by one per replay (SGD's first step, which fills the
 //    momentum, is always the eager one);
@@ -34,9 +35,8 @@ class GraphedStep {
   using Step = std::function<Tensor(const std::vector<Tensor>& inputs)>;
   GraphedStep(Device device, Optimizer& optimizer);
 
-  // One training step on `inputs` at learning rate `lr` (already set on the optimizer). The
-  // returned loss is valid until the next call.
-  Tensor run(const std::vector<Tensor>& inputs, double lr, const Step& step);
+  // One training step on `inputs`. The returned loss is valid until the next call.
+  Tensor run(const std::vector<Tensor>& inputs, const Step& step);
 
   int64_t captures() const { return captures_; }
   int64_t replays() const { return replays_; }
@@ -49,7 +49,6 @@ class GraphedStep {
   Optimizer& optimizer_;
   std::vector<Tensor> static_inputs_;  // what the captured step reads
   Tensor loss_;                        // what it writes
-  double lr_ = 0;
   bool warm_ = false;
   int64_t captures_ = 0, replays_ = 0, eager_ = 0;
 };

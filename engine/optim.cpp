@@ -139,6 +139,15 @@ Sgd::Sgd(std::vector<Tensor> params, const SgdParams& hyper)
   check_params(params_);
   for (const Tensor& p : params_)
     momentum_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+  if (!params_.empty() && params_.front().is_cuda()) {
+    lr_on_device_ = Tensor::full({1}, hyper_.lr, DType::F64, params_.front().device());
+    hyper_.lr_device = lr_on_device_.data<double>();
+  }
+}
+
+void Sgd::set_lr(double lr) {
+  hyper_.lr = lr;
+  if (lr_on_device_.defined()) lr_on_device_.fill_(lr);
 }
 
 void Sgd::step() {

@@ -53,7 +53,7 @@ class Sgd : public Optimizer {
  public:
   Sgd(std::vector<Tensor> params, const SgdParams& hyper);
   void step() override;
-  void set_lr(double lr) override { hyper_.lr = lr; }
+  void set_lr(double lr) override;
   double lr() const override { return hyper_.lr; }
 
  private:
@@ -62,6 +62,9 @@ class Sgd : public Optimizer {
   }
   SgdParams hyper_;
   std::vector<Tensor> momentum_;
+  // GPU parameters: the learning rate as a device scalar the update reads (hyper_.lr_device), so
+  // a captured step replays with each epoch's value; set_lr writes it with a fill kernel.
+  Tensor lr_on_device_;
 };
 
 class Adam : public Optimizer {

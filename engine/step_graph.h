@@ -4,7 +4,8 @@
 //  - inputs that change between replays must be copied into the tensors the capture read
 //    (static inputs), and outputs read from the tensors it wrote (kept alive by the caller);
 //  - everything the step reads from the host (learning rate, step counters, dropout keys) is
-//    frozen at capture: the caller re-captures when one changes;
+//    frozen at capture: the caller keeps them in device memory (SGD's learning rate) or captures
+//    again when one changes;
 //  - the blocks the capture allocated or freed stay reserved for the graph (CachingAllocator
 //    pools) until reset() or destruction, so no other tensor gets memory a replay writes;
 //  - a capture must not synchronize, copy to or from the host, or grow the workspace: run the

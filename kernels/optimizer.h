@@ -18,6 +18,9 @@ namespace kd {
 struct SgdParams {
   double lr = 0.1, momentum = 0.0, weight_decay = 0.0;
   bool nesterov = false;
+  // When set, the learning rate is read from here (memory of the update's device) when the update
+  // runs, and lr is ignored: a CUDA graph that captured the update replays it with each new value.
+  const double* lr_device = nullptr;
 };
 struct AdamParams {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;

@@ -143,6 +143,30 @@ TEST(OptimizerKernel, SgdWithoutMomentumIgnoresBuffer) {
   EXPECT_DOUBLE_EQ(p, 2 - 0.5 * (1 + 0.1 * 2));
 }
 
+// lr_device (host memory for the CPU's kernels) replaces lr: the same bits as lr itself.
+TEST(OptimizerKernel, SgdReadsTheLearningRateFromLrDeviceWhenSet) {
+  for (bool nesterov : {false, true}) {
+    SgdParams by_value;
+    by_value.lr = 0.037, by_value.momentum = 0.9, by_value.weight_decay = 1e-3;
+    by_value.nesterov = nesterov;
+    SgdParams by_pointer = by_value;
+    const double lr = by_value.lr;
+    by_pointer.lr = 5.0;  // ignored
+    by_pointer.lr_device = &lr;
+    std::vector<float> pa = {1.f, -2.f, 0.5f}, pb = pa, ba(3), bb(3), g = {0.3f, 0.1f, -0.7f};
+    for (int t = 0; t < 3; ++t) {
+      cpu::sgd_update<float>(3, by_value, t == 0, pa.data(), g.data(), ba.data());
+      cpu::sgd_update<float>(3, by_pointer, t == 0, pb.data(), g.data(), bb.data());
+    }
+    EXPECT_EQ(pa, pb);
+    std::vector<float> pr = {1.f, -2.f, 0.5f}, br(3);
+    ref::sgd_update<float>(3, by_pointer, true, pr.data(), g.data(), br.data());
+    std::vector<float> pv = {1.f, -2.f, 0.5f}, bv(3);
+    ref::sgd_update<float>(3, by_value, true, pv.data(), g.data(), bv.data());
+    EXPECT_EQ(pr, pv);
+  }
+}
+
 TEST(OptimizerKernel, AdamMatchesFormulaInDouble) {
   AdamParams h;
   h.lr = 1e-2, h.beta1 = 0.9, h.beta2 = 0.999, h.eps = 1e-8, h.weight_decay = 1e-4;

@@ -34,7 +34,7 @@ namespace ref {
 template <class T>
 void sgd_update(int64_t n, const SgdParams& h, bool first_step, T* param, const T* grad,
                 T* momentum_buf) {
-  const T lr = T(h.lr), mom = T(h.momentum), wd = T(h.weight_decay);
+  const T lr = T(h.lr_device ? *h.lr_device : h.lr), mom = T(h.momentum), wd = T(h.weight_decay);
   for (int64_t i = 0; i < n; ++i) {
     T g = grad[i] + wd * param[i];
     if (h.momentum != 0) {
@@ -68,7 +68,7 @@ namespace cpu {
 template <class T>
 void sgd_update(int64_t n, const SgdParams& h, bool first_step, T* param, const T* grad,
                 T* momentum_buf) {
-  const T lr = T(h.lr), mom = T(h.momentum), wd = T(h.weight_decay);
+  const T lr = T(h.lr_device ? *h.lr_device : h.lr), mom = T(h.momentum), wd = T(h.weight_decay);
   // The branches are hoisted so each loop body is straight-line and vectorizes.
   if (h.momentum == 0) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)

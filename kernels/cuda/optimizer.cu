@@ -48,6 +48,7 @@ __device__ int block_range(const MultiTensorArgs<T>& a, int64_t* begin, int64_t*
 
 template <class T>
 __global__ void sgd_kernel(MultiTensorArgs<T> a, optim_math::SgdCoefficients<T> c) {
+  if (c.lr_device) c.lr = T(*c.lr_device);  // the value of this run, not of the capture
   int64_t begin, end;
   const int t = block_range(a, &begin, &end);
   T* param = a.param[t];

@@ -46,15 +46,18 @@ KD_HOST_DEVICE inline double rn_sqrt(double a) { KD_RN_BODY(__dsqrt_rn(a), std::
 #undef KD_RN_BODY
 
 // Per-step scalars, converted to T on the host exactly as the CPU converts them.
+// lr_device (SgdParams::lr_device): the kernel replaces lr by T(*lr_device), converted as here.
 template <class T>
 struct SgdCoefficients {
   T lr, momentum, weight_decay;
   bool use_momentum, nesterov, first_step;
+  const double* lr_device;
 };
 
 template <class T>
 SgdCoefficients<T> sgd_coefficients(const SgdParams& h, bool first_step) {
-  return {T(h.lr), T(h.momentum), T(h.weight_decay), h.momentum != 0, h.nesterov, first_step};
+  return {T(h.lr),   T(h.momentum), T(h.weight_decay), h.momentum != 0,
+          h.nesterov, first_step,   h.lr_device};
 }
 
 template <class T>

@@ -14,7 +14,6 @@
 
 #include "apps/experiment.h"
 #include "apps/graphed_step.h"
-#include "base/philox.h"
 #include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -24,6 +23,7 @@
 #include "models/classifier.h"
 #include "models/ensemble.h"
 #include "tests/cuda_testing.h"
+#include "tests/data_testing.h"
 
 namespace kd {
 namespace {
@@ -174,15 +174,7 @@ TEST(CudaGraph, SgdReadsTheLearningRateWhenTheUpdateRuns) {
 // ---- The loops under --cuda-graph ----
 
 data::Dataset synthetic(int n, int c, int hw, uint64_t seed) {
-  data::Dataset ds;
-  ds.n = n, ds.c = c, ds.h = hw, ds.w = hw, ds.num_classes = 10, ds.name = "synthetic";
-  ds.images.resize(size_t(ds.image_size()) * n);
-  for (size_t i = 0; i < ds.images.size(); ++i)
-    ds.images[i] = uint8_t(philox4x32(seed, kStreamTest, i).v[0] & 0xFF);
-  for (int i = 0; i < n; ++i)
-    ds.labels.push_back(int32_t(philox_below(seed + 1, kStreamTest, i, 10)));
-  ds.validate();
-  return ds;
+  return data_testing::random_dataset(n, c, hw, hw, 10, seed);
 }
 
 // Batches of 8 from a set of 8k+4 images: k full steps and a short one per epoch; each epoch

@@ -127,9 +127,8 @@ void add_loop(CLI::App* cmd, LoopConfig& l) {
                   "Also save the run's state (last.safetensors, for --resume) every N steps; it "
                   "is always saved after each epoch");
   cmd->add_flag("--cuda-graph", l.cuda_graph,
-                "GPU: capture the training step (forward, backward, SGD update) once as a CUDA "
-                "graph and replay it, one launch per step; same results; not with Adam or "
-                "dropout");
+                "GPU: capture the training step (forward, backward, optimizer update) once as a "
+                "CUDA graph and replay it, one launch per step; same results; not with dropout");
 }
 
 

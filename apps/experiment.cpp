@@ -476,12 +476,6 @@ void validate(const LoopConfig& c) {
                  "--mixup: expected a Beta(alpha, alpha) parameter >= 0 (0 = off), got "
                      << c.mixup_alpha);
   KD_INPUT_CHECK(c.eval_every >= 0, "--eval-every: expected >= 0, got " << c.eval_every);
-  if (c.cuda_graph) {  // the device and the model: check_graphable (apps/graphed_step.h)
-    KD_INPUT_CHECK(c.optim.name == "sgd",
-                   "--cuda-graph: expected --optimizer sgd; " << c.optim.name
-                       << "'s update reads a step count that changes every step, which a "
-                          "replayed graph would freeze");
-  }
   KD_INPUT_CHECK(c.checkpoint_every >= 0,
                  "--checkpoint-every: expected a number of steps >= 0 (0 = every epoch only), got "
                      << c.checkpoint_every);

@@ -3,13 +3,15 @@
 // batch size is captured into a CUDA graph and replayed, and every later one copies its inputs
 // into the tensors the capture read and replays the graph: one graph launch plus a copy per
 // input instead of hundreds of launches. One capture per run. Host values the graph would freeze are handled:
-//  - the learning rate (cosine, set once per epoch): SGD reads it from a device scalar
-//    (SgdParams::lr_device) that set_lr fills, so the one graph serves every epoch;
+//  - the learning rate (cosine, set once per epoch): SGD and Adam read it from a device scalar
+//    (SgdParams::lr_device, AdamParams::lr_device) that set_lr fills, so the one graph serves
+//    every epoch;
+//  - Adam's step count (its bias correction): a device scalar the captured step advances
+//    (AdamParams::step_device), so each replay reads its own;
 //  - a batch of another size (an epoch's short last batch) runs eagerly;
 //  - the optimizer's step counter advances by one per replay (SGD's first step, which fills the
 //    momentum, is always the eager one);
-//  - Adam (its bias correction reads the step count) is refused by validate(LoopConfig), models
-//    whose forward draws per-step keys (dropout) by check_graphable.
+//  - models whose forward draws per-step keys (dropout) are refused by check_graphable.
 // Results are the eager loop's bit for bit: a replay runs the same kernels on the same inputs.
 #pragma once
 #include <cstdint>

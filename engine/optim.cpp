@@ -76,6 +76,7 @@ void Optimizer::load_state(const std::map<std::string, Tensor>& values, const st
     if (kv.first == "steps") {
       steps_taken_ = it->second.to(Device::cpu()).data<int64_t>()[0];
       KD_INPUT_CHECK(steps_taken_ >= 0, where << ": optimizer state 'steps' is negative");
+      on_steps_loaded();
     } else {
       Tensor dst = kv.second;  // shares the buffer's storage
       dst.copy_from(it->second);
@@ -169,12 +170,31 @@ Adam::Adam(std::vector<Tensor> params, const AdamParams& hyper)
     m_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
     v_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
   }
+  if (!params_.empty() && params_.front().is_cuda()) {
+    const Device device = params_.front().device();
+    lr_on_device_ = Tensor::full({1}, hyper_.lr, DType::F64, device);
+    step_on_device_ = Tensor::zeros({1}, DType::I64, device);
+    hyper_.lr_device = lr_on_device_.data<double>();
+    hyper_.step_device = step_on_device_.data<int64_t>();
+  }
+}
+
+void Adam::set_lr(double lr) {
+  hyper_.lr = lr;
+  if (lr_on_device_.defined()) lr_on_device_.fill_(lr);
+}
+
+void Adam::on_steps_loaded() {
+  if (step_on_device_.defined())
+    step_on_device_.copy_from(Tensor::from_vector<int64_t>({1}, {steps_taken_}));
 }
 
 void Adam::step() {
   ++steps_taken_;
   if (params_.empty()) return;
   const Backend& backend = backend_of(params_.front().device());
+  // The device count moves with the host's, on the stream, so a replay of this step advances it.
+  if (step_on_device_.defined()) backend.counter_add(step_on_device_.data<int64_t>(), 1);
   for_each_device_group(params_, m_, &v_, [&](auto& g) {
     using T = typename std::decay_t<decltype(g)>::Scalar;
     KD_KERNEL(backend, T, adam_update_multi)(g.count(), g.sizes.data(), g.params.data(),

@@ -29,12 +29,15 @@ class Optimizer {
   nn::NamedTensors state() const;
   void load_state(const std::map<std::string, Tensor>& values, const std::string& where);
   int64_t steps_taken() const { return steps_taken_; }
-  // A replay of a captured step() (apps/graphed_step.h) ran its update on the device.
+  // A replay of a captured step() (apps/graphed_step.h) ran its update on the device (and
+  // advanced any device copy of the count itself).
   void count_replayed_step() { ++steps_taken_; }
 
  protected:
   // The per-parameter buffers and their name in state().
   virtual std::vector<std::pair<std::string, const std::vector<Tensor>*>> buffers() const = 0;
+  // load_state has just set steps_taken_ (Adam keeps a device copy of it).
+  virtual void on_steps_loaded() {}
   std::vector<Tensor> params_;
   int64_t steps_taken_ = 0;
 
@@ -71,15 +74,20 @@ class Adam : public Optimizer {
  public:
   Adam(std::vector<Tensor> params, const AdamParams& hyper);
   void step() override;
-  void set_lr(double lr) override { hyper_.lr = lr; }
+  void set_lr(double lr) override;
   double lr() const override { return hyper_.lr; }
 
  private:
   std::vector<std::pair<std::string, const std::vector<Tensor>*>> buffers() const override {
     return {{"exp_avg", &m_}, {"exp_avg_sq", &v_}};
   }
+  void on_steps_loaded() override;
   AdamParams hyper_;
   std::vector<Tensor> m_, v_;
+  // GPU parameters: the learning rate and the step count as device scalars the update reads
+  // (hyper_.lr_device, hyper_.step_device). step() advances the count on the device before the
+  // update, so a captured step replays with each step's bias correction and each epoch's lr.
+  Tensor lr_on_device_, step_on_device_;
 };
 
 // lr at epoch t of T_max: eta_min + (base - eta_min) * (1 + cos(pi t / T_max)) / 2.

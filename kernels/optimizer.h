@@ -24,6 +24,12 @@ struct SgdParams {
 };
 struct AdamParams {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  // Memory of the update's device, for a CUDA graph that captured the update (as lr_device above).
+  // lr_device: lr is read from here when the update runs. step_device: the step is read from
+  // here (the step argument is ignored); the caller advances it on the device (Backend::
+  // counter_add) before each update, so each replay reads its own count.
+  const double* lr_device = nullptr;
+  const int64_t* step_device = nullptr;
 };
 
 #define KD_OPTIM_KERNELS(X)                                                            \

@@ -265,6 +265,30 @@ void check_single_tensor_updates() {
   EXPECT_TRUE(same_bits(m_d.host(), host.s1) && same_bits(v_d.host(), host.s2)) << "adam moments";
   expect_close(p_d.host(), ref_st.param, optim_tol<T>(), "adam param vs ref");
   expect_close(v_d.host(), ref_st.s2, optim_tol<T>(), "adam v vs ref");
+
+  // The step and the learning rate read from device memory (AdamParams::step_device,
+  // lr_device; the host's step argument is a wrong placeholder): the same bits as the host's.
+  OptimState<T> dev_host(n, 4);
+  DeviceArray<T> q_d(dev_host.param), m2_d(n), v2_d(n);
+  DeviceArray<int64_t> step_d(std::vector<int64_t>{0});
+  DeviceArray<double> lr_d(std::vector<double>{0});
+  AdamParams on_device = kAdam;
+  on_device.lr = 99.0;  // ignored: lr_device wins
+  on_device.step_device = step_d.get();
+  on_device.lr_device = lr_d.get();
+  for (int step = 1; step <= kSteps; ++step) {
+    const auto g = step_grad<T>(n, 4, step);
+    DeviceArray<T> g_d(g);
+    AdamParams h = kAdam;
+    h.lr = kAdam.lr * step;  // a new rate every step
+    const int64_t step64 = step;
+    cuda_testing::gpu().copy_host_to_device(step_d.get(), &step64, sizeof(int64_t));
+    cuda_testing::gpu().copy_host_to_device(lr_d.get(), &h.lr, sizeof(double));
+    cuda_testing::gpu_kernels<T>().adam_update(n, on_device, 1000, q_d.get(), g_d.get(),
+                                               m2_d.get(), v2_d.get());
+    host_adam(h, step, g, &dev_host);
+  }
+  EXPECT_TRUE(same_bits(q_d.host(), dev_host.param)) << "adam with device scalars vs host";
 }
 
 TEST(CudaOptimizerKernels, SgdAndAdamMatchRef) {

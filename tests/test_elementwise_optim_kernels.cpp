@@ -167,6 +167,38 @@ TEST(OptimizerKernel, SgdReadsTheLearningRateFromLrDeviceWhenSet) {
   }
 }
 
+// AdamParams' device scalars on the host backends: the step and the rate are read from the
+// pointers (the step argument and lr ignored), once for a whole multi-tensor call.
+TEST(OptimizerKernel, AdamReadsTheStepAndRateFromTheDeviceScalars) {
+  AdamParams h;
+  h.lr = 1e-2, h.weight_decay = 1e-4;
+  int64_t step = 3;
+  double lr = 0.02;
+  AdamParams on_device = h;
+  on_device.lr = 7.0, on_device.step_device = &step, on_device.lr_device = &lr;
+  AdamParams plain = h;
+  plain.lr = lr;
+  const int n = 6;
+  const auto g = uniform<float>(n, 3, -1, 1);
+  auto p = uniform<float>(n, 4, -1, 1);
+  for (bool multi : {false, true}) {
+    std::vector<float> a = p, b = p, ma(n, 0.1f), va(n, 0.2f), mb = ma, vb = va;
+    if (multi) {
+      const int64_t sizes[2] = {2, n - 2};
+      float* pa[2] = {a.data(), a.data() + 2};
+      float* pm[2] = {ma.data(), ma.data() + 2};
+      float* pv[2] = {va.data(), va.data() + 2};
+      const float* pg[2] = {g.data(), g.data() + 2};
+      cpu::adam_update_multi<float>(2, sizes, pa, pg, pm, pv, on_device, 1);
+    } else {
+      cpu::adam_update<float>(n, on_device, 1, a.data(), g.data(), ma.data(), va.data());
+    }
+    ref::adam_update<float>(n, plain, 3, b.data(), g.data(), mb.data(), vb.data());
+    EXPECT_EQ(a, b) << (multi ? "multi" : "single");
+    EXPECT_EQ(step, 3) << "the step is read, not advanced";
+  }
+}
+
 TEST(OptimizerKernel, AdamMatchesFormulaInDouble) {
   AdamParams h;
   h.lr = 1e-2, h.beta1 = 0.9, h.beta2 = 0.999, h.eps = 1e-8, h.weight_decay = 1e-4;

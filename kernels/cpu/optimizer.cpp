@@ -25,7 +25,19 @@ AdamScalars adam_scalars(const AdamParams& h, int64_t step) {
   KD_CHECK(step >= 1, "adam_update: step counts from 1, got " << step);
   double bias1 = 1.0 - std::pow(h.beta1, double(step));
   double bias2 = 1.0 - std::pow(h.beta2, double(step));
-  return {h.lr / bias1, std::sqrt(bias2)};
+  const double lr = h.lr_device ? *h.lr_device : h.lr;
+  return {lr / bias1, std::sqrt(bias2)};
+}
+
+// The hyperparameters of one call with the device scalars read (*step_device into *step,
+// *lr_device into lr); the result holds no device pointer.
+AdamParams resolve_device_scalars(const AdamParams& h, int64_t* step) {
+  AdamParams out = h;
+  if (h.step_device) *step = *h.step_device;
+  if (h.lr_device) out.lr = *h.lr_device;
+  out.step_device = nullptr;
+  out.lr_device = nullptr;
+  return out;
 }
 }  // namespace
 
@@ -46,8 +58,9 @@ void sgd_update(int64_t n, const SgdParams& h, bool first_step, T* param, const 
 }
 
 template <class T>
-void adam_update(int64_t n, const AdamParams& h, int64_t step, T* param, const T* grad, T* m,
+void adam_update(int64_t n, const AdamParams& hyper, int64_t step, T* param, const T* grad, T* m,
                  T* v) {
+  const AdamParams h = resolve_device_scalars(hyper, &step);
   const AdamScalars s = adam_scalars(h, step);
   const T b1 = T(h.beta1), b2 = T(h.beta2), wd = T(h.weight_decay), eps = T(h.eps);
   const T one_minus_b1 = T(1.0 - h.beta1), one_minus_b2 = T(1.0 - h.beta2);
@@ -99,8 +112,9 @@ void sgd_update(int64_t n, const SgdParams& h, bool first_step, T* param, const 
 }
 
 template <class T>
-void adam_update(int64_t n, const AdamParams& h, int64_t step, T* param, const T* grad, T* m,
+void adam_update(int64_t n, const AdamParams& hyper, int64_t step, T* param, const T* grad, T* m,
                  T* v) {
+  const AdamParams h = resolve_device_scalars(hyper, &step);
   const AdamScalars s = adam_scalars(h, step);
   const T b1 = T(h.beta1), b2 = T(h.beta2), wd = T(h.weight_decay), eps = T(h.eps);
   const T one_minus_b1 = T(1.0 - h.beta1), one_minus_b2 = T(1.0 - h.beta2);
@@ -126,7 +140,8 @@ void sgd_update_multi(int count, const int64_t* sizes, T* const* params, const T
 }
 template <class T>
 void adam_update_multi(int count, const int64_t* sizes, T* const* params, const T* const* grads,
-                       T* const* m, T* const* v, const AdamParams& h, int64_t step) {
+                       T* const* m, T* const* v, const AdamParams& hyper, int64_t step) {
+  const AdamParams h = resolve_device_scalars(hyper, &step);
   for (int i = 0; i < count; ++i) adam_update<T>(sizes[i], h, step, params[i], grads[i], m[i], v[i]);
 }
 }  // namespace cpu

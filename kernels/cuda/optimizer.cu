@@ -1,5 +1,6 @@
 // CUDA in-place SGD and Adam (contract: kernels/optimizer.h): param and the state buffers are
-// updated in place, grad is read only. Per-tensor and fused multi-tensor updates share one kernel
+// updated in place, grad is read only. The device scalars (SGD's lr, Adam's lr and step) are
+// read by each block when the launch runs, so a captured update replays with current values. Per-tensor and fused multi-tensor updates share one kernel
 // per optimizer: a by-value MultiTensorArgs (pointers, sizes, block prefix offsets of up to
 // kMultiTensorChunk tensors) per launch, each block updating kBlockElems consecutive elements of
 // one tensor (coalesced, no reductions). Element maths: kernels/cuda/optimizer_math.h, the CPU's
@@ -64,7 +65,11 @@ __global__ void sgd_kernel(MultiTensorArgs<T> a, optim_math::SgdCoefficients<T> 
 }
 
 template <class T>
-__global__ void adam_kernel(MultiTensorArgs<T> a, optim_math::AdamCoefficients<T> c) {
+__global__ void adam_kernel(MultiTensorArgs<T> a, optim_math::AdamCoefficients<T> c,
+                            optim_math::AdamDeviceScalars d) {
+  if (d.step || d.lr)  // the values of this run, not of the capture
+    optim_math::adam_step_terms(d.lr ? *d.lr : d.host_lr, d.beta1, d.beta2,
+                                d.step ? *d.step : d.host_step, &c.step_size, &c.bias2_sqrt);
   int64_t begin, end;
   const int t = block_range(a, &begin, &end);
   T* param = a.param[t];
@@ -132,10 +137,13 @@ void adam_update_multi(int count, const int64_t* sizes, T* const* params, const 
                        T* const* m, T* const* v, const AdamParams& h, int64_t step) {
   check_state(count, sizes, m, true, "first-moment");
   check_state(count, sizes, v, true, "second-moment");
-  const optim_math::AdamCoefficients<T> c = optim_math::adam_coefficients<T>(h, step);
+  // With a device step the host's step is a placeholder; the kernel forms the terms itself.
+  const optim_math::AdamCoefficients<T> c =
+      optim_math::adam_coefficients<T>(h, h.step_device ? 1 : step);
+  const optim_math::AdamDeviceScalars d{h.lr_device, h.step_device, h.lr, h.beta1, h.beta2, step};
   for_each_pack(count, sizes, params, grads, m, v,
                 [&](const MultiTensorArgs<T>& a, unsigned blocks) {
-                  KD_LAUNCH(adam_kernel<T>, blocks, kThreads, 0, a, c);
+                  KD_LAUNCH(adam_kernel<T>, blocks, kThreads, 0, a, c, d);
                 });
 }
 

@@ -65,14 +65,46 @@ struct AdamCoefficients {
   T beta1, beta2, weight_decay, eps, one_minus_beta1, one_minus_beta2, step_size, bias2_sqrt;
 };
 
-// PyTorch forms the bias corrections in double before touching the tensors (as optimizer.cpp).
+// base^e for e >= 1 by repeated squaring, every product rounded on its own: the same bits on the
+// host and the device. (std::pow, which the CPU kernels use as PyTorch does, is not available
+// with those bits on the device; the two differ by a few ulps of a double at most.)
+KD_HOST_DEVICE inline double power(double base, int64_t e) {
+  double result = 1.0, square = base;
+  for (; e > 0; e /= 2) {
+    if (e % 2) result = rn_mul(result, square);
+    square = rn_mul(square, square);
+  }
+  return result;
+}
+
+// The step-dependent pair, in double as PyTorch forms it: lr / (1 - beta1^step) and
+// sqrt(1 - beta2^step), then converted to T.
+template <class T>
+KD_HOST_DEVICE inline void adam_step_terms(double lr, double beta1, double beta2, int64_t step,
+                                           T* step_size, T* bias2_sqrt) {
+  const double bias1 = rn_sub(1.0, power(beta1, step));
+  const double bias2 = rn_sub(1.0, power(beta2, step));
+  *step_size = T(rn_div(lr, bias1));
+  *bias2_sqrt = T(rn_sqrt(bias2));
+}
+
+// AdamParams' device scalars as the CUDA kernel reads them; null ones take the host's value.
+struct AdamDeviceScalars {
+  const double* lr;
+  const int64_t* step;
+  double host_lr, beta1, beta2;
+  int64_t host_step;
+};
+
+// Host side, for a step known on the host; with AdamParams' device scalars the kernel calls
+// adam_step_terms itself on the values it reads.
 template <class T>
 AdamCoefficients<T> adam_coefficients(const AdamParams& h, int64_t step) {
   KD_CHECK(step >= 1, "adam_update: step counts from 1, got " << step);
-  const double bias1 = 1.0 - std::pow(h.beta1, double(step));
-  const double bias2 = 1.0 - std::pow(h.beta2, double(step));
-  return {T(h.beta1),       T(h.beta2),       T(h.weight_decay), T(h.eps),
-          T(1.0 - h.beta1), T(1.0 - h.beta2), T(h.lr / bias1),   T(std::sqrt(bias2))};
+  AdamCoefficients<T> c{T(h.beta1),       T(h.beta2),       T(h.weight_decay), T(h.eps),
+                        T(1.0 - h.beta1), T(1.0 - h.beta2), T(0),              T(0)};
+  adam_step_terms(h.lr, h.beta1, h.beta2, step, &c.step_size, &c.bias2_sqrt);
+  return c;
 }
 
 // buf is read only when momentum is on and it is not the first step, written when momentum is on.

@@ -138,18 +138,20 @@ TEST(CudaGraph, BlocksAGraphMayWriteStayOutOfTheCacheUntilItIsReset) {
   EXPECT_GE(allocator.cached_bytes() + allocator.in_use_bytes(), reused.nbytes());
 }
 
+// A 4-element device parameter with a fixed gradient, for the optimizer replay tests.
+Tensor parameter() {
+  Tensor p = device_values({0.5f, -1.25f, 2.0f, 3.5f});
+  p.set_requires_grad(true);
+  p.set_grad(device_values({0.1f, 0.2f, -0.3f, 0.7f}));
+  return p;
+}
+
 // SGD reads its learning rate from device memory when the update runs (SgdParams::lr_device):
 // one graph captured at the first rate replays each later one (set_lr), with the bits of an
 // eager update at that rate.
 TEST(CudaGraph, SgdReadsTheLearningRateWhenTheUpdateRuns) {
   KD_REQUIRE_CUDA();
   NoGradGuard no_grad;
-  auto parameter = [] {
-    Tensor p = device_values({0.5f, -1.25f, 2.0f, 3.5f});
-    p.set_requires_grad(true);
-    p.set_grad(device_values({0.1f, 0.2f, -0.3f, 0.7f}));
-    return p;
-  };
   SgdParams h;
   h.lr = 0.1, h.momentum = 0.9, h.weight_decay = 0.01;
   Tensor graphed = parameter(), eager = parameter();
@@ -178,12 +180,6 @@ TEST(CudaGraph, SgdReadsTheLearningRateWhenTheUpdateRuns) {
 TEST(CudaGraph, AdamReadsItsStepAndLearningRateWhenTheUpdateRuns) {
   KD_REQUIRE_CUDA();
   NoGradGuard no_grad;
-  auto parameter = [] {
-    Tensor p = device_values({0.5f, -1.25f, 2.0f, 3.5f});
-    p.set_requires_grad(true);
-    p.set_grad(device_values({0.1f, 0.2f, -0.3f, 0.7f}));
-    return p;
-  };
   AdamParams h;
   h.lr = 0.1, h.weight_decay = 0.01;
   Tensor graphed = parameter(), eager = parameter();

@@ -54,7 +54,8 @@ void add_gpu_controls(CLI::App* cmd, std::string& conv, std::string& bn, bool& d
   cmd->add_option("--bn", bn, "GPU batchnorm: native (our kernels) | cudnn")->capture_default_str();
   cmd->add_flag("--deterministic", deterministic,
                 "GPU: deterministic algorithms only, TF32 off (bitwise-repeatable runs)");
-  cmd->add_flag("--tf32", tf32, "GPU: allow TF32 tensor cores in cuBLAS/cuDNN float maths");
+  cmd->add_flag("--tf32", tf32,
+                "GPU: TF32 tensor cores for float maths (cuBLAS, cuDNN, our convolutions)");
   cmd->add_flag("--cudnn-find", cudnn_find,
                 "GPU, --conv cudnn: time every convolution algorithm once per shape and run the "
                 "fastest acceptable one (PyTorch's cudnn.benchmark); with --deterministic the "
@@ -304,7 +305,8 @@ std::unique_ptr<Cli> make_cli() {
   c.bench_cmd->add_option("--cpu-conv", c.bench_cpu_conv,
                           "CPU float convolutions: auto (Winograd or direct where they apply) | gemm")
       ->capture_default_str();
-  c.bench_cmd->add_flag("--tf32", c.bench_tf32, "GPU: allow TF32 in cuBLAS/cuDNN float maths");
+  c.bench_cmd->add_flag("--tf32", c.bench_tf32,
+                        "GPU: TF32 tensor cores for float maths (cuBLAS, cuDNN, our convolutions)");
   c.bench_cmd->add_flag("--cudnn-find", c.bench_cudnn_find,
                         "GPU: time cuDNN's convolution algorithms once per shape (as PyTorch's "
                         "cudnn.benchmark, which its side of the table uses)");

@@ -79,6 +79,23 @@ class WholeModelSchedule {
   int saved_ = -1;
 };
 
+// The GPU backend's MathMode for one scope (cuBLAS, cuDNN and our convolutions follow it).
+class ScopedMathMode {
+ public:
+  ScopedMathMode(bool deterministic, bool tf32) : saved_(gpu().math_mode()) {
+    MathMode m;
+    m.deterministic = deterministic;
+    m.tf32 = tf32;
+    gpu().set_math_mode(m);
+  }
+  ~ScopedMathMode() { gpu().set_math_mode(saved_); }
+  ScopedMathMode(const ScopedMathMode&) = delete;
+  ScopedMathMode& operator=(const ScopedMathMode&) = delete;
+
+ private:
+  MathMode saved_;
+};
+
 // An owning device array of n T, optionally filled from a host vector.
 template <class T>
 class DeviceArray {

@@ -6,7 +6,10 @@
 // block by block, thread by thread, with the kernel's double-buffered K loop and NaN-poisoned
 // shared tiles, equals ref:: (double 1e-12; float 1e-4, float accumulation over <= ~1e3 terms);
 // (3) the tile placements are bijections and the split-K plan partitions K; (4) PreResNet grids
-// are not tiny. Not named *Cuda*: runs everywhere. Unproven here: __syncthreads placement,
+// are not tiny; (5) the tensor-core variant of the block program (kernels/cuda/conv2d_mma.h: cp.async
+// tile placement, fragment indices, MmaLayout epilogue), with each m16n8k8 done on the host from
+// the PTX ISA's fragment layout, written out here independently of the emulator's version.
+// Not named *Cuda*: runs everywhere. Unproven here: __syncthreads placement,
 // launch limits, the real hardware.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -23,6 +26,7 @@
 
 #include "kernels/conv2d.h"
 #include "kernels/cuda/conv2d_gather.h"
+#include "kernels/cuda/conv2d_mma.h"
 #include "tests/kernel_testing.h"
 
 namespace {
@@ -176,12 +180,38 @@ TEST(ConvGather, NaiveGemmOverTheMapsMatchesRef) {
   }
 }
 
+// One m16n8k8 mma of every lane of warp `warp`, on the host: the 16x8 A and 8x8 B rebuilt from
+// the lanes' fragments (PTX ISA layout: a[r] = A[g + 8(r%2)][t + 4(r/2)], b[r] = B[t + 4r][g],
+// c[r] = C[g + 8(r/2)][2t + r%2], g = lane/4, t = lane%4), multiplied exactly as written.
+template <class T, class Regs>
+void host_warp_mma(const T* a_tile, const T* b_tile, int warp, int mi, int ni, int ks,
+                   std::vector<Regs>& regs) {
+  T a[16][8], b[8][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const int tid = warp * 32 + lane, g = lane / 4, t = lane % 4;
+    for (int r = 0; r < 4; ++r) a[g + 8 * (r % 2)][t + 4 * (r / 2)] = a_tile[a_frag_index(tid, mi, ks, r)];
+    for (int r = 0; r < 2; ++r) b[t + 4 * r][g] = b_tile[b_frag_index(tid, ni, ks, r)];
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    const int tid = warp * 32 + lane, g = lane / 4, t = lane % 4;
+    const FragmentRefs<T> c = c_fragment(regs[size_t(tid)].acc, mi, ni);
+    for (int r = 0; r < 4; ++r) {
+      const int row = g + 8 * (r / 2), col = 2 * t + r % 2;
+      for (int k = 0; k < 8; ++k) *c.r[r] += a[row][k] * b[k][col];
+    }
+  }
+}
+
 // Runs the kernel's block program on the host: every block of the grid, every thread, the
-// double-buffered K loop in the kernel's order, shared tiles poisoned with NaN per block.
+// double-buffered K loop in the kernel's order, shared tiles poisoned with NaN per block. With
+// tensor_cores, conv_gemm_tf32_kernel's program (without the TF32 rounding): each load lands
+// straight in the [kTileK][kMmaStride] tiles, warps multiply by m16n8k8 fragments, and the
+// epilogue reads the accumulators through MmaLayout.
 template <class T, Pass P>
-void emulate(const GemmParams<T, P>& prm, int slices) {
+void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false) {
   const Grid3 grid = gemm_grid(prm.g, slices);
   const T nan = std::numeric_limits<T>::quiet_NaN();
+  const int tile_elems = tensor_cores ? kTileK * kMmaStride : kTileK * kStrideM;
   std::vector<T> a_tile[2], b_tile[2];
   std::vector<BCols<P>> cols(kThreads);
   struct ThreadRegs {
@@ -193,8 +223,7 @@ void emulate(const GemmParams<T, P>& prm, int slices) {
       for (int bx = 0; bx < grid.x; ++bx) {
         const int m0 = by * kTileM, n0 = bx * kTileN;
         const KRange kr = k_range(prm.g, prm.k_chunk, bz);
-        for (int b = 0; b < 2; ++b)
-          a_tile[b].assign(kTileK * kStrideM, nan), b_tile[b].assign(kTileK * kStrideN, nan);
+        for (int b = 0; b < 2; ++b) a_tile[b].assign(tile_elems, nan), b_tile[b].assign(tile_elems, nan);
         for (int t = 0; t < kThreads; ++t) {
           cols[t] = make_b_cols(prm, t, n0);
           for (auto& row : regs[t].acc)
@@ -205,19 +234,43 @@ void emulate(const GemmParams<T, P>& prm, int slices) {
             load_stage(prm, cols[t], t, m0, k0, kr.end, regs[t].a, regs[t].b);
         };
         auto store = [&](int buf) {
-          for (int t = 0; t < kThreads; ++t)
-            store_stage<T, P>(t, regs[t].a, regs[t].b, a_tile[buf].data(), b_tile[buf].data());
+          for (int t = 0; t < kThreads; ++t) {
+            if (!tensor_cores) {
+              store_stage<T, P>(t, regs[t].a, regs[t].b, a_tile[buf].data(), b_tile[buf].data());
+              continue;
+            }
+            for (int i = 0; i < kLoads; ++i) {
+              a_tile[buf][size_t(a_store_index(t, i))] = regs[t].a[i];
+              b_tile[buf][size_t(b_store_index<P>(t, i))] = regs[t].b[i];
+            }
+          }
+        };
+        auto multiply = [&](int buf) {
+          if (!tensor_cores) {
+            for (int t = 0; t < kThreads; ++t)
+              mma_tile(a_tile[buf].data(), b_tile[buf].data(), t, regs[t].acc);
+            return;
+          }
+          for (int ks = 0; ks < kTileK; ks += 8)
+            for (int warp = 0; warp < kThreads / 32; ++warp)
+              for (int mi = 0; mi < 2; ++mi)
+                for (int ni = 0; ni < 2; ++ni)
+                  host_warp_mma(a_tile[buf].data(), b_tile[buf].data(), warp, mi, ni, ks, regs);
         };
         if (kr.tiles > 0) load(kr.begin), store(0);
         for (int kt = 0; kt < kr.tiles; ++kt) {
           const int cur = kt & 1;
           const bool more = kt + 1 < kr.tiles;
           if (more) load(kr.begin + (kt + 1) * kTileK);
-          for (int t = 0; t < kThreads; ++t)
-            mma_tile(a_tile[cur].data(), b_tile[cur].data(), t, regs[t].acc);
+          multiply(cur);
           if (more) store(cur ^ 1);
         }
-        for (int t = 0; t < kThreads; ++t) epilogue(prm, t, m0, n0, bz, regs[t].acc);
+        for (int t = 0; t < kThreads; ++t) {
+          if (tensor_cores)
+            epilogue<MmaLayout>(prm, t, m0, n0, bz, regs[t].acc);
+          else
+            epilogue<FmaLayout>(prm, t, m0, n0, bz, regs[t].acc);
+        }
       }
 }
 
@@ -273,31 +326,34 @@ class Fenced {
 };
 
 template <class T>
-void check_block_program(const ConvGeom& g, double tol, bool flush_end) {
+void check_block_program(const ConvGeom& g, double tol, bool flush_end, bool tensor_cores = false) {
   const Case<T> cs(g);
   const ConvDims d = checked_dims(g);
   const std::string what = describe(g) + (sizeof(T) == 4 ? " float" : " double") +
-                           (flush_end ? " inputs flush at end" : " inputs flush at start");
+                           (flush_end ? " inputs flush at end" : " inputs flush at start") +
+                           (tensor_cores ? " tensor-core program" : "");
   const T nan = std::numeric_limits<T>::quiet_NaN(), sentinel = T(12345);
   const Fenced<T> x(cs.x, flush_end), w(cs.w, flush_end), bias(cs.bias, flush_end),
       dy(cs.dy, flush_end);
 
   Guarded<T> y(std::vector<T>(y_size(g), nan), sentinel);
   const GemmDims fg = forward_gemm(d);
-  emulate(GemmParams<T, Pass::Forward>{d, fg, w.ptr(), x.ptr(), bias.ptr(), y.ptr(), fg.k}, 1);
+  emulate(GemmParams<T, Pass::Forward>{d, fg, w.ptr(), x.ptr(), bias.ptr(), y.ptr(), fg.k}, 1,
+          tensor_cores);
   expect_close(y.inside(), cs.y_ref, tol, "forward " + what);
   EXPECT_TRUE(y.guards_intact(sentinel)) << "forward wrote outside y, " << what;
 
   Guarded<T> dx(cs.dx0, sentinel);
   const GemmDims dg = backward_data_gemm(d);
-  emulate(GemmParams<T, Pass::BackwardData>{d, dg, w.ptr(), dy.ptr(), nullptr, dx.ptr(), dg.k}, 1);
+  emulate(GemmParams<T, Pass::BackwardData>{d, dg, w.ptr(), dy.ptr(), nullptr, dx.ptr(), dg.k}, 1,
+          tensor_cores);
   expect_close(dx.inside(), cs.dx_ref, tol, "backward data " + what);
   EXPECT_TRUE(dx.guards_intact(sentinel)) << "backward data wrote outside dx, " << what;
   // Assigned: every element of dx written exactly as ref:: from zero, the NaN it held unread.
   Guarded<T> dx_set(std::vector<T>(x_size(g), nan), sentinel);
   GemmParams<T, Pass::BackwardData> assign{d, dg, w.ptr(), dy.ptr(), nullptr, dx_set.ptr(), dg.k};
   assign.accumulate = false;
-  emulate(assign, 1);
+  emulate(assign, 1, tensor_cores);
   std::vector<T> want_set(x_size(g));
   kd::ref::conv2d_backward_data(g, cs.dy.data(), cs.w.data(), want_set.data(), false);
   expect_close(dx_set.inside(), want_set, tol, "backward data assigned " + what);
@@ -309,7 +365,7 @@ void check_block_program(const ConvGeom& g, double tol, bool flush_end) {
   Guarded<T> ws(std::vector<T>(size_t(plan.slices * mn), nan), sentinel);
   emulate(
       GemmParams<T, Pass::BackwardWeight>{d, wg, dy.ptr(), x.ptr(), nullptr, ws.ptr(), plan.chunk},
-      plan.slices);
+      plan.slices, tensor_cores);
   EXPECT_TRUE(ws.guards_intact(sentinel)) << "backward weight wrote outside workspace, " << what;
   std::vector<T> dw = cs.dw0;
   for (int64_t e = 0; e < mn; ++e) dw[size_t(e)] += splitk_sum(ws.ptr(), plan.slices, mn, e);
@@ -324,6 +380,14 @@ TEST(ConvGather, BlockProgramMatchesRefDouble) {
 TEST(ConvGather, BlockProgramMatchesRefFloat) {
   for (const ConvGeom& g : geometries())
     for (bool flush_end : {false, true}) check_block_program<float>(g, 1e-4, flush_end);
+}
+
+TEST(ConvGather, TensorCoreBlockProgramMatchesRefDouble) {
+  for (const ConvGeom& g : geometries()) check_block_program<double>(g, 1e-12, true, true);
+}
+
+TEST(ConvGather, TensorCoreBlockProgramMatchesRefFloat) {
+  for (const ConvGeom& g : geometries()) check_block_program<float>(g, 1e-4, false, true);
 }
 
 // The two shapes above that must take several split-K slices (one uneven) really do.
@@ -359,11 +423,46 @@ TEST(ConvGather, TilePlacementsAreBijections) {
       }
     EXPECT_EQ(std::set<int>(hits.begin(), hits.end()), std::set<int>{1}) << "mode " << mode;
   }
-  std::vector<int> hits(kTileM * kTileN, 0);
-  for (int t = 0; t < kThreads; ++t)
-    for (int i = 0; i < kMicro; ++i)
-      for (int j = 0; j < kMicro; ++j) ++hits[micro_row(t, i) * kTileN + micro_col(t, j)];
-  EXPECT_EQ(std::set<int>(hits.begin(), hits.end()), std::set<int>{1});
+  for (bool tensor_cores : {false, true}) {
+    std::vector<int> hits(kTileM * kTileN, 0);
+    for (int t = 0; t < kThreads; ++t)
+      for (int i = 0; i < kMicro; ++i)
+        for (int j = 0; j < kMicro; ++j)
+          ++hits[tensor_cores ? MmaLayout::row(t, i) * kTileN + MmaLayout::col(t, j)
+                              : FmaLayout::row(t, i) * kTileN + FmaLayout::col(t, j)];
+    EXPECT_EQ(std::set<int>(hits.begin(), hits.end()), std::set<int>{1}) << tensor_cores;
+  }
+  // The tensor-core tiles: every load lands once inside [kTileK][kTileM] of the padded rows.
+  for (int mode = 0; mode < 3; ++mode) {
+    std::set<int> seen;
+    for (int t = 0; t < kThreads; ++t)
+      for (int i = 0; i < kLoads; ++i) {
+        const int e = mode == 0   ? a_store_index(t, i)
+                      : mode == 1 ? b_store_index<Pass::Forward>(t, i)
+                                  : b_store_index<Pass::BackwardWeight>(t, i);
+        EXPECT_LT(e % kMmaStride, kTileM) << mode;
+        EXPECT_TRUE(seen.insert(e).second) << "mode " << mode << " element " << e << " twice";
+      }
+    EXPECT_EQ(seen.size(), size_t(kTileK * kTileM)) << mode;
+  }
+}
+
+// A warp's fragment reads from the [kTileK][kMmaStride] tiles touch 32 different banks.
+TEST(ConvGather, TensorCoreFragmentReadsAreBankConflictFree) {
+  for (int warp = 0; warp < kThreads / 32; ++warp)
+    for (int ks : {0, 8})
+      for (int f = 0; f < 2; ++f)
+        for (int r = 0; r < 4; ++r) {
+          std::set<int> a_banks, b_banks;
+          for (int lane = 0; lane < 32; ++lane) {
+            a_banks.insert(a_frag_index(warp * 32 + lane, f, ks, r) % 32);
+            if (r < 2) b_banks.insert(b_frag_index(warp * 32 + lane, f, ks, r) % 32);
+          }
+          EXPECT_EQ(a_banks.size(), 32u) << "A warp " << warp << " register " << r;
+          if (r < 2) {
+            EXPECT_EQ(b_banks.size(), 32u) << "B warp " << warp << " register " << r;
+          }
+        }
 }
 
 // The split-K plan depends on the shape only, partitions [0, K) into non-empty slices of whole

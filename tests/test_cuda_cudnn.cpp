@@ -74,16 +74,7 @@ TEST(CudnnAlgoPolicy, KeepsCudnnOrderAndFiltersByRequest) {
 
 using cuda_testing::DeviceArray;
 
-struct ScopedMathMode {
-  MathMode saved = cuda_testing::gpu().math_mode();
-  ScopedMathMode(bool deterministic, bool tf32) {
-    MathMode m;
-    m.deterministic = deterministic;
-    m.tf32 = tf32;
-    cuda_testing::gpu().set_math_mode(m);
-  }
-  ~ScopedMathMode() { cuda_testing::gpu().set_math_mode(saved); }
-};
+using cuda_testing::ScopedMathMode;
 
 // {n, c, h, w, k, r, s, stride, pad}
 const ConvGeom kConvGeoms[] = {

@@ -84,16 +84,7 @@ TEST(LinearGemmPlan, ColumnMajorCallsReproduceRef) {
 
 using cuda_testing::DeviceArray;
 
-struct ScopedMathMode {
-  MathMode saved = cuda_testing::gpu().math_mode();
-  explicit ScopedMathMode(bool deterministic, bool tf32) {
-    MathMode m;
-    m.deterministic = deterministic;
-    m.tf32 = tf32;
-    cuda_testing::gpu().set_math_mode(m);
-  }
-  ~ScopedMathMode() { cuda_testing::gpu().set_math_mode(saved); }
-};
+using cuda_testing::ScopedMathMode;
 
 template <class T>
 void check_against_ref(const LinearGeom& g, uint64_t seed, double tol) {

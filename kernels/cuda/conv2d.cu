@@ -12,14 +12,17 @@
 #include <cublas_v2.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/backend.h"
 #include "kernels/conv2d.h"
 #include "kernels/cuda/conv2d_gather.h"
+#include "kernels/cuda/conv2d_mma.h"
 #include "kernels/cuda/cublas_handle.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/pointwise_gemm.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/tensor_core.cuh"
 
 namespace kd {
 namespace cuda {
@@ -34,8 +37,9 @@ __device__ unsigned g_splitk_tickets[conv_gemm::kMaxFoldTiles] = {};
 // After the block has written its slice of the tile: the block that takes the tile's last ticket
 // adds every slice of the tile into dw, slice 0 first (splitk_sum's order, so the bits are those
 // of the separate summing launch). Every thread fences its own slice writes before the barrier;
-// splitk_sum reads the slices through volatile (L2), as in fixed_order::last_block_sum2.
-template <class T>
+// splitk_sum reads the slices through volatile (L2), as in fixed_order::last_block_sum2. Layout:
+// which tile element each thread's accumulators held (conv_gemm::FmaLayout or MmaLayout).
+template <class Layout, class T>
 __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>& prm, int tid,
                             int m0, int n0) {
   using namespace conv_gemm;
@@ -52,11 +56,11 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>
   const int64_t mn = int64_t(prm.g.m) * prm.g.n;
 #pragma unroll
   for (int j = 0; j < kMicro; ++j) {
-    const int col = n0 + micro_col(tid, j);
+    const int col = n0 + Layout::col(tid, j);
     if (col >= prm.g.n) continue;
 #pragma unroll
     for (int i = 0; i < kMicro; ++i) {
-      const int m = m0 + micro_row(tid, i);
+      const int m = m0 + Layout::row(tid, i);
       if (m >= prm.g.m) continue;
       const int64_t e = weight_out_offset(prm.g, 0, m, col);
       prm.fold_into[e] += splitk_sum(prm.out, int(gridDim.z), mn, e);
@@ -98,10 +102,103 @@ __global__ void __launch_bounds__(conv_gemm::kThreads)
     if (more) store_stage<T, P>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);
     __syncthreads();
   }
-  epilogue(prm, tid, m0, n0, slice, acc);
+  epilogue<FmaLayout>(prm, tid, m0, n0, slice, acc);
   if constexpr (P == Pass::BackwardWeight) {
-    if (prm.fold_into) fold_slices(prm, tid, m0, n0);  // uniform across the block
+    if (prm.fold_into) fold_slices<FmaLayout>(prm, tid, m0, n0);  // uniform across the block
   }
+}
+
+// The K tile at k0 from global memory straight into the [kTileK][kMmaStride] shared tiles, one
+// 4-byte cp.async per element (zero-filled outside the tensors and in the padding).
+template <Pass P>
+__device__ void issue_stage_async(const conv_gemm::GemmParams<float, P>& prm,
+                                  const conv_gemm::BCols<P>& cols, int tid, int m0, int k0,
+                                  int k_end, float* a_tile, float* b_tile) {
+  using namespace conv_gemm;
+  int64_t a_off[kLoads], b_off[kLoads];
+  stage_offsets(prm, cols, tid, m0, k0, k_end, a_off, b_off);
+#pragma unroll
+  for (int i = 0; i < kLoads; ++i) {
+    tc::cp_async_zfill4(a_tile + a_store_index(tid, i), prm.a + (a_off[i] >= 0 ? a_off[i] : 0),
+                        a_off[i] >= 0);
+    tc::cp_async_zfill4(b_tile + b_store_index<P>(tid, i), prm.b + (b_off[i] >= 0 ? b_off[i] : 0),
+                        b_off[i] >= 0);
+  }
+}
+
+// acc += A_tile * B_tile on tensor cores: per k step of 8, this warp's 2 x 2 m16n8k8 tiles.
+__device__ void mma_tile_tf32(const float* a_tile, const float* b_tile, int tid,
+                              float (&acc)[conv_gemm::kMicro][conv_gemm::kMicro]) {
+  using namespace conv_gemm;
+#pragma unroll
+  for (int ks = 0; ks < kTileK; ks += 8) {
+    uint32_t a[2][4], b[2][2];
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) a[mi][r] = tc::tf32_bits(a_tile[a_frag_index(tid, mi, ks, r)]);
+#pragma unroll
+    for (int ni = 0; ni < 2; ++ni)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) b[ni][r] = tc::tf32_bits(b_tile[b_frag_index(tid, ni, ks, r)]);
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < 2; ++ni) {
+        const FragmentRefs<float> c = c_fragment(acc, mi, ni);
+        float d[4] = {*c.r[0], *c.r[1], *c.r[2], *c.r[3]};
+        tc::mma_tf32(d, a[mi], b[ni]);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) *c.r[r] = d[r];
+      }
+  }
+}
+
+// conv_gemm_kernel on tensor cores (float only). Tile t + 1 is copied by cp.async while tile t
+// is multiplied; every iteration commits one group (empty on the last tile), so waiting for all
+// but the newest group always means "tile t has landed". The second barrier keeps the next
+// iteration's copies out of the buffer until every warp has read it.
+template <Pass P>
+__global__ void __launch_bounds__(conv_gemm::kThreads)
+    conv_gemm_tf32_kernel(const conv_gemm::GemmParams<float, P> prm) {
+  using namespace conv_gemm;
+  __shared__ __align__(16) float a_tile[2][kTileK * kMmaStride];
+  __shared__ __align__(16) float b_tile[2][kTileK * kMmaStride];
+  const int tid = threadIdx.x;
+  const int m0 = blockIdx.y * kTileM, n0 = blockIdx.x * kTileN, slice = blockIdx.z;
+  const KRange kr = k_range(prm.g, prm.k_chunk, slice);
+  const BCols<P> cols = make_b_cols(prm, tid, n0);
+  float acc[kMicro][kMicro];
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+    for (int j = 0; j < kMicro; ++j) acc[i][j] = 0.f;
+
+  if (kr.tiles > 0) issue_stage_async(prm, cols, tid, m0, kr.begin, kr.end, a_tile[0], b_tile[0]);
+  tc::cp_async_commit();
+  for (int t = 0; t < kr.tiles; ++t) {
+    const int cur = t & 1;
+    if (t + 1 < kr.tiles)
+      issue_stage_async(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_tile[cur ^ 1],
+                        b_tile[cur ^ 1]);
+    tc::cp_async_commit();
+    tc::cp_async_wait<1>();
+    __syncthreads();
+    mma_tile_tf32(a_tile[cur], b_tile[cur], tid, acc);
+    __syncthreads();
+  }
+  tc::cp_async_wait<0>();  // only empty groups can be left; the thread exits with none queued
+  epilogue<MmaLayout>(prm, tid, m0, n0, slice, acc);
+  if constexpr (P == Pass::BackwardWeight) {
+    if (prm.fold_into) fold_slices<MmaLayout>(prm, tid, m0, n0);
+  }
+}
+
+// TF32 tensor cores for float convolutions: asked for (--tf32), allowed (not deterministic, as
+// for cuBLAS and cuDNN) and present (sm_80+).
+bool use_tensor_cores() {
+  const MathMode mode = math_mode();
+  return mode.tf32 && !mode.deterministic && tensor_cores_available();
 }
 
 // dw[e] += sum of the slices' partials, slice 0 first.
@@ -133,6 +230,12 @@ void launch_gemm(const conv_gemm::GemmParams<T, P>& prm, int slices) {
   const conv_gemm::Grid3 grid = conv_gemm::gemm_grid(prm.g, slices);
   if (grid.x == 0 || grid.y == 0) return;
   const dim3 blocks(unsigned(grid.x), unsigned(grid.y), unsigned(grid.z));
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_tensor_cores()) {
+      KD_LAUNCH((conv_gemm_tf32_kernel<P>), blocks, conv_gemm::kThreads, 0, prm);
+      return;
+    }
+  }
   KD_LAUNCH((conv_gemm_kernel<T, P>), blocks, conv_gemm::kThreads, 0, prm);
 }
 

@@ -277,6 +277,13 @@ KD_HOST_DEVICE inline int micro_row(int tid, int i) {
 KD_HOST_DEVICE inline int micro_col(int tid, int j) {
   return tid % (kTileN / kMicro) + (kTileN / kMicro) * j;
 }
+// Which tile element a thread's accumulator acc[i][j] holds: the FMA kernel's micro-tile here;
+// the tensor-core kernel's warp fragments in conv2d_mma.h. The epilogue and the weight pass's
+// fold take it as a parameter.
+struct FmaLayout {
+  KD_HOST_DEVICE static int row(int tid, int i) { return micro_row(tid, i); }
+  KD_HOST_DEVICE static int col(int tid, int j) { return micro_col(tid, j); }
+};
 
 // The B columns a thread loads, decomposed once per block: one column along N, kLoads along K.
 template <Pass P>
@@ -303,37 +310,35 @@ KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P>& prm, int tid,
   return c;
 }
 
-// Global -> registers for the K tile starting at k0; zeros outside M, N, [.., k_end) and padding.
+// Where the K tile starting at k0 comes from: the element offsets into prm.a and prm.b of each
+// of this thread's kLoads A and B loads, -1 where the tile holds a zero (outside M, N,
+// [.., k_end) and padding). The loads land at a_load_pos / b_load_pos.
 template <class T, Pass P>
-KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P>& prm, const BCols<P>& cols, int tid,
-                                      int m0, int k0, int k_end, T (&a_reg)[kLoads],
-                                      T (&b_reg)[kLoads]) {
+KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P>& prm, const BCols<P>& cols,
+                                         int tid, int m0, int k0, int k_end,
+                                         int64_t (&a_off)[kLoads], int64_t (&b_off)[kLoads]) {
   const ConvDims& d = prm.d;
   const int kk_a = k0 + a_load_pos(tid, 0).kk;
   const bool ka_ok = kk_a < k_end;
   if constexpr (P == Pass::Forward) {
     KD_UNROLL for (int i = 0; i < kLoads; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
-      a_reg[i] = ka_ok && m < prm.g.m ? prm.a[forward_w_offset(d, m, kk_a)] : T(0);
+      a_off[i] = ka_ok && m < prm.g.m ? forward_w_offset(d, m, kk_a) : -1;
     }
     KD_UNROLL for (int i = 0; i < kLoads; ++i) {
       const int kk = k0 + b_load_pos(false, tid, i).kk;
-      const int64_t off =
-          cols.ok[0] && kk < k_end ? forward_x_offset(d, cols.col[0], split_tap(d, kk)) : -1;
-      b_reg[i] = off >= 0 ? prm.b[off] : T(0);
+      b_off[i] = cols.ok[0] && kk < k_end ? forward_x_offset(d, cols.col[0], split_tap(d, kk)) : -1;
     }
   }
   if constexpr (P == Pass::BackwardData) {
     const Tap ta = ka_ok ? split_tap(d, kk_a) : Tap{0, 0, 0};
     KD_UNROLL for (int i = 0; i < kLoads; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
-      a_reg[i] = ka_ok && m < prm.g.m ? prm.a[data_w_offset(d, m, ta)] : T(0);
+      a_off[i] = ka_ok && m < prm.g.m ? data_w_offset(d, m, ta) : -1;
     }
     KD_UNROLL for (int i = 0; i < kLoads; ++i) {
       const int kk = k0 + b_load_pos(false, tid, i).kk;
-      const int64_t off =
-          cols.ok[0] && kk < k_end ? data_dy_offset(d, cols.col[0], split_tap(d, kk)) : -1;
-      b_reg[i] = off >= 0 ? prm.b[off] : T(0);
+      b_off[i] = cols.ok[0] && kk < k_end ? data_dy_offset(d, cols.col[0], split_tap(d, kk)) : -1;
     }
   }
   if constexpr (P == Pass::BackwardWeight) {
@@ -341,12 +346,23 @@ KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P>& prm, const BCols<P
     const WgtRow row = ka_ok ? weight_row(d, kk_a) : WgtRow{0, 0, 0, 0};
     KD_UNROLL for (int i = 0; i < kLoads; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
-      a_reg[i] = ka_ok && m < prm.g.m ? prm.a[weight_dy_offset(d, row, m)] : T(0);
+      a_off[i] = ka_ok && m < prm.g.m ? weight_dy_offset(d, row, m) : -1;
     }
-    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
-      const int64_t off = ka_ok && cols.ok[i] ? weight_x_offset(d, row, cols.col[i]) : -1;
-      b_reg[i] = off >= 0 ? prm.b[off] : T(0);
-    }
+    KD_UNROLL for (int i = 0; i < kLoads; ++i)
+      b_off[i] = ka_ok && cols.ok[i] ? weight_x_offset(d, row, cols.col[i]) : -1;
+  }
+}
+
+// Global -> registers for the K tile starting at k0.
+template <class T, Pass P>
+KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P>& prm, const BCols<P>& cols, int tid,
+                                      int m0, int k0, int k_end, T (&a_reg)[kLoads],
+                                      T (&b_reg)[kLoads]) {
+  int64_t a_off[kLoads], b_off[kLoads];
+  stage_offsets(prm, cols, tid, m0, k0, k_end, a_off, b_off);
+  KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+    a_reg[i] = a_off[i] >= 0 ? prm.a[a_off[i]] : T(0);
+    b_reg[i] = b_off[i] >= 0 ? prm.b[b_off[i]] : T(0);
   }
 }
 
@@ -377,17 +393,17 @@ KD_HOST_DEVICE inline void mma_tile(const T* a_tile, const T* b_tile, int tid,
 
 // Forward: y = acc + bias (+ residual) (assign). Backward data: dx += acc, or = acc when !prm.accumulate.
 // Weight: workspace slice = acc.
-template <class T, Pass P>
+template <class Layout, class T, Pass P>
 KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0, int n0, int slice,
                                     const T (&acc)[kMicro][kMicro]) {
   const ConvDims& d = prm.d;
   KD_UNROLL for (int j = 0; j < kMicro; ++j) {
-    const int col = n0 + micro_col(tid, j);
+    const int col = n0 + Layout::col(tid, j);
     if (col >= prm.g.n) continue;
     if constexpr (P == Pass::Forward) {
       const FwdCol c = forward_col(d, col);
       KD_UNROLL for (int i = 0; i < kMicro; ++i) {
-        const int m = m0 + micro_row(tid, i);
+        const int m = m0 + Layout::row(tid, i);
         if (m >= prm.g.m) continue;
         const int64_t e = forward_y_offset(d, c, m);
         T v = acc[i][j] + (prm.bias ? prm.bias[m] : T(0));
@@ -398,7 +414,7 @@ KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0
     if constexpr (P == Pass::BackwardData) {
       const DataCol c = data_col(d, col);
       KD_UNROLL for (int i = 0; i < kMicro; ++i) {
-        const int m = m0 + micro_row(tid, i);
+        const int m = m0 + Layout::row(tid, i);
         if (m >= prm.g.m) continue;
         T& out = prm.out[data_dx_offset(d, c, m)];
         out = prm.accumulate ? out + acc[i][j] : acc[i][j];
@@ -406,7 +422,7 @@ KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0
     }
     if constexpr (P == Pass::BackwardWeight) {
       KD_UNROLL for (int i = 0; i < kMicro; ++i) {
-        const int m = m0 + micro_row(tid, i);
+        const int m = m0 + Layout::row(tid, i);
         if (m < prm.g.m) prm.out[weight_out_offset(prm.g, slice, m, col)] = acc[i][j];
       }
     }

@@ -25,6 +25,9 @@ constexpr int64_t kGridStrideBlockCap = 65535LL * 8;
 bool built_with_cudnn();   // true when the cuDNN paths (--conv/--bn cudnn) are compiled in
 int device_count();        // 0 without a device, without CUDA, or with KDLAB_DISABLE_CUDA set
 std::string device_name(int index);
+// Whether the current device runs the sm_80 instructions of kernels/cuda/tensor_core.cuh (TF32
+// mma.sync, cp.async). The emulated GPU implements them, so it says yes.
+bool tensor_cores_available();
 
 void* malloc_device(size_t bytes);  // nullptr on out-of-memory; throws CudaError otherwise
 void free_device(void* ptr);

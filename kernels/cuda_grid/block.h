@@ -97,6 +97,15 @@ enum class State : uint8_t { Runnable, AtBarrier, AtWarp, Exited, Failed };
 
 class BlockRunner;
 
+// A cp.async copy issued and not yet done (tensor_core.h): it lands in shared memory only when a
+// cp.async.wait_group covers its group, so a read before the wait sees the old bytes.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  int bytes, src_bytes;  // src_bytes < bytes: the rest is zero-filled
+  int group;             // -1 until cp.async.commit_group closes it
+};
+
 struct Thread {
   Context ctx;
   BlockRunner* runner = nullptr;
@@ -114,6 +123,8 @@ struct Thread {
   int width = 32;
   uint64_t result = 0;
   std::exception_ptr error;
+  std::vector<AsyncCopy> async_copies;  // issued, not yet done (oldest first)
+  int async_groups = 0;                 // groups committed so far
 };
 
 struct WarpGroup {  // a collective some lanes of one warp wait in
@@ -450,6 +461,12 @@ class BlockRunner {
   }
 
   void exit_thread(Thread& th) {
+    if (!th.async_copies.empty()) {
+      std::ostringstream os;
+      os << "exited with " << th.async_copies.size()
+         << " cp.async copies no cp.async.wait_group completed";
+      fail(os.str(), &th);
+    }
     ++exited_;
     exited_lanes_[size_t(th.warp)] |= 1u << th.lane;
     check_barrier();

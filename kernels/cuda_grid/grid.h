@@ -27,6 +27,7 @@
 #include "kernels/cuda_grid/block.h"
 #include "kernels/cuda_grid/builtins.h"
 #include "kernels/cuda_grid/schedule.h"
+#include "kernels/cuda_grid/tensor_core.h"
 
 namespace kd {
 namespace grid {

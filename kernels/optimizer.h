@@ -59,7 +59,7 @@ KD_DECLARE_KERNELS(KD_OPTIM_MULTI_KERNELS)
 namespace cuda {  // device pointers, compute stream
 KD_DECLARE_KERNELS(KD_OPTIM_KERNELS)
 KD_DECLARE_KERNELS(KD_OPTIM_MULTI_KERNELS)
-constexpr int kMultiTensorChunk = 32;
+constexpr int kMultiTensorChunk = 512;  // tensors per launch (kernels/cuda/optimizer.cu)
 }  // namespace cuda
 
 }  // namespace kd

@@ -1,7 +1,8 @@
 // Tests for the CUDA evaluation rows (kernels/cuda/metrics.cu) and optimizers
 // (kernels/cuda/optimizer.cu). Host part (runs everywhere): the element updates of
 // kernels/cuda/optimizer_math.h against ref:: over several steps, and the multi-tensor packing
-// (every element of every tensor covered exactly once, empty tensors skipped, <= 32 per pack).
+// (every element of every tensor covered exactly once, empty tensors skipped, at most
+// kMultiTensorChunk per pack).
 // Device part (suites named Cuda): per-row stats, folded, against cpu::classifier_stats with and
 // without a teacher; SGD (plain, weight decay, momentum, Nesterov, first step) and Adam over
 // several steps; fused multi-tensor updates over more than kMultiTensorChunk tensors of odd sizes
@@ -105,10 +106,10 @@ TEST(OptimizerElementMath, MatchesRefOverSteps) {
   check_element_math_against_ref<double>();
 }
 
-// 70 tensors: empties, singletons, odd sizes, one spanning several blocks.
-std::vector<int64_t> awkward_sizes() {
+// `count` tensor sizes, 0 and 1 among them, around the 2048-element block size.
+std::vector<int64_t> awkward_sizes(int count) {
   std::vector<int64_t> sizes;
-  for (int i = 0; i < 70; ++i) {
+  for (int i = 0; i < count; ++i) {
     const int64_t pick[] = {0, 1, 3, 2047, 2048, 2049, 7, 0, 1, 5001, 64, 129};
     sizes.push_back(pick[i % 12] + (i % 5 == 4 ? 11 : 0));
   }
@@ -116,7 +117,7 @@ std::vector<int64_t> awkward_sizes() {
 }
 
 TEST(MultiTensorPlan, CoversEveryElementOnce) {
-  const std::vector<int64_t> sizes = awkward_sizes();
+  const std::vector<int64_t> sizes = awkward_sizes(2 * cuda::kMultiTensorChunk + 100);
   const auto packs = optim_math::plan_packs(int(sizes.size()), sizes.data());
   std::vector<std::vector<int>> seen(sizes.size());
   for (size_t i = 0; i < sizes.size(); ++i) seen[i].assign(sizes[i], 0);
@@ -137,6 +138,7 @@ TEST(MultiTensorPlan, CoversEveryElementOnce) {
   for (int64_t s : sizes) nonempty += s > 0;
   EXPECT_EQ(packed, nonempty);
   EXPECT_EQ(int(packs.size()), (nonempty + cuda::kMultiTensorChunk - 1) / cuda::kMultiTensorChunk);
+  EXPECT_GE(packs.size(), 2u);
   for (size_t i = 0; i < sizes.size(); ++i)
     for (int64_t e = 0; e < sizes[i]; ++e)
       ASSERT_EQ(seen[i][e], 1) << "tensor " << i << " elem " << e;
@@ -322,11 +324,15 @@ struct DeviceStates {
   }
 };
 
+// sizes: a model's worth (one launch) or more than a launch holds (several). per_tensor also
+// runs the one-tensor kernel on every tensor and asks for the same bits; the long lists skip it
+// because a thousand launches a step is minutes on the grid emulator.
 template <class T>
-void check_multi_tensor(bool adam) {
-  SCOPED_TRACE(adam ? "adam" : "sgd nesterov");
-  const std::vector<int64_t> sizes = awkward_sizes();
+void check_multi_tensor(bool adam, const std::vector<int64_t>& sizes, bool per_tensor) {
   const int count = int(sizes.size());
+  SCOPED_TRACE(std::string(adam ? "adam" : "sgd nesterov") + ", " + std::to_string(count) +
+               " tensors");
+  const int nonempty = int(std::count_if(sizes.begin(), sizes.end(), [](int64_t s) { return s > 0; }));
   const SgdParams& h = kSgdCases[3];
   std::vector<OptimState<T>> host, ref_st;
   for (int i = 0; i < count; ++i) {
@@ -343,6 +349,7 @@ void check_multi_tensor(bool adam) {
       g_d.push_back(upload(g[i]));
       pg.push_back(sizes[i] ? g_d.back()->get() : nullptr);
     }
+    const uint64_t before = cuda_testing::gpu().launch_count();
     if (adam) {
       cuda_testing::gpu_kernels<T>().adam_update_multi(count, sizes.data(), multi.pp.data(), pg.data(), multi.ps1.data(),
                                  multi.ps2.data(), kAdam, step);
@@ -350,15 +357,21 @@ void check_multi_tensor(bool adam) {
       cuda_testing::gpu_kernels<T>().sgd_update_multi(count, sizes.data(), multi.pp.data(), pg.data(), multi.ps1.data(),
                                 h, step == 1);
     }
+    // One launch per kMultiTensorChunk non-empty tensors.
+    EXPECT_EQ(cuda_testing::gpu().launch_count() - before,
+              uint64_t((nonempty + cuda::kMultiTensorChunk - 1) / cuda::kMultiTensorChunk));
     for (int i = 0; i < count; ++i) {
       if (adam) {
-        cuda_testing::gpu_kernels<T>().adam_update(sizes[i], kAdam, step, single.pp[i], pg[i], single.ps1[i],
-                             single.ps2[i]);
+        if (per_tensor)
+          cuda_testing::gpu_kernels<T>().adam_update(sizes[i], kAdam, step, single.pp[i], pg[i],
+                                                     single.ps1[i], single.ps2[i]);
         host_adam(kAdam, step, g[i], &host[i]);
         ref::adam_update<T>(sizes[i], kAdam, step, ref_st[i].param.data(), g[i].data(),
                             ref_st[i].s1.data(), ref_st[i].s2.data());
       } else {
-        cuda_testing::gpu_kernels<T>().sgd_update(sizes[i], h, step == 1, single.pp[i], pg[i], single.ps1[i]);
+        if (per_tensor)
+          cuda_testing::gpu_kernels<T>().sgd_update(sizes[i], h, step == 1, single.pp[i], pg[i],
+                                                    single.ps1[i]);
         host_sgd(h, step == 1, g[i], &host[i]);
         ref::sgd_update<T>(sizes[i], h, step == 1, ref_st[i].param.data(), g[i].data(),
                            ref_st[i].s1.data());
@@ -368,7 +381,9 @@ void check_multi_tensor(bool adam) {
   for (int i = 0; i < count; ++i) {
     SCOPED_TRACE("tensor " + std::to_string(i) + " of size " + std::to_string(sizes[i]));
     const auto got = multi.p[i]->host();
-    EXPECT_TRUE(same_bits(got, single.p[i]->host())) << "multi vs per-tensor";
+    if (per_tensor) {
+      EXPECT_TRUE(same_bits(got, single.p[i]->host())) << "multi vs per-tensor";
+    }
     EXPECT_TRUE(same_bits(got, host[i].param)) << "multi vs host element code";
     EXPECT_TRUE(same_bits(multi.s1[i]->host(), host[i].s1)) << "state";
     if (adam) {
@@ -380,10 +395,21 @@ void check_multi_tensor(bool adam) {
 
 TEST(CudaOptimizerKernels, MultiTensorEqualsPerTensor) {
   KD_REQUIRE_CUDA();
-  check_multi_tensor<float>(false);
-  check_multi_tensor<float>(true);
-  check_multi_tensor<double>(false);
-  check_multi_tensor<double>(true);
+  const std::vector<int64_t> sizes = awkward_sizes(70);
+  check_multi_tensor<float>(false, sizes, true);
+  check_multi_tensor<float>(true, sizes, true);
+  check_multi_tensor<double>(false, sizes, true);
+  check_multi_tensor<double>(true, sizes, true);
+}
+
+// A list longer than one launch's argument holds goes out in several launches.
+TEST(CudaOptimizerKernels, MoreTensorsThanOneLaunchHoldsAreSplit) {
+  KD_REQUIRE_CUDA();
+  // Small tensors keep the grid emulator quick; empties still fall out of the count.
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < cuda::kMultiTensorChunk + 40; ++i) sizes.push_back(i % 7 == 3 ? 0 : 1 + i % 5);
+  check_multi_tensor<float>(true, sizes, false);
+  check_multi_tensor<double>(false, sizes, false);
 }
 
 }  // namespace

@@ -1,11 +1,15 @@
 // CUDA in-place SGD and Adam (contract: kernels/optimizer.h): param and the state buffers are
 // updated in place, grad is read only. The device scalars (SGD's lr, Adam's lr and step) are
-// read by each block when the launch runs, so a captured update replays with current values. Per-tensor and fused multi-tensor updates share one kernel
-// per optimizer: a by-value MultiTensorArgs (pointers, sizes, block prefix offsets of up to
-// kMultiTensorChunk tensors) per launch, each block updating kBlockElems consecutive elements of
-// one tensor (coalesced, no reductions). Element maths: kernels/cuda/optimizer_math.h, the CPU's
+// read by each block when the launch runs, so a captured update replays with current values.
+// Per-tensor and fused multi-tensor updates share one kernel per optimizer: a by-value
+// MultiTensorArgs (pointers, sizes, block prefix offsets) per launch, each block updating
+// kBlockElems consecutive elements of one tensor (coalesced, no reductions). A whole model's
+// parameters (up to kMultiTensorChunk = 512 tensors; PreResNet-56 has ~170) go in one launch,
+// whose argument (up to 24.6 KB) uses the 32 KB kernel-parameter space of CUDA 12.1+ on sm_70+;
+// a few tensors (the per-tensor entries) take a small argument instead. Element maths: kernels/cuda/optimizer_math.h, the CPU's
 // formulas in T with every operation separately rounded (no FMA contraction).
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -23,23 +27,24 @@ using optim_math::kBlockElems;
 using optim_math::kPackMax;
 constexpr int kThreads = 256;
 
-// Kernel argument (by value, ~1.6 KB, under the 4 KB parameter limit). state1 is the momentum
-// buffer or Adam's m, state2 Adam's v.
-template <class T>
+// Kernel argument, by value, for up to Cap tensors. state1 is the momentum buffer or Adam's m,
+// state2 Adam's v.
+template <class T, int Cap>
 struct MultiTensorArgs {
   int count;
-  int64_t size[kPackMax];
-  int64_t first_block[kPackMax + 1];
-  T* param[kPackMax];
-  const T* grad[kPackMax];
-  T* state1[kPackMax];
-  T* state2[kPackMax];
+  int64_t size[Cap];
+  int64_t first_block[Cap + 1];
+  T* param[Cap];
+  const T* grad[Cap];
+  T* state1[Cap];
+  T* state2[Cap];
 };
-static_assert(sizeof(MultiTensorArgs<double>) < 4000, "kernel argument too large");
+constexpr int kSmallPack = 4;
+static_assert(sizeof(MultiTensorArgs<double, kPackMax>) <= 32764, "kernel argument too large");
 
 // The element range [begin, end) of this block's tensor slot.
-template <class T>
-__device__ int block_range(const MultiTensorArgs<T>& a, int64_t* begin, int64_t* end) {
+template <class T, int Cap>
+__device__ int block_range(const MultiTensorArgs<T, Cap>& a, int64_t* begin, int64_t* end) {
   const int64_t block = blockIdx.x;
   const int t = optim_math::pack_slot_of_block(a.first_block, a.count, block);
   *begin = (block - a.first_block[t]) * kBlockElems;
@@ -47,8 +52,8 @@ __device__ int block_range(const MultiTensorArgs<T>& a, int64_t* begin, int64_t*
   return t;
 }
 
-template <class T>
-__global__ void sgd_kernel(MultiTensorArgs<T> a, optim_math::SgdCoefficients<T> c) {
+template <class T, int Cap>
+__global__ void sgd_kernel(const MultiTensorArgs<T, Cap> a, optim_math::SgdCoefficients<T> c) {
   if (c.lr_device) c.lr = T(*c.lr_device);  // the value of this run, not of the capture
   int64_t begin, end;
   const int t = block_range(a, &begin, &end);
@@ -64,8 +69,8 @@ __global__ void sgd_kernel(MultiTensorArgs<T> a, optim_math::SgdCoefficients<T> 
   }
 }
 
-template <class T>
-__global__ void adam_kernel(MultiTensorArgs<T> a, optim_math::AdamCoefficients<T> c,
+template <class T, int Cap>
+__global__ void adam_kernel(const MultiTensorArgs<T, Cap> a, optim_math::AdamCoefficients<T> c,
                             optim_math::AdamDeviceScalars d) {
   if (d.step || d.lr)  // the values of this run, not of the capture
     optim_math::adam_step_terms(d.lr ? *d.lr : d.host_lr, d.beta1, d.beta2,
@@ -85,15 +90,14 @@ __global__ void adam_kernel(MultiTensorArgs<T> a, optim_math::AdamCoefficients<T
   }
 }
 
-// One launch per pack. state2 may be null (SGD); state1 may be null when momentum is off.
-template <class T, class Launch>
-void for_each_pack(int count, const int64_t* sizes, T* const* params, const T* const* grads,
-                   T* const* state1, T* const* state2, Launch launch) {
-  KD_CHECK(count >= 0, "multi-tensor update: negative tensor count " << count);
-  if (count == 0) return;
-  KD_CHECK(sizes && params && grads, "multi-tensor update: null size or pointer list");
-  for (const optim_math::PackPlan& plan : optim_math::plan_packs(count, sizes)) {
-    MultiTensorArgs<T> a{};
+// One launch per pack, with the argument for Cap tensors (the caller picks a Cap that holds
+// every pack). state2 may be null (SGD); state1 may be null when momentum is off.
+template <int Cap, class T, class Launch>
+void for_each_pack(const std::vector<optim_math::PackPlan>& packs, T* const* params,
+                   const T* const* grads, T* const* state1, T* const* state2, Launch launch) {
+  for (const optim_math::PackPlan& plan : packs) {
+    KD_CHECK(plan.count <= Cap, "multi-tensor update: a pack of " << plan.count << " tensors");
+    MultiTensorArgs<T, Cap> a{};
     a.count = plan.count;
     for (int s = 0; s < plan.count; ++s) {
       const int i = plan.tensor[s];
@@ -107,6 +111,20 @@ void for_each_pack(int count, const int64_t* sizes, T* const* params, const T* c
     for (int s = 0; s <= plan.count; ++s) a.first_block[s] = plan.first_block[s];
     launch(a, static_cast<unsigned>(plan.blocks()));
   }
+}
+
+// The packs of a multi-tensor call; `launch(args, blocks)` is generic over the argument's Cap.
+template <class T, class Launch>
+void launch_packs(int count, const int64_t* sizes, T* const* params, const T* const* grads,
+                  T* const* state1, T* const* state2, Launch launch) {
+  KD_CHECK(count >= 0, "multi-tensor update: negative tensor count " << count);
+  if (count == 0) return;
+  KD_CHECK(sizes && params && grads, "multi-tensor update: null size or pointer list");
+  const std::vector<optim_math::PackPlan> packs = optim_math::plan_packs(count, sizes);
+  if (count <= kSmallPack)
+    for_each_pack<kSmallPack>(packs, params, grads, state1, state2, launch);
+  else
+    for_each_pack<kPackMax>(packs, params, grads, state1, state2, launch);
 }
 
 // Every non-empty tensor needs its state buffer (`what`) when `needed`.
@@ -126,10 +144,11 @@ void sgd_update_multi(int count, const int64_t* sizes, T* const* params, const T
                       T* const* momentum_bufs, const SgdParams& h, bool first_step) {
   check_state(count, sizes, momentum_bufs, h.momentum != 0, "momentum");
   const optim_math::SgdCoefficients<T> c = optim_math::sgd_coefficients<T>(h, first_step);
-  for_each_pack(count, sizes, params, grads, momentum_bufs, static_cast<T* const*>(nullptr),
-                [&](const MultiTensorArgs<T>& a, unsigned blocks) {
-                  KD_LAUNCH(sgd_kernel<T>, blocks, kThreads, 0, a, c);
-                });
+  launch_packs(count, sizes, params, grads, momentum_bufs, static_cast<T* const*>(nullptr),
+               [&](const auto& a, unsigned blocks) {
+                 constexpr int cap = std::extent_v<decltype(a.param)>;
+                 KD_LAUNCH((sgd_kernel<T, cap>), blocks, kThreads, 0, a, c);
+               });
 }
 
 template <class T>
@@ -141,10 +160,10 @@ void adam_update_multi(int count, const int64_t* sizes, T* const* params, const 
   const optim_math::AdamCoefficients<T> c =
       optim_math::adam_coefficients<T>(h, h.step_device ? 1 : step);
   const optim_math::AdamDeviceScalars d{h.lr_device, h.step_device, h.lr, h.beta1, h.beta2, step};
-  for_each_pack(count, sizes, params, grads, m, v,
-                [&](const MultiTensorArgs<T>& a, unsigned blocks) {
-                  KD_LAUNCH(adam_kernel<T>, blocks, kThreads, 0, a, c, d);
-                });
+  launch_packs(count, sizes, params, grads, m, v, [&](const auto& a, unsigned blocks) {
+    constexpr int cap = std::extent_v<decltype(a.param)>;
+    KD_LAUNCH((adam_kernel<T, cap>), blocks, kThreads, 0, a, c, d);
+  });
 }
 
 template <class T>

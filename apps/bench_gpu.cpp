@@ -189,6 +189,7 @@ std::map<std::string, nlohmann::json> time_torch_gpu(const std::string& python,
       << " --classes " << classes_for(arch) << " --batch " << o.batch << " --steps "
       << (o.steps > 0 ? o.steps : 200) << " --warmup " << (o.warmup >= 0 ? o.warmup : 20)
       << " --variant eager --variant channels_last --variant compile"
+      << (runtime_config().math.tf32 ? " --tf32" : "")  // the same maths on both sides
       << (distill ? " --variant distill --teachers " + std::to_string(kDistillTeachers) +
                         " --tau 4"
                   : "");
@@ -372,7 +373,8 @@ int run_bench_gpu(const BenchOptions& o) {
             << breakdowns;
   if (!theirs.rows.empty())
     std::cout << "\nPyTorch " << torch_version
-              << " (cudnn.benchmark on, TF32 off; peak: max_memory_allocated)\n"
+              << " (cudnn.benchmark on, TF32 " << (runtime_config().math.tf32 ? "on" : "off")
+              << "; peak: max_memory_allocated)\n"
               << theirs.to_text() << "\nkdlab against PyTorch (time ratios >1 mean kdlab is "
               << "faster)\n"
               << summary.to_text();

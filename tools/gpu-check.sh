@@ -31,6 +31,8 @@
 #   GPU_CHECK_RACECHECK_FILTER   gtest filter under racecheck (default 'CudaConv*:CudaNorm*')
 #   GPU_CHECK_CMAKE_ARGS         extra configure arguments
 #   GPU_CHECK_BENCH_ARGS         bench flags (default '--steps 100 --warmup 10 --cudnn-find')
+#                                ('... --tf32' times the tensor-core paths against PyTorch
+#                                with TF32 on)
 #   GPU_CHECK_COMPILE_TIMEOUT    wall seconds per model for PyTorch's torch.compile child in the
 #                                bench, after which its process group is killed (default 15:
 #                                a cold compile needs more, so its rows say "unavailable" unless

@@ -2,8 +2,9 @@
 
 One training step = forward + cross-entropy + backward + SGD-Nesterov (momentum 0.9, weight decay
 5e-4, zero_grad(set_to_none=True)) on a fixed random batch in fp32, train mode. LeNet-5: 1x28x28;
-PreResNet: 3x32x32 (CIFAR-shaped). TF32 is OFF (kdlab's GPU comparison is strict fp32) and
-cudnn.benchmark is ON for every variant. Variants (--variant, repeatable; default eager):
+PreResNet: 3x32x32 (CIFAR-shaped). TF32 is OFF (kdlab's GPU comparison is strict fp32) unless
+--tf32 (kdlab bench --tf32 passes it: tensor cores on both sides), and cudnn.benchmark is ON for
+every variant. Variants (--variant, repeatable; default eager):
   eager          NCHW eager
   channels_last  eager with the model and input in channels_last
   compile        torch.compile(model), default mode, in a child process that leads its own process
@@ -26,7 +27,7 @@ the last '{' gets the last variant whole), e.g.
   {"model": "preresnet56", "variant": "eager", "status": "ok", "images_per_s": ..., ...}
 Fields: model variant status ("ok" | "unavailable: ..." | "error: ...") images_per_s
 ms_per_step_{median,mean,min,p90} peak_mem_mib (max_memory_allocated over the timed steps) batch
-classes steps warmup device device_name torch_version tf32_setting seconds; compile adds compile_s;
+classes steps warmup device device_name torch_version tf32 tf32_setting seconds; compile adds compile_s;
 distill adds student_* (the same for a plain student step), distill_over_student, teachers, tau.
 Step times come from CUDA events between consecutive steps (no sync inside the timed loop), so the
 median is the steady-state period; ms_per_step_mean is the wall time of all timed steps / steps.
@@ -78,19 +79,19 @@ def build(name, classes):
     return PreResNet({"preresnet20": 20, "preresnet56": 56}[name], classes), (3, 32, 32)
 
 
-def strict_fp32():
-    """Turns TF32 off with whichever API this torch has; mixing the two APIs can raise in 2.9+."""
+def set_fp32_math(tf32):
+    """TF32 on or off with whichever API this torch has; mixing the two APIs can raise in 2.9+."""
     try:
         if hasattr(torch.backends, "fp32_precision"):
-            torch.backends.cuda.matmul.fp32_precision = "ieee"
-            torch.backends.cudnn.conv.fp32_precision = "ieee"
+            torch.backends.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
+            torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
             return (f"fp32_precision matmul={torch.backends.cuda.matmul.fp32_precision} "
                     f"conv={torch.backends.cudnn.conv.fp32_precision}")
     except Exception as e:  # noqa: BLE001 - fall back to the legacy flags below
         print(f"note: fp32_precision API failed ({e}); using allow_tf32", file=sys.stderr)
     try:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
         return (f"allow_tf32 matmul={torch.backends.cuda.matmul.allow_tf32} "
                 f"cudnn={torch.backends.cudnn.allow_tf32}")
     except Exception as e:  # noqa: BLE001 - say so in every row rather than crash
@@ -369,6 +370,8 @@ def parse_args(argv=None):
                          "'unavailable' (default $TORCH_GPU_BENCH_COMPILE_TIMEOUT or 120)")
     ap.add_argument("--teachers", type=int, default=5, help="distill: ensemble size")
     ap.add_argument("--tau", type=float, default=4.0, help="distill: temperature")
+    ap.add_argument("--tf32", action="store_true",
+                    help="TF32 tensor cores for float matmuls and convolutions (default: off)")
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--timing", choices=["events", "sync"], default="events",
@@ -405,8 +408,8 @@ def main(argv=None):
     if device.type == "cpu" and args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
-    base["tf32"] = False
-    base["tf32_setting"] = strict_fp32()
+    base["tf32"] = args.tf32
+    base["tf32_setting"] = set_fp32_math(args.tf32)
     base["cudnn_benchmark"] = True
     base.update(describe(device))
 
@@ -425,8 +428,8 @@ def main(argv=None):
         os.killpg(os.getpgid(0), signal.SIGKILL)
         os._exit(rc)
 
-    print(f"torch {torch.__version__} on {base['device_name']} ({args.device}); TF32 off "
-          f"({base['tf32_setting']}); cudnn.benchmark on; {args.model}, batch {args.batch}, "
+    print(f"torch {torch.__version__} on {base['device_name']} ({args.device}); TF32 "
+          f"{'on' if args.tf32 else 'off'} ({base['tf32_setting']}); cudnn.benchmark on; {args.model}, batch {args.batch}, "
           f"{args.classes} classes", file=sys.stderr)
     failed = False
     for v in args.variant:

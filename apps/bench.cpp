@@ -173,9 +173,7 @@ int run_bench(const BenchOptions& options) {
     std::cout << ", median of " << o.steps << " steps after " << o.warmup << " warm-up"
               << (torch_version.empty() ? "" : ", PyTorch " + torch_version);
   std::cout << "\n" << table.to_text()
-            << "cost model (kernels/kernel_cost.h): FLOPs and bytes each kernel call, zeroing and "
-               "copy of one step must move; ideal = each call at the H200's peak FP32 "
-               "compute (67 TFLOP/s) or bandwidth (4.8 TB/s), whichever is slower, summed\n"
+            << cost_model_footnote(/*tensor_cores=*/false)
             << breakdowns;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "engine/runtime_config.h"
+
 namespace kd {
 namespace apps {
 
@@ -12,7 +14,9 @@ StepCost measure_step_cost(Device device, const std::function<void()>& step) {
   const uint64_t launches_before = backend.launch_count ? backend.launch_count() : 0;
   StepCost out;
   {
-    CostRecorder recorder(device);
+    PeakRates peaks;
+    peaks.tensor_cores = device.is_cuda() && runtime_config().math.tf32;
+    CostRecorder recorder(device, peaks);
     step();
     out.totals = recorder.totals();
     out.by_kernel = recorder.by_kernel();
@@ -21,6 +25,20 @@ StepCost measure_step_cost(Device device, const std::function<void()>& step) {
   if (device.is_cuda()) backend.synchronize();
   if (backend.launch_count) out.launches_total = int64_t(backend.launch_count() - launches_before);
   return out;
+}
+
+std::string cost_model_footnote(bool tensor_cores) {
+  const PeakRates peaks;
+  std::string text =
+      "cost model (kernels/kernel_cost.h): FLOPs and bytes each kernel call, zeroing and copy of "
+      "one step must move; ideal = each call at the " + std::string(peaks.name) +
+      "'s peak FP32 compute (" + format_fixed(peaks.flops_per_s / 1e12, 0) +
+      " TFLOP/s) or bandwidth (" + format_fixed(peaks.bytes_per_s / 1e12, 1) +
+      " TB/s), whichever is slower, summed";
+  if (tensor_cores)
+    text += "; under --tf32 convolutions and matrix products at its dense TF32 tensor-core peak (" +
+            format_fixed(peaks.tensor_flops_per_s / 1e12, 0) + " TFLOP/s)";
+  return text + "\n";
 }
 
 std::vector<std::string> cost_header(bool gpu) {

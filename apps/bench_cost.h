@@ -23,6 +23,8 @@ struct StepCost {
 // Runs `step` once on `device` with every kernel call, zeroing and copy recorded.
 StepCost measure_step_cost(Device device, const std::function<void()>& step);
 
+// The line under a table with cost columns: what "ideal" means, at which peaks.
+std::string cost_model_footnote(bool tensor_cores);
 // Column titles and cells: GFLOP, MB moved, calls (and launches on a GPU), ideal time.
 std::vector<std::string> cost_header(bool gpu);
 std::vector<std::string> cost_cells(const StepCost& cost, bool gpu);

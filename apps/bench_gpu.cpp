@@ -367,9 +367,7 @@ int run_bench_gpu(const BenchOptions& o) {
                "+graph: the step captured once as a CUDA graph and replayed, graph nodes: what "
                "one replay runs; peak: our caching allocator's bytes in use)\n"
             << ours.to_text()
-            << "cost model (kernels/kernel_cost.h): FLOPs and bytes each kernel call, zeroing and "
-               "copy of one step must move; ideal = each call at the H200's peak FP32 compute "
-               "(67 TFLOP/s) or bandwidth (4.8 TB/s), whichever is slower, summed\n"
+            << cost_model_footnote(runtime_config().math.tf32)
             << breakdowns;
   if (!theirs.rows.empty())
     std::cout << "\nPyTorch " << torch_version

@@ -116,11 +116,18 @@ void CostRecorder::record(const char* name, const KernelCost& cost, int64_t laun
                           double host_seconds) {
   CostTotals one;
   one.flops = cost.flops, one.bytes_read = cost.bytes_read, one.bytes_written = cost.bytes_written;
-  one.ideal_seconds = std::max(cost.flops / peaks_.flops_per_s,
+  const double flops_per_s = peaks_.tensor_cores && runs_on_tensor_cores(name)
+                                 ? peaks_.tensor_flops_per_s
+                                 : peaks_.flops_per_s;
+  one.ideal_seconds = std::max(cost.flops / flops_per_s,
                                (cost.bytes_read + cost.bytes_written) / peaks_.bytes_per_s);
   one.calls = 1, one.launches = launches, one.host_seconds = host_seconds;
   totals_.add(one);
   by_kernel_[name].add(one);
+}
+
+bool runs_on_tensor_cores(const std::string& kernel) {
+  return kernel.rfind("conv2d_", 0) == 0 || kernel.rfind("linear_", 0) == 0;
 }
 
 const Backend* counting_backend(Device device) {

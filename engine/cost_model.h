@@ -31,11 +31,18 @@ struct CostTotals {
 };
 
 // The machine the ideal time is for. Defaults: H200 SXM, FP32 without tensor cores, HBM3e.
+// tensor_cores (a GPU step under --tf32): the convolutions and matrix products are costed at the
+// dense TF32 tensor-core rate (the datasheet's, half its bf16 rate), everything else as before.
 struct PeakRates {
   double flops_per_s = 67e12;
   double bytes_per_s = 4.8e12;
+  double tensor_flops_per_s = 495e12;
+  bool tensor_cores = false;
   const char* name = "H200";
 };
+
+// Kernels that --tf32 moves onto tensor cores: conv2d_* and linear_* (ours, cuBLAS, cuDNN).
+bool runs_on_tensor_cores(const std::string& kernel);
 
 class CostRecorder {
  public:

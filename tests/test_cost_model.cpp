@@ -29,6 +29,28 @@ TEST(CostModel, ConvolutionForwardCountsItsOperandsOnce) {
   EXPECT_DOUBLE_EQ(t.ideal_seconds, std::max(t.flops / 67e12, t.bytes() / 4.8e12));
 }
 
+// Under --tf32 only the matrix kernels move to the tensor-core rate; the rest keep the FP32 one.
+TEST(CostModel, TensorCorePeakCostsOnlyTheMatrixKernels) {
+  EXPECT_TRUE(runs_on_tensor_cores("conv2d_forward_residual"));
+  EXPECT_TRUE(runs_on_tensor_cores("conv2d_backward_weight"));
+  EXPECT_TRUE(runs_on_tensor_cores("linear_backward_data"));
+  EXPECT_FALSE(runs_on_tensor_cores("batchnorm_forward_train"));
+  EXPECT_FALSE(runs_on_tensor_cores("sgd_update_multi"));
+  Tensor x = Tensor::zeros({2, 3, 8, 8}), w = Tensor::zeros({4, 3, 3, 3}), b = Tensor::zeros({4});
+  PeakRates tensor;
+  tensor.tensor_cores = true;
+  // Made-up rates so that each kernel is compute-bound and the rate shows in the ideal time.
+  tensor.flops_per_s = 1e3, tensor.tensor_flops_per_s = 1e4, tensor.bytes_per_s = 1e12;
+  CostRecorder recorder(Device::cpu(), tensor);
+  ops::relu(ops::conv2d(x, w, b, 1, 1));
+  const CostTotals& conv = recorder.by_kernel().at("conv2d_forward");
+  const CostTotals& relu = recorder.by_kernel().at("relu_forward");
+  ASSERT_GT(conv.flops, 0);
+  ASSERT_GT(relu.flops, 0);
+  EXPECT_DOUBLE_EQ(conv.ideal_seconds, conv.flops / 1e4);
+  EXPECT_DOUBLE_EQ(relu.ideal_seconds, relu.flops / 1e3);
+}
+
 TEST(CostModel, AssignedGradientsSkipTheZeroingAndTheRead) {
   Tensor x = Tensor::full({4, 250}, 1.0);
   x.set_requires_grad(true);

@@ -78,11 +78,10 @@ Lowering transposed_lowering(const ConvGeom& g) {
   return Lowering{g.k, g.p(), g.q(), g.r, g.s, 1, g.r - 1 - g.pad, g.s - 1 - g.pad, g.h, g.w};
 }
 
-// Images per GEMM. One image gives GEMMs wide enough for OpenBLAS and needs no scatter or
+// Images per GEMM in the backward passes (the forward takes one image per GEMM, for batch
+// invariance). One image gives GEMMs wide enough for OpenBLAS and needs no scatter or
 // transpose; small planes are batched so a GEMM has >= kMinColumns columns (measured: 8x8
-// planes in chunks of 4 images ran ~1.7x faster than one image at a time). From the plane size
-// only, never from n: the forward's batch invariance needs every chunk's GEMM to have one shape
-// (a batch smaller than a chunk is one short chunk, handled like any last one).
+// planes in chunks of 4 images ran ~1.7x faster than one image at a time).
 constexpr int64_t kMinColumns = 256;
 
 int images_per_chunk(const ConvGeom& g) {
@@ -115,21 +114,8 @@ bool use_direct(const ConvGeom& g) {
   return conv_algorithm() == ConvAlgorithm::Auto && !winograd::applies(g) && direct::applies(g);
 }
 
-// k-major chunk output Y'[k][i*pq + j] -> y[i][k][j] (+ bias[k]).
-template <class T>
-void scatter_output(int k_count, int64_t pq, int nb, const T* yk, const T* bias, T* y) {
-  const int64_t ncol = nb * pq, items = int64_t(nb) * k_count;
-#pragma omp parallel for schedule(static)
-  for (int64_t item = 0; item < items; ++item) {
-    const int i = static_cast<int>(item / k_count), k = static_cast<int>(item % k_count);
-    const T* src = yk + k * ncol + i * pq;
-    T* dst = y + item * pq;
-    const T b = bias ? bias[k] : T(0);
-    for (int64_t j = 0; j < pq; ++j) dst[j] = src[j] + b;
-  }
-}
-
-// Same scatter, accumulating (backward data through the transposed convolution).
+// k-major chunk output X'[c][i*hw + j] added into x[i][c][j] (backward data through the
+// transposed convolution).
 template <class T>
 void scatter_add(int c_count, int64_t hw, int nb, const T* xk, T* x) {
   const int64_t ncol = nb * hw, items = int64_t(nb) * c_count;
@@ -198,25 +184,19 @@ const T* chunk_columns(const Lowering& L, int nb, const T* x) {
   return col;
 }
 
+// One image: y [k, pq] = w [k, crs] * col [crs, pq] (+ bias), a GEMM per block of output rows.
 template <class T>
-void forward_chunk(const ConvGeom& g, const Lowering& L, int nb, const T* x, const T* w,
-                   const T* bias, T* y) {
+void forward_image(const ConvGeom& g, const Lowering& L, const T* x, const T* w, const T* bias,
+                   T* y) {
   const int crs = static_cast<int>(L.rows());
   const int64_t pq = L.pq();
-  if (nb == 1) {
-    for_each_row_block(L, x, [&](int oh0, int rows, const T* col, int64_t ldcol) {
-      gemm(false, false, g.k, rows * L.q, crs, T(1), w, crs, col, int(ldcol), T(0),
-           y + int64_t(oh0) * L.q, int(pq));
-    });
-    if (bias)
-      for (int k = 0; k < g.k; ++k)
-        for (int64_t j = 0; j < pq; ++j) y[k * pq + j] += bias[k];
-    return;
-  }
-  const int ncol = static_cast<int>(nb * pq);
-  T* yk = workspace<T>(kChunk, int64_t(g.k) * ncol);
-  gemm(false, false, g.k, ncol, crs, T(1), w, crs, chunk_columns(L, nb, x), ncol, T(0), yk, ncol);
-  scatter_output(g.k, pq, nb, yk, bias, y);
+  for_each_row_block(L, x, [&](int oh0, int rows, const T* col, int64_t ldcol) {
+    gemm(false, false, g.k, rows * L.q, crs, T(1), w, crs, col, int(ldcol), T(0),
+         y + int64_t(oh0) * L.q, int(pq));
+  });
+  if (bias)
+    for (int k = 0; k < g.k; ++k)
+      for (int64_t j = 0; j < pq; ++j) y[k * pq + j] += bias[k];
 }
 
 // Stride 1: dx += conv(dy, wt) with wt[c, k, r', s'] = w[k, c, r-1-r', s-1-s'].
@@ -308,10 +288,10 @@ void backward_weight_group(const ConvGeom& g, const Lowering& L, int nb, int beg
 
 }  // namespace
 
-// The forward is batch-invariant: an image's output depends on that image alone. OpenBLAS picks
-// its kernel by the GEMM's shape (a column's result does not depend on where it sits, but does on
-// the column count), so every forward GEMM has the shape of a full chunk (images_per_chunk ignores
-// n), and a last, short chunk is computed zero-padded to full size in a scratch copy.
+// The forward is batch-invariant: an image's output depends on that image alone. OpenBLAS's AVX2
+// (Haswell, Zen) sgemm kernels give a column other bits at other positions of the same-shaped
+// product, so images never share a GEMM: each image is lowered and multiplied on its own, the
+// same shapes in the same order for every image (one image per task).
 template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   check_geom(g);
@@ -321,24 +301,11 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   }
   const Lowering L = forward_lowering(g);
   const int64_t pq = L.pq(), hw = L.hw();
-  const int nb = images_per_chunk(g), chunks = (g.n + nb - 1) / nb;
   RegionErrors errors;  // workspaces grow inside the region
 #pragma omp parallel for schedule(static) if (tasks_in_parallel())
-  for (int chunk = 0; chunk < chunks; ++chunk) {
+  for (int image = 0; image < g.n; ++image) {
     errors.run([&] {
-      const int n0 = chunk * nb, count = std::min(nb, g.n - n0);
-      const T* xc = x + int64_t(n0) * g.c * hw;
-      T* yc = y + int64_t(n0) * g.k * pq;
-      if (count == nb) {
-        forward_chunk(g, L, nb, xc, w, bias, yc);
-        return;
-      }
-      thread_local std::vector<T> x_pad, y_pad;
-      x_pad.assign(size_t(nb) * g.c * hw, T(0));
-      y_pad.resize(size_t(nb) * g.k * pq);
-      std::copy(xc, xc + int64_t(count) * g.c * hw, x_pad.begin());
-      forward_chunk(g, L, nb, x_pad.data(), w, bias, y_pad.data());
-      std::copy(y_pad.begin(), y_pad.begin() + int64_t(count) * g.k * pq, yc);
+      forward_image(g, L, x + int64_t(image) * g.c * hw, w, bias, y + int64_t(image) * g.k * pq);
     });
   }
   errors.rethrow();

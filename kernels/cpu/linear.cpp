@@ -1,4 +1,5 @@
-// Fully connected layer on the CPU, ref:: (plain loops) and cpu:: (one OpenBLAS GEMM per call).
+// Fully connected layer on the CPU, ref:: (plain loops) and cpu:: (OpenBLAS: a GEMV per row
+// forward, one GEMM per backward pass).
 // Layouts (PyTorch): x [b, in], w [out, in], bias [out] or null, y [b, out] = x w^T + bias.
 // Forward ASSIGNS y. Backward ACCUMULATES: dx += dy w ; dw += dy^T x ; dbias += sum_b dy.
 // ref:: sums every output element in double. cpu:: uses OpenBLAS GEMMs, so results depend on
@@ -6,10 +7,11 @@
 // bias gradient is a per-column double sum over rows in row order. The layers of the paper's
 // models are small (LeNet 400x120x84x10, PreResNet 64x10/100), so no OpenMP here.
 // The forward is batch-invariant: a row's output depends on that row alone, never on how many
-// rows came with it. OpenBLAS picks its kernel by the row count M (a row's result does not depend
-// on its position, but does on M), so every forward GEMM has exactly kForwardRows rows, the last
-// block zero-padded in a scratch copy. Distillation's cached teacher logits rely on this: logits
-// computed once in one batching equal those of any other batching, bit for bit.
+// rows came with it or where it sits. OpenBLAS's AVX2 (Haswell, Zen) sgemm kernels give a row
+// other bits at other positions of the same-shaped product, so each row is its own product
+// y_row += w x_row (a GEMV, which also skips a GEMM's packing of w): the same shape, the same
+// code path, for every row. Distillation's cached teacher logits rely on
+// this: logits computed once in one batching equal those of any other batching, bit for bit.
 #include "kernels/backend.h"
 #include "kernels/linear.h"
 
@@ -79,8 +81,6 @@ void linear_backward_weight(const LinearGeom& g, const T* x, const T* dy, T* dw,
 
 namespace cpu {
 
-constexpr int kForwardRows = 32;
-
 template <class T>
 void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, T* y) {
   check_geom(g);
@@ -89,18 +89,8 @@ void linear_forward(const LinearGeom& g, const T* x, const T* w, const T* bias, 
   for (int b = 0; b < g.batch; ++b)
     for (int o = 0; o < g.out; ++o) y[int64_t(b) * g.out + o] = bias ? bias[o] : T(0);
   if (g.in == 0) return;
-  const int full = g.batch / kForwardRows * kForwardRows;
-  for (int b = 0; b < full; b += kForwardRows)
-    cpu::gemm(false, true, kForwardRows, g.out, g.in, T(1), x + int64_t(b) * g.in, g.in, w, g.in,
-              T(1), y + int64_t(b) * g.out, g.out);
-  const int tail = g.batch - full;
-  if (tail == 0) return;
-  std::vector<T> x_block(size_t(kForwardRows) * g.in, T(0)), y_block(size_t(kForwardRows) * g.out);
-  std::copy(x + int64_t(full) * g.in, x + int64_t(g.batch) * g.in, x_block.begin());
-  std::copy(y + int64_t(full) * g.out, y + int64_t(g.batch) * g.out, y_block.begin());
-  cpu::gemm(false, true, kForwardRows, g.out, g.in, T(1), x_block.data(), g.in, w, g.in, T(1),
-            y_block.data(), g.out);
-  std::copy(y_block.begin(), y_block.begin() + int64_t(tail) * g.out, y + int64_t(full) * g.out);
+  for (int b = 0; b < g.batch; ++b)
+    cpu::gemv(g.out, g.in, T(1), w, g.in, x + int64_t(b) * g.in, T(1), y + int64_t(b) * g.out);
 }
 
 template <class T>

@@ -1,12 +1,13 @@
 // What `#include <cublas_v2.h>` finds in the grid-emulated build: the cuBLAS calls of
-// kernels/cuda/linear.cu and cublas_handle.cu, with GEMM forwarded to OpenBLAS's column-major
-// cblas_?gemm on the emulated device's (host) memory, so linear.cu's argument mapping and its own
-// kernels run unchanged. Handle settings are recorded and otherwise ignored (one stream, no
+// kernels/cuda/linear.cu and cublas_handle.cu, with GEMM computed on the emulated device's (host)
+// memory in column-major order, one fixed-order sum per element (gemm_now), so linear.cu's
+// argument mapping and its own kernels run unchanged. Handle settings are recorded and otherwise ignored (one stream, no
 // atomics, no TF32 on a CPU).
 #pragma once
-#include <cblas.h>
-
+#include <algorithm>
+#include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/cuda_emu/emu.h"
 #include "kernels/cuda_grid/shim/cuda_runtime.h"
@@ -59,9 +60,6 @@ inline bool valid_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n,
   if (ldb < (tb == CUBLAS_OP_N ? (k > 1 ? k : 1) : (n > 1 ? n : 1))) return false;
   return ldc >= (m > 1 ? m : 1);
 }
-inline CBLAS_TRANSPOSE cblas_op(cublasOperation_t op) {
-  return op == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
-}
 }  // namespace detail
 }  // namespace grid
 }  // namespace kd
@@ -70,16 +68,39 @@ namespace kd {
 namespace grid {
 namespace detail {
 // One GEMM on the emulated device's memory, now (the callers below make it a stream operation).
+// Each element of C is its own sum over k in order, rounded in T at every step, as a GPU kernel
+// that gives each output one accumulator does: an element's bits depend on its row of op(A) and
+// its column of op(B) alone, never on m, n or where it sits. (OpenBLAS's AVX2 kernels do not
+// promise that, and the logit cache's bitwise tests on the grid rely on it.) beta == 0 never
+// reads C, as cuBLAS.
 template <class T>
 void gemm_now(const char* name, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
               T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
   kd::cuda::emu::DeviceAccess open(name, {a, b, c});
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, alpha, a, lda, b, ldb, beta, c,
-                ldc);
-  else
-    cblas_dgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, alpha, a, lda, b, ldb, beta, c,
-                ldc);
+  std::vector<T> acc(size_t(m > 0 ? m : 0));
+  auto b_at = [&](int l, int j) {
+    return tb == CUBLAS_OP_N ? b[l + int64_t(j) * ldb] : b[j + int64_t(l) * ldb];
+  };
+  for (int j = 0; j < n; ++j) {
+    if (ta == CUBLAS_OP_N) {  // A's columns are contiguous: every row's sum advances together
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int l = 0; l < k; ++l) {
+        const T* a_col = a + int64_t(l) * lda;
+        const T bv = b_at(l, j);
+        for (int i = 0; i < m; ++i) acc[i] += a_col[i] * bv;
+      }
+    } else {  // op(A)'s rows are contiguous: one dot product per row
+      for (int i = 0; i < m; ++i) {
+        const T* a_row = a + int64_t(i) * lda;
+        T sum = T(0);
+        for (int l = 0; l < k; ++l) sum += a_row[l] * b_at(l, j);
+        acc[i] = sum;
+      }
+    }
+    T* c_col = c + int64_t(j) * ldc;
+    for (int i = 0; i < m; ++i)
+      c_col[i] = beta == T(0) ? alpha * acc[i] : alpha * acc[i] + beta * c_col[i];
+  }
 }
 
 template <class T>

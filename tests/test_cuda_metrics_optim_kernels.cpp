@@ -339,7 +339,8 @@ void check_multi_tensor(bool adam, const std::vector<int64_t>& sizes, bool per_t
     host.emplace_back(sizes[i], 600 + i);
     ref_st.emplace_back(sizes[i], 600 + i);
   }
-  DeviceStates<T> multi(host), single(host);
+  // The per-tensor kernel's copies, only when it runs.
+  DeviceStates<T> multi(host), single(per_tensor ? host : std::vector<OptimState<T>>{});
   for (int step = 1; step <= kSteps; ++step) {
     std::vector<std::vector<T>> g(count);
     std::vector<std::unique_ptr<DeviceArray<T>>> g_d;

@@ -10,8 +10,8 @@
 // rows came with it or where it sits. OpenBLAS's AVX2 (Haswell, Zen) sgemm kernels give a row
 // other bits at other positions of the same-shaped product, so each row is its own product
 // y_row += w x_row (a GEMV, which also skips a GEMM's packing of w): the same shape, the same
-// code path, for every row. Distillation's cached teacher logits rely on
-// this: logits computed once in one batching equal those of any other batching, bit for bit.
+// code path, for every row. Distillation's cached teacher logits rely on this: logits computed
+// once in one batching equal those of any other batching, bit for bit.
 #include "kernels/backend.h"
 #include "kernels/linear.h"
 

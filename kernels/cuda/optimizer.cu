@@ -6,8 +6,9 @@
 // kBlockElems consecutive elements of one tensor (coalesced, no reductions). A whole model's
 // parameters (up to kMultiTensorChunk = 512 tensors; PreResNet-56 has ~170) go in one launch,
 // whose argument (up to 24.6 KB) uses the 32 KB kernel-parameter space of CUDA 12.1+ on sm_70+;
-// a few tensors (the per-tensor entries) take a small argument instead. Element maths: kernels/cuda/optimizer_math.h, the CPU's
-// formulas in T with every operation separately rounded (no FMA contraction).
+// a few tensors (the per-tensor entries) take a small argument instead. Element maths:
+// kernels/cuda/optimizer_math.h, the CPU's formulas in T with every operation separately rounded
+// (no FMA contraction).
 #include <cstdint>
 #include <type_traits>
 #include <vector>

@@ -21,10 +21,11 @@ configure: $(BUILD)/CMakeCache.txt
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Tests run one at a time: each already uses every core through OpenMP.
+# ctest -j: a test that uses every core through OpenMP claims them all and runs alone; the
+# single-threaded ThreadSanitizer kernel tests run side by side (PROCESSORS in CMakeLists.txt).
 test: deps
 	@$(MAKE) --no-print-directory build
-	cd $(BUILD) && ctest --output-on-failure
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 run: deps
 	@$(MAKE) --no-print-directory build

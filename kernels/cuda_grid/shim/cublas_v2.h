@@ -1,8 +1,8 @@
 // What `#include <cublas_v2.h>` finds in the grid-emulated build: the cuBLAS calls of
 // kernels/cuda/linear.cu and cublas_handle.cu, with GEMM computed on the emulated device's (host)
 // memory in column-major order, one fixed-order sum per element (gemm_now), so linear.cu's
-// argument mapping and its own kernels run unchanged. Handle settings are recorded and otherwise ignored (one stream, no
-// atomics, no TF32 on a CPU).
+// argument mapping and its own kernels run unchanged. Handle settings are recorded and otherwise
+// ignored (one stream, no atomics, no TF32 on a CPU).
 #pragma once
 #include <algorithm>
 #include <cstdint>

@@ -28,6 +28,12 @@ std::string head_name(const nn::NamedTensors& state) {
   return name;
 }
 
+// A model saved in bfloat16 (PyTorch's model.to(torch.bfloat16)): its float tensors widen
+// exactly into our f32 ones (Module::load_state_dict does it).
+bool widens_exactly(const Tensor& got, const Tensor& want) {
+  return got.dtype() == DType::BF16 && want.dtype() == DType::F32;
+}
+
 // Every problem, in the model's state-dict order, then the file's unexpected names.
 std::vector<std::string> state_dict_problems(const std::string& arch, int classes,
                                              const nn::NamedTensors& expected,
@@ -43,7 +49,8 @@ std::vector<std::string> state_dict_problems(const std::string& arch, int classe
     if (it == found.end()) {
       p << "tensor '" << kv.first << "' is missing (" << arch << " has " << dtype_name(want.dtype())
         << shape_str(want.shape()) << ")";
-    } else if (it->second.shape() != want.shape() || it->second.dtype() != want.dtype()) {
+    } else if (it->second.shape() != want.shape() ||
+               (it->second.dtype() != want.dtype() && !widens_exactly(it->second, want))) {
       const Tensor& got = it->second;
       p << "tensor '" << kv.first << "' is " << dtype_name(got.dtype()) << shape_str(got.shape())
         << ", " << arch << " expects " << dtype_name(want.dtype()) << shape_str(want.shape());

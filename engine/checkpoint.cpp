@@ -16,8 +16,9 @@ DType dtype_from_name(const std::string& name, const std::string& where) {
   if (name == "I32") return DType::I32;
   if (name == "I64") return DType::I64;
   if (name == "U8") return DType::U8;
+  if (name == "BF16") return DType::BF16;
   throw InputError(where + ": unsupported dtype '" + name +
-                   "' (expected F32, F64, I32, I64 or U8)");
+                   "' (expected F32, F64, I32, I64, U8 or BF16)");
 }
 
 void save_checkpoint(const std::string& path, const nn::NamedTensors& state,
@@ -44,13 +45,17 @@ void save_checkpoint(const std::string& path, const nn::NamedTensors& state,
 }
 
 namespace {
+double widened(float v) { return v; }
+double widened(double v) { return v; }
+double widened(bf16 v) { return bf16_to_double(v); }
+
 template <class T>
 std::string first_nonfinite_in(const std::string& name, const Tensor& t) {
   const T* v = static_cast<const T*>(t.raw());
   for (int64_t i = 0, n = t.numel(); i < n; ++i)
-    if (!std::isfinite(v[i])) {
+    if (!std::isfinite(widened(v[i]))) {
       std::ostringstream os;
-      os << "'" << name << "' holds " << v[i] << " at flat index " << i;
+      os << "'" << name << "' holds " << widened(v[i]) << " at flat index " << i;
       return os.str();
     }
   return "";
@@ -62,6 +67,7 @@ std::string first_nonfinite(const Checkpoint& ckpt) {
     std::string found;
     if (t.dtype() == DType::F32) found = first_nonfinite_in<float>(name, t);
     if (t.dtype() == DType::F64) found = first_nonfinite_in<double>(name, t);
+    if (t.dtype() == DType::BF16) found = first_nonfinite_in<bf16>(name, t);
     if (!found.empty()) return found;
   }
   return "";

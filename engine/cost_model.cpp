@@ -47,6 +47,7 @@ void wrap_table(KernelTable<T>& table, CostRecorder* recorder, const Backend* re
     table.kernel = &C::call;                                                            \
   }
   KD_ELEMENTWISE_KERNELS(KD_WRAP_ENTRY_)
+  KD_CAST_KERNELS(KD_WRAP_ENTRY_)
   KD_CONV2D_KERNELS(KD_WRAP_ENTRY_)
   KD_LINEAR_KERNELS(KD_WRAP_ENTRY_)
   KD_POOL_KERNELS(KD_WRAP_ENTRY_)

@@ -1,6 +1,7 @@
 // The differentiable ops: the single front door for each (check shapes and dtypes, allocate
 // outputs, dispatch on the device, record the backward). Definitions in engine/ops/<group>.cpp;
-// kernels in kernels/{cpu,cuda}/. All ops take f32 or f64 tensors on one device.
+// kernels in kernels/{cpu,cuda}/. All ops take f32 or f64 tensors on one device (cast also
+// takes and makes bf16 ones).
 #pragma once
 #include <vector>
 
@@ -21,6 +22,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 
 Tensor relu(const Tensor& x);
+
+// x converted to `dtype`: F32 or F64 to BF16 (rounded to nearest even, kernels/bf16.h) and BF16
+// to F32 or F64 (exact). Its gradient is the reverse cast of the output's (straight-through).
+// x itself when it already has that dtype.
+Tensor cast(const Tensor& x, DType dtype);
 Tensor add(const Tensor& a, const Tensor& b);  // same shapes
 Tensor scale(const Tensor& x, double alpha);
 Tensor reshape(const Tensor& x, const Shape& shape);

@@ -137,14 +137,17 @@ ojson parse_header(const std::string& path, const std::string& text) {
 }  // namespace
 
 bool is_known_dtype(const std::string& dtype) {
-  return dtype == "F32" || dtype == "F64" || dtype == "I64" || dtype == "I32" || dtype == "U8";
+  return dtype == "F32" || dtype == "F64" || dtype == "I64" || dtype == "I32" || dtype == "U8" ||
+         dtype == "BF16";
 }
 
 size_t dtype_size(const std::string& dtype) {
   if (dtype == "F32" || dtype == "I32") return 4;
   if (dtype == "F64" || dtype == "I64") return 8;
   if (dtype == "U8") return 1;
-  KD_INPUT_CHECK(false, "unknown safetensors dtype '" << dtype << "' (known: F32 F64 I64 I32 U8)");
+  if (dtype == "BF16") return 2;
+  KD_INPUT_CHECK(false,
+                 "unknown safetensors dtype '" << dtype << "' (known: F32 F64 I64 I32 U8 BF16)");
 }
 
 int64_t numel(const std::vector<int64_t>& shape) {
@@ -302,6 +305,7 @@ template <> const char* dtype_of<double>() { return "F64"; }
 template <> const char* dtype_of<int64_t>() { return "I64"; }
 template <> const char* dtype_of<int32_t>() { return "I32"; }
 template <> const char* dtype_of<uint8_t>() { return "U8"; }
+template <> const char* dtype_of<bf16>() { return "BF16"; }
 
 // Entries built by hand may disagree with themselves; check before reinterpreting bytes.
 void check_consistent(const StEntry& e) {
@@ -344,6 +348,11 @@ std::vector<double> values_as_double(const StEntry& entry) {
   if (entry.dtype == "F32") return widen(copy_out<float>(entry));
   if (entry.dtype == "I64") return widen(copy_out<int64_t>(entry));
   if (entry.dtype == "I32") return widen(copy_out<int32_t>(entry));
+  if (entry.dtype == "BF16") {
+    std::vector<double> out;
+    for (bf16 h : copy_out<bf16>(entry)) out.push_back(bf16_to_double(h));
+    return out;
+  }
   return widen(copy_out<uint8_t>(entry));
 }
 
@@ -355,6 +364,7 @@ KD_ST_INSTANTIATE(double)
 KD_ST_INSTANTIATE(int64_t)
 KD_ST_INSTANTIATE(int32_t)
 KD_ST_INSTANTIATE(uint8_t)
+KD_ST_INSTANTIATE(bf16)
 #undef KD_ST_INSTANTIATE
 
 }  // namespace kd

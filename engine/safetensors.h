@@ -12,12 +12,13 @@
 #include <vector>
 
 #include "base/check.h"  // kd::InputError, which these functions throw
+#include "kernels/bf16.h"
 
 namespace kd {
 
 struct StEntry {
   std::string name;
-  std::string dtype;            // "F32", "F64", "I64", "I32" or "U8"
+  std::string dtype;            // "F32", "F64", "I64", "I32", "U8" or "BF16"
   std::vector<int64_t> shape;   // [] is a 0-d scalar (one element); a 0 anywhere means empty
   std::vector<uint8_t> bytes;   // numel(shape) * dtype_size(dtype) bytes, row-major
 };
@@ -52,14 +53,14 @@ const StEntry* find(const StFile& file, const std::string& name);
 // Throws kd::InputError "<what>: no tensor '<name>'" when absent.
 const StEntry& require(const StFile& file, const std::string& name, const std::string& what);
 
-// Typed views. T in {float, double, int64_t, int32_t, uint8_t}; the dtype must match T exactly
+// Typed views. T in {float, double, int64_t, int32_t, uint8_t, bf16}; the dtype must match T exactly
 // (no silent conversion), else kd::InputError naming the entry.
 template <class T>
 std::vector<T> values(const StEntry& entry);
 template <class T>
 StEntry make_entry(const std::string& name, const std::vector<int64_t>& shape,
                    const std::vector<T>& data);
-// Any float or integer dtype widened to double: the convenient form for golden comparisons.
+// Any float or integer dtype widened to double (exactly, bf16 included): the convenient form for golden comparisons.
 std::vector<double> values_as_double(const StEntry& entry);
 
 }  // namespace kd

@@ -20,6 +20,7 @@ size_t dtype_size(DType t) {
     case DType::I32: return 4;
     case DType::I64: return 8;
     case DType::U8: return 1;
+    case DType::BF16: return 2;
   }
   return 0;
 }
@@ -31,6 +32,7 @@ const char* dtype_name(DType t) {
     case DType::I32: return "I32";
     case DType::I64: return "I64";
     case DType::U8: return "U8";
+    case DType::BF16: return "BF16";
   }
   return "?";
 }
@@ -40,6 +42,7 @@ template <> DType dtype_of<double>() { return DType::F64; }
 template <> DType dtype_of<int32_t>() { return DType::I32; }
 template <> DType dtype_of<int64_t>() { return DType::I64; }
 template <> DType dtype_of<uint8_t>() { return DType::U8; }
+template <> DType dtype_of<bf16>() { return DType::BF16; }
 
 std::string shape_str(const Shape& s) {
   std::ostringstream os;
@@ -138,6 +141,7 @@ double Tensor::item() const {
     case DType::I32: return *host.data<int32_t>();
     case DType::I64: return static_cast<double>(*host.data<int64_t>());
     case DType::U8: return *host.data<uint8_t>();
+    case DType::BF16: return bf16_to_double(*host.data<bf16>());
   }
   return 0;
 }
@@ -213,6 +217,22 @@ void convert_from(const Tensor& src, Dst* dst) {
     case DType::I32: for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.data<int32_t>()[i]); break;
     case DType::I64: for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.data<int64_t>()[i]); break;
     case DType::U8: for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(src.data<uint8_t>()[i]); break;
+    case DType::BF16: for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Dst>(bf16_to_float(src.data<bf16>()[i])); break;
+  }
+}
+
+// One rounding to bf16 from any dtype: floats round from their own value, integers through
+// double (exact below 2^53).
+void convert_to_bf16(const Tensor& src, bf16* dst) {
+  const int64_t n = src.numel();
+  switch (src.dtype()) {
+    case DType::F32: for (int64_t i = 0; i < n; ++i) dst[i] = bf16_from_float(src.data<float>()[i]); break;
+    case DType::BF16: std::memcpy(dst, src.raw(), size_t(n) * sizeof(bf16)); break;
+    default: {
+      std::vector<double> wide(static_cast<size_t>(n));
+      convert_from(src, wide.data());
+      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_from_double(wide[size_t(i)]);
+    }
   }
 }
 }  // namespace
@@ -226,6 +246,7 @@ Tensor Tensor::to(DType target) const {
     case DType::I32: convert_from(*this, out.data<int32_t>()); break;
     case DType::I64: convert_from(*this, out.data<int64_t>()); break;
     case DType::U8: convert_from(*this, out.data<uint8_t>()); break;
+    case DType::BF16: convert_to_bf16(*this, out.data<bf16>()); break;
   }
   return out;
 }
@@ -255,11 +276,12 @@ void Tensor::fill_(double value) {
     case DType::I32: std::fill_n(data<int32_t>(), n, static_cast<int32_t>(value)); break;
     case DType::I64: std::fill_n(data<int64_t>(), n, static_cast<int64_t>(value)); break;
     case DType::U8: std::fill_n(data<uint8_t>(), n, static_cast<uint8_t>(value)); break;
+    case DType::BF16: std::fill_n(data<bf16>(), n, bf16_from_double(value)); break;
   }
 }
 
 Tensor& Tensor::set_requires_grad(bool on) {
-  KD_CHECK(!on || dtype() == DType::F32 || dtype() == DType::F64,
+  KD_CHECK(!on || dtype() == DType::F32 || dtype() == DType::F64 || dtype() == DType::BF16,
            "only floating tensors can require gradients: " << describe(*this));
   impl().requires_grad = on;
   return *this;
@@ -336,6 +358,7 @@ KD_INSTANTIATE(double)
 KD_INSTANTIATE(int32_t)
 KD_INSTANTIATE(int64_t)
 KD_INSTANTIATE(uint8_t)
+KD_INSTANTIATE(bf16)
 #undef KD_INSTANTIATE
 
 }  // namespace kd

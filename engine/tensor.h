@@ -1,6 +1,7 @@
 // Tensor: a cheap handle (shared storage + shape + dtype + device + autograd slot). Always
 // contiguous and row-major (NCHW for images). f32 everywhere; f64 on the CPU so the gradient
-// checker can run in double; integer dtypes for labels, indices and num_batches_tracked.
+// checker can run in double; bf16 storage (kernels/bf16.h) for the bf16 precision and bf16
+// checkpoints; integer dtypes for labels, indices and num_batches_tracked.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -9,12 +10,13 @@
 
 #include "engine/device.h"
 #include "base/check.h"
+#include "kernels/bf16.h"
 
 namespace kd {
 
-enum class DType { F32, F64, I32, I64, U8 };
+enum class DType { F32, F64, I32, I64, U8, BF16 };
 size_t dtype_size(DType t);
-const char* dtype_name(DType t);  // safetensors spelling: F32, F64, I32, I64, U8
+const char* dtype_name(DType t);  // safetensors spelling: F32, F64, I32, I64, U8, BF16
 template <class T>
 DType dtype_of();
 

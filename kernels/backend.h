@@ -14,6 +14,7 @@
 #include <string>
 
 #include "base/check.h"
+#include "kernels/cast.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
 #include "kernels/kernel_list.h"
@@ -31,6 +32,7 @@ namespace kd {
 template <class T>
 struct KernelTable {
   KD_TABLE_ENTRIES(KD_ELEMENTWISE_KERNELS)
+  KD_TABLE_ENTRIES(KD_CAST_KERNELS)
   KD_TABLE_ENTRIES(KD_CONV2D_KERNELS)
   KD_TABLE_ENTRIES(KD_LINEAR_KERNELS)
   KD_TABLE_ENTRIES(KD_POOL_KERNELS)
@@ -48,7 +50,7 @@ struct KernelTable {
   void fn(KernelTable<T>& table);
 #define KD_HOST_REGISTRARS(X)                                                          \
   X(register_elementwise) X(register_conv2d) X(register_linear) X(register_pool)       \
-  X(register_norm) X(register_loss) X(register_metrics) X(register_optim)
+  X(register_norm) X(register_loss) X(register_metrics) X(register_optim) X(register_cast)
 namespace ref {
 KD_HOST_REGISTRARS(KD_DECLARE_REGISTRAR_)
 }

@@ -17,6 +17,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/cast.h"
 #include "kernels/conv2d.h"
 #include "kernels/elementwise.h"
 #include "kernels/linear.h"
@@ -39,6 +40,7 @@ namespace kernel_tag {
     static constexpr const char* name = #kernel; \
   };
 KD_ELEMENTWISE_KERNELS(KD_KERNEL_TAG_)
+KD_CAST_KERNELS(KD_KERNEL_TAG_)
 KD_CONV2D_KERNELS(KD_KERNEL_TAG_)
 KD_LINEAR_KERNELS(KD_KERNEL_TAG_)
 KD_POOL_KERNELS(KD_KERNEL_TAG_)
@@ -62,6 +64,18 @@ inline KernelCost make(double flops, double read, double written) {
   return c;
 }
 }  // namespace cost_detail
+
+// ---- casts (an accumulating cast reads its output too and adds once per element)
+template <class T>
+KernelCost kernel_cost(kernel_tag::to_bf16, int64_t n, const T*, bf16*, bool accumulate) {
+  return cost_detail::make(accumulate ? double(n) : 0.0,
+                           n * (double(sizeof(T)) + (accumulate ? 2.0 : 0.0)), 2.0 * n);
+}
+template <class T>
+KernelCost kernel_cost(kernel_tag::from_bf16, int64_t n, const bf16*, T*, bool accumulate) {
+  return cost_detail::make(accumulate ? double(n) : 0.0,
+                           n * (2.0 + (accumulate ? double(sizeof(T)) : 0.0)), n * double(sizeof(T)));
+}
 
 // ---- elementwise
 template <class T>

@@ -113,6 +113,40 @@ StEntry* entry(StFile& file, const std::string& name) {
   return &file.entries.front();
 }
 
+// A teacher saved in bfloat16 (model.to(torch.bfloat16): float tensors BF16, the batch counter
+// still I64) imports with every value widened exactly, and its logits stay near PyTorch's f32
+// ones (bf16 keeps 8 significant bits; the bound is loose by design). A BF16 tensor where an
+// integer one belongs is still refused.
+TEST(Import, ABfloat16TeacherWidensExactlyIntoF32) {
+  TempDir tmp;
+  const std::string path = damaged_copy(tmp, "bf16.safetensors", [](StFile& f) {
+    for (StEntry& e : f.entries) {
+      if (e.dtype != "F32") continue;
+      std::vector<bf16> narrow;
+      for (float v : values<float>(e)) narrow.push_back(bf16_from_float(v));
+      e = make_entry<bf16>(e.name, e.shape, narrow);
+    }
+  });
+  auto model = apps::import_state_dict(path, "preresnet8", 10, 1);
+  const StFile original = read_safetensors(teacher_file("preresnet8.safetensors"));
+  for (const auto& [name, t] : model->state_dict()) {
+    const StEntry& e = require(original, name, "preresnet8.safetensors");
+    if (e.dtype != "F32") continue;
+    ASSERT_EQ(t.dtype(), DType::F32) << name;
+    const std::vector<float> got = t.to_vector<float>(), want = values<float>(e);
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_EQ(got[i], bf16_to_float(bf16_from_float(want[i]))) << name << "[" << i << "]";
+  }
+  const double error = relative_logit_error(*model, "preresnet8");
+  EXPECT_GT(error, 1e-6) << "the weights were not rounded";
+  EXPECT_LT(error, 0.1);
+  const std::string counter = damaged_copy(tmp, "counter.safetensors", [](StFile& f) {
+    StEntry* e = entry(f, "bn.num_batches_tracked");
+    *e = make_entry<bf16>(e->name, e->shape, {bf16_from_float(1.0f)});
+  });
+  EXPECT_THROW(apps::import_state_dict(counter, "preresnet8", 10, 1), InputError);
+}
+
 TEST(Import, BrokenStateDictsAreRefusedNamingTheTensorAndWriteNothing) {
   TempDir tmp;
   const std::string data = write_synthetic_fmnist(tmp / "data");

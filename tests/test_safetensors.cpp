@@ -180,7 +180,10 @@ TEST_F(SafetensorsIO, TypedAccessorsRefuseWrongDtypeAndWidenToDouble) {
   e.bytes.pop_back();
   EXPECT_THROW(kd::values<float>(e), kd::InputError);
   EXPECT_EQ(kd::dtype_size("F64"), 8u);
-  EXPECT_THROW(kd::dtype_size("BF16"), kd::InputError);
+  EXPECT_EQ(kd::dtype_size("BF16"), 2u);
+  const StEntry h = kd::make_entry<kd::bf16>("h", {2}, {kd::bf16{0x3f81}, kd::bf16{0xc020}});
+  EXPECT_EQ(kd::values_as_double(h), (std::vector<double>{1.0078125, -2.5}));
+  EXPECT_THROW(kd::dtype_size("F16"), kd::InputError);  // half precision: not read
   EXPECT_EQ(kd::numel({}), 1);
   EXPECT_EQ(kd::numel({4, 0, 3}), 0);
   EXPECT_THROW(kd::numel({2, -1}), kd::InputError);

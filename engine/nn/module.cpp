@@ -83,10 +83,14 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& values, bool s
       missing << " " << kv.first;
       continue;
     }
-    const Tensor& src = it->second;
-    KD_INPUT_CHECK(src.shape() == kv.second.shape() && src.dtype() == kv.second.dtype(),
+    Tensor src = it->second;
+    // A bf16 checkpoint (a model saved in bfloat16) widens exactly into f32 or f64 parameters.
+    const bool widens = src.dtype() == DType::BF16 &&
+                        (kv.second.dtype() == DType::F32 || kv.second.dtype() == DType::F64);
+    KD_INPUT_CHECK(src.shape() == kv.second.shape() && (src.dtype() == kv.second.dtype() || widens),
                    "state dict entry '" << kv.first << "' is " << describe(src) << ", expected "
                                         << describe(kv.second));
+    if (widens) src = src.to(kv.second.dtype());
     Tensor dst = kv.second;
     dst.copy_from(src);
   }

@@ -58,6 +58,12 @@ ConvAlgorithm conv_algorithm();
 }
 namespace cuda {
 KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
+
+// dbias[k] += the sum over images and positions of dy[img, k, :] (ACCUMULATE; one block per
+// channel, a fixed order per thread and a fixed tree): the bias gradient of our convolution and
+// of the cuDNN path, which has no such call of its own (kernels/cudnn/conv2d.cu).
+template <class T>
+void conv2d_bias_grad(const ConvGeom& g, const T* dy, T* dbias);
 }
 namespace cudnn {
 KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)

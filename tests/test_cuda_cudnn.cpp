@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -174,6 +175,61 @@ TEST(CudaCudnnConv, DoubleMatchesRefAndNative) {
 }
 
 // A shape big enough that the fastest backward algorithms would be the atomics-based ones.
+// Launches per cuDNN-path call, as kernels/cudnn/ issues them: a cuDNN call each, plus our kernel
+// for what cuDNN does not do (the residual add, the bias gradient, batchnorm's ReLU) and the
+// bias add as a second cuDNN call. On a GPU this counts the real path; on the grid emulator it
+// holds the emulated path to the same structure, so its launch counts and graph nodes are the
+// real ones.
+TEST(CudaCudnnConv, LaunchesPerCallAreTheRealPathsOnes) {
+  KD_REQUIRE_CUDA();
+  if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";
+  const auto& k = cuda_testing::cudnn_kernels<float>();
+  const ConvGeom g = kernel_testing::geom(2, 3, 6, 6, 4, 3, 3, 1, 1);
+  const ConvSizes n(g);
+  DeviceArray<float> x(uniform<float>(n.x, 1, -1, 1)), w(uniform<float>(n.w, 2, -1, 1)),
+      bias(uniform<float>(size_t(g.k), 3, -1, 1)), res(uniform<float>(n.y, 4, -1, 1)), y(n.y),
+      y_res(n.y), dy(uniform<float>(n.y, 5, -1, 1)), dx(n.x), dw(n.w), db(size_t(g.k));
+  auto launches = [](const std::function<void()>& call) {
+    const uint64_t before = cuda_testing::gpu().launch_count();
+    call();
+    cuda_testing::gpu().synchronize();
+    return cuda_testing::gpu().launch_count() - before;
+  };
+  EXPECT_EQ(launches([&] { k.conv2d_forward(g, x.get(), w.get(), nullptr, y.get()); }), 1u);
+  EXPECT_EQ(launches([&] { k.conv2d_forward(g, x.get(), w.get(), bias.get(), y.get()); }), 2u);
+  EXPECT_EQ(launches([&] {
+              k.conv2d_forward_residual(g, x.get(), w.get(), res.get(), y_res.get());
+            }),
+            2u);
+  EXPECT_EQ(launches([&] { k.conv2d_backward_data(g, dy.get(), w.get(), dx.get(), false); }), 1u);
+  EXPECT_EQ(launches([&] { k.conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), nullptr); }),
+            1u);
+  EXPECT_EQ(launches([&] { k.conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get()); }),
+            2u);
+  // The residual path's values: the bias-free convolution plus the residual.
+  k.conv2d_forward(g, x.get(), w.get(), nullptr, y.get());
+  const std::vector<float> plain = y.host(), r = res.host(), fused = y_res.host();
+  for (size_t i = 0; i < plain.size(); ++i) ASSERT_EQ(fused[i], plain[i] + r[i]) << i;
+
+  const NormGeom bn{2, 3, 20};
+  const size_t len = size_t(bn.n) * bn.c * bn.hw;
+  DeviceArray<float> bx(uniform<float>(len, 6, -1, 1)), gamma(std::vector<float>(3, 1.f)),
+      beta(std::vector<float>(3, 0.f)), by(len), m(3), s(3), bdx(len), dg(3), dbeta(3);
+  const auto& kb = cuda_testing::cudnn_kernels<float>();
+  for (bool relu : {false, true})
+    EXPECT_EQ(launches([&] {
+                kb.batchnorm_forward_train(bn, bx.get(), gamma.get(), beta.get(), 1e-5f, 0.1f,
+                                           by.get(), m.get(), s.get(), nullptr, nullptr, relu);
+              }),
+              relu ? 2u : 1u)
+        << "relu " << relu;
+  EXPECT_EQ(launches([&] {
+              kb.batchnorm_backward_train(bn, bx.get(), by.get(), gamma.get(), m.get(), s.get(),
+                                          bdx.get(), dg.get(), dbeta.get(), false, nullptr);
+            }),
+            1u);
+}
+
 TEST(CudaCudnnConv, DeterministicBackwardIsBitwiseRepeatable) {
   KD_REQUIRE_CUDA();
   if (!cuda_testing::gpu().has_cudnn) GTEST_SKIP() << "the GPU backend was built without cuDNN";

@@ -336,9 +336,17 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   launch_gemm(prm, plan.slices);
   if (!fold)
     KD_LAUNCH(splitk_accumulate_kernel<T>, grid_for(mn, 256), 256, 0, ws, plan.slices, mn, dw);
-  if (dbias)
-    KD_LAUNCH(bias_grad_kernel<T>, unsigned(g.k), conv_gemm::kBiasThreads, 0, d, dy, dbias);
+  if (dbias) conv2d_bias_grad(g, dy, dbias);
 }
+
+template <class T>
+void conv2d_bias_grad(const ConvGeom& g, const T* dy, T* dbias) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0 || g.k == 0) return;
+  KD_LAUNCH(bias_grad_kernel<T>, unsigned(g.k), conv_gemm::kBiasThreads, 0, d, dy, dbias);
+}
+template void conv2d_bias_grad<float>(const ConvGeom&, const float*, float*);
+template void conv2d_bias_grad<double>(const ConvGeom&, const double*, double*);
 
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
 

@@ -1,15 +1,17 @@
 // The cuDNN paths (--conv cudnn, --bn cudnn) on the emulated CUDA device: each cudnn:: entry point
 // runs its CPU twin (from the host backend) on the emulated device's (host) memory as one stream
 // operation (counted as one launch, recorded while a CUDA graph is captured; its pointer arguments
-// must be live device blocks, opened in guard mode). cuDNN is a library we do
-// not write, so there is nothing of ours to emulate in it; our own CUDA kernels run from their
-// source on the grid emulator (kernels/cuda_grid/).
+// must be live device blocks, opened in guard mode). cuDNN is a library we do not write, so there
+// is nothing of ours to emulate in it; our own CUDA kernels run from their source on the grid
+// emulator (kernels/cuda_grid/), including those kernels/cudnn/ itself adds around a cuDNN call
+// (batchnorm's ReLU), so the emulated path issues the launches the real one does.
 #include <cstdint>
 #include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/conv2d.h"
 #include "kernels/cuda_emu/emu.h"
+#include "kernels/elementwise.h"
 #include "kernels/normalization.h"
 
 namespace kd {
@@ -39,17 +41,27 @@ void cudnn_call(const char* name, std::vector<const void*> pointers, Body body) 
 }
 }  // namespace
 
+// As kernels/cudnn/conv2d.cu: the convolution, then the bias as a second cuDNN call
+// (cudnnAddTensor, y += bias broadcast over images and positions).
 template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
-  cudnn_call("cudnn::conv2d_forward", {x, w, bias, y}, [=] {
-    host_kernels<T>().conv2d_forward(g, x, w, bias, y);
+  cudnn_call("cudnn::conv2d_forward", {x, w, y}, [=] {
+    host_kernels<T>().conv2d_forward(g, x, w, nullptr, y);
+  });
+  if (!bias || g.n == 0) return;
+  cudnn_call("cudnn::add_tensor", {bias, y}, [=] {
+    const int64_t plane = int64_t(g.p()) * g.q();
+    for (int64_t img = 0; img < g.n; ++img)
+      for (int64_t ch = 0; ch < g.k; ++ch)
+        for (int64_t j = 0; j < plane; ++j) y[(img * g.k + ch) * plane + j] += bias[ch];
   });
 }
+// As kernels/cudnn/conv2d.cu: the convolution, then our kernel adds the residual in place.
 template <class T>
 void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T* residual, T* y) {
-  cudnn_call("cudnn::conv2d_forward_residual", {x, w, residual, y}, [=] {
-    host_kernels<T>().conv2d_forward_residual(g, x, w, residual, y);
-  });
+  conv2d_forward(g, x, w, static_cast<const T*>(nullptr), y);
+  if (g.n == 0) return;
+  cuda::accumulate(int64_t(g.n) * g.k * g.p() * g.q(), T(1), residual, y);
 }
 template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
@@ -57,11 +69,13 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, boo
     host_kernels<T>().conv2d_backward_data(g, dy, w, dx, accumulate);
   });
 }
+// As kernels/cudnn/conv2d.cu: cuDNN's filter gradient, then our bias-gradient kernel.
 template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
-  cudnn_call("cudnn::conv2d_backward_weight", {x, dy, dw, dbias}, [=] {
-    host_kernels<T>().conv2d_backward_weight(g, x, dy, dw, dbias);
+  cudnn_call("cudnn::conv2d_backward_weight", {x, dy, dw}, [=] {
+    host_kernels<T>().conv2d_backward_weight(g, x, dy, dw, nullptr);
   });
+  if (dbias && g.n > 0) cuda::conv2d_bias_grad(g, dy, dbias);
 }
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
@@ -70,8 +84,11 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
   cudnn_call("cudnn::batchnorm_forward_train",
              {x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var}, [=] {
     host_kernels<T>().batchnorm_forward_train(g, x, gamma, beta, eps, momentum, y, save_mean,
-                                              save_invstd, running_mean, running_var, relu);
+                                              save_invstd, running_mean, running_var, false);
   });
+  // As kernels/cudnn/batchnorm.cu: cuDNN's call has no fused activation, so the ReLU is our
+  // kernel, in place, a second launch.
+  if (relu) cuda::relu_forward<T>(int64_t(g.n) * g.c * g.hw, y, y);
 }
 template <class T>
 void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,

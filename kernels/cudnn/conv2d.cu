@@ -9,8 +9,9 @@
 // kernels/cudnn/algo_policy.h, cached per (geometry, dtype, pass, deterministic, math type, find)
 // as the ordered list of usable choices with their workspace sizes; a
 // choice the execution call refuses (NOT_SUPPORTED) is dropped and the next one runs. The
-// workspace is cuda::workspace(). The bias gradient is one block per channel reducing (sample,
-// position) in a fixed order, in double: deterministic without atomics.
+// workspace is cuda::workspace(). The bias gradient is our native convolution's
+// (cuda::conv2d_bias_grad: one block per channel, a fixed order, no atomics), so it runs on the
+// grid emulator too.
 #include <cudnn.h>
 
 #include <algorithm>
@@ -351,30 +352,6 @@ void run_convolution(Pass pass, const ConvGeom& g, cudnnDataType_t type, ConvDes
 
 void check_geom(const ConvGeom& g) { kd::detail::check_conv_geom(g); }
 
-constexpr int kBiasThreads = 256;
-
-// dbias[ch] += sum over samples and positions of dy[s, ch, :]: one block per channel, each
-// thread a fixed strided slice, then a fixed-shape tree in shared memory.
-template <class T>
-__global__ void accumulate_bias_grad(int n, int k, int64_t plane, const T* __restrict__ dy,
-                                     T* __restrict__ dbias) {
-  __shared__ double partial[kBiasThreads];
-  const int ch = blockIdx.x;
-  const int64_t count = int64_t(n) * plane;
-  double acc = 0.0;
-  for (int64_t j = threadIdx.x; j < count; j += kBiasThreads) {
-    const int64_t sample = j / plane, pos = j - sample * plane;
-    acc += static_cast<double>(dy[(sample * k + ch) * plane + pos]);
-  }
-  partial[threadIdx.x] = acc;
-  __syncthreads();
-  for (int half = kBiasThreads / 2; half > 0; half /= 2) {
-    if (int(threadIdx.x) < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) dbias[ch] = static_cast<T>(static_cast<double>(dbias[ch]) + partial[0]);
-}
-
 }  // namespace
 
 template <class T>
@@ -444,11 +421,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
                         cudnnConvolutionBwdFilterAlgo_t(choice.algo), workspace,
                         choice.workspace_bytes, &one, d.w.get(), dw);
                   });
-  if (dbias) {
-    const int64_t plane = int64_t(g.p()) * g.q();
-    KD_LAUNCH(accumulate_bias_grad<T>, unsigned(g.k), kBiasThreads, 0, g.n, g.k, plane, dy,
-              dbias);
-  }
+  if (dbias) cuda::conv2d_bias_grad(g, dy, dbias);  // our kernel: cuDNN has no bias gradient
 }
 
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)

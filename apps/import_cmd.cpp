@@ -28,12 +28,6 @@ std::string head_name(const nn::NamedTensors& state) {
   return name;
 }
 
-// A model saved in bfloat16 (PyTorch's model.to(torch.bfloat16)): its float tensors widen
-// exactly into our f32 ones (Module::load_state_dict does it).
-bool widens_exactly(const Tensor& got, const Tensor& want) {
-  return got.dtype() == DType::BF16 && want.dtype() == DType::F32;
-}
-
 // Every problem, in the model's state-dict order, then the file's unexpected names.
 std::vector<std::string> state_dict_problems(const std::string& arch, int classes,
                                              const nn::NamedTensors& expected,
@@ -50,7 +44,7 @@ std::vector<std::string> state_dict_problems(const std::string& arch, int classe
       p << "tensor '" << kv.first << "' is missing (" << arch << " has " << dtype_name(want.dtype())
         << shape_str(want.shape()) << ")";
     } else if (it->second.shape() != want.shape() ||
-               (it->second.dtype() != want.dtype() && !widens_exactly(it->second, want))) {
+               !loads_exactly_into(it->second.dtype(), want.dtype())) {  // bf16 widens
       const Tensor& got = it->second;
       p << "tensor '" << kv.first << "' is " << dtype_name(got.dtype()) << shape_str(got.shape())
         << ", " << arch << " expects " << dtype_name(want.dtype()) << shape_str(want.shape());

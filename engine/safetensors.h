@@ -53,14 +53,15 @@ const StEntry* find(const StFile& file, const std::string& name);
 // Throws kd::InputError "<what>: no tensor '<name>'" when absent.
 const StEntry& require(const StFile& file, const std::string& name, const std::string& what);
 
-// Typed views. T in {float, double, int64_t, int32_t, uint8_t, bf16}; the dtype must match T exactly
-// (no silent conversion), else kd::InputError naming the entry.
+// Typed views. T in {float, double, int64_t, int32_t, uint8_t, bf16}; the dtype must match T
+// exactly (no silent conversion), else kd::InputError naming the entry.
 template <class T>
 std::vector<T> values(const StEntry& entry);
 template <class T>
 StEntry make_entry(const std::string& name, const std::vector<int64_t>& shape,
                    const std::vector<T>& data);
-// Any float or integer dtype widened to double (exactly, bf16 included): the convenient form for golden comparisons.
+// Any float or integer dtype widened to double (exactly, bf16 included): the convenient form for
+// golden comparisons.
 std::vector<double> values_as_double(const StEntry& entry);
 
 }  // namespace kd

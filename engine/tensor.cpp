@@ -44,6 +44,10 @@ template <> DType dtype_of<int64_t>() { return DType::I64; }
 template <> DType dtype_of<uint8_t>() { return DType::U8; }
 template <> DType dtype_of<bf16>() { return DType::BF16; }
 
+bool loads_exactly_into(DType from, DType to) {
+  return from == to || (from == DType::BF16 && (to == DType::F32 || to == DType::F64));
+}
+
 std::string shape_str(const Shape& s) {
   std::ostringstream os;
   os << "[";

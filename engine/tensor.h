@@ -19,6 +19,9 @@ size_t dtype_size(DType t);
 const char* dtype_name(DType t);  // safetensors spelling: F32, F64, I32, I64, U8, BF16
 template <class T>
 DType dtype_of();
+// Whether a state-dict entry of dtype `from` loads into a tensor of dtype `to` (exactly): the
+// same dtype, or BF16 (a model saved in bfloat16) into F32 or F64.
+bool loads_exactly_into(DType from, DType to);
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);

@@ -41,7 +41,9 @@ KD_HOST_DEVICE inline bf16 bf16_from_float(float x) {
   return bf16{uint16_t((u + rounding) >> 16)};
 }
 
-KD_HOST_DEVICE inline float bf16_to_float(bf16 h) { return float_from_bits(uint32_t(h.bits) << 16); }
+KD_HOST_DEVICE inline float bf16_to_float(bf16 h) {
+  return float_from_bits(uint32_t(h.bits) << 16);
+}
 
 // The double rounded to a float toward zero, with the last mantissa bit set when that dropped
 // anything (round-to-odd). Infinities and NaNs map to themselves; a finite double beyond the
@@ -63,6 +65,12 @@ KD_HOST_DEVICE inline bf16 bf16_from_double(double d) {
 }
 
 KD_HOST_DEVICE inline double bf16_to_double(bf16 h) { return double(bf16_to_float(h)); }
+
+// bf16 widened to T (float or double): exact.
+template <class T>
+KD_HOST_DEVICE inline T bf16_to(bf16 h) {
+  return static_cast<T>(bf16_to_float(h));
+}
 
 // The element type T's rounding to bf16 (T = float or double).
 KD_HOST_DEVICE inline bf16 to_bf16_rn(float x) { return bf16_from_float(x); }

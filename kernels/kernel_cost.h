@@ -74,7 +74,8 @@ KernelCost kernel_cost(kernel_tag::to_bf16, int64_t n, const T*, bf16*, bool acc
 template <class T>
 KernelCost kernel_cost(kernel_tag::from_bf16, int64_t n, const bf16*, T*, bool accumulate) {
   return cost_detail::make(accumulate ? double(n) : 0.0,
-                           n * (2.0 + (accumulate ? double(sizeof(T)) : 0.0)), n * double(sizeof(T)));
+                           n * (2.0 + (accumulate ? double(sizeof(T)) : 0.0)),
+                           n * double(sizeof(T)));
 }
 
 // ---- elementwise

@@ -84,13 +84,11 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& values, bool s
       continue;
     }
     Tensor src = it->second;
-    // A bf16 checkpoint (a model saved in bfloat16) widens exactly into f32 or f64 parameters.
-    const bool widens = src.dtype() == DType::BF16 &&
-                        (kv.second.dtype() == DType::F32 || kv.second.dtype() == DType::F64);
-    KD_INPUT_CHECK(src.shape() == kv.second.shape() && (src.dtype() == kv.second.dtype() || widens),
+    KD_INPUT_CHECK(src.shape() == kv.second.shape() &&
+                       loads_exactly_into(src.dtype(), kv.second.dtype()),
                    "state dict entry '" << kv.first << "' is " << describe(src) << ", expected "
                                         << describe(kv.second));
-    if (widens) src = src.to(kv.second.dtype());
+    if (src.dtype() != kv.second.dtype()) src = src.to(kv.second.dtype());  // bf16, widened
     Tensor dst = kv.second;
     dst.copy_from(src);
   }

@@ -9,23 +9,18 @@ namespace kd {
 
 namespace {
 constexpr int64_t kParallelMin = 1 << 15;  // below this the fork/join costs more than the loop
-
-template <class T>
-T widen(bf16 h) {
-  return static_cast<T>(bf16_to_float(h));  // exact in float and in double
-}
 }  // namespace
 
 namespace ref {
 
 template <class T>
 void to_bf16(int64_t n, const T* x, bf16* y, bool accumulate) {
-  for (int64_t i = 0; i < n; ++i) y[i] = to_bf16_rn(accumulate ? widen<T>(y[i]) + x[i] : x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = to_bf16_rn(accumulate ? bf16_to<T>(y[i]) + x[i] : x[i]);
 }
 
 template <class T>
 void from_bf16(int64_t n, const bf16* x, T* y, bool accumulate) {
-  for (int64_t i = 0; i < n; ++i) y[i] = accumulate ? y[i] + widen<T>(x[i]) : widen<T>(x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = accumulate ? y[i] + bf16_to<T>(x[i]) : bf16_to<T>(x[i]);
 }
 
 KD_DEFINE_REGISTRAR(register_cast, KD_CAST_KERNELS)
@@ -36,13 +31,13 @@ namespace cpu {
 template <class T>
 void to_bf16(int64_t n, const T* x, bf16* y, bool accumulate) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) y[i] = to_bf16_rn(accumulate ? widen<T>(y[i]) + x[i] : x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = to_bf16_rn(accumulate ? bf16_to<T>(y[i]) + x[i] : x[i]);
 }
 
 template <class T>
 void from_bf16(int64_t n, const bf16* x, T* y, bool accumulate) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) y[i] = accumulate ? y[i] + widen<T>(x[i]) : widen<T>(x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = accumulate ? y[i] + bf16_to<T>(x[i]) : bf16_to<T>(x[i]);
 }
 
 KD_DEFINE_REGISTRAR(register_cast, KD_CAST_KERNELS)

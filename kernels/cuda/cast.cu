@@ -15,22 +15,17 @@ namespace {
 constexpr int kThreads = 256;
 
 template <class T>
-__device__ __forceinline__ T widen(bf16 h) {
-  return static_cast<T>(bf16_to_float(h));
-}
-
-template <class T>
 __global__ void to_bf16_kernel(int64_t n, const T* x, bf16* y, bool accumulate) {
   const int64_t stride = int64_t(blockDim.x) * gridDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    y[i] = to_bf16_rn(accumulate ? widen<T>(y[i]) + x[i] : x[i]);
+    y[i] = to_bf16_rn(accumulate ? bf16_to<T>(y[i]) + x[i] : x[i]);
 }
 
 template <class T>
 __global__ void from_bf16_kernel(int64_t n, const bf16* x, T* y, bool accumulate) {
   const int64_t stride = int64_t(blockDim.x) * gridDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    y[i] = accumulate ? y[i] + widen<T>(x[i]) : widen<T>(x[i]);
+    y[i] = accumulate ? y[i] + bf16_to<T>(x[i]) : bf16_to<T>(x[i]);
 }
 
 }  // namespace

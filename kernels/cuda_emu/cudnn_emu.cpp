@@ -75,7 +75,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   cudnn_call("cudnn::conv2d_backward_weight", {x, dy, dw}, [=] {
     host_kernels<T>().conv2d_backward_weight(g, x, dy, dw, nullptr);
   });
-  if (dbias && g.n > 0) cuda::conv2d_bias_grad(g, dy, dbias);
+  if (dbias) cuda::conv2d_bias_grad(g, dy, dbias);
 }
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,

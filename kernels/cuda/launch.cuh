@@ -78,6 +78,48 @@ void launch(const LaunchSite& site, void (*kernel)(Params...), dim3 grid, dim3 b
   check_launch(site.kernel, site.file, site.line);
 }
 
+// The same in thread block clusters of `cluster` blocks along x (sm_90; at most 16, above 8
+// with the non-portable size allowed): use it through KD_LAUNCH_CLUSTER. The grid's x is a
+// multiple of `cluster`; the blocks of a cluster run together and meet in cluster.sync().
+template <class... Params, class... Args>
+void launch_cluster(const LaunchSite& site, void (*kernel)(Params...), dim3 grid, dim3 block,
+                    size_t shmem, unsigned cluster, Args&&... args) {
+#if KDLAB_GRID_EMULATOR
+  const char* name = site.kernel;
+  emu::stream_op([=] {
+    const emu::AllDeviceMemory open(name);
+    ::kd::grid::launch_cluster(name, &grid_device_regions, kernel, grid, block, shmem,
+                               dim3(cluster, 1, 1), args...);
+    emu::check_redzones(name);
+  });
+#else
+  if (cluster > 8) {
+    const cudaError_t err = cudaFuncSetAttribute(
+        reinterpret_cast<const void*>(kernel), cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (err != cudaSuccess)
+      ::kd::detail::throw_library<::kd::CudaError>(site.kernel, cudaGetErrorString(err),
+                                                   int(err), site.file, site.line);
+  }
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = cluster;
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shmem;
+  config.stream = stream();
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (err != cudaSuccess)
+    ::kd::detail::throw_library<::kd::CudaError>(site.kernel, cudaGetErrorString(err), int(err),
+                                                 site.file, site.line);
+#endif
+  check_launch(site.kernel, site.file, site.line);
+}
+
 }  // namespace cuda
 }  // namespace kd
 
@@ -86,3 +128,7 @@ void launch(const LaunchSite& site, void (*kernel)(Params...), dim3 grid, dim3 b
 #define KD_LAUNCH(kernel, grid, block, shmem, ...)                                        \
   ::kd::cuda::launch(::kd::cuda::LaunchSite{#kernel, __FILE__, __LINE__}, kernel, grid, block, \
                      shmem, __VA_ARGS__)
+// KD_LAUNCH_CLUSTER(kernel, grid, block, shmem, cluster, args...): clusters of `cluster` blocks.
+#define KD_LAUNCH_CLUSTER(kernel, grid, block, shmem, cluster, ...)                          \
+  ::kd::cuda::launch_cluster(::kd::cuda::LaunchSite{#kernel, __FILE__, __LINE__}, kernel, grid, \
+                             block, shmem, cluster, __VA_ARGS__)

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "kernels/cuda_grid/cluster.h"
 #include "kernels/cuda_grid/fiber.h"
 
 // CUDA's vector types and built-in variables. The built-ins are per OS thread: the scheduler
@@ -76,6 +77,7 @@ struct KernelBody {
 struct BlockJob {
   const char* kernel = "";
   dim3 grid, block;
+  dim3 cluster;  // blocks per cluster in x, y, z (1, 1, 1: no clusters)
   size_t dynamic_shared = 0;
   KernelBody body;
   Order order = Order::Forward;
@@ -116,6 +118,7 @@ struct Thread {
   uint3 idx{0, 0, 0};
   const char* file = "";  // call site of the barrier or warp operation it waits in
   int line = 0;
+  bool cluster_barrier = false;  // the barrier it waits in is cluster.sync()
   WarpOp op = WarpOp::Shfl;
   unsigned mask = 0;
   uint64_t value = 0;  // the lane's contribution (raw bits, or the vote predicate)
@@ -157,8 +160,10 @@ class BlockRunner {
   unsigned char* dynamic_shared() { return dynamic_.data(); }
   const BlockJob& job() const { return *job_; }
 
-  // Runs block `b` of `job` to completion; throws CudaError on a violation or deadlock.
-  KD_GRID_NO_TSAN void run(const BlockJob& job, uint3 b, uint64_t block_linear) {
+  // Runs block `b` of `job` to completion; throws CudaError on a violation or deadlock. In a
+  // cluster launch, `cluster` is the block's cluster (cluster.h) and `rank` its place in it.
+  KD_GRID_NO_TSAN void run(const BlockJob& job, uint3 b, uint64_t block_linear,
+                           Cluster* cluster = nullptr, int rank = 0) {
     const TsanIgnore bookkeeping;  // the scheduler's accesses; each fiber is its own TSan thread
     job_ = &job;
     block_ = b;
@@ -171,6 +176,14 @@ class BlockRunner {
     if (dynamic_.size() < job.dynamic_shared) dynamic_.resize(job.dynamic_shared);
     // Uninitialised shared memory reads as NaN (float and double) or -1 (integers).
     std::memset(dynamic_.data(), 0xFF, job.dynamic_shared);
+    cluster_ = cluster, rank_ = rank;
+    struct LeaveCluster {  // however the block ends, its peers learn of it
+      Cluster* c;
+      ~LeaveCluster() {
+        if (c) c->leave(std::uncaught_exceptions() > 0);
+      }
+    } leave{cluster};
+    if (cluster) cluster->enter(rank, dynamic_.data());
     ++sequence_;
     for (int t = 0; t < n; ++t) {
       Thread& th = threads_[size_t(t)];
@@ -225,6 +238,32 @@ class BlockRunner {
     }
     counters_add(switches, uint64_t(n));
   }
+
+  // Cluster queries for the running block (a launch without clusters is one block's cluster).
+  int cluster_rank() const { return rank_; }
+  int cluster_blocks() const { return cluster_ ? cluster_->blocks() : 1; }
+
+  // Distributed shared memory: `p`, in this block's dynamic shared memory, as the same place in
+  // the dynamic shared memory of the cluster's block `rank`.
+  unsigned char* map_shared_rank(const void* p, unsigned rank) {
+    const Thread* th = g_current;
+    if (rank >= unsigned(cluster_blocks())) {
+      std::ostringstream os;
+      os << "map_shared_rank to block rank " << rank << " of a cluster of " << cluster_blocks()
+         << " blocks";
+      fail(os.str(), th);
+    }
+    const unsigned char* q = static_cast<const unsigned char*>(p);
+    if (q < dynamic_.data() || q >= dynamic_.data() + job_->dynamic_shared)
+      fail("map_shared_rank of a pointer outside this block's dynamic shared memory (the "
+           "emulator maps dynamic shared memory only: declare it with KD_DYNAMIC_SHARED)",
+           th);
+    if (!cluster_) return const_cast<unsigned char*>(q);
+    return cluster_->dynamic_shared(int(rank)) + (q - dynamic_.data());
+  }
+#if KD_GRID_TSAN
+  void* cluster_sync_object() { return cluster_ ? cluster_->tsan_sync() : barrier_sync(); }
+#endif
 
   // Lanes of `warp` that have not exited.
   unsigned active_mask(int warp) {
@@ -332,6 +371,7 @@ class BlockRunner {
   void arrive_barrier(Thread& th) {
     if (waiting_ == 0) {
       barrier_file_ = th.file, barrier_line_ = th.line;
+      barrier_cluster_ = th.cluster_barrier;
     } else if (th.line != barrier_line_ ||
                (th.file != barrier_file_ && std::strcmp(th.file, barrier_file_) != 0)) {
       std::ostringstream os;
@@ -342,8 +382,20 @@ class BlockRunner {
     ++waiting_;
     check_barrier();
     if (waiting_ == n_) {
+      if (barrier_cluster_ && cluster_) wait_for_cluster(th);
       for (int t = 0; t < n_; ++t) threads_[size_t(t)].state = State::Runnable;
       waiting_ = 0;
+    }
+  }
+
+  // The whole block is in cluster.sync(): this OS thread waits for the cluster's other blocks.
+  void wait_for_cluster(const Thread& th) {
+    try {
+      cluster_->arrive_and_wait(site(th));
+    } catch (const ClusterPeerFailed& e) {
+      throw ClusterPeerFailed(where() + ": " + e.what());
+    } catch (const CudaError& e) {
+      fail(e.what());
     }
   }
 
@@ -510,6 +562,9 @@ class BlockRunner {
   int n_ = 0, warps_ = 0, waiting_ = 0, exited_ = 0;
   const char* barrier_file_ = "";
   int barrier_line_ = 0;
+  bool barrier_cluster_ = false;
+  Cluster* cluster_ = nullptr;
+  int rank_ = 0;
   Context sched_;
   StackPool stacks_;
   std::vector<Thread> threads_;
@@ -531,18 +586,21 @@ inline BlockRunner& runner() {
   return r;
 }
 
-// Parks the calling emulated thread at a barrier or warp collective until it completes.
-KD_GRID_NO_TSAN inline void wait_barrier(const char* file, int line) {
+// Parks the calling emulated thread at a barrier (__syncthreads, or with `cluster`
+// cluster.sync()) or warp collective until it completes.
+KD_GRID_NO_TSAN inline void wait_barrier(const char* file, int line, bool cluster = false) {
   Thread* th = g_current;
-  KD_CHECK(th, "__syncthreads called outside an emulated kernel");
+  KD_CHECK(th, (cluster ? "cluster.sync()" : "__syncthreads") << " called outside an emulated kernel");
 #if KD_GRID_TSAN
-  __tsan_release(th->runner->barrier_sync());
+  void* sync = cluster ? th->runner->cluster_sync_object() : th->runner->barrier_sync();
+  __tsan_release(sync);
 #endif
   th->state = State::AtBarrier;
   th->file = file, th->line = line;
+  th->cluster_barrier = cluster;
   th->runner->park(*th);
 #if KD_GRID_TSAN
-  __tsan_acquire(th->runner->barrier_sync());
+  __tsan_acquire(sync);
 #endif
 }
 

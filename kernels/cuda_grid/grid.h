@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -68,15 +69,84 @@ inline void check_configuration(const BlockJob& job) {
   else if (g.x > 2147483647u || g.y > 65535 || g.z > 65535)
     os << "grid (" << g.x << "," << g.y << "," << g.z
        << ") exceeds the limits (2147483647,65535,65535)";
+  else if (job.cluster.x == 0 || job.cluster.y == 0 || job.cluster.z == 0 ||
+           g.x % job.cluster.x != 0 || g.y % job.cluster.y != 0 || g.z % job.cluster.z != 0)
+    os << "cluster (" << job.cluster.x << "," << job.cluster.y << "," << job.cluster.z
+       << ") does not divide the grid (" << g.x << "," << g.y << "," << g.z << ")";
+  else if (uint64_t(job.cluster.x) * job.cluster.y * job.cluster.z > 16)
+    os << uint64_t(job.cluster.x) * job.cluster.y * job.cluster.z
+       << " blocks per cluster exceed sm_90's limit of 16 (above 8 with the non-portable "
+          "cluster size attribute)";
   else if (job.dynamic_shared > 48 * 1024)
     os << job.dynamic_shared << " bytes of dynamic shared memory exceed the 48 KiB limit";
   const std::string what = os.str();
   if (!what.empty()) launch_error(job.kernel, what + " (invalid configuration argument)");
 }
 
+// Keeps the error to report: a block's own failure over a peer's ClusterPeerFailed, then the
+// lowest linear block index.
+struct FirstFailure {
+  std::mutex mutex;
+  int64_t block = -1;
+  bool secondary = false;
+  std::exception_ptr error;
+  void record(int64_t linear, std::exception_ptr e, bool peer) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (block < 0 || (secondary && !peer) || (secondary == peer && linear < block)) {
+      block = linear, secondary = peer, error = e;
+    }
+  }
+};
+
+// A cluster launch: clusters one after another in the job's order; the blocks of each at once,
+// one OS thread each (cluster.h).
+inline void run_clusters(const BlockJob& job) {
+  const dim3 g = job.grid, c = job.cluster;
+  const int size = int(c.x * c.y * c.z);
+  const uint64_t cgx = g.x / c.x, cgy = g.y / c.y;
+  const int64_t clusters = int64_t(cgx * cgy * (g.z / c.z));
+  std::vector<int64_t> sequence(static_cast<size_t>(clusters));
+  for (int64_t i = 0; i < clusters; ++i)
+    sequence[size_t(i)] = job.order == Order::Reverse ? clusters - 1 - i : i;
+  if (job.order == Order::Random) {
+    uint64_t rng = job.seed * 0x9E3779B97F4A7C15ull + 11;
+    for (int64_t i = clusters - 1; i > 0; --i)
+      std::swap(sequence[size_t(i)], sequence[splitmix(rng) % uint64_t(i + 1)]);
+  }
+  FirstFailure failure;
+  for (const int64_t k : sequence) {
+    const uint3 origin{unsigned(k % int64_t(cgx)) * c.x, unsigned((k / int64_t(cgx)) % int64_t(cgy)) * c.y,
+                       unsigned(k / int64_t(cgx * cgy)) * c.z};
+    Cluster cluster(size);
+    const std::function<void(int)> block = [&](int rank) {
+      // The rank order CUDA's block_rank() gives: x fastest.
+      const uint3 b{origin.x + unsigned(rank) % c.x, origin.y + (unsigned(rank) / c.x) % c.y,
+                    origin.z + unsigned(rank) / (c.x * c.y)};
+      const int64_t linear = int64_t(b.x + uint64_t(g.x) * (b.y + uint64_t(g.y) * b.z));
+      try {
+        runner().run(job, b, uint64_t(linear), &cluster, rank);
+      } catch (const ClusterPeerFailed&) {
+        failure.record(linear, std::current_exception(), true);
+      } catch (...) {
+        failure.record(linear, std::current_exception(), false);
+      }
+    };
+#if KD_GRID_TSAN
+    __tsan_release(&g_tsan_launch);
+#endif
+    ClusterWorkers::instance().run(size, block);
+#if KD_GRID_TSAN
+    __tsan_acquire(&g_tsan_done);
+#endif
+    if (failure.error) break;
+  }
+  if (failure.error) std::rethrow_exception(failure.error);
+}
+
 // Runs every block of the job once, in the job's order; the first failing block (lowest linear
 // index) is reported after all blocks ran or stopped.
 inline void run_grid(const BlockJob& job) {
+  if (job.cluster.x * job.cluster.y * job.cluster.z > 1) return run_clusters(job);
   const uint64_t gx = job.grid.x, gy = job.grid.y;
   const int64_t blocks = int64_t(gx * gy * job.grid.z);
   std::vector<int64_t> sequence(static_cast<size_t>(blocks));
@@ -160,16 +230,18 @@ inline void expect_same(const char* kernel, const std::vector<Region>& regions,
 
 }  // namespace detail
 
-// Runs kernel<<<grid, block, dynamic_shared>>>(args...) on the emulator. `regions` lists the
-// device memory for the schedule check (null: no check, forward order under Schedule::All).
+// Runs kernel<<<grid, block, dynamic_shared>>>(args...) on the emulator, in clusters of
+// `cluster` blocks (launch_cluster). `regions` lists the device memory for the schedule check
+// (null: no check, forward order under Schedule::All).
 template <class... Params, class... Args>
-void launch(const char* name, RegionsHook regions, void (*kernel)(Params...), dim3 grid,
-            dim3 block, size_t dynamic_shared, Args&&... args) {
+void launch_cluster(const char* name, RegionsHook regions, void (*kernel)(Params...), dim3 grid,
+                    dim3 block, size_t dynamic_shared, dim3 cluster, Args&&... args) {
   static_assert(sizeof...(Params) == sizeof...(Args), "kernel launched with the wrong arguments");
   const detail::KernelCall<Params...> call{kernel, {std::forward<Args>(args)...}};
   BlockJob job;
   job.kernel = name;
   job.grid = grid, job.block = block, job.dynamic_shared = dynamic_shared;
+  job.cluster = cluster;
   job.body = {&detail::KernelCall<Params...>::invoke, &call};
   const Settings s = settings();
   job.seed = s.seed;
@@ -193,6 +265,13 @@ void launch(const char* name, RegionsHook regions, void (*kernel)(Params...), di
     detail::run_grid(job);
     detail::expect_same(name, spans, forward, Order::Forward, o);
   }
+}
+
+template <class... Params, class... Args>
+void launch(const char* name, RegionsHook regions, void (*kernel)(Params...), dim3 grid,
+            dim3 block, size_t dynamic_shared, Args&&... args) {
+  launch_cluster(name, regions, kernel, grid, block, dynamic_shared, dim3(1, 1, 1),
+                 std::forward<Args>(args)...);
 }
 
 }  // namespace grid

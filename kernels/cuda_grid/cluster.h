@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "kernels/cuda_grid/fiber.h"  // KD_GRID_TSAN
 
 namespace kd {
 namespace grid {

@@ -13,7 +13,10 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/check.h"
@@ -350,6 +353,99 @@ TEST(CudaNormKernels, BatchNormManyBlocksIsBitwiseReproducibleAndAlignmentFree) 
   KD_REQUIRE_CUDA();
   check_many_block_bits<float>();
   check_many_block_bits<double>();
+}
+
+// Sets KDLAB_BN_CLUSTERS for a scope (the CUDA backend reads it at every batch-norm call).
+class BnClusters {
+ public:
+  explicit BnClusters(bool on) {
+    if (const char* v = std::getenv("KDLAB_BN_CLUSTERS")) saved_ = v, had_ = true;
+    setenv("KDLAB_BN_CLUSTERS", on ? "1" : "0", 1);
+  }
+  ~BnClusters() {
+    if (had_) setenv("KDLAB_BN_CLUSTERS", saved_.c_str(), 1);
+    else unsetenv("KDLAB_BN_CLUSTERS");
+  }
+
+ private:
+  std::string saved_;
+  bool had_ = false;
+};
+
+// Launches of one forward and one backward batch-norm training call.
+template <class T>
+std::pair<uint64_t, uint64_t> batchnorm_train_launches(const NormGeom& g) {
+  const size_t len = numel(g);
+  DeviceArray<T> x(uniform<T>(len, 41, -2, 6)), dy(uniform<T>(len, 42, -1, 1)), y(len), dx(len);
+  DeviceArray<T> gamma(uniform<T>(g.c, 44, 0.5, 1.5)), beta(uniform<T>(g.c, 45, -1, 1)),
+      mean(size_t(g.c)), invstd(size_t(g.c)), dg(std::vector<T>(g.c, T(0))),
+      db(std::vector<T>(g.c, T(0)));
+  const KernelTable<T>& k = cuda_testing::gpu_kernels<T>();
+  const uint64_t start = cuda_testing::gpu().launch_count();
+  k.batchnorm_forward_train(g, x.get(), gamma.get(), beta.get(), T(1e-5), T(0.1), y.get(),
+                            mean.get(), invstd.get(), nullptr, nullptr, true);
+  const uint64_t forward = cuda_testing::gpu().launch_count();
+  k.batchnorm_backward_train(g, x.get(), dy.get(), gamma.get(), mean.get(), invstd.get(),
+                             dx.get(), dg.get(), db.get(), false, y.get());
+  return {forward - start, cuda_testing::gpu().launch_count() - forward};
+}
+
+// Thread block clusters (sm_90, and the emulated GPU) make each training pass one launch; where
+// a channel's blocks fit one portable cluster (at most 8) every output has the two-launch
+// kernels' bits, aligned or not. Shapes: 4, 2, 2, 4 (scalar loads), 8 and 1 blocks per channel.
+template <class T>
+void check_cluster_batchnorm() {
+  const std::vector<NormGeom> shapes = shapes_for_build(
+      std::vector<NormGeom>{NormGeom{300, 2, 63}, NormGeom{4100, 2, 2}, NormGeom{512, 64, 16},
+                            NormGeom{16411, 2, 1}, NormGeom{64, 8, 512}, NormGeom{9, 5, 7}},
+      3);
+  for (const NormGeom& g : shapes) {
+    SCOPED_TRACE(describe(g));
+    for (size_t offset : {size_t(0), size_t(1)}) {
+      SCOPED_TRACE("offset " + std::to_string(offset));
+      std::vector<std::vector<T>> clustered, two_launch;
+      {
+        const BnClusters on(true);
+        clustered = batchnorm_sequence<T>(g, offset);
+        EXPECT_EQ(batchnorm_train_launches<T>(g), std::make_pair(uint64_t(1), uint64_t(1)));
+      }
+      {
+        const BnClusters off(false);
+        two_launch = batchnorm_sequence<T>(g, offset);
+        EXPECT_EQ(batchnorm_train_launches<T>(g), std::make_pair(uint64_t(2), uint64_t(2)));
+      }
+      ASSERT_EQ(clustered.size(), two_launch.size());
+      for (size_t i = 0; i < clustered.size(); ++i) {
+        SCOPED_TRACE("output " + std::to_string(i));
+        for (T v : clustered[i]) ASSERT_FALSE(std::isnan(double(v)));
+        EXPECT_TRUE(same_bits(clustered[i], two_launch[i]));
+      }
+    }
+  }
+}
+
+TEST(CudaNormKernels, BatchNormInClustersIsOneLaunchWithTheTwoLaunchBits) {
+  KD_REQUIRE_CUDA();
+  check_cluster_batchnorm<float>();
+  check_cluster_batchnorm<double>();
+}
+
+TEST(CudaNormKernels, BatchNormClusterSwitchRejectsOtherValues) {
+  KD_REQUIRE_CUDA();
+  const NormGeom g{4, 2, 3};
+  DeviceArray<float> x(uniform<float>(24, 1, -1, 1)), y(24), gm(2), bt(2), m(2), s(2);
+  setenv("KDLAB_BN_CLUSTERS", "yes", 1);
+  try {
+    cuda_testing::gpu_kernels<float>().batchnorm_forward_train(
+        g, x.get(), gm.get(), bt.get(), 1e-5f, 0.1f, y.get(), m.get(), s.get(), nullptr, nullptr,
+        false);
+    ADD_FAILURE() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("KDLAB_BN_CLUSTERS: expected 0 or 1, got 'yes'"),
+              std::string::npos)
+        << e.what();
+  }
+  unsetenv("KDLAB_BN_CLUSTERS");
 }
 
 TEST(CudaNormKernels, BatchNormRejectsOneValuePerChannelInTraining) {

@@ -19,6 +19,14 @@
 #include "kernels/cuda_emu/emu.h"
 #endif
 
+// KD_DYNAMIC_SHARED(T, name): T* name = the block's dynamic shared memory (16-byte aligned). The
+// emulator defines its own (kernels/cuda_grid/builtins.h), poisoned at every block start.
+#if !KDLAB_GRID_EMULATOR
+#define KD_DYNAMIC_SHARED(T, name)                                     \
+  extern __shared__ __align__(16) unsigned char kd_dynamic_shared_[]; \
+  T* name = reinterpret_cast<T*>(kd_dynamic_shared_)
+#endif
+
 namespace kd {
 namespace cuda {
 

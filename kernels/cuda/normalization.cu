@@ -18,10 +18,15 @@
 // Group norm: one block of kStatThreads per (sample, group), the same sums and trees.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
+#include <string>
 
 #include "kernels/backend.h"
 #include "base/check.h"
+#include "kernels/cuda/batchnorm_cluster.cuh"
+#include "kernels/cuda/batchnorm_walk.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/plane_walk.h"
 #include "kernels/cuda/reduce.cuh"
@@ -35,127 +40,6 @@ namespace {
 using fixed_order::block_sum2;
 using fixed_order::last_block_sum2;
 using fixed_order::warp_sum;
-
-constexpr int kStatThreads = 512;  // statistics blocks
-constexpr int kWarps = kStatThreads / 32;
-constexpr int kThreads = 256;  // elementwise passes
-
-// Statistics blocks per channel, bpc = clamp(ceil(kTargetBlocks / c), 1, m / kMinPerBlock):
-// enough blocks over all channels for two per SM of an H200 (132 SMs), none with fewer than
-// 4096 values (8 per thread). Constants, never the device's SM count, so the summation order
-// and the bits depend on the shape alone. PreResNet at batch 128: c=16, m=131072 -> 17; c=32,
-// m=32768 -> 8; c=64, m=8192 -> 2. bpc > 1 only for c < kTargetBlocks.
-constexpr int kTargetBlocks = 2 * 132;
-constexpr int64_t kMinPerBlock = 4096;
-int blocks_per_channel(int c, int64_t m) {
-  const int64_t want = (kTargetBlocks + c - 1) / c, most = m / kMinPerBlock;
-  return int(std::max<int64_t>(1, std::min(want, most)));
-}
-
-// Stage 2's tickets, one counter per channel (bpc > 1 needs c < kTargetBlocks). Zero at module
-// load and zero again after every completed launch (the finishing block resets its channel's),
-// so no launch ever clears them; the statistics kernels never overlap (one stream).
-__device__ unsigned g_bn_tickets[kTargetBlocks] = {};
-
-// N values of T, aligned to their size: one load. N = V = kVec<T>: a 16-byte vector.
-template <class T>
-constexpr int kVec = 16 / int(sizeof(T));
-template <class T, int N = kVec<T>>
-struct alignas(N * sizeof(T)) Pack {
-  T v[N];
-};
-template <int N, class T>
-__device__ __forceinline__ Pack<T, N> pack_at(const T* p, int64_t k) {
-  return *reinterpret_cast<const Pack<T, N>*>(p + k);
-}
-
-// Whether the Pack path fits: planes of whole Packs and every operand given 16-byte aligned.
-template <class T>
-bool packs_fit(int hw, std::initializer_list<const void*> operands) {
-  if (hw % kVec<T> != 0) return false;
-  for (const void* p : operands)
-    if (p && reinterpret_cast<uintptr_t>(p) % alignof(Pack<T>) != 0) return false;
-  return true;
-}
-
-// a * b + c rounded once, spelled out: compilers contract a * b + c by default (nvcc, and g++
-// for C++) but may do so in one code path and not another, and the Pack and scalar paths must
-// give the same bits.
-__device__ __forceinline__ float fma_rn(float a, float b, float c) {
-  return __fmaf_rn(a, b, c);
-}
-__device__ __forceinline__ double fma_rn(double a, double b, double c) {
-  return __fma_rn(a, b, c);
-}
-
-__device__ __forceinline__ int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_stride() { return int64_t(blockDim.x) * gridDim.x; }
-
-// Grid-stride steps of N values over the whole tensor (N = V on the Pack path, else 1; hw % N
-// == 0): f(k, ch), k the step's first index, ch its channel. One code for both paths, so the
-// per-element arithmetic, and the bits, are the same.
-template <int N, class F>
-__device__ __forceinline__ void tensor_steps(int64_t total, int c, int hw, F f) {
-  for (int64_t k = first_index() * N; k < total; k += grid_stride() * N) f(k, int((k / hw) % c));
-}
-
-// This thread's vectors in block `part`'s slice of channel ch (see the header), in order.
-// kVector: hw % V == 0 and aligned operands, so each vector is one Pack inside one plane.
-template <class T, bool kVector>
-class ChannelWalk {
- public:
-  static constexpr int V = kVec<T>;
-  __device__ ChannelWalk(int c, int hw, int ch, int64_t m, int bpc, int part)
-      : c_(c), hw_(hw), ch_(ch), m_(m), at_(0, 1, 1) {
-    const int64_t vectors = (m + V - 1) / V, chunk = (vectors + bpc - 1) / bpc;
-    const int64_t begin = part * chunk;
-    end_ = begin + chunk < vectors ? begin + chunk : vectors;
-    q_ = begin + threadIdx.x;
-    at_ = kVector ? PlaneWalk(q_, blockDim.x, hw / V) : PlaneWalk(V * q_, V * blockDim.x, hw);
-  }
-  __device__ bool more() const { return q_ < end_; }
-  __device__ void next() {
-    q_ += blockDim.x;
-    at_.next();
-  }
-  // Values in this vector: V, but fewer in the last vector of a channel with m % V != 0.
-  __device__ int count() const { return kVector || m_ - V * q_ >= V ? V : int(m_ - V * q_); }
-  // The vector's values from p (x, dy, relu_out); past the channel's end, zeros.
-  __device__ Pack<T> load(const T* p) const {
-    if constexpr (kVector) {
-      return pack_at<V>(p, (at_.row * c_ + ch_) * hw_ + at_.col * V);
-    } else {
-      Pack<T> out;
-      int64_t row = at_.row, col = at_.col;
-      for (int i = 0; i < V; ++i) {
-        out.v[i] = V * q_ + i < m_ ? p[(row * c_ + ch_) * hw_ + col] : T(0);
-        if (++col == hw_) {
-          col = 0;
-          ++row;
-        }
-      }
-      return out;
-    }
-  }
-
- private:
-  int c_, hw_, ch_;
-  int64_t m_, q_, end_;
-  PlaneWalk at_;  // kVector: over Packs (hw / V per plane); else over values, at V * q_
-};
-
-// Runs body(walk) over this thread's vectors, on the Pack path when `vector`.
-template <class T, class Body>
-__device__ __forceinline__ void walk_slice(bool vector, int c, int hw, int ch, int64_t m,
-                                           int bpc, int part, Body body) {
-  if (vector) {  // block-uniform
-    for (ChannelWalk<T, true> w(c, hw, ch, m, bpc, part); w.more(); w.next()) body(w);
-  } else {
-    for (ChannelWalk<T, false> w(c, hw, ch, m, bpc, part); w.more(); w.next()) body(w);
-  }
-}
 
 // Blocks ch * bpc .. ch * bpc + bpc - 1: statistics of channel ch; its finishing block writes
 // save_mean/save_invstd, the running statistics (PyTorch's update with the unbiased variance)
@@ -217,12 +101,6 @@ __global__ void bn_affine_kernel(int64_t total, int c, int hw, bool vector, cons
                                  bool relu) {
   if (vector) affine_steps<T, kVec<T>>(total, c, hw, x, center, scale, beta, y, relu);
   else affine_steps<T, 1>(total, c, hw, x, center, scale, beta, y, relu);
-}
-
-// The gradient reaching the normalisation: dy, or 0 where the fused ReLU's output is not > 0.
-template <class T>
-__device__ __forceinline__ T relu_masked(T dy, const T* relu_out, T out) {
-  return relu_out && !(out > T(0)) ? T(0) : dy;
 }
 
 // scale[ch] = gamma / sqrt(running_var + eps), in double then rounded.
@@ -446,6 +324,16 @@ StatsScratch<T> stats_scratch(int count, int c, int bpc) {
           bpc > 1 ? reinterpret_cast<double*>(base + coef_bytes) : nullptr};
 }
 
+// One launch per training pass in thread block clusters (batchnorm_cluster.cuh) where the device
+// has them; KDLAB_BN_CLUSTERS=0 keeps the two launches (an A/B switch for timing on a GPU; read
+// at every call, so a test can compare both paths in one process).
+bool bn_in_clusters() {
+  const char* v = std::getenv("KDLAB_BN_CLUSTERS");
+  if (v && std::strcmp(v, "0") != 0 && std::strcmp(v, "1") != 0)
+    throw InputError(std::string("KDLAB_BN_CLUSTERS: expected 0 or 1, got '") + v + "'");
+  return !(v && v[0] == '0') && clusters_available();
+}
+
 }  // namespace
 
 template <class T>
@@ -456,6 +344,14 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
   KD_CHECK(m > 1, "batchnorm (train): need more than one value per channel, got n="
                       << g.n << " hw=" << g.hw);
   if (g.c <= 0) return;
+  if (bn_in_clusters()) {
+    const int bpc = cluster_blocks_per_channel(g.c, m);
+    KD_LAUNCH_CLUSTER(bn_train_cluster_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads,
+                      kClusterShared, unsigned(bpc), g.n, g.c, g.hw, bpc,
+                      packs_fit<T>(g.hw, {x, y}), x, gamma, beta, eps, momentum, y, save_mean,
+                      save_invstd, running_mean, running_var, relu);
+    return;
+  }
   const int bpc = blocks_per_channel(g.c, m);
   const StatsScratch<T> ws = stats_scratch<T>(2 * g.c, g.c, bpc);  // mean[c], gamma*invstd[c]
   const bool stats_packs = packs_fit<T>(g.hw, {x}), affine_packs = packs_fit<T>(g.hw, {x, y});
@@ -487,6 +383,14 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
                               T* dbeta, bool accumulate, const T* relu_out) {
   const int64_t total = numel(g);
   if (total <= 0) return;
+  if (bn_in_clusters()) {
+    const int bpc = cluster_blocks_per_channel(g.c, int64_t(g.n) * g.hw);
+    KD_LAUNCH_CLUSTER(bn_backward_cluster_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads,
+                      kClusterShared, unsigned(bpc), g.n, g.c, g.hw, bpc,
+                      packs_fit<T>(g.hw, {x, dy, relu_out, dx}), x, dy, relu_out, gamma,
+                      save_mean, save_invstd, dx, dgamma, dbeta, accumulate);
+    return;
+  }
   const int bpc = blocks_per_channel(g.c, int64_t(g.n) * g.hw);
   const StatsScratch<T> ws = stats_scratch<T>(3 * g.c, g.c, bpc);  // a[c], b[c], k[c]
   const bool stats_packs = packs_fit<T>(g.hw, {x, dy, relu_out});

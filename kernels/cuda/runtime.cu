@@ -60,6 +60,16 @@ bool tensor_cores_available() {
   return available;
 }
 
+bool clusters_available() {
+  static const bool available = [] {
+    int device = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    return major >= 9;
+  }();
+  return available;
+}
+
 cudaStream_t stream() {
   // Non-blocking so the legacy default stream never serializes against our work; created once
   // and kept for the process lifetime (destroying it at exit races the driver's own teardown).

@@ -28,6 +28,9 @@ std::string device_name(int index);
 // Whether the current device runs the sm_80 instructions of kernels/cuda/tensor_core.cuh (TF32
 // mma.sync, cp.async). The emulated GPU implements them, so it says yes.
 bool tensor_cores_available();
+// Whether the current device launches thread block clusters (sm_90: kernels/cuda/launch.cuh's
+// KD_LAUNCH_CLUSTER). The emulated GPU does (kernels/cuda_grid/cluster.h).
+bool clusters_available();
 
 void* malloc_device(size_t bytes);  // nullptr on out-of-memory; throws CudaError otherwise
 void free_device(void* ptr);

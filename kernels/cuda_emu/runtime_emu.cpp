@@ -323,6 +323,7 @@ std::string device_name(int index) {
 }
 
 bool tensor_cores_available() { return true; }  // kernels/cuda_grid/tensor_core.h
+bool clusters_available() { return true; }        // kernels/cuda_grid/cluster.h
 
 void* malloc_device(size_t bytes) { return allocate(bytes == 0 ? 1 : bytes); }
 

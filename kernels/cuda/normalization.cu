@@ -14,7 +14,8 @@
 // dy * (x - center). A vector is one 16-byte load when hw % V == 0 and the operands are aligned,
 // else V scalar loads in the same order: alignment never changes the bits. The per-element
 // passes run in T on per-channel coefficients left in the workspace, over the whole tensor (the
-// second of each entry point's two launches), a Pack per step under the same rule.
+// second of each entry point's two launches), a Pack per step under the same rule. With thread
+// block clusters the training passes are one launch each instead (batchnorm_cluster.cuh).
 // Group norm: one block of kStatThreads per (sample, group), the same sums and trees.
 #include <algorithm>
 #include <cstdint>

@@ -11,6 +11,8 @@
 //    past the end of a partial warp, a lane that exited, or a shuffle reading a lane outside the
 //    mask is an error. If no thread can run and the block is not done, the block is deadlocked:
 //    the error lists who waits where.
+//  - cluster.sync() is a __syncthreads whose completion also waits for the cluster's other
+//    blocks (cluster.h); map_shared_rank maps dynamic shared memory into a peer block.
 // Under ThreadSanitizer (fiber.h) threads release at a barrier / __syncwarp arrival and acquire
 // when it completes; shuffles and votes carry values but, as in CUDA's memory model, no memory
 // ordering. Host-only header, part of kernels/cuda_grid/grid.h.

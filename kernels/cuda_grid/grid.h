@@ -3,7 +3,9 @@
 // would (at most 1024 threads per block, block x/y <= 1024, z <= 64, grid y/z <= 65535, dynamic
 // shared memory <= 48 KiB; static __shared__ above 48 KiB is already a ptxas error), then runs
 // every block (block.h) with its threads as fibers (fiber.h); blocks spread over the OpenMP
-// threads (one OS thread under ThreadSanitizer, in a fixed order).
+// threads (one OS thread under ThreadSanitizer, in a fixed order). A cluster launch
+// (launch_cluster) runs its clusters one after another, the blocks of each at once on OS threads
+// of their own (cluster.h), as a GPU keeps a cluster's blocks resident together.
 // Schedules (schedule.h): under Schedule::All, the default, a launch runs three times, forward,
 // reverse and seeded random, from the same device memory (the regions hook lists it), and every
 // byte the three leave behind must be equal, or the launch throws CudaError naming the kernel,

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -127,6 +128,20 @@ class DeviceArray {
   size_t n_;
   T* ptr_ = nullptr;
 };
+
+// Runs `launch` and expects a CudaError whose message holds every one of `parts` (the emulator's
+// checks: a broken kernel must fail with a message that says where and why).
+template <class F>
+void expect_cuda_error(F launch, const std::vector<std::string>& parts) {
+  try {
+    launch();
+    ADD_FAILURE() << "no error; expected one mentioning '" << parts.front() << "'";
+  } catch (const CudaError& e) {
+    const std::string what = e.what();
+    for (const std::string& p : parts)
+      EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
+  }
+}
 
 }  // namespace cuda_testing
 }  // namespace kd

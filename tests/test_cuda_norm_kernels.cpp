@@ -33,6 +33,23 @@ using cuda_testing::DeviceArray;
 
 size_t numel(const NormGeom& g) { return size_t(g.n) * g.c * g.hw; }
 
+// Sets KDLAB_BN_CLUSTERS for a scope (the CUDA backend reads it at every batch-norm call).
+class BnClusters {
+ public:
+  explicit BnClusters(bool on) {
+    if (const char* v = std::getenv("KDLAB_BN_CLUSTERS")) saved_ = v, had_ = true;
+    setenv("KDLAB_BN_CLUSTERS", on ? "1" : "0", 1);
+  }
+  ~BnClusters() {
+    if (had_) setenv("KDLAB_BN_CLUSTERS", saved_.c_str(), 1);
+    else unsetenv("KDLAB_BN_CLUSTERS");
+  }
+
+ private:
+  std::string saved_;
+  bool had_ = false;
+};
+
 std::string describe(const NormGeom& g) {
   return "n=" + std::to_string(g.n) + " c=" + std::to_string(g.c) +
          " hw=" + std::to_string(g.hw) + " groups=" + std::to_string(g.groups);
@@ -45,13 +62,14 @@ const std::vector<NormGeom> kBnGeoms = {{1, 3, 5},  {2, 7, 1},   {5, 16, 33}, {6
 
 // Channels large enough for several statistics blocks each (blocks per channel by the .cu's rule
 // clamp(ceil(264 / c), 1, n*hw / 4096) in the comments; V = 4 floats or 2 doubles per vector).
+// The first two are the race-check build's.
 const std::vector<NormGeom> kManyBlockGeoms = {
-    {64, 3, 32 * 32},  // 16 blocks, vector path
-    {32, 16, 1024},    // PreResNet's first stage at batch 32: 8 blocks
     {200, 5, 7 * 7},   // 2 blocks, odd planes: scalar loads
+    {4100, 2, 2},      // 2 blocks: scalar for float (hw % 4), vector for double
+    {64, 3, 32 * 32},  // 16 blocks (8 in clusters), vector path
+    {32, 16, 1024},    // PreResNet's first stage at batch 32: 8 blocks
     {16411, 2, 1},     // 4 blocks, hw = 1, m % V != 0: the last vector is partial
     {300, 2, 63},      // 4 blocks, vectors straddle planes
-    {4100, 2, 2},      // 2 blocks: scalar for float (hw % 4), vector for double
     {512, 64, 16},     // 2 blocks of each of 64 channels
     {3, 300, 4}};      // c >= 264: one block per channel, tiny planes, vector path
 
@@ -189,14 +207,27 @@ TEST(CudaNormKernels, BatchNormMatchesRefDouble) {
 // between the consecutive calls check_batchnorm makes (a counter left at a ticket would leave
 // the next call's statistics unwritten), both load paths. Statistics are rounded from double on
 // both sides, so they agree to a few float ulps.
+// Both training paths: thread block clusters (one launch per pass) and the two launches with
+// tickets (KDLAB_BN_CLUSTERS=0). The race-check build runs the first two shapes, in clusters.
+template <class T>
+void check_many_blocks(double tol, double stat_tol) {
+  const std::vector<NormGeom> shapes = shapes_for_build(kManyBlockGeoms, 2);
+  for (bool clusters : {true, false}) {
+    if (kRaceCheckBuild && !clusters) continue;
+    SCOPED_TRACE(clusters ? "in clusters" : "two launches");
+    const BnClusters path(clusters);
+    check_batchnorm<T>(shapes, tol, stat_tol);
+  }
+}
+
 TEST(CudaNormKernels, BatchNormManyBlocksPerChannelMatchesRefFloat) {
   KD_REQUIRE_CUDA();
-  check_batchnorm<float>(kManyBlockGeoms, 1e-5, 1e-6);
+  check_many_blocks<float>(1e-5, 1e-6);
 }
 
 TEST(CudaNormKernels, BatchNormManyBlocksPerChannelMatchesRefDouble) {
   KD_REQUIRE_CUDA();
-  check_batchnorm<double>(kManyBlockGeoms, 1e-12, 1e-12);
+  check_many_blocks<double>(1e-12, 1e-12);
 }
 
 // per-group 1 (instance norm), groups 1 (layer norm), hw = 1 with batch 1, more channels per
@@ -331,20 +362,28 @@ std::vector<std::vector<T>> batchnorm_sequence(const NormGeom& g, size_t offset)
 // after each launch, and every output is written again: NaN-filled outputs would stay NaN),
 // and so does a run on misaligned operands, where the vector loads give way to scalar loads of
 // the same values in the same order. No output is NaN.
+// Both training paths (check_many_blocks); the race-check build runs one shape, in clusters.
 template <class T>
 void check_many_block_bits() {
-  for (const NormGeom& g : {NormGeom{64, 3, 1024}, NormGeom{300, 2, 63}, NormGeom{4100, 2, 2},
-                            NormGeom{512, 64, 16}, NormGeom{16411, 2, 1}}) {
-    SCOPED_TRACE(describe(g));
-    const auto first = batchnorm_sequence<T>(g, 0), second = batchnorm_sequence<T>(g, 0),
-               shifted = batchnorm_sequence<T>(g, 1);
-    ASSERT_EQ(first.size(), second.size());
-    ASSERT_EQ(first.size(), shifted.size());
-    for (size_t i = 0; i < first.size(); ++i) {
-      SCOPED_TRACE("output " + std::to_string(i));
-      for (T v : first[i]) ASSERT_FALSE(std::isnan(double(v)));
-      EXPECT_TRUE(same_bits(first[i], second[i])) << "second run";
-      EXPECT_TRUE(same_bits(first[i], shifted[i])) << "misaligned operands";
+  const std::vector<NormGeom> shapes = shapes_for_build(
+      std::vector<NormGeom>{NormGeom{4100, 2, 2}, NormGeom{64, 3, 1024}, NormGeom{300, 2, 63},
+                            NormGeom{512, 64, 16}, NormGeom{16411, 2, 1}},
+      1);
+  for (bool clusters : {true, false}) {
+    if (kRaceCheckBuild && !clusters) continue;
+    const BnClusters path(clusters);
+    for (const NormGeom& g : shapes) {
+      SCOPED_TRACE(describe(g) + (clusters ? ", in clusters" : ", two launches"));
+      const auto first = batchnorm_sequence<T>(g, 0), second = batchnorm_sequence<T>(g, 0),
+                 shifted = batchnorm_sequence<T>(g, 1);
+      ASSERT_EQ(first.size(), second.size());
+      ASSERT_EQ(first.size(), shifted.size());
+      for (size_t i = 0; i < first.size(); ++i) {
+        SCOPED_TRACE("output " + std::to_string(i));
+        for (T v : first[i]) ASSERT_FALSE(std::isnan(double(v)));
+        EXPECT_TRUE(same_bits(first[i], second[i])) << "second run";
+        EXPECT_TRUE(same_bits(first[i], shifted[i])) << "misaligned operands";
+      }
     }
   }
 }
@@ -354,23 +393,6 @@ TEST(CudaNormKernels, BatchNormManyBlocksIsBitwiseReproducibleAndAlignmentFree) 
   check_many_block_bits<float>();
   check_many_block_bits<double>();
 }
-
-// Sets KDLAB_BN_CLUSTERS for a scope (the CUDA backend reads it at every batch-norm call).
-class BnClusters {
- public:
-  explicit BnClusters(bool on) {
-    if (const char* v = std::getenv("KDLAB_BN_CLUSTERS")) saved_ = v, had_ = true;
-    setenv("KDLAB_BN_CLUSTERS", on ? "1" : "0", 1);
-  }
-  ~BnClusters() {
-    if (had_) setenv("KDLAB_BN_CLUSTERS", saved_.c_str(), 1);
-    else unsetenv("KDLAB_BN_CLUSTERS");
-  }
-
- private:
-  std::string saved_;
-  bool had_ = false;
-};
 
 // Launches of one forward and one backward batch-norm training call.
 template <class T>

@@ -21,17 +21,7 @@ namespace {
 namespace cg = cooperative_groups;
 using kd::cuda_testing::DeviceArray;
 
-template <class F>
-void expect_grid_error(F launch, const std::vector<std::string>& parts) {
-  try {
-    launch();
-    ADD_FAILURE() << "no error; expected one mentioning '" << parts.front() << "'";
-  } catch (const kd::CudaError& e) {
-    const std::string what = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
-  }
-}
+using kd::cuda_testing::expect_cuda_error;
 
 constexpr int kThreads = 64;
 
@@ -94,13 +84,13 @@ TEST(GridCluster, TheClusterMustDivideTheGridAndHoldAtMostSixteenBlocks) {
   DeviceArray<float> in(size_t(32) * kThreads), total(32);
   DeviceArray<int> rank(32), blocks(32);
   const size_t shared = (kThreads + 1) * sizeof(float);
-  expect_grid_error(
+  expect_cuda_error(
       [&] {
         KD_LAUNCH_CLUSTER(cluster_sum_kernel, 10, kThreads, shared, 4, in.get(), total.get(),
                           rank.get(), blocks.get());
       },
       {"cluster_sum_kernel", "does not divide the grid"});
-  expect_grid_error(
+  expect_cuda_error(
       [&] {
         KD_LAUNCH_CLUSTER(cluster_sum_kernel, 32, kThreads, shared, 32, in.get(), total.get(),
                           rank.get(), blocks.get());
@@ -117,7 +107,7 @@ __global__ void early_exit_kernel(int* out) {
 
 TEST(GridCluster, ABlockThatExitsWhileItsPeersWaitIsAnErrorNotAHang) {
   DeviceArray<int> out(size_t(8) * 32);
-  expect_grid_error([&] { KD_LAUNCH_CLUSTER(early_exit_kernel, 8, 32, 0, 4, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH_CLUSTER(early_exit_kernel, 8, 32, 0, 4, out.get()); },
                     {"early_exit_kernel", "exited without reaching the cluster.sync()",
                      "test_grid_cluster.cpp"});
 }
@@ -131,7 +121,7 @@ __global__ void failing_peer_kernel(int* out) {
 
 TEST(GridCluster, AFailingBlockIsReportedNotThePeersItStopped) {
   DeviceArray<int> out(size_t(8) * 32);
-  expect_grid_error([&] { KD_LAUNCH_CLUSTER(failing_peer_kernel, 8, 32, 0, 4, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH_CLUSTER(failing_peer_kernel, 8, 32, 0, 4, out.get()); },
                     {"failing_peer_kernel", "block (2,0,0)", "thread 7", "device-side check"});
 }
 
@@ -155,10 +145,10 @@ __global__ void map_static_shared_kernel(int* out) {
 
 TEST(GridCluster, MapSharedRankChecksTheRankAndTheMemory) {
   DeviceArray<int> out(4);
-  expect_grid_error(
+  expect_cuda_error(
       [&] { KD_LAUNCH_CLUSTER(map_past_cluster_kernel, 4, 1, sizeof(int), 2, out.get()); },
       {"map_past_cluster_kernel", "map_shared_rank to block rank 2 of a cluster of 2 blocks"});
-  expect_grid_error(
+  expect_cuda_error(
       [&] { KD_LAUNCH_CLUSTER(map_static_shared_kernel, 4, 1, 0, 2, out.get()); },
       {"map_static_shared_kernel", "outside this block's dynamic shared memory"});
 }

@@ -34,18 +34,7 @@ using kd::cuda_testing::DeviceArray;
 using kd::grid::Schedule;
 using kd::grid::ScheduleScope;
 
-// Runs `launch` and expects a CudaError whose message holds every one of `parts`.
-template <class F>
-void expect_grid_error(F launch, const std::vector<std::string>& parts) {
-  try {
-    launch();
-    ADD_FAILURE() << "no error; expected one mentioning '" << parts.front() << "'";
-  } catch (const kd::CudaError& e) {
-    const std::string what = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
-  }
-}
+using kd::cuda_testing::expect_cuda_error;
 
 __global__ void index_kernel(int* out) {
   const unsigned bx = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
@@ -114,7 +103,7 @@ TEST(GridEmulator, AMissingBarrierFailsTheScheduleCheck) {
   for (size_t i = 0; i < in.size(); ++i) in[i] = float(i);
   DeviceArray<float> d_in(in), d_out(4);
   ScheduleScope all(Schedule::All);
-  expect_grid_error(
+  expect_cuda_error(
       [&] {
         KD_LAUNCH(missing_barrier_kernel<kThreads>, 4, kThreads, 0, d_in.get(), d_out.get());
       },
@@ -130,7 +119,7 @@ __global__ void skipped_barrier_kernel(int* out) {
 
 TEST(GridEmulator, ABarrierThatSomeThreadsSkipIsAnError) {
   DeviceArray<int> out(64);
-  expect_grid_error([&] { KD_LAUNCH(skipped_barrier_kernel, 1, 64, 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(skipped_barrier_kernel, 1, 64, 0, out.get()); },
                     {"skipped_barrier_kernel", "block (0,0,0)", "exited without reaching",
                      "test_grid_emulator.cpp"});
 }
@@ -146,7 +135,7 @@ __global__ void divergent_barrier_kernel(int* out) {
 
 TEST(GridEmulator, BarriersAtTwoLinesAreAnError) {
   DeviceArray<int> out(32);
-  expect_grid_error([&] { KD_LAUNCH(divergent_barrier_kernel, 1, 32, 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(divergent_barrier_kernel, 1, 32, 0, out.get()); },
                     {"divergent_barrier_kernel", "divergent code"});
 }
 
@@ -211,7 +200,7 @@ __global__ void exited_lane_kernel(float* out) {
 
 TEST(GridEmulator, AMaskNamingAnExitedLaneIsAnErrorNotAHang) {
   DeviceArray<float> out(32);
-  expect_grid_error([&] { KD_LAUNCH(exited_lane_kernel, 1, 32, 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(exited_lane_kernel, 1, 32, 0, out.get()); },
                     {"exited_lane_kernel", "__shfl_down_sync", "lane 7"});
 }
 
@@ -221,7 +210,7 @@ __global__ void partial_warp_kernel(float* out) {
 
 TEST(GridEmulator, AFullMaskInAPartialWarpIsAnError) {
   DeviceArray<float> out(48);
-  expect_grid_error([&] { KD_LAUNCH(partial_warp_kernel, 1, 48, 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(partial_warp_kernel, 1, 48, 0, out.get()); },
                     {"partial_warp_kernel", "past the end of this partial warp of 16"});
 }
 
@@ -231,7 +220,7 @@ __global__ void outside_mask_kernel(int* out) {
 
 TEST(GridEmulator, AShuffleReadingOutsideItsMaskIsAnError) {
   DeviceArray<int> out(32);
-  expect_grid_error([&] { KD_LAUNCH(outside_mask_kernel, 1, 32, 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(outside_mask_kernel, 1, 32, 0, out.get()); },
                     {"outside_mask_kernel", "not in the mask 0xff"});
 }
 
@@ -246,7 +235,7 @@ __global__ void deadlock_kernel(int* out) {
 
 TEST(GridEmulator, ADeadlockIsReportedWithWhoWaitsWhere) {
   DeviceArray<int> out(32);
-  expect_grid_error([&] { KD_LAUNCH(deadlock_kernel, 1, 32, 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(deadlock_kernel, 1, 32, 0, out.get()); },
                     {"deadlock_kernel", "deadlock", "__shfl_sync", "lane 5 (in __syncthreads"});
 }
 
@@ -285,13 +274,13 @@ TEST(GridEmulator, DynamicSharedMemoryIsPoisonedPerBlock) {
 
 TEST(GridEmulator, LaunchLimitsAreCheckedLikeAGpu) {
   DeviceArray<float> out(64);
-  expect_grid_error([&] { KD_LAUNCH(partial_warp_kernel, 1, 1025, 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(partial_warp_kernel, 1, 1025, 0, out.get()); },
                     {"1025 threads per block exceed the limit of 1024"});
-  expect_grid_error([&] { KD_LAUNCH(partial_warp_kernel, 1, dim3(1, 1, 65), 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(partial_warp_kernel, 1, dim3(1, 1, 65), 0, out.get()); },
                     {"exceeds the limits"});
-  expect_grid_error([&] { KD_LAUNCH(partial_warp_kernel, 0, 32, 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(partial_warp_kernel, 0, 32, 0, out.get()); },
                     {"empty launch grid"});
-  expect_grid_error([&] { KD_LAUNCH(dynamic_shared_kernel, 1, 64, 49 * 1024, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(dynamic_shared_kernel, 1, 64, 49 * 1024, out.get()); },
                     {"dynamic shared memory exceed the 48 KiB limit"});
 }
 
@@ -302,7 +291,7 @@ __global__ void off_by_one_kernel(int n, float* out) {
 
 TEST(GridEmulator, AWritePastTheEndOfADeviceArrayIsCaught) {
   DeviceArray<float> out(100);
-  expect_grid_error([&] { KD_LAUNCH(off_by_one_kernel, 1, 128, 0, 100, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(off_by_one_kernel, 1, 128, 0, 100, out.get()); },
                     {"off_by_one_kernel", "wrote past the end of a device block of 400 bytes"});
 }
 
@@ -322,7 +311,7 @@ __global__ void accumulate_past_end_kernel(int n, const float* in, float* out) {
 
 TEST(GridEmulator, AnAccumulatingWritePastTheEndIsCaught) {
   DeviceArray<float> in(std::vector<float>(5, 1.0f)), out(5);
-  expect_grid_error([&] { KD_LAUNCH(accumulate_past_end_kernel, 1, 32, 0, 5, in.get(), out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(accumulate_past_end_kernel, 1, 32, 0, 5, in.get(), out.get()); },
                     {"accumulate_past_end_kernel", "wrote past the end"});
 }
 
@@ -333,7 +322,7 @@ __global__ void throwing_kernel(int* out) {
 
 TEST(GridEmulator, AnExceptionInDeviceCodeNamesTheThread) {
   DeviceArray<int> out(8);
-  expect_grid_error([&] { KD_LAUNCH(throwing_kernel, 1, 8, 0, out.get()); },
+  expect_cuda_error([&] { KD_LAUNCH(throwing_kernel, 1, 8, 0, out.get()); },
                     {"throwing_kernel", "thread 3", "device-side check"});
 }
 

@@ -73,34 +73,15 @@ __global__ void __launch_bounds__(kStatThreads)
   KD_DYNAMIC_SHARED(double, pair);
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
   const int64_t values = int64_t(n) * hw;
-  const double shift = double(x[int64_t(ch) * hw]);
-  double s1 = 0.0, s2 = 0.0;
-  walk_slice<T>(vector, c, hw, ch, values, bpc, part, [&](const auto& w) {
-    const Pack<T> v = w.load(x);
-    for (int i = 0; i < w.count(); ++i) {
-      const double d = double(v.v[i]) - shift;
-      s1 += d;
-      s2 = fma_rn(d, d, s2);
-    }
-  });
+  double s1, s2;
+  const double shift = slice_sums_forward(n, c, hw, ch, bpc, part, vector, x, s1, s2);
   fixed_order::block_sum2<kStatThreads>(s1, s2);
   cluster_sum2(pair, s1, s2);
   const double m = double(values);
-  const double mean = shift + s1 / m;
-  double var = (s2 - s1 * s1 / m) / m;
-  if (var < 0.0) var = 0.0;
-  const double invstd = 1.0 / sqrt(var + double(eps));
-  if (part == 0 && threadIdx.x == 0) {
-    save_mean[ch] = T(mean);
-    save_invstd[ch] = T(invstd);
-    if (running_mean)
-      running_mean[ch] = T((1.0 - momentum) * running_mean[ch] + double(momentum) * mean);
-    if (running_var) {
-      const double unbiased = var * m / (m - 1.0);
-      running_var[ch] = T((1.0 - momentum) * running_var[ch] + double(momentum) * unbiased);
-    }
-  }
-  const T center = T(mean), scale = T(double(gamma[ch]) * invstd), offset = beta[ch];
+  const ChannelStats st = channel_stats(shift, s1, s2, m, double(eps));
+  if (part == 0 && threadIdx.x == 0)
+    write_channel_stats(ch, st, m, momentum, save_mean, save_invstd, running_mean, running_var);
+  const T center = T(st.mean), scale = T(double(gamma[ch]) * st.invstd), offset = beta[ch];
   walk_slice<T>(vector, c, hw, ch, values, bpc, part, [&](const auto& w) {
     Pack<T> v = w.load(x);
     for (int i = 0; i < kVec<T>; ++i) {
@@ -120,18 +101,9 @@ __global__ void __launch_bounds__(kStatThreads)
   KD_DYNAMIC_SHARED(double, pair);
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
   const int64_t values = int64_t(n) * hw;
-  const double mid = double(center[ch]);
-  double sum_dy = 0.0, sum_dy_xc = 0.0;
-  walk_slice<T>(vector, c, hw, ch, values, bpc, part, [&](const auto& w) {
-    const Pack<T> vx = w.load(x), vdy = w.load(dy);
-    Pack<T> out{};
-    if (relu_out) out = w.load(relu_out);
-    for (int i = 0; i < w.count(); ++i) {
-      const double d = double(relu_masked(vdy.v[i], relu_out, out.v[i]));
-      sum_dy += d;
-      sum_dy_xc = fma_rn(d, double(vx.v[i]) - mid, sum_dy_xc);
-    }
-  });
+  double sum_dy, sum_dy_xc;
+  slice_sums_backward(n, c, hw, ch, bpc, part, vector, x, dy, relu_out, center, sum_dy,
+                      sum_dy_xc);
   fixed_order::block_sum2<kStatThreads>(sum_dy, sum_dy_xc);
   cluster_sum2(pair, sum_dy, sum_dy_xc);
   const double invstd = double(save_invstd[ch]), m = double(values);

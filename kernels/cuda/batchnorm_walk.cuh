@@ -159,6 +159,72 @@ __device__ __forceinline__ T relu_masked(T dy, const T* relu_out, T out) {
   return relu_out && !(out > T(0)) ? T(0) : dy;
 }
 
+// This thread's share of block `part`'s sums of channel ch, the statistics pass: s1 = sum(x -
+// shift), s2 = sum((x - shift)^2), shift = the channel's first value (returned).
+template <class T>
+__device__ double slice_sums_forward(int n, int c, int hw, int ch, int bpc, int part, bool vector,
+                                     const T* x, double& s1, double& s2) {
+  const double shift = double(x[int64_t(ch) * hw]);
+  s1 = 0.0, s2 = 0.0;
+  walk_slice<T>(vector, c, hw, ch, int64_t(n) * hw, bpc, part, [&](const auto& w) {
+    const Pack<T> v = w.load(x);
+    for (int i = 0; i < w.count(); ++i) {
+      const double d = double(v.v[i]) - shift;
+      s1 += d;
+      s2 = fma_rn(d, d, s2);
+    }
+  });
+  return shift;
+}
+
+// The same for the backward: sum_dy = sum(dy'), sum_dy_xc = sum(dy' * (x - center[ch])), dy'
+// = dy masked by the fused ReLU's output when relu_out is given.
+template <class T>
+__device__ void slice_sums_backward(int n, int c, int hw, int ch, int bpc, int part, bool vector,
+                                    const T* x, const T* dy, const T* relu_out, const T* center,
+                                    double& sum_dy, double& sum_dy_xc) {
+  const double mid = double(center[ch]);
+  sum_dy = 0.0, sum_dy_xc = 0.0;
+  walk_slice<T>(vector, c, hw, ch, int64_t(n) * hw, bpc, part, [&](const auto& w) {
+    const Pack<T> vx = w.load(x), vdy = w.load(dy);
+    Pack<T> out{};
+    if (relu_out) out = w.load(relu_out);
+    for (int i = 0; i < w.count(); ++i) {
+      const double d = double(relu_masked(vdy.v[i], relu_out, out.v[i]));
+      sum_dy += d;
+      sum_dy_xc = fma_rn(d, double(vx.v[i]) - mid, sum_dy_xc);
+    }
+  });
+}
+
+// A channel's statistics from its m values' sums: mean, biased variance and invstd, in double.
+struct ChannelStats {
+  double mean, var, invstd;
+};
+__device__ inline ChannelStats channel_stats(double shift, double s1, double s2, double m,
+                                             double eps) {
+  const double mean = shift + s1 / m;
+  double var = (s2 - s1 * s1 / m) / m;
+  if (var < 0.0) var = 0.0;
+  return {mean, var, 1.0 / sqrt(var + eps)};
+}
+
+// Writes the saved statistics and updates the running ones (PyTorch's update, with the unbiased
+// variance) of channel ch.
+template <class T>
+__device__ void write_channel_stats(int ch, const ChannelStats& st, double m, T momentum,
+                                    T* save_mean, T* save_invstd, T* running_mean,
+                                    T* running_var) {
+  save_mean[ch] = T(st.mean);
+  save_invstd[ch] = T(st.invstd);
+  if (running_mean)
+    running_mean[ch] = T((1.0 - momentum) * running_mean[ch] + double(momentum) * st.mean);
+  if (running_var) {
+    const double unbiased = st.var * m / (m - 1.0);
+    running_var[ch] = T((1.0 - momentum) * running_var[ch] + double(momentum) * unbiased);
+  }
+}
+
 }  // namespace
 }  // namespace cuda
 }  // namespace kd

@@ -51,35 +51,16 @@ __global__ void __launch_bounds__(kStatThreads)
                           const T* gamma, T eps, T momentum, T* save_mean, T* save_invstd,
                           T* running_mean, T* running_var, T* coef, double* partials) {
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
-  const int64_t values = int64_t(n) * hw;
-  const double shift = double(x[int64_t(ch) * hw]);
-  double s1 = 0.0, s2 = 0.0;
-  walk_slice<T>(vector, c, hw, ch, values, bpc, part, [&](const auto& w) {
-    const Pack<T> v = w.load(x);
-    for (int i = 0; i < w.count(); ++i) {
-      const double d = double(v.v[i]) - shift;
-      s1 += d;
-      s2 = fma_rn(d, d, s2);
-    }
-  });
+  double s1, s2;
+  const double shift = slice_sums_forward(n, c, hw, ch, bpc, part, vector, x, s1, s2);
   block_sum2<kStatThreads>(s1, s2);
   if (!last_block_sum2(&g_bn_tickets[ch], part, bpc, partials + 2 * int64_t(ch) * bpc, s1, s2))
     return;
-  const double m = double(values);
-  const double mean = shift + s1 / m;
-  double var = (s2 - s1 * s1 / m) / m;
-  if (var < 0.0) var = 0.0;
-  const double invstd = 1.0 / sqrt(var + double(eps));
-  save_mean[ch] = T(mean);
-  save_invstd[ch] = T(invstd);
-  coef[ch] = T(mean);
-  coef[c + ch] = T(double(gamma[ch]) * invstd);
-  if (running_mean)
-    running_mean[ch] = T((1.0 - momentum) * running_mean[ch] + double(momentum) * mean);
-  if (running_var) {
-    const double unbiased = var * m / (m - 1.0);
-    running_var[ch] = T((1.0 - momentum) * running_var[ch] + double(momentum) * unbiased);
-  }
+  const double m = double(int64_t(n) * hw);
+  const ChannelStats st = channel_stats(shift, s1, s2, m, double(eps));
+  write_channel_stats(ch, st, m, momentum, save_mean, save_invstd, running_mean, running_var);
+  coef[ch] = T(st.mean);
+  coef[c + ch] = T(double(gamma[ch]) * st.invstd);
 }
 
 // y = (x - center[ch]) * scale[ch] + beta[ch] over the whole tensor; with relu, max(y, 0)
@@ -125,18 +106,9 @@ __global__ void __launch_bounds__(kStatThreads)
                              T* dbeta, T* coef, double* partials) {
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
   const int64_t values = int64_t(n) * hw;
-  const double mid = double(center[ch]);
-  double sum_dy = 0.0, sum_dy_xc = 0.0;
-  walk_slice<T>(vector, c, hw, ch, values, bpc, part, [&](const auto& w) {
-    const Pack<T> vx = w.load(x), vdy = w.load(dy);
-    Pack<T> out{};
-    if (relu_out) out = w.load(relu_out);
-    for (int i = 0; i < w.count(); ++i) {
-      const double d = double(relu_masked(vdy.v[i], relu_out, out.v[i]));
-      sum_dy += d;
-      sum_dy_xc = fma_rn(d, double(vx.v[i]) - mid, sum_dy_xc);
-    }
-  });
+  double sum_dy, sum_dy_xc;
+  slice_sums_backward(n, c, hw, ch, bpc, part, vector, x, dy, relu_out, center, sum_dy,
+                      sum_dy_xc);
   block_sum2<kStatThreads>(sum_dy, sum_dy_xc);
   if (!last_block_sum2(&g_bn_tickets[ch], part, bpc, partials + 2 * int64_t(ch) * bpc, sum_dy,
                        sum_dy_xc))

@@ -50,25 +50,20 @@ std::string device_name(int index) {
   return prop.name;
 }
 
-bool tensor_cores_available() {
-  static const bool available = [] {
-    int device = 0, major = 0;
+namespace {
+int compute_capability_major() {
+  static const int major = [] {
+    int device = 0, value = 0;
     CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major >= 8;
+    CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrComputeCapabilityMajor, device));
+    return value;
   }();
-  return available;
+  return major;
 }
+}  // namespace
 
-bool clusters_available() {
-  static const bool available = [] {
-    int device = 0, major = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major >= 9;
-  }();
-  return available;
-}
+bool tensor_cores_available() { return compute_capability_major() >= 8; }
+bool clusters_available() { return compute_capability_major() >= 9; }
 
 cudaStream_t stream() {
   // Non-blocking so the legacy default stream never serializes against our work; created once

@@ -85,6 +85,19 @@ inline void check_configuration(const BlockJob& job) {
   if (!what.empty()) launch_error(job.kernel, what + " (invalid configuration argument)");
 }
 
+// 0..count-1 in the order `order` runs them (Random: a permutation drawn from seed and salt).
+inline std::vector<int64_t> run_order(int64_t count, Order order, uint64_t seed, uint64_t salt) {
+  std::vector<int64_t> sequence(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i)
+    sequence[size_t(i)] = order == Order::Reverse ? count - 1 - i : i;
+  if (order == Order::Random) {
+    uint64_t rng = seed * 0x9E3779B97F4A7C15ull + salt;
+    for (int64_t i = count - 1; i > 0; --i)
+      std::swap(sequence[size_t(i)], sequence[splitmix(rng) % uint64_t(i + 1)]);
+  }
+  return sequence;
+}
+
 // Keeps the error to report: a block's own failure over a peer's ClusterPeerFailed, then the
 // lowest linear block index.
 struct FirstFailure {
@@ -107,16 +120,8 @@ inline void run_clusters(const BlockJob& job) {
   const int size = int(c.x * c.y * c.z);
   const uint64_t cgx = g.x / c.x, cgy = g.y / c.y;
   const int64_t clusters = int64_t(cgx * cgy * (g.z / c.z));
-  std::vector<int64_t> sequence(static_cast<size_t>(clusters));
-  for (int64_t i = 0; i < clusters; ++i)
-    sequence[size_t(i)] = job.order == Order::Reverse ? clusters - 1 - i : i;
-  if (job.order == Order::Random) {
-    uint64_t rng = job.seed * 0x9E3779B97F4A7C15ull + 11;
-    for (int64_t i = clusters - 1; i > 0; --i)
-      std::swap(sequence[size_t(i)], sequence[splitmix(rng) % uint64_t(i + 1)]);
-  }
   FirstFailure failure;
-  for (const int64_t k : sequence) {
+  for (const int64_t k : run_order(clusters, job.order, job.seed, 11)) {
     const uint3 origin{unsigned(k % int64_t(cgx)) * c.x, unsigned((k / int64_t(cgx)) % int64_t(cgy)) * c.y,
                        unsigned(k / int64_t(cgx * cgy)) * c.z};
     Cluster cluster(size);
@@ -151,14 +156,7 @@ inline void run_grid(const BlockJob& job) {
   if (job.cluster.x * job.cluster.y * job.cluster.z > 1) return run_clusters(job);
   const uint64_t gx = job.grid.x, gy = job.grid.y;
   const int64_t blocks = int64_t(gx * gy * job.grid.z);
-  std::vector<int64_t> sequence(static_cast<size_t>(blocks));
-  for (int64_t i = 0; i < blocks; ++i)
-    sequence[size_t(i)] = job.order == Order::Reverse ? blocks - 1 - i : i;
-  if (job.order == Order::Random) {
-    uint64_t rng = job.seed * 0x9E3779B97F4A7C15ull + 7;
-    for (int64_t i = blocks - 1; i > 0; --i)
-      std::swap(sequence[size_t(i)], sequence[splitmix(rng) % uint64_t(i + 1)]);
-  }
+  const std::vector<int64_t> sequence = run_order(blocks, job.order, job.seed, 7);
   std::mutex mutex;
   int64_t failed_block = -1;
   std::exception_ptr failure;

@@ -120,7 +120,8 @@ __global__ void __launch_bounds__(kStatThreads)
     if (relu_out) out = w.load(relu_out);
     if (accumulate) d = w.load(static_cast<const T*>(dx));
     for (int i = 0; i < kVec<T>; ++i) {
-      const T g = fma_rn(-cb, vx.v[i] - cen, fma_rn(ca, relu_masked(vdy.v[i], relu_out, out.v[i]), -ck));
+      const T masked = relu_masked(vdy.v[i], relu_out, out.v[i]);
+      const T g = fma_rn(-cb, vx.v[i] - cen, fma_rn(ca, masked, -ck));
       d.v[i] = accumulate ? d.v[i] + g : g;
     }
     w.store(dx, d);

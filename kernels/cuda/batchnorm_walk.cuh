@@ -2,8 +2,8 @@
 // and the one-launch cluster kernels (kernels/cuda/batchnorm_cluster.cuh): the block sizes, how
 // many blocks share a channel, the 16-byte Pack, and ChannelWalk, the order in which a thread
 // visits its slice of a channel (the order the sums, and so the bits, depend on). Included by
-// normalization.cu only (the anonymous namespace is that file's). Layout and order: normalization.cu's
-// header comment.
+// normalization.cu only (the anonymous namespace is that file's). Layout and order:
+// normalization.cu's header comment.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -592,7 +592,8 @@ inline BlockRunner& runner() {
 // cluster.sync()) or warp collective until it completes.
 KD_GRID_NO_TSAN inline void wait_barrier(const char* file, int line, bool cluster = false) {
   Thread* th = g_current;
-  KD_CHECK(th, (cluster ? "cluster.sync()" : "__syncthreads") << " called outside an emulated kernel");
+  KD_CHECK(th, (cluster ? "cluster.sync()" : "__syncthreads")
+                   << " called outside an emulated kernel");
 #if KD_GRID_TSAN
   void* sync = cluster ? th->runner->cluster_sync_object() : th->runner->barrier_sync();
   __tsan_release(sync);

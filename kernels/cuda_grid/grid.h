@@ -122,7 +122,8 @@ inline void run_clusters(const BlockJob& job) {
   const int64_t clusters = int64_t(cgx * cgy * (g.z / c.z));
   FirstFailure failure;
   for (const int64_t k : run_order(clusters, job.order, job.seed, 11)) {
-    const uint3 origin{unsigned(k % int64_t(cgx)) * c.x, unsigned((k / int64_t(cgx)) % int64_t(cgy)) * c.y,
+    const uint3 origin{unsigned(k % int64_t(cgx)) * c.x,
+                       unsigned((k / int64_t(cgx)) % int64_t(cgy)) * c.y,
                        unsigned(k / int64_t(cgx * cgy)) * c.z};
     Cluster cluster(size);
     const std::function<void(int)> block = [&](int rank) {

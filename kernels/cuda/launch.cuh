@@ -66,6 +66,19 @@ inline std::vector<::kd::grid::Region> grid_device_regions() {
   for (const emu::DeviceSpan& s : emu::device_blocks()) out.push_back({s.base, s.bytes});
   return out;
 }
+
+// Both launch forms on the emulator, in clusters of `cluster` blocks (1: none). Arguments by
+// value, as a GPU copies them at the launch (or the capture).
+template <class... Params, class... Args>
+void emulated_launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
+                     size_t shmem, dim3 cluster, const Args&... args) {
+  emu::stream_op([=] {
+    const emu::AllDeviceMemory open(name);  // kernels see all device memory
+    ::kd::grid::launch_cluster(name, &grid_device_regions, kernel, grid, block, shmem, cluster,
+                               args...);
+    emu::check_redzones(name);
+  });
+}
 #endif
 
 // kernel<<<grid, block, shmem>>>(args...) on the compute stream; use it through KD_LAUNCH.
@@ -73,13 +86,7 @@ template <class... Params, class... Args>
 void launch(const LaunchSite& site, void (*kernel)(Params...), dim3 grid, dim3 block,
             size_t shmem, Args&&... args) {
 #if KDLAB_GRID_EMULATOR
-  // Arguments by value, as a GPU copies them at the launch (or the capture).
-  const char* name = site.kernel;
-  emu::stream_op([=] {
-    const emu::AllDeviceMemory open(name);  // kernels see all device memory
-    ::kd::grid::launch(name, &grid_device_regions, kernel, grid, block, shmem, args...);
-    emu::check_redzones(name);
-  });
+  emulated_launch(site.kernel, kernel, grid, block, shmem, dim3(1, 1, 1), args...);
 #else
   kernel<<<grid, block, shmem, stream()>>>(std::forward<Args>(args)...);
 #endif
@@ -93,13 +100,7 @@ template <class... Params, class... Args>
 void launch_cluster(const LaunchSite& site, void (*kernel)(Params...), dim3 grid, dim3 block,
                     size_t shmem, unsigned cluster, Args&&... args) {
 #if KDLAB_GRID_EMULATOR
-  const char* name = site.kernel;
-  emu::stream_op([=] {
-    const emu::AllDeviceMemory open(name);
-    ::kd::grid::launch_cluster(name, &grid_device_regions, kernel, grid, block, shmem,
-                               dim3(cluster, 1, 1), args...);
-    emu::check_redzones(name);
-  });
+  emulated_launch(site.kernel, kernel, grid, block, shmem, dim3(cluster, 1, 1), args...);
 #else
   if (cluster > 8) {
     const cudaError_t err = cudaFuncSetAttribute(

@@ -158,9 +158,7 @@ inline void run_grid(const BlockJob& job) {
   const uint64_t gx = job.grid.x, gy = job.grid.y;
   const int64_t blocks = int64_t(gx * gy * job.grid.z);
   const std::vector<int64_t> sequence = run_order(blocks, job.order, job.seed, 7);
-  std::mutex mutex;
-  int64_t failed_block = -1;
-  std::exception_ptr failure;
+  FirstFailure failure;
   auto run_one = [&](int64_t i) {
     const int64_t linear = sequence[size_t(i)];
     const uint3 b{unsigned(linear % int64_t(gx)), unsigned((linear / int64_t(gx)) % int64_t(gy)),
@@ -168,11 +166,7 @@ inline void run_grid(const BlockJob& job) {
     try {
       runner().run(job, b, uint64_t(linear));
     } catch (...) {
-      std::lock_guard<std::mutex> lock(mutex);
-      if (failed_block < 0 || linear < failed_block) {
-        failed_block = linear;
-        failure = std::current_exception();
-      }
+      failure.record(linear, std::current_exception(), false);
     }
   };
 #if KD_GRID_TSAN
@@ -183,7 +177,7 @@ inline void run_grid(const BlockJob& job) {
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
   for (int64_t i = 0; i < blocks; ++i) run_one(i);
 #endif
-  if (failure) std::rethrow_exception(failure);
+  if (failure.error) std::rethrow_exception(failure.error);
 }
 
 inline std::vector<std::vector<unsigned char>> snapshot(const std::vector<Region>& regions) {
@@ -232,8 +226,8 @@ inline void expect_same(const char* kernel, const std::vector<Region>& regions,
 }  // namespace detail
 
 // Runs kernel<<<grid, block, dynamic_shared>>>(args...) on the emulator, in clusters of
-// `cluster` blocks (launch_cluster). `regions` lists the device memory for the schedule check
-// (null: no check, forward order under Schedule::All).
+// `cluster` blocks ((1, 1, 1): no clusters). `regions` lists the device memory for the schedule
+// check (null: no check, forward order under Schedule::All).
 template <class... Params, class... Args>
 void launch_cluster(const char* name, RegionsHook regions, void (*kernel)(Params...), dim3 grid,
                     dim3 block, size_t dynamic_shared, dim3 cluster, Args&&... args) {
@@ -266,13 +260,6 @@ void launch_cluster(const char* name, RegionsHook regions, void (*kernel)(Params
     detail::run_grid(job);
     detail::expect_same(name, spans, forward, Order::Forward, o);
   }
-}
-
-template <class... Params, class... Args>
-void launch(const char* name, RegionsHook regions, void (*kernel)(Params...), dim3 grid,
-            dim3 block, size_t dynamic_shared, Args&&... args) {
-  launch_cluster(name, regions, kernel, grid, block, dynamic_shared, dim3(1, 1, 1),
-                 std::forward<Args>(args)...);
 }
 
 }  // namespace grid

@@ -47,9 +47,11 @@ Tensor global_avg_pool(const Tensor& x);  // [n,c,h,w] -> [n,c]
 // Eval mode: running statistics. running_* may be undefined in train mode (no tracking).
 // relu: relu(batch_norm(...)) as one op: in training on our kernels one pass forward and the
 // ReLU's backward inside batchnorm's (cuDNN and eval mode run the ReLU beside it).
+// batches_tracked (an i64 scalar beside x, PyTorch's num_batches_tracked): in train mode, +1 in
+// the same launch as the statistics.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
                   Tensor running_var, bool training, double momentum, double eps,
-                  bool relu = false);
+                  bool relu = false, Tensor batches_tracked = Tensor());
 Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, double eps);
 
 Tensor log_softmax(const Tensor& x);                          // over the last dim of [rows, cols]

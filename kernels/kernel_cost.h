@@ -213,7 +213,7 @@ KernelCost kernel_cost(kernel_tag::global_avg_pool_backward, int n, int c, int h
 // ---- normalization: training statistics need a pass over x before the pass that normalises
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_forward_train, const NormGeom& g, const T*,
-                       const T*, const T*, T, T, T*, T*, T*, T*, T*, bool) {
+                       const T*, const T*, T, T, T*, T*, T*, T*, T*, int64_t*, bool) {
   const double x = double(g.n) * g.c * g.hw, c = g.c, s = sizeof(T);
   return cost_detail::make(5 * x, (2 * x + 4 * c) * s, (x + 4 * c) * s);
 }

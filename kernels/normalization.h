@@ -3,7 +3,9 @@
 //   y = (x - mean) * invstd * gamma + beta, invstd = 1/sqrt(var + eps). Writes save_mean[c] and
 //   save_invstd[c] for the backward. If running_mean/running_var are non-null they are updated as
 //   PyTorch does: r = (1 - momentum) * r + momentum * stat, using the UNBIASED variance
-//   (var * m / (m - 1), m = n*hw) for running_var.
+//   (var * m / (m - 1), m = n*hw) for running_var. A non-null batches_tracked (the layer's
+//   num_batches_tracked, device memory on a GPU) is incremented by one in the same call, so a
+//   training step spends no launch of its own per layer on that count.
 //   With relu, y = max(that, 0) (NaN kept, as relu_forward): batchnorm and ReLU in one pass.
 // batchnorm_forward_eval: uses running statistics.
 // batchnorm_backward_train: the full batch-statistics gradient; dx is ASSIGNED when !accumulate.
@@ -16,6 +18,8 @@
 // Forward ASSIGNS y and the saved statistics; backward ACCUMULATES into dx, dgamma, dbeta.
 // Statistics are accumulated in double on the CPU, per channel in a fixed order.
 #pragma once
+#include <cstdint>
+
 #include "kernels/kernel_list.h"
 
 namespace kd {
@@ -29,7 +33,8 @@ struct NormGeom {
 #define KD_BATCHNORM_KERNELS(X)                                                                 \
   X(batchnorm_forward_train, (const NormGeom& g, const T* x, const T* gamma, const T* beta,      \
                               T eps, T momentum, T* y, T* save_mean, T* save_invstd,             \
-                              T* running_mean, T* running_var, bool relu))                       \
+                              T* running_mean, T* running_var, int64_t* batches_tracked,        \
+                              bool relu))                                                        \
   X(batchnorm_forward_eval, (const NormGeom& g, const T* x, const T* gamma, const T* beta,       \
                              const T* running_mean, const T* running_var, T eps, T* y))          \
   X(batchnorm_backward_train, (const NormGeom& g, const T* x, const T* dy, const T* gamma,      \

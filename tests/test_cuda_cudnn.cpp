@@ -216,13 +216,18 @@ TEST(CudaCudnnConv, LaunchesPerCallAreTheRealPathsOnes) {
   DeviceArray<float> bx(uniform<float>(len, 6, -1, 1)), gamma(std::vector<float>(3, 1.f)),
       beta(std::vector<float>(3, 0.f)), by(len), m(3), s(3), bdx(len), dg(3), dbeta(3);
   const auto& kb = cuda_testing::cudnn_kernels<float>();
+  // cuDNN has neither a fused ReLU nor a batch count: each is a launch of ours.
+  DeviceArray<int64_t> tracked(std::vector<int64_t>{0});
   for (bool relu : {false, true})
-    EXPECT_EQ(launches([&] {
-                kb.batchnorm_forward_train(bn, bx.get(), gamma.get(), beta.get(), 1e-5f, 0.1f,
-                                           by.get(), m.get(), s.get(), nullptr, nullptr, relu);
-              }),
-              relu ? 2u : 1u)
-        << "relu " << relu;
+    for (bool count : {false, true})
+      EXPECT_EQ(launches([&] {
+                  kb.batchnorm_forward_train(bn, bx.get(), gamma.get(), beta.get(), 1e-5f, 0.1f,
+                                             by.get(), m.get(), s.get(), nullptr, nullptr,
+                                             count ? tracked.get() : nullptr, relu);
+                }),
+                1u + relu + count)
+          << "relu " << relu << ", counted " << count;
+  EXPECT_EQ(tracked.host()[0], 2) << "num_batches_tracked";
   EXPECT_EQ(launches([&] {
               kb.batchnorm_backward_train(bn, bx.get(), by.get(), gamma.get(), m.get(), s.get(),
                                           bdx.get(), dg.get(), dbeta.get(), false, nullptr);
@@ -295,12 +300,13 @@ void check_batchnorm(double tol) {
 
     std::vector<T> y(len), mean(g.c), invstd(g.c), rm = rm0, rv = rv0;
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
-                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data(), false);
+                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data(),
+                                    nullptr, false);
     DeviceArray<T> d_x(x), d_dy(dy), d_gamma(gamma), d_beta(beta), d_rm(rm0), d_rv(rv0);
     DeviceArray<T> d_y(uniform<T>(len, seed + 6, 50, 60)), d_mean(g.c), d_invstd(g.c);
     cuda_testing::cudnn_kernels<T>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
                                       d_y.get(), d_mean.get(), d_invstd.get(), d_rm.get(),
-                                      d_rv.get(), false);
+                                      d_rv.get(), nullptr, false);
     expect_close(d_y.host(), y, tol, "train y");
     expect_close(d_mean.host(), mean, tol, "save_mean");
     expect_close(d_invstd.host(), invstd, tol, "save_invstd = 1/sqrt(var + eps)");
@@ -311,14 +317,15 @@ void check_batchnorm(double tol) {
     std::vector<T> rm_only = rm0, unused_mean(g.c), unused_invstd(g.c), y2(len);
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
                                     y2.data(), unused_mean.data(), unused_invstd.data(),
-                                    rm_only.data(), nullptr, false);
+                                    rm_only.data(), nullptr, nullptr, false);
     DeviceArray<T> d_rm_only(rm0), d_y2(len);
     cuda_testing::cudnn_kernels<T>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
                                       d_y2.get(), d_mean.get(), d_invstd.get(), d_rm_only.get(),
-                                      nullptr, false);
+                                      nullptr, nullptr, false);
     expect_close(d_rm_only.host(), rm_only, tol, "running_mean alone");
     cuda_testing::cudnn_kernels<T>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), eps, momentum,
-                                      d_y2.get(), d_mean.get(), d_invstd.get(), nullptr, nullptr, false);
+                                      d_y2.get(), d_mean.get(), d_invstd.get(), nullptr, nullptr,
+                                      nullptr, false);
     expect_close(d_y2.host(), y, tol, "train y without running buffers");
 
     std::vector<T> y_eval(len);
@@ -375,12 +382,13 @@ TEST(CudaCudnnBatchNorm, ReluForwardMatchesRefAndFusedBackwardIsRefused) {
        beta = uniform<float>(g.c, 73, -1, 1);
   std::vector<float> y(len), m(g.c), s(g.c);
   ref::batchnorm_forward_train<float>(g, x.data(), gamma.data(), beta.data(), 1e-5f, 0.1f,
-                                      y.data(), m.data(), s.data(), nullptr, nullptr, true);
+                                      y.data(), m.data(), s.data(), nullptr, nullptr, nullptr,
+                                      true);
   DeviceArray<float> d_x(x), d_gamma(gamma), d_beta(beta), d_y(len), d_m(g.c), d_s(g.c),
       d_dx(len), d_dg(g.c), d_db(g.c);
   cuda_testing::cudnn_kernels<float>().batchnorm_forward_train(
       g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f, d_y.get(), d_m.get(), d_s.get(),
-      nullptr, nullptr, true);
+      nullptr, nullptr, nullptr, true);
   expect_close(d_y.host(), y, 1e-4, "cudnn batchnorm + relu forward");
   EXPECT_THROW(cuda_testing::cudnn_kernels<float>().batchnorm_backward_train(
                    g, d_x.get(), d_y.get(), d_gamma.get(), d_m.get(), d_s.get(), d_dx.get(),

@@ -93,12 +93,13 @@ void check_batchnorm(const std::vector<NormGeom>& geoms, double tol, double stat
     // Training forward, with running statistics.
     std::vector<T> y(len), mean(g.c), invstd(g.c), rm = rm0, rv = rv0;
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
-                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data(), false);
+                                    y.data(), mean.data(), invstd.data(), rm.data(), rv.data(),
+                                    nullptr, false);
     DeviceArray<T> dx_(x), dgamma_(gamma), dbeta_(beta), dy_(dy), d_y(len), d_mean(g.c),
         d_invstd(g.c), d_rm(rm0), d_rv(rv0);
     cuda_testing::gpu_kernels<T>().batchnorm_forward_train(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
                                      d_y.get(), d_mean.get(), d_invstd.get(), d_rm.get(),
-                                     d_rv.get(), false);
+                                     d_rv.get(), nullptr, false);
     expect_close(d_y.host(), y, tol, "train y");
     expect_close(d_mean.host(), mean, stat_tol, "save_mean");
     expect_close(d_invstd.host(), invstd, stat_tol, "save_invstd");
@@ -108,7 +109,8 @@ void check_batchnorm(const std::vector<NormGeom>& geoms, double tol, double stat
     // Null running statistics: same outputs, nothing else touched.
     DeviceArray<T> d_y2(len), d_mean2(g.c), d_invstd2(g.c);
     cuda_testing::gpu_kernels<T>().batchnorm_forward_train(g, dx_.get(), dgamma_.get(), dbeta_.get(), eps, momentum,
-                                     d_y2.get(), d_mean2.get(), d_invstd2.get(), nullptr, nullptr, false);
+                                     d_y2.get(), d_mean2.get(), d_invstd2.get(), nullptr, nullptr,
+                                     nullptr, false);
     EXPECT_TRUE(same_bits(d_y2.host(), d_y.host())) << "y without running statistics";
     EXPECT_TRUE(same_bits(d_invstd2.host(), d_invstd.host()));
 
@@ -166,7 +168,7 @@ void check_fused_relu_cuda(double tol) {
     auto gamma = uniform<T>(g.c, seed++, 0.5, 1.5), beta = uniform<T>(g.c, seed++, -1, 1);
     std::vector<T> y(len), m(g.c), s(g.c), dx(len), dg(g.c, T(0)), db(g.c, T(0));
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
-                                    y.data(), m.data(), s.data(), nullptr, nullptr, true);
+                                    y.data(), m.data(), s.data(), nullptr, nullptr, nullptr, true);
     ref::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
                                      dx.data(), dg.data(), db.data(), false, y.data());
     DeviceArray<T> d_x(x), d_dy(dy), d_gamma(gamma), d_beta(beta), d_y(len), d_m(g.c), d_s(g.c),
@@ -174,7 +176,7 @@ void check_fused_relu_cuda(double tol) {
         d_db(std::vector<T>(g.c, T(0)));
     cuda_testing::gpu_kernels<T>().batchnorm_forward_train(
         g, d_x.get(), d_gamma.get(), d_beta.get(), T(1e-5), T(0.1), d_y.get(), d_m.get(),
-        d_s.get(), nullptr, nullptr, true);
+        d_s.get(), nullptr, nullptr, nullptr, true);
     expect_close(d_y.host(), y, tol, "fused forward");
     // The backward takes ref::'s output and statistics, so the mask is the same one.
     DeviceArray<T> d_y_ref(y), d_m_ref(m), d_s_ref(s);
@@ -294,7 +296,8 @@ TEST(CudaNormKernels, BatchNormAndGroupNormAreBitwiseReproducible) {
         db(g.c), gy(len), gmean(size_t(g.n) * g.groups), ginv(size_t(g.n) * g.groups),
         gdx(len), gdg(g.c), gdb(g.c);
     cuda_testing::gpu_kernels<float>().batchnorm_forward_train(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f,
-                                         y.get(), mean.get(), invstd.get(), rm.get(), rv.get(), false);
+                                         y.get(), mean.get(), invstd.get(), rm.get(), rv.get(),
+                                         nullptr, false);
     cuda_testing::gpu_kernels<float>().batchnorm_backward_train(g, d_x.get(), d_dy.get(), d_gamma.get(), mean.get(),
                                           invstd.get(), dx.get(), dg.get(), db.get(), true, nullptr);
     cuda_testing::gpu_kernels<float>().groupnorm_forward(g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, gy.get(),
@@ -340,9 +343,11 @@ std::vector<std::vector<T>> batchnorm_sequence(const NormGeom& g, size_t offset)
   const KernelTable<T>& k = cuda_testing::gpu_kernels<T>();
   const size_t o = offset;
   k.batchnorm_forward_train(g, x.get() + o, gamma.get(), beta.get(), T(1e-5), T(0.1),
-                            y.get() + o, mean.get(), invstd.get(), rm.get(), rv.get(), false);
+                            y.get() + o, mean.get(), invstd.get(), rm.get(), rv.get(), nullptr,
+                            false);
   k.batchnorm_forward_train(g, x.get() + o, gamma.get(), beta.get(), T(1e-5), T(0.1),
                             y_relu.get() + o, mean_r.get(), invstd_r.get(), nullptr, nullptr,
+                            nullptr,
                             true);
   k.batchnorm_backward_train(g, x.get() + o, dy.get() + o, gamma.get(), mean_r.get(),
                              invstd_r.get(), dx_set.get() + o, dg.get(), db.get(), false,
@@ -394,7 +399,8 @@ TEST(CudaNormKernels, BatchNormManyBlocksIsBitwiseReproducibleAndAlignmentFree) 
   check_many_block_bits<double>();
 }
 
-// Launches of one forward and one backward batch-norm training call.
+// Launches of one forward and one backward batch-norm training call; the forward also counts
+// the batch into a num_batches_tracked (checked: +1, in those launches).
 template <class T>
 std::pair<uint64_t, uint64_t> batchnorm_train_launches(const NormGeom& g) {
   const size_t len = numel(g);
@@ -403,10 +409,12 @@ std::pair<uint64_t, uint64_t> batchnorm_train_launches(const NormGeom& g) {
       mean(size_t(g.c)), invstd(size_t(g.c)), dg(std::vector<T>(g.c, T(0))),
       db(std::vector<T>(g.c, T(0)));
   const KernelTable<T>& k = cuda_testing::gpu_kernels<T>();
+  DeviceArray<int64_t> tracked(std::vector<int64_t>{41});
   const uint64_t start = cuda_testing::gpu().launch_count();
   k.batchnorm_forward_train(g, x.get(), gamma.get(), beta.get(), T(1e-5), T(0.1), y.get(),
-                            mean.get(), invstd.get(), nullptr, nullptr, true);
+                            mean.get(), invstd.get(), nullptr, nullptr, tracked.get(), true);
   const uint64_t forward = cuda_testing::gpu().launch_count();
+  EXPECT_EQ(tracked.host()[0], 42) << "num_batches_tracked after one training forward";
   k.batchnorm_backward_train(g, x.get(), dy.get(), gamma.get(), mean.get(), invstd.get(),
                              dx.get(), dg.get(), db.get(), false, y.get());
   return {forward - start, cuda_testing::gpu().launch_count() - forward};
@@ -463,6 +471,7 @@ TEST(CudaNormKernels, BatchNormClusterSwitchRejectsOtherValues) {
   try {
     cuda_testing::gpu_kernels<float>().batchnorm_forward_train(
         g, x.get(), gm.get(), bt.get(), 1e-5f, 0.1f, y.get(), m.get(), s.get(), nullptr, nullptr,
+        nullptr,
         false);
     ADD_FAILURE() << "no error";
   } catch (const InputError& e) {
@@ -478,7 +487,8 @@ TEST(CudaNormKernels, BatchNormRejectsOneValuePerChannelInTraining) {
   const NormGeom g{1, 2, 1};
   DeviceArray<double> x(2), gm(2), bt(2), y(2), m(2), s(2);
   EXPECT_THROW(cuda_testing::gpu_kernels<double>().batchnorm_forward_train(g, x.get(), gm.get(), bt.get(), 1e-5, 0.1,
-                                                     y.get(), m.get(), s.get(), nullptr, nullptr, false),
+                                                     y.get(), m.get(), s.get(), nullptr, nullptr,
+                                                     nullptr, false),
                Error);
 }
 

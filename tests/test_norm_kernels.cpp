@@ -58,9 +58,11 @@ void check_batchnorm_against_ref(double tol) {
     std::vector<T> yr(len), yc(len), mr(g.c), mc(g.c), ir(g.c), ic(g.c);
     std::vector<T> rmr = rm0, rmc = rm0, rvr = rv0, rvc = rv0;
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
-                                    yr.data(), mr.data(), ir.data(), rmr.data(), rvr.data(), false);
+                                    yr.data(), mr.data(), ir.data(), rmr.data(), rvr.data(),
+                                    nullptr, false);
     cpu::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), eps, momentum,
-                                    yc.data(), mc.data(), ic.data(), rmc.data(), rvc.data(), false);
+                                    yc.data(), mc.data(), ic.data(), rmc.data(), rvc.data(),
+                                    nullptr, false);
     expect_close(yc, yr, tol, "train y");
     expect_close(mc, mr, tol, "save_mean");
     expect_close(ic, ir, tol, "save_invstd");
@@ -126,9 +128,11 @@ void check_fused_relu(double tol) {
     auto gamma = uniform<T>(g.c, seed++, 0.5, 1.5), beta = uniform<T>(g.c, seed++, -1, 1);
     std::vector<T> plain(len), fused(len), fused_cpu(len), m(g.c), s(g.c);
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
-                                    plain.data(), m.data(), s.data(), nullptr, nullptr, false);
+                                    plain.data(), m.data(), s.data(), nullptr, nullptr, nullptr,
+                                    false);
     ref::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
-                                    fused.data(), m.data(), s.data(), nullptr, nullptr, true);
+                                    fused.data(), m.data(), s.data(), nullptr, nullptr, nullptr,
+                                    true);
     size_t zeros = 0;
     for (size_t i = 0; i < len; ++i) {
       ASSERT_EQ(fused[i], plain[i] < T(0) ? T(0) : plain[i]) << "ref fused forward, i=" << i;
@@ -139,7 +143,8 @@ void check_fused_relu(double tol) {
     }
     std::vector<T> mc(g.c), sc(g.c);
     cpu::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
-                                    fused_cpu.data(), mc.data(), sc.data(), nullptr, nullptr, true);
+                                    fused_cpu.data(), mc.data(), sc.data(), nullptr, nullptr,
+                                    nullptr, true);
     expect_close(fused_cpu, fused, tol, "cpu fused forward");
 
     std::vector<T> masked(len);
@@ -172,7 +177,10 @@ TEST(BatchNormKernel, RunningStatisticsFollowPyTorch) {
   const NormGeom g{2, 1, 2};
   const double x[] = {1, 2, 3, 4}, gamma = 2, beta = 0.5, eps = 1e-5;
   double y[4], mean, invstd, rm = 1.0, rv = 2.0;
-  cpu::batchnorm_forward_train<double>(g, x, &gamma, &beta, eps, 0.1, y, &mean, &invstd, &rm, &rv, false);
+  int64_t tracked = 7;
+  cpu::batchnorm_forward_train<double>(g, x, &gamma, &beta, eps, 0.1, y, &mean, &invstd, &rm, &rv,
+                                       &tracked, false);
+  EXPECT_EQ(tracked, 8) << "num_batches_tracked counts the batch";
   EXPECT_DOUBLE_EQ(mean, 2.5);
   EXPECT_NEAR(invstd, 1 / std::sqrt(1.25 + eps), 1e-15);
   EXPECT_NEAR(rm, 0.9 * 1.0 + 0.1 * 2.5, 1e-15);
@@ -181,17 +189,21 @@ TEST(BatchNormKernel, RunningStatisticsFollowPyTorch) {
     EXPECT_NEAR(y[i], (x[i] - 2.5) / std::sqrt(1.25 + eps) * 2 + 0.5, 1e-14);
   // Null running statistics are allowed (no update requested).
   cpu::batchnorm_forward_train<double>(g, x, &gamma, &beta, eps, 0.1, y, &mean, &invstd, nullptr,
-                                       nullptr, false);
+                                       nullptr, nullptr, false);
+  // The specification counts the same way.
+  ref::batchnorm_forward_train<double>(g, x, &gamma, &beta, eps, 0.1, y, &mean, &invstd, nullptr,
+                                       nullptr, &tracked, true);
+  EXPECT_EQ(tracked, 9) << "ref:: num_batches_tracked";
 }
 
 TEST(BatchNormKernel, RejectsOneValuePerChannelInTraining) {
   const NormGeom g{1, 2, 1};
   double x[2] = {1, 2}, gm[2] = {1, 1}, bt[2] = {0, 0}, y[2], m[2], s[2];
   EXPECT_THROW(cpu::batchnorm_forward_train<double>(g, x, gm, bt, 1e-5, 0.1, y, m, s, nullptr,
-                                                    nullptr, false),
+                                                    nullptr, nullptr, false),
                Error);
   EXPECT_THROW(ref::batchnorm_forward_train<double>(g, x, gm, bt, 1e-5, 0.1, y, m, s, nullptr,
-                                                    nullptr, false),
+                                                    nullptr, nullptr, false),
                Error);
 }
 
@@ -206,12 +218,12 @@ TEST(BatchNormKernel, TrainGradientMatchesCentralDifferences) {
                      const std::vector<double>& bb) {
     std::vector<double> y(len), m(g.c), s(g.c);
     cpu::batchnorm_forward_train<double>(g, xx.data(), gg.data(), bb.data(), eps, 0.1, y.data(),
-                                         m.data(), s.data(), nullptr, nullptr, false);
+                                         m.data(), s.data(), nullptr, nullptr, nullptr, false);
     return dot(dy, y);
   };
   std::vector<double> y(len), m(g.c), s(g.c), dx(len, 0), dg(g.c, 0), db(g.c, 0);
   cpu::batchnorm_forward_train<double>(g, x.data(), gamma.data(), beta.data(), eps, 0.1, y.data(),
-                                       m.data(), s.data(), nullptr, nullptr, false);
+                                       m.data(), s.data(), nullptr, nullptr, nullptr, false);
   cpu::batchnorm_backward_train<double>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
                                         dx.data(), dg.data(), db.data(), true, nullptr);
   expect_gradients_match(forward, x, gamma, beta, dx, dg, db);
@@ -249,7 +261,8 @@ void check_batchnorm_thread_independence() {
     std::vector<T> y(len), m(g.c), s(g.c), rm(g.c, 0), rv(g.c, 1), dx(len, 0), dg(g.c, 0),
         db(g.c, 0);
     cpu::batchnorm_forward_train<T>(g, x.data(), gamma.data(), beta.data(), T(1e-5), T(0.1),
-                                    y.data(), m.data(), s.data(), rm.data(), rv.data(), false);
+                                    y.data(), m.data(), s.data(), rm.data(), rv.data(), nullptr,
+                                    false);
     cpu::batchnorm_backward_train<T>(g, x.data(), dy.data(), gamma.data(), m.data(), s.data(),
                                      dx.data(), dg.data(), db.data(), true, nullptr);
     cpu::batchnorm_backward_eval<T>(g, x.data(), dy.data(), gamma.data(), rm.data(), rv.data(),

@@ -67,12 +67,8 @@ Tensor BatchNorm2d::forward(const Tensor& x) { return normalize(x, /*relu=*/fals
 Tensor BatchNorm2d::forward_relu(const Tensor& x) { return normalize(x, /*relu=*/true); }
 
 Tensor BatchNorm2d::normalize(const Tensor& x, bool relu) {
-  if (is_training()) {
-    int64_t* tracked = num_batches_tracked.data<int64_t>();
-    backend_of(num_batches_tracked.device()).counter_add(tracked, 1);
-  }
   return ops::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps,
-                         relu);
+                         relu, num_batches_tracked);
 }
 
 GroupNorm::GroupNorm(int groups_, int channels, double eps_) : groups(groups_), eps(eps_) {

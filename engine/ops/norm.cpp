@@ -23,8 +23,16 @@ NormGeom norm_geom(const char* op, const Tensor& x, const Tensor& gamma, const T
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
-                  Tensor running_var, bool training, double momentum, double eps, bool relu) {
+                  Tensor running_var, bool training, double momentum, double eps, bool relu,
+                  Tensor batches_tracked) {
   check_operands("batch_norm", {x, gamma, beta, running_mean, running_var});
+  KD_CHECK(!batches_tracked.defined() ||
+               (batches_tracked.dtype() == DType::I64 && batches_tracked.numel() == 1 &&
+                batches_tracked.device() == x.device()),
+           "batch_norm: batches_tracked " << describe(batches_tracked)
+                                          << " (expected one i64 beside the input)");
+  int64_t* tracked =
+      training && batches_tracked.defined() ? batches_tracked.data<int64_t>() : nullptr;
   NormGeom g = norm_geom("batch_norm", x, gamma, beta);
   KD_CHECK(running_mean.defined() == running_var.defined(),
            "batch_norm: give both running statistics or neither");
@@ -45,13 +53,13 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
       cudnn_kernels<T>(x).batchnorm_forward_train(
           g, x.data<T>(), gamma.data<T>(), beta.data<T>(), T(eps), T(momentum), y.data<T>(),
           save_mean.data<T>(), save_invstd.data<T>(), ptr_or_null<T>(running_mean),
-          ptr_or_null<T>(running_var), relu);
+          ptr_or_null<T>(running_var), tracked, relu);
     else if (training)
       kernels<T>(x).batchnorm_forward_train(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
                                                 T(eps), T(momentum), y.data<T>(),
                                                 save_mean.data<T>(), save_invstd.data<T>(),
                                                 ptr_or_null<T>(running_mean),
-                                                ptr_or_null<T>(running_var), relu);
+                                                ptr_or_null<T>(running_var), tracked, relu);
     else if (use_cudnn)
       cudnn_kernels<T>(x).batchnorm_forward_eval(
           g, x.data<T>(), gamma.data<T>(), beta.data<T>(), running_mean.data<T>(),

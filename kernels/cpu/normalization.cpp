@@ -185,10 +185,11 @@ void check_groups(const NormGeom& g) {
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var, bool relu) {
+                             T* running_var, int64_t* batches_tracked, bool relu) {
   const int64_t m = int64_t(g.n) * g.hw;
   KD_CHECK(m > 1, "batchnorm (train): need more than one value per channel, got n="
                       << g.n << " hw=" << g.hw);
+  if (batches_tracked) ++*batches_tracked;
   std::vector<double> shift(g.c), s1(g.c), s2(g.c);
   for (int ch = 0; ch < g.c; ++ch) shift[ch] = double(x[int64_t(ch) * g.hw]);
   channel_sums(g, s1.data(), s2.data(), [&](int64_t p, int ch, LaneSums& acc) {

@@ -69,8 +69,9 @@ __global__ void __launch_bounds__(kStatThreads)
     bn_train_cluster_kernel(int n, int c, int hw, int bpc, bool vector, const T* x,
                             const T* gamma, const T* beta, T eps, T momentum, T* y,
                             T* save_mean, T* save_invstd, T* running_mean, T* running_var,
-                            bool relu) {
+                            int64_t* batches_tracked, bool relu) {
   KD_DYNAMIC_SHARED(double, pair);
+  if (batches_tracked && blockIdx.x == 0 && threadIdx.x == 0) ++*batches_tracked;
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
   const int64_t values = int64_t(n) * hw;
   double s1, s2;

@@ -49,7 +49,9 @@ template <class T>
 __global__ void __launch_bounds__(kStatThreads)
     bn_train_stats_kernel(int n, int c, int hw, int bpc, bool vector, const T* x,
                           const T* gamma, T eps, T momentum, T* save_mean, T* save_invstd,
-                          T* running_mean, T* running_var, T* coef, double* partials) {
+                          T* running_mean, T* running_var, int64_t* batches_tracked, T* coef,
+                          double* partials) {
+  if (batches_tracked && blockIdx.x == 0 && threadIdx.x == 0) ++*batches_tracked;
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
   double s1, s2;
   const double shift = slice_sums_forward(n, c, hw, ch, bpc, part, vector, x, s1, s2);
@@ -312,7 +314,7 @@ bool bn_in_clusters() {
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var, bool relu) {
+                             T* running_var, int64_t* batches_tracked, bool relu) {
   const int64_t m = int64_t(g.n) * g.hw;
   KD_CHECK(m > 1, "batchnorm (train): need more than one value per channel, got n="
                       << g.n << " hw=" << g.hw);
@@ -322,7 +324,7 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
     KD_LAUNCH_CLUSTER(bn_train_cluster_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads,
                       kClusterShared, unsigned(bpc), g.n, g.c, g.hw, bpc,
                       packs_fit<T>(g.hw, {x, y}), x, gamma, beta, eps, momentum, y, save_mean,
-                      save_invstd, running_mean, running_var, relu);
+                      save_invstd, running_mean, running_var, batches_tracked, relu);
     return;
   }
   const int bpc = blocks_per_channel(g.c, m);
@@ -330,7 +332,7 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
   const bool stats_packs = packs_fit<T>(g.hw, {x}), affine_packs = packs_fit<T>(g.hw, {x, y});
   KD_LAUNCH(bn_train_stats_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads, 0, g.n, g.c,
             g.hw, bpc, stats_packs, x, gamma, eps, momentum, save_mean, save_invstd,
-            running_mean, running_var, ws.coef, ws.partials);
+            running_mean, running_var, batches_tracked, ws.coef, ws.partials);
   const int64_t total = numel(g);
   KD_LAUNCH(bn_affine_kernel<T>, grid_for(affine_packs ? total / kVec<T> : total, kThreads),
             kThreads, 0, total, g.c, g.hw, affine_packs, x, ws.coef, ws.coef + g.c, beta, y,

@@ -80,15 +80,17 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var, bool relu) {
+                             T* running_var, int64_t* batches_tracked, bool relu) {
   cudnn_call("cudnn::batchnorm_forward_train",
              {x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var}, [=] {
     host_kernels<T>().batchnorm_forward_train(g, x, gamma, beta, eps, momentum, y, save_mean,
-                                              save_invstd, running_mean, running_var, false);
+                                              save_invstd, running_mean, running_var, nullptr,
+                                              false);
   });
   // As kernels/cudnn/batchnorm.cu: cuDNN's call has no fused activation, so the ReLU is our
   // kernel, in place, a second launch.
   if (relu) cuda::relu_forward<T>(int64_t(g.n) * g.c * g.hw, y, y);
+  if (batches_tracked) cuda::counter_add(batches_tracked, 1);
 }
 template <class T>
 void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,

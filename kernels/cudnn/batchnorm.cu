@@ -59,7 +59,7 @@ const BatchNormDescs& descriptors_for(const NormGeom& g, cudnnDataType_t type) {
 template <class T>
 void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
                              T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var, bool relu) {
+                             T* running_var, int64_t* batches_tracked, bool relu) {
   const char* what = "cudnn batchnorm (train)";
   check_geom(g, what);
   KD_CHECK(int64_t(g.n) * g.hw > 1, what << ": need more than one value per channel, got n="
@@ -80,8 +80,10 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
       param_desc.get(), gamma, beta, double(momentum), running_mean, running_var, double(eps),
       save_mean, save_invstd));
   cuda::count_launch();
-  // This cuDNN call has no fused activation: the ReLU is our kernel, in place, a second pass.
+  // This cuDNN call has no fused activation: the ReLU is our kernel, in place, a second pass;
+  // nor a batch count: our one-thread kernel.
   if (relu) cuda::relu_forward<T>(int64_t(g.n) * g.c * g.hw, y, y);
+  if (batches_tracked) cuda::counter_add(batches_tracked, 1);
 }
 
 template <class T>

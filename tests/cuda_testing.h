@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,26 @@ class ScopedMathMode {
 
  private:
   MathMode saved_;
+};
+
+// One of the CUDA kernels' A/B switches (kernels/cuda/env_switch.h: KDLAB_BN_CLUSTERS,
+// KDLAB_CONV_1X1) set for a scope; the backend reads it at every call.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* v = std::getenv(name)) saved_ = v, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_.c_str(), saved_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, saved_;
+  bool had_ = false;
 };
 
 // An owning device array of n T, optionally filled from a host vector.

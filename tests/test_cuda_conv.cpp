@@ -17,6 +17,7 @@
 #include "tests/kernel_testing.h"
 
 #include "kernels/conv2d.h"
+#include "kernels/cuda/pointwise_gemm.h"
 
 namespace {
 
@@ -84,6 +85,17 @@ std::vector<T> oracle_forward(const ConvGeom& g, const std::vector<T>& x, const 
   return y;
 }
 
+// Runs `check` on every route the shape can take: the implicit GEMM, and for 1x1 stride-1
+// shapes also cuBLAS (KDLAB_CONV_1X1=cublas).
+template <class F>
+void on_each_route(const ConvGeom& g, F check) {
+  check();
+  if (!kd::pointwise_gemm::applies(g)) return;
+  SCOPED_TRACE("KDLAB_CONV_1X1=cublas");
+  const kd::cuda_testing::ScopedEnv route("KDLAB_CONV_1X1", "cublas");
+  check();
+}
+
 template <class T>
 void check_forward(const ConvGeom& g) {
   const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
@@ -142,13 +154,15 @@ void check_backward_weight(const ConvGeom& g) {
 TEST(CudaConvKernels, ForwardMatchesRefAndOracle) {
   KD_REQUIRE_CUDA();
   for (const ConvGeom& g : kShapes) {
-    check_forward<float>(g);
-    check_forward<double>(g);
+    on_each_route(g, [&] {
+      check_forward<float>(g);
+      check_forward<double>(g);
+    });
   }
 }
 
 // The residual forward is the forward then add_forward, bit for bit, on the device (the GEMM's
-// epilogue adds it, or a second pass after cuBLAS for 1x1 shapes); and on cuDNN's table.
+// epilogue adds it, or on the cuBLAS route a second pass); and on cuDNN's table.
 template <class T>
 void check_forward_residual(const ConvGeom& g, const kd::KernelTable<T>& table,
                             const std::string& path) {
@@ -172,8 +186,10 @@ void check_forward_residual(const ConvGeom& g, const kd::KernelTable<T>& table,
 TEST(CudaConvKernels, ForwardWithResidualIsForwardThenAdd) {
   KD_REQUIRE_CUDA();
   for (const ConvGeom& g : kShapes) {
-    check_forward_residual<float>(g, kd::cuda_testing::gpu_kernels<float>(), "native");
-    check_forward_residual<double>(g, kd::cuda_testing::gpu_kernels<double>(), "native");
+    on_each_route(g, [&] {
+      check_forward_residual<float>(g, kd::cuda_testing::gpu_kernels<float>(), "native");
+      check_forward_residual<double>(g, kd::cuda_testing::gpu_kernels<double>(), "native");
+    });
     if (kd::cuda_testing::gpu().has_cudnn)
       check_forward_residual<float>(g, kd::cuda_testing::cudnn_kernels<float>(), "cudnn");
   }
@@ -182,8 +198,10 @@ TEST(CudaConvKernels, ForwardWithResidualIsForwardThenAdd) {
 TEST(CudaConvKernels, BackwardDataAccumulatesLikeRef) {
   KD_REQUIRE_CUDA();
   for (const ConvGeom& g : kShapes) {
-    check_backward_data<float>(g);
-    check_backward_data<double>(g);
+    on_each_route(g, [&] {
+      check_backward_data<float>(g);
+      check_backward_data<double>(g);
+    });
   }
 }
 
@@ -221,6 +239,39 @@ TEST(CudaConvKernels, BackwardWeightIsBitwiseDeterministic) {
   for (const ConvGeom& g : shapes) {
     check_weight_determinism<float>(g);
     check_weight_determinism<double>(g);
+  }
+}
+
+// A bottleneck's last convolution (1x1, with the shortcut add): one launch on the implicit GEMM,
+// two on the cuBLAS route; any other route name is refused, naming the variable.
+TEST(CudaConvKernels, PointwiseRouteSwitch) {
+  KD_REQUIRE_CUDA();
+  const ConvGeom g = geom(2, 16, 8, 8, 64, 1, 1, 1, 0);
+  DeviceArray<float> x(uniform<float>(x_size(g), 1, -1, 1)), w(uniform<float>(w_size(g), 2, -1, 1)),
+      res(uniform<float>(y_size(g), 3, -1, 1)), y(y_size(g));
+  const kd::Backend& gpu = kd::cuda_testing::gpu();
+  auto residual_launches = [&] {
+    const uint64_t before = gpu.launch_count();
+    gpu.f32.conv2d_forward_residual(g, x.get(), w.get(), res.get(), y.get());
+    return gpu.launch_count() - before;
+  };
+  EXPECT_EQ(residual_launches(), 1u) << "implicit GEMM (the default)";
+  {
+    const kd::cuda_testing::ScopedEnv route("KDLAB_CONV_1X1", "native");
+    EXPECT_EQ(residual_launches(), 1u) << "implicit GEMM";
+  }
+  {
+    const kd::cuda_testing::ScopedEnv route("KDLAB_CONV_1X1", "cublas");
+    EXPECT_EQ(residual_launches(), 2u) << "cuBLAS, then the add";
+  }
+  const kd::cuda_testing::ScopedEnv route("KDLAB_CONV_1X1", "cuDNN");
+  try {
+    residual_launches();
+    ADD_FAILURE() << "no error";
+  } catch (const kd::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("KDLAB_CONV_1X1: expected native or cublas, got 'cuDNN'"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -5,8 +5,8 @@
 // kernel's tests). The bias, the residual and the dx/dw the passes accumulate into stay float.
 // Also checked: the path really ran (unrounded ref differs by more than that tolerance on a
 // large-K shape), --deterministic keeps it off (bitwise the FMA kernel), and the weight pass's
-// split-K fold stays bitwise repeatable. 1x1 stride-1 forward and data passes are cuBLAS GEMMs
-// (whose TF32 the cuBLAS tests cover) and are skipped here; their weight pass is ours.
+// split-K fold stays bitwise repeatable. 1x1 stride-1 shapes take the implicit GEMM too (the
+// default route; the cuBLAS route's TF32 is cuBLAS's, covered by the cuBLAS tests).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "kernels/conv2d.h"
-#include "kernels/cuda/pointwise_gemm.h"
 #include "kernels/tf32.h"
 #include "tests/cuda_testing.h"
 #include "tests/kernel_testing.h"
@@ -116,12 +115,10 @@ TEST(CudaConvTf32, EveryPassMatchesRefOnTf32RoundedInputs) {
     Results want = ref_passes(g, in, rounded(in.x), rounded(in.w), rounded(in.dy));
     want.db = ref_passes(g, in, in.x, in.w, in.dy).db;  // dbias sums dy in float, unrounded
     const std::string what = describe(g);
-    if (!kd::pointwise_gemm::applies(g)) {
-      expect_close(got.y, want.y, kTol, "tf32 forward " + what);
-      expect_close(got.y_res, want.y_res, kTol, "tf32 forward + residual " + what);
-      expect_close(got.dx_acc, want.dx_acc, kTol, "tf32 backward data " + what);
-      expect_close(got.dx_set, want.dx_set, kTol, "tf32 backward data assigned " + what);
-    }
+    expect_close(got.y, want.y, kTol, "tf32 forward " + what);
+    expect_close(got.y_res, want.y_res, kTol, "tf32 forward + residual " + what);
+    expect_close(got.dx_acc, want.dx_acc, kTol, "tf32 backward data " + what);
+    expect_close(got.dx_set, want.dx_set, kTol, "tf32 backward data assigned " + what);
     expect_close(got.dw, want.dw, kTol, "tf32 backward weight " + what);
     expect_close(got.db, want.db, kTol, "tf32 dbias " + what);
   }

@@ -33,21 +33,10 @@ using cuda_testing::DeviceArray;
 
 size_t numel(const NormGeom& g) { return size_t(g.n) * g.c * g.hw; }
 
-// Sets KDLAB_BN_CLUSTERS for a scope (the CUDA backend reads it at every batch-norm call).
-class BnClusters {
+// Sets KDLAB_BN_CLUSTERS for a scope.
+class BnClusters : public cuda_testing::ScopedEnv {
  public:
-  explicit BnClusters(bool on) {
-    if (const char* v = std::getenv("KDLAB_BN_CLUSTERS")) saved_ = v, had_ = true;
-    setenv("KDLAB_BN_CLUSTERS", on ? "1" : "0", 1);
-  }
-  ~BnClusters() {
-    if (had_) setenv("KDLAB_BN_CLUSTERS", saved_.c_str(), 1);
-    else unsetenv("KDLAB_BN_CLUSTERS");
-  }
-
- private:
-  std::string saved_;
-  bool had_ = false;
+  explicit BnClusters(bool on) : ScopedEnv("KDLAB_BN_CLUSTERS", on ? "1" : "0") {}
 };
 
 std::string describe(const NormGeom& g) {

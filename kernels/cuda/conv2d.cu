@@ -2,9 +2,11 @@
 // straight from the NCHW/OIHW tensors through the index maps of kernels/cuda/conv2d_gather.h
 // (which also holds the per-thread block program, tested on the host). Forward ASSIGNS y (+bias);
 // backward data ACCUMULATES into dx (or assigns it, when told); backward weight ACCUMULATES into dw and dbias.
-// 1x1 stride-1 unpadded convolutions run forward and backward data as one strided-batched cuBLAS
-// GEMM (mapping: kernels/cuda/pointwise_gemm.h; TF32 follows cuda::math_mode() through
-// cublas_handle(), which also forbids atomics), plus a bias kernel after the forward.
+// 1x1 stride-1 unpadded convolutions run on the implicit GEMM too (its residual epilogue makes a
+// bottleneck's last convolution and shortcut add one launch), unless KDLAB_CONV_1X1=cublas: then
+// forward and backward data are one strided-batched cuBLAS GEMM each (mapping:
+// kernels/cuda/pointwise_gemm.h; TF32 follows cuda::math_mode() through cublas_handle(), which
+// also forbids atomics), plus a bias or residual kernel after the forward.
 // Determinism: no float atomics. The weight pass splits K into a number of slices fixed by the
 // shape and writes each slice's partial product to the workspace; the block that finishes a
 // tile's last slice (an integer ticket per tile) sums the tile's slices in slice order into dw,
@@ -19,6 +21,7 @@
 #include "kernels/cuda/conv2d_gather.h"
 #include "kernels/cuda/conv2d_mma.h"
 #include "kernels/cuda/cublas_handle.h"
+#include "kernels/cuda/env_switch.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/pointwise_gemm.h"
 #include "kernels/cuda/reduce.cuh"
@@ -273,13 +276,20 @@ __global__ void add_channel_bias_kernel(int64_t total, int k, int pq, const T* _
     y[i] += bias[(i / pq) % k];
 }
 
+// The cuBLAS route for 1x1 stride-1 shapes, chosen by KDLAB_CONV_1X1=cublas (default native: no
+// second launch for a residual, and the bits of the other shapes' kernel). An A/B switch for
+// timing on a GPU, read at every call.
+bool pointwise_on_cublas(const ConvGeom& g) {
+  return pointwise_gemm::applies(g) && env_switch("KDLAB_CONV_1X1", "native", "cublas", false);
+}
+
 }  // namespace
 
 template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;
-  if (pointwise_gemm::applies(g)) {
+  if (pointwise_on_cublas(g)) {
     run_pointwise(pointwise_gemm::forward(g), x, w, y, false);
     const int64_t total = int64_t(g.n) * g.k * d.pq;
     if (bias)
@@ -292,13 +302,13 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   launch_gemm(prm, 1);
 }
 
-// 1x1 convolutions (cuBLAS) add the residual in a second launch; the others in the GEMM's
-// epilogue, one launch for the convolution and the shortcut add.
+// The residual in the GEMM's epilogue: one launch for the convolution and the shortcut add
+// (on the cuBLAS route for 1x1 shapes, a second launch adds it).
 template <class T>
 void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T* residual, T* y) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;
-  if (pointwise_gemm::applies(g)) {
+  if (pointwise_on_cublas(g)) {
     run_pointwise(pointwise_gemm::forward(g), x, w, y, false);
     accumulate(int64_t(g.n) * g.k * d.pq, T(1), residual, y);
     return;
@@ -313,7 +323,7 @@ template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;
-  if (pointwise_gemm::applies(g))
+  if (pointwise_on_cublas(g))
     return run_pointwise(pointwise_gemm::backward_data(g), dy, w, dx, accumulate);
   const conv_gemm::GemmDims gemm = conv_gemm::backward_data_gemm(d);
   const conv_gemm::GemmParams<T, Pass::BackwardData> prm{d, gemm, w, dy, nullptr, dx, gemm.k,

@@ -19,15 +19,13 @@
 // Group norm: one block of kStatThreads per (sample, group), the same sums and trees.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <initializer_list>
-#include <string>
 
 #include "kernels/backend.h"
 #include "base/check.h"
 #include "kernels/cuda/batchnorm_cluster.cuh"
 #include "kernels/cuda/batchnorm_walk.cuh"
+#include "kernels/cuda/env_switch.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/plane_walk.h"
 #include "kernels/cuda/reduce.cuh"
@@ -303,10 +301,7 @@ StatsScratch<T> stats_scratch(int count, int c, int bpc) {
 // has them; KDLAB_BN_CLUSTERS=0 keeps the two launches (an A/B switch for timing on a GPU; read
 // at every call, so a test can compare both paths in one process).
 bool bn_in_clusters() {
-  const char* v = std::getenv("KDLAB_BN_CLUSTERS");
-  if (v && std::strcmp(v, "0") != 0 && std::strcmp(v, "1") != 0)
-    throw InputError(std::string("KDLAB_BN_CLUSTERS: expected 0 or 1, got '") + v + "'");
-  return !(v && v[0] == '0') && clusters_available();
+  return env_switch("KDLAB_BN_CLUSTERS", "0", "1", true) && clusters_available();
 }
 
 }  // namespace

@@ -1,0 +1,24 @@
+// A/B switches of the CUDA kernels, read from the environment at every call (so one process, a
+// test or a benchmark, can run both sides): KDLAB_BN_CLUSTERS (normalization.cu) and
+// KDLAB_CONV_1X1 (conv2d.cu). Plain C++; any other value is an InputError naming the variable.
+#pragma once
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "base/check.h"
+
+namespace kd {
+namespace cuda {
+
+// True for `on`, false for `off`, `fallback` when the variable is unset.
+inline bool env_switch(const char* name, const char* off, const char* on, bool fallback) {
+  const char* v = std::getenv(name);
+  if (!v) return fallback;
+  if (std::strcmp(v, on) == 0) return true;
+  if (std::strcmp(v, off) == 0) return false;
+  throw InputError(std::string(name) + ": expected " + off + " or " + on + ", got '" + v + "'");
+}
+
+}  // namespace cuda
+}  // namespace kd

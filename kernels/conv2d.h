@@ -7,6 +7,9 @@
 // Backward kernels ACCUMULATE (+=) into dx, dw and dbias (dbias may be null),
 // except that backward data ASSIGNS every element of dx when `accumulate` is false (dx may then
 // hold anything, NaN included, and is never read).
+// conv2d_backward is both backward passes in one call, exactly as conv2d_backward_data (skipped
+// when dx is null) then conv2d_backward_weight, bit for bit: the form a backend can issue as one
+// launch (ours on the GPU); the others run the two passes (KD_CONV2D_BACKWARD_AS_TWO_PASSES).
 // ref:: is the plain loop, kept as the specification; cpu:: is im2col + BLAS GEMM.
 #pragma once
 #include "kernels/kernel_list.h"
@@ -40,7 +43,19 @@ inline void check_conv_geom(const ConvGeom& g) {
   X(conv2d_forward, (const ConvGeom& g, const T* x, const T* w, const T* bias, T* y)) \
   X(conv2d_forward_residual, (const ConvGeom& g, const T* x, const T* w, const T* residual, T* y)) \
   X(conv2d_backward_data, (const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate)) \
-  X(conv2d_backward_weight, (const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias))
+  X(conv2d_backward_weight, (const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias)) \
+  X(conv2d_backward, (const ConvGeom& g, const T* x, const T* w, const T* dy, T* dx,           \
+                      bool accumulate, T* dw, T* dbias))
+
+// Defines conv2d_backward in the enclosing kernel namespace as its two passes, for the backends
+// whose passes are separate launches (or no launches) anyway.
+#define KD_CONV2D_BACKWARD_AS_TWO_PASSES                                                   \
+  template <class T>                                                                       \
+  void conv2d_backward(const ConvGeom& g, const T* x, const T* w, const T* dy, T* dx,      \
+                       bool accumulate, T* dw, T* dbias) {                                 \
+    if (dx) conv2d_backward_data<T>(g, dy, w, dx, accumulate);                             \
+    conv2d_backward_weight<T>(g, x, dy, dw, dbias);                                        \
+  }
 
 namespace ref {
 KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)

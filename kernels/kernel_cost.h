@@ -150,6 +150,16 @@ KernelCost kernel_cost(kernel_tag::conv2d_backward_weight, const ConvGeom& g, co
   return cost_detail::make(2 * conv_macs(g) + (dbias ? y : 0), (x + y + w + bias) * s,
                            (w + bias) * s);
 }
+template <class T>
+KernelCost kernel_cost(kernel_tag::conv2d_backward, const ConvGeom& g, const T* x, const T* w,
+                       const T* dy, T* dx, bool accumulate, T* dw, T* dbias) {
+  KernelCost c = kernel_cost(kernel_tag::conv2d_backward_weight{}, g, x, dy, dw, dbias);
+  if (dx) {
+    const KernelCost d = kernel_cost(kernel_tag::conv2d_backward_data{}, g, dy, w, dx, accumulate);
+    c.flops += d.flops, c.bytes_read += d.bytes_read, c.bytes_written += d.bytes_written;
+  }
+  return c;
+}
 
 // ---- linear
 template <class T>

@@ -204,7 +204,7 @@ void host_warp_mma(const T* a_tile, const T* b_tile, int warp, int mi, int ni, i
 
 // Runs the kernel's block program on the host: every block of the grid, every thread, the
 // double-buffered K loop in the kernel's order, shared tiles poisoned with NaN per block. With
-// tensor_cores, conv_gemm_tf32_kernel's program (without the TF32 rounding): each load lands
+// tensor_cores, tf32_gemm_tile's program (without the TF32 rounding): each load lands
 // straight in the [kTileK][kMmaStride] tiles, warps multiply by m16n8k8 fragments, and the
 // epilogue reads the accumulators through MmaLayout.
 template <class T, Pass P>

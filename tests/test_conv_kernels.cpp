@@ -153,6 +153,36 @@ TEST(Conv2dKernel, ForwardWithResidualIsForwardThenAdd) {
     }
 }
 
+// conv2d_backward is conv2d_backward_data (when dx is given) then conv2d_backward_weight, bit
+// for bit, on ref and cpu.
+template <class T>
+void check_backward_in_one_call(const ConvGeom& g) {
+  const auto x = random_vector<T>(x_size(g), 1), w = random_vector<T>(w_size(g), 2),
+             dy = random_vector<T>(y_size(g), 3), dx0 = random_vector<T>(x_size(g), 4),
+             dw0 = random_vector<T>(w_size(g), 5), db0 = random_vector<T>(size_t(g.k), 6);
+  for (int impl = 0; impl < 2; ++impl)
+    for (bool with_dx : {false, true}) {
+      const auto& table = impl ? kd::cpu_backend().kernels<T>() : kd::ref_backend().kernels<T>();
+      std::vector<T> dx1 = dx0, dw1 = dw0, db1 = db0, dx2 = dx0, dw2 = dw0, db2 = db0;
+      if (with_dx) table.conv2d_backward_data(g, dy.data(), w.data(), dx1.data(), true);
+      table.conv2d_backward_weight(g, x.data(), dy.data(), dw1.data(), db1.data());
+      table.conv2d_backward(g, x.data(), w.data(), dy.data(), with_dx ? dx2.data() : nullptr,
+                            true, dw2.data(), db2.data());
+      const std::string what = (impl ? "cpu " : "ref ") + describe(g) + (with_dx ? "" : " no dx");
+      kd::kernel_testing::expect_bitwise(dx2, dx1, what + " dx");
+      kd::kernel_testing::expect_bitwise(dw2, dw1, what + " dw");
+      kd::kernel_testing::expect_bitwise(db2, db1, what + " dbias");
+    }
+}
+
+TEST(Conv2dKernel, BackwardInOneCallIsTheTwoPasses) {
+  EngineThreading threading;
+  for (const ConvGeom& g : kAwkward) {
+    check_backward_in_one_call<float>(g);
+    check_backward_in_one_call<double>(g);
+  }
+}
+
 TEST(Conv2dKernel, ForwardMatchesNaiveOracle) {
   EngineThreading threading;
   for (const auto* list : {&kAwkward, &kNetworkLike})

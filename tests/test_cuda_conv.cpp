@@ -8,6 +8,8 @@
 // the host by tests/test_conv_gather.cpp.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <cstdlib>
 #include <limits>
 
 #include <string>
@@ -211,6 +213,51 @@ TEST(CudaConvKernels, BackwardWeightAccumulatesLikeRef) {
     check_backward_weight<float>(g);
     check_backward_weight<double>(g);
   }
+}
+
+// conv2d_backward is conv2d_backward_data then conv2d_backward_weight, bit for bit (dx assigned
+// or accumulated, with and without dbias, without dx), in one launch fewer where it fuses them
+// (the implicit GEMM with a data pass), in as many otherwise.
+template <class T>
+void check_backward_in_one_call(const ConvGeom& g) {
+  const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
+             dy = uniform<T>(y_size(g), 4, -1, 1), dx0 = uniform<T>(x_size(g), 5, -1, 1),
+             dw0 = uniform<T>(w_size(g), 6, -1, 1), db0 = uniform<T>(g.k, 7, -1, 1);
+  const kd::Backend& gpu = kd::cuda_testing::gpu();
+  const kd::KernelTable<T>& k = kd::cuda_testing::gpu_kernels<T>();
+  DeviceArray<T> d_x(x), d_w(w), d_dy(dy);
+  const bool fuses = !(kd::pointwise_gemm::applies(g) && std::getenv("KDLAB_CONV_1X1"));
+  for (int with_dx : {0, 1})
+    for (bool accumulate : {false, true})
+      for (bool with_bias : {false, true}) {
+        if (!with_dx && accumulate) continue;
+        const std::string what = describe(g) + type_name<T>() + (with_dx ? " dx" : " no dx") +
+                                  (accumulate ? " accumulated" : "") + (with_bias ? " bias" : "");
+        DeviceArray<T> dx1(dx0), dw1(dw0), db1(db0), dx2(dx0), dw2(dw0), db2(db0);
+        T* bias1 = with_bias ? db1.get() : nullptr;
+        T* bias2 = with_bias ? db2.get() : nullptr;
+        uint64_t start = gpu.launch_count();
+        if (with_dx) k.conv2d_backward_data(g, d_dy.get(), d_w.get(), dx1.get(), accumulate);
+        k.conv2d_backward_weight(g, d_x.get(), d_dy.get(), dw1.get(), bias1);
+        const uint64_t separate = gpu.launch_count() - start;
+        start = gpu.launch_count();
+        k.conv2d_backward(g, d_x.get(), d_w.get(), d_dy.get(), with_dx ? dx2.get() : nullptr,
+                          accumulate, dw2.get(), bias2);
+        const uint64_t together = gpu.launch_count() - start;
+        EXPECT_TRUE(same_bits(dx2.host(), dx1.host())) << "dx, " << what;
+        EXPECT_TRUE(same_bits(dw2.host(), dw1.host())) << "dw, " << what;
+        EXPECT_TRUE(same_bits(db2.host(), db1.host())) << "dbias, " << what;
+        EXPECT_EQ(together, separate - (with_dx && fuses ? 1 : 0)) << "launches, " << what;
+      }
+}
+
+TEST(CudaConvKernels, BackwardInOneCallIsBothPassesInOneLaunch) {
+  KD_REQUIRE_CUDA();
+  for (const ConvGeom& g : kShapes)
+    on_each_route(g, [&] {
+      check_backward_in_one_call<float>(g);
+      check_backward_in_one_call<double>(g);
+    });
 }
 
 // Twice the accumulation from the same start gives the same bits; an uneven split-K shape

@@ -1,4 +1,4 @@
-// Tests of our convolution on TF32 tensor cores (--tf32: conv_gemm_tf32_kernel in
+// Tests of our convolution on TF32 tensor cores (--tf32: tf32_gemm_tile in
 // kernels/cuda/conv2d.cu). The oracle is ref:: on the inputs rounded to TF32 as cvt.rna does it
 // (kd::tf32_round): the tensor core multiplies those exactly and sums in float, so every pass
 // must match it within float accumulation error (1e-4 relative to max(1, |want|), as the FMA
@@ -70,6 +70,7 @@ struct Inputs {
 // Every pass of one shape on the device under the current math mode.
 struct Results {
   std::vector<float> y, y_res, dx_acc, dx_set, dw, db;
+  std::vector<float> both_dx, both_dw, both_db;  // conv2d_backward (device only)
 };
 Results run_passes(const ConvGeom& g, const Inputs& in) {
   DeviceArray<float> x(in.x), w(in.w), bias(in.bias), res(in.res), dy(in.dy);
@@ -82,14 +83,18 @@ Results run_passes(const ConvGeom& g, const Inputs& in) {
   gpu().conv2d_backward_data(g, dy.get(), w.get(), dx_acc.get(), true);
   gpu().conv2d_backward_data(g, dy.get(), w.get(), dx_set.get(), false);
   gpu().conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get());
-  return {y.host(), y_res.host(), dx_acc.host(), dx_set.host(), dw.host(), db.host()};
+  DeviceArray<float> both_dx(in.dx0), both_dw(in.dw0), both_db(in.db0);
+  gpu().conv2d_backward(g, x.get(), w.get(), dy.get(), both_dx.get(), true, both_dw.get(),
+                        both_db.get());
+  return {y.host(),  y_res.host(),   dx_acc.host(),  dx_set.host(), dw.host(),
+          db.host(), both_dx.host(), both_dw.host(), both_db.host()};
 }
 
 // The same passes by ref:: on the host, from x, w and dy as given.
 Results ref_passes(const ConvGeom& g, const Inputs& in, const std::vector<float>& x,
                    const std::vector<float>& w, const std::vector<float>& dy) {
   Results r{std::vector<float>(conv_y_size(g)), std::vector<float>(conv_y_size(g)), in.dx0,
-            std::vector<float>(conv_x_size(g)), in.dw0, in.db0};
+            std::vector<float>(conv_x_size(g)), in.dw0, in.db0, {}, {}, {}};
   kd::ref::conv2d_forward(g, x.data(), w.data(), in.bias.data(), r.y.data());
   kd::ref::conv2d_forward_residual(g, x.data(), w.data(), in.res.data(), r.y_res.data());
   kd::ref::conv2d_backward_data(g, dy.data(), w.data(), r.dx_acc.data(), true);
@@ -121,6 +126,10 @@ TEST(CudaConvTf32, EveryPassMatchesRefOnTf32RoundedInputs) {
     expect_close(got.dx_set, want.dx_set, kTol, "tf32 backward data assigned " + what);
     expect_close(got.dw, want.dw, kTol, "tf32 backward weight " + what);
     expect_close(got.db, want.db, kTol, "tf32 dbias " + what);
+    // Both passes in one launch: the separate passes' bits.
+    EXPECT_TRUE(same_bits(got.both_dx, got.dx_acc)) << "tf32 conv2d_backward dx " << what;
+    EXPECT_TRUE(same_bits(got.both_dw, got.dw)) << "tf32 conv2d_backward dw " << what;
+    EXPECT_TRUE(same_bits(got.both_db, got.db)) << "tf32 conv2d_backward dbias " << what;
   }
 }
 

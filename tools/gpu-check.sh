@@ -2,8 +2,9 @@
 # One-shot check of the CUDA backend on a GPU machine: environment, build, test discovery, the
 # *Cuda* tests, compute-sanitizer memcheck (kernel suites) and racecheck (convolution and
 # batchnorm suites), a quick GPU study, the GPU benchmark, PreResNet-56's GPU step again with
-# two-launch batch norm (KDLAB_BN_CLUSTERS=0: the A/B of the cluster kernels) and the same quick
-# study on the CPU.
+# two-launch batch norm (KDLAB_BN_CLUSTERS=0: the A/B of the cluster kernels) and with its 1x1
+# convolutions on cuBLAS (KDLAB_CONV_1X1=cublas: the A/B of the implicit GEMM for them), and the
+# same quick study on the CPU.
 # Each stage runs under `timeout` with its own limit, logs to LOG_DIR/<stage>.log and never stops
 # the others; every limit is also cut to what is left of the total budget (GPU_CHECK_BUDGET_S,
 # 420 s), so the whole run ends in time on a lent machine. The limits (stage_limit below) sum to
@@ -25,7 +26,8 @@
 #                                reused as it is configured, only kdlab and kdlab_tests are built
 #   GPU_CHECK_SKIP_BUILD=1       use what is in the build folder; GPU_CHECK_SKIP="bench ..." skips
 #                                stages by name (env build discover cuda-tests memcheck racecheck
-#                                quick-study bench bench-bn-two-launch quick-study-cpu)
+#                                quick-study bench bench-bn-two-launch bench-conv-1x1-cublas
+#                                quick-study-cpu)
 #   GPU_CHECK_BUDGET_S           total seconds for all stages (default 420)
 #   GPU_CHECK_TEST_FILTER        gtest filter of the test stage (default '*Cuda*')
 #   GPU_CHECK_MEMCHECK_FILTER    gtest filter under memcheck (default: the kernel suites,
@@ -322,6 +324,14 @@ body_bench_bn_two_launch() {
     ${GPU_CHECK_BENCH_ARGS---steps 100 --warmup 10 --cudnn-find}
 }
 
+# The 1x1 convolutions' A/B: PreResNet-56's step with them on cuBLAS (forward and backward data;
+# the residual a second launch, the backward passes separate), beside the bench stage's rows.
+body_bench_conv_1x1_cublas() {
+  # shellcheck disable=SC2086
+  KDLAB_CONV_1X1=cublas "$GC_BUILD_DIR/kdlab" bench --device cuda --no-torch --model preresnet56 \
+    ${GPU_CHECK_BENCH_ARGS---steps 100 --warmup 10 --cudnn-find}
+}
+
 body_quick_study() {
   rm -rf "$GC_LOG_DIR/quick-study"
   "$GC_BUILD_DIR/kdlab" repro fmnist-study --quick --device cuda --out "$GC_LOG_DIR/quick-study"
@@ -421,7 +431,7 @@ skip_list=" ${GPU_CHECK_SKIP:-} "
 [[ "${GPU_CHECK_SKIP_BUILD:-0}" == 1 ]] && skip_list+=" build "
 fmnist_dir=${KDLAB_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 all_stages=(env build discover cuda-tests memcheck racecheck quick-study bench bench-bn-two-launch
-            quick-study-cpu)
+            bench-conv-1x1-cublas quick-study-cpu)
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 t_start=$(now_ms)
@@ -444,8 +454,9 @@ stage_limit() {  # STAGE [real]: the real run's limit even in a dry run
   fi
   case "$1" in
     env) def=20 ;; build) def=90 ;; discover) def=15 ;; cuda-tests) def=60 ;;
-    memcheck) def=60 ;; racecheck) def=30 ;; quick-study) def=20 ;; bench) def=85 ;;
-    bench-bn-two-launch) def=20 ;; quick-study-cpu) def=20 ;; *) def=30 ;;
+    memcheck) def=50 ;; racecheck) def=30 ;; quick-study) def=20 ;; bench) def=80 ;;
+    bench-bn-two-launch) def=20 ;; bench-conv-1x1-cublas) def=15 ;; quick-study-cpu) def=20 ;;
+    *) def=30 ;;
   esac
   echo "${!var:-$def}"
 }
@@ -682,6 +693,7 @@ if ((dry_run)); then
   run_stage quick-study "$(gpu_why "${study_why:+then $study_why}")"
   run_stage bench "$(gpu_why "$torch_here")"
   run_stage bench-bn-two-launch "$(gpu_why "")"
+  run_stage bench-conv-1x1-cublas "$(gpu_why "")"
   run_stage quick-study-cpu "dry run${study_why:+; then $study_why}"
 else
   run_stage cuda-tests "$built_why"
@@ -690,6 +702,7 @@ else
   run_stage quick-study "$study_why"
   run_stage bench "$built_why"
   run_stage bench-bn-two-launch "$built_why"
+  run_stage bench-conv-1x1-cublas "$built_why"
   run_stage quick-study-cpu "$study_why"  # also after a failed CUDA study: does the CPU one pass?
 fi
 

@@ -45,23 +45,18 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
                                                         use_cudnn]() {
       dispatch_floating("conv2d", x, [&](auto tag) {
         using T = decltype(tag);
+        const KernelTable<T>& table = use_cudnn ? cudnn_kernels<T>(x) : kernels<T>(x);
         const T* dy = y.grad().data<T>();
-        if (x.requires_grad()) {  // assigned when x has no gradient yet: no zeroing, no read
-          bool accumulate = false;
-          T* dx = Tensor(x).grad_for_write(&accumulate).data<T>();
-          if (use_cudnn)
-            cudnn_kernels<T>(x).conv2d_backward_data(g, dy, w.data<T>(), dx, accumulate);
-          else
-            kernels<T>(x).conv2d_backward_data(g, dy, w.data<T>(), dx, accumulate);
-        }
+        // dx is assigned when x has no gradient yet: no zeroing, no read.
+        bool accumulate = false;
+        T* dx = x.requires_grad() ? Tensor(x).grad_for_write(&accumulate).data<T>() : nullptr;
         T* dbias = grad_ptr<T>(bias);
-        if (w.requires_grad() || dbias) {
+        if (w.requires_grad() || dbias) {  // both passes in one call (on our GPU kernels, one launch)
           Tensor scratch;
           T* dw = grad_or_scratch<T>(w, scratch);
-          if (use_cudnn)
-            cudnn_kernels<T>(x).conv2d_backward_weight(g, x.data<T>(), dy, dw, dbias);
-          else
-            kernels<T>(x).conv2d_backward_weight(g, x.data<T>(), dy, dw, dbias);
+          table.conv2d_backward(g, x.data<T>(), w.data<T>(), dy, dx, accumulate, dw, dbias);
+        } else if (dx) {
+          table.conv2d_backward_data(g, dy, w.data<T>(), dx, accumulate);
         }
       });
       // The residual's gradient is dy, handed on as add's backward does (after the convolution's

@@ -97,6 +97,8 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   }
 }
 
+KD_CONV2D_BACKWARD_AS_TWO_PASSES
+
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
 
 }  // namespace kd::ref

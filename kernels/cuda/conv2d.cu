@@ -33,6 +33,36 @@ namespace {
 
 using conv_gemm::Pass;
 
+// The output tile a block computes: x over N tiles, y over M tiles, slice = its K slice, of a
+// GEMM whose grid of tiles is `grid`. A plain launch takes it from blockIdx; the fused backward
+// launch (conv_backward_kernel) numbers two GEMMs' tiles one after the other.
+struct Tile {
+  int x, y, slice;
+  conv_gemm::Grid3 grid;
+};
+__device__ Tile block_tile() {
+  return {int(blockIdx.x), int(blockIdx.y), int(blockIdx.z),
+          {int(gridDim.x), int(gridDim.y), int(gridDim.z)}};
+}
+// Tile `index` of `grid`, counted x fastest, then y, then slice.
+__device__ Tile nth_tile(int index, const conv_gemm::Grid3& grid) {
+  const int per_slice = grid.x * grid.y, in_slice = index % per_slice;
+  return {in_slice % grid.x, in_slice / grid.x, index / per_slice, grid};
+}
+
+// The double-buffered K tiles of one block: [kTileK][stride] for A and B. The FMA kernel pads
+// the rows by one (bank spread), the tensor-core one by eight with 16-byte rows for cp.async.
+template <class T, bool TensorCores>
+struct StageTiles {
+  T a[2][conv_gemm::kTileK * conv_gemm::kStrideM];
+  T b[2][conv_gemm::kTileK * conv_gemm::kStrideN];
+};
+template <>
+struct StageTiles<float, true> {
+  __align__(16) float a[2][conv_gemm::kTileK * conv_gemm::kMmaStride];
+  __align__(16) float b[2][conv_gemm::kTileK * conv_gemm::kMmaStride];
+};
+
 // One ticket per output tile for the weight pass's fold; zero at module load, and the last block
 // of each tile puts its counter back to zero. Launches on the one compute stream never overlap.
 __device__ unsigned g_splitk_tickets[conv_gemm::kMaxFoldTiles] = {};
@@ -43,15 +73,15 @@ __device__ unsigned g_splitk_tickets[conv_gemm::kMaxFoldTiles] = {};
 // splitk_sum reads the slices through volatile (L2), as in fixed_order::last_block_sum2. Layout:
 // which tile element each thread's accumulators held (conv_gemm::FmaLayout or MmaLayout).
 template <class Layout, class T>
-__device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>& prm, int tid,
-                            int m0, int n0) {
+__device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>& prm,
+                            const Tile& tile, int tid, int m0, int n0) {
   using namespace conv_gemm;
   __shared__ bool last;
   __threadfence();
   __syncthreads();
   if (tid == 0) {
-    unsigned* counter = &g_splitk_tickets[blockIdx.y * gridDim.x + blockIdx.x];
-    last = fixed_order::take_ticket(counter) == gridDim.z - 1;
+    unsigned* counter = &g_splitk_tickets[tile.y * tile.grid.x + tile.x];
+    last = fixed_order::take_ticket(counter) == unsigned(tile.grid.z) - 1;
     if (last) atomicExch(counter, 0u);  // every slice of the tile has taken its ticket
   }
   __syncthreads();
@@ -66,7 +96,7 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>
       const int m = m0 + Layout::row(tid, i);
       if (m >= prm.g.m) continue;
       const int64_t e = weight_out_offset(prm.g, 0, m, col);
-      prm.fold_into[e] += splitk_sum(prm.out, int(gridDim.z), mn, e);
+      prm.fold_into[e] += splitk_sum(prm.out, tile.grid.z, mn, e);
     }
   }
 }
@@ -76,13 +106,13 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>
 // so one __syncthreads per K tile suffices: buffer cur ^ 1 was last read in the previous
 // iteration, before that iteration's barrier.
 template <class T, Pass P>
-__global__ void __launch_bounds__(conv_gemm::kThreads)
-    conv_gemm_kernel(const conv_gemm::GemmParams<T, P> prm) {
+__device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P>& prm, const Tile& tile,
+                              StageTiles<T, false>& tiles) {
   using namespace conv_gemm;
-  __shared__ T a_tile[2][kTileK * kStrideM];
-  __shared__ T b_tile[2][kTileK * kStrideN];
+  auto& a_tile = tiles.a;
+  auto& b_tile = tiles.b;
   const int tid = threadIdx.x;
-  const int m0 = blockIdx.y * kTileM, n0 = blockIdx.x * kTileN, slice = blockIdx.z;
+  const int m0 = tile.y * kTileM, n0 = tile.x * kTileN, slice = tile.slice;
   const KRange kr = k_range(prm.g, prm.k_chunk, slice);  // the same for the whole block
   const BCols<P> cols = make_b_cols(prm, tid, n0);
   T a_reg[kLoads], b_reg[kLoads];
@@ -107,7 +137,7 @@ __global__ void __launch_bounds__(conv_gemm::kThreads)
   }
   epilogue<FmaLayout>(prm, tid, m0, n0, slice, acc);
   if constexpr (P == Pass::BackwardWeight) {
-    if (prm.fold_into) fold_slices<FmaLayout>(prm, tid, m0, n0);  // uniform across the block
+    if (prm.fold_into) fold_slices<FmaLayout>(prm, tile, tid, m0, n0);  // uniform in the block
   }
 }
 
@@ -157,18 +187,18 @@ __device__ void mma_tile_tf32(const float* a_tile, const float* b_tile, int tid,
   }
 }
 
-// conv_gemm_kernel on tensor cores (float only). Tile t + 1 is copied by cp.async while tile t
+// fma_gemm_tile on tensor cores (float only). Tile t + 1 is copied by cp.async while tile t
 // is multiplied; every iteration commits one group (empty on the last tile), so waiting for all
 // but the newest group always means "tile t has landed". The second barrier keeps the next
 // iteration's copies out of the buffer until every warp has read it.
 template <Pass P>
-__global__ void __launch_bounds__(conv_gemm::kThreads)
-    conv_gemm_tf32_kernel(const conv_gemm::GemmParams<float, P> prm) {
+__device__ void tf32_gemm_tile(const conv_gemm::GemmParams<float, P>& prm, const Tile& tile,
+                               StageTiles<float, true>& tiles) {
   using namespace conv_gemm;
-  __shared__ __align__(16) float a_tile[2][kTileK * kMmaStride];
-  __shared__ __align__(16) float b_tile[2][kTileK * kMmaStride];
+  auto& a_tile = tiles.a;
+  auto& b_tile = tiles.b;
   const int tid = threadIdx.x;
-  const int m0 = blockIdx.y * kTileM, n0 = blockIdx.x * kTileN, slice = blockIdx.z;
+  const int m0 = tile.y * kTileM, n0 = tile.x * kTileN, slice = tile.slice;
   const KRange kr = k_range(prm.g, prm.k_chunk, slice);
   const BCols<P> cols = make_b_cols(prm, tid, n0);
   float acc[kMicro][kMicro];
@@ -193,8 +223,38 @@ __global__ void __launch_bounds__(conv_gemm::kThreads)
   tc::cp_async_wait<0>();  // only empty groups can be left; the thread exits with none queued
   epilogue<MmaLayout>(prm, tid, m0, n0, slice, acc);
   if constexpr (P == Pass::BackwardWeight) {
-    if (prm.fold_into) fold_slices<MmaLayout>(prm, tid, m0, n0);
+    if (prm.fold_into) fold_slices<MmaLayout>(prm, tile, tid, m0, n0);
   }
+}
+
+template <bool TensorCores, class T, Pass P>
+__device__ void gemm_tile(const conv_gemm::GemmParams<T, P>& prm, const Tile& tile,
+                          StageTiles<T, TensorCores>& tiles) {
+  if constexpr (TensorCores) tf32_gemm_tile(prm, tile, tiles);
+  else fma_gemm_tile(prm, tile, tiles);
+}
+
+// One GEMM pass, a block per tile (FMA, or TF32 tensor cores for float).
+template <class T, Pass P, bool TensorCores>
+__global__ void __launch_bounds__(conv_gemm::kThreads)
+    conv_gemm_kernel(const conv_gemm::GemmParams<T, P> prm) {
+  __shared__ StageTiles<T, TensorCores> tiles;
+  gemm_tile<TensorCores>(prm, block_tile(), tiles);
+}
+
+// Both backward passes in one launch: blocks [0, data tiles) compute dx's tiles, the rest dw's
+// (split-K slices and their in-launch fold included). The two read dy and write disjoint
+// outputs, so neither waits for the other; the weight pass's tickets index its own tile grid.
+template <class T, bool TensorCores>
+__global__ void __launch_bounds__(conv_gemm::kThreads)
+    conv_backward_kernel(const conv_gemm::GemmParams<T, Pass::BackwardData> data,
+                         const conv_gemm::Grid3 data_grid,
+                         const conv_gemm::GemmParams<T, Pass::BackwardWeight> weight,
+                         const conv_gemm::Grid3 weight_grid) {
+  __shared__ StageTiles<T, TensorCores> tiles;
+  const int block = int(blockIdx.x), data_tiles = data_grid.x * data_grid.y;
+  if (block < data_tiles) gemm_tile<TensorCores>(data, nth_tile(block, data_grid), tiles);
+  else gemm_tile<TensorCores>(weight, nth_tile(block - data_tiles, weight_grid), tiles);
 }
 
 // TF32 tensor cores for float convolutions: asked for (--tf32), allowed (not deterministic, as
@@ -228,6 +288,14 @@ __global__ void __launch_bounds__(conv_gemm::kBiasThreads)
   if (tid == 0) dbias[k] += part[0];
 }
 
+// A planned weight pass (plan_weight_pass): its GEMM, grid of tiles and dw's size.
+template <class T>
+struct WeightPass {
+  conv_gemm::GemmParams<T, Pass::BackwardWeight> prm;
+  conv_gemm::Grid3 grid;
+  int64_t mn;  // dw's elements
+};
+
 template <class T, Pass P>
 void launch_gemm(const conv_gemm::GemmParams<T, P>& prm, int slices) {
   const conv_gemm::Grid3 grid = conv_gemm::gemm_grid(prm.g, slices);
@@ -235,11 +303,26 @@ void launch_gemm(const conv_gemm::GemmParams<T, P>& prm, int slices) {
   const dim3 blocks(unsigned(grid.x), unsigned(grid.y), unsigned(grid.z));
   if constexpr (std::is_same_v<T, float>) {
     if (use_tensor_cores()) {
-      KD_LAUNCH((conv_gemm_tf32_kernel<P>), blocks, conv_gemm::kThreads, 0, prm);
+      KD_LAUNCH((conv_gemm_kernel<float, P, true>), blocks, conv_gemm::kThreads, 0, prm);
       return;
     }
   }
-  KD_LAUNCH((conv_gemm_kernel<T, P>), blocks, conv_gemm::kThreads, 0, prm);
+  KD_LAUNCH((conv_gemm_kernel<T, P, false>), blocks, conv_gemm::kThreads, 0, prm);
+}
+
+template <class T>
+void launch_backward(const conv_gemm::GemmParams<T, Pass::BackwardData>& data,
+                     const conv_gemm::Grid3& data_grid, const WeightPass<T>& weight,
+                     unsigned blocks) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_tensor_cores()) {
+      KD_LAUNCH((conv_backward_kernel<float, true>), blocks, conv_gemm::kThreads, 0, data,
+                data_grid, weight.prm, weight.grid);
+      return;
+    }
+  }
+  KD_LAUNCH((conv_backward_kernel<T, false>), blocks, conv_gemm::kThreads, 0, data, data_grid,
+            weight.prm, weight.grid);
 }
 
 cublasOperation_t op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
@@ -281,6 +364,29 @@ __global__ void add_channel_bias_kernel(int64_t total, int k, int pq, const T* _
 // timing on a GPU, read at every call.
 bool pointwise_on_cublas(const ConvGeom& g) {
   return pointwise_gemm::applies(g) && env_switch("KDLAB_CONV_1X1", "native", "cublas", false);
+}
+
+// The weight pass as planned from the shape alone: split-K slices into the workspace, folded
+// into dw in the same launch by each tile's last block when the tiles fit the ticket table.
+template <class T>
+WeightPass<T> plan_weight_pass(const conv_gemm::ConvDims& d, const T* x, const T* dy, T* dw) {
+  const conv_gemm::GemmDims gemm = conv_gemm::backward_weight_gemm(d);
+  const conv_gemm::SplitK plan = conv_gemm::split_k_plan(gemm);
+  const int64_t mn = int64_t(gemm.m) * gemm.n;
+  T* ws = static_cast<T*>(workspace(size_t(plan.slices) * size_t(mn) * sizeof(T)));
+  WeightPass<T> pass{{d, gemm, dy, x, nullptr, ws, plan.chunk}, conv_gemm::gemm_grid(gemm, plan.slices),
+                     mn};
+  if (int64_t(pass.grid.x) * pass.grid.y <= conv_gemm::kMaxFoldTiles) pass.prm.fold_into = dw;
+  return pass;
+}
+// After the GEMM launch: the separate fold where the launch could not, then dbias.
+template <class T>
+void finish_weight_pass(const ConvGeom& g, const WeightPass<T>& pass, const T* dy, T* dw,
+                        T* dbias) {
+  if (!pass.prm.fold_into)
+    KD_LAUNCH(splitk_accumulate_kernel<T>, grid_for(pass.mn, 256), 256, 0, pass.prm.out,
+              pass.grid.z, pass.mn, dw);
+  if (dbias) conv2d_bias_grad(g, dy, dbias);
 }
 
 }  // namespace
@@ -335,18 +441,33 @@ template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;  // empty batch: nothing to add
-  const conv_gemm::GemmDims gemm = conv_gemm::backward_weight_gemm(d);
-  const conv_gemm::SplitK plan = conv_gemm::split_k_plan(gemm);
-  const int64_t mn = int64_t(gemm.m) * gemm.n;
-  T* ws = static_cast<T*>(workspace(size_t(plan.slices) * size_t(mn) * sizeof(T)));
-  conv_gemm::GemmParams<T, Pass::BackwardWeight> prm{d, gemm, dy, x, nullptr, ws, plan.chunk};
-  const conv_gemm::Grid3 grid = conv_gemm::gemm_grid(gemm, plan.slices);
-  const bool fold = int64_t(grid.x) * grid.y <= conv_gemm::kMaxFoldTiles;
-  if (fold) prm.fold_into = dw;
-  launch_gemm(prm, plan.slices);
-  if (!fold)
-    KD_LAUNCH(splitk_accumulate_kernel<T>, grid_for(mn, 256), 256, 0, ws, plan.slices, mn, dw);
-  if (dbias) conv2d_bias_grad(g, dy, dbias);
+  const WeightPass<T> weight = plan_weight_pass(d, x, dy, dw);
+  launch_gemm(weight.prm, weight.grid.z);
+  finish_weight_pass(g, weight, dy, dw, dbias);
+}
+
+// Both passes, one launch on the implicit GEMM (conv_backward_kernel); separate passes where
+// the data pass is skipped or on cuBLAS. The weight pass's workspace, split-K plan and fold
+// are conv2d_backward_weight's, so every output has that pair of calls' bits.
+template <class T>
+void conv2d_backward(const ConvGeom& g, const T* x, const T* w, const T* dy, T* dx,
+                     bool accumulate, T* dw, T* dbias) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0) return;
+  if (!dx || pointwise_on_cublas(g)) {
+    if (dx) conv2d_backward_data(g, dy, w, dx, accumulate);
+    return conv2d_backward_weight(g, x, dy, dw, dbias);
+  }
+  const conv_gemm::GemmDims data_gemm = conv_gemm::backward_data_gemm(d);
+  const conv_gemm::GemmParams<T, Pass::BackwardData> data{d,  data_gemm, w, dy, nullptr, dx,
+                                                          data_gemm.k, accumulate};
+  const WeightPass<T> weight = plan_weight_pass(d, x, dy, dw);
+  const conv_gemm::Grid3 data_grid = conv_gemm::gemm_grid(data_gemm, 1);
+  const int64_t blocks = int64_t(data_grid.x) * data_grid.y +
+                         int64_t(weight.grid.x) * weight.grid.y * weight.grid.z;
+  KD_CHECK(blocks < (int64_t(1) << 31), "conv2d backward (cuda): " << blocks << " blocks");
+  launch_backward(data, data_grid, weight, unsigned(blocks));
+  finish_weight_pass(g, weight, dy, dw, dbias);
 }
 
 template <class T>

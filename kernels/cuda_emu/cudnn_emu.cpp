@@ -112,6 +112,8 @@ void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const 
   });
 }
 
+KD_CONV2D_BACKWARD_AS_TWO_PASSES
+
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
 KD_DEFINE_REGISTRAR(register_batchnorm, KD_BATCHNORM_KERNELS)
 

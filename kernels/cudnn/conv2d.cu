@@ -424,6 +424,8 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   if (dbias) cuda::conv2d_bias_grad(g, dy, dbias);  // our kernel: cuDNN has no bias gradient
 }
 
+KD_CONV2D_BACKWARD_AS_TWO_PASSES
+
 KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
 
 }  // namespace cudnn

@@ -245,8 +245,12 @@ __global__ void __launch_bounds__(conv_gemm::kThreads)
 // Both backward passes in one launch: blocks [0, data tiles) compute dx's tiles, the rest dw's
 // (split-K slices and their in-launch fold included). The two read dy and write disjoint
 // outputs, so neither waits for the other; the weight pass's tickets index its own tile grid.
+// It asks for the blocks per SM the separate passes get (float 4, double 2): left alone, ptxas
+// gave the union of the two bodies 80 registers (FMA) and 70 (TF32) against their 58-64, so 3
+// blocks per SM; at 64 the TF32 form spills nothing and the FMA one 12 bytes, double none
+// (nvcc 13.0, sm_90, -Xptxas -v).
 template <class T, bool TensorCores>
-__global__ void __launch_bounds__(conv_gemm::kThreads)
+__global__ void __launch_bounds__(conv_gemm::kThreads, sizeof(T) == sizeof(float) ? 4 : 2)
     conv_backward_kernel(const conv_gemm::GemmParams<T, Pass::BackwardData> data,
                          const conv_gemm::Grid3 data_grid,
                          const conv_gemm::GemmParams<T, Pass::BackwardWeight> weight,

@@ -51,7 +51,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
         bool accumulate = false;
         T* dx = x.requires_grad() ? Tensor(x).grad_for_write(&accumulate).data<T>() : nullptr;
         T* dbias = grad_ptr<T>(bias);
-        if (w.requires_grad() || dbias) {  // both passes in one call (on our GPU kernels, one launch)
+        // Both passes in one call: on our GPU kernels, one launch.
+        if (w.requires_grad() || dbias) {
           Tensor scratch;
           T* dw = grad_or_scratch<T>(w, scratch);
           table.conv2d_backward(g, x.data<T>(), w.data<T>(), dy, dx, accumulate, dw, dbias);

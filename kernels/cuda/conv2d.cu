@@ -378,8 +378,8 @@ WeightPass<T> plan_weight_pass(const conv_gemm::ConvDims& d, const T* x, const T
   const conv_gemm::SplitK plan = conv_gemm::split_k_plan(gemm);
   const int64_t mn = int64_t(gemm.m) * gemm.n;
   T* ws = static_cast<T*>(workspace(size_t(plan.slices) * size_t(mn) * sizeof(T)));
-  WeightPass<T> pass{{d, gemm, dy, x, nullptr, ws, plan.chunk}, conv_gemm::gemm_grid(gemm, plan.slices),
-                     mn};
+  WeightPass<T> pass{{d, gemm, dy, x, nullptr, ws, plan.chunk},
+                     conv_gemm::gemm_grid(gemm, plan.slices), mn};
   if (int64_t(pass.grid.x) * pass.grid.y <= conv_gemm::kMaxFoldTiles) pass.prm.fold_into = dw;
   return pass;
 }
@@ -463,7 +463,7 @@ void conv2d_backward(const ConvGeom& g, const T* x, const T* w, const T* dy, T* 
     return conv2d_backward_weight(g, x, dy, dw, dbias);
   }
   const conv_gemm::GemmDims data_gemm = conv_gemm::backward_data_gemm(d);
-  const conv_gemm::GemmParams<T, Pass::BackwardData> data{d,  data_gemm, w, dy, nullptr, dx,
+  const conv_gemm::GemmParams<T, Pass::BackwardData> data{d, data_gemm, w, dy, nullptr, dx,
                                                           data_gemm.k, accumulate};
   const WeightPass<T> weight = plan_weight_pass(d, x, dy, dw);
   const conv_gemm::Grid3 data_grid = conv_gemm::gemm_grid(data_gemm, 1);

@@ -292,41 +292,42 @@ __global__ void __launch_bounds__(conv_gemm::kBiasThreads)
   if (tid == 0) dbias[k] += part[0];
 }
 
-// A planned weight pass (plan_weight_pass): its GEMM, grid of tiles and dw's size.
+// A planned weight pass (plan_weight_pass): its GEMM and grid of tiles.
 template <class T>
 struct WeightPass {
   conv_gemm::GemmParams<T, Pass::BackwardWeight> prm;
   conv_gemm::Grid3 grid;
-  int64_t mn;  // dw's elements
 };
+
+// Calls launch(std::bool_constant<TensorCores>): the kernels' multiply for T under the current
+// math mode (TF32 tensor cores only for float, see use_tensor_cores).
+template <class T, class Launch>
+void with_multiply(Launch launch) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_tensor_cores()) return launch(std::true_type{});
+  }
+  launch(std::false_type{});
+}
 
 template <class T, Pass P>
 void launch_gemm(const conv_gemm::GemmParams<T, P>& prm, int slices) {
   const conv_gemm::Grid3 grid = conv_gemm::gemm_grid(prm.g, slices);
   if (grid.x == 0 || grid.y == 0) return;
   const dim3 blocks(unsigned(grid.x), unsigned(grid.y), unsigned(grid.z));
-  if constexpr (std::is_same_v<T, float>) {
-    if (use_tensor_cores()) {
-      KD_LAUNCH((conv_gemm_kernel<float, P, true>), blocks, conv_gemm::kThreads, 0, prm);
-      return;
-    }
-  }
-  KD_LAUNCH((conv_gemm_kernel<T, P, false>), blocks, conv_gemm::kThreads, 0, prm);
+  with_multiply<T>([&](auto tc) {
+    KD_LAUNCH((conv_gemm_kernel<T, P, decltype(tc)::value>), blocks, conv_gemm::kThreads, 0,
+              prm);
+  });
 }
 
 template <class T>
 void launch_backward(const conv_gemm::GemmParams<T, Pass::BackwardData>& data,
                      const conv_gemm::Grid3& data_grid, const WeightPass<T>& weight,
                      unsigned blocks) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (use_tensor_cores()) {
-      KD_LAUNCH((conv_backward_kernel<float, true>), blocks, conv_gemm::kThreads, 0, data,
-                data_grid, weight.prm, weight.grid);
-      return;
-    }
-  }
-  KD_LAUNCH((conv_backward_kernel<T, false>), blocks, conv_gemm::kThreads, 0, data, data_grid,
-            weight.prm, weight.grid);
+  with_multiply<T>([&](auto tc) {
+    KD_LAUNCH((conv_backward_kernel<T, decltype(tc)::value>), blocks, conv_gemm::kThreads, 0,
+              data, data_grid, weight.prm, weight.grid);
+  });
 }
 
 cublasOperation_t op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
@@ -370,6 +371,14 @@ bool pointwise_on_cublas(const ConvGeom& g) {
   return pointwise_gemm::applies(g) && env_switch("KDLAB_CONV_1X1", "native", "cublas", false);
 }
 
+// The data pass's GEMM: dx (assigned or accumulated) from dy and w.
+template <class T>
+conv_gemm::GemmParams<T, Pass::BackwardData> data_pass(const conv_gemm::ConvDims& d, const T* w,
+                                                       const T* dy, T* dx, bool accumulate) {
+  const conv_gemm::GemmDims gemm = conv_gemm::backward_data_gemm(d);
+  return {d, gemm, w, dy, nullptr, dx, gemm.k, accumulate};
+}
+
 // The weight pass as planned from the shape alone: split-K slices into the workspace, folded
 // into dw in the same launch by each tile's last block when the tiles fit the ticket table.
 template <class T>
@@ -379,7 +388,7 @@ WeightPass<T> plan_weight_pass(const conv_gemm::ConvDims& d, const T* x, const T
   const int64_t mn = int64_t(gemm.m) * gemm.n;
   T* ws = static_cast<T*>(workspace(size_t(plan.slices) * size_t(mn) * sizeof(T)));
   WeightPass<T> pass{{d, gemm, dy, x, nullptr, ws, plan.chunk},
-                     conv_gemm::gemm_grid(gemm, plan.slices), mn};
+                     conv_gemm::gemm_grid(gemm, plan.slices)};
   if (int64_t(pass.grid.x) * pass.grid.y <= conv_gemm::kMaxFoldTiles) pass.prm.fold_into = dw;
   return pass;
 }
@@ -387,9 +396,11 @@ WeightPass<T> plan_weight_pass(const conv_gemm::ConvDims& d, const T* x, const T
 template <class T>
 void finish_weight_pass(const ConvGeom& g, const WeightPass<T>& pass, const T* dy, T* dw,
                         T* dbias) {
-  if (!pass.prm.fold_into)
-    KD_LAUNCH(splitk_accumulate_kernel<T>, grid_for(pass.mn, 256), 256, 0, pass.prm.out,
-              pass.grid.z, pass.mn, dw);
+  if (!pass.prm.fold_into) {
+    const int64_t mn = int64_t(pass.prm.g.m) * pass.prm.g.n;
+    KD_LAUNCH(splitk_accumulate_kernel<T>, grid_for(mn, 256), 256, 0, pass.prm.out, pass.grid.z,
+              mn, dw);
+  }
   if (dbias) conv2d_bias_grad(g, dy, dbias);
 }
 
@@ -435,10 +446,7 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, boo
   if (g.n == 0) return;
   if (pointwise_on_cublas(g))
     return run_pointwise(pointwise_gemm::backward_data(g), dy, w, dx, accumulate);
-  const conv_gemm::GemmDims gemm = conv_gemm::backward_data_gemm(d);
-  const conv_gemm::GemmParams<T, Pass::BackwardData> prm{d, gemm, w, dy, nullptr, dx, gemm.k,
-                                                         accumulate};
-  launch_gemm(prm, 1);
+  launch_gemm(data_pass(d, w, dy, dx, accumulate), 1);
 }
 
 template <class T>
@@ -462,11 +470,9 @@ void conv2d_backward(const ConvGeom& g, const T* x, const T* w, const T* dy, T* 
     if (dx) conv2d_backward_data(g, dy, w, dx, accumulate);
     return conv2d_backward_weight(g, x, dy, dw, dbias);
   }
-  const conv_gemm::GemmDims data_gemm = conv_gemm::backward_data_gemm(d);
-  const conv_gemm::GemmParams<T, Pass::BackwardData> data{d, data_gemm, w, dy, nullptr, dx,
-                                                          data_gemm.k, accumulate};
+  const conv_gemm::GemmParams<T, Pass::BackwardData> data = data_pass(d, w, dy, dx, accumulate);
   const WeightPass<T> weight = plan_weight_pass(d, x, dy, dw);
-  const conv_gemm::Grid3 data_grid = conv_gemm::gemm_grid(data_gemm, 1);
+  const conv_gemm::Grid3 data_grid = conv_gemm::gemm_grid(data.g, 1);
   const int64_t blocks = int64_t(data_grid.x) * data_grid.y +
                          int64_t(weight.grid.x) * weight.grid.y * weight.grid.z;
   KD_CHECK(blocks < (int64_t(1) << 31), "conv2d backward (cuda): " << blocks << " blocks");

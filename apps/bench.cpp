@@ -78,7 +78,9 @@ bool time_torch(const std::string& python, const std::string& arch, const BenchO
   std::string cmd = python + " " KDLAB_SOURCE_DIR "/tools/torch_cpu_bench.py --model " + arch +
                     " --batch " + std::to_string(o.batch) + " --threads " +
                     std::to_string(o.threads) + " --steps " + std::to_string(o.steps) +
-                    " --warmup " + std::to_string(o.warmup) + " 2>/dev/null";
+                    " --warmup " + std::to_string(o.warmup) +
+                    (runtime_config().precision == Precision::Bf16 ? " --bf16" : "") +
+                    " 2>/dev/null";
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return false;
   std::string text;
@@ -168,7 +170,8 @@ int run_bench(const BenchOptions& options) {
                     cost_breakdown(ours.cost, /*gpu=*/false).to_text();
   }
   std::cout << "\nCPU training step, " << o.threads << " threads, --cpu-conv "
-            << cpu_conv_name(runtime_config().cpu_conv);
+            << cpu_conv_name(runtime_config().cpu_conv) << ", --precision "
+            << precision_name(runtime_config().precision);
   if (!o.cost_only)
     std::cout << ", median of " << o.steps << " steps after " << o.warmup << " warm-up"
               << (torch_version.empty() ? "" : ", PyTorch " + torch_version);

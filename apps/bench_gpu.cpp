@@ -190,6 +190,7 @@ std::map<std::string, nlohmann::json> time_torch_gpu(const std::string& python,
       << (o.steps > 0 ? o.steps : 200) << " --warmup " << (o.warmup >= 0 ? o.warmup : 20)
       << " --variant eager --variant channels_last --variant compile"
       << (runtime_config().math.tf32 ? " --tf32" : "")  // the same maths on both sides
+      << (runtime_config().precision == Precision::Bf16 ? " --bf16" : "")
       << (distill ? " --variant distill --teachers " + std::to_string(kDistillTeachers) +
                         " --tau 4"
                   : "");
@@ -358,7 +359,11 @@ int run_bench_gpu(const BenchOptions& o) {
     print_row_now(arch, "done", seconds() + " s");
   }
   std::cout << "\nGPU training-step time on " << device_name(gpu) << ", batch "
-            << o.batch << ", fp32 (TF32 "
+            << o.batch << ", "
+            << (runtime_config().precision == Precision::Bf16
+                    ? "--precision bf16 (bf16 activations, fp32 maths in each op)"
+                    : "fp32")
+            << " (TF32 "
             << (runtime_config().math.tf32 ? "on" : "off") << ", cuDNN algorithms "
             << (runtime_config().math.find ? "timed once per shape, --cudnn-find"
                                            : "by heuristic; --cudnn-find times them")
@@ -372,6 +377,7 @@ int run_bench_gpu(const BenchOptions& o) {
   if (!theirs.rows.empty())
     std::cout << "\nPyTorch " << torch_version
               << " (cudnn.benchmark on, TF32 " << (runtime_config().math.tf32 ? "on" : "off")
+              << (runtime_config().precision == Precision::Bf16 ? ", autocast to bfloat16" : "")
               << "; peak: max_memory_allocated)\n"
               << theirs.to_text() << "\nkdlab against PyTorch (time ratios >1 mean kdlab is "
               << "faster)\n"

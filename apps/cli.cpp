@@ -85,6 +85,10 @@ void add_common(CLI::App* cmd, CommonOptions& c, bool with_out = true) {
                   "channels in eights, direct for stride-1 ones with <= 16 filters) | gemm "
                   "(im2col + GEMM always)")
       ->capture_default_str();
+  cmd->add_option("--precision", c.precision,
+                  "fp32 | bf16 (bf16 activations, gradients and weight copies in the step; fp32 "
+                  "maths inside each op, fp32 master weights, optimizer, losses and metrics)")
+      ->capture_default_str();
   add_gpu_controls(cmd, c.conv, c.bn, c.deterministic, c.tf32, c.cudnn_find);
   cmd->add_option("--profile-steps", c.profile_steps,
                   "A:B: open the CUDA profiler for training steps A..B only (for Nsight: nsys "
@@ -159,6 +163,7 @@ void add_study_flags(CLI::App* cmd, StudyCommandOptions& s) {
   cmd->add_option("--cpu-conv", s.cpu_conv, "Every run's --cpu-conv (auto | gemm)");
   cmd->add_option("--conv", s.conv, "Every run's --conv (native | cudnn)");
   cmd->add_option("--bn", s.bn, "Every run's --bn (native | cudnn)");
+  cmd->add_option("--precision", s.precision, "Every run's --precision (fp32 | bf16)");
   cmd->add_flag("--deterministic", s.deterministic, "Every run's --deterministic");
   cmd->add_flag("--tf32", s.tf32, "Every run's --tf32");
   cmd->add_flag("--cudnn-find", s.cudnn_find, "Every run's --cudnn-find");
@@ -311,6 +316,10 @@ std::unique_ptr<Cli> make_cli() {
                         "GPU: time cuDNN's convolution algorithms once per shape (as PyTorch's "
                         "cudnn.benchmark, which its side of the table uses)");
   c.bench_cmd->add_flag("--deterministic", c.bench_deterministic, "GPU: deterministic algorithms");
+  c.bench_cmd->add_option("--precision", c.bench_precision,
+                          "fp32 | bf16 (ours under --precision bf16, PyTorch's forward under "
+                          "autocast to bfloat16)")
+      ->capture_default_str();
 
   refuse_empty_values(c.app);
   return owned;

@@ -29,6 +29,7 @@ struct Cli {
   BenchOptions bench;
   bool bench_tf32 = false, bench_deterministic = false, bench_cudnn_find = false;
   std::string bench_cpu_conv = "auto";
+  std::string bench_precision = "fp32";
   std::string resume_dir;  // declared for --help; resume_arguments handles --resume
   CLI::App *train_cmd = nullptr, *distill_cmd = nullptr, *eval_cmd = nullptr,
            *import_cmd = nullptr, *study_cmd = nullptr, *repro_cmd = nullptr,

@@ -232,6 +232,7 @@ Device apply_common(const CommonOptions& common) {
   config.math.deterministic = common.deterministic;
   config.math.tf32 = common.tf32;
   config.math.find = common.cudnn_find;
+  config.precision = parse_precision("--precision", common.precision);
   if (!common.profile_steps.empty())
     config.profile_window = profile::parse_step_window(common.profile_steps);
   Device device = parse_device(common.device);

@@ -23,6 +23,7 @@ struct CommonOptions {
   int64_t subset_seed = -1;   // --subset-seed: which random subset (-1: --seed's), so runs
                               // with different seeds can share their images
   std::string cpu_conv = "auto";  // auto (Winograd where it applies) | gemm
+  std::string precision = "fp32";  // fp32 | bf16 (activations and weight copies in the step)
   // GPU kernel controls (ignored on the CPU)
   std::string conv = "native";  // native | cudnn
   std::string bn = "native";    // native | cudnn

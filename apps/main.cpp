@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
       config.threads = bench.threads;
       config.cpu_conv = kd::parse_cpu_conv("--cpu-conv", cli->bench_cpu_conv);
       config.math = {cli->bench_deterministic, cli->bench_tf32, cli->bench_cudnn_find};
+      config.precision = kd::parse_precision("--precision", cli->bench_precision);
       kd::set_runtime_config(config);
       return run_bench(bench);
     }

@@ -47,6 +47,7 @@ std::vector<std::string> run_flags(const StudyCommandOptions& o) {
   add("--cpu-conv", o.cpu_conv);
   add("--conv", o.conv);
   add("--bn", o.bn);
+  add("--precision", o.precision);
   if (o.deterministic) flags.insert(flags.end(), {"--deterministic", ""});
   if (o.tf32) flags.insert(flags.end(), {"--tf32", ""});
   if (o.cudnn_find) flags.insert(flags.end(), {"--cudnn-find", ""});

@@ -18,7 +18,7 @@ struct StudyCommandOptions {
   std::string slurm_dir;
   std::string run_one;
   // Passed to every run when given (empty / false: not given).
-  std::string seed, device, threads, data_dir, cpu_conv, conv, bn;
+  std::string seed, device, threads, data_dir, cpu_conv, conv, bn, precision;
   bool deterministic = false, tf32 = false, cudnn_find = false;
   // repro only
   bool list = false, show = false, quick = false;

@@ -1,7 +1,10 @@
 // The differentiable ops: the single front door for each (check shapes and dtypes, allocate
 // outputs, dispatch on the device, record the backward). Definitions in engine/ops/<group>.cpp;
-// kernels in kernels/{cpu,cuda}/. All ops take f32 or f64 tensors on one device (cast also
-// takes and makes bf16 ones).
+// kernels in kernels/{cpu,cuda}/. All ops take f32 or f64 tensors on one device. The layers' ops
+// (conv2d, linear, relu, add, reshape, the pools, dropout, batch_norm, group_norm) also take
+// bf16 activations (--precision bf16): they compute in fp32, beside f32 parameters, and their
+// bf16 outputs and input gradients are the fp32 results rounded once (ops/bf16_operands.h).
+// cast converts between them; the losses and metrics take f32 or f64 only.
 #pragma once
 #include <vector>
 

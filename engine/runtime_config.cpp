@@ -40,6 +40,16 @@ GpuImpl parse_gpu_impl(const std::string& flag, const std::string& value) {
 
 const char* gpu_impl_name(GpuImpl impl) { return impl == GpuImpl::Cudnn ? "cudnn" : "native"; }
 
+Precision parse_precision(const std::string& flag, const std::string& value) {
+  if (value == "fp32") return Precision::Fp32;
+  if (value == "bf16") return Precision::Bf16;
+  throw InputError(flag + ": expected fp32 or bf16, got '" + value + "'");
+}
+
+const char* precision_name(Precision precision) {
+  return precision == Precision::Bf16 ? "bf16" : "fp32";
+}
+
 const RuntimeConfig& runtime_config() { return g_config; }
 
 void set_runtime_config(const RuntimeConfig& config) {

@@ -24,11 +24,19 @@ const char* gpu_impl_name(GpuImpl impl);
 cpu::ConvAlgorithm parse_cpu_conv(const std::string& flag, const std::string& value);  // auto|gemm
 const char* cpu_conv_name(cpu::ConvAlgorithm algorithm);
 
+// --precision: the dtype of a model's activations, their gradients and its weights' copies in
+// the step. fp32: everything f32. bf16: bf16 storage, fp32 maths inside every op (ops.h), fp32
+// master weights, optimizer, losses and metrics (models/classifier.h casts at the model's ends).
+enum class Precision { Fp32, Bf16 };
+Precision parse_precision(const std::string& flag, const std::string& value);  // fp32|bf16
+const char* precision_name(Precision precision);
+
 struct RuntimeConfig {
   int threads = 0;                     // --threads: CPU threads for kernels (0 = all cores)
   cpu::ConvAlgorithm cpu_conv = cpu::ConvAlgorithm::Auto;  // --cpu-conv
   GpuKernels gpu_kernels;              // --conv, --bn
   MathMode math;                       // --deterministic, --tf32 (MathMode: kernels/backend.h)
+  Precision precision = Precision::Fp32;  // --precision
   profile::StepWindow profile_window;  // --profile-steps A:B
 };
 

@@ -32,6 +32,13 @@ class Classifier : public nn::Module {
   int image_size = 0;  // the input height = width the architecture expects
 };
 
+// --precision's ends of a forward pass (engine/runtime_config.h). Under bf16, an f32 input enters
+// as bf16 (enter_precision) and what leaves the model (logits, stage outputs) is cast back to the
+// input's dtype (leave_precision), so losses, metrics, CKA and cached teacher logits stay f32.
+// Under fp32, and for f64 inputs (the gradient checks), both return their tensor unchanged.
+Tensor enter_precision(const Tensor& images);
+Tensor leave_precision(const Tensor& t, const Tensor& images);
+
 // An InputError naming --model and the known names when `arch` is not one of them.
 std::shared_ptr<Classifier> make_model(const std::string& arch, int num_classes, int in_channels,
                                        uint64_t seed);

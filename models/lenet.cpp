@@ -24,17 +24,17 @@ LeNet5::LeNet5(int classes, int channels, uint64_t seed) {
 Tensor LeNet5::forward(const Tensor& x) {
   KD_CHECK(x.dim() == 4 && x.size(1) == in_channels && x.size(2) == 28 && x.size(3) == 28,
            "lenet5: expected input [n, " << in_channels << ", 28, 28], got " << describe(x));
-  Tensor h;
+  Tensor h = enter_precision(x);
   {
     profile::Range range("features");
-    h = ops::avg_pool2d(ops::relu(conv1_->forward(x)), 2, 2);
+    h = ops::avg_pool2d(ops::relu(conv1_->forward(h)), 2, 2);
     h = ops::avg_pool2d(ops::relu(conv2_->forward(h)), 2, 2);
   }
   profile::Range range("classifier");
   h = ops::flatten(h);
   h = ops::relu(fc1_->forward(h));
   h = ops::relu(fc2_->forward(h));
-  return fc3_->forward(h);
+  return leave_precision(fc3_->forward(h), x);
 }
 
 ModelEntry lenet5_model_entry() {

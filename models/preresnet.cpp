@@ -126,18 +126,19 @@ Tensor PreResNet::run(const Tensor& x, std::vector<Tensor>* stages) {
   Tensor h;
   {
     profile::Range range("conv1");
-    h = stem_->forward(x);
+    h = stem_->forward(enter_precision(x));
   }
   for (size_t i = 0; i < blocks_.size(); ++i) {
     profile::Range range(block_names_[i]);
     h = blocks_[i]->forward(h);
     if (stages && std::find(stage_ends_.begin(), stage_ends_.end(), i) != stage_ends_.end())
-      stages->push_back(ops::flatten(ops::avg_pool2d(h, int(h.size(2)), int(h.size(2)))));
+      stages->push_back(
+          leave_precision(ops::flatten(ops::avg_pool2d(h, int(h.size(2)), int(h.size(2)))), x));
   }
   profile::Range range("head");
   h = head_norm_->forward_relu(h);
   h = ops::flatten(ops::avg_pool2d(h, 8, 8));
-  return fc_->forward(h);
+  return leave_precision(fc_->forward(h), x);
 }
 
 namespace {

@@ -56,7 +56,7 @@ Vgg16::Vgg16(int classes, int channels, uint64_t seed) {
 Tensor Vgg16::forward(const Tensor& x) {
   KD_CHECK(x.dim() == 4 && x.size(1) == in_channels && x.size(2) == 32 && x.size(3) == 32,
            "vgg16: expected input [n, " << in_channels << ", 32, 32], got " << describe(x));
-  Tensor h = x;
+  Tensor h = enter_precision(x);
   {
     profile::Range range("features");
     for (const auto& conv : features_)
@@ -66,7 +66,7 @@ Tensor Vgg16::forward(const Tensor& x) {
   h = ops::flatten(h);  // [n, 512, 1, 1] -> [n, 512]
   h = ops::relu(fc1_->forward(drop1_->forward(h)));
   h = ops::relu(fc2_->forward(drop2_->forward(h)));
-  return fc3_->forward(h);
+  return leave_precision(fc3_->forward(h), x);
 }
 
 ModelEntry vgg16_model_entry() {

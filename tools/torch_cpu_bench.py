@@ -2,7 +2,7 @@
 
 One training step = forward + cross-entropy + backward + SGD-Nesterov (momentum 0.9, weight decay
 1e-4) on a fixed random batch (LeNet-5: 1x28x28, 10 classes; PreResNet: 3x32x32, 100 classes),
-float32, train mode. Prints ONE json line, e.g.
+float32 (--bf16: the forward autocast to bfloat16), train mode. Prints ONE json line, e.g.
   /usr/bin/python3 tools/torch_cpu_bench.py --model preresnet20 --batch 128 --threads 2 --steps 20
   {"model": "preresnet20", "images_per_s": ..., "ms_per_step_median": ..., ...}
 images_per_s = batch / median step time (the median ignores one-off stalls on a shared machine);
@@ -38,6 +38,8 @@ def main():
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true",
+                    help="autocast the forward to bfloat16 (kdlab bench --precision bf16)")
     ap.add_argument("--peak-rss", action="store_true", help="add the process's max RSS (MiB)")
     args = ap.parse_args()
     if args.steps < 1 or args.batch < 1 or args.threads < 1 or args.warmup < 0:
@@ -53,7 +55,8 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss.item()  # forces completion of the step
@@ -78,6 +81,7 @@ def main():
         "steps": args.steps,
         "warmup": args.warmup,
         "threads": torch.get_num_threads(),
+        "bf16": args.bf16,
         "cores_used": round(cores_used, 2),
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "torch_version": torch.__version__,

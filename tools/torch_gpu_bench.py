@@ -3,7 +3,8 @@
 One training step = forward + cross-entropy + backward + SGD-Nesterov (momentum 0.9, weight decay
 5e-4, zero_grad(set_to_none=True)) on a fixed random batch in fp32, train mode. LeNet-5: 1x28x28;
 PreResNet: 3x32x32 (CIFAR-shaped). TF32 is OFF (kdlab's GPU comparison is strict fp32) unless
---tf32 (kdlab bench --tf32 passes it: tensor cores on both sides), and cudnn.benchmark is ON for
+--tf32 (kdlab bench --tf32 passes it: tensor cores on both sides; --bf16, from kdlab bench
+--precision bf16: autocast to bfloat16), and cudnn.benchmark is ON for
 every variant. Variants (--variant, repeatable; default eager):
   eager          NCHW eager
   channels_last  eager with the model and input in channels_last
@@ -112,6 +113,7 @@ class Setup:
     """Model, optimizer and a fixed batch; same seed -> same weights and data in every variant."""
 
     def __init__(self, args, device, seed_offset=0, channels_last=False):
+        self.args = args
         torch.manual_seed(args.seed + seed_offset)
         self.model, shape = build(args.model, args.classes)
         # Data on the CPU generator first so the batch is the same on every device.
@@ -129,10 +131,17 @@ class Setup:
     def ce_step_fn(self, forward):
         def step():
             self.opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(forward(self.x), self.y)
+            with precision(self.args, self.x.device):
+                loss = F.cross_entropy(forward(self.x), self.y)
             loss.backward()
             self.opt.step()
         return step
+
+
+def precision(args, device):
+    """--bf16: autocast to bfloat16 around the forward (PyTorch's mixed precision: bf16
+    activations, fp32 master weights and optimizer), kdlab's --precision bf16; else a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
 
 def sync(device):
@@ -230,7 +239,9 @@ def run_distill(args, device):
         step_index[0] += 1
         with torch.no_grad():
             p = F.softmax(cache[row:row + args.batch] / tau, dim=1)
-        log_q = F.log_softmax(s.model(s.x) / tau, dim=1)
+        with precision(args, device):
+            logits = s.model(s.x)
+        log_q = F.log_softmax(logits.float() / tau, dim=1)
         loss = -(tau * tau) * (p * log_q).sum(dim=1).mean()
         loss.backward()
         s.opt.step()
@@ -372,6 +383,8 @@ def parse_args(argv=None):
     ap.add_argument("--tau", type=float, default=4.0, help="distill: temperature")
     ap.add_argument("--tf32", action="store_true",
                     help="TF32 tensor cores for float matmuls and convolutions (default: off)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="autocast the forward to bfloat16 (kdlab bench --precision bf16)")
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--timing", choices=["events", "sync"], default="events",
@@ -408,6 +421,7 @@ def main(argv=None):
     if device.type == "cpu" and args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
+    base["bf16"] = args.bf16
     base["tf32"] = args.tf32
     base["tf32_setting"] = set_fp32_math(args.tf32)
     base["cudnn_benchmark"] = True

@@ -21,9 +21,18 @@ Conv2d::Conv2d(int in, int out, int kernel, int stride_, int pad_, bool with_bia
   }
 }
 
-Tensor Conv2d::forward(const Tensor& x) const { return ops::conv2d(x, weight, bias, stride, pad); }
+// The bf16 precision's weights: a bf16 input gets the bf16 copy of the fp32 master weight (its
+// gradient comes back through the cast into the master's). The bias stays fp32: the kernels add
+// it in fp32 before the output is rounded.
+static Tensor weight_for(const Tensor& x, const Tensor& weight) {
+  return x.dtype() == DType::BF16 ? ops::cast(weight, DType::BF16) : weight;
+}
+
+Tensor Conv2d::forward(const Tensor& x) const {
+  return ops::conv2d(x, weight_for(x, weight), bias, stride, pad);
+}
 Tensor Conv2d::forward(const Tensor& x, const Tensor& residual) const {
-  return ops::conv2d(x, weight, bias, stride, pad, residual);
+  return ops::conv2d(x, weight_for(x, weight), bias, stride, pad, residual);
 }
 
 Linear::Linear(int in, int out, Initializer& init) {
@@ -35,7 +44,9 @@ Linear::Linear(int in, int out, Initializer& init) {
   register_parameter("bias", &bias);
 }
 
-Tensor Linear::forward(const Tensor& x) const { return ops::linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) const {
+  return ops::linear(x, weight_for(x, weight), bias);
+}
 
 Dropout::Dropout(double p_, uint64_t seed_, uint32_t layer_) : p(p_), seed(seed_), layer(layer_) {
   KD_CHECK(p >= 0 && p < 1, "Dropout: p must be in [0, 1), got " << p);

@@ -1,8 +1,10 @@
 // Front doors for conv2d and linear: shape checks, dispatch to the CPU kernels, our CUDA kernels
 // or cuDNN (--conv; the forward's choice is kept for the backward), backward recording.
+#include <memory>
 #include <vector>
 
 #include "engine/ops.h"
+#include "engine/ops/bf16_operands.h"
 #include "engine/ops/dispatch.h"
 #include "kernels/conv2d.h"
 #include "kernels/linear.h"
@@ -13,7 +15,7 @@ using namespace detail;
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad,
               const Tensor& residual) {
-  check_operands("conv2d", {x, w, bias, residual});
+  const DType compute = compute_dtype("conv2d", {x, w, bias, residual});
   KD_CHECK(x.dim() == 4 && w.dim() == 4 && x.size(1) == w.size(1),
            "conv2d: input " << describe(x) << " and weight " << describe(w)
                             << " (expected [n,c,h,w] and [k,c,r,s])");
@@ -27,38 +29,48 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   KD_CHECK(g.h + 2 * pad >= g.r && g.w + 2 * pad >= g.s,
            "conv2d: kernel " << g.r << "x" << g.s << " larger than padded input " << describe(x));
   Tensor y = Tensor::empty({g.n, g.k, g.p(), g.q()}, x.dtype(), x.device());
-  KD_CHECK(!residual.defined() || (residual.shape() == y.shape() && !bias.defined()),
+  KD_CHECK(!residual.defined() ||
+               (residual.shape() == y.shape() && residual.dtype() == y.dtype() && !bias.defined()),
            "conv2d: residual " << describe(residual) << " for output " << describe(y)
                                << (bias.defined() ? " (and a bias: not supported together)" : ""));
   const bool on_gpu = x.is_cuda();
   const bool use_cudnn = on_gpu && runtime_config().gpu_kernels.conv == GpuImpl::Cudnn;
-  dispatch_floating("conv2d", x, [&](auto tag) {
+  dispatch_compute("conv2d", compute, [&](auto tag) {
     using T = decltype(tag);
     const KernelTable<T>& table = use_cudnn ? cudnn_kernels<T>(x) : kernels<T>(x);
+    Out<T> out(y);
     if (residual.defined())
-      table.conv2d_forward_residual(g, x.data<T>(), w.data<T>(), residual.data<T>(), y.data<T>());
+      table.conv2d_forward_residual(g, In<T>(x).get(), In<T>(w).get(), In<T>(residual).get(),
+                                    out.get());
     else
-      table.conv2d_forward(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias), y.data<T>());
+      table.conv2d_forward(g, In<T>(x).get(), In<T>(w).get(), In<T>(bias).get(), out.get());
+    out.commit();
   });
   if (should_record({x, w, bias, residual})) {
-    record_node("conv2d", {x, w, bias, residual}, {y}, [x, w, bias, residual, y, g, on_gpu,
+    record_node("conv2d", {x, w, bias, residual}, {y}, [x, w, bias, residual, y, g, compute,
                                                         use_cudnn]() {
-      dispatch_floating("conv2d", x, [&](auto tag) {
+      dispatch_compute("conv2d", compute, [&](auto tag) {
         using T = decltype(tag);
         const KernelTable<T>& table = use_cudnn ? cudnn_kernels<T>(x) : kernels<T>(x);
-        const T* dy = y.grad().data<T>();
+        const In<T> dy(y.grad());
+        const In<T> w_in(w);
         // dx is assigned when x has no gradient yet: no zeroing, no read.
-        bool accumulate = false;
-        T* dx = x.requires_grad() ? Tensor(x).grad_for_write(&accumulate).data<T>() : nullptr;
-        T* dbias = grad_ptr<T>(bias);
+        std::unique_ptr<GradWrite<T>> dx;
+        if (x.requires_grad()) dx = std::make_unique<GradWrite<T>>(x);
+        T* dx_ptr = dx ? dx->get() : nullptr;
+        const bool accumulate = dx && dx->accumulate();
+        GradAccumulate<T> dbias(bias);
         // Both passes in one call: on our GPU kernels, one launch.
-        if (w.requires_grad() || dbias) {
-          Tensor scratch;
-          T* dw = grad_or_scratch<T>(w, scratch);
-          table.conv2d_backward(g, x.data<T>(), w.data<T>(), dy, dx, accumulate, dw, dbias);
+        if (w.requires_grad() || dbias.get()) {
+          GradOrScratch<T> dw(w);
+          table.conv2d_backward(g, In<T>(x).get(), w_in.get(), dy.get(), dx_ptr, accumulate,
+                                dw.get(), dbias.get());
+          dw.commit();
         } else if (dx) {
-          table.conv2d_backward_data(g, dy, w.data<T>(), dx, accumulate);
+          table.conv2d_backward_data(g, dy.get(), w_in.get(), dx_ptr, accumulate);
         }
+        if (dx) dx->commit();
+        dbias.commit();
       });
       // The residual's gradient is dy, handed on as add's backward does (after the convolution's
       // passes have read it; nothing reads y's gradient again).
@@ -67,10 +79,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
         if (!in.grad().defined()) {
           in.set_grad(y.grad(), y.grad_shared());
         } else {
-          dispatch_floating("conv2d", x, [&](auto tag) {
-            using T = decltype(tag);
-            kernels<T>(x).accumulate(y.numel(), T(1), y.grad().data<T>(), grad_ptr<T>(in));
-          });
+          dispatch_compute("conv2d", compute,
+                           [&](auto tag) { add_to_grad<decltype(tag)>(in, y.grad()); });
         }
       }
     });
@@ -79,7 +89,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_operands("linear", {x, w, bias});
+  const DType compute = compute_dtype("linear", {x, w, bias});
   KD_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1),
            "linear: input " << describe(x) << " and weight " << describe(w)
                             << " (expected [b,in] and [out,in])");
@@ -88,24 +98,27 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   LinearGeom g;
   g.batch = int(x.size(0)), g.in = int(x.size(1)), g.out = int(w.size(0));
   Tensor y = Tensor::empty({g.batch, g.out}, x.dtype(), x.device());
-  const bool on_gpu = x.is_cuda();
-  dispatch_floating("linear", x, [&](auto tag) {
+  dispatch_compute("linear", compute, [&](auto tag) {
     using T = decltype(tag);
-    kernels<T>(x).linear_forward(g, x.data<T>(), w.data<T>(), ptr_or_null<T>(bias),
-                                     y.data<T>());
+    Out<T> out(y);
+    kernels<T>(x).linear_forward(g, In<T>(x).get(), In<T>(w).get(), In<T>(bias).get(), out.get());
+    out.commit();
   });
   if (should_record({x, w, bias})) {
-    record_node("linear", {x, w, bias}, {y}, [x, w, bias, y, g, on_gpu]() {
-      dispatch_floating("linear", x, [&](auto tag) {
+    record_node("linear", {x, w, bias}, {y}, [x, w, bias, y, g, compute]() {
+      dispatch_compute("linear", compute, [&](auto tag) {
         using T = decltype(tag);
-        const T* dy = y.grad().data<T>();
-        if (T* dx = grad_ptr<T>(x)) kernels<T>(x).linear_backward_data(g, dy, w.data<T>(), dx);
-        T* dbias = grad_ptr<T>(bias);
-        if (w.requires_grad() || dbias) {
-          Tensor scratch;
-          T* dw = grad_or_scratch<T>(w, scratch);
-          kernels<T>(x).linear_backward_weight(g, x.data<T>(), dy, dw, dbias);
+        const In<T> dy(y.grad());
+        GradAccumulate<T> dx(x);
+        if (dx.get()) kernels<T>(x).linear_backward_data(g, dy.get(), In<T>(w).get(), dx.get());
+        dx.commit();
+        GradAccumulate<T> dbias(bias);
+        if (w.requires_grad() || dbias.get()) {
+          GradOrScratch<T> dw(w);
+          kernels<T>(x).linear_backward_weight(g, In<T>(x).get(), dy.get(), dw.get(), dbias.get());
+          dw.commit();
         }
+        dbias.commit();
       });
     });
   }

@@ -1,6 +1,7 @@
 // Front door for dropout (ops.h): checks p and the key's range, draws nothing itself (the
 // kernels compute the mask from the key), records a backward that regenerates the same mask.
 #include "engine/ops.h"
+#include "engine/ops/bf16_operands.h"
 #include "engine/ops/dispatch.h"
 #include "kernels/elementwise.h"
 
@@ -9,7 +10,7 @@ namespace ops {
 using namespace detail;
 
 Tensor dropout(const Tensor& x, double p, const DropoutKey& key, bool training) {
-  check_operands("dropout", {x});
+  const DType compute = compute_dtype("dropout", {x});
   KD_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got " << p);
   if (!training || p == 0) return x;
   KD_CHECK(x.numel() <= kDropoutMaxElements,
@@ -19,16 +20,19 @@ Tensor dropout(const Tensor& x, double p, const DropoutKey& key, bool training) 
   const DropoutMask mask{key, dropout_threshold(p)};
   const double scale = 1.0 / (1.0 - p);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_floating("dropout", x, [&](auto tag) {
+  dispatch_compute("dropout", compute, [&](auto tag) {
     using T = decltype(tag);
-    kernels<T>(x).dropout_forward(x.numel(), mask, T(scale), x.data<T>(), y.data<T>());
+    Out<T> out(y);
+    kernels<T>(x).dropout_forward(x.numel(), mask, T(scale), In<T>(x).get(), out.get());
+    out.commit();
   });
   if (should_record({x})) {
-    record_node("dropout", {x}, {y}, [x, y, mask, scale]() {
-      dispatch_floating("dropout", x, [&](auto tag) {
+    record_node("dropout", {x}, {y}, [x, y, mask, scale, compute]() {
+      dispatch_compute("dropout", compute, [&](auto tag) {
         using T = decltype(tag);
-        kernels<T>(x).dropout_backward(y.numel(), mask, T(scale), y.grad().data<T>(),
-                                       grad_ptr<T>(x));
+        GradAccumulate<T> dx(x);
+        kernels<T>(x).dropout_backward(y.numel(), mask, T(scale), In<T>(y.grad()).get(), dx.get());
+        dx.commit();
       });
     });
   }

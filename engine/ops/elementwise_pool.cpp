@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "engine/ops.h"
+#include "engine/ops/bf16_operands.h"
 #include "engine/ops/dispatch.h"
 #include "kernels/elementwise.h"
 #include "kernels/pool.h"
@@ -12,19 +13,22 @@ namespace ops {
 using namespace detail;
 
 Tensor relu(const Tensor& x) {
-  check_operands("relu", {x});
+  const DType compute = compute_dtype("relu", {x});
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_floating("relu", x, [&](auto tag) {
+  dispatch_compute("relu", compute, [&](auto tag) {
     using T = decltype(tag);
-    kernels<T>(x).relu_forward(x.numel(), x.data<T>(), y.data<T>());
+    Out<T> out(y);
+    kernels<T>(x).relu_forward(x.numel(), In<T>(x).get(), out.get());
+    out.commit();
   });
   if (should_record({x})) {
-    record_node("relu", {x}, {y}, [x, y]() {
-      dispatch_floating("relu", x, [&](auto tag) {
+    record_node("relu", {x}, {y}, [x, y, compute]() {
+      dispatch_compute("relu", compute, [&](auto tag) {
         using T = decltype(tag);
-        bool accumulate = false;
-        T* dx = Tensor(x).grad_for_write(&accumulate).data<T>();
-        kernels<T>(x).relu_backward(y.numel(), y.data<T>(), y.grad().data<T>(), dx, accumulate);
+        GradWrite<T> dx(x);
+        kernels<T>(x).relu_backward(y.numel(), In<T>(y).get(), In<T>(y.grad()).get(), dx.get(),
+                                    dx.accumulate());
+        dx.commit();
       });
     });
   }
@@ -33,11 +37,14 @@ Tensor relu(const Tensor& x) {
 
 Tensor add(const Tensor& a, const Tensor& b) {
   check_operands("add", {a, b});
+  const DType compute = compute_dtype("add", {a, b});
   KD_CHECK(a.shape() == b.shape(), "add: shapes differ: " << describe(a) << " + " << describe(b));
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
-  dispatch_floating("add", a, [&](auto tag) {
+  dispatch_compute("add", compute, [&](auto tag) {
     using T = decltype(tag);
-    kernels<T>(a).add_forward(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
+    Out<T> out(y);
+    kernels<T>(a).add_forward(a.numel(), In<T>(a).get(), In<T>(b).get(), out.get());
+    out.commit();
   });
   if (should_record({a, b})) {
     // Pass-through backward: dy becomes the gradient of each input that has none, not copied (no
@@ -45,7 +52,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
     // either copies it unless the other holder is gone by then (a residual block's shortcut and
     // branch outputs are, once their nodes have run: no copy at all). An input that already holds
     // a gradient accumulates. y's node has run by then, so nothing reads y's gradient again.
-    record_node("add", {a, b}, {y}, [a, b, y]() {
+    record_node("add", {a, b}, {y}, [a, b, y, compute]() {
       const Tensor dy = y.grad();
       auto takes_dy = [](const Tensor& in) { return in.requires_grad() && !in.grad().defined(); };
       const bool both = takes_dy(a) && takes_dy(b) && !a.same(b);
@@ -55,10 +62,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
           in.set_grad(dy, both || y.grad_shared());  // y's own may be shared further down
           continue;
         }
-        dispatch_floating("add", a, [&](auto tag) {
-          using T = decltype(tag);
-          kernels<T>(a).accumulate(y.numel(), T(1), dy.data<T>(), grad_ptr<T>(in));
-        });
+        dispatch_compute("add", compute, [&](auto tag) { add_to_grad<decltype(tag)>(in, dy); });
       }
     });
   }
@@ -94,10 +98,8 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
         Tensor(x).set_grad(y.grad().view(x.shape()), y.grad_shared());
         return;
       }
-      dispatch_floating("reshape", x, [&](auto tag) {
-        using T = decltype(tag);
-        kernels<T>(x).accumulate(y.numel(), T(1), y.grad().data<T>(), grad_ptr<T>(x));
-      });
+      dispatch_compute("reshape", compute_dtype("reshape", {x}),
+                       [&](auto tag) { add_to_grad<decltype(tag)>(x, y.grad()); });
     });
   }
   return y;
@@ -127,15 +129,20 @@ PoolGeom pool_geom(const char* op, const Tensor& x, int kernel, int stride, int 
 Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int pad) {
   PoolGeom g = pool_geom("avg_pool2d", x, kernel, stride, pad);
   Tensor y = Tensor::empty({g.n, g.c, g.p(), g.q()}, x.dtype(), x.device());
-  dispatch_floating("avg_pool2d", x, [&](auto tag) {
+  const DType compute = compute_dtype("avg_pool2d", {x});
+  dispatch_compute("avg_pool2d", compute, [&](auto tag) {
     using T = decltype(tag);
-    kernels<T>(x).avg_pool2d_forward(g, x.data<T>(), y.data<T>());
+    Out<T> out(y);
+    kernels<T>(x).avg_pool2d_forward(g, In<T>(x).get(), out.get());
+    out.commit();
   });
   if (should_record({x})) {
-    record_node("avg_pool2d", {x}, {y}, [x, y, g]() {
-      dispatch_floating("avg_pool2d", x, [&](auto tag) {
+    record_node("avg_pool2d", {x}, {y}, [x, y, g, compute]() {
+      dispatch_compute("avg_pool2d", compute, [&](auto tag) {
         using T = decltype(tag);
-        kernels<T>(x).avg_pool2d_backward(g, y.grad().data<T>(), grad_ptr<T>(x));
+        GradAccumulate<T> dx(x);
+        kernels<T>(x).avg_pool2d_backward(g, In<T>(y.grad()).get(), dx.get());
+        dx.commit();
       });
     });
   }
@@ -146,16 +153,21 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad) {
   PoolGeom g = pool_geom("max_pool2d", x, kernel, stride, pad);
   Tensor y = Tensor::empty({g.n, g.c, g.p(), g.q()}, x.dtype(), x.device());
   Tensor argmax = Tensor::empty(y.shape(), DType::I32, x.device());
-  dispatch_floating("max_pool2d", x, [&](auto tag) {
+  const DType compute = compute_dtype("max_pool2d", {x});
+  dispatch_compute("max_pool2d", compute, [&](auto tag) {
     using T = decltype(tag);
-    kernels<T>(x).max_pool2d_forward(g, x.data<T>(), y.data<T>(), argmax.data<int32_t>());
+    Out<T> out(y);
+    kernels<T>(x).max_pool2d_forward(g, In<T>(x).get(), out.get(), argmax.data<int32_t>());
+    out.commit();
   });
   if (should_record({x})) {
-    record_node("max_pool2d", {x}, {y}, [x, y, argmax, g]() {
-      dispatch_floating("max_pool2d", x, [&](auto tag) {
+    record_node("max_pool2d", {x}, {y}, [x, y, argmax, g, compute]() {
+      dispatch_compute("max_pool2d", compute, [&](auto tag) {
         using T = decltype(tag);
-        kernels<T>(x).max_pool2d_backward(g, y.grad().data<T>(), argmax.data<int32_t>(),
-                                    grad_ptr<T>(x));
+        GradAccumulate<T> dx(x);
+        kernels<T>(x).max_pool2d_backward(g, In<T>(y.grad()).get(), argmax.data<int32_t>(),
+                                          dx.get());
+        dx.commit();
       });
     });
   }
@@ -163,19 +175,23 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad) {
 }
 
 Tensor global_avg_pool(const Tensor& x) {
-  check_operands("global_avg_pool", {x});
+  const DType compute = compute_dtype("global_avg_pool", {x});
   KD_CHECK(x.dim() == 4, "global_avg_pool: expected [n,c,h,w], got " << describe(x));
   int n = int(x.size(0)), c = int(x.size(1)), hw = int(x.size(2) * x.size(3));
   Tensor y = Tensor::empty({n, c}, x.dtype(), x.device());
-  dispatch_floating("global_avg_pool", x, [&](auto tag) {
+  dispatch_compute("global_avg_pool", compute, [&](auto tag) {
     using T = decltype(tag);
-    kernels<T>(x).global_avg_pool_forward(n, c, hw, x.data<T>(), y.data<T>());
+    Out<T> out(y);
+    kernels<T>(x).global_avg_pool_forward(n, c, hw, In<T>(x).get(), out.get());
+    out.commit();
   });
   if (should_record({x})) {
-    record_node("global_avg_pool", {x}, {y}, [x, y, n, c, hw]() {
-      dispatch_floating("global_avg_pool", x, [&](auto tag) {
+    record_node("global_avg_pool", {x}, {y}, [x, y, n, c, hw, compute]() {
+      dispatch_compute("global_avg_pool", compute, [&](auto tag) {
         using T = decltype(tag);
-        kernels<T>(x).global_avg_pool_backward(n, c, hw, y.grad().data<T>(), grad_ptr<T>(x));
+        GradAccumulate<T> dx(x);
+        kernels<T>(x).global_avg_pool_backward(n, c, hw, In<T>(y.grad()).get(), dx.get());
+        dx.commit();
       });
     });
   }

@@ -1,7 +1,10 @@
 // Front doors for batch_norm and group_norm. Saved statistics live in tensors captured by the
 // backward closure, so they are freed with the tape node. On the GPU, batchnorm runs our kernels
 // or cuDNN's (--bn); the choice made at forward time is the one the backward uses.
+#include <memory>
+
 #include "engine/ops.h"
+#include "engine/ops/bf16_operands.h"
 #include "engine/ops/dispatch.h"
 #include "kernels/normalization.h"
 
@@ -25,7 +28,13 @@ NormGeom norm_geom(const char* op, const Tensor& x, const Tensor& gamma, const T
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
                   Tensor running_var, bool training, double momentum, double eps, bool relu,
                   Tensor batches_tracked) {
-  check_operands("batch_norm", {x, gamma, beta, running_mean, running_var});
+  const DType compute =
+      compute_dtype("batch_norm", {x, gamma, beta, running_mean, running_var});
+  for (const Tensor* p : std::initializer_list<const Tensor*>{&gamma, &beta, &running_mean,
+                                                           &running_var})
+    KD_CHECK(!p->defined() || p->dtype() == compute,
+             "batch_norm: parameter or statistic " << describe(*p) << " (expected "
+                                                   << dtype_name(compute) << ")");
   KD_CHECK(!batches_tracked.defined() ||
                (batches_tracked.dtype() == DType::I64 && batches_tracked.numel() == 1 &&
                 batches_tracked.device() == x.device()),
@@ -42,33 +51,35 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor save_mean, save_invstd;
   if (training) {
-    save_mean = Tensor::empty({g.c}, x.dtype(), x.device());
-    save_invstd = Tensor::empty({g.c}, x.dtype(), x.device());
+    save_mean = Tensor::empty({g.c}, compute, x.device());
+    save_invstd = Tensor::empty({g.c}, compute, x.device());
   }
   const bool on_gpu = x.is_cuda();
   const bool use_cudnn = on_gpu && runtime_config().gpu_kernels.bn == GpuImpl::Cudnn;
-  dispatch_floating("batch_norm", x, [&](auto tag) {
+  dispatch_compute("batch_norm", compute, [&](auto tag) {
     using T = decltype(tag);
+    const In<T> xin(x);
+    Out<T> out(y);
     if (training && use_cudnn)
       cudnn_kernels<T>(x).batchnorm_forward_train(
-          g, x.data<T>(), gamma.data<T>(), beta.data<T>(), T(eps), T(momentum), y.data<T>(),
+          g, xin.get(), gamma.data<T>(), beta.data<T>(), T(eps), T(momentum), out.get(),
           save_mean.data<T>(), save_invstd.data<T>(), ptr_or_null<T>(running_mean),
           ptr_or_null<T>(running_var), tracked, relu);
     else if (training)
-      kernels<T>(x).batchnorm_forward_train(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
-                                                T(eps), T(momentum), y.data<T>(),
-                                                save_mean.data<T>(), save_invstd.data<T>(),
-                                                ptr_or_null<T>(running_mean),
-                                                ptr_or_null<T>(running_var), tracked, relu);
+      kernels<T>(x).batchnorm_forward_train(g, xin.get(), gamma.data<T>(), beta.data<T>(),
+                                            T(eps), T(momentum), out.get(), save_mean.data<T>(),
+                                            save_invstd.data<T>(), ptr_or_null<T>(running_mean),
+                                            ptr_or_null<T>(running_var), tracked, relu);
     else if (use_cudnn)
       cudnn_kernels<T>(x).batchnorm_forward_eval(
-          g, x.data<T>(), gamma.data<T>(), beta.data<T>(), running_mean.data<T>(),
-          running_var.data<T>(), T(eps), y.data<T>());
+          g, xin.get(), gamma.data<T>(), beta.data<T>(), running_mean.data<T>(),
+          running_var.data<T>(), T(eps), out.get());
     else
-      kernels<T>(x).batchnorm_forward_eval(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
-                                               running_mean.data<T>(), running_var.data<T>(),
-                                               T(eps), y.data<T>());
-    if (!training && relu) kernels<T>(x).relu_forward(y.numel(), y.data<T>(), y.data<T>());
+      kernels<T>(x).batchnorm_forward_eval(g, xin.get(), gamma.data<T>(), beta.data<T>(),
+                                           running_mean.data<T>(), running_var.data<T>(), T(eps),
+                                           out.get());
+    if (!training && relu) kernels<T>(x).relu_forward(y.numel(), out.get(), out.get());
+    out.commit();
   });
   if (should_record({x, gamma, beta})) {
     // Eval mode reads the running statistics at backward time; snapshot them so a later
@@ -76,48 +87,58 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     Tensor rm = training ? Tensor() : running_mean.clone();
     Tensor rv = training ? Tensor() : running_var.clone();
     record_node("batch_norm", {x, gamma, beta}, {y}, [x, gamma, beta, y, g, training, save_mean, save_invstd, rm,
-                                   rv, eps, on_gpu, use_cudnn, relu]() {
-      dispatch_floating("batch_norm", x, [&](auto tag) {
+                                   rv, eps, compute, use_cudnn, relu]() {
+      dispatch_compute("batch_norm", compute, [&](auto tag) {
         using T = decltype(tag);
         Tensor dgamma_scratch, dbeta_scratch, dx_scratch;
         // Training: dx is assigned when x has no gradient yet (no zeroing, no read), and goes to
         // an unzeroed scratch when x needs none. Eval's backward accumulates.
         bool accumulate_dx = true;
         T* dx = nullptr;
+        std::unique_ptr<GradOrScratch<T>> eval_dx;
+        std::unique_ptr<GradWrite<T>> train_dx;
         if (!training) {
-          dx = grad_or_scratch<T>(x, dx_scratch);
+          eval_dx = std::make_unique<GradOrScratch<T>>(x);
+          dx = eval_dx->get();
         } else if (x.requires_grad()) {
-          dx = Tensor(x).grad_for_write(&accumulate_dx).data<T>();
+          train_dx = std::make_unique<GradWrite<T>>(x);
+          dx = train_dx->get();
+          accumulate_dx = train_dx->accumulate();
         } else {
-          dx_scratch = Tensor::empty(x.shape(), x.dtype(), x.device());
+          dx_scratch = Tensor::empty(x.shape(), compute, x.device());
           dx = dx_scratch.data<T>();
           accumulate_dx = false;
         }
         T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
         T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
-        const T* dy = y.grad().data<T>();
+        const In<T> dy_in(y.grad());
+        const In<T> x_in(x);
+        const T* dy = dy_in.get();
         // The fused ReLU's backward: inside our training kernel (it reads y for the mask);
         // elsewhere dy is masked into a scratch first.
         const bool fused = relu && training && !use_cudnn;
+        const In<T> y_in(relu ? y : Tensor());
         Tensor masked;
         if (relu && !fused) {
-          masked = Tensor::empty(y.shape(), y.dtype(), y.device());
-          kernels<T>(x).relu_backward(y.numel(), y.data<T>(), dy, masked.data<T>(), false);
+          masked = Tensor::empty(y.shape(), compute, y.device());
+          kernels<T>(x).relu_backward(y.numel(), y_in.get(), dy, masked.data<T>(), false);
           dy = masked.data<T>();
         }
-        const T* relu_out = fused ? y.data<T>() : nullptr;
+        const T* relu_out = fused ? y_in.get() : nullptr;
         if (training && use_cudnn)
           cudnn_kernels<T>(x).batchnorm_backward_train(
-              g, x.data<T>(), dy, gamma.data<T>(), save_mean.data<T>(), save_invstd.data<T>(), dx,
+              g, x_in.get(), dy, gamma.data<T>(), save_mean.data<T>(), save_invstd.data<T>(), dx,
               dgamma, dbeta, accumulate_dx, nullptr);
         else if (training)
-          kernels<T>(x).batchnorm_backward_train(g, x.data<T>(), dy, gamma.data<T>(),
+          kernels<T>(x).batchnorm_backward_train(g, x_in.get(), dy, gamma.data<T>(),
                                                      save_mean.data<T>(), save_invstd.data<T>(),
                                                      dx, dgamma, dbeta, accumulate_dx, relu_out);
         else  // cuDNN has no eval-mode backward: ours serves both paths
-          kernels<T>(x).batchnorm_backward_eval(g, x.data<T>(), dy, gamma.data<T>(),
+          kernels<T>(x).batchnorm_backward_eval(g, x_in.get(), dy, gamma.data<T>(),
                                                     rm.data<T>(), rv.data<T>(), T(eps), dx,
                                                     dgamma, dbeta);
+        if (eval_dx) eval_dx->commit();
+        if (train_dx) train_dx->commit();
       });
     });
   }
@@ -126,31 +147,37 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 
 Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups,
                   double eps) {
-  check_operands("group_norm", {x, gamma, beta});
+  const DType compute = compute_dtype("group_norm", {x, gamma, beta});
+  for (const Tensor* p : {&gamma, &beta})
+    KD_CHECK(!p->defined() || p->dtype() == compute, "group_norm: parameter " << describe(*p) << " (expected "
+                                                             << dtype_name(compute) << ")");
   NormGeom g = norm_geom("group_norm", x, gamma, beta);
   KD_CHECK(groups >= 1 && g.c % groups == 0,
            "group_norm: " << g.c << " channels do not split into " << groups << " groups");
   g.groups = groups;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  Tensor save_mean = Tensor::empty({int64_t(g.n) * groups}, x.dtype(), x.device());
-  Tensor save_invstd = Tensor::empty({int64_t(g.n) * groups}, x.dtype(), x.device());
-  dispatch_floating("group_norm", x, [&](auto tag) {
+  Tensor save_mean = Tensor::empty({int64_t(g.n) * groups}, compute, x.device());
+  Tensor save_invstd = Tensor::empty({int64_t(g.n) * groups}, compute, x.device());
+  dispatch_compute("group_norm", compute, [&](auto tag) {
     using T = decltype(tag);
-    kernels<T>(x).groupnorm_forward(g, x.data<T>(), gamma.data<T>(), beta.data<T>(),
-                                             T(eps), y.data<T>(), save_mean.data<T>(),
-                                             save_invstd.data<T>());
+    Out<T> out(y);
+    kernels<T>(x).groupnorm_forward(g, In<T>(x).get(), gamma.data<T>(), beta.data<T>(), T(eps),
+                                    out.get(), save_mean.data<T>(), save_invstd.data<T>());
+    out.commit();
   });
   if (should_record({x, gamma, beta})) {
-    record_node("group_norm", {x, gamma, beta}, {y}, [x, gamma, beta, y, g, save_mean, save_invstd]() {
-      dispatch_floating("group_norm", x, [&](auto tag) {
+    record_node("group_norm", {x, gamma, beta}, {y}, [x, gamma, beta, y, g, save_mean, save_invstd,
+                                                      compute]() {
+      dispatch_compute("group_norm", compute, [&](auto tag) {
         using T = decltype(tag);
-        Tensor dgamma_scratch, dbeta_scratch, dx_scratch;
-        T* dx = grad_or_scratch<T>(x, dx_scratch);
+        Tensor dgamma_scratch, dbeta_scratch;
+        GradOrScratch<T> dx(x);
         T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
         T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
-        kernels<T>(x).groupnorm_backward(g, x.data<T>(), y.grad().data<T>(),
-                                                  gamma.data<T>(), save_mean.data<T>(),
-                                                  save_invstd.data<T>(), dx, dgamma, dbeta);
+        kernels<T>(x).groupnorm_backward(g, In<T>(x).get(), In<T>(y.grad()).get(),
+                                         gamma.data<T>(), save_mean.data<T>(),
+                                         save_invstd.data<T>(), dx.get(), dgamma, dbeta);
+        dx.commit();
       });
     });
   }

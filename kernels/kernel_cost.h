@@ -221,11 +221,20 @@ KernelCost kernel_cost(kernel_tag::global_avg_pool_backward, int n, int c, int h
 }
 
 // ---- normalization: training statistics need a pass over x before the pass that normalises
+// a = the activations' element size (T, or bf16's 2 bytes), s = the parameters' (T).
+inline KernelCost batchnorm_forward_train_cost(const NormGeom& g, double a, double s) {
+  const double x = double(g.n) * g.c * g.hw, c = g.c;
+  return cost_detail::make(5 * x, 2 * x * a + 4 * c * s, x * a + 4 * c * s);
+}
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_forward_train, const NormGeom& g, const T*,
                        const T*, const T*, T, T, T*, T*, T*, T*, T*, int64_t*, bool) {
-  const double x = double(g.n) * g.c * g.hw, c = g.c, s = sizeof(T);
-  return cost_detail::make(5 * x, (2 * x + 4 * c) * s, (x + 4 * c) * s);
+  return batchnorm_forward_train_cost(g, sizeof(T), sizeof(T));
+}
+template <class T>
+KernelCost kernel_cost(kernel_tag::batchnorm_forward_train_bf16, const NormGeom& g, const bf16*,
+                       const T*, const T*, T, T, bf16*, T*, T*, T*, T*, int64_t*, bool) {
+  return batchnorm_forward_train_cost(g, sizeof(bf16), sizeof(T));
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_forward_eval, const NormGeom& g, const T*, const T*,
@@ -233,18 +242,31 @@ KernelCost kernel_cost(kernel_tag::batchnorm_forward_eval, const NormGeom& g, co
   const double x = double(g.n) * g.c * g.hw, c = g.c, s = sizeof(T);
   return cost_detail::make(2 * x, (x + 4 * c) * s, x * s);
 }
+// x and dy twice (the sums, then dx), the fused ReLU's output twice for its mask; dx read too
+// when accumulated; dgamma, dbeta accumulated. a, s as above; params: dgamma's and dbeta's bytes.
+inline KernelCost batchnorm_backward_train_cost(const NormGeom& g, double a, double s, bool dx,
+                                                bool accumulate, bool relu, double params) {
+  const double x = double(g.n) * g.c * g.hw, c = g.c;
+  const double dx_read = dx && accumulate ? x * a : 0, dx_written = dx ? x * a : 0;
+  const double mask = relu ? 2 * x * a : 0;
+  return cost_detail::make(8 * x, 4 * x * a + mask + 3 * c * s + dx_read + params,
+                           dx_written + params);
+}
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_backward_train, const NormGeom& g, const T*,
                        const T*, const T*, const T*, const T*, T* dx, T* dgamma, T* dbeta,
                        bool accumulate, const T* relu_out) {
-  // x and dy twice (the sums, then dx), the fused ReLU's output twice for its mask; dx read too
-  // when accumulated; dgamma, dbeta accumulated.
-  const double x = double(g.n) * g.c * g.hw, c = g.c, s = sizeof(T);
-  const double params = cost_detail::bytes_if(dgamma, c) + cost_detail::bytes_if(dbeta, c);
-  const double dx_read = dx && accumulate ? x * s : 0, dx_written = dx ? x * s : 0;
-  const double mask = relu_out ? 2 * x * s : 0;
-  return cost_detail::make(8 * x, 4 * x * s + mask + 3 * c * s + dx_read + params,
-                           dx_written + params);
+  return batchnorm_backward_train_cost(
+      g, sizeof(T), sizeof(T), dx, accumulate, relu_out,
+      cost_detail::bytes_if(dgamma, g.c) + cost_detail::bytes_if(dbeta, g.c));
+}
+template <class T>
+KernelCost kernel_cost(kernel_tag::batchnorm_backward_train_bf16, const NormGeom& g, const bf16*,
+                       const bf16*, const T*, const T*, const T*, bf16* dx, T* dgamma, T* dbeta,
+                       bool accumulate, const bf16* relu_out) {
+  return batchnorm_backward_train_cost(
+      g, sizeof(bf16), sizeof(T), dx, accumulate, relu_out,
+      cost_detail::bytes_if(dgamma, g.c) + cost_detail::bytes_if(dbeta, g.c));
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::batchnorm_backward_eval, const NormGeom& g, const T*, const T*,

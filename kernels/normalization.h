@@ -15,11 +15,17 @@
 //   gradient through fixed running statistics.
 // group norm: channels split into `groups` groups; statistics per (sample, group) over
 //   (c/groups, hw); affine gamma/beta per channel. save_mean/save_invstd have n*groups entries.
+// batchnorm_{forward,backward}_train_bf16: the same two kernels with the activations (x, y, dy,
+//   relu_out, dx) stored in bf16 (kernels/bf16.h) and everything else in T: bit for bit the T
+//   kernel of the same table on the widened activations, each output rounded once (a bf16 dx
+//   accumulated: bf16(T(dx) + the T kernel's dx)). --precision bf16's batch norm, one pass over
+//   bf16 memory on the GPU; the CPU tables compose widen, T kernel, round.
 // Forward ASSIGNS y and the saved statistics; backward ACCUMULATES into dx, dgamma, dbeta.
 // Statistics are accumulated in double on the CPU, per channel in a fixed order.
 #pragma once
 #include <cstdint>
 
+#include "kernels/bf16.h"
 #include "kernels/kernel_list.h"
 
 namespace kd {
@@ -42,6 +48,14 @@ struct NormGeom {
                                T* dbeta, bool accumulate, const T* relu_out))
 #define KD_NORM_KERNELS(X)                                                                      \
   KD_BATCHNORM_KERNELS(X)                                                                       \
+  X(batchnorm_forward_train_bf16, (const NormGeom& g, const bf16* x, const T* gamma,             \
+                                   const T* beta, T eps, T momentum, bf16* y, T* save_mean,      \
+                                   T* save_invstd, T* running_mean, T* running_var,              \
+                                   int64_t* batches_tracked, bool relu))                         \
+  X(batchnorm_backward_train_bf16, (const NormGeom& g, const bf16* x, const bf16* dy,            \
+                                    const T* gamma, const T* save_mean, const T* save_invstd,    \
+                                    bf16* dx, T* dgamma, T* dbeta, bool accumulate,              \
+                                    const bf16* relu_out))                                       \
   X(batchnorm_backward_eval, (const NormGeom& g, const T* x, const T* dy, const T* gamma,       \
                               const T* running_mean, const T* running_var, T eps, T* dx,         \
                               T* dgamma, T* dbeta))                                              \

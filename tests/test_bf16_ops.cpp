@@ -253,11 +253,11 @@ PrecisionRun train_at(Precision precision, const std::string& arch, int hw, Devi
 // largest magnitude for PreResNet-8 and LeNet-5, the losses of 4 steps by at most 0.01%. The
 // bounds (2% of the logits' range, 0.5% of each loss) leave room for other summation orders
 // (the GPU's); the op tests above hold each op to the bit.
-void check_bf16_against_fp32(const std::string& arch, int hw, Device device) {
+void check_bf16_against_fp32(const std::string& arch, int hw, Device device, int steps = 4,
+                             int batch = 16) {
   SCOPED_TRACE(arch);
-  const int steps = 4;
-  const PrecisionRun f32 = train_at(Precision::Fp32, arch, hw, device, steps);
-  const PrecisionRun b16 = train_at(Precision::Bf16, arch, hw, device, steps);
+  const PrecisionRun f32 = train_at(Precision::Fp32, arch, hw, device, steps, batch);
+  const PrecisionRun b16 = train_at(Precision::Bf16, arch, hw, device, steps, batch);
   EXPECT_TRUE(b16.master_weights_f32);
   ASSERT_EQ(f32.logits.size(), b16.logits.size());
   double range = 0, worst = 0;
@@ -302,7 +302,7 @@ TEST(Bf16Training, ThePeakOfAPreResNetStepFalls) {
 
 TEST(CudaBf16Training, PreResNetFollowsFp32) {
   KD_REQUIRE_CUDA();
-  check_bf16_against_fp32("preresnet8", 32, Device::cuda());
+  check_bf16_against_fp32("preresnet8", 32, Device::cuda(), /*steps=*/3, /*batch=*/8);
 }
 
 TEST(Bf16Training, ThePrecisionFlagIsParsed) {

@@ -481,6 +481,133 @@ TEST(CudaNormKernels, BatchNormRejectsOneValuePerChannelInTraining) {
                Error);
 }
 
+// --precision bf16's batch norm: the _bf16 training entries read and write bf16 activations in
+// the T kernels' passes. Their contract is the T kernel of the same table on the widened values
+// with each output rounded once, so everything is compared BITWISE: y, dx against the rounded T
+// outputs (an accumulated dx: bf16(T(dx) + the T kernel's assigned dx)), the saved and running
+// statistics and dgamma, dbeta against the T kernel's own. Both training paths, the launches of
+// each (1 and 1 in clusters, 2 and 2 without), the vector path (8-byte bf16 loads for float) and
+// the scalar one (odd planes, and every operand one element off alignment).
+template <class T>
+std::vector<bf16> rounded(const std::vector<T>& v) {
+  std::vector<bf16> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = to_bf16_rn(v[i]);
+  return out;
+}
+template <class T>
+std::vector<T> widened(const std::vector<bf16>& v) {
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to<T>(v[i]);
+  return out;
+}
+std::vector<uint16_t> bits(const std::vector<bf16>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i].bits;
+  return out;
+}
+
+template <class T>
+void check_bf16_batchnorm(const NormGeom& g, size_t offset) {
+  const size_t len = numel(g), o = offset;
+  auto padded = [&](std::vector<bf16> v) {
+    v.insert(v.begin(), offset, bf16{0});
+    return v;
+  };
+  auto unpadded = [&](const DeviceArray<bf16>& a) {
+    std::vector<bf16> v = a.host();
+    return std::vector<bf16>(v.begin() + std::ptrdiff_t(offset), v.end());
+  };
+  const std::vector<bf16> x16 = rounded(uniform<T>(len, 51, -2, 6));
+  const std::vector<bf16> dy16 = rounded(uniform<T>(len, 52, -1, 1));
+  const std::vector<bf16> dx0_16 = rounded(uniform<T>(len, 53, -1, 1));
+  const std::vector<T> gamma = uniform<T>(g.c, 54, 0.5, 1.5), beta = uniform<T>(g.c, 55, -1, 1);
+  const std::vector<T> rm0 = uniform<T>(g.c, 56, -1, 1), rv0 = uniform<T>(g.c, 57, 0.5, 2);
+  const std::vector<T> zeros_c(size_t(g.c), T(0));
+  const KernelTable<T>& k = cuda_testing::gpu_kernels<T>();
+  DeviceArray<T> d_gamma(gamma), d_beta(beta);
+
+  // The bf16 entries: forward with running statistics and ReLU, backward assigned through the
+  // ReLU's mask, backward accumulated without.
+  DeviceArray<bf16> x(padded(x16)), dy(padded(dy16)), y(padded(std::vector<bf16>(len))),
+      dx_set(padded(std::vector<bf16>(len))), dx_acc(padded(dx0_16));
+  DeviceArray<T> mean(size_t(g.c)), invstd(size_t(g.c)), rm(rm0), rv(rv0), dg(zeros_c),
+      db(zeros_c), dg2(zeros_c), db2(zeros_c);
+  DeviceArray<int64_t> tracked(std::vector<int64_t>{7});
+  const uint64_t start = cuda_testing::gpu().launch_count();
+  k.batchnorm_forward_train_bf16(g, x.get() + o, d_gamma.get(), d_beta.get(), T(1e-5), T(0.1),
+                                 y.get() + o, mean.get(), invstd.get(), rm.get(), rv.get(),
+                                 tracked.get(), true);
+  const uint64_t forward = cuda_testing::gpu().launch_count() - start;
+  k.batchnorm_backward_train_bf16(g, x.get() + o, dy.get() + o, d_gamma.get(), mean.get(),
+                                  invstd.get(), dx_set.get() + o, dg.get(), db.get(), false,
+                                  y.get() + o);
+  const uint64_t backward = cuda_testing::gpu().launch_count() - start - forward;
+  k.batchnorm_backward_train_bf16(g, x.get() + o, dy.get() + o, d_gamma.get(), mean.get(),
+                                  invstd.get(), dx_acc.get() + o, dg2.get(), db2.get(), true,
+                                  nullptr);
+  EXPECT_EQ(tracked.host()[0], 8);
+
+  // The T kernels on the widened values (the ReLU mask from the rounded y, as the bf16 backward
+  // reads it).
+  DeviceArray<T> wx(widened<T>(x16)), wdy(widened<T>(dy16)), wy(len), wdx(len), wdx2(len);
+  DeviceArray<T> mean_t(size_t(g.c)), invstd_t(size_t(g.c)), rm_t(rm0), rv_t(rv0), dg_t(zeros_c),
+      db_t(zeros_c), dg2_t(zeros_c), db2_t(zeros_c);
+  k.batchnorm_forward_train(g, wx.get(), d_gamma.get(), d_beta.get(), T(1e-5), T(0.1), wy.get(),
+                            mean_t.get(), invstd_t.get(), rm_t.get(), rv_t.get(), nullptr, true);
+  const std::vector<bf16> y16 = unpadded(y);
+  DeviceArray<T> wy_rounded(widened<T>(y16));
+  k.batchnorm_backward_train(g, wx.get(), wdy.get(), d_gamma.get(), mean_t.get(),
+                             invstd_t.get(), wdx.get(), dg_t.get(), db_t.get(), false,
+                             wy_rounded.get());
+  k.batchnorm_backward_train(g, wx.get(), wdy.get(), d_gamma.get(), mean_t.get(),
+                             invstd_t.get(), wdx2.get(), dg2_t.get(), db2_t.get(), false,
+                             nullptr);
+
+  EXPECT_EQ(bits(y16), bits(rounded(wy.host()))) << "y";
+  EXPECT_TRUE(same_bits(mean.host(), mean_t.host())) << "save_mean";
+  EXPECT_TRUE(same_bits(invstd.host(), invstd_t.host())) << "save_invstd";
+  EXPECT_TRUE(same_bits(rm.host(), rm_t.host())) << "running_mean";
+  EXPECT_TRUE(same_bits(rv.host(), rv_t.host())) << "running_var";
+  EXPECT_EQ(bits(unpadded(dx_set)), bits(rounded(wdx.host()))) << "dx assigned";
+  EXPECT_TRUE(same_bits(dg.host(), dg_t.host())) << "dgamma";
+  EXPECT_TRUE(same_bits(db.host(), db_t.host())) << "dbeta";
+  std::vector<T> sum = wdx2.host();
+  for (size_t i = 0; i < len; ++i) sum[i] = bf16_to<T>(dx0_16[i]) + sum[i];
+  EXPECT_EQ(bits(unpadded(dx_acc)), bits(rounded(sum))) << "dx accumulated";
+  EXPECT_TRUE(same_bits(dg2.host(), dg2_t.host())) << "dgamma, no mask";
+  const uint64_t launches = std::getenv("KDLAB_BN_CLUSTERS") &&
+                                    std::string(std::getenv("KDLAB_BN_CLUSTERS")) == "0"
+                                ? 2
+                                : 1;
+  EXPECT_EQ(forward, launches);
+  EXPECT_EQ(backward, launches);
+}
+
+template <class T>
+void check_bf16_batchnorm_shapes() {
+  const std::vector<NormGeom> shapes = shapes_for_build(
+      std::vector<NormGeom>{NormGeom{4, 3, 8}, NormGeom{5, 3, 7}, NormGeom{64, 3, 1024},
+                            NormGeom{300, 2, 63}, NormGeom{16411, 2, 1}},
+      2);
+  const std::vector<size_t> offsets =
+      kRaceCheckBuild ? std::vector<size_t>{0} : std::vector<size_t>{0, 1};
+  for (bool clusters : {true, false}) {
+    if (kRaceCheckBuild && !clusters) continue;
+    const BnClusters path(clusters);
+    for (const NormGeom& g : shapes)
+      for (size_t offset : offsets) {
+        SCOPED_TRACE(describe(g) + (clusters ? ", in clusters" : ", two launches") +
+                     ", offset " + std::to_string(offset));
+        check_bf16_batchnorm<T>(g, offset);
+      }
+  }
+}
+
+TEST(CudaNormKernels, Bf16TrainingEntriesAreTheTKernelsRoundedOnce) {
+  KD_REQUIRE_CUDA();
+  check_bf16_batchnorm_shapes<float>();
+  check_bf16_batchnorm_shapes<double>();
+}
+
 }  // namespace
 }  // namespace kd
-

@@ -56,8 +56,18 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
   }
   const bool on_gpu = x.is_cuda();
   const bool use_cudnn = on_gpu && runtime_config().gpu_kernels.bn == GpuImpl::Cudnn;
+  // --precision bf16 on our training kernels: one pass over bf16 memory (their _bf16 entries).
+  // cuDNN and eval mode go through fp32 views (bf16_operands.h), the same values.
+  const bool bf16_kernels = training && !use_cudnn && x.dtype() == DType::BF16;
   dispatch_compute("batch_norm", compute, [&](auto tag) {
     using T = decltype(tag);
+    if (bf16_kernels) {
+      kernels<T>(x).batchnorm_forward_train_bf16(
+          g, x.data<bf16>(), gamma.data<T>(), beta.data<T>(), T(eps), T(momentum),
+          y.data<bf16>(), save_mean.data<T>(), save_invstd.data<T>(), ptr_or_null<T>(running_mean),
+          ptr_or_null<T>(running_var), tracked, relu);
+      return;
+    }
     const In<T> xin(x);
     Out<T> out(y);
     if (training && use_cudnn)
@@ -87,10 +97,21 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     Tensor rm = training ? Tensor() : running_mean.clone();
     Tensor rv = training ? Tensor() : running_var.clone();
     record_node("batch_norm", {x, gamma, beta}, {y}, [x, gamma, beta, y, g, training, save_mean, save_invstd, rm,
-                                   rv, eps, compute, use_cudnn, relu]() {
+                                   rv, eps, compute, use_cudnn, relu, bf16_kernels]() {
       dispatch_compute("batch_norm", compute, [&](auto tag) {
         using T = decltype(tag);
         Tensor dgamma_scratch, dbeta_scratch, dx_scratch;
+        if (bf16_kernels) {
+          bool accumulate = false;
+          Tensor dx = x.requires_grad() ? Tensor(x).grad_for_write(&accumulate)
+                                        : Tensor::empty(x.shape(), DType::BF16, x.device());
+          kernels<T>(x).batchnorm_backward_train_bf16(
+              g, x.data<bf16>(), y.grad().data<bf16>(), gamma.data<T>(), save_mean.data<T>(),
+              save_invstd.data<T>(), dx.data<bf16>(), grad_or_scratch<T>(gamma, dgamma_scratch),
+              grad_or_scratch<T>(beta, dbeta_scratch), accumulate,
+              relu ? y.data<bf16>() : nullptr);
+          return;
+        }
         // Training: dx is assigned when x has no gradient yet (no zeroing, no read), and goes to
         // an unzeroed scratch when x needs none. Eval's backward accumulates.
         bool accumulate_dx = true;

@@ -14,6 +14,7 @@
 
 #include "kernels/backend.h"
 #include "base/check.h"
+#include "kernels/cpu/bf16_batchnorm.h"
 #include "kernels/normalization.h"
 
 namespace kd {
@@ -351,6 +352,8 @@ void groupnorm_backward(const NormGeom& g, const T* x, const T* dy, const T* gam
     dbeta[ch] += T(s_dy);
   }
 }
+
+KD_BF16_BATCHNORM_ENTRIES
 
 KD_DEFINE_REGISTRAR(register_norm, KD_NORM_KERNELS)
 

@@ -8,6 +8,7 @@
 // read of the slice comes from L2 (a channel at PreResNet's largest, 128x16x32x32, is 512 KiB).
 // Block part 0 of each channel writes the per-channel results (saved and running statistics,
 // dgamma and dbeta); dx and y are ASSIGNED (dx accumulated when asked), never read otherwise.
+// S: the activations' storage (T, or bf16; batchnorm_walk.cuh).
 // Included by kernels/cuda/normalization.cu only, which picks these or the two-launch kernels.
 #pragma once
 #include <cooperative_groups.h>
@@ -64,10 +65,10 @@ __device__ void cluster_sum2(double* pair, double& a, double& b) {
   b = pair[3];
 }
 
-template <class T>
+template <class T, class S>
 __global__ void __launch_bounds__(kStatThreads)
-    bn_train_cluster_kernel(int n, int c, int hw, int bpc, bool vector, const T* x,
-                            const T* gamma, const T* beta, T eps, T momentum, T* y,
+    bn_train_cluster_kernel(int n, int c, int hw, int bpc, bool vector, const S* x,
+                            const T* gamma, const T* beta, T eps, T momentum, S* y,
                             T* save_mean, T* save_invstd, T* running_mean, T* running_var,
                             int64_t* batches_tracked, bool relu) {
   KD_DYNAMIC_SHARED(double, pair);
@@ -75,7 +76,7 @@ __global__ void __launch_bounds__(kStatThreads)
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
   const int64_t values = int64_t(n) * hw;
   double s1, s2;
-  const double shift = slice_sums_forward(n, c, hw, ch, bpc, part, vector, x, s1, s2);
+  const double shift = slice_sums_forward<T>(n, c, hw, ch, bpc, part, vector, x, s1, s2);
   fixed_order::block_sum2<kStatThreads>(s1, s2);
   cluster_sum2(pair, s1, s2);
   const double m = double(values);
@@ -93,18 +94,18 @@ __global__ void __launch_bounds__(kStatThreads)
   });
 }
 
-template <class T>
+template <class T, class S>
 __global__ void __launch_bounds__(kStatThreads)
-    bn_backward_cluster_kernel(int n, int c, int hw, int bpc, bool vector, const T* x,
-                               const T* dy, const T* relu_out, const T* gamma, const T* center,
-                               const T* save_invstd, T* dx, T* dgamma, T* dbeta,
+    bn_backward_cluster_kernel(int n, int c, int hw, int bpc, bool vector, const S* x,
+                               const S* dy, const S* relu_out, const T* gamma, const T* center,
+                               const T* save_invstd, S* dx, T* dgamma, T* dbeta,
                                bool accumulate) {
   KD_DYNAMIC_SHARED(double, pair);
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
   const int64_t values = int64_t(n) * hw;
   double sum_dy, sum_dy_xc;
-  slice_sums_backward(n, c, hw, ch, bpc, part, vector, x, dy, relu_out, center, sum_dy,
-                      sum_dy_xc);
+  slice_sums_backward<T>(n, c, hw, ch, bpc, part, vector, x, dy, relu_out, center, sum_dy,
+                         sum_dy_xc);
   fixed_order::block_sum2<kStatThreads>(sum_dy, sum_dy_xc);
   cluster_sum2(pair, sum_dy, sum_dy_xc);
   const double invstd = double(save_invstd[ch]), m = double(values);
@@ -119,7 +120,7 @@ __global__ void __launch_bounds__(kStatThreads)
     const Pack<T> vx = w.load(x), vdy = w.load(dy);
     Pack<T> out{}, d{};
     if (relu_out) out = w.load(relu_out);
-    if (accumulate) d = w.load(static_cast<const T*>(dx));
+    if (accumulate) d = w.load(static_cast<const S*>(dx));
     for (int i = 0; i < kVec<T>; ++i) {
       const T masked = relu_masked(vdy.v[i], relu_out, out.v[i]);
       const T g = fma_rn(-cb, vx.v[i] - cen, fma_rn(ca, masked, -ck));

@@ -4,13 +4,19 @@
 // visits its slice of a channel (the order the sums, and so the bits, depend on). Included by
 // normalization.cu only (the anonymous namespace is that file's). Layout and order:
 // normalization.cu's header comment.
+// Storage: the activations are S, either T itself or bf16 (--precision bf16). The walk is T's
+// (V = kVec<T> values per vector whatever S is: a bf16 vector is an 8-byte load for float), each
+// value is widened on load and rounded once on store, so the arithmetic, and the bits before the
+// rounding, are those of the T kernel on the widened values.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
+#include "kernels/bf16.h"
 #include "kernels/cuda/plane_walk.h"
 
 namespace kd {
@@ -50,12 +56,46 @@ __device__ __forceinline__ Pack<T, N> pack_at(const T* p, int64_t k) {
   return *reinterpret_cast<const Pack<T, N>*>(p + k);
 }
 
-// Whether the Pack path fits: planes of whole Packs and every operand given 16-byte aligned.
+// Activation storage S to the compute type T and back: exact for S = T; bf16 widens exactly and
+// rounds to nearest even (kernels/bf16.h, as the cast kernels).
 template <class T>
+__device__ __forceinline__ T widen(T v) {
+  return v;
+}
+template <class T>
+__device__ __forceinline__ T widen(bf16 v) {
+  return bf16_to<T>(v);
+}
+template <class S, class T>
+__device__ __forceinline__ S narrow(T v) {
+  if constexpr (std::is_same<S, bf16>::value) return to_bf16_rn(v);
+  else return v;
+}
+
+// N values of S at p + k (aligned to N * sizeof(S)) widened to T, and stored back rounded.
+template <class T, int N, class S>
+__device__ __forceinline__ Pack<T, N> load_widened(const S* p, int64_t k) {
+  const Pack<S, N> raw = pack_at<N>(p, k);
+  Pack<T, N> out;
+#pragma unroll
+  for (int i = 0; i < N; ++i) out.v[i] = widen<T>(raw.v[i]);
+  return out;
+}
+template <int N, class S, class T>
+__device__ __forceinline__ void store_narrowed(S* p, int64_t k, const Pack<T, N>& v) {
+  Pack<S, N> raw;
+#pragma unroll
+  for (int i = 0; i < N; ++i) raw.v[i] = narrow<S>(v.v[i]);
+  *reinterpret_cast<Pack<S, N>*>(p + k) = raw;
+}
+
+// Whether the Pack path fits: planes of whole Packs (V = kVec<T> values) and every operand of
+// storage S aligned to a Pack of S (16 bytes for S = T).
+template <class T, class S = T>
 bool packs_fit(int hw, std::initializer_list<const void*> operands) {
   if (hw % kVec<T> != 0) return false;
   for (const void* p : operands)
-    if (p && reinterpret_cast<uintptr_t>(p) % alignof(Pack<T>) != 0) return false;
+    if (p && reinterpret_cast<uintptr_t>(p) % alignof(Pack<S, kVec<T>>) != 0) return false;
   return true;
 }
 
@@ -103,15 +143,16 @@ class ChannelWalk {
   }
   // Values in this vector: V, but fewer in the last vector of a channel with m % V != 0.
   __device__ int count() const { return kVector || m_ - V * q_ >= V ? V : int(m_ - V * q_); }
-  // The vector's values from p (x, dy, relu_out); past the channel's end, zeros.
-  __device__ Pack<T> load(const T* p) const {
+  // The vector's values from p (x, dy, relu_out), widened; past the channel's end, zeros.
+  template <class S>
+  __device__ Pack<T> load(const S* p) const {
     if constexpr (kVector) {
-      return pack_at<V>(p, (at_.row * c_ + ch_) * hw_ + at_.col * V);
+      return load_widened<T, V>(p, (at_.row * c_ + ch_) * hw_ + at_.col * V);
     } else {
       Pack<T> out;
       int64_t row = at_.row, col = at_.col;
       for (int i = 0; i < V; ++i) {
-        out.v[i] = V * q_ + i < m_ ? p[(row * c_ + ch_) * hw_ + col] : T(0);
+        out.v[i] = V * q_ + i < m_ ? widen<T>(p[(row * c_ + ch_) * hw_ + col]) : T(0);
         if (++col == hw_) {
           col = 0;
           ++row;
@@ -120,14 +161,16 @@ class ChannelWalk {
       return out;
     }
   }
-  // Writes the vector's values to p (y, dx) where load read them; none past the channel's end.
-  __device__ void store(T* p, const Pack<T>& v) const {
+  // Writes the vector's values to p (y, dx), rounded to S, where load read them; none past the
+  // channel's end.
+  template <class S>
+  __device__ void store(S* p, const Pack<T>& v) const {
     if constexpr (kVector) {
-      *reinterpret_cast<Pack<T>*>(p + (at_.row * c_ + ch_) * hw_ + at_.col * V) = v;
+      store_narrowed<V>(p, (at_.row * c_ + ch_) * hw_ + at_.col * V, v);
     } else {
       int64_t row = at_.row, col = at_.col;
       for (int i = 0; i < V && V * q_ + i < m_; ++i) {
-        p[(row * c_ + ch_) * hw_ + col] = v.v[i];
+        p[(row * c_ + ch_) * hw_ + col] = narrow<S>(v.v[i]);
         if (++col == hw_) {
           col = 0;
           ++row;
@@ -154,17 +197,17 @@ __device__ __forceinline__ void walk_slice(bool vector, int c, int hw, int ch, i
 }
 
 // The gradient reaching the normalisation: dy, or 0 where the fused ReLU's output is not > 0.
-template <class T>
-__device__ __forceinline__ T relu_masked(T dy, const T* relu_out, T out) {
+template <class T, class S>
+__device__ __forceinline__ T relu_masked(T dy, const S* relu_out, T out) {
   return relu_out && !(out > T(0)) ? T(0) : dy;
 }
 
 // This thread's share of block `part`'s sums of channel ch, the statistics pass: s1 = sum(x -
 // shift), s2 = sum((x - shift)^2), shift = the channel's first value (returned).
-template <class T>
+template <class T, class S>
 __device__ double slice_sums_forward(int n, int c, int hw, int ch, int bpc, int part, bool vector,
-                                     const T* x, double& s1, double& s2) {
-  const double shift = double(x[int64_t(ch) * hw]);
+                                     const S* x, double& s1, double& s2) {
+  const double shift = double(widen<T>(x[int64_t(ch) * hw]));
   s1 = 0.0, s2 = 0.0;
   walk_slice<T>(vector, c, hw, ch, int64_t(n) * hw, bpc, part, [&](const auto& w) {
     const Pack<T> v = w.load(x);
@@ -179,9 +222,9 @@ __device__ double slice_sums_forward(int n, int c, int hw, int ch, int bpc, int 
 
 // The same for the backward: sum_dy = sum(dy'), sum_dy_xc = sum(dy' * (x - center[ch])), dy'
 // = dy masked by the fused ReLU's output when relu_out is given.
-template <class T>
+template <class T, class S>
 __device__ void slice_sums_backward(int n, int c, int hw, int ch, int bpc, int part, bool vector,
-                                    const T* x, const T* dy, const T* relu_out, const T* center,
+                                    const S* x, const S* dy, const S* relu_out, const T* center,
                                     double& sum_dy, double& sum_dy_xc) {
   const double mid = double(center[ch]);
   sum_dy = 0.0, sum_dy_xc = 0.0;

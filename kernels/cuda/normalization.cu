@@ -16,6 +16,10 @@
 // passes run in T on per-channel coefficients left in the workspace, over the whole tensor (the
 // second of each entry point's two launches), a Pack per step under the same rule. With thread
 // block clusters the training passes are one launch each instead (batchnorm_cluster.cuh).
+// The _bf16 training entries are the same kernels over bf16 activations (template parameter S):
+// the walk and the vectors are T's (V values, an 8-byte load of bf16 for float), each value
+// widened on load and each output rounded once on store, so they give the T kernels' bits on
+// the widened values, rounded (kernels/normalization.h).
 // Group norm: one block of kStatThreads per (sample, group), the same sums and trees.
 #include <algorithm>
 #include <cstdint>
@@ -43,16 +47,16 @@ using fixed_order::warp_sum;
 // Blocks ch * bpc .. ch * bpc + bpc - 1: statistics of channel ch; its finishing block writes
 // save_mean/save_invstd, the running statistics (PyTorch's update with the unbiased variance)
 // and coef[ch] = mean, coef[c + ch] = gamma * invstd.
-template <class T>
+template <class T, class S>
 __global__ void __launch_bounds__(kStatThreads)
-    bn_train_stats_kernel(int n, int c, int hw, int bpc, bool vector, const T* x,
+    bn_train_stats_kernel(int n, int c, int hw, int bpc, bool vector, const S* x,
                           const T* gamma, T eps, T momentum, T* save_mean, T* save_invstd,
                           T* running_mean, T* running_var, int64_t* batches_tracked, T* coef,
                           double* partials) {
   if (batches_tracked && blockIdx.x == 0 && threadIdx.x == 0) ++*batches_tracked;
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
   double s1, s2;
-  const double shift = slice_sums_forward(n, c, hw, ch, bpc, part, vector, x, s1, s2);
+  const double shift = slice_sums_forward<T>(n, c, hw, ch, bpc, part, vector, x, s1, s2);
   block_sum2<kStatThreads>(s1, s2);
   if (!last_block_sum2(&g_bn_tickets[ch], part, bpc, partials + 2 * int64_t(ch) * bpc, s1, s2))
     return;
@@ -65,21 +69,21 @@ __global__ void __launch_bounds__(kStatThreads)
 
 // y = (x - center[ch]) * scale[ch] + beta[ch] over the whole tensor; with relu, max(y, 0)
 // (NaN kept), the fused batchnorm + ReLU. vector (packs_fit for x, y): a Pack per step.
-template <class T, int N>
-__device__ void affine_steps(int64_t total, int c, int hw, const T* x, const T* center,
-                             const T* scale, const T* beta, T* y, bool relu) {
+template <class T, int N, class S>
+__device__ void affine_steps(int64_t total, int c, int hw, const S* x, const T* center,
+                             const T* scale, const T* beta, S* y, bool relu) {
   tensor_steps<N>(total, c, hw, [&](int64_t k, int ch) {
-    Pack<T, N> v = pack_at<N>(x, k);
+    Pack<T, N> v = load_widened<T, N>(x, k);
     for (int i = 0; i < N; ++i) {
       const T t = fma_rn(v.v[i] - center[ch], scale[ch], beta[ch]);
       v.v[i] = relu && t < T(0) ? T(0) : t;
     }
-    *reinterpret_cast<Pack<T, N>*>(y + k) = v;
+    store_narrowed<N>(y, k, v);
   });
 }
-template <class T>
-__global__ void bn_affine_kernel(int64_t total, int c, int hw, bool vector, const T* x,
-                                 const T* center, const T* scale, const T* beta, T* y,
+template <class T, class S>
+__global__ void bn_affine_kernel(int64_t total, int c, int hw, bool vector, const S* x,
+                                 const T* center, const T* scale, const T* beta, S* y,
                                  bool relu) {
   if (vector) affine_steps<T, kVec<T>>(total, c, hw, x, center, scale, beta, y, relu);
   else affine_steps<T, 1>(total, c, hw, x, center, scale, beta, y, relu);
@@ -98,17 +102,17 @@ __global__ void bn_eval_scale_kernel(int c, const T* gamma, const T* running_var
 // (save_invstd given): coef = {a, b, k} folding dx = gamma*invstd*(dy - mean(dy) -
 // xhat*mean(dy*xhat)) into a*dy - b*(x - center) - k. Eval (save_invstd null, invstd from
 // running_var): coef = {a = gamma*invstd}.
-template <class T>
+template <class T, class S>
 __global__ void __launch_bounds__(kStatThreads)
-    bn_backward_stats_kernel(int n, int c, int hw, int bpc, bool vector, const T* x,
-                             const T* dy, const T* relu_out, const T* gamma, const T* center,
+    bn_backward_stats_kernel(int n, int c, int hw, int bpc, bool vector, const S* x,
+                             const S* dy, const S* relu_out, const T* gamma, const T* center,
                              const T* save_invstd, const T* running_var, T eps, T* dgamma,
                              T* dbeta, T* coef, double* partials) {
   const int ch = int(blockIdx.x / unsigned(bpc)), part = int(blockIdx.x % unsigned(bpc));
   const int64_t values = int64_t(n) * hw;
   double sum_dy, sum_dy_xc;
-  slice_sums_backward(n, c, hw, ch, bpc, part, vector, x, dy, relu_out, center, sum_dy,
-                      sum_dy_xc);
+  slice_sums_backward<T>(n, c, hw, ch, bpc, part, vector, x, dy, relu_out, center, sum_dy,
+                         sum_dy_xc);
   block_sum2<kStatThreads>(sum_dy, sum_dy_xc);
   if (!last_block_sum2(&g_bn_tickets[ch], part, bpc, partials + 2 * int64_t(ch) * bpc, sum_dy,
                        sum_dy_xc))
@@ -128,28 +132,28 @@ __global__ void __launch_bounds__(kStatThreads)
 
 // dx (+)= a*dy - k - b*(x - center), coef = {a[c], b[c], k[c]}; assigning never reads dx.
 // vector (packs_fit for x, dy, relu_out, dx): a Pack per step.
-template <class T, int N>
-__device__ void apply_steps(int64_t total, int c, int hw, const T* x, const T* dy,
-                            const T* relu_out, const T* center, const T* coef, T* dx,
+template <class T, int N, class S>
+__device__ void apply_steps(int64_t total, int c, int hw, const S* x, const S* dy,
+                            const S* relu_out, const T* center, const T* coef, S* dx,
                             bool accumulate) {
   tensor_steps<N>(total, c, hw, [&](int64_t k, int ch) {
-    const Pack<T, N> vx = pack_at<N>(x, k), vdy = pack_at<N>(dy, k);
+    const Pack<T, N> vx = load_widened<T, N>(x, k), vdy = load_widened<T, N>(dy, k);
     Pack<T, N> out{}, d{};
-    if (relu_out) out = pack_at<N>(relu_out, k);
-    if (accumulate) d = pack_at<N>(static_cast<const T*>(dx), k);
+    if (relu_out) out = load_widened<T, N>(relu_out, k);
+    if (accumulate) d = load_widened<T, N>(static_cast<const S*>(dx), k);
     for (int i = 0; i < N; ++i) {
       const T g = fma_rn(-coef[c + ch], vx.v[i] - center[ch],
                          fma_rn(coef[ch], relu_masked(vdy.v[i], relu_out, out.v[i]),
                                 -coef[2 * c + ch]));
       d.v[i] = accumulate ? d.v[i] + g : g;
     }
-    *reinterpret_cast<Pack<T, N>*>(dx + k) = d;
+    store_narrowed<N>(dx, k, d);
   });
 }
-template <class T>
+template <class T, class S>
 __global__ void bn_backward_train_apply_kernel(int64_t total, int c, int hw, bool vector,
-                                               const T* x, const T* dy, const T* relu_out,
-                                               const T* center, const T* coef, T* dx,
+                                               const S* x, const S* dy, const S* relu_out,
+                                               const T* center, const T* coef, S* dx,
                                                bool accumulate) {
   if (vector)
     apply_steps<T, kVec<T>>(total, c, hw, x, dy, relu_out, center, coef, dx, accumulate);
@@ -304,34 +308,80 @@ bool bn_in_clusters() {
   return env_switch("KDLAB_BN_CLUSTERS", "0", "1", true) && clusters_available();
 }
 
-}  // namespace
 
-template <class T>
-void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
-                             T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var, int64_t* batches_tracked, bool relu) {
+// The training passes over activations of storage S (T, or bf16 for the _bf16 entries).
+template <class T, class S>
+void bn_forward_train(const NormGeom& g, const S* x, const T* gamma, const T* beta, T eps,
+                      T momentum, S* y, T* save_mean, T* save_invstd, T* running_mean,
+                      T* running_var, int64_t* batches_tracked, bool relu) {
   const int64_t m = int64_t(g.n) * g.hw;
   KD_CHECK(m > 1, "batchnorm (train): need more than one value per channel, got n="
                       << g.n << " hw=" << g.hw);
   if (g.c <= 0) return;
   if (bn_in_clusters()) {
     const int bpc = cluster_blocks_per_channel(g.c, m);
-    KD_LAUNCH_CLUSTER(bn_train_cluster_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads,
-                      kClusterShared, unsigned(bpc), g.n, g.c, g.hw, bpc,
-                      packs_fit<T>(g.hw, {x, y}), x, gamma, beta, eps, momentum, y, save_mean,
-                      save_invstd, running_mean, running_var, batches_tracked, relu);
+    KD_LAUNCH_CLUSTER((bn_train_cluster_kernel<T, S>), unsigned(int64_t(g.c) * bpc),
+                      kStatThreads, kClusterShared, unsigned(bpc), g.n, g.c, g.hw, bpc,
+                      packs_fit<T, S>(g.hw, {x, y}), x, gamma, beta, eps, momentum, y,
+                      save_mean, save_invstd, running_mean, running_var, batches_tracked, relu);
     return;
   }
   const int bpc = blocks_per_channel(g.c, m);
   const StatsScratch<T> ws = stats_scratch<T>(2 * g.c, g.c, bpc);  // mean[c], gamma*invstd[c]
-  const bool stats_packs = packs_fit<T>(g.hw, {x}), affine_packs = packs_fit<T>(g.hw, {x, y});
-  KD_LAUNCH(bn_train_stats_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads, 0, g.n, g.c,
-            g.hw, bpc, stats_packs, x, gamma, eps, momentum, save_mean, save_invstd,
+  const bool stats_packs = packs_fit<T, S>(g.hw, {x});
+  const bool affine_packs = packs_fit<T, S>(g.hw, {x, y});
+  KD_LAUNCH((bn_train_stats_kernel<T, S>), unsigned(int64_t(g.c) * bpc), kStatThreads, 0, g.n,
+            g.c, g.hw, bpc, stats_packs, x, gamma, eps, momentum, save_mean, save_invstd,
             running_mean, running_var, batches_tracked, ws.coef, ws.partials);
   const int64_t total = numel(g);
-  KD_LAUNCH(bn_affine_kernel<T>, grid_for(affine_packs ? total / kVec<T> : total, kThreads),
-            kThreads, 0, total, g.c, g.hw, affine_packs, x, ws.coef, ws.coef + g.c, beta, y,
-            relu);
+  KD_LAUNCH((bn_affine_kernel<T, S>),
+            grid_for(affine_packs ? total / kVec<T> : total, kThreads), kThreads, 0, total, g.c,
+            g.hw, affine_packs, x, ws.coef, ws.coef + g.c, beta, y, relu);
+}
+
+template <class T, class S>
+void bn_backward_train(const NormGeom& g, const S* x, const S* dy, const T* gamma,
+                       const T* save_mean, const T* save_invstd, S* dx, T* dgamma, T* dbeta,
+                       bool accumulate, const S* relu_out) {
+  const int64_t total = numel(g);
+  if (total <= 0) return;
+  if (bn_in_clusters()) {
+    const int bpc = cluster_blocks_per_channel(g.c, int64_t(g.n) * g.hw);
+    KD_LAUNCH_CLUSTER((bn_backward_cluster_kernel<T, S>), unsigned(int64_t(g.c) * bpc),
+                      kStatThreads, kClusterShared, unsigned(bpc), g.n, g.c, g.hw, bpc,
+                      packs_fit<T, S>(g.hw, {x, dy, relu_out, dx}), x, dy, relu_out, gamma,
+                      save_mean, save_invstd, dx, dgamma, dbeta, accumulate);
+    return;
+  }
+  const int bpc = blocks_per_channel(g.c, int64_t(g.n) * g.hw);
+  const StatsScratch<T> ws = stats_scratch<T>(3 * g.c, g.c, bpc);  // a[c], b[c], k[c]
+  const bool stats_packs = packs_fit<T, S>(g.hw, {x, dy, relu_out});
+  const bool apply_packs = packs_fit<T, S>(g.hw, {x, dy, relu_out, dx});
+  KD_LAUNCH((bn_backward_stats_kernel<T, S>), unsigned(int64_t(g.c) * bpc), kStatThreads, 0,
+            g.n, g.c, g.hw, bpc, stats_packs, x, dy, relu_out, gamma, save_mean, save_invstd,
+            static_cast<const T*>(nullptr), T(0), dgamma, dbeta, ws.coef, ws.partials);
+  KD_LAUNCH((bn_backward_train_apply_kernel<T, S>),
+            grid_for(apply_packs ? total / kVec<T> : total, kThreads), kThreads, 0, total,
+            g.c, g.hw, apply_packs, x, dy, relu_out, save_mean, ws.coef, dx, accumulate);
+}
+
+}  // namespace
+
+template <class T>
+void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, const T* beta, T eps,
+                             T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
+                             T* running_var, int64_t* batches_tracked, bool relu) {
+  bn_forward_train<T, T>(g, x, gamma, beta, eps, momentum, y, save_mean, save_invstd,
+                         running_mean, running_var, batches_tracked, relu);
+}
+
+template <class T>
+void batchnorm_forward_train_bf16(const NormGeom& g, const bf16* x, const T* gamma, const T* beta,
+                                  T eps, T momentum, bf16* y, T* save_mean, T* save_invstd,
+                                  T* running_mean, T* running_var, int64_t* batches_tracked,
+                                  bool relu) {
+  bn_forward_train<T, bf16>(g, x, gamma, beta, eps, momentum, y, save_mean, save_invstd,
+                            running_mean, running_var, batches_tracked, relu);
 }
 
 template <class T>
@@ -343,7 +393,7 @@ void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const
   const bool packs = packs_fit<T>(g.hw, {x, y});
   KD_LAUNCH(bn_eval_scale_kernel<T>, grid_for(g.c, kThreads), kThreads, 0, g.c, gamma,
             running_var, eps, scale);
-  KD_LAUNCH(bn_affine_kernel<T>, grid_for(packs ? total / kVec<T> : total, kThreads),
+  KD_LAUNCH((bn_affine_kernel<T, T>), grid_for(packs ? total / kVec<T> : total, kThreads),
             kThreads, 0, total, g.c, g.hw, packs, x, running_mean, scale, beta, y, false);
 }
 
@@ -351,26 +401,17 @@ template <class T>
 void batchnorm_backward_train(const NormGeom& g, const T* x, const T* dy, const T* gamma,
                               const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
                               T* dbeta, bool accumulate, const T* relu_out) {
-  const int64_t total = numel(g);
-  if (total <= 0) return;
-  if (bn_in_clusters()) {
-    const int bpc = cluster_blocks_per_channel(g.c, int64_t(g.n) * g.hw);
-    KD_LAUNCH_CLUSTER(bn_backward_cluster_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads,
-                      kClusterShared, unsigned(bpc), g.n, g.c, g.hw, bpc,
-                      packs_fit<T>(g.hw, {x, dy, relu_out, dx}), x, dy, relu_out, gamma,
-                      save_mean, save_invstd, dx, dgamma, dbeta, accumulate);
-    return;
-  }
-  const int bpc = blocks_per_channel(g.c, int64_t(g.n) * g.hw);
-  const StatsScratch<T> ws = stats_scratch<T>(3 * g.c, g.c, bpc);  // a[c], b[c], k[c]
-  const bool stats_packs = packs_fit<T>(g.hw, {x, dy, relu_out});
-  const bool apply_packs = packs_fit<T>(g.hw, {x, dy, relu_out, dx});
-  KD_LAUNCH(bn_backward_stats_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads, 0, g.n,
-            g.c, g.hw, bpc, stats_packs, x, dy, relu_out, gamma, save_mean, save_invstd,
-            static_cast<const T*>(nullptr), T(0), dgamma, dbeta, ws.coef, ws.partials);
-  KD_LAUNCH(bn_backward_train_apply_kernel<T>,
-            grid_for(apply_packs ? total / kVec<T> : total, kThreads), kThreads, 0, total,
-            g.c, g.hw, apply_packs, x, dy, relu_out, save_mean, ws.coef, dx, accumulate);
+  bn_backward_train<T, T>(g, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, accumulate,
+                          relu_out);
+}
+
+template <class T>
+void batchnorm_backward_train_bf16(const NormGeom& g, const bf16* x, const bf16* dy,
+                                   const T* gamma, const T* save_mean, const T* save_invstd,
+                                   bf16* dx, T* dgamma, T* dbeta, bool accumulate,
+                                   const bf16* relu_out) {
+  bn_backward_train<T, bf16>(g, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
+                             accumulate, relu_out);
 }
 
 template <class T>
@@ -382,8 +423,8 @@ void batchnorm_backward_eval(const NormGeom& g, const T* x, const T* dy, const T
   const int bpc = blocks_per_channel(g.c, int64_t(g.n) * g.hw);
   const StatsScratch<T> ws = stats_scratch<T>(g.c, g.c, bpc);  // a[c]
   const bool stats_packs = packs_fit<T>(g.hw, {x, dy});
-  KD_LAUNCH(bn_backward_stats_kernel<T>, unsigned(int64_t(g.c) * bpc), kStatThreads, 0, g.n,
-            g.c, g.hw, bpc, stats_packs, x, dy, static_cast<const T*>(nullptr), gamma,
+  KD_LAUNCH((bn_backward_stats_kernel<T, T>), unsigned(int64_t(g.c) * bpc), kStatThreads, 0,
+            g.n, g.c, g.hw, bpc, stats_packs, x, dy, static_cast<const T*>(nullptr), gamma,
             running_mean, static_cast<const T*>(nullptr), running_var, eps, dgamma, dbeta,
             ws.coef, ws.partials);
   KD_LAUNCH(bn_backward_eval_apply_kernel<T>, grid_for(total, kThreads), kThreads, 0, total,

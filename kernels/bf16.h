@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "base/philox.h"  // KD_HOST_DEVICE
 
@@ -75,5 +76,21 @@ KD_HOST_DEVICE inline T bf16_to(bf16 h) {
 // The element type T's rounding to bf16 (T = float or double).
 KD_HOST_DEVICE inline bf16 to_bf16_rn(float x) { return bf16_from_float(x); }
 KD_HOST_DEVICE inline bf16 to_bf16_rn(double x) { return bf16_from_double(x); }
+
+// Kernels templated on a compute type T and an activation storage type S (T itself, or bf16):
+// widen<T>(s) reads a stored value (exact), narrow<S>(t) stores one (rounded once to bf16).
+template <class T>
+KD_HOST_DEVICE inline T widen(T v) {
+  return v;
+}
+template <class T>
+KD_HOST_DEVICE inline T widen(bf16 v) {
+  return bf16_to<T>(v);
+}
+template <class S, class T>
+KD_HOST_DEVICE inline S narrow(T v) {
+  if constexpr (std::is_same<S, bf16>::value) return to_bf16_rn(v);
+  else return v;
+}
 
 }  // namespace kd

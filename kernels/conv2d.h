@@ -11,7 +11,14 @@
 // when dx is null) then conv2d_backward_weight, bit for bit: the form a backend can issue as one
 // launch (ours on the GPU); the others run the two passes (KD_CONV2D_BACKWARD_AS_TWO_PASSES).
 // ref:: is the plain loop, kept as the specification; cpu:: is im2col + BLAS GEMM.
+// The _bf16 entries (--precision bf16): x, w, residual, y, dy, dx and dw stored in bf16, bias
+// and dbias in T. Each is bit for bit its T entry of the same table on the widened operands,
+// each output rounded once: y = bf16(T result); an accumulated dx or dw = bf16(T(old) + the T
+// kernel's contribution), dx assigned when !accumulate as above. Not cuDNN's; on our GPU kernels
+// they are the FMA form (TF32 applies to T only) on the implicit GEMM for every shape (no cuBLAS
+// route for 1x1): the op takes them where those are the T kernels it would run.
 #pragma once
+#include "kernels/bf16.h"
 #include "kernels/kernel_list.h"
 #include <cstdint>
 
@@ -47,6 +54,16 @@ inline void check_conv_geom(const ConvGeom& g) {
   X(conv2d_backward, (const ConvGeom& g, const T* x, const T* w, const T* dy, T* dx,           \
                       bool accumulate, T* dw, T* dbias))
 
+#define KD_CONV2D_BF16_KERNELS(X)                                                               \
+  X(conv2d_forward_bf16, (const ConvGeom& g, const bf16* x, const bf16* w, const T* bias,       \
+                          bf16* y))                                                             \
+  X(conv2d_forward_residual_bf16, (const ConvGeom& g, const bf16* x, const bf16* w,             \
+                                   const bf16* residual, bf16* y))                              \
+  X(conv2d_backward_bf16, (const ConvGeom& g, const bf16* x, const bf16* w, const bf16* dy,     \
+                           bf16* dx, bool accumulate, bf16* dw, T* dbias))
+// Every convolution entry of our own backends (cuDNN's table has KD_CONV2D_KERNELS only).
+#define KD_CONV2D_ALL_KERNELS(X) KD_CONV2D_KERNELS(X) KD_CONV2D_BF16_KERNELS(X)
+
 // Defines conv2d_backward in the enclosing kernel namespace as its two passes, for the backends
 // whose passes are separate launches (or no launches) anyway.
 #define KD_CONV2D_BACKWARD_AS_TWO_PASSES                                                   \
@@ -58,10 +75,10 @@ inline void check_conv_geom(const ConvGeom& g) {
   }
 
 namespace ref {
-KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
+KD_DECLARE_KERNELS(KD_CONV2D_ALL_KERNELS)
 }
 namespace cpu {
-KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
+KD_DECLARE_KERNELS(KD_CONV2D_ALL_KERNELS)
 
 // The algorithm of cpu:: float convolutions. Auto: 3x3 stride-1 pad-1 ones whose channel counts are
 // multiples of 8 by Winograd F(4x4, 3x3) (kernels/cpu/conv2d_winograd.h), stride-1 ones with at
@@ -72,7 +89,7 @@ void set_conv_algorithm(ConvAlgorithm algorithm);
 ConvAlgorithm conv_algorithm();
 }
 namespace cuda {
-KD_DECLARE_KERNELS(KD_CONV2D_KERNELS)
+KD_DECLARE_KERNELS(KD_CONV2D_ALL_KERNELS)
 
 // dbias[k] += the sum over images and positions of dy[img, k, :] (ACCUMULATE; one block per
 // channel, a fixed order per thread and a fixed tree): the bias gradient of our convolution and

@@ -41,7 +41,7 @@ namespace kernel_tag {
   };
 KD_ELEMENTWISE_KERNELS(KD_KERNEL_TAG_)
 KD_CAST_KERNELS(KD_KERNEL_TAG_)
-KD_CONV2D_KERNELS(KD_KERNEL_TAG_)
+KD_CONV2D_ALL_KERNELS(KD_KERNEL_TAG_)
 KD_LINEAR_KERNELS(KD_KERNEL_TAG_)
 KD_POOL_KERNELS(KD_KERNEL_TAG_)
 KD_NORM_KERNELS(KD_KERNEL_TAG_)
@@ -159,6 +159,33 @@ KernelCost kernel_cost(kernel_tag::conv2d_backward, const ConvGeom& g, const T* 
     c.flops += d.flops, c.bytes_read += d.bytes_read, c.bytes_written += d.bytes_written;
   }
   return c;
+}
+// The _bf16 entries: the same passes, activations and weights 2 bytes each, the bias T.
+template <class T>
+KernelCost kernel_cost(kernel_tag::conv2d_forward_bf16, const ConvGeom& g, const bf16*,
+                       const bf16*, const T* bias, bf16*) {
+  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
+               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(bf16);
+  return cost_detail::make(2 * conv_macs(g) + (bias ? y : 0),
+                           (x + w) * s + cost_detail::bytes_if(bias, g.k), y * s);
+}
+inline KernelCost kernel_cost(kernel_tag::conv2d_forward_residual_bf16, const ConvGeom& g,
+                              const bf16*, const bf16*, const bf16*, bf16*) {
+  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
+               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(bf16);
+  return cost_detail::make(2 * conv_macs(g) + y, (x + w + y) * s, y * s);
+}
+template <class T>
+KernelCost kernel_cost(kernel_tag::conv2d_backward_bf16, const ConvGeom& g, const bf16*,
+                       const bf16*, const bf16*, bf16* dx, bool accumulate, bf16*, T* dbias) {
+  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
+               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(bf16);
+  const double bias = dbias ? double(g.k) * sizeof(T) : 0;
+  // The weight pass reads x, dy and dw (accumulated); the data pass dy, w and dx if accumulated.
+  double read = (x + y + w) * s + bias, written = w * s + bias, flops = 2 * conv_macs(g);
+  if (dbias) flops += y;
+  if (dx) read += (y + w + (accumulate ? x : 0)) * s, written += x * s, flops += 2 * conv_macs(g);
+  return cost_detail::make(flops, read, written);
 }
 
 // ---- linear

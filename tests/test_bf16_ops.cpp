@@ -171,6 +171,17 @@ TEST(CudaBf16Ops, CudnnPathsToo) {
   check_every_op(Device::cuda());
 }
 
+// Under --tf32 the convolutions take the fp32 views (the _bf16 kernels multiply by FMA), so the
+// bf16 op is still the fp32 op (now on TF32 tensor cores) rounded.
+TEST(CudaBf16Ops, Tf32PathsToo) {
+  KD_REQUIRE_CUDA();
+  RuntimeConfig config = runtime_config();
+  config.math.tf32 = true;
+  config.math.deterministic = false;
+  ScopedRuntimeConfig scoped(config);
+  check_every_op(Device::cuda());
+}
+
 TEST(Bf16Ops, AGradientFromTwoOpsIsRoundedAtEachAdd) {
   // relu(x) twice: the first backward assigns bf16(g1), the second adds in one rounding:
   // bf16(float(bf16(g1)) + g2), with g1 = g2 = the masked upstream.

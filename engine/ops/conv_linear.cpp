@@ -35,9 +35,22 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
                                << (bias.defined() ? " (and a bias: not supported together)" : ""));
   const bool on_gpu = x.is_cuda();
   const bool use_cudnn = on_gpu && runtime_config().gpu_kernels.conv == GpuImpl::Cudnn;
+  // --precision bf16 on our kernels: one pass over the bf16 operands (the _bf16 entries, which
+  // multiply by FMA: under --tf32 the fp32 views keep the T kernels' TF32). Elsewhere the views.
+  const bool bf16_kernels = !use_cudnn && !runtime_config().math.tf32 &&
+                            x.dtype() == DType::BF16 && w.dtype() == DType::BF16;
   dispatch_compute("conv2d", compute, [&](auto tag) {
     using T = decltype(tag);
     const KernelTable<T>& table = use_cudnn ? cudnn_kernels<T>(x) : kernels<T>(x);
+    if (bf16_kernels) {
+      if (residual.defined())
+        table.conv2d_forward_residual_bf16(g, x.data<bf16>(), w.data<bf16>(),
+                                           residual.data<bf16>(), y.data<bf16>());
+      else
+        table.conv2d_forward_bf16(g, x.data<bf16>(), w.data<bf16>(), ptr_or_null<T>(bias),
+                                  y.data<bf16>());
+      return;
+    }
     Out<T> out(y);
     if (residual.defined())
       table.conv2d_forward_residual(g, In<T>(x).get(), In<T>(w).get(), In<T>(residual).get(),
@@ -48,10 +61,19 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
   });
   if (should_record({x, w, bias, residual})) {
     record_node("conv2d", {x, w, bias, residual}, {y}, [x, w, bias, residual, y, g, compute,
-                                                        use_cudnn]() {
+                                                        use_cudnn, bf16_kernels]() {
       dispatch_compute("conv2d", compute, [&](auto tag) {
         using T = decltype(tag);
         const KernelTable<T>& table = use_cudnn ? cudnn_kernels<T>(x) : kernels<T>(x);
+        if (bf16_kernels && w.requires_grad()) {  // both passes over bf16, one launch on a GPU
+          bool accumulate = false;
+          Tensor dx;
+          if (x.requires_grad()) dx = Tensor(x).grad_for_write(&accumulate);
+          table.conv2d_backward_bf16(g, x.data<bf16>(), w.data<bf16>(), y.grad().data<bf16>(),
+                                     dx.defined() ? dx.data<bf16>() : nullptr, accumulate,
+                                     Tensor(w).grad_or_zeros().data<bf16>(), grad_ptr<T>(bias));
+          return;
+        }
         const In<T> dy(y.grad());
         const In<T> w_in(w);
         // dx is assigned when x has no gradient yet: no zeroing, no read.

@@ -33,6 +33,7 @@
 // flipped filters in the calling thread. Never shrunk; freed when their thread exits.
 #include "kernels/backend.h"
 #include "kernels/conv2d.h"
+#include "kernels/cpu/bf16_entries.h"
 
 #include <algorithm>
 #include <atomic>
@@ -405,6 +406,8 @@ ConvAlgorithm conv_algorithm() { return g_algorithm.load(); }
 
 KD_CONV2D_BACKWARD_AS_TWO_PASSES
 
-KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
+KD_BF16_CONV2D_ENTRIES
+
+KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_ALL_KERNELS)
 
 }  // namespace kd::cpu

@@ -7,6 +7,7 @@
 #include "kernels/backend.h"
 #include "base/check.h"
 #include "kernels/conv2d.h"
+#include "kernels/cpu/bf16_entries.h"
 
 namespace kd::ref {
 
@@ -99,6 +100,8 @@ void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T
 
 KD_CONV2D_BACKWARD_AS_TWO_PASSES
 
-KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
+KD_BF16_CONV2D_ENTRIES
+
+KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_ALL_KERNELS)
 
 }  // namespace kd::ref

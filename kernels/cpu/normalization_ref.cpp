@@ -7,7 +7,7 @@
 
 #include "kernels/backend.h"
 #include "base/check.h"
-#include "kernels/cpu/bf16_batchnorm.h"
+#include "kernels/cpu/bf16_entries.h"
 #include "kernels/normalization.h"
 
 namespace kd {

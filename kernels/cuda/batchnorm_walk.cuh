@@ -56,22 +56,6 @@ __device__ __forceinline__ Pack<T, N> pack_at(const T* p, int64_t k) {
   return *reinterpret_cast<const Pack<T, N>*>(p + k);
 }
 
-// Activation storage S to the compute type T and back: exact for S = T; bf16 widens exactly and
-// rounds to nearest even (kernels/bf16.h, as the cast kernels).
-template <class T>
-__device__ __forceinline__ T widen(T v) {
-  return v;
-}
-template <class T>
-__device__ __forceinline__ T widen(bf16 v) {
-  return bf16_to<T>(v);
-}
-template <class S, class T>
-__device__ __forceinline__ S narrow(T v) {
-  if constexpr (std::is_same<S, bf16>::value) return to_bf16_rn(v);
-  else return v;
-}
-
 // N values of S at p + k (aligned to N * sizeof(S)) widened to T, and stored back rounded.
 template <class T, int N, class S>
 __device__ __forceinline__ Pack<T, N> load_widened(const S* p, int64_t k) {

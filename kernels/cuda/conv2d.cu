@@ -72,8 +72,8 @@ __device__ unsigned g_splitk_tickets[conv_gemm::kMaxFoldTiles] = {};
 // of the separate summing launch). Every thread fences its own slice writes before the barrier;
 // splitk_sum reads the slices through volatile (L2), as in fixed_order::last_block_sum2. Layout:
 // which tile element each thread's accumulators held (conv_gemm::FmaLayout or MmaLayout).
-template <class Layout, class T>
-__device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>& prm,
+template <class Layout, class T, class S>
+__device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight, S>& prm,
                             const Tile& tile, int tid, int m0, int n0) {
   using namespace conv_gemm;
   __shared__ bool last;
@@ -96,7 +96,8 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>
       const int m = m0 + Layout::row(tid, i);
       if (m >= prm.g.m) continue;
       const int64_t e = weight_out_offset(prm.g, 0, m, col);
-      prm.fold_into[e] += splitk_sum(prm.out, tile.grid.z, mn, e);
+      const T sum = splitk_sum(prm.out, tile.grid.z, mn, e);
+      prm.fold_into[e] = narrow<S>(widen<T>(prm.fold_into[e]) + sum);
     }
   }
 }
@@ -105,8 +106,8 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight>
 // K tile from global memory while the current one is multiplied out of the other shared buffer,
 // so one __syncthreads per K tile suffices: buffer cur ^ 1 was last read in the previous
 // iteration, before that iteration's barrier.
-template <class T, Pass P>
-__device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P>& prm, const Tile& tile,
+template <class T, Pass P, class S>
+__device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const Tile& tile,
                               StageTiles<T, false>& tiles) {
   using namespace conv_gemm;
   auto& a_tile = tiles.a;
@@ -227,17 +228,21 @@ __device__ void tf32_gemm_tile(const conv_gemm::GemmParams<float, P>& prm, const
   }
 }
 
-template <bool TensorCores, class T, Pass P>
-__device__ void gemm_tile(const conv_gemm::GemmParams<T, P>& prm, const Tile& tile,
+template <bool TensorCores, class T, Pass P, class S>
+__device__ void gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const Tile& tile,
                           StageTiles<T, TensorCores>& tiles) {
-  if constexpr (TensorCores) tf32_gemm_tile(prm, tile, tiles);
-  else fma_gemm_tile(prm, tile, tiles);
+  if constexpr (TensorCores) {
+    static_assert(std::is_same<S, T>::value, "the tensor-core tiles are fed by cp.async of T");
+    tf32_gemm_tile(prm, tile, tiles);
+  } else {
+    fma_gemm_tile(prm, tile, tiles);
+  }
 }
 
 // One GEMM pass, a block per tile (FMA, or TF32 tensor cores for float).
-template <class T, Pass P, bool TensorCores>
+template <class T, Pass P, bool TensorCores, class S = T>
 __global__ void __launch_bounds__(conv_gemm::kThreads)
-    conv_gemm_kernel(const conv_gemm::GemmParams<T, P> prm) {
+    conv_gemm_kernel(const conv_gemm::GemmParams<T, P, S> prm) {
   __shared__ StageTiles<T, TensorCores> tiles;
   gemm_tile<TensorCores>(prm, block_tile(), tiles);
 }
@@ -249,11 +254,11 @@ __global__ void __launch_bounds__(conv_gemm::kThreads)
 // gave the union of the two bodies 80 registers (FMA) and 70 (TF32) against their 58-64, so 3
 // blocks per SM; at 64 the TF32 form spills nothing and the FMA one 12 bytes, double none
 // (nvcc 13.0, sm_90, -Xptxas -v).
-template <class T, bool TensorCores>
+template <class T, bool TensorCores, class S = T>
 __global__ void __launch_bounds__(conv_gemm::kThreads, sizeof(T) == sizeof(float) ? 4 : 2)
-    conv_backward_kernel(const conv_gemm::GemmParams<T, Pass::BackwardData> data,
+    conv_backward_kernel(const conv_gemm::GemmParams<T, Pass::BackwardData, S> data,
                          const conv_gemm::Grid3 data_grid,
-                         const conv_gemm::GemmParams<T, Pass::BackwardWeight> weight,
+                         const conv_gemm::GemmParams<T, Pass::BackwardWeight, S> weight,
                          const conv_gemm::Grid3 weight_grid) {
   __shared__ StageTiles<T, TensorCores> tiles;
   const int block = int(blockIdx.x), data_tiles = data_grid.x * data_grid.y;
@@ -268,22 +273,22 @@ bool use_tensor_cores() {
   return mode.tf32 && !mode.deterministic && tensor_cores_available();
 }
 
-// dw[e] += sum of the slices' partials, slice 0 first.
-template <class T>
+// dw[e] += sum of the slices' partials, slice 0 first (dw stored as S, the sum in T).
+template <class T, class S>
 __global__ void splitk_accumulate_kernel(const T* __restrict__ ws, int slices, int64_t mn,
-                                         T* __restrict__ dw) {
+                                         S* __restrict__ dw) {
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < mn; e += step)
-    dw[e] += conv_gemm::splitk_sum(ws, slices, mn, e);
+    dw[e] = narrow<S>(widen<T>(dw[e]) + conv_gemm::splitk_sum(ws, slices, mn, e));
 }
 
 // dbias[k] += sum over (img, pq) of dy[img, k, pq]: block k, fixed per-thread order, fixed tree.
-template <class T>
+template <class T, class S>
 __global__ void __launch_bounds__(conv_gemm::kBiasThreads)
-    bias_grad_kernel(const conv_gemm::ConvDims d, const T* __restrict__ dy, T* dbias) {
+    bias_grad_kernel(const conv_gemm::ConvDims d, const S* __restrict__ dy, T* dbias) {
   __shared__ T part[conv_gemm::kBiasThreads];
   const int tid = threadIdx.x, k = blockIdx.x;
-  part[tid] = conv_gemm::bias_thread_sum(d, dy, k, tid, conv_gemm::kBiasThreads);
+  part[tid] = conv_gemm::bias_thread_sum<S, T>(d, dy, k, tid, conv_gemm::kBiasThreads);
   __syncthreads();
   for (int half = conv_gemm::kBiasThreads / 2; half > 0; half /= 2) {
     if (tid < half) part[tid] += part[tid + half];
@@ -293,39 +298,40 @@ __global__ void __launch_bounds__(conv_gemm::kBiasThreads)
 }
 
 // A planned weight pass (plan_weight_pass): its GEMM and grid of tiles.
-template <class T>
+template <class T, class S = T>
 struct WeightPass {
-  conv_gemm::GemmParams<T, Pass::BackwardWeight> prm;
+  conv_gemm::GemmParams<T, Pass::BackwardWeight, S> prm;
   conv_gemm::Grid3 grid;
 };
 
 // Calls launch(std::bool_constant<TensorCores>): the kernels' multiply for T under the current
-// math mode (TF32 tensor cores only for float, see use_tensor_cores).
-template <class T, class Launch>
+// math mode (TF32 tensor cores only for float stored as float, see use_tensor_cores; bf16
+// operands always multiply by FMA).
+template <class T, class S, class Launch>
 void with_multiply(Launch launch) {
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<S, float>) {
     if (use_tensor_cores()) return launch(std::true_type{});
   }
   launch(std::false_type{});
 }
 
-template <class T, Pass P>
-void launch_gemm(const conv_gemm::GemmParams<T, P>& prm, int slices) {
+template <class T, Pass P, class S>
+void launch_gemm(const conv_gemm::GemmParams<T, P, S>& prm, int slices) {
   const conv_gemm::Grid3 grid = conv_gemm::gemm_grid(prm.g, slices);
   if (grid.x == 0 || grid.y == 0) return;
   const dim3 blocks(unsigned(grid.x), unsigned(grid.y), unsigned(grid.z));
-  with_multiply<T>([&](auto tc) {
-    KD_LAUNCH((conv_gemm_kernel<T, P, decltype(tc)::value>), blocks, conv_gemm::kThreads, 0,
+  with_multiply<T, S>([&](auto tc) {
+    KD_LAUNCH((conv_gemm_kernel<T, P, decltype(tc)::value, S>), blocks, conv_gemm::kThreads, 0,
               prm);
   });
 }
 
-template <class T>
-void launch_backward(const conv_gemm::GemmParams<T, Pass::BackwardData>& data,
-                     const conv_gemm::Grid3& data_grid, const WeightPass<T>& weight,
+template <class T, class S>
+void launch_backward(const conv_gemm::GemmParams<T, Pass::BackwardData, S>& data,
+                     const conv_gemm::Grid3& data_grid, const WeightPass<T, S>& weight,
                      unsigned blocks) {
-  with_multiply<T>([&](auto tc) {
-    KD_LAUNCH((conv_backward_kernel<T, decltype(tc)::value>), blocks, conv_gemm::kThreads, 0,
+  with_multiply<T, S>([&](auto tc) {
+    KD_LAUNCH((conv_backward_kernel<T, decltype(tc)::value, S>), blocks, conv_gemm::kThreads, 0,
               data, data_grid, weight.prm, weight.grid);
   });
 }
@@ -372,36 +378,81 @@ bool pointwise_on_cublas(const ConvGeom& g) {
 }
 
 // The data pass's GEMM: dx (assigned or accumulated) from dy and w.
-template <class T>
-conv_gemm::GemmParams<T, Pass::BackwardData> data_pass(const conv_gemm::ConvDims& d, const T* w,
-                                                       const T* dy, T* dx, bool accumulate) {
+template <class T, class S>
+conv_gemm::GemmParams<T, Pass::BackwardData, S> data_pass(const conv_gemm::ConvDims& d,
+                                                          const S* w, const S* dy, S* dx,
+                                                          bool accumulate) {
   const conv_gemm::GemmDims gemm = conv_gemm::backward_data_gemm(d);
   return {d, gemm, w, dy, nullptr, dx, gemm.k, accumulate};
 }
 
 // The weight pass as planned from the shape alone: split-K slices into the workspace, folded
 // into dw in the same launch by each tile's last block when the tiles fit the ticket table.
-template <class T>
-WeightPass<T> plan_weight_pass(const conv_gemm::ConvDims& d, const T* x, const T* dy, T* dw) {
+template <class T, class S>
+WeightPass<T, S> plan_weight_pass(const conv_gemm::ConvDims& d, const S* x, const S* dy, S* dw) {
   const conv_gemm::GemmDims gemm = conv_gemm::backward_weight_gemm(d);
   const conv_gemm::SplitK plan = conv_gemm::split_k_plan(gemm);
   const int64_t mn = int64_t(gemm.m) * gemm.n;
   T* ws = static_cast<T*>(workspace(size_t(plan.slices) * size_t(mn) * sizeof(T)));
-  WeightPass<T> pass{{d, gemm, dy, x, nullptr, ws, plan.chunk},
-                     conv_gemm::gemm_grid(gemm, plan.slices)};
+  WeightPass<T, S> pass{{d, gemm, dy, x, nullptr, ws, plan.chunk},
+                        conv_gemm::gemm_grid(gemm, plan.slices)};
   if (int64_t(pass.grid.x) * pass.grid.y <= conv_gemm::kMaxFoldTiles) pass.prm.fold_into = dw;
   return pass;
 }
+
+// dbias[k] += the sum of dy's channel k (see conv2d_bias_grad), dy stored as S.
+template <class T, class S>
+void bias_grad(const ConvGeom& g, const S* dy, T* dbias) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0 || g.k == 0) return;
+  KD_LAUNCH((bias_grad_kernel<T, S>), unsigned(g.k), conv_gemm::kBiasThreads, 0, d, dy, dbias);
+}
+
 // After the GEMM launch: the separate fold where the launch could not, then dbias.
-template <class T>
-void finish_weight_pass(const ConvGeom& g, const WeightPass<T>& pass, const T* dy, T* dw,
+template <class T, class S>
+void finish_weight_pass(const ConvGeom& g, const WeightPass<T, S>& pass, const S* dy, S* dw,
                         T* dbias) {
   if (!pass.prm.fold_into) {
     const int64_t mn = int64_t(pass.prm.g.m) * pass.prm.g.n;
-    KD_LAUNCH(splitk_accumulate_kernel<T>, grid_for(mn, 256), 256, 0, pass.prm.out, pass.grid.z,
-              mn, dw);
+    KD_LAUNCH((splitk_accumulate_kernel<T, S>), grid_for(mn, 256), 256, 0, pass.prm.out,
+              pass.grid.z, mn, dw);
   }
-  if (dbias) conv2d_bias_grad(g, dy, dbias);
+  if (dbias) bias_grad(g, dy, dbias);
+}
+
+// The implicit-GEMM forward (y = conv + bias, or + residual) over operands stored as S.
+template <class T, class S>
+void gemm_forward(const conv_gemm::ConvDims& d, const S* x, const S* w, const T* bias,
+                  const S* residual, S* y) {
+  const conv_gemm::GemmDims gemm = conv_gemm::forward_gemm(d);
+  conv_gemm::GemmParams<T, Pass::Forward, S> prm{d, gemm, w, x, bias, y, gemm.k};
+  prm.residual = residual;
+  launch_gemm(prm, 1);
+}
+
+// The weight pass alone: its GEMM launch, then the separate fold if any, and dbias.
+template <class T, class S>
+void gemm_backward_weight(const ConvGeom& g, const conv_gemm::ConvDims& d, const S* x,
+                          const S* dy, S* dw, T* dbias) {
+  const WeightPass<T, S> weight = plan_weight_pass<T>(d, x, dy, dw);
+  launch_gemm(weight.prm, weight.grid.z);
+  finish_weight_pass(g, weight, dy, dw, dbias);
+}
+
+// Both passes in one launch (conv_backward_kernel). The weight pass's workspace, split-K plan
+// and fold are gemm_backward_weight's, so every output has the separate passes' bits.
+template <class T, class S>
+void gemm_backward(const ConvGeom& g, const conv_gemm::ConvDims& d, const S* x, const S* w,
+                   const S* dy, S* dx, bool accumulate, S* dw, T* dbias) {
+  const conv_gemm::GemmParams<T, Pass::BackwardData, S> data =
+      data_pass<T>(d, w, dy, dx, accumulate);
+  const WeightPass<T, S> weight = plan_weight_pass<T>(d, x, dy, dw);
+  const conv_gemm::Grid3 data_grid = conv_gemm::gemm_grid(data.g, 1);
+  const int64_t blocks = int64_t(data_grid.x) * data_grid.y +
+                         int64_t(weight.grid.x) * weight.grid.y * weight.grid.z;
+  KD_CHECK(blocks < (int64_t(1) << 31), "conv2d backward (cuda): " << blocks << " blocks");
+  launch_backward(data, data_grid, weight, unsigned(blocks));
+  finish_weight_pass(g, weight, dy, dw, dbias);
 }
 
 }  // namespace
@@ -418,9 +469,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
                 y);
     return;
   }
-  const conv_gemm::GemmDims gemm = conv_gemm::forward_gemm(d);
-  const conv_gemm::GemmParams<T, Pass::Forward> prm{d, gemm, w, x, bias, y, gemm.k};
-  launch_gemm(prm, 1);
+  gemm_forward<T, T>(d, x, w, bias, nullptr, y);
 }
 
 // The residual in the GEMM's epilogue: one launch for the convolution and the shortcut add
@@ -434,10 +483,7 @@ void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T*
     accumulate(int64_t(g.n) * g.k * d.pq, T(1), residual, y);
     return;
   }
-  const conv_gemm::GemmDims gemm = conv_gemm::forward_gemm(d);
-  conv_gemm::GemmParams<T, Pass::Forward> prm{d, gemm, w, x, nullptr, y, gemm.k};
-  prm.residual = residual;
-  launch_gemm(prm, 1);
+  gemm_forward<T, T>(d, x, w, nullptr, residual, y);
 }
 
 template <class T>
@@ -446,21 +492,18 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, boo
   if (g.n == 0) return;
   if (pointwise_on_cublas(g))
     return run_pointwise(pointwise_gemm::backward_data(g), dy, w, dx, accumulate);
-  launch_gemm(data_pass(d, w, dy, dx, accumulate), 1);
+  launch_gemm(data_pass<T>(d, w, dy, dx, accumulate), 1);
 }
 
 template <class T>
 void conv2d_backward_weight(const ConvGeom& g, const T* x, const T* dy, T* dw, T* dbias) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;  // empty batch: nothing to add
-  const WeightPass<T> weight = plan_weight_pass(d, x, dy, dw);
-  launch_gemm(weight.prm, weight.grid.z);
-  finish_weight_pass(g, weight, dy, dw, dbias);
+  gemm_backward_weight<T, T>(g, d, x, dy, dw, dbias);
 }
 
-// Both passes, one launch on the implicit GEMM (conv_backward_kernel); separate passes where
-// the data pass is skipped or on cuBLAS. The weight pass's workspace, split-K plan and fold
-// are conv2d_backward_weight's, so every output has that pair of calls' bits.
+// Both passes, one launch on the implicit GEMM; separate passes where the data pass is skipped
+// or on cuBLAS.
 template <class T>
 void conv2d_backward(const ConvGeom& g, const T* x, const T* w, const T* dy, T* dx,
                      bool accumulate, T* dw, T* dbias) {
@@ -470,26 +513,43 @@ void conv2d_backward(const ConvGeom& g, const T* x, const T* w, const T* dy, T* 
     if (dx) conv2d_backward_data(g, dy, w, dx, accumulate);
     return conv2d_backward_weight(g, x, dy, dw, dbias);
   }
-  const conv_gemm::GemmParams<T, Pass::BackwardData> data = data_pass(d, w, dy, dx, accumulate);
-  const WeightPass<T> weight = plan_weight_pass(d, x, dy, dw);
-  const conv_gemm::Grid3 data_grid = conv_gemm::gemm_grid(data.g, 1);
-  const int64_t blocks = int64_t(data_grid.x) * data_grid.y +
-                         int64_t(weight.grid.x) * weight.grid.y * weight.grid.z;
-  KD_CHECK(blocks < (int64_t(1) << 31), "conv2d backward (cuda): " << blocks << " blocks");
-  launch_backward(data, data_grid, weight, unsigned(blocks));
-  finish_weight_pass(g, weight, dy, dw, dbias);
+  gemm_backward<T, T>(g, d, x, w, dy, dx, accumulate, dw, dbias);
+}
+
+// --precision bf16: the same kernels over bf16 operands, FMA, every shape on the implicit GEMM.
+template <class T>
+void conv2d_forward_bf16(const ConvGeom& g, const bf16* x, const bf16* w, const T* bias,
+                         bf16* y) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0) return;
+  gemm_forward<T, bf16>(d, x, w, bias, nullptr, y);
+}
+
+template <class T>
+void conv2d_forward_residual_bf16(const ConvGeom& g, const bf16* x, const bf16* w,
+                                  const bf16* residual, bf16* y) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0) return;
+  gemm_forward<T, bf16>(d, x, w, static_cast<const T*>(nullptr), residual, y);
+}
+
+template <class T>
+void conv2d_backward_bf16(const ConvGeom& g, const bf16* x, const bf16* w, const bf16* dy,
+                          bf16* dx, bool accumulate, bf16* dw, T* dbias) {
+  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
+  if (g.n == 0) return;
+  if (dx) gemm_backward<T, bf16>(g, d, x, w, dy, dx, accumulate, dw, dbias);
+  else gemm_backward_weight<T, bf16>(g, d, x, dy, dw, dbias);
 }
 
 template <class T>
 void conv2d_bias_grad(const ConvGeom& g, const T* dy, T* dbias) {
-  const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
-  if (g.n == 0 || g.k == 0) return;
-  KD_LAUNCH(bias_grad_kernel<T>, unsigned(g.k), conv_gemm::kBiasThreads, 0, d, dy, dbias);
+  bias_grad<T, T>(g, dy, dbias);
 }
 template void conv2d_bias_grad<float>(const ConvGeom&, const float*, float*);
 template void conv2d_bias_grad<double>(const ConvGeom&, const double*, double*);
 
-KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_KERNELS)
+KD_DEFINE_REGISTRAR(register_conv2d, KD_CONV2D_ALL_KERNELS)
 
 }  // namespace cuda
 }  // namespace kd

@@ -9,11 +9,16 @@
 // partials into the workspace, which splitk_sum() folds in slice order before += into dw (in the
 // same launch, by the block that finishes each tile last).
 // Offsets into tensors are int64; GEMM indices are int (the wrappers check they fit).
+// Storage: S is the activations' and weights' type (T, or bf16 for --precision bf16): loads widen
+// to T (exact), the epilogue rounds each output once (kernels/bf16.h widen/narrow); the shared
+// tiles, the products and the split-K workspace are T, so the bits before that rounding are the
+// T kernel's on the widened operands.
 #pragma once
 #include <cstdint>
 #include <type_traits>
 
 #include "base/check.h"
+#include "kernels/bf16.h"
 #include "kernels/conv2d.h"
 #include "base/philox.h"  // KD_HOST_DEVICE
 
@@ -191,14 +196,14 @@ KD_HOST_DEVICE inline T splitk_sum(const volatile T* ws, int slices, int64_t mn,
 // dbias: thread tid of a block sums dy[img, k, pq] over the flat (img, pq) indices congruent to
 // tid modulo nthreads, in increasing order (no division in the loop); the block then folds the
 // partials as a tree.
-template <class T>
-KD_HOST_DEVICE inline T bias_thread_sum(const ConvDims& d, const T* dy, int k, int tid,
+template <class S, class T = S>  // dy stored as S, summed in T
+KD_HOST_DEVICE inline T bias_thread_sum(const ConvDims& d, const S* dy, int k, int tid,
                                         int nthreads) {
   const int step_img = nthreads / d.pq, step_pq = nthreads - step_img * d.pq;
   int img = tid / d.pq, pq = tid - img * d.pq;
   T sum = T(0);
   while (img < d.n) {
-    sum += dy[(int64_t(img) * d.k + k) * d.pq + pq];
+    sum += widen<T>(dy[(int64_t(img) * d.k + k) * d.pq + pq]);
     img += step_img, pq += step_pq;
     if (pq >= d.pq) pq -= d.pq, ++img;
   }
@@ -215,22 +220,25 @@ KD_HOST_DEVICE inline T bias_thread_sum(const ConvDims& d, const T* dy, int k, i
 
 enum class Pass { Forward, BackwardData, BackwardWeight };
 
-template <class T, Pass P>
+template <class T, Pass P, class S = T>
 struct GemmParams {
+  using Storage = S;
+  // The output array: y or dx (S), or the weight pass's split-K workspace (T).
+  using Out = typename std::conditional<P == Pass::BackwardWeight, T, S>::type;
   ConvDims d;
   GemmDims g;
-  const T* a;     // forward, backward data: w; backward weight: dy
-  const T* b;     // forward, backward weight: x; backward data: dy
+  const S* a;     // forward, backward data: w; backward weight: dy
+  const S* b;     // forward, backward weight: x; backward data: dy
   const T* bias;  // forward only; may be null
-  T* out;         // y, dx, or the split-K workspace [slices, M, N]
+  Out* out;       // y, dx, or the split-K workspace [slices, M, N]
   int k_chunk;    // K per blockIdx.z slice (a multiple of kTileK when several)
   bool accumulate = true;  // backward data: dx += acc, or dx = acc (every element written once)
   // Backward weight: when set, the block that finishes a tile's last slice adds the tile's slices,
   // in slice order (splitk_sum), into it (dw) in the same launch (conv2d.cu's fold_slices).
-  T* fold_into = nullptr;
+  S* fold_into = nullptr;
   // Forward: added to every output element after the bias (y = acc + bias + residual), as
   // conv2d_forward then add_forward would round it; may be null.
-  const T* residual = nullptr;
+  const S* residual = nullptr;
 };
 
 // The folding launch keeps one ticket per output tile; more tiles (no layer of ours comes near:
@@ -295,8 +303,9 @@ struct BCols {
   Col col[kCount];
   bool ok[kCount];
 };
-template <class T, Pass P>
-KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P>& prm, int tid, int n0) {
+template <class T, Pass P, class S>
+KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P, S>& prm, int tid,
+                                           int n0) {
   BCols<P> c;
   for (int i = 0; i < BCols<P>::kCount; ++i) {
     const int col = n0 + b_load_pos(kBAlongK<P>, tid, i).mn;
@@ -313,8 +322,8 @@ KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P>& prm, int tid,
 // Where the K tile starting at k0 comes from: the element offsets into prm.a and prm.b of each
 // of this thread's kLoads A and B loads, -1 where the tile holds a zero (outside M, N,
 // [.., k_end) and padding). The loads land at a_load_pos / b_load_pos.
-template <class T, Pass P>
-KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P>& prm, const BCols<P>& cols,
+template <class T, Pass P, class S>
+KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
                                          int tid, int m0, int k0, int k_end,
                                          int64_t (&a_off)[kLoads], int64_t (&b_off)[kLoads]) {
   const ConvDims& d = prm.d;
@@ -353,16 +362,16 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P>& prm, const BCol
   }
 }
 
-// Global -> registers for the K tile starting at k0.
-template <class T, Pass P>
-KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P>& prm, const BCols<P>& cols, int tid,
-                                      int m0, int k0, int k_end, T (&a_reg)[kLoads],
+// Global -> registers for the K tile starting at k0, widened to T.
+template <class T, Pass P, class S>
+KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
+                                      int tid, int m0, int k0, int k_end, T (&a_reg)[kLoads],
                                       T (&b_reg)[kLoads]) {
   int64_t a_off[kLoads], b_off[kLoads];
   stage_offsets(prm, cols, tid, m0, k0, k_end, a_off, b_off);
   KD_UNROLL for (int i = 0; i < kLoads; ++i) {
-    a_reg[i] = a_off[i] >= 0 ? prm.a[a_off[i]] : T(0);
-    b_reg[i] = b_off[i] >= 0 ? prm.b[b_off[i]] : T(0);
+    a_reg[i] = a_off[i] >= 0 ? widen<T>(prm.a[a_off[i]]) : T(0);
+    b_reg[i] = b_off[i] >= 0 ? widen<T>(prm.b[b_off[i]]) : T(0);
   }
 }
 
@@ -393,9 +402,9 @@ KD_HOST_DEVICE inline void mma_tile(const T* a_tile, const T* b_tile, int tid,
 
 // Forward: y = acc + bias (+ residual) (assign). Backward data: dx += acc, or = acc when !prm.accumulate.
 // Weight: workspace slice = acc.
-template <class Layout, class T, Pass P>
-KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0, int n0, int slice,
-                                    const T (&acc)[kMicro][kMicro]) {
+template <class Layout, class T, Pass P, class S>
+KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P, S>& prm, int tid, int m0, int n0,
+                                    int slice, const T (&acc)[kMicro][kMicro]) {
   const ConvDims& d = prm.d;
   KD_UNROLL for (int j = 0; j < kMicro; ++j) {
     const int col = n0 + Layout::col(tid, j);
@@ -407,8 +416,8 @@ KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0
         if (m >= prm.g.m) continue;
         const int64_t e = forward_y_offset(d, c, m);
         T v = acc[i][j] + (prm.bias ? prm.bias[m] : T(0));
-        if (prm.residual) v = v + prm.residual[e];
-        prm.out[e] = v;
+        if (prm.residual) v = v + widen<T>(prm.residual[e]);
+        prm.out[e] = narrow<S>(v);
       }
     }
     if constexpr (P == Pass::BackwardData) {
@@ -416,8 +425,8 @@ KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P>& prm, int tid, int m0
       KD_UNROLL for (int i = 0; i < kMicro; ++i) {
         const int m = m0 + Layout::row(tid, i);
         if (m >= prm.g.m) continue;
-        T& out = prm.out[data_dx_offset(d, c, m)];
-        out = prm.accumulate ? out + acc[i][j] : acc[i][j];
+        S& out = prm.out[data_dx_offset(d, c, m)];
+        out = narrow<S>(prm.accumulate ? widen<T>(out) + acc[i][j] : acc[i][j]);
       }
     }
     if constexpr (P == Pass::BackwardWeight) {

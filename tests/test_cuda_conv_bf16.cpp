@@ -1,0 +1,129 @@
+// --precision bf16's convolutions on our GPU kernels (kernels/cuda/conv2d.cu, the _bf16 entries
+// of kernels/conv2d.h): the implicit GEMM reading bf16 x, w, residual and dy and writing bf16 y,
+// dx and dw, in T (float or double) inside. Their contract is the T entry of the same table on
+// the widened operands with each output rounded once, so everything is compared BITWISE against
+// the T kernels (FMA, every shape on the implicit GEMM): y with bias, y with residual, dx
+// assigned and accumulated (bf16(T(dx) + the T kernel's dx)), dw accumulated the same way, and
+// dbias (T) equal; plus the same launches as the T kernels. Shapes: the conv suite's (split-K
+// with and without the in-launch fold, 1x1, strides, padding).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/bf16.h"
+#include "kernels/conv2d.h"
+#include "tests/cuda_testing.h"
+#include "tests/kernel_testing.h"
+
+namespace kd {
+namespace {
+
+using cuda_testing::DeviceArray;
+using kernel_testing::describe;
+using kernel_testing::geom;
+using kernel_testing::same_bits;
+using kernel_testing::uniform;
+
+size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
+size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
+size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
+
+template <class T>
+std::vector<bf16> rounded(const std::vector<T>& v) {
+  std::vector<bf16> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = to_bf16_rn(v[i]);
+  return out;
+}
+template <class T>
+std::vector<T> widened(const std::vector<bf16>& v) {
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to<T>(v[i]);
+  return out;
+}
+std::vector<uint16_t> bits(const std::vector<bf16>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i].bits;
+  return out;
+}
+// bf16(T(old) + add), element by element: an accumulated bf16 output.
+template <class T>
+std::vector<bf16> added(const std::vector<bf16>& old, const std::vector<T>& add) {
+  std::vector<bf16> out(old.size());
+  for (size_t i = 0; i < old.size(); ++i) out[i] = to_bf16_rn(T(bf16_to<T>(old[i]) + add[i]));
+  return out;
+}
+
+template <class T>
+void check_bf16_conv(const ConvGeom& g) {
+  const Backend& gpu = cuda_testing::gpu();
+  const KernelTable<T>& k = cuda_testing::gpu_kernels<T>();
+  const std::vector<bf16> x = rounded(uniform<T>(x_size(g), 1, -1, 1)),
+                          w = rounded(uniform<T>(w_size(g), 2, -1, 1)),
+                          r = rounded(uniform<T>(y_size(g), 3, -1, 1)),
+                          dy = rounded(uniform<T>(y_size(g), 4, -1, 1)),
+                          dx0 = rounded(uniform<T>(x_size(g), 5, -1, 1)),
+                          dw0 = rounded(uniform<T>(w_size(g), 6, -1, 1));
+  const std::vector<T> bias = uniform<T>(g.k, 7, -1, 1), db0 = uniform<T>(g.k, 8, -1, 1);
+  DeviceArray<bf16> d_x(x), d_w(w), d_r(r), d_dy(dy);
+  DeviceArray<T> d_bias(bias), wx(widened<T>(x)), ww(widened<T>(w)), wr(widened<T>(r)),
+      wdy(widened<T>(dy));
+
+  // Forward, with bias and with the residual.
+  DeviceArray<bf16> y(y_size(g)), yr(y_size(g));
+  DeviceArray<T> y_t(y_size(g)), yr_t(y_size(g));
+  uint64_t start = gpu.launch_count();
+  k.conv2d_forward_bf16(g, d_x.get(), d_w.get(), d_bias.get(), y.get());
+  k.conv2d_forward_residual_bf16(g, d_x.get(), d_w.get(), d_r.get(), yr.get());
+  const uint64_t forward16 = gpu.launch_count() - start;
+  start = gpu.launch_count();
+  k.conv2d_forward(g, wx.get(), ww.get(), d_bias.get(), y_t.get());
+  k.conv2d_forward_residual(g, wx.get(), ww.get(), wr.get(), yr_t.get());
+  EXPECT_EQ(forward16, gpu.launch_count() - start) << "forward launches";
+  EXPECT_EQ(bits(y.host()), bits(rounded(y_t.host()))) << "y = conv + bias";
+  EXPECT_EQ(bits(yr.host()), bits(rounded(yr_t.host()))) << "y = conv + residual";
+
+  // Backward: the T kernel's contributions, dx assigned and dw, dbias added to zeros.
+  DeviceArray<T> dx_t(x_size(g)), dw_t(std::vector<T>(w_size(g), T(0))), db_t(db0);
+  start = gpu.launch_count();
+  k.conv2d_backward(g, wx.get(), ww.get(), wdy.get(), dx_t.get(), false, dw_t.get(), db_t.get());
+  const uint64_t backward_t = gpu.launch_count() - start;
+  const std::vector<T> dx_c = dx_t.host(), dw_c = dw_t.host();
+  for (int with_dx : {0, 1})
+    for (bool accumulate : {false, true}) {
+      if (!with_dx && accumulate) continue;
+      SCOPED_TRACE(std::string(with_dx ? "dx" : "no dx") + (accumulate ? " accumulated" : ""));
+      DeviceArray<bf16> dx(dx0), dw(dw0);
+      DeviceArray<T> db(db0);
+      start = gpu.launch_count();
+      k.conv2d_backward_bf16(g, d_x.get(), d_w.get(), d_dy.get(), with_dx ? dx.get() : nullptr,
+                             accumulate, dw.get(), db.get());
+      if (with_dx) {
+        EXPECT_EQ(gpu.launch_count() - start, backward_t) << "backward launches";
+        EXPECT_EQ(bits(dx.host()), bits(accumulate ? added(dx0, dx_c) : rounded(dx_c)));
+      }
+      EXPECT_EQ(bits(dw.host()), bits(added(dw0, dw_c))) << "dw";
+      EXPECT_TRUE(same_bits(db.host(), db_t.host())) << "dbias";
+    }
+}
+
+TEST(CudaConvBf16, EntriesAreTheFmaKernelsOnWidenedOperandsRoundedOnce) {
+  KD_REQUIRE_CUDA();
+  const std::vector<ConvGeom> all = {
+      geom(1, 3, 7, 5, 5, 3, 3, 1, 1),     geom(2, 5, 6, 9, 7, 2, 3, 2, 0),
+      geom(3, 7, 9, 8, 4, 5, 5, 1, 2),     geom(2, 3, 8, 6, 5, 1, 1, 1, 0),
+      geom(3, 4, 9, 7, 6, 1, 1, 2, 0),     geom(2, 67, 9, 7, 70, 3, 3, 1, 1),
+      geom(3, 5, 13, 11, 67, 3, 3, 1, 1),  geom(1, 1, 1, 1, 1, 1, 1, 1, 0),
+      geom(4, 16, 32, 32, 16, 3, 3, 1, 1), geom(4, 16, 32, 32, 32, 1, 1, 2, 0),
+      geom(2, 256, 8, 8, 64, 1, 1, 1, 0),
+  };
+  for (const ConvGeom& g : kernel_testing::shapes_for_build(all, 6)) {
+    SCOPED_TRACE(describe(g));
+    check_bf16_conv<float>(g);
+    if (!kernel_testing::kRaceCheckBuild) check_bf16_conv<double>(g);
+  }
+}
+
+}  // namespace
+}  // namespace kd

@@ -7,6 +7,8 @@
 // forward and backward data are one strided-batched cuBLAS GEMM each (mapping:
 // kernels/cuda/pointwise_gemm.h; TF32 follows cuda::math_mode() through cublas_handle(), which
 // also forbids atomics), plus a bias or residual kernel after the forward.
+// The _bf16 entries (--precision bf16) are the same implicit GEMM over bf16 operands (template
+// parameter S; conv2d_gather.h widens loads and rounds stores), FMA only, no cuBLAS route.
 // Determinism: no float atomics. The weight pass splits K into a number of slices fixed by the
 // shape and writes each slice's partial product to the workspace; the block that finishes a
 // tile's last slice (an integer ticket per tile) sums the tile's slices in slice order into dw,

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/bf16.h"
 #include "kernels/conv2d.h"
 #include "kernels/metrics.h"
 #include "base/philox.h"
@@ -220,6 +221,26 @@ struct Scalar {
   T value;
   const T* ptr() const { return &value; }  // valid until the end of the full expression
 };
+
+// bf16 arrays for the _bf16 kernels' tests: values rounded once (kernels/bf16.h), widened
+// exactly, and their bits for a bitwise comparison.
+template <class T>
+std::vector<bf16> rounded(const std::vector<T>& v) {
+  std::vector<bf16> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = to_bf16_rn(v[i]);
+  return out;
+}
+template <class T>
+std::vector<T> widened(const std::vector<bf16>& v) {
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to<T>(v[i]);
+  return out;
+}
+inline std::vector<uint16_t> bits(const std::vector<bf16>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i].bits;
+  return out;
+}
 
 }  // namespace kernel_testing
 }  // namespace kd

@@ -21,32 +21,18 @@ namespace kd {
 namespace {
 
 using cuda_testing::DeviceArray;
+using kernel_testing::bits;
 using kernel_testing::describe;
 using kernel_testing::geom;
 using kernel_testing::same_bits;
+using kernel_testing::rounded;
 using kernel_testing::uniform;
+using kernel_testing::widened;
 
 size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
 size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
 size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
 
-template <class T>
-std::vector<bf16> rounded(const std::vector<T>& v) {
-  std::vector<bf16> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = to_bf16_rn(v[i]);
-  return out;
-}
-template <class T>
-std::vector<T> widened(const std::vector<bf16>& v) {
-  std::vector<T> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to<T>(v[i]);
-  return out;
-}
-std::vector<uint16_t> bits(const std::vector<bf16>& v) {
-  std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i].bits;
-  return out;
-}
 // bf16(T(old) + add), element by element: an accumulated bf16 output.
 template <class T>
 std::vector<bf16> added(const std::vector<bf16>& old, const std::vector<T>& add) {

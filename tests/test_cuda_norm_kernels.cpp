@@ -489,24 +489,6 @@ TEST(CudaNormKernels, BatchNormRejectsOneValuePerChannelInTraining) {
 // each (1 and 1 in clusters, 2 and 2 without), the vector path (8-byte bf16 loads for float) and
 // the scalar one (odd planes, and every operand one element off alignment).
 template <class T>
-std::vector<bf16> rounded(const std::vector<T>& v) {
-  std::vector<bf16> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = to_bf16_rn(v[i]);
-  return out;
-}
-template <class T>
-std::vector<T> widened(const std::vector<bf16>& v) {
-  std::vector<T> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to<T>(v[i]);
-  return out;
-}
-std::vector<uint16_t> bits(const std::vector<bf16>& v) {
-  std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i].bits;
-  return out;
-}
-
-template <class T>
 void check_bf16_batchnorm(const NormGeom& g, size_t offset) {
   const size_t len = numel(g), o = offset;
   auto padded = [&](std::vector<bf16> v) {

@@ -119,73 +119,82 @@ KernelCost kernel_cost(kernel_tag::dropout_backward, int64_t n, const DropoutMas
 inline double conv_macs(const ConvGeom& g) {
   return double(g.n) * g.k * g.p() * g.q() * double(g.c) * g.r * g.s;
 }
-template <class T>
-KernelCost kernel_cost(kernel_tag::conv2d_forward, const ConvGeom& g, const T*, const T*,
-                       const T* bias, T*) {
-  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
-               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(T);
-  return cost_detail::make(2 * conv_macs(g) + (bias ? y : 0),
-                           (x + w) * s + cost_detail::bytes_if(bias, g.k), y * s);
+// The passes' costs for operands of `a` bytes per element (x, w, y, dy, dx, dw: T's, or bf16's
+// for the _bf16 entries) and a bias of `bias` bytes in all (T's; 0 when there is none).
+struct ConvCounts {
+  double x, w, y;
+  explicit ConvCounts(const ConvGeom& g)
+      : x(double(g.n) * g.c * g.h * g.w), w(double(g.k) * g.c * g.r * g.s),
+        y(double(g.n) * g.k * g.p() * g.q()) {}
+};
+inline KernelCost conv_forward_cost(const ConvGeom& g, double a, double bias) {
+  const ConvCounts n(g);
+  return cost_detail::make(2 * conv_macs(g) + (bias > 0 ? n.y : 0), (n.x + n.w) * a + bias,
+                           n.y * a);
 }
-template <class T>
-KernelCost kernel_cost(kernel_tag::conv2d_forward_residual, const ConvGeom& g, const T*, const T*,
-                       const T*, T*) {
-  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
-               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(T);
-  return cost_detail::make(2 * conv_macs(g) + y, (x + w + y) * s, y * s);
+inline KernelCost conv_forward_residual_cost(const ConvGeom& g, double a) {
+  const ConvCounts n(g);
+  return cost_detail::make(2 * conv_macs(g) + n.y, (n.x + n.w + n.y) * a, n.y * a);
 }
-template <class T>
-KernelCost kernel_cost(kernel_tag::conv2d_backward_data, const ConvGeom& g, const T*, const T*,
-                       T*, bool accumulate) {
-  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
-               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(T);
-  return cost_detail::make(2 * conv_macs(g), (y + w + (accumulate ? x : 0)) * s, x * s);
+inline KernelCost conv_backward_data_cost(const ConvGeom& g, double a, bool accumulate) {
+  const ConvCounts n(g);
+  return cost_detail::make(2 * conv_macs(g), (n.y + n.w + (accumulate ? n.x : 0)) * a, n.x * a);
 }
-template <class T>
-KernelCost kernel_cost(kernel_tag::conv2d_backward_weight, const ConvGeom& g, const T*,
-                       const T*, T*, T* dbias) {
-  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
-               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(T);
-  const double bias = dbias ? double(g.k) : 0;
-  return cost_detail::make(2 * conv_macs(g) + (dbias ? y : 0), (x + y + w + bias) * s,
-                           (w + bias) * s);
+// dw is accumulated (read and written); dbias likewise when there is one.
+inline KernelCost conv_backward_weight_cost(const ConvGeom& g, double a, double bias) {
+  const ConvCounts n(g);
+  return cost_detail::make(2 * conv_macs(g) + (bias > 0 ? n.y : 0),
+                           (n.x + n.y + n.w) * a + bias, n.w * a + bias);
 }
-template <class T>
-KernelCost kernel_cost(kernel_tag::conv2d_backward, const ConvGeom& g, const T* x, const T* w,
-                       const T* dy, T* dx, bool accumulate, T* dw, T* dbias) {
-  KernelCost c = kernel_cost(kernel_tag::conv2d_backward_weight{}, g, x, dy, dw, dbias);
+// Both passes (conv2d_backward): the weight pass, and the data pass when dx is given.
+inline KernelCost conv_backward_cost(const ConvGeom& g, double a, double bias, bool dx,
+                                     bool accumulate) {
+  KernelCost c = conv_backward_weight_cost(g, a, bias);
   if (dx) {
-    const KernelCost d = kernel_cost(kernel_tag::conv2d_backward_data{}, g, dy, w, dx, accumulate);
+    const KernelCost d = conv_backward_data_cost(g, a, accumulate);
     c.flops += d.flops, c.bytes_read += d.bytes_read, c.bytes_written += d.bytes_written;
   }
   return c;
 }
-// The _bf16 entries: the same passes, activations and weights 2 bytes each, the bias T.
+template <class T>
+KernelCost kernel_cost(kernel_tag::conv2d_forward, const ConvGeom& g, const T*, const T*,
+                       const T* bias, T*) {
+  return conv_forward_cost(g, sizeof(T), cost_detail::bytes_if(bias, g.k));
+}
+template <class T>
+KernelCost kernel_cost(kernel_tag::conv2d_forward_residual, const ConvGeom& g, const T*, const T*,
+                       const T*, T*) {
+  return conv_forward_residual_cost(g, sizeof(T));
+}
+template <class T>
+KernelCost kernel_cost(kernel_tag::conv2d_backward_data, const ConvGeom& g, const T*, const T*,
+                       T*, bool accumulate) {
+  return conv_backward_data_cost(g, sizeof(T), accumulate);
+}
+template <class T>
+KernelCost kernel_cost(kernel_tag::conv2d_backward_weight, const ConvGeom& g, const T*,
+                       const T*, T*, T* dbias) {
+  return conv_backward_weight_cost(g, sizeof(T), cost_detail::bytes_if(dbias, g.k));
+}
+template <class T>
+KernelCost kernel_cost(kernel_tag::conv2d_backward, const ConvGeom& g, const T*, const T*,
+                       const T*, T* dx, bool accumulate, T*, T* dbias) {
+  return conv_backward_cost(g, sizeof(T), cost_detail::bytes_if(dbias, g.k), dx, accumulate);
+}
+// The _bf16 entries: the same passes over 2-byte operands, the bias T.
 template <class T>
 KernelCost kernel_cost(kernel_tag::conv2d_forward_bf16, const ConvGeom& g, const bf16*,
                        const bf16*, const T* bias, bf16*) {
-  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
-               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(bf16);
-  return cost_detail::make(2 * conv_macs(g) + (bias ? y : 0),
-                           (x + w) * s + cost_detail::bytes_if(bias, g.k), y * s);
+  return conv_forward_cost(g, sizeof(bf16), cost_detail::bytes_if(bias, g.k));
 }
 inline KernelCost kernel_cost(kernel_tag::conv2d_forward_residual_bf16, const ConvGeom& g,
                               const bf16*, const bf16*, const bf16*, bf16*) {
-  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
-               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(bf16);
-  return cost_detail::make(2 * conv_macs(g) + y, (x + w + y) * s, y * s);
+  return conv_forward_residual_cost(g, sizeof(bf16));
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::conv2d_backward_bf16, const ConvGeom& g, const bf16*,
                        const bf16*, const bf16*, bf16* dx, bool accumulate, bf16*, T* dbias) {
-  const double x = double(g.n) * g.c * g.h * g.w, w = double(g.k) * g.c * g.r * g.s,
-               y = double(g.n) * g.k * g.p() * g.q(), s = sizeof(bf16);
-  const double bias = dbias ? double(g.k) * sizeof(T) : 0;
-  // The weight pass reads x, dy and dw (accumulated); the data pass dy, w and dx if accumulated.
-  double read = (x + y + w) * s + bias, written = w * s + bias, flops = 2 * conv_macs(g);
-  if (dbias) flops += y;
-  if (dx) read += (y + w + (accumulate ? x : 0)) * s, written += x * s, flops += 2 * conv_macs(g);
-  return cost_detail::make(flops, read, written);
+  return conv_backward_cost(g, sizeof(bf16), cost_detail::bytes_if(dbias, g.k), dx, accumulate);
 }
 
 // ---- linear

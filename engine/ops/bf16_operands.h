@@ -11,8 +11,8 @@
 // So a bf16 op is, bit for bit, its fp32 op on the widened operands with each output rounded
 // once; tests/test_bf16_ops.cpp holds every op to that. The saved tensors (what the tape keeps
 // for the backward) are the bf16 ones: temporaries live for one kernel call.
-// These views cost a cast pass per bf16 operand and launch; kernels that read and write bf16
-// themselves would fold them away (not written yet; ARCHITECTURE.md).
+// These views cost a cast pass and a launch per bf16 operand; the ops call kernels that read and
+// write bf16 themselves instead where the table has them (batch norm in training, convolution).
 #pragma once
 #include <initializer_list>
 
@@ -43,6 +43,15 @@ inline DType compute_dtype(const char* op, std::initializer_list<Tensor> ts) {
   }
   KD_CHECK(first, op << ": no operands");
   return wide ? wide->dtype() : DType::F32;
+}
+
+// Parameters (and statistics) are never bf16: each defined one must be the compute dtype.
+inline void check_parameters(const char* op, DType compute,
+                             std::initializer_list<const Tensor*> parameters) {
+  for (const Tensor* p : parameters)
+    KD_CHECK(!p->defined() || p->dtype() == compute,
+             op << ": parameter or statistic " << describe(*p) << " (expected "
+                << dtype_name(compute) << ")");
 }
 
 // Calls f(T{}) with T the compute dtype's type.
@@ -137,7 +146,8 @@ class GradAccumulate {
   }
   T* get() const { return buffer_.defined() ? buffer_.data<T>() : nullptr; }
   void commit() const {
-    if (buffer_.defined() && !buffer_.same(grad_)) round_into<T>(buffer_.data<T>(), grad_, had_grad_);
+    if (buffer_.defined() && !buffer_.same(grad_))
+      round_into<T>(buffer_.data<T>(), grad_, had_grad_);
   }
 
  private:
@@ -145,8 +155,8 @@ class GradAccumulate {
   bool had_grad_ = false;
 };
 
-// Kernels that write every gradient get a throw-away buffer for inputs that need none
-// (grad_or_scratch's contract, for any input dtype).
+// Kernels that write every gradient get a zeroed throw-away buffer, on the tensor's device, for
+// inputs that need none.
 template <class T>
 class GradOrScratch {
  public:
@@ -166,7 +176,7 @@ class GradOrScratch {
 template <class T>
 void add_to_grad(const Tensor& input, const Tensor& g) {
   if (holds<T>(input)) {
-    kernels<T>(input).accumulate(g.numel(), T(1), g.data<T>(), Tensor(input).grad_or_zeros().data<T>());
+    kernels<T>(input).accumulate(g.numel(), T(1), g.data<T>(), grad_ptr<T>(input));
     return;
   }
   In<T> wide(g);

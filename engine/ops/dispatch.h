@@ -63,15 +63,6 @@ T* grad_ptr(const Tensor& t) {
   return Tensor(t).grad_or_zeros().data<T>();
 }
 
-// Kernels that always write every gradient get a zeroed throw-away buffer, on the tensor's
-// device, for inputs that need none.
-template <class T>
-T* grad_or_scratch(const Tensor& t, Tensor& scratch) {
-  if (T* p = grad_ptr<T>(t)) return p;
-  scratch = Tensor::zeros(t.shape(), t.dtype(), t.device());
-  return scratch.data<T>();
-}
-
 }  // namespace detail
 }  // namespace ops
 }  // namespace kd

@@ -30,11 +30,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
                   Tensor batches_tracked) {
   const DType compute =
       compute_dtype("batch_norm", {x, gamma, beta, running_mean, running_var});
-  for (const Tensor* p : std::initializer_list<const Tensor*>{&gamma, &beta, &running_mean,
-                                                           &running_var})
-    KD_CHECK(!p->defined() || p->dtype() == compute,
-             "batch_norm: parameter or statistic " << describe(*p) << " (expected "
-                                                   << dtype_name(compute) << ")");
+  check_parameters("batch_norm", compute, {&gamma, &beta, &running_mean, &running_var});
   KD_CHECK(!batches_tracked.defined() ||
                (batches_tracked.dtype() == DType::I64 && batches_tracked.numel() == 1 &&
                 batches_tracked.device() == x.device()),
@@ -100,15 +96,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
                                    rv, eps, compute, use_cudnn, relu, bf16_kernels]() {
       dispatch_compute("batch_norm", compute, [&](auto tag) {
         using T = decltype(tag);
-        Tensor dgamma_scratch, dbeta_scratch, dx_scratch;
+        const GradOrScratch<T> dgamma(gamma), dbeta(beta);  // f32: nothing to commit
         if (bf16_kernels) {
           bool accumulate = false;
           Tensor dx = x.requires_grad() ? Tensor(x).grad_for_write(&accumulate)
                                         : Tensor::empty(x.shape(), DType::BF16, x.device());
           kernels<T>(x).batchnorm_backward_train_bf16(
               g, x.data<bf16>(), y.grad().data<bf16>(), gamma.data<T>(), save_mean.data<T>(),
-              save_invstd.data<T>(), dx.data<bf16>(), grad_or_scratch<T>(gamma, dgamma_scratch),
-              grad_or_scratch<T>(beta, dbeta_scratch), accumulate,
+              save_invstd.data<T>(), dx.data<bf16>(), dgamma.get(), dbeta.get(), accumulate,
               relu ? y.data<bf16>() : nullptr);
           return;
         }
@@ -116,6 +111,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
         // an unzeroed scratch when x needs none. Eval's backward accumulates.
         bool accumulate_dx = true;
         T* dx = nullptr;
+        Tensor dx_scratch;
         std::unique_ptr<GradOrScratch<T>> eval_dx;
         std::unique_ptr<GradWrite<T>> train_dx;
         if (!training) {
@@ -130,8 +126,6 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
           dx = dx_scratch.data<T>();
           accumulate_dx = false;
         }
-        T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
-        T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
         const In<T> dy_in(y.grad());
         const In<T> x_in(x);
         const T* dy = dy_in.get();
@@ -149,15 +143,16 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
         if (training && use_cudnn)
           cudnn_kernels<T>(x).batchnorm_backward_train(
               g, x_in.get(), dy, gamma.data<T>(), save_mean.data<T>(), save_invstd.data<T>(), dx,
-              dgamma, dbeta, accumulate_dx, nullptr);
+              dgamma.get(), dbeta.get(), accumulate_dx, nullptr);
         else if (training)
           kernels<T>(x).batchnorm_backward_train(g, x_in.get(), dy, gamma.data<T>(),
                                                      save_mean.data<T>(), save_invstd.data<T>(),
-                                                     dx, dgamma, dbeta, accumulate_dx, relu_out);
+                                                     dx, dgamma.get(), dbeta.get(), accumulate_dx,
+                                                     relu_out);
         else  // cuDNN has no eval-mode backward: ours serves both paths
           kernels<T>(x).batchnorm_backward_eval(g, x_in.get(), dy, gamma.data<T>(),
                                                     rm.data<T>(), rv.data<T>(), T(eps), dx,
-                                                    dgamma, dbeta);
+                                                    dgamma.get(), dbeta.get());
         if (eval_dx) eval_dx->commit();
         if (train_dx) train_dx->commit();
       });
@@ -169,9 +164,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups,
                   double eps) {
   const DType compute = compute_dtype("group_norm", {x, gamma, beta});
-  for (const Tensor* p : {&gamma, &beta})
-    KD_CHECK(!p->defined() || p->dtype() == compute, "group_norm: parameter " << describe(*p) << " (expected "
-                                                             << dtype_name(compute) << ")");
+  check_parameters("group_norm", compute, {&gamma, &beta});
   NormGeom g = norm_geom("group_norm", x, gamma, beta);
   KD_CHECK(groups >= 1 && g.c % groups == 0,
            "group_norm: " << g.c << " channels do not split into " << groups << " groups");
@@ -191,13 +184,11 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int 
                                                       compute]() {
       dispatch_compute("group_norm", compute, [&](auto tag) {
         using T = decltype(tag);
-        Tensor dgamma_scratch, dbeta_scratch;
-        GradOrScratch<T> dx(x);
-        T* dgamma = grad_or_scratch<T>(gamma, dgamma_scratch);
-        T* dbeta = grad_or_scratch<T>(beta, dbeta_scratch);
+        const GradOrScratch<T> dx(x), dgamma(gamma), dbeta(beta);
         kernels<T>(x).groupnorm_backward(g, In<T>(x).get(), In<T>(y.grad()).get(),
                                          gamma.data<T>(), save_mean.data<T>(),
-                                         save_invstd.data<T>(), dx.get(), dgamma, dbeta);
+                                         save_invstd.data<T>(), dx.get(), dgamma.get(),
+                                         dbeta.get());
         dx.commit();
       });
     });

@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
-#include <type_traits>
 
 #include "kernels/bf16.h"
 #include "kernels/cuda/plane_walk.h"

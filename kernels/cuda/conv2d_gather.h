@@ -222,7 +222,6 @@ enum class Pass { Forward, BackwardData, BackwardWeight };
 
 template <class T, Pass P, class S = T>
 struct GemmParams {
-  using Storage = S;
   // The output array: y or dx (S), or the weight pass's split-K workspace (T).
   using Out = typename std::conditional<P == Pass::BackwardWeight, T, S>::type;
   ConvDims d;

@@ -13,6 +13,7 @@
 // 1e-5; TF32 would round inputs to 10 bits and is tested apart at 2e-2.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -197,19 +198,53 @@ TEST(CudaCudnnConv, LaunchesPerCallAreTheRealPathsOnes) {
   };
   EXPECT_EQ(launches([&] { k.conv2d_forward(g, x.get(), w.get(), nullptr, y.get()); }), 1u);
   EXPECT_EQ(launches([&] { k.conv2d_forward(g, x.get(), w.get(), bias.get(), y.get()); }), 2u);
-  EXPECT_EQ(launches([&] {
-              k.conv2d_forward_residual(g, x.get(), w.get(), res.get(), y_res.get());
-            }),
-            2u);
+  auto residual = [&] { k.conv2d_forward_residual(g, x.get(), w.get(), res.get(), y_res.get()); };
+  // Uncounted: the fold's first call zeroes its bias buffer (a memset, once per process).
+  residual();
+  EXPECT_EQ(launches(residual), 1u) << "the residual folded into cuDNN's call (the default)";
+  const std::vector<float> folded = y_res.host();
+  {
+    const cuda_testing::ScopedEnv fold("KDLAB_CUDNN_RESIDUAL", "fold");
+    EXPECT_EQ(launches(residual), 1u);
+  }
+  {
+    const cuda_testing::ScopedEnv bad("KDLAB_CUDNN_RESIDUAL", "fused");
+    try {
+      residual();
+      ADD_FAILURE() << "no error";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(
+                    "KDLAB_CUDNN_RESIDUAL: expected separate or fold, got 'fused'"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  {
+    const cuda_testing::ScopedEnv separate("KDLAB_CUDNN_RESIDUAL", "separate");
+    EXPECT_EQ(launches(residual), 2u) << "cuDNN's convolution, then our add";
+  }
+  {  // double has no fused configuration: always the two launches
+    DeviceArray<double> xd(uniform<double>(n.x, 1, -1, 1)), wd(uniform<double>(n.w, 2, -1, 1)),
+        rd(uniform<double>(n.y, 4, -1, 1)), yd(n.y);
+    EXPECT_EQ(launches([&] {
+                cuda_testing::cudnn_kernels<double>().conv2d_forward_residual(
+                    g, xd.get(), wd.get(), rd.get(), yd.get());
+              }),
+              2u);
+  }
   EXPECT_EQ(launches([&] { k.conv2d_backward_data(g, dy.get(), w.get(), dx.get(), false); }), 1u);
   EXPECT_EQ(launches([&] { k.conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), nullptr); }),
             1u);
   EXPECT_EQ(launches([&] { k.conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get()); }),
             2u);
-  // The residual path's values: the bias-free convolution plus the residual.
+  // The residual path's values: the bias-free convolution plus the residual, bit for bit when
+  // separate (y_res holds the last separate call's); folded, cuDNN's own algorithm rounds it.
   k.conv2d_forward(g, x.get(), w.get(), nullptr, y.get());
-  const std::vector<float> plain = y.host(), r = res.host(), fused = y_res.host();
-  for (size_t i = 0; i < plain.size(); ++i) ASSERT_EQ(fused[i], plain[i] + r[i]) << i;
+  const std::vector<float> plain = y.host(), r = res.host(), separate = y_res.host();
+  for (size_t i = 0; i < plain.size(); ++i) {
+    ASSERT_EQ(separate[i], plain[i] + r[i]) << i;
+    ASSERT_NEAR(folded[i], plain[i] + r[i], 1e-5f * (1.f + std::fabs(plain[i] + r[i]))) << i;
+  }
 
   const NormGeom bn{2, 3, 20};
   const size_t len = size_t(bn.n) * bn.c * bn.hw;

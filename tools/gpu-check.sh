@@ -3,8 +3,9 @@
 # *Cuda* tests, compute-sanitizer memcheck (kernel suites) and racecheck (convolution and
 # batchnorm suites), a quick GPU study, the GPU benchmark, PreResNet-56's GPU step again with
 # two-launch batch norm (KDLAB_BN_CLUSTERS=0: the A/B of the cluster kernels) and with its 1x1
-# convolutions on cuBLAS (KDLAB_CONV_1X1=cublas: the A/B of the implicit GEMM for them), and the
-# same quick study on the CPU.
+# convolutions on cuBLAS (KDLAB_CONV_1X1=cublas: the A/B of the implicit GEMM for them) and with
+# cuDNN's residual add as a second launch (KDLAB_CUDNN_RESIDUAL=separate: the A/B of the residual
+# folded into cuDNN's convolution), and the same quick study on the CPU.
 # Each stage runs under `timeout` with its own limit, logs to LOG_DIR/<stage>.log and never stops
 # the others; every limit is also cut to what is left of the total budget (GPU_CHECK_BUDGET_S,
 # 420 s), so the whole run ends in time on a lent machine. The limits (stage_limit below) sum to
@@ -27,7 +28,7 @@
 #   GPU_CHECK_SKIP_BUILD=1       use what is in the build folder; GPU_CHECK_SKIP="bench ..." skips
 #                                stages by name (env build discover cuda-tests memcheck racecheck
 #                                quick-study bench bench-bn-two-launch bench-conv-1x1-cublas
-#                                quick-study-cpu)
+#                                bench-cudnn-residual-separate quick-study-cpu)
 #   GPU_CHECK_BUDGET_S           total seconds for all stages (default 420)
 #   GPU_CHECK_TEST_FILTER        gtest filter of the test stage (default '*Cuda*')
 #   GPU_CHECK_MEMCHECK_FILTER    gtest filter under memcheck (default: the kernel suites,
@@ -332,6 +333,14 @@ body_bench_conv_1x1_cublas() {
     ${GPU_CHECK_BENCH_ARGS---steps 100 --warmup 10 --cudnn-find}
 }
 
+# The cuDNN residual fold's A/B: PreResNet-56's step with cuDNN's residual convolutions as the
+# convolution and then our add (two launches), beside the bench stage's cudnn rows.
+body_bench_cudnn_residual_separate() {
+  # shellcheck disable=SC2086
+  KDLAB_CUDNN_RESIDUAL=separate "$GC_BUILD_DIR/kdlab" bench --device cuda --no-torch \
+    --model preresnet56 ${GPU_CHECK_BENCH_ARGS---steps 100 --warmup 10 --cudnn-find}
+}
+
 body_quick_study() {
   rm -rf "$GC_LOG_DIR/quick-study"
   "$GC_BUILD_DIR/kdlab" repro fmnist-study --quick --device cuda --out "$GC_LOG_DIR/quick-study"
@@ -431,14 +440,14 @@ skip_list=" ${GPU_CHECK_SKIP:-} "
 [[ "${GPU_CHECK_SKIP_BUILD:-0}" == 1 ]] && skip_list+=" build "
 fmnist_dir=${KDLAB_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 all_stages=(env build discover cuda-tests memcheck racecheck quick-study bench bench-bn-two-launch
-            bench-conv-1x1-cublas quick-study-cpu)
+            bench-conv-1x1-cublas bench-cudnn-residual-separate quick-study-cpu)
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 t_start=$(now_ms)
 names=() statuses=() seconds=() limits=() keys=()
 declare -A status_of=()
 
-# Default seconds per stage, sized for the lent H200 machine (16 cores) and summing to 400 s of
+# Default seconds per stage, sized for the lent H200 machine (16 cores) and summing to 420 s of
 # the 420 s budget; GPU_CHECK_<STAGE>_TIMEOUT overrides one. Estimates, not yet measured there:
 # a fresh build is about 400 s of CPU time (about 30 s on 16 cores, plus configure and links);
 # the CPU sides of the whole-model tests take seconds on 16 cores; the bench with --steps 100 is
@@ -454,8 +463,9 @@ stage_limit() {  # STAGE [real]: the real run's limit even in a dry run
   fi
   case "$1" in
     env) def=20 ;; build) def=90 ;; discover) def=15 ;; cuda-tests) def=60 ;;
-    memcheck) def=50 ;; racecheck) def=30 ;; quick-study) def=20 ;; bench) def=80 ;;
-    bench-bn-two-launch) def=20 ;; bench-conv-1x1-cublas) def=15 ;; quick-study-cpu) def=20 ;;
+    memcheck) def=40 ;; racecheck) def=25 ;; quick-study) def=20 ;; bench) def=80 ;;
+    bench-bn-two-launch) def=20 ;; bench-conv-1x1-cublas) def=15 ;;
+    bench-cudnn-residual-separate) def=15 ;; quick-study-cpu) def=20 ;;
     *) def=30 ;;
   esac
   echo "${!var:-$def}"
@@ -694,6 +704,7 @@ if ((dry_run)); then
   run_stage bench "$(gpu_why "$torch_here")"
   run_stage bench-bn-two-launch "$(gpu_why "")"
   run_stage bench-conv-1x1-cublas "$(gpu_why "")"
+  run_stage bench-cudnn-residual-separate "$(gpu_why "")"
   run_stage quick-study-cpu "dry run${study_why:+; then $study_why}"
 else
   run_stage cuda-tests "$built_why"
@@ -703,6 +714,7 @@ else
   run_stage bench "$built_why"
   run_stage bench-bn-two-launch "$built_why"
   run_stage bench-conv-1x1-cublas "$built_why"
+  run_stage bench-cudnn-residual-separate "$built_why"
   run_stage quick-study-cpu "$study_why"  # also after a failed CUDA study: does the CPU one pass?
 fi
 

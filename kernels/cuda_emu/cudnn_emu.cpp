@@ -6,10 +6,12 @@
 // emulator (kernels/cuda_grid/), including those kernels/cudnn/ itself adds around a cuDNN call
 // (batchnorm's ReLU), so the emulated path issues the launches the real one does.
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/conv2d.h"
+#include "kernels/cuda/env_switch.h"
 #include "kernels/cuda_emu/emu.h"
 #include "kernels/elementwise.h"
 #include "kernels/normalization.h"
@@ -56,11 +58,20 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
         for (int64_t j = 0; j < plane; ++j) y[(img * g.k + ch) * plane + j] += bias[ch];
   });
 }
-// As kernels/cudnn/conv2d.cu: the convolution, then our kernel adds the residual in place.
+// As kernels/cudnn/conv2d.cu: float folds the residual into cuDNN's call (one launch) unless
+// KDLAB_CUDNN_RESIDUAL=separate; double, or separate, is the convolution, then our kernel adds the
+// residual in place.
 template <class T>
 void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T* residual, T* y) {
-  conv2d_forward(g, x, w, static_cast<const T*>(nullptr), y);
   if (g.n == 0) return;
+  if (std::is_same<T, float>::value &&
+      cuda::env_switch("KDLAB_CUDNN_RESIDUAL", "separate", "fold", /*fallback=*/true)) {
+    cudnn_call("cudnn::conv2d_forward_residual", {x, w, residual, y}, [=] {
+      host_kernels<T>().conv2d_forward_residual(g, x, w, residual, y);
+    });
+    return;
+  }
+  conv2d_forward(g, x, w, static_cast<const T*>(nullptr), y);
   cuda::accumulate(int64_t(g.n) * g.k * g.p() * g.q(), T(1), residual, y);
 }
 template <class T>

@@ -1,6 +1,8 @@
 // 2-D convolution through cuDNN 9 (contract: kernels/conv2d.h). NCHW activations, KCRS weights,
 // square pad/stride, no dilation. Forward ASSIGNS y (alpha 1, beta 0, then the bias through
-// cudnnAddTensor); backward ACCUMULATES into dx and dw (beta = 1) and into dbias (our kernel).
+// cudnnAddTensor); the residual forward ASSIGNS y = conv + residual (conv2d_fold.cu's one call,
+// or the convolution and our add); backward ACCUMULATES into dx and dw (beta = 1) and into dbias
+// (our kernel).
 // Descriptors: built once per shape and thread (descriptors_for). Algorithm: cuDNN's heuristics
 // (cudnnGet*Algorithm_v7, no benchmarking: choices stay the same from run to run and cost no GPU
 // time), or with --cudnn-find (MathMode::find) every algorithm timed once on the call's own
@@ -21,6 +23,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -28,6 +31,7 @@
 #include "kernels/conv2d.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cudnn/algo_policy.h"
+#include "kernels/cudnn/conv_shared.h"
 #include "kernels/cudnn/handle.h"
 
 namespace kd {
@@ -39,14 +43,6 @@ namespace policy = algo_policy;
 
 enum class Pass { forward = 0, backward_data = 1, backward_weight = 2 };
 
-cudnnMathType_t to_cudnn(policy::Math m) {
-  switch (m) {
-    case policy::Math::tensor_op: return CUDNN_TENSOR_OP_MATH;
-    case policy::Math::tensor_op_allow_conversion: return CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
-    case policy::Math::fma: return CUDNN_FMA_MATH;
-    default: return CUDNN_DEFAULT_MATH;
-  }
-}
 policy::Math from_cudnn(cudnnMathType_t m) {
   switch (m) {
     case CUDNN_TENSOR_OP_MATH: return policy::Math::tensor_op;
@@ -54,28 +50,6 @@ policy::Math from_cudnn(cudnnMathType_t m) {
     case CUDNN_FMA_MATH: return policy::Math::fma;
     default: return policy::Math::default_math;
   }
-}
-
-// The descriptors of one convolution shape (and its bias, [1, k, 1, 1]).
-struct ConvDescs {
-  TensorDesc x, y;
-  FilterDesc w;
-  ConvDesc conv;
-  TensorDesc bias;
-  ConvDescs(const ConvGeom& g, cudnnDataType_t type)
-      : x(type, g.n, g.c, g.h, g.w),
-        y(type, g.n, g.k, g.p(), g.q()),
-        w(type, g.k, g.c, g.r, g.s),
-        conv(type, g.pad, g.stride),
-        bias(type, 1, g.k, 1, 1) {}
-};
-
-// Cached per shape (descriptors_for_shape, handle.h): about 170 convolution calls per
-// PreResNet-56 step. Only the math type changes between calls, and every use sets it first
-// (make_choices, run_convolution).
-ConvDescs& descriptors_for(const ConvGeom& g, cudnnDataType_t type) {
-  return descriptors_for_shape<ConvDescs>(
-      std::array<int, 10>{g.n, g.c, g.h, g.w, g.k, g.r, g.s, g.stride, g.pad, int(type)}, g, type);
 }
 
 struct AlgoChoice {
@@ -304,14 +278,6 @@ void drop_choice(const AlgoKey& key, const AlgoChoice& choice) {
   if (usable.empty()) found->second.offered += " (each usable one was refused at execution)";
 }
 
-// Refusals returned while the call is still being configured, before any kernel is enqueued,
-// so retrying cannot add twice into an accumulating output. BAD_LAUNCH_PARAM is left out: it
-// names a launch attempt, after which part of the work may already be queued.
-bool refused_before_launch(cudnnStatus_t status) {
-  return int(CUDNN_STATUS_CATEGORY(status)) == int(CUDNN_STATUS_NOT_SUPPORTED) &&
-         status != CUDNN_STATUS_NOT_SUPPORTED_BAD_LAUNCH_PARAM;
-}
-
 void* workspace_for(const AlgoChoice& choice) {
   return choice.workspace_bytes ? cuda::workspace(choice.workspace_bytes) : nullptr;
 }
@@ -377,14 +343,16 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   }
 }
 
-// The convolution, then our elementwise kernel adds the residual in place. Not fused:
-// cudnnConvolutionBiasActivationForward (z = residual) needs a bias and, with the identity
-// activation, the IMPLICIT_PRECOMP_GEMM algorithm only, which the heuristic may not rank first;
-// whether that trade wins is for a GPU to measure.
+// Float: one launch, the residual folded into cuDNN's call (conv2d_fold.cu), where
+// KDLAB_CUDNN_RESIDUAL allows it and cuDNN runs it. Otherwise, and for double, the convolution,
+// then our elementwise kernel adds the residual in place.
 template <class T>
 void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T* residual, T* y) {
-  conv2d_forward(g, x, w, static_cast<const T*>(nullptr), y);
+  check_geom(g);
   if (g.n == 0) return;
+  if constexpr (std::is_same<T, float>::value)
+    if (conv2d_forward_residual_folded(g, x, w, residual, y)) return;
+  conv2d_forward(g, x, w, static_cast<const T*>(nullptr), y);
   cuda::accumulate(int64_t(g.n) * g.k * g.p() * g.q(), T(1), residual, y);
 }
 

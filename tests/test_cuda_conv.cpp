@@ -13,6 +13,7 @@
 #include <limits>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tests/cuda_testing.h"
@@ -164,10 +165,11 @@ TEST(CudaConvKernels, ForwardMatchesRefAndOracle) {
 }
 
 // The residual forward is the forward then add_forward, bit for bit, on the device (the GEMM's
-// epilogue adds it, or on the cuBLAS route a second pass); and on cuDNN's table.
+// epilogue adds it, or on the cuBLAS route a second pass); and on cuDNN's table when separate.
+// cuDNN's fold (kernels/cudnn/conv2d_fold.cu) runs its own algorithm: close to ref only.
 template <class T>
 void check_forward_residual(const ConvGeom& g, const kd::KernelTable<T>& table,
-                            const std::string& path) {
+                            const std::string& path, bool bitwise_forward_then_add = true) {
   const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
              res = uniform<T>(y_size(g), 8, -1, 1);
   DeviceArray<T> d_x(x), d_w(w), d_res(res), conv(std::vector<T>(y_size(g)));
@@ -177,11 +179,13 @@ void check_forward_residual(const ConvGeom& g, const kd::KernelTable<T>& table,
                                                  sum.get());
   table.conv2d_forward_residual(g, d_x.get(), d_w.get(), d_res.get(), fused.get());
   const std::string what = path + " " + describe(g) + type_name<T>();
-  kd::kernel_testing::expect_bitwise(fused.host(), sum.host(), "residual forward " + what);
+  if (bitwise_forward_then_add)
+    kd::kernel_testing::expect_bitwise(fused.host(), sum.host(), "residual forward " + what);
   std::vector<T> want(y_size(g));
   kd::ref::conv2d_forward_residual(g, x.data(), w.data(), res.data(), want.data());
   // cuDNN's float algorithms (on the emulated GPU, the CPU's Winograd) round differently.
-  expect_close(fused.host(), want, path == "cudnn" ? 1e-3 : tolerance<T>(),
+  const bool cudnn_float = path.rfind("cudnn", 0) == 0 && std::is_same<T, float>::value;
+  expect_close(fused.host(), want, cudnn_float ? 1e-3 : tolerance<T>(),
                "residual forward vs ref " + what);
 }
 
@@ -192,8 +196,12 @@ TEST(CudaConvKernels, ForwardWithResidualIsForwardThenAdd) {
       check_forward_residual<float>(g, kd::cuda_testing::gpu_kernels<float>(), "native");
       check_forward_residual<double>(g, kd::cuda_testing::gpu_kernels<double>(), "native");
     });
-    if (kd::cuda_testing::gpu().has_cudnn)
-      check_forward_residual<float>(g, kd::cuda_testing::cudnn_kernels<float>(), "cudnn");
+    if (!kd::cuda_testing::gpu().has_cudnn) continue;
+    check_forward_residual<float>(g, kd::cuda_testing::cudnn_kernels<float>(), "cudnn fold",
+                                  /*bitwise_forward_then_add=*/false);
+    const kd::cuda_testing::ScopedEnv separate("KDLAB_CUDNN_RESIDUAL", "separate");
+    check_forward_residual<float>(g, kd::cuda_testing::cudnn_kernels<float>(), "cudnn");
+    check_forward_residual<double>(g, kd::cuda_testing::cudnn_kernels<double>(), "cudnn");
   }
 }
 
@@ -288,6 +296,69 @@ TEST(CudaConvKernels, BackwardWeightIsBitwiseDeterministic) {
   for (const ConvGeom& g : shapes) {
     check_weight_determinism<float>(g);
     check_weight_determinism<double>(g);
+  }
+}
+
+// KDLAB_CONV_FOLD=separate sums the weight pass's split-K slices in a second launch
+// (splitk_accumulate_kernel, the path of weights with more tiles than the ticket table): the
+// in-launch fold's bits, one launch more, for the separate pass and the fused backward alike.
+template <class T>
+void check_separate_fold(const ConvGeom& g) {
+  const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
+             dy = uniform<T>(y_size(g), 4, -1, 1), dw0 = uniform<T>(w_size(g), 6, -1, 1),
+             db0 = uniform<T>(g.k, 7, -1, 1);
+  DeviceArray<T> d_x(x), d_w(w), d_dy(dy);
+  const kd::Backend& gpu = kd::cuda_testing::gpu();
+  const kd::KernelTable<T>& k = kd::cuda_testing::gpu_kernels<T>();
+  struct Run {
+    std::vector<T> dw, db, dx;
+    uint64_t weight_launches = 0, backward_launches = 0;
+  };
+  auto run = [&] {
+    Run r;
+    DeviceArray<T> dw(dw0), db(db0);
+    uint64_t start = gpu.launch_count();
+    k.conv2d_backward_weight(g, d_x.get(), d_dy.get(), dw.get(), db.get());
+    r.weight_launches = gpu.launch_count() - start;
+    DeviceArray<T> dw2(dw0), db2(db0), dx(x_size(g));
+    start = gpu.launch_count();
+    k.conv2d_backward(g, d_x.get(), d_w.get(), d_dy.get(), dx.get(), false, dw2.get(), db2.get());
+    r.backward_launches = gpu.launch_count() - start;
+    EXPECT_TRUE(same_bits(dw2.host(), dw.host())) << "fused backward's dw";
+    r.dw = dw.host(), r.db = db.host(), r.dx = dx.host();
+    return r;
+  };
+  const Run in_launch = run();
+  const kd::cuda_testing::ScopedEnv separate("KDLAB_CONV_FOLD", "separate");
+  const Run apart = run();
+  const std::string what = describe(g) + type_name<T>();
+  EXPECT_TRUE(same_bits(apart.dw, in_launch.dw)) << "dw, " << what;
+  EXPECT_TRUE(same_bits(apart.db, in_launch.db)) << "dbias, " << what;
+  EXPECT_TRUE(same_bits(apart.dx, in_launch.dx)) << "dx, " << what;
+  EXPECT_EQ(apart.weight_launches, in_launch.weight_launches + 1) << what;
+  EXPECT_EQ(apart.backward_launches, in_launch.backward_launches + 1) << what;
+  std::vector<T> want = dw0;  // ref:: accumulates too
+  kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), want.data(), static_cast<T*>(nullptr));
+  expect_close(apart.dw, want, tolerance<T>(), "separate fold vs ref, " + what);
+}
+
+TEST(CudaConvKernels, SeparateSplitKFoldHasTheInLaunchFoldsBits) {
+  KD_REQUIRE_CUDA();
+  // K = 429 in uneven slices; K = 8 * 32 * 32 in many.
+  for (const ConvGeom& g :
+       {geom(3, 5, 13, 11, 67, 3, 3, 1, 1), geom(8, 16, 32, 32, 16, 3, 3, 1, 1)}) {
+    check_separate_fold<float>(g);
+    check_separate_fold<double>(g);
+  }
+  const kd::cuda_testing::ScopedEnv bad("KDLAB_CONV_FOLD", "later");
+  try {
+    check_separate_fold<float>(geom(1, 2, 3, 3, 2, 3, 3, 1, 1));
+    ADD_FAILURE() << "no error";
+  } catch (const kd::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "KDLAB_CONV_FOLD: expected separate or in-launch, got 'later'"),
+              std::string::npos)
+        << e.what();
   }
 }
 

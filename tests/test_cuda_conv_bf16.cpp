@@ -111,5 +111,17 @@ TEST(CudaConvBf16, EntriesAreTheFmaKernelsOnWidenedOperandsRoundedOnce) {
   }
 }
 
+// With the split-K slices summed by the separate launch (KDLAB_CONV_FOLD=separate; the path of
+// weights too large for the in-launch fold), the same contract: bf16(T(dw) + the slices' sum).
+TEST(CudaConvBf16, SeparateSplitKFoldKeepsTheContract) {
+  KD_REQUIRE_CUDA();
+  const cuda_testing::ScopedEnv separate("KDLAB_CONV_FOLD", "separate");
+  for (const ConvGeom& g :
+       {geom(3, 5, 13, 11, 67, 3, 3, 1, 1), geom(4, 16, 32, 32, 16, 3, 3, 1, 1)}) {
+    SCOPED_TRACE(describe(g));
+    check_bf16_conv<float>(g);
+  }
+}
+
 }  // namespace
 }  // namespace kd

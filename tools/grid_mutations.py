@@ -105,6 +105,14 @@ MUTATIONS = [
      "m[k] = r.v[k] >= mask.keep_threshold",
      "m[k] = r.v[0] >= mask.keep_threshold",
      "CudaDropoutKernels.*"),
+    ("conv: the separate split-K fold assigns dw instead of adding to it", "kernels/cuda/conv2d.cu",
+     "dw[e] = narrow<S>(widen<T>(dw[e]) + conv_gemm::splitk_sum(ws, slices, mn, e));",
+     "dw[e] = narrow<S>(conv_gemm::splitk_sum(ws, slices, mn, e));",
+     "CudaConvKernels.SeparateSplitK*:CudaConvBf16.SeparateSplitK*"),
+    ("emulated cuDNN: the residual fold drops the residual", "kernels/cuda_emu/cudnn_emu.cpp",
+     "host_kernels<T>().conv2d_forward_residual(g, x, w, residual, y);",
+     "host_kernels<T>().conv2d_forward(g, x, w, nullptr, y);",
+     "CudaCudnnConv.*:CudaConvKernels.ForwardWithResidual*"),
 ]
 
 

@@ -4,17 +4,13 @@
 // backward data ACCUMULATES into dx (or assigns it, when told); backward weight ACCUMULATES into dw and dbias.
 // 1x1 stride-1 unpadded convolutions run on the implicit GEMM too (its residual epilogue makes a
 // bottleneck's last convolution and shortcut add one launch), unless KDLAB_CONV_1X1=cublas: then
-// forward and backward data are one strided-batched cuBLAS GEMM each (mapping:
-// kernels/cuda/pointwise_gemm.h; TF32 follows cuda::math_mode() through cublas_handle(), which
-// also forbids atomics), plus a bias or residual kernel after the forward.
+// forward and backward data take the cuBLAS route of kernels/cuda/conv2d_pointwise.cu.
 // The _bf16 entries (--precision bf16) are the same implicit GEMM over bf16 operands (template
 // parameter S; conv2d_gather.h widens loads and rounds stores), FMA only, no cuBLAS route.
 // Determinism: no float atomics. The weight pass splits K into a number of slices fixed by the
 // shape and writes each slice's partial product to the workspace; the block that finishes a
 // tile's last slice (an integer ticket per tile) sums the tile's slices in slice order into dw,
 // in the same launch; dbias is one block per channel with a fixed-order tree.
-#include <cublas_v2.h>
-
 #include <cstdint>
 #include <type_traits>
 
@@ -22,10 +18,9 @@
 #include "kernels/conv2d.h"
 #include "kernels/cuda/conv2d_gather.h"
 #include "kernels/cuda/conv2d_mma.h"
-#include "kernels/cuda/cublas_handle.h"
+#include "kernels/cuda/conv2d_pointwise.h"
 #include "kernels/cuda/env_switch.h"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/pointwise_gemm.h"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/tensor_core.cuh"
 
@@ -338,47 +333,6 @@ void launch_backward(const conv_gemm::GemmParams<T, Pass::BackwardData, S>& data
   });
 }
 
-cublasOperation_t op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
-
-cublasStatus_t gemm(const pointwise_gemm::StridedGemm& p, const float* alpha, const float* a,
-                    const float* b, const float* beta, float* c) {
-  return cublasSgemmStridedBatched(cublas_handle(), op(p.trans_a), op(p.trans_b), p.m, p.n, p.k,
-                                   alpha, a, p.lda, p.stride_a, b, p.ldb, p.stride_b, beta, c,
-                                   p.ldc, p.stride_c, p.batch);
-}
-cublasStatus_t gemm(const pointwise_gemm::StridedGemm& p, const double* alpha, const double* a,
-                    const double* b, const double* beta, double* c) {
-  return cublasDgemmStridedBatched(cublas_handle(), op(p.trans_a), op(p.trans_b), p.m, p.n, p.k,
-                                   alpha, a, p.lda, p.stride_a, b, p.ldb, p.stride_b, beta, c,
-                                   p.ldc, p.stride_c, p.batch);
-}
-
-// C_i = A_i B_i (+ C_i when accumulate) for every image; one launch.
-template <class T>
-void run_pointwise(const pointwise_gemm::StridedGemm& p, const T* a, const T* b, T* c,
-                   bool accumulate) {
-  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
-  const T one = T(1), zero = T(0);
-  CUBLAS_CHECK(gemm(p, &one, a, b, accumulate ? &one : &zero, c));
-  count_launch();
-}
-
-// y[i, ch, j] += bias[ch] over the flat [n, k, pq] array.
-template <class T>
-__global__ void add_channel_bias_kernel(int64_t total, int k, int pq, const T* __restrict__ bias,
-                                        T* __restrict__ y) {
-  const int64_t step = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step)
-    y[i] += bias[(i / pq) % k];
-}
-
-// The cuBLAS route for 1x1 stride-1 shapes, chosen by KDLAB_CONV_1X1=cublas (default native: no
-// second launch for a residual, and the bits of the other shapes' kernel). An A/B switch for
-// timing on a GPU, read at every call.
-bool pointwise_on_cublas(const ConvGeom& g) {
-  return pointwise_gemm::applies(g) && env_switch("KDLAB_CONV_1X1", "native", "cublas", false);
-}
-
 // The data pass's GEMM: dx (assigned or accumulated) from dy and w.
 template <class T, class S>
 conv_gemm::GemmParams<T, Pass::BackwardData, S> data_pass(const conv_gemm::ConvDims& d,
@@ -386,6 +340,14 @@ conv_gemm::GemmParams<T, Pass::BackwardData, S> data_pass(const conv_gemm::ConvD
                                                           bool accumulate) {
   const conv_gemm::GemmDims gemm = conv_gemm::backward_data_gemm(d);
   return {d, gemm, w, dy, nullptr, dx, gemm.k, accumulate};
+}
+
+// KDLAB_CONV_FOLD (kernels/cuda/env_switch.h): `in-launch` (the default) or `separate`, the
+// split-K slices then summed into dw by splitk_accumulate_kernel, a second launch, as a weight
+// of more tiles than the ticket table holds always is. The A/B of the in-launch fold, and the way
+// the tests reach the separate kernel without such a weight.
+bool fold_in_launch() {
+  return env_switch("KDLAB_CONV_FOLD", "separate", "in-launch", /*fallback=*/true);
 }
 
 // The weight pass as planned from the shape alone: split-K slices into the workspace, folded
@@ -398,7 +360,8 @@ WeightPass<T, S> plan_weight_pass(const conv_gemm::ConvDims& d, const S* x, cons
   T* ws = static_cast<T*>(workspace(size_t(plan.slices) * size_t(mn) * sizeof(T)));
   WeightPass<T, S> pass{{d, gemm, dy, x, nullptr, ws, plan.chunk},
                         conv_gemm::gemm_grid(gemm, plan.slices)};
-  if (int64_t(pass.grid.x) * pass.grid.y <= conv_gemm::kMaxFoldTiles) pass.prm.fold_into = dw;
+  if (int64_t(pass.grid.x) * pass.grid.y <= conv_gemm::kMaxFoldTiles && fold_in_launch())
+    pass.prm.fold_into = dw;
   return pass;
 }
 
@@ -463,14 +426,7 @@ template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;
-  if (pointwise_on_cublas(g)) {
-    run_pointwise(pointwise_gemm::forward(g), x, w, y, false);
-    const int64_t total = int64_t(g.n) * g.k * d.pq;
-    if (bias)
-      KD_LAUNCH(add_channel_bias_kernel<T>, grid_for(total, 256), 256, 0, total, g.k, d.pq, bias,
-                y);
-    return;
-  }
+  if (pointwise_on_cublas(g)) return pointwise_forward(g, x, w, bias, nullptr, y);
   gemm_forward<T, T>(d, x, w, bias, nullptr, y);
 }
 
@@ -480,11 +436,7 @@ template <class T>
 void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T* residual, T* y) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;
-  if (pointwise_on_cublas(g)) {
-    run_pointwise(pointwise_gemm::forward(g), x, w, y, false);
-    accumulate(int64_t(g.n) * g.k * d.pq, T(1), residual, y);
-    return;
-  }
+  if (pointwise_on_cublas(g)) return pointwise_forward(g, x, w, nullptr, residual, y);
   gemm_forward<T, T>(d, x, w, nullptr, residual, y);
 }
 
@@ -492,8 +444,7 @@ template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx, bool accumulate) {
   const conv_gemm::ConvDims d = conv_gemm::checked_dims(g);
   if (g.n == 0) return;
-  if (pointwise_on_cublas(g))
-    return run_pointwise(pointwise_gemm::backward_data(g), dy, w, dx, accumulate);
+  if (pointwise_on_cublas(g)) return pointwise_backward_data(g, dy, w, dx, accumulate);
   launch_gemm(data_pass<T>(d, w, dy, dx, accumulate), 1);
 }
 

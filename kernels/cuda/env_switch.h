@@ -1,6 +1,8 @@
 // A/B switches of the CUDA kernels, read from the environment at every call (so one process, a
-// test or a benchmark, can run both sides): KDLAB_BN_CLUSTERS (normalization.cu) and
-// KDLAB_CONV_1X1 (conv2d.cu). Plain C++; any other value is an InputError naming the variable.
+// test or a benchmark, can run both sides): KDLAB_BN_CLUSTERS (normalization.cu),
+// KDLAB_CONV_1X1 (conv2d_pointwise.cu), KDLAB_CONV_FOLD (conv2d.cu) and KDLAB_CUDNN_RESIDUAL
+// (kernels/cudnn/conv2d_fold.cu and its emulated stand-in). Plain C++; any other value is an
+// InputError naming the variable.
 #pragma once
 #include <cstdlib>
 #include <cstring>

@@ -22,6 +22,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/conv2d.h"
@@ -206,49 +207,58 @@ void host_warp_mma(const T* a_tile, const T* b_tile, int warp, int mi, int ni, i
 // double-buffered K loop in the kernel's order, shared tiles poisoned with NaN per block. With
 // tensor_cores, tf32_gemm_tile's program (without the TF32 rounding): each load lands
 // straight in the [kTileK][kMmaStride] tiles, warps multiply by m16n8k8 fragments, and the
-// epilogue reads the accumulators through MmaLayout.
-template <class T, Pass P>
+// epilogue reads the accumulators through MmaLayout. Shape: the FMA program's tile (64x64, or a
+// narrow layer's 16x256 / 32x128).
+template <class Shape = Tile64, class T, Pass P>
 void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false) {
-  const Grid3 grid = gemm_grid(prm.g, slices);
+  static_assert(Shape::kM == kTileM || P != Pass::BackwardWeight, "the weight pass is 64x64");
+  if (tensor_cores) {
+    ASSERT_EQ(Shape::kM, kTileM) << "the tensor-core program is 64x64";
+  }
+  const Grid3 grid = gemm_grid<Shape>(prm.g, slices);
   const T nan = std::numeric_limits<T>::quiet_NaN();
-  const int tile_elems = tensor_cores ? kTileK * kMmaStride : kTileK * kStrideM;
+  const int a_elems = tensor_cores ? kTileK * kMmaStride : kTileK * Shape::kStrideM;
+  const int b_elems = tensor_cores ? kTileK * kMmaStride : kTileK * Shape::kStrideN;
   std::vector<T> a_tile[2], b_tile[2];
   std::vector<BCols<P>> cols(kThreads);
   struct ThreadRegs {
-    T a[kLoads], b[kLoads], acc[kMicro][kMicro];
+    T a[Shape::kLoadsA], b[Shape::kLoadsB], acc[kMicro][kMicro];
   };
   std::vector<ThreadRegs> regs(kThreads);
   for (int bz = 0; bz < grid.z; ++bz)
     for (int by = 0; by < grid.y; ++by)
       for (int bx = 0; bx < grid.x; ++bx) {
-        const int m0 = by * kTileM, n0 = bx * kTileN;
+        const int m0 = by * Shape::kM, n0 = bx * Shape::kN;
         const KRange kr = k_range(prm.g, prm.k_chunk, bz);
-        for (int b = 0; b < 2; ++b) a_tile[b].assign(tile_elems, nan), b_tile[b].assign(tile_elems, nan);
+        for (int b = 0; b < 2; ++b) a_tile[b].assign(a_elems, nan), b_tile[b].assign(b_elems, nan);
         for (int t = 0; t < kThreads; ++t) {
-          cols[t] = make_b_cols(prm, t, n0);
+          cols[t] = make_b_cols<Shape>(prm, t, n0);
           for (auto& row : regs[t].acc)
             for (T& v : row) v = T(0);
         }
         auto load = [&](int k0) {
           for (int t = 0; t < kThreads; ++t)
-            load_stage(prm, cols[t], t, m0, k0, kr.end, regs[t].a, regs[t].b);
+            load_stage<Shape>(prm, cols[t], t, m0, k0, kr.end, regs[t].a, regs[t].b);
         };
         auto store = [&](int buf) {
           for (int t = 0; t < kThreads; ++t) {
             if (!tensor_cores) {
-              store_stage<T, P>(t, regs[t].a, regs[t].b, a_tile[buf].data(), b_tile[buf].data());
+              store_stage<T, P, Shape>(t, regs[t].a, regs[t].b, a_tile[buf].data(),
+                                       b_tile[buf].data());
               continue;
             }
-            for (int i = 0; i < kLoads; ++i) {
-              a_tile[buf][size_t(a_store_index(t, i))] = regs[t].a[i];
-              b_tile[buf][size_t(b_store_index<P>(t, i))] = regs[t].b[i];
+            if constexpr (std::is_same<Shape, Tile64>::value) {
+              for (int i = 0; i < kLoads; ++i) {
+                a_tile[buf][size_t(a_store_index(t, i))] = regs[t].a[i];
+                b_tile[buf][size_t(b_store_index<P>(t, i))] = regs[t].b[i];
+              }
             }
           }
         };
         auto multiply = [&](int buf) {
           if (!tensor_cores) {
             for (int t = 0; t < kThreads; ++t)
-              mma_tile(a_tile[buf].data(), b_tile[buf].data(), t, regs[t].acc);
+              mma_tile<Shape>(a_tile[buf].data(), b_tile[buf].data(), t, regs[t].acc);
             return;
           }
           for (int ks = 0; ks < kTileK; ks += 8)
@@ -269,7 +279,7 @@ void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false)
           if (tensor_cores)
             epilogue<MmaLayout>(prm, t, m0, n0, bz, regs[t].acc);
           else
-            epilogue<FmaLayout>(prm, t, m0, n0, bz, regs[t].acc);
+            epilogue<FmaLayoutOf<Shape>>(prm, t, m0, n0, bz, regs[t].acc);
         }
       }
 }
@@ -325,39 +335,45 @@ class Fenced {
   const T* ptr_ = nullptr;
 };
 
-template <class T>
+template <class T, class Shape = Tile64>
 void check_block_program(const ConvGeom& g, double tol, bool flush_end, bool tensor_cores = false) {
+  constexpr bool kNarrow = Shape::kM != kTileM;
   const Case<T> cs(g);
   const ConvDims d = checked_dims(g);
   const std::string what = describe(g) + (sizeof(T) == 4 ? " float" : " double") +
                            (flush_end ? " inputs flush at end" : " inputs flush at start") +
-                           (tensor_cores ? " tensor-core program" : "");
+                           (tensor_cores ? " tensor-core program" : "") +
+                           (kNarrow ? " tile " + std::to_string(Shape::kM) + "x" +
+                                          std::to_string(Shape::kN)
+                                    : "");
   const T nan = std::numeric_limits<T>::quiet_NaN(), sentinel = T(12345);
   const Fenced<T> x(cs.x, flush_end), w(cs.w, flush_end), bias(cs.bias, flush_end),
       dy(cs.dy, flush_end);
 
   Guarded<T> y(std::vector<T>(y_size(g), nan), sentinel);
   const GemmDims fg = forward_gemm(d);
-  emulate(GemmParams<T, Pass::Forward>{d, fg, w.ptr(), x.ptr(), bias.ptr(), y.ptr(), fg.k}, 1,
-          tensor_cores);
+  emulate<Shape>(GemmParams<T, Pass::Forward>{d, fg, w.ptr(), x.ptr(), bias.ptr(), y.ptr(), fg.k},
+                 1, tensor_cores);
   expect_close(y.inside(), cs.y_ref, tol, "forward " + what);
   EXPECT_TRUE(y.guards_intact(sentinel)) << "forward wrote outside y, " << what;
 
   Guarded<T> dx(cs.dx0, sentinel);
   const GemmDims dg = backward_data_gemm(d);
-  emulate(GemmParams<T, Pass::BackwardData>{d, dg, w.ptr(), dy.ptr(), nullptr, dx.ptr(), dg.k}, 1,
-          tensor_cores);
+  emulate<Shape>(
+      GemmParams<T, Pass::BackwardData>{d, dg, w.ptr(), dy.ptr(), nullptr, dx.ptr(), dg.k}, 1,
+      tensor_cores);
   expect_close(dx.inside(), cs.dx_ref, tol, "backward data " + what);
   EXPECT_TRUE(dx.guards_intact(sentinel)) << "backward data wrote outside dx, " << what;
   // Assigned: every element of dx written exactly as ref:: from zero, the NaN it held unread.
   Guarded<T> dx_set(std::vector<T>(x_size(g), nan), sentinel);
   GemmParams<T, Pass::BackwardData> assign{d, dg, w.ptr(), dy.ptr(), nullptr, dx_set.ptr(), dg.k};
   assign.accumulate = false;
-  emulate(assign, 1, tensor_cores);
+  emulate<Shape>(assign, 1, tensor_cores);
   std::vector<T> want_set(x_size(g));
   kd::ref::conv2d_backward_data(g, cs.dy.data(), cs.w.data(), want_set.data(), false);
   expect_close(dx_set.inside(), want_set, tol, "backward data assigned " + what);
   EXPECT_TRUE(dx_set.guards_intact(sentinel)) << "assigned backward data wrote outside dx, " << what;
+  if (kNarrow) return;  // the weight pass keeps the 64x64 tile
 
   const GemmDims wg = backward_weight_gemm(d);
   const SplitK plan = split_k_plan(wg);
@@ -380,6 +396,17 @@ TEST(ConvGather, BlockProgramMatchesRefDouble) {
 TEST(ConvGather, BlockProgramMatchesRefFloat) {
   for (const ConvGeom& g : geometries())
     for (bool flush_end : {false, true}) check_block_program<float>(g, 1e-4, flush_end);
+}
+
+// The narrow tiles of 16- and 32-channel layers (forward and data passes): every geometry, so
+// also M larger than the tile (several tile rows) and N tails.
+TEST(ConvGather, NarrowTileBlockProgramsMatchRef) {
+  for (const ConvGeom& g : geometries()) {
+    check_block_program<float, TileShape<16>>(g, 1e-4, false);
+    check_block_program<float, TileShape<32>>(g, 1e-4, true);
+    check_block_program<double, TileShape<16>>(g, 1e-12, true);
+    check_block_program<double, TileShape<32>>(g, 1e-12, false);
+  }
 }
 
 TEST(ConvGather, TensorCoreBlockProgramMatchesRefDouble) {
@@ -445,6 +472,40 @@ TEST(ConvGather, TilePlacementsAreBijections) {
       }
     EXPECT_EQ(seen.size(), size_t(kTileK * kTileM)) << mode;
   }
+}
+
+// The same for the narrow tiles: A's kLoadsA and B's kLoadsB loads (along N: one column per
+// thread) and the micro-tiles each cover their tile once.
+template <class Shape>
+void check_narrow_placements() {
+  std::vector<int> a_hits(kTileK * Shape::kM, 0), b_hits(kTileK * Shape::kN, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < Shape::kLoadsA; ++i) {
+      const TilePos p = a_load_pos(t, i);
+      ASSERT_TRUE(p.kk >= 0 && p.kk < kTileK && p.mn >= 0 && p.mn < Shape::kM);
+      EXPECT_EQ(p.kk, a_load_pos(t, 0).kk);
+      ++a_hits[p.kk * Shape::kM + p.mn];
+    }
+    for (int i = 0; i < Shape::kLoadsB; ++i) {
+      const TilePos p = b_load_pos<Shape>(false, t, i);
+      ASSERT_TRUE(p.kk >= 0 && p.kk < kTileK && p.mn >= 0 && p.mn < Shape::kN);
+      EXPECT_EQ(p.mn, b_load_pos<Shape>(false, t, 0).mn) << "column varies with i";
+      ++b_hits[p.kk * Shape::kN + p.mn];
+    }
+  }
+  EXPECT_EQ(std::set<int>(a_hits.begin(), a_hits.end()), std::set<int>{1}) << Shape::kM;
+  EXPECT_EQ(std::set<int>(b_hits.begin(), b_hits.end()), std::set<int>{1}) << Shape::kM;
+  std::vector<int> hits(Shape::kM * Shape::kN, 0);
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kMicro; ++i)
+      for (int j = 0; j < kMicro; ++j)
+        ++hits[FmaLayoutOf<Shape>::row(t, i) * Shape::kN + FmaLayoutOf<Shape>::col(t, j)];
+  EXPECT_EQ(std::set<int>(hits.begin(), hits.end()), std::set<int>{1}) << Shape::kM;
+}
+
+TEST(ConvGather, NarrowTilePlacementsAreBijections) {
+  check_narrow_placements<TileShape<16>>();
+  check_narrow_placements<TileShape<32>>();
 }
 
 // A warp's fragment reads from the [kTileK][kMmaStride] tiles touch 32 different banks.

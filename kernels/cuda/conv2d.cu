@@ -2,6 +2,9 @@
 // straight from the NCHW/OIHW tensors through the index maps of kernels/cuda/conv2d_gather.h
 // (which also holds the per-thread block program, tested on the host). Forward ASSIGNS y (+bias);
 // backward data ACCUMULATES into dx (or assigns it, when told); backward weight ACCUMULATES into dw and dbias.
+// Tiles: 64x64, or for float forward and data passes of 16 or 32 rows (channels) 16x256 and 32x128
+// (conv_gemm::TileShape: the same threads and per-output sum order, hence the same bits, without
+// computing three quarters or half of a 64-row tile for nothing; with_tile_shape picks).
 // 1x1 stride-1 unpadded convolutions run on the implicit GEMM too (its residual epilogue makes a
 // bottleneck's last convolution and shortcut add one launch), unless KDLAB_CONV_1X1=cublas: then
 // forward and backward data take the cuBLAS route of kernels/cuda/conv2d_pointwise.cu.
@@ -49,13 +52,13 @@ __device__ Tile nth_tile(int index, const conv_gemm::Grid3& grid) {
 
 // The double-buffered K tiles of one block: [kTileK][stride] for A and B. The FMA kernel pads
 // the rows by one (bank spread), the tensor-core one by eight with 16-byte rows for cp.async.
-template <class T, bool TensorCores>
+template <class T, bool TensorCores, class Shape = conv_gemm::Tile64>
 struct StageTiles {
-  T a[2][conv_gemm::kTileK * conv_gemm::kStrideM];
-  T b[2][conv_gemm::kTileK * conv_gemm::kStrideN];
+  T a[2][conv_gemm::kTileK * Shape::kStrideM];
+  T b[2][conv_gemm::kTileK * Shape::kStrideN];
 };
-template <>
-struct StageTiles<float, true> {
+template <class Shape>
+struct StageTiles<float, true, Shape> {
   __align__(16) float a[2][conv_gemm::kTileK * conv_gemm::kMmaStride];
   __align__(16) float b[2][conv_gemm::kTileK * conv_gemm::kMmaStride];
 };
@@ -99,21 +102,21 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight,
   }
 }
 
-// One 64x64 tile of C = A * B over the K range of slice blockIdx.z. Registers prefetch the next
-// K tile from global memory while the current one is multiplied out of the other shared buffer,
-// so one __syncthreads per K tile suffices: buffer cur ^ 1 was last read in the previous
-// iteration, before that iteration's barrier.
-template <class T, Pass P, class S>
+// One Shape tile (64x64, or 16x256 / 32x128 for narrow layers) of C = A * B over the K range of
+// slice blockIdx.z. Registers prefetch the next K tile from global memory while the current one
+// is multiplied out of the other shared buffer, so one __syncthreads per K tile suffices: buffer
+// cur ^ 1 was last read in the previous iteration, before that iteration's barrier.
+template <class T, Pass P, class S, class Shape>
 __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const Tile& tile,
-                              StageTiles<T, false>& tiles) {
+                              StageTiles<T, false, Shape>& tiles) {
   using namespace conv_gemm;
   auto& a_tile = tiles.a;
   auto& b_tile = tiles.b;
   const int tid = threadIdx.x;
-  const int m0 = tile.y * kTileM, n0 = tile.x * kTileN, slice = tile.slice;
+  const int m0 = tile.y * Shape::kM, n0 = tile.x * Shape::kN, slice = tile.slice;
   const KRange kr = k_range(prm.g, prm.k_chunk, slice);  // the same for the whole block
-  const BCols<P> cols = make_b_cols(prm, tid, n0);
-  T a_reg[kLoads], b_reg[kLoads];
+  const BCols<P> cols = make_b_cols<Shape>(prm, tid, n0);
+  T a_reg[Shape::kLoadsA], b_reg[Shape::kLoadsB];
   T acc[kMicro][kMicro];
 #pragma unroll
   for (int i = 0; i < kMicro; ++i)
@@ -121,20 +124,22 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
     for (int j = 0; j < kMicro; ++j) acc[i][j] = T(0);
 
   if (kr.tiles > 0) {
-    load_stage(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg);
-    store_stage<T, P>(tid, a_reg, b_reg, a_tile[0], b_tile[0]);
+    load_stage<Shape>(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg);
+    store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[0], b_tile[0]);
   }
   __syncthreads();
   for (int t = 0; t < kr.tiles; ++t) {
     const int cur = t & 1;
     const bool more = t + 1 < kr.tiles;
-    if (more) load_stage(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_reg, b_reg);
-    mma_tile(a_tile[cur], b_tile[cur], tid, acc);
-    if (more) store_stage<T, P>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);
+    if (more)
+      load_stage<Shape>(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_reg, b_reg);
+    mma_tile<Shape>(a_tile[cur], b_tile[cur], tid, acc);
+    if (more) store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);
     __syncthreads();
   }
-  epilogue<FmaLayout>(prm, tid, m0, n0, slice, acc);
+  epilogue<FmaLayoutOf<Shape>>(prm, tid, m0, n0, slice, acc);
   if constexpr (P == Pass::BackwardWeight) {
+    static_assert(std::is_same<Shape, Tile64>::value, "the weight pass's fold is 64x64");
     if (prm.fold_into) fold_slices<FmaLayout>(prm, tile, tid, m0, n0);  // uniform in the block
   }
 }
@@ -225,23 +230,24 @@ __device__ void tf32_gemm_tile(const conv_gemm::GemmParams<float, P>& prm, const
   }
 }
 
-template <bool TensorCores, class T, Pass P, class S>
+template <bool TensorCores, class Shape = conv_gemm::Tile64, class T, Pass P, class S>
 __device__ void gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const Tile& tile,
-                          StageTiles<T, TensorCores>& tiles) {
+                          StageTiles<T, TensorCores, Shape>& tiles) {
   if constexpr (TensorCores) {
     static_assert(std::is_same<S, T>::value, "the tensor-core tiles are fed by cp.async of T");
+    static_assert(std::is_same<Shape, conv_gemm::Tile64>::value, "tensor cores tile 64x64");
     tf32_gemm_tile(prm, tile, tiles);
   } else {
     fma_gemm_tile(prm, tile, tiles);
   }
 }
 
-// One GEMM pass, a block per tile (FMA, or TF32 tensor cores for float).
-template <class T, Pass P, bool TensorCores, class S = T>
+// One GEMM pass, a block per Shape tile (FMA, or TF32 tensor cores for float).
+template <class T, Pass P, bool TensorCores, class S = T, class Shape = conv_gemm::Tile64>
 __global__ void __launch_bounds__(conv_gemm::kThreads)
     conv_gemm_kernel(const conv_gemm::GemmParams<T, P, S> prm) {
-  __shared__ StageTiles<T, TensorCores> tiles;
-  gemm_tile<TensorCores>(prm, block_tile(), tiles);
+  __shared__ StageTiles<T, TensorCores, Shape> tiles;
+  gemm_tile<TensorCores, Shape>(prm, block_tile(), tiles);
 }
 
 // Both backward passes in one launch: blocks [0, data tiles) compute dx's tiles, the rest dw's
@@ -251,16 +257,22 @@ __global__ void __launch_bounds__(conv_gemm::kThreads)
 // gave the union of the two bodies 80 registers (FMA) and 70 (TF32) against their 58-64, so 3
 // blocks per SM; at 64 the TF32 form spills nothing and the FMA one 12 bytes, double none
 // (nvcc 13.0, sm_90, -Xptxas -v).
-template <class T, bool TensorCores, class S = T>
+// The data pass's tiles may be a narrow layer's (DataShape); one shared buffer serves either.
+template <class T, bool TensorCores, class S = T, class DataShape = conv_gemm::Tile64>
 __global__ void __launch_bounds__(conv_gemm::kThreads, sizeof(T) == sizeof(float) ? 4 : 2)
     conv_backward_kernel(const conv_gemm::GemmParams<T, Pass::BackwardData, S> data,
                          const conv_gemm::Grid3 data_grid,
                          const conv_gemm::GemmParams<T, Pass::BackwardWeight, S> weight,
                          const conv_gemm::Grid3 weight_grid) {
-  __shared__ StageTiles<T, TensorCores> tiles;
+  __shared__ union {
+    StageTiles<T, TensorCores, DataShape> data;
+    StageTiles<T, TensorCores> weight;
+  } tiles;
   const int block = int(blockIdx.x), data_tiles = data_grid.x * data_grid.y;
-  if (block < data_tiles) gemm_tile<TensorCores>(data, nth_tile(block, data_grid), tiles);
-  else gemm_tile<TensorCores>(weight, nth_tile(block - data_tiles, weight_grid), tiles);
+  if (block < data_tiles)
+    gemm_tile<TensorCores, DataShape>(data, nth_tile(block, data_grid), tiles.data);
+  else
+    gemm_tile<TensorCores>(weight, nth_tile(block - data_tiles, weight_grid), tiles.weight);
 }
 
 // TF32 tensor cores for float convolutions: asked for (--tf32), allowed (not deterministic, as
@@ -312,24 +324,48 @@ void with_multiply(Launch launch) {
   launch(std::false_type{});
 }
 
+// Calls launch(Shape{}): the tile of a pass whose GEMM has m rows. The FMA kernel's forward and
+// data passes over 16 or 32 channels take the narrow tiles (conv_gemm::TileShape), float maths
+// only: double's 16x256 tiles would pass the 48 KiB of static shared memory.
+template <class T, Pass P, bool TensorCores, class Launch>
+void with_tile_shape(int m, Launch launch) {
+  if constexpr (!TensorCores && std::is_same_v<T, float> && P != Pass::BackwardWeight) {
+    if (m <= 16) return launch(conv_gemm::TileShape<16>{});
+    if (m <= 32) return launch(conv_gemm::TileShape<32>{});
+  }
+  launch(conv_gemm::Tile64{});
+}
+
 template <class T, Pass P, class S>
 void launch_gemm(const conv_gemm::GemmParams<T, P, S>& prm, int slices) {
-  const conv_gemm::Grid3 grid = conv_gemm::gemm_grid(prm.g, slices);
-  if (grid.x == 0 || grid.y == 0) return;
-  const dim3 blocks(unsigned(grid.x), unsigned(grid.y), unsigned(grid.z));
   with_multiply<T, S>([&](auto tc) {
-    KD_LAUNCH((conv_gemm_kernel<T, P, decltype(tc)::value, S>), blocks, conv_gemm::kThreads, 0,
-              prm);
+    constexpr bool kTensorCores = decltype(tc)::value;
+    with_tile_shape<T, P, kTensorCores>(prm.g.m, [&](auto shape) {
+      using Shape = decltype(shape);
+      const conv_gemm::Grid3 grid = conv_gemm::gemm_grid<Shape>(prm.g, slices);
+      if (grid.x == 0 || grid.y == 0) return;
+      const dim3 blocks(unsigned(grid.x), unsigned(grid.y), unsigned(grid.z));
+      KD_LAUNCH((conv_gemm_kernel<T, P, kTensorCores, S, Shape>), blocks, conv_gemm::kThreads, 0,
+                prm);
+    });
   });
 }
 
+// Both passes in one launch, the data pass on its layer's tile (with_tile_shape).
 template <class T, class S>
 void launch_backward(const conv_gemm::GemmParams<T, Pass::BackwardData, S>& data,
-                     const conv_gemm::Grid3& data_grid, const WeightPass<T, S>& weight,
-                     unsigned blocks) {
+                     const WeightPass<T, S>& weight) {
   with_multiply<T, S>([&](auto tc) {
-    KD_LAUNCH((conv_backward_kernel<T, decltype(tc)::value, S>), blocks, conv_gemm::kThreads, 0,
-              data, data_grid, weight.prm, weight.grid);
+    constexpr bool kTensorCores = decltype(tc)::value;
+    with_tile_shape<T, Pass::BackwardData, kTensorCores>(data.g.m, [&](auto shape) {
+      using Shape = decltype(shape);
+      const conv_gemm::Grid3 data_grid = conv_gemm::gemm_grid<Shape>(data.g, 1);
+      const int64_t blocks = int64_t(data_grid.x) * data_grid.y +
+                             int64_t(weight.grid.x) * weight.grid.y * weight.grid.z;
+      KD_CHECK(blocks < (int64_t(1) << 31), "conv2d backward (cuda): " << blocks << " blocks");
+      KD_LAUNCH((conv_backward_kernel<T, kTensorCores, S, Shape>), unsigned(blocks),
+                conv_gemm::kThreads, 0, data, data_grid, weight.prm, weight.grid);
+    });
   });
 }
 
@@ -412,11 +448,7 @@ void gemm_backward(const ConvGeom& g, const conv_gemm::ConvDims& d, const S* x, 
   const conv_gemm::GemmParams<T, Pass::BackwardData, S> data =
       data_pass<T>(d, w, dy, dx, accumulate);
   const WeightPass<T, S> weight = plan_weight_pass<T>(d, x, dy, dw);
-  const conv_gemm::Grid3 data_grid = conv_gemm::gemm_grid(data.g, 1);
-  const int64_t blocks = int64_t(data_grid.x) * data_grid.y +
-                         int64_t(weight.grid.x) * weight.grid.y * weight.grid.z;
-  KD_CHECK(blocks < (int64_t(1) << 31), "conv2d backward (cuda): " << blocks << " blocks");
-  launch_backward(data, data_grid, weight, unsigned(blocks));
+  launch_backward(data, weight);
   finish_weight_pass(g, weight, dy, dw, dbias);
 }
 

@@ -27,10 +27,28 @@ namespace conv_gemm {
 
 // 64x64 output tile, K step 16, 256 threads: each thread owns a 4x4 micro-tile strided by 16 rows
 // and 16 columns (conflict-free shared reads, coalesced stores) and loads 4 A and 4 B elements.
+// Narrow layers' forward and data passes use 16x256 or 32x128 tiles instead (TileShape below).
 constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreads = 256, kMicro = 4, kLoads = 4;
 constexpr int kStrideM = kTileM + 1, kStrideN = kTileN + 1;  // +1 spreads stores over banks
 static_assert(kTileK * kTileM == kThreads * kLoads && kTileK * kTileN == kThreads * kLoads, "");
 static_assert(kThreads == (kTileM / kMicro) * (kTileN / kMicro), "");
+// The FMA kernel's tile shapes for the forward and data passes: kM rows (output channels of the
+// forward, input channels of the data pass) by kN = 4096 / kM columns, so a 16- or 32-channel
+// layer fills its tile instead of a quarter or half of a 64-row one. The same 256 threads and
+// 4x4 micro-tiles (rows strided by kM / 4, columns by kN / 4), each thread loading kLoadsA A and
+// kLoadsB B elements per K tile; every output's sum runs over K in the same order whatever the
+// shape, so the bits are the 64x64 tile's. The weight pass and the tensor-core kernel keep 64x64.
+template <int M>
+struct TileShape {
+  static constexpr int kM = M, kN = kTileM * kTileN / M;
+  static constexpr int kStrideM = kM + 1, kStrideN = kN + 1;
+  static constexpr int kLoadsA = kTileK * kM / kThreads, kLoadsB = kTileK * kN / kThreads;
+  static_assert(kLoadsA >= 1 && kLoadsA * kThreads == kTileK * kM, "");
+  static_assert(kLoadsB * kThreads == kTileK * kN && kN % kMicro == 0, "");
+};
+using Tile64 = TileShape<kTileM>;
+static_assert(Tile64::kLoadsA == kLoads && Tile64::kLoadsB == kLoads, "");
+
 // dbias: one block per output channel, so few blocks; many threads per block to hide latency.
 constexpr int kBiasThreads = 1024;
 // Split-K aims at this many blocks (a shape-only choice), but never slices thinner than
@@ -247,8 +265,9 @@ constexpr int kMaxFoldTiles = 4096;
 struct Grid3 {
   int x, y, z;  // x over N tiles (no 65535 limit), y over M tiles, z over K slices
 };
+template <class Shape = Tile64>
 inline Grid3 gemm_grid(const GemmDims& g, int slices) {
-  return {(g.n + kTileN - 1) / kTileN, (g.m + kTileM - 1) / kTileM, slices};
+  return {(g.n + Shape::kN - 1) / Shape::kN, (g.m + Shape::kM - 1) / Shape::kM, slices};
 }
 
 struct KRange {
@@ -271,26 +290,32 @@ struct TilePos {
 KD_HOST_DEVICE inline TilePos a_load_pos(int tid, int i) {
   return {tid % kTileK, tid / kTileK + (kThreads / kTileK) * i};
 }
+template <class Shape = Tile64>
 KD_HOST_DEVICE inline TilePos b_load_pos(bool along_k, int tid, int i) {
   return along_k ? TilePos{tid % kTileK, tid / kTileK + (kThreads / kTileK) * i}
-                 : TilePos{tid / kTileN + (kThreads / kTileN) * i, tid % kTileN};
+                 : TilePos{tid / Shape::kN + (kThreads / Shape::kN) * i, tid % Shape::kN};
 }
 template <Pass P>
 constexpr bool kBAlongK = P == Pass::BackwardWeight;
-// Micro-tile element (i, j) of thread tid: rows and columns strided by 16.
+// Micro-tile element (i, j) of thread tid: rows strided by kM / 4, columns by kN / 4 (16 and 16
+// in the 64x64 tile).
+template <class Shape = Tile64>
 KD_HOST_DEVICE inline int micro_row(int tid, int i) {
-  return tid / (kTileN / kMicro) + (kTileM / kMicro) * i;
+  return tid / (Shape::kN / kMicro) + (Shape::kM / kMicro) * i;
 }
+template <class Shape = Tile64>
 KD_HOST_DEVICE inline int micro_col(int tid, int j) {
-  return tid % (kTileN / kMicro) + (kTileN / kMicro) * j;
+  return tid % (Shape::kN / kMicro) + (Shape::kN / kMicro) * j;
 }
 // Which tile element a thread's accumulator acc[i][j] holds: the FMA kernel's micro-tile here;
 // the tensor-core kernel's warp fragments in conv2d_mma.h. The epilogue and the weight pass's
 // fold take it as a parameter.
-struct FmaLayout {
-  KD_HOST_DEVICE static int row(int tid, int i) { return micro_row(tid, i); }
-  KD_HOST_DEVICE static int col(int tid, int j) { return micro_col(tid, j); }
+template <class Shape>
+struct FmaLayoutOf {
+  KD_HOST_DEVICE static int row(int tid, int i) { return micro_row<Shape>(tid, i); }
+  KD_HOST_DEVICE static int col(int tid, int j) { return micro_col<Shape>(tid, j); }
 };
+using FmaLayout = FmaLayoutOf<Tile64>;
 
 // The B columns a thread loads, decomposed once per block: one column along N, kLoads along K.
 template <Pass P>
@@ -302,12 +327,13 @@ struct BCols {
   Col col[kCount];
   bool ok[kCount];
 };
-template <class T, Pass P, class S>
+template <class Shape = Tile64, class T, Pass P, class S>
 KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P, S>& prm, int tid,
                                            int n0) {
+  static_assert(!kBAlongK<P> || std::is_same<Shape, Tile64>::value, "the weight pass is 64x64");
   BCols<P> c;
   for (int i = 0; i < BCols<P>::kCount; ++i) {
-    const int col = n0 + b_load_pos(kBAlongK<P>, tid, i).mn;
+    const int col = n0 + b_load_pos<Shape>(kBAlongK<P>, tid, i).mn;
     c.ok[i] = col < prm.g.n;
     c.col[i] = typename BCols<P>::Col{};
     if (!c.ok[i]) continue;
@@ -321,31 +347,32 @@ KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P, S>& prm, int t
 // Where the K tile starting at k0 comes from: the element offsets into prm.a and prm.b of each
 // of this thread's kLoads A and B loads, -1 where the tile holds a zero (outside M, N,
 // [.., k_end) and padding). The loads land at a_load_pos / b_load_pos.
-template <class T, Pass P, class S>
+template <class Shape = Tile64, class T, Pass P, class S>
 KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
                                          int tid, int m0, int k0, int k_end,
-                                         int64_t (&a_off)[kLoads], int64_t (&b_off)[kLoads]) {
+                                         int64_t (&a_off)[Shape::kLoadsA],
+                                         int64_t (&b_off)[Shape::kLoadsB]) {
   const ConvDims& d = prm.d;
   const int kk_a = k0 + a_load_pos(tid, 0).kk;
   const bool ka_ok = kk_a < k_end;
   if constexpr (P == Pass::Forward) {
-    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+    KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
       a_off[i] = ka_ok && m < prm.g.m ? forward_w_offset(d, m, kk_a) : -1;
     }
-    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
-      const int kk = k0 + b_load_pos(false, tid, i).kk;
+    KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
+      const int kk = k0 + b_load_pos<Shape>(false, tid, i).kk;
       b_off[i] = cols.ok[0] && kk < k_end ? forward_x_offset(d, cols.col[0], split_tap(d, kk)) : -1;
     }
   }
   if constexpr (P == Pass::BackwardData) {
     const Tap ta = ka_ok ? split_tap(d, kk_a) : Tap{0, 0, 0};
-    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+    KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
       a_off[i] = ka_ok && m < prm.g.m ? data_w_offset(d, m, ta) : -1;
     }
-    KD_UNROLL for (int i = 0; i < kLoads; ++i) {
-      const int kk = k0 + b_load_pos(false, tid, i).kk;
+    KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
+      const int kk = k0 + b_load_pos<Shape>(false, tid, i).kk;
       b_off[i] = cols.ok[0] && kk < k_end ? data_dy_offset(d, cols.col[0], split_tap(d, kk)) : -1;
     }
   }
@@ -362,37 +389,42 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
 }
 
 // Global -> registers for the K tile starting at k0, widened to T.
-template <class T, Pass P, class S>
+template <class Shape = Tile64, class T, Pass P, class S>
 KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
-                                      int tid, int m0, int k0, int k_end, T (&a_reg)[kLoads],
-                                      T (&b_reg)[kLoads]) {
-  int64_t a_off[kLoads], b_off[kLoads];
-  stage_offsets(prm, cols, tid, m0, k0, k_end, a_off, b_off);
-  KD_UNROLL for (int i = 0; i < kLoads; ++i) {
+                                      int tid, int m0, int k0, int k_end,
+                                      T (&a_reg)[Shape::kLoadsA], T (&b_reg)[Shape::kLoadsB]) {
+  int64_t a_off[Shape::kLoadsA], b_off[Shape::kLoadsB];
+  stage_offsets<Shape>(prm, cols, tid, m0, k0, k_end, a_off, b_off);
+  KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i)
     a_reg[i] = a_off[i] >= 0 ? widen<T>(prm.a[a_off[i]]) : T(0);
+  KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i)
     b_reg[i] = b_off[i] >= 0 ? widen<T>(prm.b[b_off[i]]) : T(0);
-  }
 }
 
-// Registers -> shared tiles a_tile[kTileK][kStrideM], b_tile[kTileK][kStrideN].
-template <class T, Pass P>
-KD_HOST_DEVICE inline void store_stage(int tid, const T (&a_reg)[kLoads], const T (&b_reg)[kLoads],
-                                       T* a_tile, T* b_tile) {
-  KD_UNROLL for (int i = 0; i < kLoads; ++i) {
-    const TilePos pa = a_load_pos(tid, i), pb = b_load_pos(kBAlongK<P>, tid, i);
-    a_tile[pa.kk * kStrideM + pa.mn] = a_reg[i];
-    b_tile[pb.kk * kStrideN + pb.mn] = b_reg[i];
+// Registers -> shared tiles a_tile[kTileK][Shape::kStrideM], b_tile[kTileK][Shape::kStrideN].
+template <class T, Pass P, class Shape = Tile64>
+KD_HOST_DEVICE inline void store_stage(int tid, const T (&a_reg)[Shape::kLoadsA],
+                                       const T (&b_reg)[Shape::kLoadsB], T* a_tile, T* b_tile) {
+  KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
+    const TilePos pa = a_load_pos(tid, i);
+    a_tile[pa.kk * Shape::kStrideM + pa.mn] = a_reg[i];
+  }
+  KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
+    const TilePos pb = b_load_pos<Shape>(kBAlongK<P>, tid, i);
+    b_tile[pb.kk * Shape::kStrideN + pb.mn] = b_reg[i];
   }
 }
 
 // acc += A_tile * B_tile for this thread's micro-tile.
-template <class T>
+template <class Shape = Tile64, class T>
 KD_HOST_DEVICE inline void mma_tile(const T* a_tile, const T* b_tile, int tid,
                                     T (&acc)[kMicro][kMicro]) {
   KD_UNROLL for (int kk = 0; kk < kTileK; ++kk) {
     T a[kMicro], b[kMicro];
-    KD_UNROLL for (int i = 0; i < kMicro; ++i) a[i] = a_tile[kk * kStrideM + micro_row(tid, i)];
-    KD_UNROLL for (int j = 0; j < kMicro; ++j) b[j] = b_tile[kk * kStrideN + micro_col(tid, j)];
+    KD_UNROLL for (int i = 0; i < kMicro; ++i)
+      a[i] = a_tile[kk * Shape::kStrideM + micro_row<Shape>(tid, i)];
+    KD_UNROLL for (int j = 0; j < kMicro; ++j)
+      b[j] = b_tile[kk * Shape::kStrideN + micro_col<Shape>(tid, j)];
     KD_UNROLL for (int i = 0; i < kMicro; ++i) {
       KD_UNROLL for (int j = 0; j < kMicro; ++j) acc[i][j] += a[i] * b[j];
     }

@@ -35,10 +35,10 @@ BN_ATOMIC_SUM = """{
 
 # (name, file, exact text, replacement, gtest filter of the tests that must catch it)
 MUTATIONS = [
-    ("conv: __syncthreads removed from the K-tile loop", "kernels/cuda/conv2d.cu",
-     "    if (more) store_stage<T, P>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);\n"
+    ("conv: __syncthreads removed from the K-tile loop", "kernels/cuda/conv2d_tiles.cuh",
+     "    if (more) store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);\n"
      "    __syncthreads();\n",
-     "    if (more) store_stage<T, P>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);\n",
+     "    if (more) store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);\n",
      "CudaConvKernels.*"),
     ("block_sum2: first __syncthreads removed", "kernels/cuda/reduce.cuh",
      "    part_b[warp] = b;\n  }\n  __syncthreads();\n",
@@ -89,7 +89,7 @@ MUTATIONS = [
      "",
      "CudaNormKernels.Bf16*"),
     ("conv, bf16: the weight pass's fold overwrites dw instead of adding to it",
-     "kernels/cuda/conv2d.cu",
+     "kernels/cuda/conv2d_tiles.cuh",
      "prm.fold_into[e] = narrow<S>(widen<T>(prm.fold_into[e]) + sum);",
      "prm.fold_into[e] = narrow<S>(sum);",
      "CudaConvBf16.*"),
@@ -109,7 +109,8 @@ MUTATIONS = [
      "dw[e] = narrow<S>(widen<T>(dw[e]) + conv_gemm::splitk_sum(ws, slices, mn, e));",
      "dw[e] = narrow<S>(conv_gemm::splitk_sum(ws, slices, mn, e));",
      "CudaConvKernels.SeparateSplitK*:CudaConvBf16.SeparateSplitK*"),
-    ("conv: a narrow tile (16 or 32 rows) steps its columns by 64", "kernels/cuda/conv2d.cu",
+    ("conv: a narrow tile (16 or 32 rows) steps its columns by 64",
+     "kernels/cuda/conv2d_tiles.cuh",
      "const int m0 = tile.y * Shape::kM, n0 = tile.x * Shape::kN",
      "const int m0 = tile.y * Shape::kM, n0 = tile.x * kTileN",
      "CudaConvKernels.ForwardMatchesRefAndOracle:CudaConvKernels.BackwardIn*"),

@@ -49,24 +49,6 @@ const float* zero_bias(int k) {
   return zeros;
 }
 
-class IdentityActivation {
- public:
-  IdentityActivation() {
-    CUDNN_CHECK(cudnnCreateActivationDescriptor(&desc_));
-    const cudnnStatus_t status =
-        cudnnSetActivationDescriptor(desc_, CUDNN_ACTIVATION_IDENTITY, CUDNN_PROPAGATE_NAN, 0.0);
-    if (status != CUDNN_STATUS_SUCCESS) cudnnDestroyActivationDescriptor(desc_);
-    CUDNN_CHECK(status);
-  }
-  ~IdentityActivation() { cudnnDestroyActivationDescriptor(desc_); }
-  IdentityActivation(const IdentityActivation&) = delete;
-  IdentityActivation& operator=(const IdentityActivation&) = delete;
-  cudnnActivationDescriptor_t get() const { return desc_; }
-
- private:
-  cudnnActivationDescriptor_t desc_ = nullptr;
-};
-
 // Per (shape, math): whether cuDNN runs the fold, and its workspace. Guarded by g_plans_mutex.
 struct FoldPlan {
   bool usable = false;
@@ -103,7 +85,7 @@ bool conv2d_forward_residual_folded(const ConvGeom& g, const float* x, const flo
     plan = found->second;
   }
   if (!plan.usable) return false;
-  thread_local IdentityActivation identity;
+  thread_local IdentityActivation identity;  // handle.h
   const float one = 1.f;
   void* workspace = plan.workspace_bytes ? cuda::workspace(plan.workspace_bytes) : nullptr;
   const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(

@@ -1,8 +1,9 @@
 // The one cuDNN handle of the process (bound to the compute stream) and owning wrappers for the
-// descriptors kdlab uses: packed NCHW tensors, KCRS filters, 2-D cross-correlation, and the
-// per-shape cache the convolution and batchnorm calls keep them in (descriptors_for_shape). Each
-// wrapper destroys its own. CUDA/cuDNN-only: included by kernels/cudnn/*.cu. Every cuDNN call goes through CUDNN_CHECK; calls that enqueue
-// GPU work are counted with cuda::count_launch() by their callers.
+// descriptors kdlab uses: packed NCHW tensors, KCRS filters, 2-D cross-correlation, the identity
+// activation, and the per-shape cache the convolution and batchnorm calls keep them in
+// (descriptors_for_shape). Each wrapper destroys its own. CUDA/cuDNN-only: included by
+// kernels/cudnn/*.cu. Every cuDNN call goes through CUDNN_CHECK; calls that enqueue GPU work are
+// counted with cuda::count_launch() by their callers.
 #pragma once
 #include <cudnn.h>
 
@@ -94,6 +95,25 @@ class ConvDesc {
 
  private:
   cudnnConvolutionDescriptor_t desc_ = nullptr;
+};
+
+// The identity activation (the residual fold's, conv2d_fold.cu), propagating NaN.
+class IdentityActivation {
+ public:
+  IdentityActivation() {
+    CUDNN_CHECK(cudnnCreateActivationDescriptor(&desc_));
+    const cudnnStatus_t status =
+        cudnnSetActivationDescriptor(desc_, CUDNN_ACTIVATION_IDENTITY, CUDNN_PROPAGATE_NAN, 0.0);
+    if (status != CUDNN_STATUS_SUCCESS) cudnnDestroyActivationDescriptor(desc_);
+    CUDNN_CHECK(status);
+  }
+  ~IdentityActivation() { cudnnDestroyActivationDescriptor(desc_); }
+  IdentityActivation(const IdentityActivation&) = delete;
+  IdentityActivation& operator=(const IdentityActivation&) = delete;
+  cudnnActivationDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnActivationDescriptor_t desc_ = nullptr;
 };
 
 // The descriptors of one shape (Descs built from args), made on the shape's first call and kept for

@@ -29,8 +29,7 @@ SAN_EXCLUDE=${SAN_EXCLUDE:-'^(Presets/|BoundedInput\.|Study\.|SlurmHarness\.|Stu
 
 start=$SECONDS
 echo "sanitize: unit tests in $build (excluding ${SAN_EXCLUDE})"
-# -j: the tests' PROCESSORS (CMakeLists.txt) keep one that uses every core through OpenMP alone.
-(cd "$build" && ctest --output-on-failure -j "$(nproc)" -E "$SAN_EXCLUDE")
+(cd "$build" && ctest --output-on-failure -E "$SAN_EXCLUDE")
 echo "sanitize: unit tests took $((SECONDS - start)) s"
 
 start=$SECONDS

@@ -83,4 +83,13 @@ namespace cuda {
 void counter_add(int64_t* counter, int64_t delta);
 }
 
+// relu_forward (ASSIGN; x may be y) and, when counter is not null, *counter += 1, in one launch:
+// what cuDNN's batch norm has neither of, issued after it (kernels/cudnn/batchnorm.cu). Its CPU
+// twin is relu_forward then counter_add; tests/test_cuda_cudnn.cpp holds the cuDNN batch norm
+// that runs it to ref:: and the count.
+namespace cuda {
+template <class T>
+void relu_forward_and_count(int64_t n, const T* x, T* y, int64_t* counter);
+}
+
 }  // namespace kd

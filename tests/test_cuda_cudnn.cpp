@@ -251,7 +251,7 @@ TEST(CudaCudnnConv, LaunchesPerCallAreTheRealPathsOnes) {
   DeviceArray<float> bx(uniform<float>(len, 6, -1, 1)), gamma(std::vector<float>(3, 1.f)),
       beta(std::vector<float>(3, 0.f)), by(len), m(3), s(3), bdx(len), dg(3), dbeta(3);
   const auto& kb = cuda_testing::cudnn_kernels<float>();
-  // cuDNN has neither a fused ReLU nor a batch count: each is a launch of ours.
+  // cuDNN has neither a fused ReLU nor a batch count: one launch of ours does either or both.
   DeviceArray<int64_t> tracked(std::vector<int64_t>{0});
   for (bool relu : {false, true})
     for (bool count : {false, true})
@@ -260,7 +260,7 @@ TEST(CudaCudnnConv, LaunchesPerCallAreTheRealPathsOnes) {
                                              by.get(), m.get(), s.get(), nullptr, nullptr,
                                              count ? tracked.get() : nullptr, relu);
                 }),
-                1u + relu + count)
+                1u + (relu || count))
           << "relu " << relu << ", counted " << count;
   EXPECT_EQ(tracked.host()[0], 2) << "num_batches_tracked";
   EXPECT_EQ(launches([&] {
@@ -425,6 +425,14 @@ TEST(CudaCudnnBatchNorm, ReluForwardMatchesRefAndFusedBackwardIsRefused) {
       g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f, d_y.get(), d_m.get(), d_s.get(),
       nullptr, nullptr, nullptr, true);
   expect_close(d_y.host(), y, 1e-4, "cudnn batchnorm + relu forward");
+  // With the batch count, the same launch (relu_forward_and_count) also adds one to it.
+  DeviceArray<float> d_y2(len);
+  DeviceArray<int64_t> tracked(std::vector<int64_t>{5});
+  cuda_testing::cudnn_kernels<float>().batchnorm_forward_train(
+      g, d_x.get(), d_gamma.get(), d_beta.get(), 1e-5f, 0.1f, d_y2.get(), d_m.get(), d_s.get(),
+      nullptr, nullptr, tracked.get(), true);
+  EXPECT_TRUE(kernel_testing::same_bits(d_y2.host(), d_y.host())) << "counted relu's output";
+  EXPECT_EQ(tracked.host()[0], 6);
   EXPECT_THROW(cuda_testing::cudnn_kernels<float>().batchnorm_backward_train(
                    g, d_x.get(), d_y.get(), d_gamma.get(), d_m.get(), d_s.get(), d_dx.get(),
                    d_dg.get(), d_db.get(), false, d_y.get()),

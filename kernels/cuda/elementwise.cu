@@ -142,11 +142,27 @@ KD_DEFINE_REGISTRAR(register_elementwise, KD_ELEMENTWISE_KERNELS)
 
 namespace {
 __global__ void counter_add_kernel(int64_t* counter, int64_t delta) { *counter += delta; }
+
+template <class T>
+__global__ void relu_forward_and_count_kernel(int64_t n, const T* x, T* y, int64_t* counter) {
+  if (counter && blockIdx.x == 0 && threadIdx.x == 0) *counter += 1;
+  for (int64_t i = first_index(); i < n; i += grid_stride()) y[i] = x[i] < T(0) ? T(0) : x[i];
+}
 }  // namespace
 
 void counter_add(int64_t* counter, int64_t delta) {
   KD_LAUNCH(counter_add_kernel, 1, 1, 0, counter, delta);
 }
+
+// One launch even for n == 0 when there is a count to add.
+template <class T>
+void relu_forward_and_count(int64_t n, const T* x, T* y, int64_t* counter) {
+  if (n <= 0 && !counter) return;
+  KD_LAUNCH(relu_forward_and_count_kernel<T>, n > 0 ? grid_for(n, kThreads) : 1u, kThreads, 0,
+            n, x, y, counter);
+}
+template void relu_forward_and_count<float>(int64_t, const float*, float*, int64_t*);
+template void relu_forward_and_count<double>(int64_t, const double*, double*, int64_t*);
 
 }  // namespace cuda
 }  // namespace kd

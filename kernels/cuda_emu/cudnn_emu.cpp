@@ -98,10 +98,10 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
                                               save_invstd, running_mean, running_var, nullptr,
                                               false);
   });
-  // As kernels/cudnn/batchnorm.cu: cuDNN's call has no fused activation, so the ReLU is our
-  // kernel, in place, a second launch.
-  if (relu) cuda::relu_forward<T>(int64_t(g.n) * g.c * g.hw, y, y);
-  if (batches_tracked) cuda::counter_add(batches_tracked, 1);
+  // As kernels/cudnn/batchnorm.cu: cuDNN's call has no fused activation nor a batch count, so
+  // one kernel of ours does both (the ReLU in place), a second launch.
+  if (relu) cuda::relu_forward_and_count<T>(int64_t(g.n) * g.c * g.hw, y, y, batches_tracked);
+  else if (batches_tracked) cuda::counter_add(batches_tracked, 1);
 }
 template <class T>
 void batchnorm_forward_eval(const NormGeom& g, const T* x, const T* gamma, const T* beta,

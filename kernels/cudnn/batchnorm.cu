@@ -80,10 +80,10 @@ void batchnorm_forward_train(const NormGeom& g, const T* x, const T* gamma, cons
       param_desc.get(), gamma, beta, double(momentum), running_mean, running_var, double(eps),
       save_mean, save_invstd));
   cuda::count_launch();
-  // This cuDNN call has no fused activation: the ReLU is our kernel, in place, a second pass;
-  // nor a batch count: our one-thread kernel.
-  if (relu) cuda::relu_forward<T>(int64_t(g.n) * g.c * g.hw, y, y);
-  if (batches_tracked) cuda::counter_add(batches_tracked, 1);
+  // This cuDNN call has no fused activation nor a batch count: one kernel of ours does both (the
+  // ReLU in place, a second pass), or the count alone.
+  if (relu) cuda::relu_forward_and_count<T>(int64_t(g.n) * g.c * g.hw, y, y, batches_tracked);
+  else if (batches_tracked) cuda::counter_add(batches_tracked, 1);
 }
 
 template <class T>

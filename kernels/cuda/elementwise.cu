@@ -24,8 +24,10 @@ __device__ __forceinline__ int64_t first_index() {
 }
 __device__ __forceinline__ int64_t grid_stride() { return int64_t(blockDim.x) * gridDim.x; }
 
+// counter, when given: *counter += 1 once (relu_forward_and_count).
 template <class T>
-__global__ void relu_forward_kernel(int64_t n, const T* x, T* y) {
+__global__ void relu_forward_kernel(int64_t n, const T* x, T* y, int64_t* counter) {
+  if (counter && blockIdx.x == 0 && threadIdx.x == 0) *counter += 1;
   for (int64_t i = first_index(); i < n; i += grid_stride()) y[i] = x[i] < T(0) ? T(0) : x[i];
 }
 
@@ -91,7 +93,8 @@ __global__ void dropout_backward_kernel(int64_t n, DropoutMask mask, T scale, co
 template <class T>
 void relu_forward(int64_t n, const T* x, T* y) {
   if (n <= 0) return;
-  KD_LAUNCH(relu_forward_kernel<T>, grid_for(n, kThreads), kThreads, 0, n, x, y);
+  KD_LAUNCH(relu_forward_kernel<T>, grid_for(n, kThreads), kThreads, 0, n, x, y,
+            static_cast<int64_t*>(nullptr));
 }
 
 template <class T>
@@ -143,11 +146,6 @@ KD_DEFINE_REGISTRAR(register_elementwise, KD_ELEMENTWISE_KERNELS)
 namespace {
 __global__ void counter_add_kernel(int64_t* counter, int64_t delta) { *counter += delta; }
 
-template <class T>
-__global__ void relu_forward_and_count_kernel(int64_t n, const T* x, T* y, int64_t* counter) {
-  if (counter && blockIdx.x == 0 && threadIdx.x == 0) *counter += 1;
-  for (int64_t i = first_index(); i < n; i += grid_stride()) y[i] = x[i] < T(0) ? T(0) : x[i];
-}
 }  // namespace
 
 void counter_add(int64_t* counter, int64_t delta) {
@@ -158,8 +156,8 @@ void counter_add(int64_t* counter, int64_t delta) {
 template <class T>
 void relu_forward_and_count(int64_t n, const T* x, T* y, int64_t* counter) {
   if (n <= 0 && !counter) return;
-  KD_LAUNCH(relu_forward_and_count_kernel<T>, n > 0 ? grid_for(n, kThreads) : 1u, kThreads, 0,
-            n, x, y, counter);
+  KD_LAUNCH(relu_forward_kernel<T>, n > 0 ? grid_for(n, kThreads) : 1u, kThreads, 0, n, x, y,
+            counter);
 }
 template void relu_forward_and_count<float>(int64_t, const float*, float*, int64_t*);
 template void relu_forward_and_count<double>(int64_t, const double*, double*, int64_t*);

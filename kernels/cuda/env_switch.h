@@ -22,5 +22,11 @@ inline bool env_switch(const char* name, const char* off, const char* on, bool f
   throw InputError(std::string(name) + ": expected " + off + " or " + on + ", got '" + v + "'");
 }
 
+// KDLAB_CUDNN_RESIDUAL: `fold` (the default: float residual convolutions are one cuDNN call) or
+// `separate`. Read by the cuDNN path and by its emulated stand-in, which must agree.
+inline bool cudnn_residual_folded() {
+  return env_switch("KDLAB_CUDNN_RESIDUAL", "separate", "fold", /*fallback=*/true);
+}
+
 }  // namespace cuda
 }  // namespace kd

@@ -64,8 +64,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
 template <class T>
 void conv2d_forward_residual(const ConvGeom& g, const T* x, const T* w, const T* residual, T* y) {
   if (g.n == 0) return;
-  if (std::is_same<T, float>::value &&
-      cuda::env_switch("KDLAB_CUDNN_RESIDUAL", "separate", "fold", /*fallback=*/true)) {
+  if (std::is_same<T, float>::value && cuda::cudnn_residual_folded()) {
     cudnn_call("cudnn::conv2d_forward_residual", {x, w, residual, y}, [=] {
       host_kernels<T>().conv2d_forward_residual(g, x, w, residual, y);
     });

@@ -25,12 +25,6 @@ namespace cudnn {
 
 namespace {
 
-// KDLAB_CUDNN_RESIDUAL (kernels/cuda/env_switch.h): `fold` (the default) or `separate`, the A/B
-// of the fold below (tools/gpu-check.sh's bench-cudnn-residual-separate stage).
-bool fold_residual() {
-  return cuda::env_switch("KDLAB_CUDNN_RESIDUAL", "separate", "fold", /*fallback=*/true);
-}
-
 // Read by the fold as its bias: cuDNN's fused call adds one, and a zero one adds nothing. Grows
 // to the widest output seen; the first call of a shape comes from an eager step, before any
 // capture (as cuda::workspace's growth does).
@@ -61,7 +55,7 @@ std::map<std::array<int, 10>, FoldPlan> g_fold_plans;
 
 bool conv2d_forward_residual_folded(const ConvGeom& g, const float* x, const float* w,
                                     const float* residual, float* y) {
-  if (!fold_residual()) return false;
+  if (!cuda::cudnn_residual_folded()) return false;
   ConvDescs& d = descriptors_for(g, CUDNN_DATA_FLOAT);
   const MathMode mode = cuda::math_mode();
   const cudnnMathType_t math =

@@ -116,8 +116,8 @@ TEST(CudaConvBf16, EntriesAreTheFmaKernelsOnWidenedOperandsRoundedOnce) {
 TEST(CudaConvBf16, SeparateSplitKFoldKeepsTheContract) {
   KD_REQUIRE_CUDA();
   const cuda_testing::ScopedEnv separate("KDLAB_CONV_FOLD", "separate");
-  for (const ConvGeom& g :
-       {geom(3, 5, 13, 11, 67, 3, 3, 1, 1), geom(4, 16, 32, 32, 16, 3, 3, 1, 1)}) {
+  for (const ConvGeom& g : kernel_testing::shapes_for_build<ConvGeom>(
+           {geom(3, 5, 13, 11, 67, 3, 3, 1, 1), geom(4, 16, 32, 32, 16, 3, 3, 1, 1)}, 1)) {
     SCOPED_TRACE(describe(g));
     check_bf16_conv<float>(g);
   }

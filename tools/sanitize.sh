@@ -29,7 +29,9 @@ SAN_EXCLUDE=${SAN_EXCLUDE:-'^(Presets/|BoundedInput\.|Study\.|SlurmHarness\.|Stu
 
 start=$SECONDS
 echo "sanitize: unit tests in $build (excluding ${SAN_EXCLUDE})"
-(cd "$build" && ctest --output-on-failure -E "$SAN_EXCLUDE")
+# Each test claims one core in this build (CMakeLists.txt), so they run a core apiece; waiting
+# OpenMP threads sleep rather than spin, so the two side by side do not steal each other's cores.
+(cd "$build" && OMP_WAIT_POLICY=passive ctest --output-on-failure -j "$(nproc)" -E "$SAN_EXCLUDE")
 echo "sanitize: unit tests took $((SECONDS - start)) s"
 
 start=$SECONDS

@@ -78,6 +78,31 @@ KernelCost kernel_cost(kernel_tag::from_bf16, int64_t n, const bf16*, T*, bool a
                            n * double(sizeof(T)));
 }
 
+template <class T>
+KernelCost kernel_cost(kernel_tag::to_bf16_multi, int count, const int64_t* sizes, const T* const*,
+                       bf16* const*) {
+  KernelCost total;
+  for (int i = 0; i < count; ++i) {
+    const KernelCost one =
+        kernel_cost(kernel_tag::to_bf16{}, sizes[i], (const T*)nullptr, (bf16*)nullptr, false);
+    total.flops += one.flops, total.bytes_read += one.bytes_read,
+        total.bytes_written += one.bytes_written;
+  }
+  return total;
+}
+template <class T>
+KernelCost kernel_cost(kernel_tag::from_bf16_multi, int count, const int64_t* sizes,
+                       const bf16* const*, T* const*, bool accumulate) {
+  KernelCost total;
+  for (int i = 0; i < count; ++i) {
+    const KernelCost one = kernel_cost(kernel_tag::from_bf16{}, sizes[i], (const bf16*)nullptr,
+                                       (T*)nullptr, accumulate);
+    total.flops += one.flops, total.bytes_read += one.bytes_read,
+        total.bytes_written += one.bytes_written;
+  }
+  return total;
+}
+
 // ---- elementwise
 template <class T>
 KernelCost kernel_cost(kernel_tag::relu_forward, int64_t n, const T*, T*) {

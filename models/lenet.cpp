@@ -1,6 +1,7 @@
 // LeNet-5 (see lenet.h).
 #include "models/lenet.h"
 
+#include "engine/nn/bf16_weights.h"
 #include "engine/ops.h"
 #include "engine/profile.h"
 #include "models/registry.h"
@@ -25,6 +26,7 @@ Tensor LeNet5::forward(const Tensor& x) {
   KD_CHECK(x.dim() == 4 && x.size(1) == in_channels && x.size(2) == 28 && x.size(3) == 28,
            "lenet5: expected input [n, " << in_channels << ", 28, 28], got " << describe(x));
   Tensor h = enter_precision(x);
+  const nn::Bf16WeightCopies weights(*this, h);  // bf16: every weight cast in one launch
   {
     profile::Range range("features");
     h = ops::avg_pool2d(ops::relu(conv1_->forward(h)), 2, 2);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "engine/nn/bf16_weights.h"
 #include "engine/ops.h"
 #include "engine/profile.h"
 #include "models/registry.h"
@@ -57,6 +58,7 @@ Tensor Vgg16::forward(const Tensor& x) {
   KD_CHECK(x.dim() == 4 && x.size(1) == in_channels && x.size(2) == 32 && x.size(3) == 32,
            "vgg16: expected input [n, " << in_channels << ", 32, 32], got " << describe(x));
   Tensor h = enter_precision(x);
+  const nn::Bf16WeightCopies weights(*this, h);  // bf16: every weight cast in one launch
   {
     profile::Range range("features");
     for (const auto& conv : features_)

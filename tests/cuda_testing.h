@@ -128,7 +128,7 @@ class DeviceArray {
     gpu().memset_device(ptr_, 0, bytes());
   }
   explicit DeviceArray(const std::vector<T>& host) : DeviceArray(host.size()) {
-    gpu().copy_host_to_device(ptr_, host.data(), bytes());
+    if (n_) gpu().copy_host_to_device(ptr_, host.data(), n_ * sizeof(T));
   }
   ~DeviceArray() {
     if (ptr_) gpu().free_device(ptr_);

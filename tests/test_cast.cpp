@@ -8,12 +8,14 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "base/philox.h"
 #include "engine/autograd.h"
 #include "engine/checkpoint.h"
+#include "engine/nn/bf16_weights.h"
 #include "engine/nn/init.h"
 #include "engine/nn/layers.h"
 #include "engine/nn/module.h"
@@ -267,6 +269,100 @@ TEST(CastCheckpoint, Bf16TensorsRoundTripAndWidenExactlyIntoF32Parameters) {
                                        {"bias", Tensor::zeros({2})}},
                                       true),
                InputError);
+}
+
+// Several tensors cast in one op: each copy is its own cast's bits; the copies' gradients start as
+// zeros in one buffer; the backward adds into existing f32 gradients and assigns fresh ones, the
+// per-tensor casts' gradients bit for bit.
+TEST_F(CastOp, CastToBf16OfManyIsEachCastAndEachGradient) {
+  nn::Initializer init(9);
+  std::vector<Tensor> xs = {Tensor::empty({3, 2}), Tensor::empty({130}), Tensor::empty({1})};
+  for (Tensor& x : xs) init.uniform(x, -3, 3), x.set_requires_grad(true);
+  Tensor(xs[1]).grad_or_zeros().fill_(0.25);  // one gradient already there: added into
+  std::vector<Tensor> twins;
+  for (const Tensor& x : xs) twins.push_back(x.clone().set_requires_grad(true));
+  Tensor(twins[1]).grad_or_zeros().fill_(0.25);
+
+  const std::vector<Tensor> ys = ops::cast_to_bf16(xs);
+  ASSERT_EQ(ys.size(), xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    ASSERT_EQ(ys[i].dtype(), DType::BF16);
+    ASSERT_EQ(ys[i].shape(), xs[i].shape());
+    EXPECT_TRUE(kernel_testing::same_bits(ys[i].to_vector<bf16>(),
+                                          ops::cast(twins[i], DType::BF16).to_vector<bf16>()));
+    EXPECT_EQ((static_cast<const char*>(ys[i].raw()) - static_cast<const char*>(ys[0].raw())) % 256,
+              0) << "copy " << i << " is not 256 bytes aligned within the buffer";
+    for (bf16 g : ys[i].grad().to_vector<bf16>()) EXPECT_EQ(g.bits, 0) << "copy " << i;
+  }
+  clear_tape();
+  // The same loss through both: weights whose products round differently in bf16.
+  auto loss_of = [](const std::vector<Tensor>& copies) {
+    Tensor total;
+    for (size_t i = 0; i < copies.size(); ++i) {
+      const Tensor wide = ops::cast(copies[i], DType::F32);
+      std::vector<float> w(size_t(wide.numel()));
+      for (size_t j = 0; j < w.size(); ++j) w[j] = 1.0f + 0x1p-9f * float(j % 7) + float(i);
+      const Tensor term = testing::weighted_sum(ops::reshape(wide, {wide.numel()}),
+                                                Tensor::from_vector<float>({wide.numel()}, w));
+      total = total.defined() ? ops::add(total, term) : term;
+    }
+    return total;
+  };
+  backward(loss_of(ops::cast_to_bf16(xs)));
+  std::vector<Tensor> twin_copies;
+  for (const Tensor& t : twins) twin_copies.push_back(ops::cast(t, DType::BF16));
+  backward(loss_of(twin_copies));
+  for (size_t i = 0; i < xs.size(); ++i)
+    EXPECT_TRUE(kernel_testing::same_bits(xs[i].grad().to_vector<float>(),
+                                          twins[i].grad().to_vector<float>()))
+        << "gradient " << i;
+  EXPECT_TRUE(ops::cast_to_bf16({}).empty());
+  EXPECT_THROW(ops::cast_to_bf16({xs[0], Tensor::zeros({2}, DType::F64)}), Error);
+}
+
+// A model's weight copies (nn::Bf16WeightCopies): the layers take them instead of casting their
+// own (one cast node on the tape, not one per weight), with the same logits and the same f32
+// gradients bit for bit; biases stay f32. Outside the scope the layers cast their own again.
+struct ConvThenLinear : nn::Module {
+  std::shared_ptr<nn::Conv2d> conv;
+  std::shared_ptr<nn::Linear> fc;
+  explicit ConvThenLinear(nn::Initializer& init) {
+    conv = register_module("conv", std::make_shared<nn::Conv2d>(2, 3, 3, 1, 1, true, init));
+    fc = register_module("fc", std::make_shared<nn::Linear>(3 * 4 * 4, 5, init));
+  }
+  Tensor forward(const Tensor& x, bool copies_in_one_op) {
+    std::unique_ptr<nn::Bf16WeightCopies> copies;
+    if (copies_in_one_op) copies = std::make_unique<nn::Bf16WeightCopies>(*this, x);
+    const Tensor h = ops::flatten(ops::relu(conv->forward(x)));
+    return ops::cast(fc->forward(h), DType::F32);
+  }
+};
+
+TEST_F(CastOp, ModelWeightCopiesAreTheLayersOwnCastsInOneOp) {
+  nn::Initializer init(4);
+  Tensor x = Tensor::empty({2, 2, 4, 4});
+  init.uniform(x, -2, 2);
+  x = x.to(DType::BF16);
+  std::vector<float> logits[2], grads[2][4];
+  for (bool one_op : {false, true}) {
+    nn::Initializer model_init(7);  // the same weights both times
+    ConvThenLinear model(model_init);
+    const Tensor out = model.forward(x, one_op);
+    EXPECT_EQ(tape_size(), one_op ? 6u : 7u) << "cast(s), conv, relu, flatten, linear, cast";
+    logits[one_op] = out.to_vector<float>();
+    const Tensor weights = Tensor::full({2, 5}, 0.5, DType::F32, Device::cpu());
+    backward(testing::weighted_sum(out, weights));
+    const std::vector<Tensor> params = model.parameters();
+    ASSERT_EQ(params.size(), 4u);
+    for (size_t i = 0; i < params.size(); ++i) {
+      EXPECT_EQ(params[i].dtype(), DType::F32);
+      grads[one_op][i] = params[i].grad().to_vector<float>();
+    }
+  }
+  EXPECT_TRUE(kernel_testing::same_bits(logits[1], logits[0]));
+  for (int i = 0; i < 4; ++i)
+    EXPECT_TRUE(kernel_testing::same_bits(grads[1][i], grads[0][i])) << "parameter " << i;
+  EXPECT_EQ(nn::Bf16WeightCopies::find(Tensor::empty({2})), nullptr) << "no scope is live";
 }
 
 }  // namespace

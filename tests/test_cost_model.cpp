@@ -7,6 +7,7 @@
 #include "engine/cost_model.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
+#include "engine/runtime_config.h"
 #include "models/classifier.h"
 #include "tests/cuda_testing.h"
 
@@ -117,6 +118,39 @@ TEST(CostModel, TrainingStepSeesEveryKernel) {
   EXPECT_DOUBLE_EQ(k.at("sgd_update_multi").bytes_read, 2 * param_bytes);
   EXPECT_DOUBLE_EQ(k.at("sgd_update_multi").bytes_written, param_bytes);
   EXPECT_GT(recorder.totals().flops, 2 * 8 * 0.4e6);  // LeNet-5 is about 0.4 MFLOP forward
+}
+
+// --precision bf16: the model's weights go to bf16 in one call and their gradients come back in
+// one (nn::Bf16WeightCopies), whatever the number of layers; no weight is cast on its own.
+TEST(CostModel, Bf16StepCastsEveryWeightInOneCallEachWay) {
+  RuntimeConfig config = runtime_config();
+  config.precision = Precision::Bf16;
+  ScopedRuntimeConfig scoped(config);
+  auto model = models::make_model("lenet5", 10, 1, 0);
+  model->train();
+  Tensor x = Tensor::full({8, 1, 28, 28}, 0.5);
+  Tensor y = Tensor::from_vector<int32_t>({8}, {0, 1, 2, 3, 4, 5, 6, 7});
+  Sgd sgd(model->parameters(), SgdParams{});
+  auto step = [&] {
+    Tensor loss = ops::cross_entropy(model->forward(x), y);
+    sgd.zero_grad();
+    backward(loss);
+    sgd.step();
+  };
+  step();
+  CostRecorder recorder(Device::cpu());
+  step();
+  const auto& k = recorder.by_kernel();
+  double weight_elems = 0;
+  int weights = 0;
+  for (const Tensor& p : model->parameters())
+    if (p.dim() >= 2) weight_elems += double(p.numel()), ++weights;
+  ASSERT_EQ(weights, 5);  // two convolutions, three linear layers
+  EXPECT_EQ(k.at("to_bf16_multi").calls, 1);
+  EXPECT_DOUBLE_EQ(k.at("to_bf16_multi").bytes_read, 4 * weight_elems);
+  EXPECT_DOUBLE_EQ(k.at("to_bf16_multi").bytes_written, 2 * weight_elems);
+  EXPECT_EQ(k.at("from_bf16_multi").calls, 1);  // into the gradient arena: added
+  EXPECT_DOUBLE_EQ(k.at("from_bf16_multi").bytes_written, 4 * weight_elems);
 }
 
 // On a GPU backend the wrapped table sees exactly the launches the backend counts.

@@ -2,6 +2,7 @@
 #include "engine/nn/layers.h"
 
 #include "engine/autograd.h"
+#include "engine/nn/bf16_weights.h"
 #include "engine/ops.h"
 #include "engine/device.h"
 
@@ -22,10 +23,13 @@ Conv2d::Conv2d(int in, int out, int kernel, int stride_, int pad_, bool with_bia
 }
 
 // The bf16 precision's weights: a bf16 input gets the bf16 copy of the fp32 master weight (its
-// gradient comes back through the cast into the master's). The bias stays fp32: the kernels add
-// it in fp32 before the output is rounded.
+// gradient comes back through the cast into the master's): the model's copy made for this
+// forward (bf16_weights.h), else a cast of its own. The bias stays fp32: the kernels add it in
+// fp32 before the output is rounded.
 static Tensor weight_for(const Tensor& x, const Tensor& weight) {
-  return x.dtype() == DType::BF16 ? ops::cast(weight, DType::BF16) : weight;
+  if (x.dtype() != DType::BF16) return weight;
+  if (const Tensor* copy = Bf16WeightCopies::find(weight)) return *copy;
+  return ops::cast(weight, DType::BF16);
 }
 
 Tensor Conv2d::forward(const Tensor& x) const {

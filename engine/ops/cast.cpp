@@ -46,5 +46,78 @@ Tensor cast(const Tensor& x, DType dtype) {
   return y;
 }
 
+namespace {
+// 256 bytes of bf16: each copy is as aligned as the buffer (up to 256 bytes), as its own
+// allocation would be.
+constexpr int64_t kCopyAlignElems = 128;
+int64_t aligned_up(int64_t n) {
+  return (n + kCopyAlignElems - 1) / kCopyAlignElems * kCopyAlignElems;
+}
+}  // namespace
+
+std::vector<Tensor> cast_to_bf16(const std::vector<Tensor>& xs) {
+  if (xs.empty()) return {};
+  const Tensor& first = xs.front();
+  int64_t total = 0;
+  std::vector<int64_t> offsets, sizes;
+  bool record = false;
+  for (const Tensor& x : xs) {
+    check_operands("cast_to_bf16", {x});
+    KD_CHECK((x.dtype() == DType::F32 || x.dtype() == DType::F64) && x.dtype() == first.dtype() &&
+                 x.device() == first.device(),
+             "cast_to_bf16: expected F32 or F64 tensors of one dtype and device, got "
+                 << describe(first) << " and " << describe(x));
+    offsets.push_back(total);
+    sizes.push_back(x.numel());
+    total += aligned_up(x.numel());
+    record = record || should_record({x});
+  }
+  const Tensor copies = Tensor::empty({total}, DType::BF16, first.device());
+  std::vector<Tensor> ys;
+  for (size_t i = 0; i < xs.size(); ++i)
+    ys.push_back(copies.slice_flat(offsets[i], xs[i].shape()));
+  const int count = static_cast<int>(xs.size());
+  dispatch_floating("cast_to_bf16", first, [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<const T*> from;
+    std::vector<bf16*> to;
+    for (size_t i = 0; i < xs.size(); ++i)
+      from.push_back(xs[i].data<T>()), to.push_back(ys[i].data<bf16>());
+    kernels<T>(first).to_bf16_multi(count, sizes.data(), from.data(), to.data());
+  });
+  if (!record) return ys;
+  // The copies' gradients: one buffer, zeroed once, so the kernels that add into a fresh
+  // gradient (the bf16 weight passes) need no memset each.
+  Tensor grads = Tensor::empty({total}, DType::BF16, first.device());
+  grads.zero_();
+  for (size_t i = 0; i < xs.size(); ++i)
+    ys[i].set_grad(grads.slice_flat(offsets[i], xs[i].shape()));
+  record_node("cast_to_bf16", xs, ys, [xs, ys, sizes]() {
+    dispatch_floating("cast_to_bf16", xs.front(), [&](auto tag) {
+      using T = decltype(tag);
+      // The inputs' gradients: added into where they exist (the optimizer's arena), else
+      // assigned; one call for each kind.
+      for (bool accumulating : {true, false}) {
+        std::vector<int64_t> n;
+        std::vector<const bf16*> from;
+        std::vector<T*> to;
+        for (size_t i = 0; i < xs.size(); ++i) {
+          if (!xs[i].requires_grad() || !ys[i].grad().defined()) continue;
+          if (xs[i].grad().defined() != accumulating) continue;
+          bool accumulate = false;
+          Tensor dx = Tensor(xs[i]).grad_for_write(&accumulate);
+          n.push_back(sizes[i]);
+          from.push_back(ys[i].grad().data<bf16>());
+          to.push_back(dx.data<T>());
+        }
+        if (n.empty()) continue;
+        kernels<T>(xs.front()).from_bf16_multi(static_cast<int>(n.size()), n.data(), from.data(),
+                                               to.data(), accumulating);
+      }
+    });
+  });
+  return ys;
+}
+
 }  // namespace ops
 }  // namespace kd

@@ -3,6 +3,8 @@
 // a GPU backend (the grid emulator in CI) launches that match the backend's own counter.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "engine/autograd.h"
 #include "engine/cost_model.h"
 #include "engine/ops.h"
@@ -86,8 +88,9 @@ TEST(CostModel, RecordsNothingOnceGone) {
   EXPECT_THROW(CostRecorder{Device::cpu()}, Error);  // one at a time per device
 }
 
-// A whole LeNet-5 step: every layer's kernels appear, with the call counts the model implies.
-TEST(CostModel, TrainingStepSeesEveryKernel) {
+// A LeNet-5 SGD step on 8 images after a first one (which builds the gradient arena), recorded;
+// `inspect` sees the model and the recorder.
+void record_lenet_step(const std::function<void(models::Classifier&, CostRecorder&)>& inspect) {
   auto model = models::make_model("lenet5", 10, 1, 0);
   model->train();
   Tensor x = Tensor::full({8, 1, 28, 28}, 0.5);
@@ -102,22 +105,29 @@ TEST(CostModel, TrainingStepSeesEveryKernel) {
   step();
   CostRecorder recorder(Device::cpu());
   step();
-  const auto& k = recorder.by_kernel();
-  EXPECT_EQ(k.at("conv2d_forward").calls, 2);
-  // Both backward passes are one call (conv2d_backward); the first layer's input needs no data
-  // pass, so they cost more than the forward's FLOPs and less than twice them.
-  EXPECT_EQ(k.at("conv2d_backward").calls, 2);
-  EXPECT_EQ(k.count("conv2d_backward_data") + k.count("conv2d_backward_weight"), 0u);
-  EXPECT_GT(k.at("conv2d_backward").flops, k.at("conv2d_forward").flops);
-  EXPECT_LT(k.at("conv2d_backward").flops, 2 * k.at("conv2d_forward").flops);
-  EXPECT_EQ(k.at("linear_forward").calls, 3);
-  EXPECT_EQ(k.at("sgd_update_multi").calls, 1);
-  double param_bytes = 0;
-  for (const Tensor& p : model->parameters()) param_bytes += double(p.nbytes());
-  // SGD without momentum reads parameters and gradients and writes the parameters.
-  EXPECT_DOUBLE_EQ(k.at("sgd_update_multi").bytes_read, 2 * param_bytes);
-  EXPECT_DOUBLE_EQ(k.at("sgd_update_multi").bytes_written, param_bytes);
-  EXPECT_GT(recorder.totals().flops, 2 * 8 * 0.4e6);  // LeNet-5 is about 0.4 MFLOP forward
+  inspect(*model, recorder);
+}
+
+// A whole LeNet-5 step: every layer's kernels appear, with the call counts the model implies.
+TEST(CostModel, TrainingStepSeesEveryKernel) {
+  record_lenet_step([](models::Classifier& model, CostRecorder& recorder) {
+    const auto& k = recorder.by_kernel();
+    EXPECT_EQ(k.at("conv2d_forward").calls, 2);
+    // Both backward passes are one call (conv2d_backward); the first layer's input needs no data
+    // pass, so they cost more than the forward's FLOPs and less than twice them.
+    EXPECT_EQ(k.at("conv2d_backward").calls, 2);
+    EXPECT_EQ(k.count("conv2d_backward_data") + k.count("conv2d_backward_weight"), 0u);
+    EXPECT_GT(k.at("conv2d_backward").flops, k.at("conv2d_forward").flops);
+    EXPECT_LT(k.at("conv2d_backward").flops, 2 * k.at("conv2d_forward").flops);
+    EXPECT_EQ(k.at("linear_forward").calls, 3);
+    EXPECT_EQ(k.at("sgd_update_multi").calls, 1);
+    double param_bytes = 0;
+    for (const Tensor& p : model.parameters()) param_bytes += double(p.nbytes());
+    // SGD without momentum reads parameters and gradients and writes the parameters.
+    EXPECT_DOUBLE_EQ(k.at("sgd_update_multi").bytes_read, 2 * param_bytes);
+    EXPECT_DOUBLE_EQ(k.at("sgd_update_multi").bytes_written, param_bytes);
+    EXPECT_GT(recorder.totals().flops, 2 * 8 * 0.4e6);  // LeNet-5 is about 0.4 MFLOP forward
+  });
 }
 
 // --precision bf16: the model's weights go to bf16 in one call and their gradients come back in
@@ -126,31 +136,19 @@ TEST(CostModel, Bf16StepCastsEveryWeightInOneCallEachWay) {
   RuntimeConfig config = runtime_config();
   config.precision = Precision::Bf16;
   ScopedRuntimeConfig scoped(config);
-  auto model = models::make_model("lenet5", 10, 1, 0);
-  model->train();
-  Tensor x = Tensor::full({8, 1, 28, 28}, 0.5);
-  Tensor y = Tensor::from_vector<int32_t>({8}, {0, 1, 2, 3, 4, 5, 6, 7});
-  Sgd sgd(model->parameters(), SgdParams{});
-  auto step = [&] {
-    Tensor loss = ops::cross_entropy(model->forward(x), y);
-    sgd.zero_grad();
-    backward(loss);
-    sgd.step();
-  };
-  step();
-  CostRecorder recorder(Device::cpu());
-  step();
-  const auto& k = recorder.by_kernel();
-  double weight_elems = 0;
-  int weights = 0;
-  for (const Tensor& p : model->parameters())
-    if (p.dim() >= 2) weight_elems += double(p.numel()), ++weights;
-  ASSERT_EQ(weights, 5);  // two convolutions, three linear layers
-  EXPECT_EQ(k.at("to_bf16_multi").calls, 1);
-  EXPECT_DOUBLE_EQ(k.at("to_bf16_multi").bytes_read, 4 * weight_elems);
-  EXPECT_DOUBLE_EQ(k.at("to_bf16_multi").bytes_written, 2 * weight_elems);
-  EXPECT_EQ(k.at("from_bf16_multi").calls, 1);  // into the gradient arena: added
-  EXPECT_DOUBLE_EQ(k.at("from_bf16_multi").bytes_written, 4 * weight_elems);
+  record_lenet_step([](models::Classifier& model, CostRecorder& recorder) {
+    const auto& k = recorder.by_kernel();
+    double weight_elems = 0;
+    int weights = 0;
+    for (const Tensor& p : model.parameters())
+      if (p.dim() >= 2) weight_elems += double(p.numel()), ++weights;
+    ASSERT_EQ(weights, 5);  // two convolutions, three linear layers
+    EXPECT_EQ(k.at("to_bf16_multi").calls, 1);
+    EXPECT_DOUBLE_EQ(k.at("to_bf16_multi").bytes_read, 4 * weight_elems);
+    EXPECT_DOUBLE_EQ(k.at("to_bf16_multi").bytes_written, 2 * weight_elems);
+    EXPECT_EQ(k.at("from_bf16_multi").calls, 1);  // into the gradient arena: added
+    EXPECT_DOUBLE_EQ(k.at("from_bf16_multi").bytes_written, 4 * weight_elems);
+  });
 }
 
 // On a GPU backend the wrapped table sees exactly the launches the backend counts.

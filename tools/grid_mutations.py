@@ -123,6 +123,10 @@ MUTATIONS = [
      "host_kernels<T>().conv2d_forward_residual(g, x, w, residual, y);",
      "host_kernels<T>().conv2d_forward(g, x, w, nullptr, y);",
      "CudaCudnnConv.*:CudaConvKernels.ForwardWithResidual*"),
+    ("multi-tensor cast: every block casts with the first tensor's length", "kernels/cuda/cast.cu",
+     "const int64_t end = min(a.size[t], begin + optim_math::kBlockElems);",
+     "const int64_t end = min(a.size[0], begin + optim_math::kBlockElems);",
+     "CudaCastKernels.MultiTensor*"),
 ]
 
 

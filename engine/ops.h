@@ -32,9 +32,9 @@ Tensor relu(const Tensor& x);
 Tensor cast(const Tensor& x, DType dtype);
 // The bf16 copies of several F32 (or F64) tensors of one device, as cast(x, BF16) each, in one
 // kernel call (kernels/cast.h's multi-tensor casts): pieces of one buffer, each a multiple of 256
-// bytes into it (aligned as the buffer is). When recorded, the copies' gradients are pieces of one zeroed buffer (one
-// memset) and one call casts them back into the inputs' gradients. For a model's weights
-// (nn::Bf16WeightCopies), where a cast per weight is three launches per weight.
+// bytes into it (aligned as the buffer is). When recorded, the copies' gradients are pieces of
+// one zeroed buffer (one memset) and one call casts them back into the inputs' gradients. For a
+// model's weights (nn::Bf16WeightCopies), where a cast per weight is three launches per weight.
 std::vector<Tensor> cast_to_bf16(const std::vector<Tensor>& xs);
 Tensor add(const Tensor& a, const Tensor& b);  // same shapes
 Tensor scale(const Tensor& x, double alpha);

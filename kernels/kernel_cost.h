@@ -31,6 +31,10 @@ namespace kd {
 
 struct KernelCost {
   double flops = 0, bytes_read = 0, bytes_written = 0;
+  KernelCost& operator+=(const KernelCost& o) {  // the cost of two calls, or of two parts
+    flops += o.flops, bytes_read += o.bytes_read, bytes_written += o.bytes_written;
+    return *this;
+  }
 };
 
 // One empty tag type per kernel, named as the kernel, with its name as a string.
@@ -82,24 +86,17 @@ template <class T>
 KernelCost kernel_cost(kernel_tag::to_bf16_multi, int count, const int64_t* sizes, const T* const*,
                        bf16* const*) {
   KernelCost total;
-  for (int i = 0; i < count; ++i) {
-    const KernelCost one =
-        kernel_cost(kernel_tag::to_bf16{}, sizes[i], (const T*)nullptr, (bf16*)nullptr, false);
-    total.flops += one.flops, total.bytes_read += one.bytes_read,
-        total.bytes_written += one.bytes_written;
-  }
+  for (int i = 0; i < count; ++i)
+    total += kernel_cost(kernel_tag::to_bf16{}, sizes[i], (const T*)nullptr, (bf16*)nullptr, false);
   return total;
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::from_bf16_multi, int count, const int64_t* sizes,
                        const bf16* const*, T* const*, bool accumulate) {
   KernelCost total;
-  for (int i = 0; i < count; ++i) {
-    const KernelCost one = kernel_cost(kernel_tag::from_bf16{}, sizes[i], (const bf16*)nullptr,
-                                       (T*)nullptr, accumulate);
-    total.flops += one.flops, total.bytes_read += one.bytes_read,
-        total.bytes_written += one.bytes_written;
-  }
+  for (int i = 0; i < count; ++i)
+    total += kernel_cost(kernel_tag::from_bf16{}, sizes[i], (const bf16*)nullptr, (T*)nullptr,
+                         accumulate);
   return total;
 }
 
@@ -175,10 +172,7 @@ inline KernelCost conv_backward_weight_cost(const ConvGeom& g, double a, double 
 inline KernelCost conv_backward_cost(const ConvGeom& g, double a, double bias, bool dx,
                                      bool accumulate) {
   KernelCost c = conv_backward_weight_cost(g, a, bias);
-  if (dx) {
-    const KernelCost d = conv_backward_data_cost(g, a, accumulate);
-    c.flops += d.flops, c.bytes_read += d.bytes_read, c.bytes_written += d.bytes_written;
-  }
+  if (dx) c += conv_backward_data_cost(g, a, accumulate);
   return c;
 }
 template <class T>
@@ -430,24 +424,18 @@ template <class T>
 KernelCost kernel_cost(kernel_tag::sgd_update_multi, int count, const int64_t* sizes, T* const*,
                        const T* const*, T* const* momentum, const SgdParams& h, bool first) {
   KernelCost total;
-  for (int i = 0; i < count; ++i) {
-    KernelCost one = kernel_cost(kernel_tag::sgd_update{}, sizes[i], h, first, (T*)nullptr,
-                                 (const T*)nullptr, momentum ? momentum[i] : (T*)nullptr);
-    total.flops += one.flops, total.bytes_read += one.bytes_read,
-        total.bytes_written += one.bytes_written;
-  }
+  for (int i = 0; i < count; ++i)
+    total += kernel_cost(kernel_tag::sgd_update{}, sizes[i], h, first, (T*)nullptr,
+                         (const T*)nullptr, momentum ? momentum[i] : (T*)nullptr);
   return total;
 }
 template <class T>
 KernelCost kernel_cost(kernel_tag::adam_update_multi, int count, const int64_t* sizes, T* const*,
                        const T* const*, T* const*, T* const*, const AdamParams& h, int64_t step) {
   KernelCost total;
-  for (int i = 0; i < count; ++i) {
-    KernelCost one = kernel_cost(kernel_tag::adam_update{}, sizes[i], h, step, (T*)nullptr,
-                                 (const T*)nullptr, (T*)nullptr, (T*)nullptr);
-    total.flops += one.flops, total.bytes_read += one.bytes_read,
-        total.bytes_written += one.bytes_written;
-  }
+  for (int i = 0; i < count; ++i)
+    total += kernel_cost(kernel_tag::adam_update{}, sizes[i], h, step, (T*)nullptr,
+                         (const T*)nullptr, (T*)nullptr, (T*)nullptr);
   return total;
 }
 

@@ -23,11 +23,10 @@ Bf16WeightCopies::Bf16WeightCopies(const Module& model, const Tensor& activation
   for (size_t i = 0; i < weights.size(); ++i) copies_.emplace(weights[i].raw(), copies[i]);
   outer_ = t_innermost;
   t_innermost = this;
-  active_ = true;
 }
 
 Bf16WeightCopies::~Bf16WeightCopies() {
-  if (active_) t_innermost = outer_;
+  if (t_innermost == this) t_innermost = outer_;  // scopes end innermost first
 }
 
 const Tensor* Bf16WeightCopies::find(const Tensor& weight) {

@@ -28,7 +28,6 @@ class Bf16WeightCopies {
  private:
   std::unordered_map<const void*, Tensor> copies_;  // by the weight's storage
   Bf16WeightCopies* outer_ = nullptr;
-  bool active_ = false;
 };
 
 }  // namespace nn

@@ -96,23 +96,26 @@ std::vector<Tensor> cast_to_bf16(const std::vector<Tensor>& xs) {
     dispatch_floating("cast_to_bf16", xs.front(), [&](auto tag) {
       using T = decltype(tag);
       // The inputs' gradients: added into where they exist (the optimizer's arena), else
-      // assigned; one call for each kind.
-      for (bool accumulating : {true, false}) {
+      // assigned; one call for each kind ([1]: added, [0]: assigned).
+      struct Targets {
         std::vector<int64_t> n;
         std::vector<const bf16*> from;
         std::vector<T*> to;
-        for (size_t i = 0; i < xs.size(); ++i) {
-          if (!xs[i].requires_grad() || !ys[i].grad().defined()) continue;
-          if (xs[i].grad().defined() != accumulating) continue;
-          bool accumulate = false;
-          Tensor dx = Tensor(xs[i]).grad_for_write(&accumulate);
-          n.push_back(sizes[i]);
-          from.push_back(ys[i].grad().data<bf16>());
-          to.push_back(dx.data<T>());
-        }
-        if (n.empty()) continue;
-        kernels<T>(xs.front()).from_bf16_multi(static_cast<int>(n.size()), n.data(), from.data(),
-                                               to.data(), accumulating);
+      } targets[2];
+      for (size_t i = 0; i < xs.size(); ++i) {
+        if (!xs[i].requires_grad() || !ys[i].grad().defined()) continue;
+        bool accumulate = false;
+        Tensor dx = Tensor(xs[i]).grad_for_write(&accumulate);
+        Targets& t = targets[accumulate];
+        t.n.push_back(sizes[i]);
+        t.from.push_back(ys[i].grad().data<bf16>());
+        t.to.push_back(dx.data<T>());
+      }
+      for (bool accumulate : {true, false}) {
+        const Targets& t = targets[accumulate];
+        if (t.n.empty()) continue;
+        kernels<T>(xs.front()).from_bf16_multi(static_cast<int>(t.n.size()), t.n.data(),
+                                               t.from.data(), t.to.data(), accumulate);
       }
     });
   });

@@ -42,13 +42,16 @@ const std::vector<ConvGeom> kAllShapes = {
     geom(3, 4, 9, 7, 6, 1, 1, 2, 0),      geom(1, 2, 4, 5, 3, 2, 3, 1, 2),
     geom(2, 3, 6, 5, 2, 6, 5, 1, 0),      geom(2, 2, 10, 11, 3, 3, 1, 3, 1),
     geom(2, 3, 5, 6, 4, 1, 1, 1, 2),      geom(1, 3, 3, 3, 2, 3, 3, 1, 0),
-    geom(2, 67, 9, 7, 70, 3, 3, 1, 1),    geom(3, 5, 13, 11, 67, 3, 3, 1, 1),
-    geom(1, 1, 1, 1, 1, 1, 1, 1, 0),      geom(5, 3, 32, 32, 16, 3, 3, 1, 1),
+    geom(1, 1, 1, 1, 1, 1, 1, 1, 0),      geom(3, 5, 13, 11, 67, 3, 3, 1, 1),
+    geom(2, 67, 9, 7, 70, 3, 3, 1, 1),    geom(5, 3, 32, 32, 16, 3, 3, 1, 1),
     geom(4, 16, 32, 32, 16, 3, 3, 1, 1),  geom(4, 16, 32, 32, 32, 3, 3, 2, 1),
     geom(4, 16, 32, 32, 32, 1, 1, 2, 0),  geom(3, 64, 16, 16, 64, 3, 3, 1, 1),
     geom(3, 64, 16, 16, 128, 1, 1, 2, 0), geom(2, 256, 8, 8, 64, 1, 1, 1, 0),
 };
-const std::vector<ConvGeom> kShapes = kd::kernel_testing::shapes_for_build(kAllShapes, 13);
+// Under the race check the first 12: every feature of the 67-channel, 70-filter shape (two N
+// tiles, a reduction of 603 in many K tiles) is in the 67-filter one's passes at a quarter of the
+// work, and that shape was most of each suite's ThreadSanitizer time.
+const std::vector<ConvGeom> kShapes = kd::kernel_testing::shapes_for_build(kAllShapes, 12);
 
 size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
 size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
@@ -348,7 +351,7 @@ TEST(CudaConvKernels, SeparateSplitKFoldHasTheInLaunchFoldsBits) {
   for (const ConvGeom& g : kd::kernel_testing::shapes_for_build<ConvGeom>(
            {geom(3, 5, 13, 11, 67, 3, 3, 1, 1), geom(8, 16, 32, 32, 16, 3, 3, 1, 1)}, 1)) {
     check_separate_fold<float>(g);
-    check_separate_fold<double>(g);
+    if (!kd::kernel_testing::kRaceCheckBuild) check_separate_fold<double>(g);  // same fold code
   }
   const kd::cuda_testing::ScopedEnv bad("KDLAB_CONV_FOLD", "later");
   try {

@@ -99,11 +99,12 @@ TEST(CudaConvBf16, EntriesAreTheFmaKernelsOnWidenedOperandsRoundedOnce) {
   const std::vector<ConvGeom> all = {
       geom(1, 3, 7, 5, 5, 3, 3, 1, 1),     geom(2, 5, 6, 9, 7, 2, 3, 2, 0),
       geom(3, 7, 9, 8, 4, 5, 5, 1, 2),     geom(2, 3, 8, 6, 5, 1, 1, 1, 0),
-      geom(3, 4, 9, 7, 6, 1, 1, 2, 0),     geom(2, 67, 9, 7, 70, 3, 3, 1, 1),
-      geom(3, 5, 13, 11, 67, 3, 3, 1, 1),  geom(1, 1, 1, 1, 1, 1, 1, 1, 0),
+      geom(3, 4, 9, 7, 6, 1, 1, 2, 0),     geom(3, 5, 13, 11, 67, 3, 3, 1, 1),
+      geom(2, 67, 9, 7, 70, 3, 3, 1, 1),   geom(1, 1, 1, 1, 1, 1, 1, 1, 0),
       geom(4, 16, 32, 32, 16, 3, 3, 1, 1), geom(4, 16, 32, 32, 32, 1, 1, 2, 0),
       geom(2, 256, 8, 8, 64, 1, 1, 1, 0),
   };
+  // The race check stops before the 67-channel, 70-filter shape (test_cuda_conv.cpp says why).
   for (const ConvGeom& g : kernel_testing::shapes_for_build(all, 6)) {
     SCOPED_TRACE(describe(g));
     check_bf16_conv<float>(g);

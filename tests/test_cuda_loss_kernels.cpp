@@ -184,7 +184,10 @@ void check_distill(bool tied_teacher) {
     DeviceArray<T> t_d(t), s_d(st), loss_d(1);
     const T dloss = T(-1.25);
     DeviceArray<T> dloss_d(std::vector<T>{dloss});
-    for (T tau : {T(1), T(4)}) {
+    // The temperature scales values, not who reads what: the race check runs one.
+    const std::vector<T> taus = kernel_testing::kRaceCheckBuild ? std::vector<T>{T(4)}
+                                                                 : std::vector<T>{T(1), T(4)};
+    for (T tau : taus) {
       for (DistillKind kind : kKinds) {
         SCOPED_TRACE(shape_name(s) + " " + kind_name(kind) + " tau " + std::to_string(double(tau)));
         const T want = kernel_testing::value_of<T>(ref::distill_loss_forward<T>, kind, s.rows, s.cols, t.data(), st.data(), tau);

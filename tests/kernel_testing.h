@@ -27,16 +27,29 @@ namespace kernel_testing {
 // instrumented and a kernel test runs about ten times slower than on the plain grid emulator. A
 // race does not depend on how big a shape is, so there the slowest suites keep the first `quick`
 // shapes of their list, which hold the awkward ones (tails, partial warps and tiles, uneven
-// split-K); everywhere else they run them all.
+// split-K); everywhere else they run them all. A convolution there also runs one image: the
+// batch only lengthens the rows of the data passes and the reduction of the weight pass, whose
+// split-K slices stay uneven (the 13x11 image's 143 = 64 + 64 + 15).
 #if defined(KDLAB_GRID_TSAN_BUILD)
 constexpr bool kRaceCheckBuild = true;
 #else
 constexpr bool kRaceCheckBuild = false;
 #endif
 template <class S>
+S race_check_shape(const S& s) {
+  return s;
+}
+inline ConvGeom race_check_shape(const ConvGeom& g) {
+  ConvGeom one = g;
+  one.n = std::min(g.n, 1);
+  return one;
+}
+template <class S>
 std::vector<S> shapes_for_build(const std::vector<S>& all, size_t quick) {
-  if (!kRaceCheckBuild || quick >= all.size()) return all;
-  return std::vector<S>(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(quick));
+  if (!kRaceCheckBuild) return all;
+  std::vector<S> out;
+  for (size_t i = 0; i < all.size() && i < quick; ++i) out.push_back(race_check_shape(all[i]));
+  return out;
 }
 
 // Convolution geometries for the conv tests (CPU, CUDA and the CUDA index maths), and their

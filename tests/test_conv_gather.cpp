@@ -423,6 +423,11 @@ TEST(ConvGather, SplitKShapesUnderTestAreSplit) {
       split_k_plan(backward_weight_gemm(make_dims(geom(3, 5, 13, 11, 67, 3, 3, 1, 1))));
   EXPECT_GE(a.slices, 2);
   EXPECT_NE(429 % a.chunk, 0);  // the last slice is short
+  // ... and at one image, as the race check runs it (kernel_testing::race_check_shape).
+  const SplitK one =
+      split_k_plan(backward_weight_gemm(make_dims(geom(1, 5, 13, 11, 67, 3, 3, 1, 1))));
+  EXPECT_GE(one.slices, 2);
+  EXPECT_NE(143 % one.chunk, 0);
   EXPECT_GE(
       split_k_plan(backward_weight_gemm(make_dims(geom(2, 16, 16, 16, 16, 3, 3, 1, 1)))).slices, 2);
 }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -18,13 +19,18 @@ namespace {
 using namespace cli_testing;
 
 // Polls until `path` exists (or `seconds` pass); whether it appeared.
-bool wait_for_file(const std::string& path, double seconds) {
+// Polls `done` every 5 ms for up to `seconds`; whether it came true.
+bool wait_until(const std::function<bool()>& done, double seconds) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (std::chrono::steady_clock::now() < until) {
-    if (fs::exists(path)) return true;
+    if (done()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;
+}
+
+bool wait_for_file(const std::string& path, double seconds) {
+  return wait_until([&] { return fs::exists(path); }, seconds);
 }
 
 std::vector<std::string> train_args(const std::string& data, const std::string& out,
@@ -121,12 +127,9 @@ TEST(RunDirLock, ASecondWriterIsRefusedAndAKilledWritersTempFilesAreRemoved) {
   write_file(leftover, "half a row");  // what a kill mid-write leaves
   const auto killed_state = fs::last_write_time(out + "/last.safetensors");
   Spawned resume = spawn_kdlab({"train", "--resume", out}, tmp.path);
-  bool saved_an_epoch = false;
-  for (int i = 0; i < 12000 && !saved_an_epoch; ++i) {  // a minute
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    saved_an_epoch = fs::last_write_time(out + "/last.safetensors") != killed_state;
-  }
-  EXPECT_TRUE(saved_an_epoch) << "the resumed run saved no epoch in a minute";
+  EXPECT_TRUE(wait_until(
+      [&] { return fs::last_write_time(out + "/last.safetensors") != killed_state; }, 60))
+      << "the resumed run saved no epoch in a minute";
   EXPECT_FALSE(fs::exists(leftover)) << "the resumed run kept the killed writer's temporary file";
   ASSERT_EQ(kill(resume.pid, SIGTERM), 0);
   RunResult resumed = wait_kdlab(resume);

@@ -145,6 +145,43 @@ TEST(MultiTensorPlan, CoversEveryElementOnce) {
   EXPECT_TRUE(optim_math::plan_packs(3, std::vector<int64_t>{0, 0, 0}.data()).empty());
 }
 
+// The driver both multi-tensor launchers (updates and casts) go through: a small argument for a
+// few tensors, kPackMax slots otherwise, every pack once, and clear refusals.
+TEST(MultiTensorPlan, LaunchInPacksPicksTheArgumentSizeAndVisitsEveryPack) {
+  auto visit = [](const std::vector<int64_t>& sizes) {
+    std::vector<std::pair<int, int>> calls;  // (tensors in the pack, the argument's slots)
+    optim_math::launch_in_packs(int(sizes.size()), sizes.data(), "test",
+                                [&](const optim_math::PackPlan& plan, auto cap) {
+                                  calls.emplace_back(plan.count, decltype(cap)::value);
+                                });
+    return calls;
+  };
+  using Calls = std::vector<std::pair<int, int>>;
+  EXPECT_EQ(visit({}), Calls{});
+  EXPECT_EQ(visit({5}), (Calls{{1, optim_math::kSmallPack}}));
+  EXPECT_EQ(visit({5, 0, 7, 1}), (Calls{{3, optim_math::kSmallPack}}));
+  EXPECT_EQ(visit({5, 0, 7, 1, 2}), (Calls{{4, optim_math::kPackMax}}));
+  const std::vector<int64_t> many(cuda::kMultiTensorChunk + 3, 10);
+  EXPECT_EQ(visit(many), (Calls{{cuda::kMultiTensorChunk, optim_math::kPackMax},
+                                {3, optim_math::kPackMax}}));
+  auto error_of = [](auto call) -> std::string {
+    try {
+      call();
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  auto ignore = [](const optim_math::PackPlan&, auto) {};
+  EXPECT_NE(error_of([&] { visit({4, -1}); }).find("tensor 1 has size -1"), std::string::npos);
+  EXPECT_NE(error_of([&] { optim_math::launch_in_packs(-2, nullptr, "test", ignore); })
+                .find("test: negative tensor count -2"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { optim_math::launch_in_packs(2, nullptr, "test", ignore); })
+                .find("test: null size list"),
+            std::string::npos);
+}
+
 // --- device ----------------------------------------------------------------------------------
 using cuda_testing::DeviceArray;
 

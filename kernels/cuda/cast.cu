@@ -45,7 +45,6 @@ struct CastPack {
   const From* x[Cap];
   To* y[Cap];
 };
-constexpr int kSmallPack = 4;
 static_assert(sizeof(CastPack<double, bf16, optim_math::kPackMax>) <= 32764,
               "kernel argument too large");
 
@@ -65,12 +64,13 @@ __global__ void cast_multi_kernel(const CastPack<From, To, Cap> a, bool accumula
   }
 }
 
-template <int Cap, class From, class To>
-void launch_cast_packs(const std::vector<optim_math::PackPlan>& packs, const From* const* xs,
-                       To* const* ys, bool accumulate) {
-  for (const optim_math::PackPlan& plan : packs) {
-    KD_CHECK(plan.count <= Cap, "multi-tensor cast: a pack of " << plan.count << " tensors");
-    CastPack<From, To, Cap> a{};
+template <class From, class To>
+void cast_multi(int count, const int64_t* sizes, const From* const* xs, To* const* ys,
+                bool accumulate) {
+  KD_CHECK(count <= 0 || (xs && ys), "multi-tensor cast: null pointer list");
+  optim_math::launch_in_packs(count, sizes, "multi-tensor cast", [&](const auto& plan, auto cap) {
+    constexpr int kCap = decltype(cap)::value;
+    CastPack<From, To, kCap> a{};
     a.count = plan.count;
     for (int s = 0; s < plan.count; ++s) {
       const int i = plan.tensor[s];
@@ -78,22 +78,9 @@ void launch_cast_packs(const std::vector<optim_math::PackPlan>& packs, const Fro
       a.size[s] = plan.size[s], a.x[s] = xs[i], a.y[s] = ys[i];
     }
     for (int s = 0; s <= plan.count; ++s) a.first_block[s] = plan.first_block[s];
-    KD_LAUNCH((cast_multi_kernel<From, To, Cap>), static_cast<unsigned>(plan.blocks()), kThreads,
+    KD_LAUNCH((cast_multi_kernel<From, To, kCap>), static_cast<unsigned>(plan.blocks()), kThreads,
               0, a, accumulate);
-  }
-}
-
-template <class From, class To>
-void cast_multi(int count, const int64_t* sizes, const From* const* xs, To* const* ys,
-                bool accumulate) {
-  KD_CHECK(count >= 0, "multi-tensor cast: negative tensor count " << count);
-  if (count == 0) return;
-  KD_CHECK(sizes && xs && ys, "multi-tensor cast: null size or pointer list");
-  const std::vector<optim_math::PackPlan> packs = optim_math::plan_packs(count, sizes);
-  if (count <= kSmallPack)
-    launch_cast_packs<kSmallPack>(packs, xs, ys, accumulate);
-  else
-    launch_cast_packs<optim_math::kPackMax>(packs, xs, ys, accumulate);
+  });
 }
 
 }  // namespace

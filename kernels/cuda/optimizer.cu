@@ -40,7 +40,6 @@ struct MultiTensorArgs {
   T* state1[Cap];
   T* state2[Cap];
 };
-constexpr int kSmallPack = 4;
 static_assert(sizeof(MultiTensorArgs<double, kPackMax>) <= 32764, "kernel argument too large");
 
 // The element range [begin, end) of this block's tensor slot.
@@ -91,14 +90,15 @@ __global__ void adam_kernel(const MultiTensorArgs<T, Cap> a, optim_math::AdamCoe
   }
 }
 
-// One launch per pack, with the argument for Cap tensors (the caller picks a Cap that holds
-// every pack). state2 may be null (SGD); state1 may be null when momentum is off.
-template <int Cap, class T, class Launch>
-void for_each_pack(const std::vector<optim_math::PackPlan>& packs, T* const* params,
-                   const T* const* grads, T* const* state1, T* const* state2, Launch launch) {
-  for (const optim_math::PackPlan& plan : packs) {
-    KD_CHECK(plan.count <= Cap, "multi-tensor update: a pack of " << plan.count << " tensors");
-    MultiTensorArgs<T, Cap> a{};
+// Every pack of a multi-tensor update as MultiTensorArgs<T, Cap>, handed to
+// `launch(args, blocks)` (generic over Cap). state2 may be null (SGD); state1 may be null when
+// momentum is off.
+template <class T, class Launch>
+void launch_packs(int count, const int64_t* sizes, T* const* params, const T* const* grads,
+                  T* const* state1, T* const* state2, Launch launch) {
+  KD_CHECK(count <= 0 || (params && grads), "multi-tensor update: null pointer list");
+  optim_math::launch_in_packs(count, sizes, "multi-tensor update", [&](const auto& plan, auto cap) {
+    MultiTensorArgs<T, decltype(cap)::value> a{};
     a.count = plan.count;
     for (int s = 0; s < plan.count; ++s) {
       const int i = plan.tensor[s];
@@ -111,21 +111,7 @@ void for_each_pack(const std::vector<optim_math::PackPlan>& packs, T* const* par
     }
     for (int s = 0; s <= plan.count; ++s) a.first_block[s] = plan.first_block[s];
     launch(a, static_cast<unsigned>(plan.blocks()));
-  }
-}
-
-// The packs of a multi-tensor call; `launch(args, blocks)` is generic over the argument's Cap.
-template <class T, class Launch>
-void launch_packs(int count, const int64_t* sizes, T* const* params, const T* const* grads,
-                  T* const* state1, T* const* state2, Launch launch) {
-  KD_CHECK(count >= 0, "multi-tensor update: negative tensor count " << count);
-  if (count == 0) return;
-  KD_CHECK(sizes && params && grads, "multi-tensor update: null size or pointer list");
-  const std::vector<optim_math::PackPlan> packs = optim_math::plan_packs(count, sizes);
-  if (count <= kSmallPack)
-    for_each_pack<kSmallPack>(packs, params, grads, state1, state2, launch);
-  else
-    for_each_pack<kPackMax>(packs, params, grads, state1, state2, launch);
+  });
 }
 
 // Every non-empty tensor needs its state buffer (`what`) when `needed`.

@@ -8,6 +8,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "base/check.h"
@@ -175,6 +176,25 @@ KD_HOST_DEVICE inline int pack_slot_of_block(const int64_t* first_block, int cou
       hi = mid - 1;
   }
   return lo;
+}
+
+// The one host driver of every multi-tensor launch (optimizer.cu's updates, cast.cu's casts):
+// plans the packs of `count` tensors and calls launch(plan, std::integral_constant<int, Cap>{})
+// once per pack, Cap being the slots of the by-value kernel argument to fill. A call of a few
+// tensors (the per-tensor entries) takes kSmallPack slots, so its launch copies a small argument;
+// more take kPackMax. `what` names the call in errors.
+constexpr int kSmallPack = 4;
+template <class LaunchPack>
+void launch_in_packs(int count, const int64_t* sizes, const char* what, LaunchPack launch) {
+  KD_CHECK(count >= 0, what << ": negative tensor count " << count);
+  if (count == 0) return;
+  KD_CHECK(sizes, what << ": null size list");
+  for (const PackPlan& plan : plan_packs(count, sizes)) {
+    if (count <= kSmallPack)
+      launch(plan, std::integral_constant<int, kSmallPack>{});
+    else
+      launch(plan, std::integral_constant<int, kPackMax>{});
+  }
 }
 
 }  // namespace optim_math

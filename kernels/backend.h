@@ -91,6 +91,9 @@ struct EmulatorControls {
   int (*swap_schedule)(int schedule) = nullptr;
   void (*set_guard)(bool on) = nullptr;  // device pages PROT_NONE outside kernels and copies
   bool (*is_guarded_device_pointer)(const void* p) = nullptr;
+  // Blocks run so far (a launch under the three-schedule check runs each block three times):
+  // how a test sees which tile a kernel was launched with when the bits cannot tell.
+  uint64_t (*blocks_run)() = nullptr;
 };
 
 struct Backend {

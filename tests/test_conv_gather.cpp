@@ -207,8 +207,8 @@ void host_warp_mma(const T* a_tile, const T* b_tile, int warp, int mi, int ni, i
 // double-buffered K loop in the kernel's order, shared tiles poisoned with NaN per block. With
 // tensor_cores, tf32_gemm_tile's program (without the TF32 rounding): each load lands
 // straight in the [kTileK][kMmaStride] tiles, warps multiply by m16n8k8 fragments, and the
-// epilogue reads the accumulators through MmaLayout. Shape: the FMA program's tile (64x64, or a
-// narrow layer's 16x256 / 32x128).
+// epilogue reads the accumulators through MmaLayout. Shape: the FMA program's tile (64x64, a
+// narrow layer's 16x256 / 32x128, or a Micro-8 64x256 / 128x128).
 template <class Shape = Tile64, class T, Pass P>
 void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false) {
   static_assert(Shape::kM == kTileM || P != Pass::BackwardWeight, "the weight pass is 64x64");
@@ -222,7 +222,7 @@ void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false)
   std::vector<T> a_tile[2], b_tile[2];
   std::vector<BCols<P>> cols(kThreads);
   struct ThreadRegs {
-    T a[Shape::kLoadsA], b[Shape::kLoadsB], acc[kMicro][kMicro];
+    T a[Shape::kLoadsA], b[Shape::kLoadsB], acc[Shape::kMicro][Shape::kMicro];
   };
   std::vector<ThreadRegs> regs(kThreads);
   for (int bz = 0; bz < grid.z; ++bz)
@@ -261,11 +261,13 @@ void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false)
               mma_tile<Shape>(a_tile[buf].data(), b_tile[buf].data(), t, regs[t].acc);
             return;
           }
-          for (int ks = 0; ks < kTileK; ks += 8)
-            for (int warp = 0; warp < kThreads / 32; ++warp)
-              for (int mi = 0; mi < 2; ++mi)
-                for (int ni = 0; ni < 2; ++ni)
-                  host_warp_mma(a_tile[buf].data(), b_tile[buf].data(), warp, mi, ni, ks, regs);
+          if constexpr (std::is_same<Shape, Tile64>::value) {
+            for (int ks = 0; ks < kTileK; ks += 8)
+              for (int warp = 0; warp < kThreads / 32; ++warp)
+                for (int mi = 0; mi < 2; ++mi)
+                  for (int ni = 0; ni < 2; ++ni)
+                    host_warp_mma(a_tile[buf].data(), b_tile[buf].data(), warp, mi, ni, ks, regs);
+          }
         };
         if (kr.tiles > 0) load(kr.begin), store(0);
         for (int kt = 0; kt < kr.tiles; ++kt) {
@@ -276,10 +278,13 @@ void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false)
           if (more) store(cur ^ 1);
         }
         for (int t = 0; t < kThreads; ++t) {
-          if (tensor_cores)
-            epilogue<MmaLayout>(prm, t, m0, n0, bz, regs[t].acc);
-          else
-            epilogue<FmaLayoutOf<Shape>>(prm, t, m0, n0, bz, regs[t].acc);
+          if constexpr (std::is_same<Shape, Tile64>::value) {
+            if (tensor_cores) {
+              epilogue<MmaLayout>(prm, t, m0, n0, bz, regs[t].acc);
+              continue;
+            }
+          }
+          epilogue<FmaLayoutOf<Shape>>(prm, t, m0, n0, bz, regs[t].acc);
         }
       }
 }
@@ -337,15 +342,15 @@ class Fenced {
 
 template <class T, class Shape = Tile64>
 void check_block_program(const ConvGeom& g, double tol, bool flush_end, bool tensor_cores = false) {
-  constexpr bool kNarrow = Shape::kM != kTileM;
+  constexpr bool kOtherTile = !std::is_same<Shape, Tile64>::value;
   const Case<T> cs(g);
   const ConvDims d = checked_dims(g);
   const std::string what = describe(g) + (sizeof(T) == 4 ? " float" : " double") +
                            (flush_end ? " inputs flush at end" : " inputs flush at start") +
                            (tensor_cores ? " tensor-core program" : "") +
-                           (kNarrow ? " tile " + std::to_string(Shape::kM) + "x" +
-                                          std::to_string(Shape::kN)
-                                    : "");
+                           (kOtherTile ? " tile " + std::to_string(Shape::kM) + "x" +
+                                             std::to_string(Shape::kN)
+                                       : "");
   const T nan = std::numeric_limits<T>::quiet_NaN(), sentinel = T(12345);
   const Fenced<T> x(cs.x, flush_end), w(cs.w, flush_end), bias(cs.bias, flush_end),
       dy(cs.dy, flush_end);
@@ -373,7 +378,7 @@ void check_block_program(const ConvGeom& g, double tol, bool flush_end, bool ten
   kd::ref::conv2d_backward_data(g, cs.dy.data(), cs.w.data(), want_set.data(), false);
   expect_close(dx_set.inside(), want_set, tol, "backward data assigned " + what);
   EXPECT_TRUE(dx_set.guards_intact(sentinel)) << "assigned backward data wrote outside dx, " << what;
-  if (kNarrow) return;  // the weight pass keeps the 64x64 tile
+  if (kOtherTile) return;  // the weight pass keeps the 64x64 tile
 
   const GemmDims wg = backward_weight_gemm(d);
   const SplitK plan = split_k_plan(wg);
@@ -406,6 +411,20 @@ TEST(ConvGather, NarrowTileBlockProgramsMatchRef) {
     check_block_program<float, TileShape<32>>(g, 1e-4, true);
     check_block_program<double, TileShape<16>>(g, 1e-12, true);
     check_block_program<double, TileShape<32>>(g, 1e-12, false);
+  }
+}
+
+// The Micro-8 tiles (forward and data passes): every geometry, plus a forward and a data pass of
+// more than 128 rows, so both tiles also run several tile rows and N tails.
+TEST(ConvGather, WideTileBlockProgramsMatchRef) {
+  std::vector<ConvGeom> shapes = geometries();
+  shapes.push_back(geom(1, 6, 5, 6, 131, 3, 3, 1, 1));
+  shapes.push_back(geom(1, 130, 5, 6, 7, 3, 3, 1, 1));
+  for (const ConvGeom& g : shapes) {
+    check_block_program<float, WideTile64>(g, 1e-4, false);
+    check_block_program<float, WideTile128>(g, 1e-4, true);
+    check_block_program<double, WideTile64>(g, 1e-12, true);
+    check_block_program<double, WideTile128>(g, 1e-12, false);
   }
 }
 
@@ -479,10 +498,10 @@ TEST(ConvGather, TilePlacementsAreBijections) {
   }
 }
 
-// The same for the narrow tiles: A's kLoadsA and B's kLoadsB loads (along N: one column per
-// thread) and the micro-tiles each cover their tile once.
+// The same for the narrow and Micro-8 tiles: A's kLoadsA and B's kLoadsB loads (along N: one
+// column per thread) and the micro-tiles each cover their tile once.
 template <class Shape>
-void check_narrow_placements() {
+void check_tile_placements() {
   std::vector<int> a_hits(kTileK * Shape::kM, 0), b_hits(kTileK * Shape::kN, 0);
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < Shape::kLoadsA; ++i) {
@@ -502,15 +521,38 @@ void check_narrow_placements() {
   EXPECT_EQ(std::set<int>(b_hits.begin(), b_hits.end()), std::set<int>{1}) << Shape::kM;
   std::vector<int> hits(Shape::kM * Shape::kN, 0);
   for (int t = 0; t < kThreads; ++t)
-    for (int i = 0; i < kMicro; ++i)
-      for (int j = 0; j < kMicro; ++j)
+    for (int i = 0; i < Shape::kMicro; ++i)
+      for (int j = 0; j < Shape::kMicro; ++j)
         ++hits[FmaLayoutOf<Shape>::row(t, i) * Shape::kN + FmaLayoutOf<Shape>::col(t, j)];
   EXPECT_EQ(std::set<int>(hits.begin(), hits.end()), std::set<int>{1}) << Shape::kM;
 }
 
-TEST(ConvGather, NarrowTilePlacementsAreBijections) {
-  check_narrow_placements<TileShape<16>>();
-  check_narrow_placements<TileShape<32>>();
+TEST(ConvGather, NarrowAndWideTilePlacementsAreBijections) {
+  check_tile_placements<TileShape<16>>();
+  check_tile_placements<TileShape<32>>();
+  check_tile_placements<WideTile64>();
+  check_tile_placements<WideTile128>();
+}
+
+// A warp's micro-tile reads in a Micro-8 tile: A is one or two rows (broadcasts), B 32
+// consecutive columns or 16 read twice, so neither needs more than one shared-memory wavefront.
+template <class Shape>
+void check_micro_reads_are_broadcast_or_consecutive() {
+  for (int warp = 0; warp < kThreads / 32; ++warp)
+    for (int i = 0; i < Shape::kMicro; ++i) {
+      std::set<int> rows, cols;
+      for (int lane = 0; lane < 32; ++lane) {
+        rows.insert(micro_row<Shape>(warp * 32 + lane, i));
+        cols.insert(micro_col<Shape>(warp * 32 + lane, i));
+      }
+      EXPECT_LE(rows.size(), 2u) << Shape::kM << " warp " << warp;
+      EXPECT_EQ(*cols.rbegin() - *cols.begin() + 1, int(cols.size())) << Shape::kM;
+      EXPECT_GE(cols.size(), 16u) << Shape::kM;
+    }
+}
+TEST(ConvGather, WideTileWarpReadsNeedOneWavefront) {
+  check_micro_reads_are_broadcast_or_consecutive<WideTile64>();
+  check_micro_reads_are_broadcast_or_consecutive<WideTile128>();
 }
 
 // A warp's fragment reads from the [kTileK][kMmaStride] tiles touch 32 different banks.
@@ -579,6 +621,39 @@ TEST(ConvGather, PreResNetBatch128GridsFillTheGpu) {
     EXPECT_GE(blocks(gemm_grid(forward_gemm(d), 1)), 100) << "forward " << describe(g);
     EXPECT_GE(blocks(gemm_grid(backward_data_gemm(d), 1)), 100) << "data " << describe(g);
     EXPECT_GE(blocks(gemm_grid(wg, split_k_plan(wg).slices)), 100) << "weight " << describe(g);
+  }
+}
+
+// Which FMA tile PreResNet-56's batch-128 passes take: Micro-8 exactly where its grid keeps
+// kWideTileMinBlocks blocks, and every choice's grid then has at least 128 blocks.
+TEST(ConvGather, FmaTileRuleAtPreResNet56Batch128) {
+  struct Pass2 {
+    int m, n;
+    FmaTile want;
+  };
+  const int b = 128;
+  const Pass2 passes[] = {
+      {16, b * 1024, FmaTile::Rows16},   {32, b * 256, FmaTile::Rows32},
+      {64, b * 1024, FmaTile::Wide64},   {64, b * 256, FmaTile::Square64},
+      {64, b * 64, FmaTile::Square64},   {128, b * 256, FmaTile::Wide128},
+      {128, b * 64, FmaTile::Square64},  {256, b * 64, FmaTile::Square64}};
+  for (const Pass2& p : passes) {
+    const GemmDims g{p.m, p.n, 576};
+    EXPECT_EQ(int(fma_tile(g, MicroTiles::Auto)), int(p.want)) << p.m << " x " << p.n;
+    EXPECT_EQ(int(fma_tile(g, MicroTiles::Never)),
+              int(p.m <= 16 ? FmaTile::Rows16 : p.m <= 32 ? FmaTile::Rows32 : FmaTile::Square64));
+    EXPECT_EQ(int(fma_tile(g, MicroTiles::Always)),
+              int(p.m <= 16   ? FmaTile::Rows16
+                  : p.m <= 32 ? FmaTile::Rows32
+                  : p.m <= 64 ? FmaTile::Wide64
+                              : FmaTile::Wide128));
+    const FmaTile t = fma_tile(g, MicroTiles::Auto);
+    const Grid3 grid = t == FmaTile::Rows16    ? gemm_grid<TileShape<16>>(g, 1)
+                       : t == FmaTile::Rows32  ? gemm_grid<TileShape<32>>(g, 1)
+                       : t == FmaTile::Wide64  ? gemm_grid<WideTile64>(g, 1)
+                       : t == FmaTile::Wide128 ? gemm_grid<WideTile128>(g, 1)
+                                               : gemm_grid<Tile64>(g, 1);
+    EXPECT_GE(int64_t(grid.x) * grid.y, 128) << p.m << " x " << p.n;
   }
 }
 

@@ -5,7 +5,8 @@
 # two-launch batch norm (KDLAB_BN_CLUSTERS=0: the A/B of the cluster kernels) and with its 1x1
 # convolutions on cuBLAS (KDLAB_CONV_1X1=cublas: the A/B of the implicit GEMM for them) and with
 # cuDNN's residual add as a second launch (KDLAB_CUDNN_RESIDUAL=separate: the A/B of the residual
-# folded into cuDNN's convolution), and the same quick study on the CPU.
+# folded into cuDNN's convolution) and with our convolutions on 4x4 micro-tiles only
+# (KDLAB_CONV_MICRO=4: the A/B of the 8x8 ones), and the same quick study on the CPU.
 # Each stage runs under `timeout` with its own limit, logs to LOG_DIR/<stage>.log and never stops
 # the others; every limit is also cut to what is left of the total budget (GPU_CHECK_BUDGET_S,
 # 420 s), so the whole run ends in time on a lent machine. The limits (stage_limit below) sum to
@@ -28,7 +29,8 @@
 #   GPU_CHECK_SKIP_BUILD=1       use what is in the build folder; GPU_CHECK_SKIP="bench ..." skips
 #                                stages by name (env build discover cuda-tests memcheck racecheck
 #                                quick-study bench bench-bn-two-launch bench-conv-1x1-cublas
-#                                bench-cudnn-residual-separate quick-study-cpu)
+#                                bench-cudnn-residual-separate bench-conv-micro-4
+#                                quick-study-cpu)
 #   GPU_CHECK_BUDGET_S           total seconds for all stages (default 420)
 #   GPU_CHECK_TEST_FILTER        gtest filter of the test stage (default '*Cuda*')
 #   GPU_CHECK_MEMCHECK_FILTER    gtest filter under memcheck (default: the kernel suites,
@@ -341,6 +343,14 @@ body_bench_cudnn_residual_separate() {
     --model preresnet56 ${GPU_CHECK_BENCH_ARGS---steps 100 --warmup 10 --cudnn-find}
 }
 
+# The 8x8 micro-tiles' A/B: PreResNet-56's native step with every convolution on 4x4 micro-tiles,
+# beside the bench stage's native rows.
+body_bench_conv_micro_4() {
+  # shellcheck disable=SC2086
+  KDLAB_CONV_MICRO=4 "$GC_BUILD_DIR/kdlab" bench --device cuda --no-torch --model preresnet56 \
+    ${GPU_CHECK_BENCH_ARGS---steps 100 --warmup 10 --cudnn-find}
+}
+
 body_quick_study() {
   rm -rf "$GC_LOG_DIR/quick-study"
   "$GC_BUILD_DIR/kdlab" repro fmnist-study --quick --device cuda --out "$GC_LOG_DIR/quick-study"
@@ -440,7 +450,7 @@ skip_list=" ${GPU_CHECK_SKIP:-} "
 [[ "${GPU_CHECK_SKIP_BUILD:-0}" == 1 ]] && skip_list+=" build "
 fmnist_dir=${KDLAB_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 all_stages=(env build discover cuda-tests memcheck racecheck quick-study bench bench-bn-two-launch
-            bench-conv-1x1-cublas bench-cudnn-residual-separate quick-study-cpu)
+            bench-conv-1x1-cublas bench-cudnn-residual-separate bench-conv-micro-4 quick-study-cpu)
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 t_start=$(now_ms)
@@ -463,9 +473,10 @@ stage_limit() {  # STAGE [real]: the real run's limit even in a dry run
   fi
   case "$1" in
     env) def=20 ;; build) def=90 ;; discover) def=15 ;; cuda-tests) def=60 ;;
-    memcheck) def=40 ;; racecheck) def=25 ;; quick-study) def=20 ;; bench) def=80 ;;
-    bench-bn-two-launch) def=20 ;; bench-conv-1x1-cublas) def=15 ;;
-    bench-cudnn-residual-separate) def=15 ;; quick-study-cpu) def=20 ;;
+    memcheck) def=40 ;; racecheck) def=25 ;; quick-study) def=15 ;; bench) def=80 ;;
+    bench-bn-two-launch) def=15 ;; bench-conv-1x1-cublas) def=15 ;;
+    bench-cudnn-residual-separate) def=15 ;; bench-conv-micro-4) def=15 ;;
+    quick-study-cpu) def=15 ;;
     *) def=30 ;;
   esac
   echo "${!var:-$def}"
@@ -705,6 +716,7 @@ if ((dry_run)); then
   run_stage bench-bn-two-launch "$(gpu_why "")"
   run_stage bench-conv-1x1-cublas "$(gpu_why "")"
   run_stage bench-cudnn-residual-separate "$(gpu_why "")"
+  run_stage bench-conv-micro-4 "$(gpu_why "")"
   run_stage quick-study-cpu "dry run${study_why:+; then $study_why}"
 else
   run_stage cuda-tests "$built_why"
@@ -715,6 +727,7 @@ else
   run_stage bench-bn-two-launch "$built_why"
   run_stage bench-conv-1x1-cublas "$built_why"
   run_stage bench-cudnn-residual-separate "$built_why"
+  run_stage bench-conv-micro-4 "$built_why"
   run_stage quick-study-cpu "$study_why"  # also after a failed CUDA study: does the CPU one pass?
 fi
 

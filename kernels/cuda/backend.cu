@@ -35,8 +35,9 @@ int swap_schedule(int schedule) {
   grid::set_settings(s);
   return previous;
 }
+uint64_t blocks_run() { return __atomic_load_n(&grid::counters().blocks, __ATOMIC_RELAXED); }
 const EmulatorControls kEmulatorControls = {swap_schedule, emu::set_guard,
-                                            emu::is_guarded_device_pointer};
+                                            emu::is_guarded_device_pointer, blocks_run};
 #endif
 
 Backend make_backend(const Backend* host) {

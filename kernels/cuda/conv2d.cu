@@ -4,9 +4,11 @@
 // programs of kernels/cuda/conv2d_tiles.cuh (FMA and TF32). Forward ASSIGNS y (+bias); backward
 // data ACCUMULATES into dx (or assigns it, when told); backward weight ACCUMULATES into dw and
 // dbias.
-// Tiles: 64x64, or for float forward and data passes of 16 or 32 rows (channels) 16x256 and 32x128
+// Tiles: 64x64, or for float forward and data passes of 16 or 32 rows (channels) 16x256 and 32x128,
+// and of wider layers with enough blocks 64x256 and 128x128 with 8x8 micro-tiles
 // (conv_gemm::TileShape: the same threads and per-output sum order, hence the same bits, without
-// computing three quarters or half of a 64-row tile for nothing; with_tile_shape picks).
+// computing three quarters or half of a 64-row tile for nothing, or without the 4x4 micro-tile's
+// cap at half the FMA rate; with_tile_shape picks).
 // 1x1 stride-1 unpadded convolutions run on the implicit GEMM too (its residual epilogue makes a
 // bottleneck's last convolution and shortcut add one launch), unless KDLAB_CONV_1X1=cublas: then
 // forward and backward data take the cuBLAS route of kernels/cuda/conv2d_pointwise.cu.
@@ -53,9 +55,13 @@ __global__ void __launch_bounds__(conv_gemm::kThreads)
 // gave the union of the two bodies 80 registers (FMA) and 70 (TF32) against their 58-64, so 3
 // blocks per SM; at 64 the TF32 form spills nothing and the FMA one 12 bytes, double none
 // (nvcc 13.0, sm_90, -Xptxas -v).
-// The data pass's tiles may be a narrow layer's (DataShape); one shared buffer serves either.
+// A Micro-8 data tile holds 64 accumulators a thread, so its form asks for 2 blocks (128
+// registers) instead.
+// The data pass's tiles may be a narrow or wide layer's (DataShape); one shared buffer serves
+// either.
 template <class T, bool TensorCores, class S = T, class DataShape = conv_gemm::Tile64>
-__global__ void __launch_bounds__(conv_gemm::kThreads, sizeof(T) == sizeof(float) ? 4 : 2)
+__global__ void __launch_bounds__(conv_gemm::kThreads,
+                                  DataShape::kMicro == 8 ? 2 : sizeof(T) == sizeof(float) ? 4 : 2)
     conv_backward_kernel(const conv_gemm::GemmParams<T, Pass::BackwardData, S> data,
                          const conv_gemm::Grid3 data_grid,
                          const conv_gemm::GemmParams<T, Pass::BackwardWeight, S> weight,
@@ -120,14 +126,29 @@ void with_multiply(Launch launch) {
   launch(std::false_type{});
 }
 
-// Calls launch(Shape{}): the tile of a pass whose GEMM has m rows. The FMA kernel's forward and
-// data passes over 16 or 32 channels take the narrow tiles (conv_gemm::TileShape), float maths
-// only: double's 16x256 tiles would pass the 48 KiB of static shared memory.
+// KDLAB_CONV_MICRO (kernels/cuda/env_switch.h): `auto` (the default), `8` (wherever a Micro-8
+// tile applies: how the tests run it on small shapes) or `4` (never); conv_gemm::fma_tile. The
+// bits are the same whichever runs; the A/B is for tools/gpu-check.sh's timings.
+conv_gemm::MicroTiles micro_tiles() {
+  using conv_gemm::MicroTiles;
+  const int choice = env_choice("KDLAB_CONV_MICRO", {"auto", "8", "4"}, 0);
+  return choice == 0 ? MicroTiles::Auto : choice == 1 ? MicroTiles::Always : MicroTiles::Never;
+}
+
+// Calls launch(Shape{}): the tile of a forward or data pass of GEMM g. The FMA kernel's float
+// passes take conv_gemm::fma_tile's; double (whose narrow and Micro-8 tiles would pass the 48 KiB
+// of static shared memory), the weight pass and the tensor-core kernel are always 64x64.
 template <class T, Pass P, bool TensorCores, class Launch>
-void with_tile_shape(int m, Launch launch) {
+void with_tile_shape(const conv_gemm::GemmDims& g, Launch launch) {
+  using conv_gemm::FmaTile;
   if constexpr (!TensorCores && std::is_same_v<T, float> && P != Pass::BackwardWeight) {
-    if (m <= 16) return launch(conv_gemm::TileShape<16>{});
-    if (m <= 32) return launch(conv_gemm::TileShape<32>{});
+    switch (conv_gemm::fma_tile(g, micro_tiles())) {
+      case FmaTile::Rows16: return launch(conv_gemm::TileShape<16>{});
+      case FmaTile::Rows32: return launch(conv_gemm::TileShape<32>{});
+      case FmaTile::Wide64: return launch(conv_gemm::WideTile64{});
+      case FmaTile::Wide128: return launch(conv_gemm::WideTile128{});
+      case FmaTile::Square64: break;
+    }
   }
   launch(conv_gemm::Tile64{});
 }
@@ -136,7 +157,7 @@ template <class T, Pass P, class S>
 void launch_gemm(const conv_gemm::GemmParams<T, P, S>& prm, int slices) {
   with_multiply<T, S>([&](auto tc) {
     constexpr bool kTensorCores = decltype(tc)::value;
-    with_tile_shape<T, P, kTensorCores>(prm.g.m, [&](auto shape) {
+    with_tile_shape<T, P, kTensorCores>(prm.g, [&](auto shape) {
       using Shape = decltype(shape);
       const conv_gemm::Grid3 grid = conv_gemm::gemm_grid<Shape>(prm.g, slices);
       if (grid.x == 0 || grid.y == 0) return;
@@ -153,7 +174,7 @@ void launch_backward(const conv_gemm::GemmParams<T, Pass::BackwardData, S>& data
                      const WeightPass<T, S>& weight) {
   with_multiply<T, S>([&](auto tc) {
     constexpr bool kTensorCores = decltype(tc)::value;
-    with_tile_shape<T, Pass::BackwardData, kTensorCores>(data.g.m, [&](auto shape) {
+    with_tile_shape<T, Pass::BackwardData, kTensorCores>(data.g, [&](auto shape) {
       using Shape = decltype(shape);
       const conv_gemm::Grid3 data_grid = conv_gemm::gemm_grid<Shape>(data.g, 1);
       const int64_t blocks = int64_t(data_grid.x) * data_grid.y +

@@ -27,27 +27,42 @@ namespace conv_gemm {
 
 // 64x64 output tile, K step 16, 256 threads: each thread owns a 4x4 micro-tile strided by 16 rows
 // and 16 columns (conflict-free shared reads, coalesced stores) and loads 4 A and 4 B elements.
-// Narrow layers' forward and data passes use 16x256 or 32x128 tiles instead (TileShape below).
+// Narrow layers' forward and data passes use 16x256 or 32x128 tiles instead, and wide ones with
+// enough blocks 64x256 or 128x128 tiles with 8x8 micro-tiles (TileShape below).
 constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreads = 256, kMicro = 4, kLoads = 4;
 constexpr int kStrideM = kTileM + 1, kStrideN = kTileN + 1;  // +1 spreads stores over banks
 static_assert(kTileK * kTileM == kThreads * kLoads && kTileK * kTileN == kThreads * kLoads, "");
 static_assert(kThreads == (kTileM / kMicro) * (kTileN / kMicro), "");
 // The FMA kernel's tile shapes for the forward and data passes: kM rows (output channels of the
-// forward, input channels of the data pass) by kN = 4096 / kM columns, so a 16- or 32-channel
-// layer fills its tile instead of a quarter or half of a 64-row one. The same 256 threads and
-// 4x4 micro-tiles (rows strided by kM / 4, columns by kN / 4), each thread loading kLoadsA A and
-// kLoadsB B elements per K tile; every output's sum runs over K in the same order whatever the
-// shape, so the bits are the 64x64 tile's. The weight pass and the tensor-core kernel keep 64x64.
-template <int M>
+// forward, input channels of the data pass) by kN columns, 256 threads each holding a
+// Micro x Micro micro-tile (rows strided by kM / Micro, columns by kN / Micro) and loading
+// kLoadsA A and kLoadsB B elements per K tile. Every output's sum runs over K in the same order
+// whatever the shape, so the bits are the 64x64 tile's.
+// - Micro 4 (a 4096-element tile): 16x256 or 32x128 for 16- or 32-channel layers, which then fill
+//   their tile instead of a quarter or half of a 64-row one.
+// - Micro 8 (16384 elements: 64x256, 128x128): a thread reads 16 shared values per K step for 64
+//   FMAs, against 8 for 16 at Micro 4. One SM reads 32 shared floats a clock and issues 128 FMAs,
+//   so the 4x4 micro-tile caps the multiply at half the FMA rate; 8x8 removes that cap, at the
+//   price of 4x fewer blocks (kWideTileMinBlocks) and about twice the registers.
+// The weight pass and the tensor-core kernel keep 64x64 at Micro 4.
+template <int M, int Micro = kMicro>
 struct TileShape {
-  static constexpr int kM = M, kN = kTileM * kTileN / M;
+  static constexpr int kM = M, kMicro = Micro, kN = kThreads * Micro * Micro / M;
   static constexpr int kStrideM = kM + 1, kStrideN = kN + 1;
   static constexpr int kLoadsA = kTileK * kM / kThreads, kLoadsB = kTileK * kN / kThreads;
   static_assert(kLoadsA >= 1 && kLoadsA * kThreads == kTileK * kM, "");
   static_assert(kLoadsB * kThreads == kTileK * kN && kN % kMicro == 0, "");
+  static_assert((kM / kMicro) * (kN / kMicro) == kThreads, "one micro-tile per thread");
 };
 using Tile64 = TileShape<kTileM>;
 static_assert(Tile64::kLoadsA == kLoads && Tile64::kLoadsB == kLoads, "");
+using WideTile64 = TileShape<64, 8>;    // 64x256
+using WideTile128 = TileShape<128, 8>;  // 128x128
+// A Micro-8 tile is taken only where its grid still has this many blocks (two per SM of a
+// 132-SM H100/H200 would be 264; the rule is the shape's alone, like every tile choice).
+// PreResNet-56 at batch 128: its 64-channel layers at 32x32 have 512 such blocks and its
+// 128-channel ones at 16x16 256; at 8x8 the 64x64 tile's four times more blocks fill the GPU.
+constexpr int kWideTileMinBlocks = 256;
 
 // dbias: one block per output channel, so few blocks; many threads per block to hide latency.
 constexpr int kBiasThreads = 1024;
@@ -270,6 +285,23 @@ inline Grid3 gemm_grid(const GemmDims& g, int slices) {
   return {(g.n + Shape::kN - 1) / Shape::kN, (g.m + Shape::kM - 1) / Shape::kM, slices};
 }
 
+// The FMA kernel's tile for a float forward or data pass of GEMM g (conv2d.cu's with_tile_shape
+// maps it to the TileShape): the narrow tiles up to 32 rows, then a Micro-8 tile (64x256 up to 64
+// rows, 128x128 above) where `micro` allows it, else 64x64. Micro: KDLAB_CONV_MICRO's `auto`
+// (a Micro-8 tile where its grid keeps kWideTileMinBlocks blocks), `8` (always) or `4` (never).
+enum class MicroTiles { Auto, Always, Never };
+enum class FmaTile { Rows16, Rows32, Wide64, Wide128, Square64 };
+inline FmaTile fma_tile(const GemmDims& g, MicroTiles micro) {
+  if (g.m <= 16) return FmaTile::Rows16;
+  if (g.m <= 32) return FmaTile::Rows32;
+  if (micro == MicroTiles::Never) return FmaTile::Square64;
+  const bool rows64 = g.m <= 64;
+  const Grid3 grid = rows64 ? gemm_grid<WideTile64>(g, 1) : gemm_grid<WideTile128>(g, 1);
+  if (micro == MicroTiles::Auto && int64_t(grid.x) * grid.y < kWideTileMinBlocks)
+    return FmaTile::Square64;
+  return rows64 ? FmaTile::Wide64 : FmaTile::Wide128;
+}
+
 struct KRange {
   int begin, end, tiles;
 };
@@ -297,21 +329,22 @@ KD_HOST_DEVICE inline TilePos b_load_pos(bool along_k, int tid, int i) {
 }
 template <Pass P>
 constexpr bool kBAlongK = P == Pass::BackwardWeight;
-// Micro-tile element (i, j) of thread tid: rows strided by kM / 4, columns by kN / 4 (16 and 16
-// in the 64x64 tile).
+// Micro-tile element (i, j) of thread tid: rows strided by kM / Micro, columns by kN / Micro (16
+// and 16 in the 64x64 tile), so a warp's shared reads are broadcasts (A) or consecutive (B).
 template <class Shape = Tile64>
 KD_HOST_DEVICE inline int micro_row(int tid, int i) {
-  return tid / (Shape::kN / kMicro) + (Shape::kM / kMicro) * i;
+  return tid / (Shape::kN / Shape::kMicro) + (Shape::kM / Shape::kMicro) * i;
 }
 template <class Shape = Tile64>
 KD_HOST_DEVICE inline int micro_col(int tid, int j) {
-  return tid % (Shape::kN / kMicro) + (Shape::kN / kMicro) * j;
+  return tid % (Shape::kN / Shape::kMicro) + (Shape::kN / Shape::kMicro) * j;
 }
 // Which tile element a thread's accumulator acc[i][j] holds: the FMA kernel's micro-tile here;
 // the tensor-core kernel's warp fragments in conv2d_mma.h. The epilogue and the weight pass's
 // fold take it as a parameter.
 template <class Shape>
 struct FmaLayoutOf {
+  static constexpr int kMicro = Shape::kMicro;
   KD_HOST_DEVICE static int row(int tid, int i) { return micro_row<Shape>(tid, i); }
   KD_HOST_DEVICE static int col(int tid, int j) { return micro_col<Shape>(tid, j); }
 };
@@ -418,31 +451,32 @@ KD_HOST_DEVICE inline void store_stage(int tid, const T (&a_reg)[Shape::kLoadsA]
 // acc += A_tile * B_tile for this thread's micro-tile.
 template <class Shape = Tile64, class T>
 KD_HOST_DEVICE inline void mma_tile(const T* a_tile, const T* b_tile, int tid,
-                                    T (&acc)[kMicro][kMicro]) {
+                                    T (&acc)[Shape::kMicro][Shape::kMicro]) {
+  constexpr int kMi = Shape::kMicro;
   KD_UNROLL for (int kk = 0; kk < kTileK; ++kk) {
-    T a[kMicro], b[kMicro];
-    KD_UNROLL for (int i = 0; i < kMicro; ++i)
+    T a[kMi], b[kMi];
+    KD_UNROLL for (int i = 0; i < kMi; ++i)
       a[i] = a_tile[kk * Shape::kStrideM + micro_row<Shape>(tid, i)];
-    KD_UNROLL for (int j = 0; j < kMicro; ++j)
+    KD_UNROLL for (int j = 0; j < kMi; ++j)
       b[j] = b_tile[kk * Shape::kStrideN + micro_col<Shape>(tid, j)];
-    KD_UNROLL for (int i = 0; i < kMicro; ++i) {
-      KD_UNROLL for (int j = 0; j < kMicro; ++j) acc[i][j] += a[i] * b[j];
+    KD_UNROLL for (int i = 0; i < kMi; ++i) {
+      KD_UNROLL for (int j = 0; j < kMi; ++j) acc[i][j] += a[i] * b[j];
     }
   }
 }
 
 // Forward: y = acc + bias (+ residual) (assign). Backward data: dx += acc, or = acc when !prm.accumulate.
 // Weight: workspace slice = acc.
-template <class Layout, class T, Pass P, class S>
+template <class Layout, class T, Pass P, class S, int Mi>
 KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P, S>& prm, int tid, int m0, int n0,
-                                    int slice, const T (&acc)[kMicro][kMicro]) {
+                                    int slice, const T (&acc)[Mi][Mi]) {
   const ConvDims& d = prm.d;
-  KD_UNROLL for (int j = 0; j < kMicro; ++j) {
+  KD_UNROLL for (int j = 0; j < Mi; ++j) {
     const int col = n0 + Layout::col(tid, j);
     if (col >= prm.g.n) continue;
     if constexpr (P == Pass::Forward) {
       const FwdCol c = forward_col(d, col);
-      KD_UNROLL for (int i = 0; i < kMicro; ++i) {
+      KD_UNROLL for (int i = 0; i < Mi; ++i) {
         const int m = m0 + Layout::row(tid, i);
         if (m >= prm.g.m) continue;
         const int64_t e = forward_y_offset(d, c, m);
@@ -453,7 +487,7 @@ KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P, S>& prm, int tid, int
     }
     if constexpr (P == Pass::BackwardData) {
       const DataCol c = data_col(d, col);
-      KD_UNROLL for (int i = 0; i < kMicro; ++i) {
+      KD_UNROLL for (int i = 0; i < Mi; ++i) {
         const int m = m0 + Layout::row(tid, i);
         if (m >= prm.g.m) continue;
         S& out = prm.out[data_dx_offset(d, c, m)];
@@ -461,7 +495,7 @@ KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P, S>& prm, int tid, int
       }
     }
     if constexpr (P == Pass::BackwardWeight) {
-      KD_UNROLL for (int i = 0; i < kMicro; ++i) {
+      KD_UNROLL for (int i = 0; i < Mi; ++i) {
         const int m = m0 + Layout::row(tid, i);
         if (m < prm.g.m) prm.out[weight_out_offset(prm.g, slice, m, col)] = acc[i][j];
       }

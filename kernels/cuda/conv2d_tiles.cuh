@@ -93,10 +93,11 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight,
   }
 }
 
-// One Shape tile (64x64, or 16x256 / 32x128 for narrow layers) of C = A * B over the K range of
-// slice blockIdx.z. Registers prefetch the next K tile from global memory while the current one
-// is multiplied out of the other shared buffer, so one __syncthreads per K tile suffices: buffer
-// cur ^ 1 was last read in the previous iteration, before that iteration's barrier.
+// One Shape tile (64x64; 16x256 / 32x128 for narrow layers; 64x256 / 128x128 at Micro 8) of
+// C = A * B over the K range of slice blockIdx.z. Registers prefetch the next K tile from global
+// memory while the current one is multiplied out of the other shared buffer, so one
+// __syncthreads per K tile suffices: buffer cur ^ 1 was last read in the previous iteration,
+// before that iteration's barrier.
 template <class T, Pass P, class S, class Shape>
 __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const Tile& tile,
                               StageTiles<T, false, Shape>& tiles) {
@@ -108,11 +109,11 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
   const KRange kr = k_range(prm.g, prm.k_chunk, slice);  // the same for the whole block
   const BCols<P> cols = make_b_cols<Shape>(prm, tid, n0);
   T a_reg[Shape::kLoadsA], b_reg[Shape::kLoadsB];
-  T acc[kMicro][kMicro];
+  T acc[Shape::kMicro][Shape::kMicro];
 #pragma unroll
-  for (int i = 0; i < kMicro; ++i)
+  for (int i = 0; i < Shape::kMicro; ++i)
 #pragma unroll
-    for (int j = 0; j < kMicro; ++j) acc[i][j] = T(0);
+    for (int j = 0; j < Shape::kMicro; ++j) acc[i][j] = T(0);
 
   if (kr.tiles > 0) {
     load_stage<Shape>(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg);

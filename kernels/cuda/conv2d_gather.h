@@ -377,14 +377,28 @@ KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P, S>& prm, int t
   return c;
 }
 
+// The forward and data passes' K index kk decomposed into its tap (split_tap: two integer
+// divisions, which a GPU spells in about twenty instructions). Every thread of a block loads B at
+// the same kTileK values of kk per K tile (b_load_pos along N), so the FMA kernel decomposes each
+// once per block into a shared table, taps[j] = split_tap(d, k0 + j) (tap_table_entry), and the
+// loads read it (a broadcast); a null table decomposes in place, as the TF32 kernel does.
+KD_HOST_DEVICE inline Tap tap_table_entry(const ConvDims& d, int k0, int j) {
+  return split_tap(d, k0 + j);
+}
+KD_HOST_DEVICE inline Tap tap_at(const ConvDims& d, const Tap* taps, int k0, int kk) {
+  return taps ? taps[kk - k0] : split_tap(d, kk);
+}
+
 // Where the K tile starting at k0 comes from: the element offsets into prm.a and prm.b of each
 // of this thread's kLoads A and B loads, -1 where the tile holds a zero (outside M, N,
-// [.., k_end) and padding). The loads land at a_load_pos / b_load_pos.
+// [.., k_end) and padding). The loads land at a_load_pos / b_load_pos. taps: the K tile's tap
+// table (forward and data passes), or null.
 template <class Shape = Tile64, class T, Pass P, class S>
 KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
                                          int tid, int m0, int k0, int k_end,
                                          int64_t (&a_off)[Shape::kLoadsA],
-                                         int64_t (&b_off)[Shape::kLoadsB]) {
+                                         int64_t (&b_off)[Shape::kLoadsB],
+                                         const Tap* taps = nullptr) {
   const ConvDims& d = prm.d;
   const int kk_a = k0 + a_load_pos(tid, 0).kk;
   const bool ka_ok = kk_a < k_end;
@@ -395,18 +409,22 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
     }
     KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
       const int kk = k0 + b_load_pos<Shape>(false, tid, i).kk;
-      b_off[i] = cols.ok[0] && kk < k_end ? forward_x_offset(d, cols.col[0], split_tap(d, kk)) : -1;
+      b_off[i] = cols.ok[0] && kk < k_end
+                     ? forward_x_offset(d, cols.col[0], tap_at(d, taps, k0, kk))
+                     : -1;
     }
   }
   if constexpr (P == Pass::BackwardData) {
-    const Tap ta = ka_ok ? split_tap(d, kk_a) : Tap{0, 0, 0};
+    const Tap ta = ka_ok ? tap_at(d, taps, k0, kk_a) : Tap{0, 0, 0};
     KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
       a_off[i] = ka_ok && m < prm.g.m ? data_w_offset(d, m, ta) : -1;
     }
     KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
       const int kk = k0 + b_load_pos<Shape>(false, tid, i).kk;
-      b_off[i] = cols.ok[0] && kk < k_end ? data_dy_offset(d, cols.col[0], split_tap(d, kk)) : -1;
+      b_off[i] = cols.ok[0] && kk < k_end
+                     ? data_dy_offset(d, cols.col[0], tap_at(d, taps, k0, kk))
+                     : -1;
     }
   }
   if constexpr (P == Pass::BackwardWeight) {
@@ -421,13 +439,14 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
   }
 }
 
-// Global -> registers for the K tile starting at k0, widened to T.
+// Global -> registers for the K tile starting at k0, widened to T (taps: as stage_offsets).
 template <class Shape = Tile64, class T, Pass P, class S>
 KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
                                       int tid, int m0, int k0, int k_end,
-                                      T (&a_reg)[Shape::kLoadsA], T (&b_reg)[Shape::kLoadsB]) {
+                                      T (&a_reg)[Shape::kLoadsA], T (&b_reg)[Shape::kLoadsB],
+                                      const Tap* taps = nullptr) {
   int64_t a_off[Shape::kLoadsA], b_off[Shape::kLoadsB];
-  stage_offsets<Shape>(prm, cols, tid, m0, k0, k_end, a_off, b_off);
+  stage_offsets<Shape>(prm, cols, tid, m0, k0, k_end, a_off, b_off, taps);
   KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i)
     a_reg[i] = a_off[i] >= 0 ? widen<T>(prm.a[a_off[i]]) : T(0);
   KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i)

@@ -42,10 +42,12 @@ inline __device__ Tile nth_tile(int index, const conv_gemm::Grid3& grid) {
 
 // The double-buffered K tiles of one block: [kTileK][stride] for A and B. The FMA kernel pads
 // the rows by one (bank spread), the tensor-core one by eight with 16-byte rows for cp.async.
+// The FMA kernel's also hold two K tiles' tap tables (conv_gemm::tap_at).
 template <class T, bool TensorCores, class Shape = conv_gemm::Tile64>
 struct StageTiles {
   T a[2][conv_gemm::kTileK * Shape::kStrideM];
   T b[2][conv_gemm::kTileK * Shape::kStrideN];
+  conv_gemm::Tap taps[2][conv_gemm::kTileK];
 };
 template <class Shape>
 struct StageTiles<float, true, Shape> {
@@ -97,7 +99,10 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight,
 // C = A * B over the K range of slice blockIdx.z. Registers prefetch the next K tile from global
 // memory while the current one is multiplied out of the other shared buffer, so one
 // __syncthreads per K tile suffices: buffer cur ^ 1 was last read in the previous iteration,
-// before that iteration's barrier.
+// before that iteration's barrier. The forward and data passes' tap tables run two K tiles
+// ahead: iteration t fills tile t + 2's into taps[t & 1], which tile t's loads (in iteration
+// t - 1) read before that iteration's barrier and tile t + 2's (iteration t + 1) read after
+// this one's; the first two are filled before one extra barrier.
 template <class T, Pass P, class S, class Shape>
 __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const Tile& tile,
                               StageTiles<T, false, Shape>& tiles) {
@@ -108,15 +113,28 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
   const int m0 = tile.y * Shape::kM, n0 = tile.x * Shape::kN, slice = tile.slice;
   const KRange kr = k_range(prm.g, prm.k_chunk, slice);  // the same for the whole block
   const BCols<P> cols = make_b_cols<Shape>(prm, tid, n0);
-  T a_reg[Shape::kLoadsA], b_reg[Shape::kLoadsB];
+  T a_reg[Shape::kLoadsA] = {}, b_reg[Shape::kLoadsB] = {};  // {}: g++ -O1 cannot see `more`
   T acc[Shape::kMicro][Shape::kMicro];
 #pragma unroll
   for (int i = 0; i < Shape::kMicro; ++i)
 #pragma unroll
     for (int j = 0; j < Shape::kMicro; ++j) acc[i][j] = T(0);
 
+  constexpr bool kTaps = P != Pass::BackwardWeight;  // the weight pass never splits a tap
+  auto fill_taps = [&](int buf, int tile_index) {
+    if (kTaps && tid < kTileK && tile_index < kr.tiles)
+      tiles.taps[buf][tid] = tap_table_entry(prm.d, kr.begin + tile_index * kTileK, tid);
+  };
+  auto taps_of = [&](int tile_index) -> const Tap* {
+    return kTaps ? tiles.taps[tile_index & 1] : nullptr;
+  };
+  if (kTaps) {
+    fill_taps(0, 0);
+    fill_taps(1, 1);
+    __syncthreads();
+  }
   if (kr.tiles > 0) {
-    load_stage<Shape>(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg);
+    load_stage<Shape>(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg, taps_of(0));
     store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[0], b_tile[0]);
   }
   __syncthreads();
@@ -124,9 +142,11 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
     const int cur = t & 1;
     const bool more = t + 1 < kr.tiles;
     if (more)
-      load_stage<Shape>(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_reg, b_reg);
+      load_stage<Shape>(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_reg, b_reg,
+                        taps_of(t + 1));
     mma_tile<Shape>(a_tile[cur], b_tile[cur], tid, acc);
     if (more) store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);
+    fill_taps(cur, t + 2);
     __syncthreads();
   }
   epilogue<FmaLayoutOf<Shape>>(prm, tid, m0, n0, slice, acc);

@@ -209,7 +209,8 @@ void host_warp_mma(const T* a_tile, const T* b_tile, int warp, int mi, int ni, i
 // straight in the [kTileK][kMmaStride] tiles, warps multiply by m16n8k8 fragments, and the
 // epilogue reads the accumulators through MmaLayout. Shape: the FMA program's tile (64x64, a
 // narrow layer's 16x256 / 32x128, or a Micro-8 64x256 / 128x128). The FMA program's loads read
-// each K tile's tap table, the tensor-core program's decompose in place, as the kernels do.
+// each K tile's table of decomposed K indices, the tensor-core program's decompose in place, as
+// the kernels do.
 template <class Shape = Tile64, class T, Pass P>
 void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false) {
   static_assert(Shape::kM == kTileM || P != Pass::BackwardWeight, "the weight pass is 64x64");
@@ -238,10 +239,10 @@ void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false)
             for (T& v : row) v = T(0);
         }
         auto load = [&](int k0) {
-          // The FMA program's forward and data passes read the K tile's tap table.
-          Tap taps[kTileK];
-          for (int j = 0; j < kTileK; ++j) taps[j] = tap_table_entry(prm.d, k0, j);
-          const Tap* table = P != Pass::BackwardWeight && !tensor_cores ? taps : nullptr;
+          // The FMA program reads the K tile's decomposed K indices from a table.
+          KEntry<P> entries[kTileK];
+          for (int j = 0; j < kTileK; ++j) entries[j] = k_table_entry<P>(prm.d, k0, j);
+          const KEntry<P>* table = tensor_cores ? nullptr : entries;
           for (int t = 0; t < kThreads; ++t)
             load_stage<Shape>(prm, cols[t], t, m0, k0, kr.end, regs[t].a, regs[t].b, table);
         };

@@ -36,21 +36,21 @@ BN_ATOMIC_SUM = """{
 # (name, file, exact text, replacement, gtest filter of the tests that must catch it)
 MUTATIONS = [
     ("conv: __syncthreads removed from the K-tile loop", "kernels/cuda/conv2d_tiles.cuh",
-     "    fill_taps(cur, t + 2);\n"
+     "    fill_table(cur, t + 2);\n"
      "    __syncthreads();\n",
-     "    fill_taps(cur, t + 2);\n",
+     "    fill_table(cur, t + 2);\n",
      "CudaConvKernels.*"),
-    ("conv: the tap table of K tile t + 2 written over tile t + 1's, which is being read",
+    ("conv: the K-index table of tile t + 2 written over tile t + 1's, which is being read",
      "kernels/cuda/conv2d_tiles.cuh",
-     "    fill_taps(cur, t + 2);\n",
-     "    fill_taps(cur ^ 1, t + 2);\n",
-     "CudaConvKernels.ForwardMatchesRefAndOracle:CudaConvKernels.BackwardData*"),
-    ("conv: no barrier between filling the first tap tables and reading them",
+     "    fill_table(cur, t + 2);\n",
+     "    fill_table(cur ^ 1, t + 2);\n",
+     "CudaConvKernels.ForwardMatchesRefAndOracle:CudaConvKernels.Backward*"),
+    ("conv: no barrier between filling the first K-index tables and reading them",
      "kernels/cuda/conv2d_tiles.cuh",
-     "    fill_taps(1, 1);\n"
-     "    __syncthreads();\n",
-     "    fill_taps(1, 1);\n",
-     "CudaConvKernels.ForwardMatchesRefAndOracle:CudaConvKernels.BackwardData*"),
+     "  fill_table(1, 1);\n"
+     "  __syncthreads();\n",
+     "  fill_table(1, 1);\n",
+     "CudaConvKernels.ForwardMatchesRefAndOracle:CudaConvKernels.Backward*"),
     ("block_sum2: first __syncthreads removed", "kernels/cuda/reduce.cuh",
      "    part_b[warp] = b;\n  }\n  __syncthreads();\n",
      "    part_b[warp] = b;\n  }\n",

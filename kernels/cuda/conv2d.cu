@@ -40,9 +40,12 @@ using conv_tiles::gemm_tile;
 using conv_tiles::nth_tile;
 using conv_tiles::StageTiles;
 
-// One GEMM pass, a block per Shape tile (FMA, or TF32 tensor cores for float).
+// One GEMM pass, a block per Shape tile (FMA, or TF32 tensor cores for float). A Micro-8 tile
+// asks for 2 blocks per SM (at most 128 registers): left alone, ptxas gave the 64x256 data pass
+// 141, one block per SM. The others ask for none (0): asking for 1 let ptxas raise the 4x4
+// kernels from 58-80 registers to 96.
 template <class T, Pass P, bool TensorCores, class S = T, class Shape = conv_gemm::Tile64>
-__global__ void __launch_bounds__(conv_gemm::kThreads)
+__global__ void __launch_bounds__(conv_gemm::kThreads, Shape::kMicro == 8 ? 2 : 0)
     conv_gemm_kernel(const conv_gemm::GemmParams<T, P, S> prm) {
   __shared__ StageTiles<T, TensorCores, Shape> tiles;
   gemm_tile<TensorCores, Shape>(prm, block_tile(), tiles);

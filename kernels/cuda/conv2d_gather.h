@@ -377,28 +377,51 @@ KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P, S>& prm, int t
   return c;
 }
 
-// The forward and data passes' K index kk decomposed into its tap (split_tap: two integer
-// divisions, which a GPU spells in about twenty instructions). Every thread of a block loads B at
-// the same kTileK values of kk per K tile (b_load_pos along N), so the FMA kernel decomposes each
-// once per block into a shared table, taps[j] = split_tap(d, k0 + j) (tap_table_entry), and the
-// loads read it (a broadcast); a null table decomposes in place, as the TF32 kernel does.
-KD_HOST_DEVICE inline Tap tap_table_entry(const ConvDims& d, int k0, int j) {
-  return split_tap(d, k0 + j);
+// A K index kk decomposed: its tap (forward, data: split_tap) or its output pixel (the weight
+// pass: weight_row), two integer divisions either way, which a GPU spells in about twenty
+// instructions. Every thread of a block loads at the same kTileK values of kk per K tile (B along
+// N in the forward and data passes; A and B along K in the weight pass, tid % kTileK), so the FMA
+// kernel decomposes each once per block into a shared table, table[j] = the entry of k0 + j, and
+// the loads read it; a null table decomposes in place, as the TF32 kernel does.
+template <Pass P>
+using KEntry = typename std::conditional<P == Pass::BackwardWeight, WgtRow, Tap>::type;
+template <Pass P>
+KD_HOST_DEVICE inline KEntry<P> k_table_entry(const ConvDims& d, int k0, int j) {
+  if constexpr (P == Pass::BackwardWeight) {
+    return weight_row(d, k0 + j);
+  } else {
+    return split_tap(d, k0 + j);
+  }
 }
-KD_HOST_DEVICE inline Tap tap_at(const ConvDims& d, const Tap* taps, int k0, int kk) {
-  return taps ? taps[kk - k0] : split_tap(d, kk);
+template <Pass P>
+KD_HOST_DEVICE inline KEntry<P> k_entry_at(const ConvDims& d, const KEntry<P>* table, int k0,
+                                           int kk) {
+  return table ? table[kk - k0] : k_table_entry<P>(d, kk, 0);
 }
+// Both kinds of table in one shared array of the FMA kernel's StageTiles.
+union KTable {
+  Tap tap[kTileK];
+  WgtRow row[kTileK];
+  template <Pass P>
+  KD_HOST_DEVICE KEntry<P>* entries() {
+    if constexpr (P == Pass::BackwardWeight) {
+      return row;
+    } else {
+      return tap;
+    }
+  }
+};
 
 // Where the K tile starting at k0 comes from: the element offsets into prm.a and prm.b of each
 // of this thread's kLoads A and B loads, -1 where the tile holds a zero (outside M, N,
-// [.., k_end) and padding). The loads land at a_load_pos / b_load_pos. taps: the K tile's tap
-// table (forward and data passes), or null.
+// [.., k_end) and padding). The loads land at a_load_pos / b_load_pos. table: the K tile's
+// decomposed K indices (k_table_entry), or null.
 template <class Shape = Tile64, class T, Pass P, class S>
 KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
                                          int tid, int m0, int k0, int k_end,
                                          int64_t (&a_off)[Shape::kLoadsA],
                                          int64_t (&b_off)[Shape::kLoadsB],
-                                         const Tap* taps = nullptr) {
+                                         const KEntry<P>* table = nullptr) {
   const ConvDims& d = prm.d;
   const int kk_a = k0 + a_load_pos(tid, 0).kk;
   const bool ka_ok = kk_a < k_end;
@@ -410,12 +433,12 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
     KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
       const int kk = k0 + b_load_pos<Shape>(false, tid, i).kk;
       b_off[i] = cols.ok[0] && kk < k_end
-                     ? forward_x_offset(d, cols.col[0], tap_at(d, taps, k0, kk))
+                     ? forward_x_offset(d, cols.col[0], k_entry_at<P>(d, table, k0, kk))
                      : -1;
     }
   }
   if constexpr (P == Pass::BackwardData) {
-    const Tap ta = ka_ok ? tap_at(d, taps, k0, kk_a) : Tap{0, 0, 0};
+    const Tap ta = ka_ok ? k_entry_at<P>(d, table, k0, kk_a) : Tap{0, 0, 0};
     KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
       a_off[i] = ka_ok && m < prm.g.m ? data_w_offset(d, m, ta) : -1;
@@ -423,13 +446,13 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
     KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
       const int kk = k0 + b_load_pos<Shape>(false, tid, i).kk;
       b_off[i] = cols.ok[0] && kk < k_end
-                     ? data_dy_offset(d, cols.col[0], tap_at(d, taps, k0, kk))
+                     ? data_dy_offset(d, cols.col[0], k_entry_at<P>(d, table, k0, kk))
                      : -1;
     }
   }
   if constexpr (P == Pass::BackwardWeight) {
     // A's kk is also B's kk here (both along K): one decomposition per thread per K tile.
-    const WgtRow row = ka_ok ? weight_row(d, kk_a) : WgtRow{0, 0, 0, 0};
+    const WgtRow row = ka_ok ? k_entry_at<P>(d, table, k0, kk_a) : WgtRow{0, 0, 0, 0};
     KD_UNROLL for (int i = 0; i < kLoads; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
       a_off[i] = ka_ok && m < prm.g.m ? weight_dy_offset(d, row, m) : -1;
@@ -439,14 +462,14 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
   }
 }
 
-// Global -> registers for the K tile starting at k0, widened to T (taps: as stage_offsets).
+// Global -> registers for the K tile starting at k0, widened to T (table: as stage_offsets).
 template <class Shape = Tile64, class T, Pass P, class S>
 KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
                                       int tid, int m0, int k0, int k_end,
                                       T (&a_reg)[Shape::kLoadsA], T (&b_reg)[Shape::kLoadsB],
-                                      const Tap* taps = nullptr) {
+                                      const KEntry<P>* table = nullptr) {
   int64_t a_off[Shape::kLoadsA], b_off[Shape::kLoadsB];
-  stage_offsets<Shape>(prm, cols, tid, m0, k0, k_end, a_off, b_off, taps);
+  stage_offsets<Shape>(prm, cols, tid, m0, k0, k_end, a_off, b_off, table);
   KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i)
     a_reg[i] = a_off[i] >= 0 ? widen<T>(prm.a[a_off[i]]) : T(0);
   KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i)

@@ -42,12 +42,12 @@ inline __device__ Tile nth_tile(int index, const conv_gemm::Grid3& grid) {
 
 // The double-buffered K tiles of one block: [kTileK][stride] for A and B. The FMA kernel pads
 // the rows by one (bank spread), the tensor-core one by eight with 16-byte rows for cp.async.
-// The FMA kernel's also hold two K tiles' tap tables (conv_gemm::tap_at).
+// The FMA kernel's also hold two K tiles' decomposed K indices (conv_gemm::k_table_entry).
 template <class T, bool TensorCores, class Shape = conv_gemm::Tile64>
 struct StageTiles {
   T a[2][conv_gemm::kTileK * Shape::kStrideM];
   T b[2][conv_gemm::kTileK * Shape::kStrideN];
-  conv_gemm::Tap taps[2][conv_gemm::kTileK];
+  conv_gemm::KTable k_table[2];
 };
 template <class Shape>
 struct StageTiles<float, true, Shape> {
@@ -99,10 +99,10 @@ __device__ void fold_slices(const conv_gemm::GemmParams<T, Pass::BackwardWeight,
 // C = A * B over the K range of slice blockIdx.z. Registers prefetch the next K tile from global
 // memory while the current one is multiplied out of the other shared buffer, so one
 // __syncthreads per K tile suffices: buffer cur ^ 1 was last read in the previous iteration,
-// before that iteration's barrier. The forward and data passes' tap tables run two K tiles
-// ahead: iteration t fills tile t + 2's into taps[t & 1], which tile t's loads (in iteration
-// t - 1) read before that iteration's barrier and tile t + 2's (iteration t + 1) read after
-// this one's; the first two are filled before one extra barrier.
+// before that iteration's barrier. The tables of decomposed K indices run two K tiles ahead:
+// iteration t fills tile t + 2's into k_table[t & 1], which tile t's loads (in iteration t - 1)
+// read before that iteration's barrier and tile t + 2's (iteration t + 1) read after this one's;
+// the first two are filled before one extra barrier.
 template <class T, Pass P, class S, class Shape>
 __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const Tile& tile,
                               StageTiles<T, false, Shape>& tiles) {
@@ -120,21 +120,21 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
 #pragma unroll
     for (int j = 0; j < Shape::kMicro; ++j) acc[i][j] = T(0);
 
-  constexpr bool kTaps = P != Pass::BackwardWeight;  // the weight pass never splits a tap
-  auto fill_taps = [&](int buf, int tile_index) {
-    if (kTaps && tid < kTileK && tile_index < kr.tiles)
-      tiles.taps[buf][tid] = tap_table_entry(prm.d, kr.begin + tile_index * kTileK, tid);
+  auto fill_table = [&](int buf, int tile_index) {
+    if (tid < kTileK && tile_index < kr.tiles)
+      tiles.k_table[buf].template entries<P>()[tid] =
+          k_table_entry<P>(prm.d, kr.begin + tile_index * kTileK, tid);
   };
-  auto taps_of = [&](int tile_index) -> const Tap* {
-    return kTaps ? tiles.taps[tile_index & 1] : nullptr;
+  auto table_of = [&](int tile_index) -> const KEntry<P>* {
+    const KEntry<P>* table = tiles.k_table[tile_index & 1].template entries<P>();
+    if (table == nullptr) __builtin_unreachable();  // else nvcc keeps k_entry_at's fallback
+    return table;
   };
-  if (kTaps) {
-    fill_taps(0, 0);
-    fill_taps(1, 1);
-    __syncthreads();
-  }
+  fill_table(0, 0);
+  fill_table(1, 1);
+  __syncthreads();
   if (kr.tiles > 0) {
-    load_stage<Shape>(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg, taps_of(0));
+    load_stage<Shape>(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg, table_of(0));
     store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[0], b_tile[0]);
   }
   __syncthreads();
@@ -143,10 +143,10 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
     const bool more = t + 1 < kr.tiles;
     if (more)
       load_stage<Shape>(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_reg, b_reg,
-                        taps_of(t + 1));
+                        table_of(t + 1));
     mma_tile<Shape>(a_tile[cur], b_tile[cur], tid, acc);
     if (more) store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);
-    fill_taps(cur, t + 2);
+    fill_table(cur, t + 2);
     __syncthreads();
   }
   epilogue<FmaLayoutOf<Shape>>(prm, tid, m0, n0, slice, acc);

@@ -203,6 +203,12 @@ void host_warp_mma(const T* a_tile, const T* b_tile, int warp, int mi, int ni, i
   }
 }
 
+// How many emulated passes loaded A one element at a time [0] and in packs [1].
+int (&a_pack_runs())[2] {
+  static int runs[2] = {0, 0};
+  return runs;
+}
+
 // Runs the kernel's block program on the host: every block of the grid, every thread, the
 // double-buffered K loop in the kernel's order, shared tiles poisoned with NaN per block. With
 // tensor_cores, tf32_gemm_tile's program (without the TF32 rounding): each load lands
@@ -212,7 +218,11 @@ void host_warp_mma(const T* a_tile, const T* b_tile, int warp, int mi, int ni, i
 // each K tile's table of decomposed K indices, the tensor-core program's decompose in place, as
 // the kernels do.
 template <class Shape = Tile64, class T, Pass P>
-void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false) {
+void emulate(const GemmParams<T, P>& params, int slices, bool tensor_cores = false) {
+  // A in packs where the kernel's host code would ask for them (conv2d.cu's launches).
+  GemmParams<T, P> prm = params;
+  prm.a_packs = !tensor_cores && a_packs_allowed<Shape>(prm);
+  ++a_pack_runs()[prm.a_packs];
   static_assert(Shape::kM == kTileM || P != Pass::BackwardWeight, "the weight pass is 64x64");
   if (tensor_cores) {
     ASSERT_EQ(Shape::kM, kTileM) << "the tensor-core program is 64x64";
@@ -250,7 +260,7 @@ void emulate(const GemmParams<T, P>& prm, int slices, bool tensor_cores = false)
           for (int t = 0; t < kThreads; ++t) {
             if (!tensor_cores) {
               store_stage<T, P, Shape>(t, regs[t].a, regs[t].b, a_tile[buf].data(),
-                                       b_tile[buf].data());
+                                       b_tile[buf].data(), prm.a_packs);
               continue;
             }
             if constexpr (std::is_same<Shape, Tile64>::value) {
@@ -531,6 +541,53 @@ void check_tile_placements() {
       for (int j = 0; j < Shape::kMicro; ++j)
         ++hits[FmaLayoutOf<Shape>::row(t, i) * Shape::kN + FmaLayoutOf<Shape>::col(t, j)];
   EXPECT_EQ(std::set<int>(hits.begin(), hits.end()), std::set<int>{1}) << Shape::kM;
+}
+
+// A's packs cover every element of the A tile once, four consecutive K of one row each.
+TEST(ConvGather, APackPlacementsAreBijectionsOfConsecutiveK) {
+  for (int loads : {4, 8}) {  // 64 rows (64x64, 64x256) and 128 (128x128)
+    const int rows = loads * kThreads / kTileK;
+    std::vector<int> hits(kTileK * rows, 0);
+    for (int t = 0; t < kThreads; ++t)
+      for (int i = 0; i < loads; ++i) {
+        const TilePos p = a_pack_pos(t, i), first = a_pack_pos(t, i - i % kPack);
+        ASSERT_TRUE(p.kk >= 0 && p.kk < kTileK && p.mn >= 0 && p.mn < rows);
+        EXPECT_EQ(p.mn, first.mn);
+        EXPECT_EQ(p.kk, first.kk + i % kPack);
+        EXPECT_EQ(first.kk % kPack, 0);
+        ++hits[p.kk * rows + p.mn];
+      }
+    EXPECT_EQ(std::set<int>(hits.begin(), hits.end()), std::set<int>{1}) << rows;
+  }
+}
+
+// The block program loads A in packs where a_packs_allowed says so (the Micro-8 forward on
+// aligned w whose rows hold whole packs; the wide-tile test above runs it on many shapes) and one
+// element at a time elsewhere, with the same result.
+TEST(ConvGather, BlockProgramsRanAInPacksAndOneByOne) {
+  const ConvGeom g = geom(2, 16, 6, 6, 64, 3, 3, 1, 1);  // c*r*s = 144
+  const Case<float> cs(g);
+  const ConvDims d = checked_dims(g);
+  std::vector<float> y(y_size(g));
+  const int before = a_pack_runs()[1];
+  const GemmDims fg = forward_gemm(d);
+  const GemmParams<float, Pass::Forward> prm{d, fg, cs.w.data(), cs.x.data(), cs.bias.data(),
+                                             y.data(), fg.k};
+  emulate<WideTile64>(prm, 1);
+  EXPECT_EQ(a_pack_runs()[1], before + 1) << "an aligned Micro-8 forward, c*r*s % 4 == 0";
+  expect_close(y, cs.y_ref, 1e-4, "forward in packs");
+  EXPECT_FALSE(a_packs_allowed<Tile64>(prm)) << "the 4x4 tiles load one element at a time";
+  // The same w one float past a 16-byte boundary: one element at a time, the same result.
+  std::vector<float> shifted(cs.w.size() + 1);
+  std::copy(cs.w.begin(), cs.w.end(), shifted.begin() + 1);
+  GemmParams<float, Pass::Forward> misaligned = prm;
+  misaligned.a = shifted.data() + 1;
+  EXPECT_FALSE(a_packs_allowed<WideTile64>(misaligned));
+  const int one_by_one = a_pack_runs()[0];
+  std::fill(y.begin(), y.end(), 0.f);
+  emulate<WideTile64>(misaligned, 1);
+  EXPECT_EQ(a_pack_runs()[0], one_by_one + 1);
+  expect_close(y, cs.y_ref, 1e-4, "forward one by one");
 }
 
 TEST(ConvGather, NarrowAndWideTilePlacementsAreBijections) {

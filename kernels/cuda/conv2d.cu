@@ -165,8 +165,10 @@ void launch_gemm(const conv_gemm::GemmParams<T, P, S>& prm, int slices) {
       const conv_gemm::Grid3 grid = conv_gemm::gemm_grid<Shape>(prm.g, slices);
       if (grid.x == 0 || grid.y == 0) return;
       const dim3 blocks(unsigned(grid.x), unsigned(grid.y), unsigned(grid.z));
+      conv_gemm::GemmParams<T, P, S> p = prm;
+      p.a_packs = !kTensorCores && conv_gemm::a_packs_allowed<Shape>(p);
       KD_LAUNCH((conv_gemm_kernel<T, P, kTensorCores, S, Shape>), blocks, conv_gemm::kThreads, 0,
-                prm);
+                p);
     });
   });
 }

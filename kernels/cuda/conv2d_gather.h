@@ -265,6 +265,11 @@ struct GemmParams {
   Out* out;       // y, dx, or the split-K workspace [slices, M, N]
   int k_chunk;    // K per blockIdx.z slice (a multiple of kTileK when several)
   bool accumulate = true;  // backward data: dx += acc, or dx = acc (every element written once)
+  // The FMA kernel loads A four consecutive K at a time (one 16-byte load of float, 8 of bf16;
+  // a_pack_pos), where a_packs_allowed says the tile, the pass and the pointer permit it. Beside
+  // `accumulate`, in its padding: a bool at the end grew the argument and ptxas then gave the
+  // unchanged weight pass 80 registers instead of 64.
+  bool a_packs = false;
   // Backward weight: when set, the block that finishes a tile's last slice adds the tile's slices,
   // in slice order (splitk_sum), into it (dw) in the same launch (conv2d.cu's fold_slices).
   S* fold_into = nullptr;
@@ -322,6 +327,14 @@ struct TilePos {
 KD_HOST_DEVICE inline TilePos a_load_pos(int tid, int i) {
   return {tid % kTileK, tid / kTileK + (kThreads / kTileK) * i};
 }
+// A in packs (GemmParams::a_packs): load i of thread tid is element i % 4 of its pack i / 4,
+// four consecutive K (kk) of one row (mn); the 4 threads of a row cover the K tile's 16.
+constexpr int kPack = 4;
+KD_HOST_DEVICE inline TilePos a_pack_pos(int tid, int i) {
+  constexpr int kRowsPerRound = kThreads / (kTileK / kPack);
+  return {kPack * (tid % (kTileK / kPack)) + i % kPack,
+          tid / (kTileK / kPack) + kRowsPerRound * (i / kPack)};
+}
 template <class Shape = Tile64>
 KD_HOST_DEVICE inline TilePos b_load_pos(bool along_k, int tid, int i) {
   return along_k ? TilePos{tid % kTileK, tid / kTileK + (kThreads / kTileK) * i}
@@ -377,6 +390,25 @@ KD_HOST_DEVICE inline BCols<P> make_b_cols(const GemmParams<T, P, S>& prm, int t
   return c;
 }
 
+// Whether the FMA kernel of tile Shape may load GEMM prm's A in packs: a Micro-8 tile's forward
+// pass (w's rows hold c*r*s consecutive K, so c*r*s % 4 == 0 keeps every pack inside a row; K
+// tiles start at multiples of 16), float or bf16 storage, w aligned to a pack. Only there:
+// packs raised the 64x64 forward kernel from 63 to 80 registers (4 to 3 blocks per SM) and gave
+// the fused backward kernel, capped at 64, 52-128 bytes of spills (the weight pass's dy runs
+// along K too), a trade only a GPU can weigh; the Micro-8 kernels stay at 125 of their 128. Not
+// the data pass: w along (k, r, s) for a fixed c is not contiguous.
+template <class Shape, Pass P, class S>
+constexpr bool kAPacksCompiled = Shape::kMicro == 8 && P == Pass::Forward && sizeof(S) <= 4;
+template <class Shape, class T, Pass P, class S>
+inline bool a_packs_allowed(const GemmParams<T, P, S>& prm) {
+  if constexpr (!kAPacksCompiled<Shape, P, S>) {
+    return false;
+  } else {
+    return prm.d.crs % kPack == 0 &&
+           reinterpret_cast<uintptr_t>(prm.a) % (kPack * sizeof(S)) == 0;
+  }
+}
+
 // A K index kk decomposed: its tap (forward, data: split_tap) or its output pixel (the weight
 // pass: weight_row), two integer divisions either way, which a GPU spells in about twenty
 // instructions. Every thread of a block loads at the same kTileK values of kk per K tile (B along
@@ -426,9 +458,17 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
   const int kk_a = k0 + a_load_pos(tid, 0).kk;
   const bool ka_ok = kk_a < k_end;
   if constexpr (P == Pass::Forward) {
-    KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
-      const int m = m0 + a_load_pos(tid, i).mn;
-      a_off[i] = ka_ok && m < prm.g.m ? forward_w_offset(d, m, kk_a) : -1;
+    if (kAPacksCompiled<Shape, P, S> && prm.a_packs) {
+      KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
+        const TilePos pa = a_pack_pos(tid, i);
+        const int m = m0 + pa.mn, kk = k0 + pa.kk;  // a whole pack is in K or out of it
+        a_off[i] = kk < k_end && m < prm.g.m ? forward_w_offset(d, m, kk) : -1;
+      }
+    } else {
+      KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
+        const int m = m0 + a_load_pos(tid, i).mn;
+        a_off[i] = ka_ok && m < prm.g.m ? forward_w_offset(d, m, kk_a) : -1;
+      }
     }
     KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
       const int kk = k0 + b_load_pos<Shape>(false, tid, i).kk;
@@ -470,8 +510,26 @@ KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P, S>& prm, const BCol
                                       const KEntry<P>* table = nullptr) {
   int64_t a_off[Shape::kLoadsA], b_off[Shape::kLoadsB];
   stage_offsets<Shape>(prm, cols, tid, m0, k0, k_end, a_off, b_off, table);
-  KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i)
-    a_reg[i] = a_off[i] >= 0 ? widen<T>(prm.a[a_off[i]]) : T(0);
+  auto load_a_one_by_one = [&] {
+    KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i)
+      a_reg[i] = a_off[i] >= 0 ? widen<T>(prm.a[a_off[i]]) : T(0);
+  };
+  if constexpr (kAPacksCompiled<Shape, P, S>) {
+    if (prm.a_packs) {
+      struct alignas(kPack * sizeof(S)) Pack {
+        S v[kPack];
+      };
+      KD_UNROLL for (int p = 0; p < Shape::kLoadsA; p += kPack) {
+        const Pack pack = a_off[p] >= 0 ? *reinterpret_cast<const Pack*>(prm.a + a_off[p]) : Pack{};
+        KD_UNROLL for (int j = 0; j < kPack; ++j)
+          a_reg[p + j] = a_off[p] >= 0 ? widen<T>(pack.v[j]) : T(0);
+      }
+    } else {
+      load_a_one_by_one();
+    }
+  } else {
+    load_a_one_by_one();
+  }
   KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i)
     b_reg[i] = b_off[i] >= 0 ? widen<T>(prm.b[b_off[i]]) : T(0);
 }
@@ -479,9 +537,10 @@ KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P, S>& prm, const BCol
 // Registers -> shared tiles a_tile[kTileK][Shape::kStrideM], b_tile[kTileK][Shape::kStrideN].
 template <class T, Pass P, class Shape = Tile64>
 KD_HOST_DEVICE inline void store_stage(int tid, const T (&a_reg)[Shape::kLoadsA],
-                                       const T (&b_reg)[Shape::kLoadsB], T* a_tile, T* b_tile) {
+                                       const T (&b_reg)[Shape::kLoadsB], T* a_tile, T* b_tile,
+                                       bool a_packs = false) {
   KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
-    const TilePos pa = a_load_pos(tid, i);
+    const TilePos pa = a_packs ? a_pack_pos(tid, i) : a_load_pos(tid, i);
     a_tile[pa.kk * Shape::kStrideM + pa.mn] = a_reg[i];
   }
   KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {

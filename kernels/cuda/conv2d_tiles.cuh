@@ -130,12 +130,13 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
     if (table == nullptr) __builtin_unreachable();  // else nvcc keeps k_entry_at's fallback
     return table;
   };
+  const bool a_packs = kAPacksCompiled<Shape, P, S> && prm.a_packs;  // else compiled out
   fill_table(0, 0);
   fill_table(1, 1);
   __syncthreads();
   if (kr.tiles > 0) {
     load_stage<Shape>(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg, table_of(0));
-    store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[0], b_tile[0]);
+    store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[0], b_tile[0], a_packs);
   }
   __syncthreads();
   for (int t = 0; t < kr.tiles; ++t) {
@@ -145,7 +146,8 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
       load_stage<Shape>(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_reg, b_reg,
                         table_of(t + 1));
     mma_tile<Shape>(a_tile[cur], b_tile[cur], tid, acc);
-    if (more) store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1]);
+    if (more)
+      store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1], a_packs);
     fill_table(cur, t + 2);
     __syncthreads();
   }

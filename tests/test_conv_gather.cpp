@@ -65,9 +65,9 @@ std::vector<ConvGeom> geometries() {
   return out;
 }
 
-size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
-size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
-size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
+using kd::kernel_testing::conv_w_size;
+using kd::kernel_testing::conv_x_size;
+using kd::kernel_testing::conv_y_size;
 
 // Random tensors of one geometry, and ref:: results on them (dx, dw, dbias start pre-filled).
 template <class T>
@@ -75,11 +75,11 @@ struct Case {
   ConvGeom g;
   std::vector<T> x, w, bias, dy, dx0, dw0, db0, y_ref, dx_ref, dw_ref, db_ref;
   explicit Case(const ConvGeom& geo) : g(geo) {
-    x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1);
-    bias = uniform<T>(g.k, 3, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1);
-    dx0 = uniform<T>(x_size(g), 5, -1, 1), dw0 = uniform<T>(w_size(g), 6, -1, 1);
+    x = uniform<T>(conv_x_size(g), 1, -1, 1), w = uniform<T>(conv_w_size(g), 2, -1, 1);
+    bias = uniform<T>(g.k, 3, -1, 1), dy = uniform<T>(conv_y_size(g), 4, -1, 1);
+    dx0 = uniform<T>(conv_x_size(g), 5, -1, 1), dw0 = uniform<T>(conv_w_size(g), 6, -1, 1);
     db0 = uniform<T>(g.k, 7, -1, 1);
-    y_ref.assign(y_size(g), T(0)), dx_ref = dx0, dw_ref = dw0, db_ref = db0;
+    y_ref.assign(conv_y_size(g), T(0)), dx_ref = dx0, dw_ref = dw0, db_ref = db0;
     kd::ref::conv2d_forward(g, x.data(), w.data(), bias.data(), y_ref.data());
     kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_ref.data(), true);
     kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), dw_ref.data(), db_ref.data());
@@ -104,7 +104,7 @@ TEST(ConvGather, NaiveGemmOverTheMapsMatchesRef) {
 
     // Forward: y[out(m, col)] = sum_kk A(m, kk) B(kk, col) + bias[m].
     const GemmDims fg = forward_gemm(d);
-    std::vector<double> y(y_size(g), std::numeric_limits<double>::quiet_NaN());
+    std::vector<double> y(conv_y_size(g), std::numeric_limits<double>::quiet_NaN());
     std::vector<int> writes(y.size(), 0);
     for (int col = 0; col < fg.n; ++col) {
       const FwdCol c = forward_col(d, col);
@@ -371,7 +371,7 @@ void check_block_program(const ConvGeom& g, double tol, bool flush_end, bool ten
   const Fenced<T> x(cs.x, flush_end), w(cs.w, flush_end), bias(cs.bias, flush_end),
       dy(cs.dy, flush_end);
 
-  Guarded<T> y(std::vector<T>(y_size(g), nan), sentinel);
+  Guarded<T> y(std::vector<T>(conv_y_size(g), nan), sentinel);
   const GemmDims fg = forward_gemm(d);
   emulate<Shape>(GemmParams<T, Pass::Forward>{d, fg, w.ptr(), x.ptr(), bias.ptr(), y.ptr(), fg.k},
                  1, tensor_cores);
@@ -386,11 +386,11 @@ void check_block_program(const ConvGeom& g, double tol, bool flush_end, bool ten
   expect_close(dx.inside(), cs.dx_ref, tol, "backward data " + what);
   EXPECT_TRUE(dx.guards_intact(sentinel)) << "backward data wrote outside dx, " << what;
   // Assigned: every element of dx written exactly as ref:: from zero, the NaN it held unread.
-  Guarded<T> dx_set(std::vector<T>(x_size(g), nan), sentinel);
+  Guarded<T> dx_set(std::vector<T>(conv_x_size(g), nan), sentinel);
   GemmParams<T, Pass::BackwardData> assign{d, dg, w.ptr(), dy.ptr(), nullptr, dx_set.ptr(), dg.k};
   assign.accumulate = false;
   emulate<Shape>(assign, 1, tensor_cores);
-  std::vector<T> want_set(x_size(g));
+  std::vector<T> want_set(conv_x_size(g));
   kd::ref::conv2d_backward_data(g, cs.dy.data(), cs.w.data(), want_set.data(), false);
   expect_close(dx_set.inside(), want_set, tol, "backward data assigned " + what);
   EXPECT_TRUE(dx_set.guards_intact(sentinel)) << "assigned backward data wrote outside dx, " << what;
@@ -568,7 +568,7 @@ TEST(ConvGather, BlockProgramsRanAInPacksAndOneByOne) {
   const ConvGeom g = geom(2, 16, 6, 6, 64, 3, 3, 1, 1);  // c*r*s = 144
   const Case<float> cs(g);
   const ConvDims d = checked_dims(g);
-  std::vector<float> y(y_size(g));
+  std::vector<float> y(conv_y_size(g));
   const int before = a_pack_runs()[1];
   const GemmDims fg = forward_gemm(d);
   const GemmParams<float, Pass::Forward> prm{d, fg, cs.w.data(), cs.x.data(), cs.bias.data(),

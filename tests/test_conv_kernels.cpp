@@ -53,9 +53,9 @@ const std::vector<ConvGeom> kNetworkLike = {
     geom(2, 16, 16, 16, 8, 1, 1, 1, 0),
 };
 
-size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
-size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
-size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
+using kd::kernel_testing::conv_w_size;
+using kd::kernel_testing::conv_x_size;
+using kd::kernel_testing::conv_y_size;
 
 template <class T>
 std::vector<T> random_vector(size_t n, uint64_t seed) {
@@ -81,7 +81,7 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
 std::vector<double> oracle_forward(const ConvGeom& g, const std::vector<double>& x,
                                    const std::vector<double>& w, const double* bias) {
   const int p = g.p(), q = g.q();
-  std::vector<double> y(y_size(g));
+  std::vector<double> y(conv_y_size(g));
   for (int n = 0; n < g.n; ++n)
     for (int k = 0; k < g.k; ++k)
       for (int oh = 0; oh < p; ++oh)
@@ -114,11 +114,12 @@ void expect_close(const std::vector<T>& got, const std::vector<double>& want, do
 
 template <class T>
 void check_forward(const ConvGeom& g, bool with_bias) {
-  const auto x = random_vector<T>(x_size(g), 1), w = random_vector<T>(w_size(g), 2),
+  const auto x = random_vector<T>(conv_x_size(g), 1), w = random_vector<T>(conv_w_size(g), 2),
              b = random_vector<T>(g.k, 3);
   const auto bd = to_double(b);
   const auto want = oracle_forward(g, to_double(x), to_double(w), with_bias ? bd.data() : nullptr);
-  std::vector<T> y_ref(y_size(g), T(7)), y_cpu(y_size(g), T(7));  // forward must overwrite
+  // Forward must overwrite.
+  std::vector<T> y_ref(conv_y_size(g), T(7)), y_cpu(conv_y_size(g), T(7));
   kd::ref::conv2d_forward(g, x.data(), w.data(), with_bias ? b.data() : nullptr, y_ref.data());
   kd::cpu::conv2d_forward(g, x.data(), w.data(), with_bias ? b.data() : nullptr, y_cpu.data());
   const std::string what =
@@ -131,11 +132,11 @@ void check_forward(const ConvGeom& g, bool with_bias) {
 // (Winograd, direct and GEMM shapes among the network-like ones).
 template <class T>
 void check_forward_residual(const ConvGeom& g) {
-  const auto x = random_vector<T>(x_size(g), 1), w = random_vector<T>(w_size(g), 2),
-             res = random_vector<T>(y_size(g), 5);
+  const auto x = random_vector<T>(conv_x_size(g), 1), w = random_vector<T>(conv_w_size(g), 2),
+             res = random_vector<T>(conv_y_size(g), 5);
   for (int impl = 0; impl < 2; ++impl) {
     const auto& table = impl ? kd::cpu_backend().kernels<T>() : kd::ref_backend().kernels<T>();
-    std::vector<T> conv(y_size(g)), want(y_size(g)), got(y_size(g), T(7));
+    std::vector<T> conv(conv_y_size(g)), want(conv_y_size(g)), got(conv_y_size(g), T(7));
     table.conv2d_forward(g, x.data(), w.data(), nullptr, conv.data());
     table.add_forward(int64_t(conv.size()), conv.data(), res.data(), want.data());
     table.conv2d_forward_residual(g, x.data(), w.data(), res.data(), got.data());
@@ -157,9 +158,9 @@ TEST(Conv2dKernel, ForwardWithResidualIsForwardThenAdd) {
 // for bit, on ref and cpu.
 template <class T>
 void check_backward_in_one_call(const ConvGeom& g) {
-  const auto x = random_vector<T>(x_size(g), 1), w = random_vector<T>(w_size(g), 2),
-             dy = random_vector<T>(y_size(g), 3), dx0 = random_vector<T>(x_size(g), 4),
-             dw0 = random_vector<T>(w_size(g), 5), db0 = random_vector<T>(size_t(g.k), 6);
+  const auto x = random_vector<T>(conv_x_size(g), 1), w = random_vector<T>(conv_w_size(g), 2),
+             dy = random_vector<T>(conv_y_size(g), 3), dx0 = random_vector<T>(conv_x_size(g), 4),
+             dw0 = random_vector<T>(conv_w_size(g), 5), db0 = random_vector<T>(size_t(g.k), 6);
   for (int impl = 0; impl < 2; ++impl)
     for (bool with_dx : {false, true}) {
       const auto& table = impl ? kd::cpu_backend().kernels<T>() : kd::ref_backend().kernels<T>();
@@ -196,9 +197,9 @@ TEST(Conv2dKernel, ForwardMatchesNaiveOracle) {
 // <conv(x), dy> = <x, dx> = <w, dw>, and dbias = per-k sums of dy, for ref:: starting from zero.
 template <class T>
 void check_adjoint(const ConvGeom& g) {
-  const auto x = random_vector<T>(x_size(g), 11), w = random_vector<T>(w_size(g), 12),
-             dy = random_vector<T>(y_size(g), 13);
-  std::vector<T> dx(x_size(g), T(0)), dw(w_size(g), T(0)), db(g.k, T(0));
+  const auto x = random_vector<T>(conv_x_size(g), 11), w = random_vector<T>(conv_w_size(g), 12),
+             dy = random_vector<T>(conv_y_size(g), 13);
+  std::vector<T> dx(conv_x_size(g), T(0)), dw(conv_w_size(g), T(0)), db(g.k, T(0));
   kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx.data(), true);
   kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), dw.data(), db.data());
   const auto xd = to_double(x), wd = to_double(w), dyd = to_double(dy);
@@ -229,9 +230,10 @@ TEST(Conv2dKernel, RefBackwardSatisfiesAdjointIdentity) {
 // dx[j] = <conv(e_j, w), dy> and dw[j] = <conv(x, e_j), dy>: the adjoint identity, elementwise.
 TEST(Conv2dKernel, RefBackwardMatchesOracleElementwise) {
   for (const ConvGeom& g : {geom(2, 3, 5, 4, 2, 3, 2, 2, 1), geom(1, 2, 6, 5, 3, 2, 3, 1, 1)}) {
-    const auto x = random_vector<double>(x_size(g), 21), w = random_vector<double>(w_size(g), 22),
-               dy = random_vector<double>(y_size(g), 23);
-    std::vector<double> dx(x_size(g), 0.0), dw(w_size(g), 0.0), want_dx(x.size()),
+    const auto x = random_vector<double>(conv_x_size(g), 21),
+               w = random_vector<double>(conv_w_size(g), 22),
+               dy = random_vector<double>(conv_y_size(g), 23);
+    std::vector<double> dx(conv_x_size(g), 0.0), dw(conv_w_size(g), 0.0), want_dx(x.size()),
         want_dw(w.size());
     kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx.data(), true);
     kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), dw.data(),
@@ -254,9 +256,9 @@ TEST(Conv2dKernel, RefBackwardMatchesOracleElementwise) {
 // Backward kernels add to what is already there: prefilled outputs, cpu:: against ref::.
 template <class T>
 void check_backward_cpu_vs_ref(const ConvGeom& g) {
-  const auto x = random_vector<T>(x_size(g), 31), w = random_vector<T>(w_size(g), 32),
-             dy = random_vector<T>(y_size(g), 33);
-  const auto dx0 = random_vector<T>(x_size(g), 34), dw0 = random_vector<T>(w_size(g), 35),
+  const auto x = random_vector<T>(conv_x_size(g), 31), w = random_vector<T>(conv_w_size(g), 32),
+             dy = random_vector<T>(conv_y_size(g), 33);
+  const auto dx0 = random_vector<T>(conv_x_size(g), 34), dw0 = random_vector<T>(conv_w_size(g), 35),
              db0 = random_vector<T>(g.k, 36);
   auto dx_ref = dx0, dx_cpu = dx0, dw_ref = dw0, dw_cpu = dw0, db_ref = db0, db_cpu = db0;
   kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_ref.data(), true);
@@ -268,13 +270,13 @@ void check_backward_cpu_vs_ref(const ConvGeom& g) {
   expect_close(dw_cpu, to_double(dw_ref), tolerance<T>(), "dw " + what);
   expect_close(db_cpu, to_double(db_ref), tolerance<T>(), "dbias " + what);
   // The prefill was kept: ref:: from zero plus the prefill gives the same.
-  std::vector<T> dx_zero(x_size(g), T(0));
+  std::vector<T> dx_zero(conv_x_size(g), T(0));
   kd::ref::conv2d_backward_data(g, dy.data(), w.data(), dx_zero.data(), true);
   std::vector<double> want(dx0.size());
   for (size_t i = 0; i < want.size(); ++i) want[i] = double(dx0[i]) + double(dx_zero[i]);
   expect_close(dx_ref, want, tolerance<T>(), "ref dx accumulate " + what);
   // Assigned (accumulate = false): the same as from zero, whatever dx held (NaN here).
-  std::vector<T> set_ref(x_size(g), std::numeric_limits<T>::quiet_NaN()), set_cpu = set_ref;
+  std::vector<T> set_ref(conv_x_size(g), std::numeric_limits<T>::quiet_NaN()), set_cpu = set_ref;
   kd::ref::conv2d_backward_data(g, dy.data(), w.data(), set_ref.data(), false);
   kd::cpu::conv2d_backward_data(g, dy.data(), w.data(), set_cpu.data(), false);
   expect_close(set_ref, to_double(dx_zero), 0.0, "ref dx assigned " + what);
@@ -296,16 +298,16 @@ void expect_batch_invariant_forward() {
                              {23, 64, 8, 8, 64, 3, 3, 1, 1},  {23, 32, 16, 16, 64, 1, 1, 2, 0},
                              {23, 16, 4, 4, 32, 3, 3, 1, 1}};
   for (ConvGeom g : shapes) {
-    const auto x = random_vector<T>(x_size(g), 51), w = random_vector<T>(w_size(g), 52),
+    const auto x = random_vector<T>(conv_x_size(g), 51), w = random_vector<T>(conv_w_size(g), 52),
                b = random_vector<T>(g.k, 53);
-    std::vector<T> y(y_size(g));
+    std::vector<T> y(conv_y_size(g));
     kd::cpu::conv2d_forward<T>(g, x.data(), w.data(), b.data(), y.data());
     const size_t image = size_t(g.c) * g.h * g.w, out = size_t(g.k) * g.p() * g.q();
     const int n = g.n;
     for (int count : {1, 2, 5, 22}) {
       ConvGeom sub = g;
       sub.n = count;
-      std::vector<T> xs(x_size(sub)), ys(y_size(sub));
+      std::vector<T> xs(conv_x_size(sub)), ys(conv_y_size(sub));
       for (int i = 0; i < count; ++i)  // the last `count` images, reversed
         std::copy_n(x.begin() + int64_t(n - 1 - i) * image, image, xs.begin() + int64_t(i) * image);
       kd::cpu::conv2d_forward<T>(sub, xs.data(), w.data(), b.data(), ys.data());
@@ -341,10 +343,10 @@ struct ConvOutputs {
 
 template <class T>
 ConvOutputs<T> run_cpu(const ConvGeom& g) {
-  const auto x = random_vector<T>(x_size(g), 41), w = random_vector<T>(w_size(g), 42),
-             b = random_vector<T>(g.k, 43), dy = random_vector<T>(y_size(g), 44);
-  ConvOutputs<T> out{std::vector<T>(y_size(g)), random_vector<T>(x_size(g), 45),
-                     random_vector<T>(w_size(g), 46), random_vector<T>(g.k, 47)};
+  const auto x = random_vector<T>(conv_x_size(g), 41), w = random_vector<T>(conv_w_size(g), 42),
+             b = random_vector<T>(g.k, 43), dy = random_vector<T>(conv_y_size(g), 44);
+  ConvOutputs<T> out{std::vector<T>(conv_y_size(g)), random_vector<T>(conv_x_size(g), 45),
+                     random_vector<T>(conv_w_size(g), 46), random_vector<T>(g.k, 47)};
   kd::cpu::conv2d_forward(g, x.data(), w.data(), b.data(), out.y.data());
   kd::cpu::conv2d_backward_data(g, dy.data(), w.data(), out.dx.data(), true);
   kd::cpu::conv2d_backward_weight(g, x.data(), dy.data(), out.dw.data(), out.db.data());

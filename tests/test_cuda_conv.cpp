@@ -53,9 +53,9 @@ const std::vector<ConvGeom> kAllShapes = {
 // work, and that shape was most of each suite's ThreadSanitizer time.
 const std::vector<ConvGeom> kShapes = kd::kernel_testing::shapes_for_build(kAllShapes, 12);
 
-size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
-size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
-size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
+using kd::kernel_testing::conv_w_size;
+using kd::kernel_testing::conv_x_size;
+using kd::kernel_testing::conv_y_size;
 
 template <class T>
 double tolerance() {
@@ -72,7 +72,7 @@ template <class T>
 std::vector<T> oracle_forward(const ConvGeom& g, const std::vector<T>& x, const std::vector<T>& w,
                               const T* bias) {
   const int p = g.p(), q = g.q();
-  std::vector<T> y(y_size(g));
+  std::vector<T> y(conv_y_size(g));
   for (int n = 0; n < g.n; ++n)
     for (int k = 0; k < g.k; ++k)
       for (int oh = 0; oh < p; ++oh)
@@ -104,15 +104,15 @@ void on_each_route(const ConvGeom& g, F check) {
 
 template <class T>
 void check_forward(const ConvGeom& g) {
-  const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
+  const auto x = uniform<T>(conv_x_size(g), 1, -1, 1), w = uniform<T>(conv_w_size(g), 2, -1, 1),
              b = uniform<T>(g.k, 3, -1, 1);
   DeviceArray<T> dx_(x), dw_(w), db_(b);
   for (bool with_bias : {false, true}) {
     const std::string what = describe(g) + type_name<T>() + (with_bias ? " bias" : "");
     const T* bias = with_bias ? b.data() : nullptr;
-    std::vector<T> want(y_size(g));
+    std::vector<T> want(conv_y_size(g));
     kd::ref::conv2d_forward(g, x.data(), w.data(), bias, want.data());
-    DeviceArray<T> y(std::vector<T>(y_size(g), T(777)));  // forward must overwrite
+    DeviceArray<T> y(std::vector<T>(conv_y_size(g), T(777)));  // forward must overwrite
     kd::cuda_testing::gpu_kernels<T>().conv2d_forward(g, dx_.get(), dw_.get(), with_bias ? db_.get() : nullptr, y.get());
     const auto got = y.host();
     expect_close(got, want, tolerance<T>(), "forward vs ref " + what);
@@ -122,8 +122,8 @@ void check_forward(const ConvGeom& g) {
 
 template <class T>
 void check_backward_data(const ConvGeom& g) {
-  const auto w = uniform<T>(w_size(g), 2, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1),
-             dx0 = uniform<T>(x_size(g), 5, -1, 1);
+  const auto w = uniform<T>(conv_w_size(g), 2, -1, 1), dy = uniform<T>(conv_y_size(g), 4, -1, 1),
+             dx0 = uniform<T>(conv_x_size(g), 5, -1, 1);
   std::vector<T> want = dx0;
   kd::ref::conv2d_backward_data(g, dy.data(), w.data(), want.data(), true);
   DeviceArray<T> d_w(w), d_dy(dy), d_dx(dx0);
@@ -131,9 +131,9 @@ void check_backward_data(const ConvGeom& g) {
   expect_close(d_dx.host(), want, tolerance<T>(), "backward data " + describe(g) + type_name<T>());
   // Assigned: every element written, the NaN it held never read (1x1 stride 2 leaves pixels
   // that no output sees; they must become 0).
-  std::vector<T> want_set(x_size(g));
+  std::vector<T> want_set(conv_x_size(g));
   kd::ref::conv2d_backward_data(g, dy.data(), w.data(), want_set.data(), false);
-  DeviceArray<T> d_set(std::vector<T>(x_size(g), std::numeric_limits<T>::quiet_NaN()));
+  DeviceArray<T> d_set(std::vector<T>(conv_x_size(g), std::numeric_limits<T>::quiet_NaN()));
   kd::cuda_testing::gpu_kernels<T>().conv2d_backward_data(g, d_dy.get(), d_w.get(), d_set.get(), false);
   expect_close(d_set.host(), want_set, tolerance<T>(),
                "backward data assigned " + describe(g) + type_name<T>());
@@ -141,8 +141,8 @@ void check_backward_data(const ConvGeom& g) {
 
 template <class T>
 void check_backward_weight(const ConvGeom& g) {
-  const auto x = uniform<T>(x_size(g), 1, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1),
-             dw0 = uniform<T>(w_size(g), 6, -1, 1), db0 = uniform<T>(g.k, 7, -1, 1);
+  const auto x = uniform<T>(conv_x_size(g), 1, -1, 1), dy = uniform<T>(conv_y_size(g), 4, -1, 1),
+             dw0 = uniform<T>(conv_w_size(g), 6, -1, 1), db0 = uniform<T>(g.k, 7, -1, 1);
   std::vector<T> want_dw = dw0, want_db = db0;
   kd::ref::conv2d_backward_weight(g, x.data(), dy.data(), want_dw.data(), want_db.data());
   const std::string what = describe(g) + type_name<T>();
@@ -173,18 +173,18 @@ TEST(CudaConvKernels, ForwardMatchesRefAndOracle) {
 template <class T>
 void check_forward_residual(const ConvGeom& g, const kd::KernelTable<T>& table,
                             const std::string& path, bool bitwise_forward_then_add = true) {
-  const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
-             res = uniform<T>(y_size(g), 8, -1, 1);
-  DeviceArray<T> d_x(x), d_w(w), d_res(res), conv(std::vector<T>(y_size(g)));
-  DeviceArray<T> sum(std::vector<T>(y_size(g))), fused(std::vector<T>(y_size(g), T(777)));
+  const auto x = uniform<T>(conv_x_size(g), 1, -1, 1), w = uniform<T>(conv_w_size(g), 2, -1, 1),
+             res = uniform<T>(conv_y_size(g), 8, -1, 1);
+  DeviceArray<T> d_x(x), d_w(w), d_res(res), conv(std::vector<T>(conv_y_size(g)));
+  DeviceArray<T> sum(std::vector<T>(conv_y_size(g))), fused(std::vector<T>(conv_y_size(g), T(777)));
   table.conv2d_forward(g, d_x.get(), d_w.get(), nullptr, conv.get());
-  kd::cuda_testing::gpu_kernels<T>().add_forward(int64_t(y_size(g)), conv.get(), d_res.get(),
+  kd::cuda_testing::gpu_kernels<T>().add_forward(int64_t(conv_y_size(g)), conv.get(), d_res.get(),
                                                  sum.get());
   table.conv2d_forward_residual(g, d_x.get(), d_w.get(), d_res.get(), fused.get());
   const std::string what = path + " " + describe(g) + type_name<T>();
   if (bitwise_forward_then_add)
     kd::kernel_testing::expect_bitwise(fused.host(), sum.host(), "residual forward " + what);
-  std::vector<T> want(y_size(g));
+  std::vector<T> want(conv_y_size(g));
   kd::ref::conv2d_forward_residual(g, x.data(), w.data(), res.data(), want.data());
   // cuDNN's float algorithms (on the emulated GPU, the CPU's Winograd) round differently.
   const bool cudnn_float = path.rfind("cudnn", 0) == 0 && std::is_same<T, float>::value;
@@ -231,9 +231,9 @@ TEST(CudaConvKernels, BackwardWeightAccumulatesLikeRef) {
 // (the implicit GEMM with a data pass), in as many otherwise.
 template <class T>
 void check_backward_in_one_call(const ConvGeom& g) {
-  const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
-             dy = uniform<T>(y_size(g), 4, -1, 1), dx0 = uniform<T>(x_size(g), 5, -1, 1),
-             dw0 = uniform<T>(w_size(g), 6, -1, 1), db0 = uniform<T>(g.k, 7, -1, 1);
+  const auto x = uniform<T>(conv_x_size(g), 1, -1, 1), w = uniform<T>(conv_w_size(g), 2, -1, 1),
+             dy = uniform<T>(conv_y_size(g), 4, -1, 1), dx0 = uniform<T>(conv_x_size(g), 5, -1, 1),
+             dw0 = uniform<T>(conv_w_size(g), 6, -1, 1), db0 = uniform<T>(g.k, 7, -1, 1);
   const kd::Backend& gpu = kd::cuda_testing::gpu();
   const kd::KernelTable<T>& k = kd::cuda_testing::gpu_kernels<T>();
   DeviceArray<T> d_x(x), d_w(w), d_dy(dy);
@@ -277,8 +277,8 @@ TEST(CudaConvKernels, BackwardInOneCallIsBothPassesInOneLaunch) {
 // (K = 429 in 64-wide slices) and a many-slice one (K = 8 * 32 * 32).
 template <class T>
 void check_weight_determinism(const ConvGeom& g) {
-  const auto x = uniform<T>(x_size(g), 1, -1, 1), dy = uniform<T>(y_size(g), 4, -1, 1),
-             dw0 = uniform<T>(w_size(g), 6, -1, 1), db0 = uniform<T>(g.k, 7, -1, 1);
+  const auto x = uniform<T>(conv_x_size(g), 1, -1, 1), dy = uniform<T>(conv_y_size(g), 4, -1, 1),
+             dw0 = uniform<T>(conv_w_size(g), 6, -1, 1), db0 = uniform<T>(g.k, 7, -1, 1);
   DeviceArray<T> d_x(x), d_dy(dy);
   std::vector<T> dw[2], db[2];
   for (int run = 0; run < 2; ++run) {
@@ -307,8 +307,8 @@ TEST(CudaConvKernels, BackwardWeightIsBitwiseDeterministic) {
 // in-launch fold's bits, one launch more, for the separate pass and the fused backward alike.
 template <class T>
 void check_separate_fold(const ConvGeom& g) {
-  const auto x = uniform<T>(x_size(g), 1, -1, 1), w = uniform<T>(w_size(g), 2, -1, 1),
-             dy = uniform<T>(y_size(g), 4, -1, 1), dw0 = uniform<T>(w_size(g), 6, -1, 1),
+  const auto x = uniform<T>(conv_x_size(g), 1, -1, 1), w = uniform<T>(conv_w_size(g), 2, -1, 1),
+             dy = uniform<T>(conv_y_size(g), 4, -1, 1), dw0 = uniform<T>(conv_w_size(g), 6, -1, 1),
              db0 = uniform<T>(g.k, 7, -1, 1);
   DeviceArray<T> d_x(x), d_w(w), d_dy(dy);
   const kd::Backend& gpu = kd::cuda_testing::gpu();
@@ -323,7 +323,7 @@ void check_separate_fold(const ConvGeom& g) {
     uint64_t start = gpu.launch_count();
     k.conv2d_backward_weight(g, d_x.get(), d_dy.get(), dw.get(), db.get());
     r.weight_launches = gpu.launch_count() - start;
-    DeviceArray<T> dw2(dw0), db2(db0), dx(x_size(g));
+    DeviceArray<T> dw2(dw0), db2(db0), dx(conv_x_size(g));
     start = gpu.launch_count();
     k.conv2d_backward(g, d_x.get(), d_w.get(), d_dy.get(), dx.get(), false, dw2.get(), db2.get());
     r.backward_launches = gpu.launch_count() - start;
@@ -370,8 +370,9 @@ TEST(CudaConvKernels, SeparateSplitKFoldHasTheInLaunchFoldsBits) {
 TEST(CudaConvKernels, PointwiseRouteSwitch) {
   KD_REQUIRE_CUDA();
   const ConvGeom g = geom(2, 16, 8, 8, 64, 1, 1, 1, 0);
-  DeviceArray<float> x(uniform<float>(x_size(g), 1, -1, 1)), w(uniform<float>(w_size(g), 2, -1, 1)),
-      res(uniform<float>(y_size(g), 3, -1, 1)), y(y_size(g));
+  DeviceArray<float> x(uniform<float>(conv_x_size(g), 1, -1, 1)),
+      w(uniform<float>(conv_w_size(g), 2, -1, 1)), res(uniform<float>(conv_y_size(g), 3, -1, 1)),
+      y(conv_y_size(g));
   const kd::Backend& gpu = kd::cuda_testing::gpu();
   auto residual_launches = [&] {
     const uint64_t before = gpu.launch_count();
@@ -402,12 +403,12 @@ TEST(CudaConvKernels, PointwiseRouteSwitch) {
 TEST(CudaConvKernels, EmptyBatchIsANoOp) {
   KD_REQUIRE_CUDA();
   const ConvGeom g = geom(0, 3, 5, 5, 4, 3, 3, 1, 1);
-  DeviceArray<float> x(size_t(0)), dy(size_t(0)), w(std::vector<float>(w_size(g), 1.f)),
-      dw(std::vector<float>(w_size(g), 2.f)), db(std::vector<float>(4, 3.f));
+  DeviceArray<float> x(size_t(0)), dy(size_t(0)), w(std::vector<float>(conv_w_size(g), 1.f)),
+      dw(std::vector<float>(conv_w_size(g), 2.f)), db(std::vector<float>(4, 3.f));
   kd::cuda_testing::gpu_kernels<float>().conv2d_forward(g, x.get(), w.get(), db.get(), dy.get());
   kd::cuda_testing::gpu_kernels<float>().conv2d_backward_data(g, dy.get(), w.get(), x.get(), true);
   kd::cuda_testing::gpu_kernels<float>().conv2d_backward_weight(g, x.get(), dy.get(), dw.get(), db.get());
-  EXPECT_EQ(dw.host(), std::vector<float>(w_size(g), 2.f));
+  EXPECT_EQ(dw.host(), std::vector<float>(conv_w_size(g), 2.f));
   EXPECT_EQ(db.host(), std::vector<float>(4, 3.f));
 }
 

@@ -29,9 +29,9 @@ using kernel_testing::rounded;
 using kernel_testing::uniform;
 using kernel_testing::widened;
 
-size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
-size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
-size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
+using kd::kernel_testing::conv_w_size;
+using kd::kernel_testing::conv_x_size;
+using kd::kernel_testing::conv_y_size;
 
 // bf16(T(old) + add), element by element: an accumulated bf16 output.
 template <class T>
@@ -45,20 +45,20 @@ template <class T>
 void check_bf16_conv(const ConvGeom& g) {
   const Backend& gpu = cuda_testing::gpu();
   const KernelTable<T>& k = cuda_testing::gpu_kernels<T>();
-  const std::vector<bf16> x = rounded(uniform<T>(x_size(g), 1, -1, 1)),
-                          w = rounded(uniform<T>(w_size(g), 2, -1, 1)),
-                          r = rounded(uniform<T>(y_size(g), 3, -1, 1)),
-                          dy = rounded(uniform<T>(y_size(g), 4, -1, 1)),
-                          dx0 = rounded(uniform<T>(x_size(g), 5, -1, 1)),
-                          dw0 = rounded(uniform<T>(w_size(g), 6, -1, 1));
+  const std::vector<bf16> x = rounded(uniform<T>(conv_x_size(g), 1, -1, 1)),
+                          w = rounded(uniform<T>(conv_w_size(g), 2, -1, 1)),
+                          r = rounded(uniform<T>(conv_y_size(g), 3, -1, 1)),
+                          dy = rounded(uniform<T>(conv_y_size(g), 4, -1, 1)),
+                          dx0 = rounded(uniform<T>(conv_x_size(g), 5, -1, 1)),
+                          dw0 = rounded(uniform<T>(conv_w_size(g), 6, -1, 1));
   const std::vector<T> bias = uniform<T>(g.k, 7, -1, 1), db0 = uniform<T>(g.k, 8, -1, 1);
   DeviceArray<bf16> d_x(x), d_w(w), d_r(r), d_dy(dy);
   DeviceArray<T> d_bias(bias), wx(widened<T>(x)), ww(widened<T>(w)), wr(widened<T>(r)),
       wdy(widened<T>(dy));
 
   // Forward, with bias and with the residual.
-  DeviceArray<bf16> y(y_size(g)), yr(y_size(g));
-  DeviceArray<T> y_t(y_size(g)), yr_t(y_size(g));
+  DeviceArray<bf16> y(conv_y_size(g)), yr(conv_y_size(g));
+  DeviceArray<T> y_t(conv_y_size(g)), yr_t(conv_y_size(g));
   uint64_t start = gpu.launch_count();
   k.conv2d_forward_bf16(g, d_x.get(), d_w.get(), d_bias.get(), y.get());
   k.conv2d_forward_residual_bf16(g, d_x.get(), d_w.get(), d_r.get(), yr.get());
@@ -71,7 +71,7 @@ void check_bf16_conv(const ConvGeom& g) {
   EXPECT_EQ(bits(yr.host()), bits(rounded(yr_t.host()))) << "y = conv + residual";
 
   // Backward: the T kernel's contributions, dx assigned and dw, dbias added to zeros.
-  DeviceArray<T> dx_t(x_size(g)), dw_t(std::vector<T>(w_size(g), T(0))), db_t(db0);
+  DeviceArray<T> dx_t(conv_x_size(g)), dw_t(std::vector<T>(conv_w_size(g), T(0))), db_t(db0);
   start = gpu.launch_count();
   k.conv2d_backward(g, wx.get(), ww.get(), wdy.get(), dx_t.get(), false, dw_t.get(), db_t.get());
   const uint64_t backward_t = gpu.launch_count() - start;

@@ -29,9 +29,9 @@ using kernel_testing::geom;
 using kernel_testing::rounded;
 using kernel_testing::uniform;
 
-size_t x_size(const ConvGeom& g) { return size_t(g.n) * g.c * g.h * g.w; }
-size_t w_size(const ConvGeom& g) { return size_t(g.k) * g.c * g.r * g.s; }
-size_t y_size(const ConvGeom& g) { return size_t(g.n) * g.k * g.p() * g.q(); }
+using kd::kernel_testing::conv_w_size;
+using kd::kernel_testing::conv_x_size;
+using kd::kernel_testing::conv_y_size;
 
 // Every output of one set of calls, as raw bits, with the launches and (emulated) blocks of the
 // forward call and of the fused backward call.
@@ -55,8 +55,8 @@ void run_bf16_convolutions(const ConvGeom& g, const std::vector<float>& x,
   const KernelTable<float>& k = cuda_testing::gpu_kernels<float>();
   const std::vector<bf16> x16 = rounded(x), w16 = rounded(w), r16 = rounded(res),
                           dy16 = rounded(dy), dx16_0 = rounded(dx0), dw16_0 = rounded(dw0);
-  DeviceArray<bf16> h_x(x16), h_w(w16), h_r(r16), h_dy(dy16), h_y(y_size(g)), h_yr(y_size(g)),
-      h_dx(dx16_0), h_dw(dw16_0);
+  DeviceArray<bf16> h_x(x16), h_w(w16), h_r(r16), h_dy(dy16), h_y(conv_y_size(g)),
+      h_yr(conv_y_size(g)), h_dx(dx16_0), h_dw(dw16_0);
   DeviceArray<float> h_db(db0);
   k.conv2d_forward_bf16(g, h_x.get(), h_w.get(), bias, h_y.get());
   k.conv2d_forward_residual_bf16(g, h_x.get(), h_w.get(), h_r.get(), h_yr.get());
@@ -69,17 +69,17 @@ void run_bf16_convolutions(const ConvGeom& g, const std::vector<float>& x,
 Outputs run_convolutions(const ConvGeom& g, bool with_bf16) {
   const Backend& gpu = cuda_testing::gpu();
   const KernelTable<float>& k = cuda_testing::gpu_kernels<float>();
-  const std::vector<float> x = uniform<float>(x_size(g), 1, -1, 1),
-                           w = uniform<float>(w_size(g), 2, -1, 1),
-                           res = uniform<float>(y_size(g), 3, -1, 1),
-                           dy = uniform<float>(y_size(g), 4, -1, 1),
-                           dx0 = uniform<float>(x_size(g), 5, -1, 1),
-                           dw0 = uniform<float>(w_size(g), 6, -1, 1),
+  const std::vector<float> x = uniform<float>(conv_x_size(g), 1, -1, 1),
+                           w = uniform<float>(conv_w_size(g), 2, -1, 1),
+                           res = uniform<float>(conv_y_size(g), 3, -1, 1),
+                           dy = uniform<float>(conv_y_size(g), 4, -1, 1),
+                           dx0 = uniform<float>(conv_x_size(g), 5, -1, 1),
+                           dw0 = uniform<float>(conv_w_size(g), 6, -1, 1),
                            bias = uniform<float>(g.k, 7, -1, 1),
                            db0 = uniform<float>(g.k, 8, -1, 1);
   DeviceArray<float> d_x(x), d_w(w), d_res(res), d_dy(dy), d_bias(bias);
-  DeviceArray<float> y(y_size(g)), yr(y_size(g)), dx_set(x_size(g)), dx_acc(dx0), dx(x_size(g)),
-      dw(dw0), db(db0);
+  DeviceArray<float> y(conv_y_size(g)), yr(conv_y_size(g)), dx_set(conv_x_size(g)), dx_acc(dx0),
+      dx(conv_x_size(g)), dw(dw0), db(db0);
   Outputs out;
   const uint64_t launches = gpu.launch_count();
   uint64_t blocks = blocks_run();
@@ -102,7 +102,7 @@ Outputs run_convolutions(const ConvGeom& g, bool with_bf16) {
 
   // Against ref:: (float): the Micro-4 run is held to it by tests/test_cuda_conv.cpp too.
   const std::string what = describe(g);
-  std::vector<float> want(y_size(g));
+  std::vector<float> want(conv_y_size(g));
   ref::conv2d_forward(g, x.data(), w.data(), bias.data(), want.data());
   kernel_testing::expect_close(out.floats[0], want, 1e-4, "forward " + what);
   ref::conv2d_forward_residual(g, x.data(), w.data(), res.data(), want.data());
@@ -169,9 +169,9 @@ TEST(CudaConvMicroTiles, AreBitwiseTheFourByFourTilesWithTheSameLaunches) {
 
 // The forward blocks of one call under KDLAB_CONV_MICRO=micro.
 uint64_t forward_blocks(const ConvGeom& g, const char* micro) {
-  const std::vector<float> x = uniform<float>(x_size(g), 1, -1, 1),
-                           w = uniform<float>(w_size(g), 2, -1, 1);
-  DeviceArray<float> d_x(x), d_w(w), y(y_size(g));
+  const std::vector<float> x = uniform<float>(conv_x_size(g), 1, -1, 1),
+                           w = uniform<float>(conv_w_size(g), 2, -1, 1);
+  DeviceArray<float> d_x(x), d_w(w), y(conv_y_size(g));
   const ScopedEnv env("KDLAB_CONV_MICRO", micro);
   const uint64_t start = blocks_run();
   cuda_testing::gpu_kernels<float>().conv2d_forward(g, d_x.get(), d_w.get(), nullptr, y.get());
@@ -195,7 +195,7 @@ TEST(CudaConvMicroTiles, ABadValueIsRefusedNamingTheVariable) {
   KD_REQUIRE_CUDA();
   const ScopedEnv bad("KDLAB_CONV_MICRO", "16");
   const ConvGeom g = geom(1, 2, 3, 3, 40, 3, 3, 1, 1);
-  DeviceArray<float> x(x_size(g)), w(w_size(g)), y(y_size(g));
+  DeviceArray<float> x(conv_x_size(g)), w(conv_w_size(g)), y(conv_y_size(g));
   try {
     cuda_testing::gpu_kernels<float>().conv2d_forward(g, x.get(), w.get(), nullptr, y.get());
     ADD_FAILURE() << "no error";

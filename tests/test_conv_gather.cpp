@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "kernels/conv2d.h"
-#include "kernels/cuda/conv2d_gather.h"
+#include "kernels/cuda/conv2d_block.h"
 #include "kernels/cuda/conv2d_mma.h"
 #include "tests/kernel_testing.h"
 

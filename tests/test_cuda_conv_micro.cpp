@@ -14,7 +14,7 @@
 
 #include "kernels/bf16.h"
 #include "kernels/conv2d.h"
-#include "kernels/cuda/conv2d_gather.h"
+#include "kernels/cuda/conv2d_block.h"
 #include "tests/cuda_testing.h"
 #include "tests/kernel_testing.h"
 

@@ -1,9 +1,9 @@
 // kd::cuda:: 2-D convolution as our own implicit GEMM: no im2col buffer, the tile loads gather
 // straight from the NCHW/OIHW tensors through the index maps of kernels/cuda/conv2d_gather.h
-// (which also holds the per-thread block program, tested on the host) and the block-level tile
-// programs of kernels/cuda/conv2d_tiles.cuh (FMA and TF32). Forward ASSIGNS y (+bias); backward
-// data ACCUMULATES into dx (or assigns it, when told); backward weight ACCUMULATES into dw and
-// dbias.
+// (the per-thread block program is kernels/cuda/conv2d_block.h, tested on the host) and the
+// block-level tile programs of kernels/cuda/conv2d_tiles.cuh (FMA and TF32). Forward ASSIGNS y
+// (+bias); backward data ACCUMULATES into dx (or assigns it, when told); backward weight
+// ACCUMULATES into dw and dbias.
 // Tiles: 64x64, or for float forward and data passes of 16 or 32 rows (channels) 16x256 and 32x128,
 // and of wider layers with enough blocks 64x256 and 128x128 with 8x8 micro-tiles
 // (conv_gemm::TileShape: the same threads and per-output sum order, hence the same bits, without
@@ -13,7 +13,7 @@
 // bottleneck's last convolution and shortcut add one launch), unless KDLAB_CONV_1X1=cublas: then
 // forward and backward data take the cuBLAS route of kernels/cuda/conv2d_pointwise.cu.
 // The _bf16 entries (--precision bf16) are the same implicit GEMM over bf16 operands (template
-// parameter S; conv2d_gather.h widens loads and rounds stores), FMA only, no cuBLAS route.
+// parameter S; conv2d_block.h widens loads and rounds stores), FMA only, no cuBLAS route.
 // Determinism: no float atomics. The weight pass splits K into a number of slices fixed by the
 // shape and writes each slice's partial product to the workspace; the block that finishes a
 // tile's last slice (an integer ticket per tile) sums the tile's slices in slice order into dw,
@@ -23,7 +23,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/conv2d.h"
-#include "kernels/cuda/conv2d_gather.h"
+#include "kernels/cuda/conv2d_block.h"
 #include "kernels/cuda/conv2d_pointwise.h"
 #include "kernels/cuda/conv2d_tiles.cuh"
 #include "kernels/cuda/env_switch.h"

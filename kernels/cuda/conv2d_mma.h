@@ -1,4 +1,4 @@
-// The tensor-core variant of the implicit-GEMM block program (kernels/cuda/conv2d_gather.h): the
+// The tensor-core variant of the implicit-GEMM block program (kernels/cuda/conv2d_block.h): the
 // same 64x64x16 tiles, index maps, loads and epilogue, with the multiply done by TF32 mma.sync
 // m16n8k8 (kernels/cuda/tensor_core.cuh) instead of per-thread FMAs. Host-testable like the rest
 // of the block program (tests/test_conv_gather.cpp runs it on the host).
@@ -10,7 +10,7 @@
 //    a_load_pos / b_load_pos give. The stride 72 puts the 32 lanes of a fragment read (8 rows x 4
 //    k) in 32 different banks: k*72 + row = 8k + row (mod 32).
 #pragma once
-#include "kernels/cuda/conv2d_gather.h"
+#include "kernels/cuda/conv2d_block.h"
 
 namespace kd {
 namespace conv_gemm {

@@ -2,8 +2,8 @@
 // its only includer): which tile a block computes, its double-buffered shared K tiles, the FMA
 // program (register prefetch, any conv_gemm::TileShape) and the TF32 tensor-core one (cp.async,
 // 64x64), and the weight pass's in-launch split-K fold with its tickets. The per-thread index
-// maths they run is conv_gemm's (conv2d_gather.h, conv2d_mma.h), tested on the host; these add
-// shared memory, barriers and asynchronous copies, proven on the grid emulator.
+// maths they run is conv_gemm's (conv2d_gather.h, conv2d_block.h, conv2d_mma.h), tested on the
+// host; these add shared memory, barriers and asynchronous copies, proven on the grid emulator.
 // Layouts: shared tiles [kTileK][stride] for A and B (stride: the tile's rows plus one, or
 // kMmaStride for the tensor-core tiles). The epilogues ASSIGN y / the workspace or add into dx
 // as conv_gemm::epilogue says; the fold ACCUMULATES into dw.
@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/cuda/conv2d_gather.h"
+#include "kernels/cuda/conv2d_block.h"
 #include "kernels/cuda/conv2d_mma.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/reduce.cuh"

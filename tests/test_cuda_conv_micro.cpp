@@ -117,14 +117,7 @@ Outputs run_convolutions(const ConvGeom& g, bool with_bf16) {
 int64_t forward_tiles(const ConvGeom& g, conv_gemm::MicroTiles micro) {
   using namespace conv_gemm;
   const GemmDims fg = forward_gemm(make_dims(g));
-  Grid3 grid{};
-  switch (fma_tile(fg, micro)) {
-    case FmaTile::Rows16: grid = gemm_grid<TileShape<16>>(fg, 1); break;
-    case FmaTile::Rows32: grid = gemm_grid<TileShape<32>>(fg, 1); break;
-    case FmaTile::Wide64: grid = gemm_grid<WideTile64>(fg, 1); break;
-    case FmaTile::Wide128: grid = gemm_grid<WideTile128>(fg, 1); break;
-    case FmaTile::Square64: grid = gemm_grid<Tile64>(fg, 1); break;
-  }
+  const Grid3 grid = fma_tile_grid(fg, fma_tile(fg, micro));
   return int64_t(grid.x) * grid.y;
 }
 

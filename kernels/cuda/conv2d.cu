@@ -143,17 +143,11 @@ conv_gemm::MicroTiles micro_tiles() {
 // of static shared memory), the weight pass and the tensor-core kernel are always 64x64.
 template <class T, Pass P, bool TensorCores, class Launch>
 void with_tile_shape(const conv_gemm::GemmDims& g, Launch launch) {
-  using conv_gemm::FmaTile;
   if constexpr (!TensorCores && std::is_same_v<T, float> && P != Pass::BackwardWeight) {
-    switch (conv_gemm::fma_tile(g, micro_tiles())) {
-      case FmaTile::Rows16: return launch(conv_gemm::TileShape<16>{});
-      case FmaTile::Rows32: return launch(conv_gemm::TileShape<32>{});
-      case FmaTile::Wide64: return launch(conv_gemm::WideTile64{});
-      case FmaTile::Wide128: return launch(conv_gemm::WideTile128{});
-      case FmaTile::Square64: break;
-    }
+    conv_gemm::with_fma_tile(conv_gemm::fma_tile(g, micro_tiles()), launch);
+  } else {
+    launch(conv_gemm::Tile64{});
   }
-  launch(conv_gemm::Tile64{});
 }
 
 template <class T, Pass P, class S>

@@ -76,6 +76,23 @@ inline FmaTile fma_tile(const GemmDims& g, MicroTiles micro) {
     return FmaTile::Square64;
   return rows64 ? FmaTile::Wide64 : FmaTile::Wide128;
 }
+// f called with tile t's TileShape (a value of it): one mapping for the launches (conv2d.cu's
+// with_tile_shape) and for the tests' grid sizes (fma_tile_grid).
+template <class F>
+decltype(auto) with_fma_tile(FmaTile t, F&& f) {
+  switch (t) {
+    case FmaTile::Rows16: return f(TileShape<16>{});
+    case FmaTile::Rows32: return f(TileShape<32>{});
+    case FmaTile::Wide64: return f(WideTile64{});
+    case FmaTile::Wide128: return f(WideTile128{});
+    case FmaTile::Square64: break;
+  }
+  return f(Tile64{});
+}
+// The one-slice grid of GEMM g on FMA tile t.
+inline Grid3 fma_tile_grid(const GemmDims& g, FmaTile t) {
+  return with_fma_tile(t, [&](auto shape) { return gemm_grid<decltype(shape)>(g, 1); });
+}
 
 struct KRange {
   int begin, end, tiles;
@@ -178,6 +195,12 @@ inline bool a_packs_allowed(const GemmParams<T, P, S>& prm) {
            reinterpret_cast<uintptr_t>(prm.a) % (kPack * sizeof(S)) == 0;
   }
 }
+// Whether this launch loads A in packs: a_packs_allowed's answer, set once per launch in
+// GemmParams::a_packs, and false at compile time where no pack load is compiled.
+template <class Shape, class T, Pass P, class S>
+KD_HOST_DEVICE inline bool a_in_packs(const GemmParams<T, P, S>& prm) {
+  return kAPacksCompiled<Shape, P, S> && prm.a_packs;
+}
 
 // A K index kk decomposed: its tap (forward, data: split_tap) or its output pixel (the weight
 // pass: weight_row), two integer divisions either way, which a GPU spells in about twenty
@@ -228,7 +251,7 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
   const int kk_a = k0 + a_load_pos(tid, 0).kk;
   const bool ka_ok = kk_a < k_end;
   if constexpr (P == Pass::Forward) {
-    if (kAPacksCompiled<Shape, P, S> && prm.a_packs) {
+    if (a_in_packs<Shape>(prm)) {
       KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
         const TilePos pa = a_pack_pos(tid, i);
         const int m = m0 + pa.mn, kk = k0 + pa.kk;  // a whole pack is in K or out of it
@@ -280,25 +303,18 @@ KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P, S>& prm, const BCol
                                       const KEntry<P>* table = nullptr) {
   int64_t a_off[Shape::kLoadsA], b_off[Shape::kLoadsB];
   stage_offsets<Shape>(prm, cols, tid, m0, k0, k_end, a_off, b_off, table);
-  auto load_a_one_by_one = [&] {
-    KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i)
-      a_reg[i] = a_off[i] >= 0 ? widen<T>(prm.a[a_off[i]]) : T(0);
-  };
-  if constexpr (kAPacksCompiled<Shape, P, S>) {
-    if (prm.a_packs) {
-      struct alignas(kPack * sizeof(S)) Pack {
-        S v[kPack];
-      };
-      KD_UNROLL for (int p = 0; p < Shape::kLoadsA; p += kPack) {
-        const Pack pack = a_off[p] >= 0 ? *reinterpret_cast<const Pack*>(prm.a + a_off[p]) : Pack{};
-        KD_UNROLL for (int j = 0; j < kPack; ++j)
-          a_reg[p + j] = a_off[p] >= 0 ? widen<T>(pack.v[j]) : T(0);
-      }
-    } else {
-      load_a_one_by_one();
+  if (a_in_packs<Shape>(prm)) {  // constant false where no pack load is compiled
+    struct alignas(kPack * sizeof(S)) Pack {
+      S v[kPack];
+    };
+    KD_UNROLL for (int p = 0; p < Shape::kLoadsA; p += kPack) {
+      const Pack pack = a_off[p] >= 0 ? *reinterpret_cast<const Pack*>(prm.a + a_off[p]) : Pack{};
+      KD_UNROLL for (int j = 0; j < kPack; ++j)
+        a_reg[p + j] = a_off[p] >= 0 ? widen<T>(pack.v[j]) : T(0);
     }
   } else {
-    load_a_one_by_one();
+    KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i)
+      a_reg[i] = a_off[i] >= 0 ? widen<T>(prm.a[a_off[i]]) : T(0);
   }
   KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i)
     b_reg[i] = b_off[i] >= 0 ? widen<T>(prm.b[b_off[i]]) : T(0);

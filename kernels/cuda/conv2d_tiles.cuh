@@ -130,7 +130,7 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
     if (table == nullptr) __builtin_unreachable();  // else nvcc keeps k_entry_at's fallback
     return table;
   };
-  const bool a_packs = kAPacksCompiled<Shape, P, S> && prm.a_packs;  // else compiled out
+  const bool a_packs = a_in_packs<Shape>(prm);
   fill_table(0, 0);
   fill_table(1, 1);
   __syncthreads();

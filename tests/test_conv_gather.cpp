@@ -215,9 +215,8 @@ int (&a_pack_runs())[2] {
 // tensor_cores, tf32_gemm_tile's program (without the TF32 rounding): each load lands
 // straight in the [kTileK][kMmaStride] tiles, warps multiply by m16n8k8 fragments, and the
 // epilogue reads the accumulators through MmaLayout. Shape: the FMA program's tile (64x64, a
-// narrow layer's 16x256 / 32x128, or a Micro-8 64x256 / 128x128). The FMA program's loads read
-// each K tile's table of decomposed K indices, the tensor-core program's decompose in place, as
-// the kernels do.
+// narrow layer's 16x256 / 32x128, or a Micro-8 64x256 / 128x128). Both programs' loads read
+// each K tile's table of decomposed K indices, as the kernels do.
 template <class Shape = Tile64, class T, Pass P>
 void emulate(const GemmParams<T, P>& params, int slices, bool tensor_cores = false) {
   // A in packs where the kernel's host code would ask for them (conv2d.cu's launches).
@@ -250,10 +249,8 @@ void emulate(const GemmParams<T, P>& params, int slices, bool tensor_cores = fal
             for (T& v : row) v = T(0);
         }
         auto load = [&](int k0) {
-          // The FMA program reads the K tile's decomposed K indices from a table.
-          KEntry<P> entries[kTileK];
-          for (int j = 0; j < kTileK; ++j) entries[j] = k_table_entry<P>(prm.d, k0, j);
-          const KEntry<P>* table = tensor_cores ? nullptr : entries;
+          KEntry<P> table[kTileK];  // the K tile's decomposed K indices
+          for (int j = 0; j < kTileK; ++j) table[j] = k_table_entry<P>(prm.d, k0, j);
           for (int t = 0; t < kThreads; ++t)
             load_stage<Shape>(prm, cols[t], t, m0, k0, kr.end, regs[t].a, regs[t].b, table);
         };

@@ -36,21 +36,45 @@ BN_ATOMIC_SUM = """{
 # (name, file, exact text, replacement, gtest filter of the tests that must catch it)
 MUTATIONS = [
     ("conv: __syncthreads removed from the K-tile loop", "kernels/cuda/conv2d_tiles.cuh",
-     "    fill_table(cur, t + 2);\n"
+     "a_packs);\n"
+     "    tables.fill(t + 2);\n"
      "    __syncthreads();\n",
-     "    fill_table(cur, t + 2);\n",
+     "a_packs);\n"
+     "    tables.fill(t + 2);\n",
      "CudaConvKernels.*"),
-    ("conv: the K-index table of tile t + 2 written over tile t + 1's, which is being read",
+    ("conv: K tile i's decomposed indices written to the other table buffer",
      "kernels/cuda/conv2d_tiles.cuh",
-     "    fill_table(cur, t + 2);\n",
-     "    fill_table(cur ^ 1, t + 2);\n",
-     "CudaConvKernels.ForwardMatchesRefAndOracle:CudaConvKernels.Backward*"),
+     "      buf[tile_index & 1].template entries<P>()[tid] =",
+     "      buf[(tile_index + 1) & 1].template entries<P>()[tid] =",
+     "CudaConvKernels.ForwardMatchesRefAndOracle:CudaConvKernels.Backward*"
+     ":CudaConvTf32.EveryPassMatchesRefOnTf32RoundedInputs"),
     ("conv: no barrier between filling the first K-index tables and reading them",
      "kernels/cuda/conv2d_tiles.cuh",
-     "  fill_table(1, 1);\n"
-     "  __syncthreads();\n",
-     "  fill_table(1, 1);\n",
+     "  tables.fill(1);\n"
+     "  __syncthreads();\n"
+     "  if (kr.tiles > 0) {\n",
+     "  tables.fill(1);\n"
+     "  if (kr.tiles > 0) {\n",
      "CudaConvKernels.ForwardMatchesRefAndOracle:CudaConvKernels.Backward*"),
+    ("tf32 conv: no barrier between filling the first K-index tables and reading them",
+     "kernels/cuda/conv2d_tiles.cuh",
+     "  tables.fill(1);\n"
+     "  __syncthreads();\n"
+     "  if (kr.tiles > 0)\n",
+     "  tables.fill(1);\n"
+     "  if (kr.tiles > 0)\n",
+     "CudaConvTf32.EveryPassMatchesRefOnTf32RoundedInputs"),
+    ("tf32 conv: tile t + 2's K-index table filled after the loop's last barrier",
+     "kernels/cuda/conv2d_tiles.cuh",
+     "    tables.fill(t + 2);\n"
+     "    __syncthreads();\n"
+     "  }\n"
+     "  tc::cp_async_wait<0>();",
+     "    __syncthreads();\n"
+     "    tables.fill(t + 2);\n"
+     "  }\n"
+     "  tc::cp_async_wait<0>();",
+     "CudaConvTf32.EveryPassMatchesRefOnTf32RoundedInputs"),
     ("block_sum2: first __syncthreads removed", "kernels/cuda/reduce.cuh",
      "    part_b[warp] = b;\n  }\n  __syncthreads();\n",
      "    part_b[warp] = b;\n  }\n",

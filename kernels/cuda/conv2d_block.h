@@ -205,9 +205,9 @@ KD_HOST_DEVICE inline bool a_in_packs(const GemmParams<T, P, S>& prm) {
 // A K index kk decomposed: its tap (forward, data: split_tap) or its output pixel (the weight
 // pass: weight_row), two integer divisions either way, which a GPU spells in about twenty
 // instructions. Every thread of a block loads at the same kTileK values of kk per K tile (B along
-// N in the forward and data passes; A and B along K in the weight pass, tid % kTileK), so the FMA
-// kernel decomposes each once per block into a shared table, table[j] = the entry of k0 + j, and
-// the loads read it; a null table decomposes in place, as the TF32 kernel does.
+// N in the forward and data passes; A and B along K in the weight pass, tid % kTileK), so the
+// kernels decompose each once per block into a shared table, table[j] = the entry of k0 + j
+// (conv2d_tiles.cuh's KTables), and the loads read it; a null table decomposes in place.
 template <Pass P>
 using KEntry = typename std::conditional<P == Pass::BackwardWeight, WgtRow, Tap>::type;
 template <Pass P>

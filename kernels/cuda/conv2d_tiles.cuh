@@ -42,7 +42,7 @@ inline __device__ Tile nth_tile(int index, const conv_gemm::Grid3& grid) {
 
 // The double-buffered K tiles of one block: [kTileK][stride] for A and B. The FMA kernel pads
 // the rows by one (bank spread), the tensor-core one by eight with 16-byte rows for cp.async.
-// The FMA kernel's also hold two K tiles' decomposed K indices (conv_gemm::k_table_entry).
+// Both also hold two K tiles' decomposed K indices (KTables).
 template <class T, bool TensorCores, class Shape = conv_gemm::Tile64>
 struct StageTiles {
   T a[2][conv_gemm::kTileK * Shape::kStrideM];
@@ -53,6 +53,28 @@ template <class Shape>
 struct StageTiles<float, true, Shape> {
   __align__(16) float a[2][conv_gemm::kTileK * conv_gemm::kMmaStride];
   __align__(16) float b[2][conv_gemm::kTileK * conv_gemm::kMmaStride];
+  conv_gemm::KTable k_table[2];
+};
+
+// The tables of decomposed K indices (conv_gemm::k_table_entry) that a block's loads read, K tile
+// i's in buffer i & 1, each filled by the block's first kTileK threads: two integer divisions
+// per K index once per block instead of once per load. The kernels fill them two K tiles ahead.
+template <Pass P>
+struct KTables {
+  conv_gemm::KTable* buf;  // two, in shared memory
+  const conv_gemm::ConvDims& d;
+  conv_gemm::KRange kr;
+  int tid;
+  __device__ void fill(int tile_index) const {
+    if (tid < conv_gemm::kTileK && tile_index < kr.tiles)
+      buf[tile_index & 1].template entries<P>()[tid] =
+          conv_gemm::k_table_entry<P>(d, kr.begin + tile_index * conv_gemm::kTileK, tid);
+  }
+  __device__ const conv_gemm::KEntry<P>* of(int tile_index) const {
+    const conv_gemm::KEntry<P>* table = buf[tile_index & 1].template entries<P>();
+    if (table == nullptr) __builtin_unreachable();  // else nvcc keeps k_entry_at's fallback
+    return table;
+  }
 };
 
 // One ticket per output tile for the weight pass's fold; zero at module load, and the last block
@@ -120,22 +142,13 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
 #pragma unroll
     for (int j = 0; j < Shape::kMicro; ++j) acc[i][j] = T(0);
 
-  auto fill_table = [&](int buf, int tile_index) {
-    if (tid < kTileK && tile_index < kr.tiles)
-      tiles.k_table[buf].template entries<P>()[tid] =
-          k_table_entry<P>(prm.d, kr.begin + tile_index * kTileK, tid);
-  };
-  auto table_of = [&](int tile_index) -> const KEntry<P>* {
-    const KEntry<P>* table = tiles.k_table[tile_index & 1].template entries<P>();
-    if (table == nullptr) __builtin_unreachable();  // else nvcc keeps k_entry_at's fallback
-    return table;
-  };
+  const KTables<P> tables{tiles.k_table, prm.d, kr, tid};
   const bool a_packs = a_in_packs<Shape>(prm);
-  fill_table(0, 0);
-  fill_table(1, 1);
+  tables.fill(0);
+  tables.fill(1);
   __syncthreads();
   if (kr.tiles > 0) {
-    load_stage<Shape>(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg, table_of(0));
+    load_stage<Shape>(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg, tables.of(0));
     store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[0], b_tile[0], a_packs);
   }
   __syncthreads();
@@ -144,11 +157,11 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
     const bool more = t + 1 < kr.tiles;
     if (more)
       load_stage<Shape>(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_reg, b_reg,
-                        table_of(t + 1));
+                        tables.of(t + 1));
     mma_tile<Shape>(a_tile[cur], b_tile[cur], tid, acc);
     if (more)
       store_stage<T, P, Shape>(tid, a_reg, b_reg, a_tile[cur ^ 1], b_tile[cur ^ 1], a_packs);
-    fill_table(cur, t + 2);
+    tables.fill(t + 2);
     __syncthreads();
   }
   epilogue<FmaLayoutOf<Shape>>(prm, tid, m0, n0, slice, acc);
@@ -159,14 +172,16 @@ __device__ void fma_gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const T
 }
 
 // The K tile at k0 from global memory straight into the [kTileK][kMmaStride] shared tiles, one
-// 4-byte cp.async per element (zero-filled outside the tensors and in the padding).
+// 4-byte cp.async per element (zero-filled outside the tensors and in the padding); table: the
+// K tile's decomposed K indices (KTables).
 template <Pass P>
 __device__ void issue_stage_async(const conv_gemm::GemmParams<float, P>& prm,
                                   const conv_gemm::BCols<P>& cols, int tid, int m0, int k0,
-                                  int k_end, float* a_tile, float* b_tile) {
+                                  int k_end, float* a_tile, float* b_tile,
+                                  const conv_gemm::KEntry<P>* table) {
   using namespace conv_gemm;
   int64_t a_off[kLoads], b_off[kLoads];
-  stage_offsets(prm, cols, tid, m0, k0, k_end, a_off, b_off);
+  stage_offsets(prm, cols, tid, m0, k0, k_end, a_off, b_off, table);
 #pragma unroll
   for (int i = 0; i < kLoads; ++i) {
     tc::cp_async_zfill4(a_tile + a_store_index(tid, i), prm.a + (a_off[i] >= 0 ? a_off[i] : 0),
@@ -207,7 +222,10 @@ inline __device__ void mma_tile_tf32(const float* a_tile, const float* b_tile, i
 // fma_gemm_tile on tensor cores (float only). Tile t + 1 is copied by cp.async while tile t
 // is multiplied; every iteration commits one group (empty on the last tile), so waiting for all
 // but the newest group always means "tile t has landed". The second barrier keeps the next
-// iteration's copies out of the buffer until every warp has read it.
+// iteration's copies out of the buffer until every warp has read it. The K-index tables run two
+// tiles ahead between the two barriers: tile t + 2's goes where tile t's was, last read by the
+// copies issued before this iteration's first barrier, and is next read by iteration t + 1's
+// copies, after the second; the first two are filled before one extra barrier.
 template <Pass P>
 __device__ void tf32_gemm_tile(const conv_gemm::GemmParams<float, P>& prm, const Tile& tile,
                                StageTiles<float, true>& tiles) {
@@ -224,17 +242,23 @@ __device__ void tf32_gemm_tile(const conv_gemm::GemmParams<float, P>& prm, const
 #pragma unroll
     for (int j = 0; j < kMicro; ++j) acc[i][j] = 0.f;
 
-  if (kr.tiles > 0) issue_stage_async(prm, cols, tid, m0, kr.begin, kr.end, a_tile[0], b_tile[0]);
+  const KTables<P> tables{tiles.k_table, prm.d, kr, tid};
+  tables.fill(0);
+  tables.fill(1);
+  __syncthreads();
+  if (kr.tiles > 0)
+    issue_stage_async(prm, cols, tid, m0, kr.begin, kr.end, a_tile[0], b_tile[0], tables.of(0));
   tc::cp_async_commit();
   for (int t = 0; t < kr.tiles; ++t) {
     const int cur = t & 1;
     if (t + 1 < kr.tiles)
       issue_stage_async(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_tile[cur ^ 1],
-                        b_tile[cur ^ 1]);
+                        b_tile[cur ^ 1], tables.of(t + 1));
     tc::cp_async_commit();
     tc::cp_async_wait<1>();
     __syncthreads();
     mma_tile_tf32(a_tile[cur], b_tile[cur], tid, acc);
+    tables.fill(t + 2);
     __syncthreads();
   }
   tc::cp_async_wait<0>();  // only empty groups can be left; the thread exits with none queued

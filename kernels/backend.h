@@ -94,6 +94,9 @@ struct EmulatorControls {
   // Blocks run so far (a launch under the three-schedule check runs each block three times):
   // how a test sees which tile a kernel was launched with when the bits cannot tell.
   uint64_t (*blocks_run)() = nullptr;
+  // Warp-wide tensor-core instructions (mma.sync) run so far, under the same three-fold count:
+  // how a test sees that tensor cores multiplied when the bits cannot tell (bf16 operands).
+  uint64_t (*mma_tiles_run)() = nullptr;
 };
 
 struct Backend {

@@ -171,8 +171,8 @@ TEST(CudaBf16Ops, CudnnPathsToo) {
   check_every_op(Device::cuda());
 }
 
-// Under --tf32 the convolutions take the fp32 views (the _bf16 kernels multiply by FMA), so the
-// bf16 op is still the fp32 op (now on TF32 tensor cores) rounded.
+// Under --tf32 the bf16 convolutions multiply on tensor cores too (TF32 mma on the bf16 operands,
+// exact in TF32): the bf16 op is still the fp32 op, now on TF32 tensor cores, rounded once.
 TEST(CudaBf16Ops, Tf32PathsToo) {
   KD_REQUIRE_CUDA();
   RuntimeConfig config = runtime_config();

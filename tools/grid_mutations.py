@@ -75,6 +75,20 @@ MUTATIONS = [
      "  }\n"
      "  tc::cp_async_wait<0>();",
      "CudaConvTf32.EveryPassMatchesRefOnTf32RoundedInputs"),
+    ("bf16 conv under --tf32: the staged tensor-core program never launched (FMA instead)",
+     "kernels/cuda/conv2d.cu",
+     "  if constexpr (std::is_same_v<T, float>) {\n    if (use_tensor_cores())",
+     "  if constexpr (std::is_same_v<T, float> && std::is_same_v<S, float>) {\n"
+     "    if (use_tensor_cores())",
+     "CudaConvBf16.Tf32ModeRunsTensorCoresWithTheSameContract"),
+    ("bf16 conv under --tf32: __syncthreads removed from the staged K-tile loop",
+     "kernels/cuda/conv2d_tiles.cuh",
+     "    if (more) store(cur ^ 1);\n"
+     "    tables.fill(t + 2);\n"
+     "    __syncthreads();\n",
+     "    if (more) store(cur ^ 1);\n"
+     "    tables.fill(t + 2);\n",
+     "CudaConvBf16.Tf32ModeRunsTensorCoresWithTheSameContract"),
     ("block_sum2: first __syncthreads removed", "kernels/cuda/reduce.cuh",
      "    part_b[warp] = b;\n  }\n  __syncthreads();\n",
      "    part_b[warp] = b;\n  }\n",

@@ -35,10 +35,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
                                << (bias.defined() ? " (and a bias: not supported together)" : ""));
   const bool on_gpu = x.is_cuda();
   const bool use_cudnn = on_gpu && runtime_config().gpu_kernels.conv == GpuImpl::Cudnn;
-  // --precision bf16 on our kernels: one pass over the bf16 operands (the _bf16 entries, which
-  // multiply by FMA: under --tf32 the fp32 views keep the T kernels' TF32). Elsewhere the views.
-  const bool bf16_kernels = !use_cudnn && !runtime_config().math.tf32 &&
-                            x.dtype() == DType::BF16 && w.dtype() == DType::BF16;
+  // --precision bf16 on our kernels: one pass over the bf16 operands (the _bf16 entries; under
+  // --tf32 on tensor cores, with the fp32 kernels' bits on the widened operands). Elsewhere
+  // (cuDNN) the fp32 views.
+  const bool bf16_kernels = !use_cudnn && x.dtype() == DType::BF16 && w.dtype() == DType::BF16;
   dispatch_compute("conv2d", compute, [&](auto tag) {
     using T = decltype(tag);
     const KernelTable<T>& table = use_cudnn ? cudnn_kernels<T>(x) : kernels<T>(x);

@@ -36,8 +36,12 @@ int swap_schedule(int schedule) {
   return previous;
 }
 uint64_t blocks_run() { return __atomic_load_n(&grid::counters().blocks, __ATOMIC_RELAXED); }
+uint64_t mma_tiles_run() {
+  return __atomic_load_n(&grid::counters().mma_tiles, __ATOMIC_RELAXED);
+}
 const EmulatorControls kEmulatorControls = {swap_schedule, emu::set_guard,
-                                            emu::is_guarded_device_pointer, blocks_run};
+                                            emu::is_guarded_device_pointer, blocks_run,
+                                            mma_tiles_run};
 #endif
 
 Backend make_backend(const Backend* host) {

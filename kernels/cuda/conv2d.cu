@@ -13,7 +13,9 @@
 // bottleneck's last convolution and shortcut add one launch), unless KDLAB_CONV_1X1=cublas: then
 // forward and backward data take the cuBLAS route of kernels/cuda/conv2d_pointwise.cu.
 // The _bf16 entries (--precision bf16) are the same implicit GEMM over bf16 operands (template
-// parameter S; conv2d_block.h widens loads and rounds stores), FMA only, no cuBLAS route.
+// parameter S; conv2d_block.h widens loads and rounds stores), by FMA, or under --tf32 on tensor
+// cores (conv2d_tiles.cuh's staged_tf32_gemm_tile: the float TF32 kernel's bits on the widened
+// operands); no cuBLAS route.
 // Determinism: no float atomics. The weight pass splits K into a number of slices fixed by the
 // shape and writes each slice's partial product to the workspace; the block that finishes a
 // tile's last slice (an integer ticket per tile) sums the tile's slices in slice order into dw,
@@ -119,11 +121,11 @@ struct WeightPass {
 };
 
 // Calls launch(std::bool_constant<TensorCores>): the kernels' multiply for T under the current
-// math mode (TF32 tensor cores only for float stored as float, see use_tensor_cores; bf16
-// operands always multiply by FMA).
+// math mode (TF32 tensor cores for float, stored as float or bf16, see use_tensor_cores; bf16
+// values are exact in TF32, so their products are exact there).
 template <class T, class S, class Launch>
 void with_multiply(Launch launch) {
-  if constexpr (std::is_same_v<T, float> && std::is_same_v<S, float>) {
+  if constexpr (std::is_same_v<T, float>) {
     if (use_tensor_cores()) return launch(std::true_type{});
   }
   launch(std::false_type{});

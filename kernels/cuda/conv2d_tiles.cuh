@@ -1,9 +1,9 @@
 // The block-level tile programs of our CUDA implicit-GEMM convolution (kernels/cuda/conv2d.cu,
 // its only includer): which tile a block computes, its double-buffered shared K tiles, the FMA
-// program (register prefetch, any conv_gemm::TileShape) and the TF32 tensor-core one (cp.async,
-// 64x64), and the weight pass's in-launch split-K fold with its tickets. The per-thread index
-// maths they run is conv_gemm's (conv2d_gather.h, conv2d_block.h, conv2d_mma.h), tested on the
-// host; these add shared memory, barriers and asynchronous copies, proven on the grid emulator.
+// program (register prefetch, any conv_gemm::TileShape), the TF32 tensor-core one (cp.async,
+// 64x64; register-staged for bf16 storage), and the weight pass's in-launch split-K fold with
+// its tickets. The per-thread index maths they run is conv_gemm's (conv2d_gather.h,
+// conv2d_block.h, conv2d_mma.h), tested on the host; these add shared memory, barriers and asynchronous copies, proven on the grid emulator.
 // Layouts: shared tiles [kTileK][stride] for A and B (stride: the tile's rows plus one, or
 // kMmaStride for the tensor-core tiles). The epilogues ASSIGN y / the workspace or add into dx
 // as conv_gemm::epilogue says; the fold ACCUMULATES into dw.
@@ -268,13 +268,73 @@ __device__ void tf32_gemm_tile(const conv_gemm::GemmParams<float, P>& prm, const
   }
 }
 
+// tf32_gemm_tile for bf16-stored operands (--precision bf16 under --tf32). cp.async copies bytes
+// and cannot widen, so registers stage the loads as in fma_gemm_tile (load_stage widens to float,
+// reading the K-index tables) and store them where the tensor-core tiles want them
+// (a_store_index, b_store_index). A bf16 value is exact in TF32, so nothing is rounded before the
+// multiply, and the fragments, the mma order and the epilogue are tf32_gemm_tile's: the bits are
+// the float kernel's on the widened operands, the bf16 entries' contract.
+template <Pass P, class S>
+__device__ void staged_tf32_gemm_tile(const conv_gemm::GemmParams<float, P, S>& prm,
+                                      const Tile& tile, StageTiles<float, true>& tiles) {
+  using namespace conv_gemm;
+  auto& a_tile = tiles.a;
+  auto& b_tile = tiles.b;
+  const int tid = threadIdx.x;
+  const int m0 = tile.y * kTileM, n0 = tile.x * kTileN, slice = tile.slice;
+  const KRange kr = k_range(prm.g, prm.k_chunk, slice);
+  const BCols<P> cols = make_b_cols(prm, tid, n0);
+  float a_reg[kLoads] = {}, b_reg[kLoads] = {};
+  float acc[kMicro][kMicro];
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+    for (int j = 0; j < kMicro; ++j) acc[i][j] = 0.f;
+  auto store = [&](int buf) {
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      a_tile[buf][a_store_index(tid, i)] = a_reg[i];
+      b_tile[buf][b_store_index<P>(tid, i)] = b_reg[i];
+    }
+  };
+
+  const KTables<P> tables{tiles.k_table, prm.d, kr, tid};
+  tables.fill(0);
+  tables.fill(1);
+  __syncthreads();
+  if (kr.tiles > 0) {
+    load_stage(prm, cols, tid, m0, kr.begin, kr.end, a_reg, b_reg, tables.of(0));
+    store(0);
+  }
+  __syncthreads();
+  for (int t = 0; t < kr.tiles; ++t) {
+    const int cur = t & 1;
+    const bool more = t + 1 < kr.tiles;
+    if (more)
+      load_stage(prm, cols, tid, m0, kr.begin + (t + 1) * kTileK, kr.end, a_reg, b_reg,
+                 tables.of(t + 1));
+    mma_tile_tf32(a_tile[cur], b_tile[cur], tid, acc);
+    if (more) store(cur ^ 1);
+    tables.fill(t + 2);
+    __syncthreads();
+  }
+  epilogue<MmaLayout>(prm, tid, m0, n0, slice, acc);
+  if constexpr (P == Pass::BackwardWeight) {
+    if (prm.fold_into) fold_slices<MmaLayout>(prm, tile, tid, m0, n0);
+  }
+}
+
 template <bool TensorCores, class Shape = conv_gemm::Tile64, class T, Pass P, class S>
 __device__ void gemm_tile(const conv_gemm::GemmParams<T, P, S>& prm, const Tile& tile,
                           StageTiles<T, TensorCores, Shape>& tiles) {
   if constexpr (TensorCores) {
-    static_assert(std::is_same<S, T>::value, "the tensor-core tiles are fed by cp.async of T");
+    static_assert(std::is_same<T, float>::value, "tensor cores multiply float (TF32)");
     static_assert(std::is_same<Shape, conv_gemm::Tile64>::value, "tensor cores tile 64x64");
-    tf32_gemm_tile(prm, tile, tiles);
+    if constexpr (std::is_same<S, T>::value) {
+      tf32_gemm_tile(prm, tile, tiles);  // cp.async straight from global memory
+    } else {
+      staged_tf32_gemm_tile(prm, tile, tiles);
+    }
   } else {
     fma_gemm_tile(prm, tile, tiles);
   }

@@ -69,6 +69,7 @@ struct BlockJob {
 // Emulator counters, summed over OS threads (for the speed report and tests).
 struct Counters {
   uint64_t launches = 0, blocks = 0, threads = 0, switches = 0;
+  uint64_t mma_tiles = 0;  // warp-wide mma.sync instructions (tensor_core.h), one per warp
 };
 inline Counters& counters() {
   static Counters c;

@@ -65,6 +65,7 @@ inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32
     }
     d[r] = float(double(d[r]) + sum);
   }
+  if (lane == 0) __atomic_fetch_add(&counters().mma_tiles, 1, __ATOMIC_RELAXED);
   __syncwarp(0xffffffffu, file, line);  // no lane refills the area before every lane has read it
 }
 

@@ -60,8 +60,8 @@ inline Grid3 gemm_grid(const GemmDims& g, int slices) {
   return {(g.n + Shape::kN - 1) / Shape::kN, (g.m + Shape::kM - 1) / Shape::kM, slices};
 }
 
-// The FMA kernel's tile for a float forward or data pass of GEMM g (conv2d.cu's with_tile_shape
-// maps it to the TileShape): the narrow tiles up to 32 rows, then a Micro-8 tile (64x256 up to 64
+// The FMA kernel's tile for a float forward or data pass of GEMM g (with_fma_tile maps it to
+// the TileShape): the narrow tiles up to 32 rows, then a Micro-8 tile (64x256 up to 64
 // rows, 128x128 above) where `micro` allows it, else 64x64. Micro: KDLAB_CONV_MICRO's `auto`
 // (a Micro-8 tile where its grid keeps kWideTileMinBlocks blocks), `8` (always) or `4` (never).
 enum class MicroTiles { Auto, Always, Never };
@@ -207,7 +207,7 @@ KD_HOST_DEVICE inline bool a_in_packs(const GemmParams<T, P, S>& prm) {
 // instructions. Every thread of a block loads at the same kTileK values of kk per K tile (B along
 // N in the forward and data passes; A and B along K in the weight pass, tid % kTileK), so the
 // kernels decompose each once per block into a shared table, table[j] = the entry of k0 + j
-// (conv2d_tiles.cuh's KTables), and the loads read it; a null table decomposes in place.
+// (conv2d_tiles.cuh's KTables), and the loads read it.
 template <Pass P>
 using KEntry = typename std::conditional<P == Pass::BackwardWeight, WgtRow, Tap>::type;
 template <Pass P>
@@ -218,12 +218,7 @@ KD_HOST_DEVICE inline KEntry<P> k_table_entry(const ConvDims& d, int k0, int j) 
     return split_tap(d, k0 + j);
   }
 }
-template <Pass P>
-KD_HOST_DEVICE inline KEntry<P> k_entry_at(const ConvDims& d, const KEntry<P>* table, int k0,
-                                           int kk) {
-  return table ? table[kk - k0] : k_table_entry<P>(d, kk, 0);
-}
-// Both kinds of table in one shared array of the FMA kernel's StageTiles.
+// Both kinds of table in one shared array of StageTiles.
 union KTable {
   Tap tap[kTileK];
   WgtRow row[kTileK];
@@ -240,13 +235,13 @@ union KTable {
 // Where the K tile starting at k0 comes from: the element offsets into prm.a and prm.b of each
 // of this thread's kLoads A and B loads, -1 where the tile holds a zero (outside M, N,
 // [.., k_end) and padding). The loads land at a_load_pos / b_load_pos. table: the K tile's
-// decomposed K indices (k_table_entry), or null.
+// decomposed K indices, table[kk - k0] (k_table_entry).
 template <class Shape = Tile64, class T, Pass P, class S>
 KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
                                          int tid, int m0, int k0, int k_end,
                                          int64_t (&a_off)[Shape::kLoadsA],
                                          int64_t (&b_off)[Shape::kLoadsB],
-                                         const KEntry<P>* table = nullptr) {
+                                         const KEntry<P>* table) {
   const ConvDims& d = prm.d;
   const int kk_a = k0 + a_load_pos(tid, 0).kk;
   const bool ka_ok = kk_a < k_end;
@@ -266,12 +261,12 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
     KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
       const int kk = k0 + b_load_pos<Shape>(false, tid, i).kk;
       b_off[i] = cols.ok[0] && kk < k_end
-                     ? forward_x_offset(d, cols.col[0], k_entry_at<P>(d, table, k0, kk))
+                     ? forward_x_offset(d, cols.col[0], table[kk - k0])
                      : -1;
     }
   }
   if constexpr (P == Pass::BackwardData) {
-    const Tap ta = ka_ok ? k_entry_at<P>(d, table, k0, kk_a) : Tap{0, 0, 0};
+    const Tap ta = ka_ok ? table[kk_a - k0] : Tap{0, 0, 0};
     KD_UNROLL for (int i = 0; i < Shape::kLoadsA; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
       a_off[i] = ka_ok && m < prm.g.m ? data_w_offset(d, m, ta) : -1;
@@ -279,13 +274,13 @@ KD_HOST_DEVICE inline void stage_offsets(const GemmParams<T, P, S>& prm, const B
     KD_UNROLL for (int i = 0; i < Shape::kLoadsB; ++i) {
       const int kk = k0 + b_load_pos<Shape>(false, tid, i).kk;
       b_off[i] = cols.ok[0] && kk < k_end
-                     ? data_dy_offset(d, cols.col[0], k_entry_at<P>(d, table, k0, kk))
+                     ? data_dy_offset(d, cols.col[0], table[kk - k0])
                      : -1;
     }
   }
   if constexpr (P == Pass::BackwardWeight) {
     // A's kk is also B's kk here (both along K): one decomposition per thread per K tile.
-    const WgtRow row = ka_ok ? k_entry_at<P>(d, table, k0, kk_a) : WgtRow{0, 0, 0, 0};
+    const WgtRow row = ka_ok ? table[kk_a - k0] : WgtRow{0, 0, 0, 0};
     KD_UNROLL for (int i = 0; i < kLoads; ++i) {
       const int m = m0 + a_load_pos(tid, i).mn;
       a_off[i] = ka_ok && m < prm.g.m ? weight_dy_offset(d, row, m) : -1;
@@ -300,7 +295,7 @@ template <class Shape = Tile64, class T, Pass P, class S>
 KD_HOST_DEVICE inline void load_stage(const GemmParams<T, P, S>& prm, const BCols<P>& cols,
                                       int tid, int m0, int k0, int k_end,
                                       T (&a_reg)[Shape::kLoadsA], T (&b_reg)[Shape::kLoadsB],
-                                      const KEntry<P>* table = nullptr) {
+                                      const KEntry<P>* table) {
   int64_t a_off[Shape::kLoadsA], b_off[Shape::kLoadsB];
   stage_offsets<Shape>(prm, cols, tid, m0, k0, k_end, a_off, b_off, table);
   if (a_in_packs<Shape>(prm)) {  // constant false where no pack load is compiled
@@ -352,8 +347,8 @@ KD_HOST_DEVICE inline void mma_tile(const T* a_tile, const T* b_tile, int tid,
   }
 }
 
-// Forward: y = acc + bias (+ residual) (assign). Backward data: dx += acc, or = acc when !prm.accumulate.
-// Weight: workspace slice = acc.
+// Forward: y = acc + bias (+ residual) (assign). Backward data: dx += acc, or = acc when
+// !prm.accumulate. Weight: workspace slice = acc.
 template <class Layout, class T, Pass P, class S, int Mi>
 KD_HOST_DEVICE inline void epilogue(const GemmParams<T, P, S>& prm, int tid, int m0, int n0,
                                     int slice, const T (&acc)[Mi][Mi]) {

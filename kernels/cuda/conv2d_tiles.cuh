@@ -3,7 +3,8 @@
 // program (register prefetch, any conv_gemm::TileShape), the TF32 tensor-core one (cp.async,
 // 64x64; register-staged for bf16 storage), and the weight pass's in-launch split-K fold with
 // its tickets. The per-thread index maths they run is conv_gemm's (conv2d_gather.h,
-// conv2d_block.h, conv2d_mma.h), tested on the host; these add shared memory, barriers and asynchronous copies, proven on the grid emulator.
+// conv2d_block.h, conv2d_mma.h), tested on the host; these add shared memory, barriers and
+// asynchronous copies, proven on the grid emulator.
 // Layouts: shared tiles [kTileK][stride] for A and B (stride: the tile's rows plus one, or
 // kMmaStride for the tensor-core tiles). The epilogues ASSIGN y / the workspace or add into dx
 // as conv_gemm::epilogue says; the fold ACCUMULATES into dw.
@@ -71,9 +72,7 @@ struct KTables {
           conv_gemm::k_table_entry<P>(d, kr.begin + tile_index * conv_gemm::kTileK, tid);
   }
   __device__ const conv_gemm::KEntry<P>* of(int tile_index) const {
-    const conv_gemm::KEntry<P>* table = buf[tile_index & 1].template entries<P>();
-    if (table == nullptr) __builtin_unreachable();  // else nvcc keeps k_entry_at's fallback
-    return table;
+    return buf[tile_index & 1].template entries<P>();
   }
 };
 
